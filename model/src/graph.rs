@@ -1,0 +1,388 @@
+//! The access graph: every cluster of an organisation merged into one picture.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::edge::{union, Edge, PortSpec, Target};
+use crate::report::ExposedWorkload;
+
+/// An edge as stored by the cloud: which cluster observed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEdge {
+    pub cluster: String,
+    pub edge: Edge,
+}
+
+/// A workload that a cluster exposes to the outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterExposure {
+    pub cluster: String,
+    pub exposed: ExposedWorkload,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphFilter {
+    /// Keep edges with either end in this cluster.
+    pub cluster: Option<String>,
+    /// Keep edges with either end in this namespace.
+    pub namespace: Option<String>,
+    /// Keep edges with either end named so.
+    pub workload: Option<String>,
+    /// Keep edges seen at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Workload,
+    Service,
+    Internet,
+    Aws,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    pub name: String,
+    pub edges: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphNode {
+    pub id: String,
+    pub kind: NodeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The Kubernetes kind of a workload (`Deployment`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_kind: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphEdge {
+    pub source: String,
+    pub target: String,
+    /// The cluster whose agent observed the call.
+    pub observed_in: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortSpec>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub connections: u64,
+    /// For AWS targets: the IAM actions called.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+    /// When the target was resolved across clusters: the addresses or hostnames that matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessGraph {
+    pub clusters: Vec<ClusterSummary>,
+    pub nodes: Vec<GraphNode>,
+    pub edges: Vec<GraphEdge>,
+}
+
+fn workload_id(cluster: &str, namespace: &str, name: &str) -> String {
+    format!("{cluster}/{namespace}/{name}")
+}
+
+impl AccessGraph {
+    /// Builds the organisation's graph. A call to an internet address or hostname that another
+    /// (or the same) cluster exposes is drawn to that cluster's workload instead.
+    pub fn build(clusters: &[String], edges: &[ClusterEdge], exposures: &[ClusterExposure], filter: &GraphFilter) -> Self {
+        let mut exposed_by: HashMap<&str, Vec<&ClusterExposure>> = HashMap::new();
+        for e in exposures {
+            for key in e.exposed.addresses.iter().chain(&e.exposed.hostnames) {
+                exposed_by.entry(key.trim_end_matches('.')).or_default().push(e);
+            }
+        }
+
+        let mut nodes: BTreeMap<String, GraphNode> = BTreeMap::new();
+        let mut merged: BTreeMap<(String, String, String), GraphEdge> = BTreeMap::new();
+        for ce in edges {
+            let edge = &ce.edge;
+            if filter.since.is_some_and(|since| edge.last_seen < since) {
+                continue;
+            }
+            let client = GraphNode {
+                id: workload_id(&ce.cluster, &edge.client.namespace, &edge.client.name),
+                kind: NodeKind::Workload,
+                cluster: Some(ce.cluster.clone()),
+                namespace: Some(edge.client.namespace.clone()),
+                name: edge.client.name.clone(),
+                workload_kind: edge.client.kind.clone(),
+            };
+            let (target, via, actions) = target_node(&ce.cluster, &edge.target, &exposed_by);
+            if !filter_keeps(filter, &client, &target) {
+                continue;
+            }
+            let key = (client.id.clone(), target.id.clone(), ce.cluster.clone());
+            let ports = match &edge.target {
+                Target::Internet(i) if edge.ports.is_empty() => i.ports.iter().map(|&port| PortSpec { port, protocol: Default::default() }).collect(),
+                _ => edge.ports.clone(),
+            };
+            match merged.get_mut(&key) {
+                Some(g) => {
+                    g.first_seen = g.first_seen.min(edge.first_seen);
+                    g.last_seen = g.last_seen.max(edge.last_seen);
+                    g.connections = g.connections.saturating_add(edge.connections);
+                    g.ports = union(&g.ports, &ports);
+                    g.actions = union(&g.actions, &actions);
+                    g.via = union(&g.via, &via);
+                }
+                None => {
+                    merged.insert(
+                        key,
+                        GraphEdge {
+                            source: client.id.clone(),
+                            target: target.id.clone(),
+                            observed_in: ce.cluster.clone(),
+                            ports,
+                            first_seen: edge.first_seen,
+                            last_seen: edge.last_seen,
+                            connections: edge.connections,
+                            actions,
+                            via,
+                        },
+                    );
+                }
+            }
+            merge_node(&mut nodes, client);
+            merge_node(&mut nodes, target);
+        }
+
+        let edges: Vec<GraphEdge> = merged.into_values().collect();
+        let clusters = clusters
+            .iter()
+            .filter(|c| filter.cluster.as_ref().is_none_or(|f| f == *c))
+            .map(|name| ClusterSummary { name: name.clone(), edges: edges.iter().filter(|e| &e.observed_in == name).count() })
+            .collect();
+        AccessGraph { clusters, nodes: nodes.into_values().collect(), edges }
+    }
+
+    /// Graphviz DOT: one box per cluster, one per namespace inside it, external targets outside.
+    pub fn to_dot(&self) -> String {
+        let mut out = String::from("digraph access_graph {\n  rankdir=LR;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n");
+        let mut grouped: BTreeMap<(&str, &str), Vec<&GraphNode>> = BTreeMap::new();
+        let mut outside = Vec::new();
+        for node in &self.nodes {
+            match (&node.cluster, &node.namespace) {
+                (Some(c), Some(ns)) => grouped.entry((c.as_str(), ns.as_str())).or_default().push(node),
+                _ => outside.push(node),
+            }
+        }
+        let clusters: BTreeSet<&str> = grouped.keys().map(|(c, _)| *c).collect();
+        for (ci, cluster) in clusters.iter().enumerate() {
+            let _ = writeln!(out, "  subgraph cluster_{ci} {{\n    label={};\n    style=bold;", quote(&format!("cluster {cluster}")));
+            for (ni, ((_, ns), members)) in grouped.iter().filter(|((c, _), _)| c == cluster).enumerate() {
+                let _ = writeln!(out, "    subgraph cluster_{ci}_{ni} {{\n      label={};\n      style=dashed;", quote(&format!("namespace {ns}")));
+                for node in members {
+                    let _ = writeln!(out, "      {} [label={}];", quote(&node.id), quote(&node_label(node)));
+                }
+                out.push_str("    }\n");
+            }
+            out.push_str("  }\n");
+        }
+        for node in outside {
+            let shape = if node.kind == NodeKind::Aws { "component" } else { "ellipse" };
+            let _ = writeln!(out, "  {} [label={}, shape={shape}];", quote(&node.id), quote(&node_label(node)));
+        }
+        for edge in &self.edges {
+            let mut label: Vec<String> = edge.ports.iter().map(|p| p.to_string()).collect();
+            label.extend(edge.actions.iter().cloned());
+            let _ = writeln!(out, "  {} -> {} [label={}];", quote(&edge.source), quote(&edge.target), quote(&label.join(", ")));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+fn node_label(node: &GraphNode) -> String {
+    match &node.workload_kind {
+        Some(kind) => format!("{}\n({kind})", node.name),
+        None => node.name.clone(),
+    }
+}
+
+/// A DOT ID in double quotes, with quotes, backslashes and newlines escaped.
+fn quote(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+fn merge_node(nodes: &mut BTreeMap<String, GraphNode>, node: GraphNode) {
+    match nodes.get_mut(&node.id) {
+        Some(existing) => {
+            if existing.workload_kind.is_none() {
+                existing.workload_kind = node.workload_kind;
+            }
+        }
+        None => {
+            nodes.insert(node.id.clone(), node);
+        }
+    }
+}
+
+fn filter_keeps(filter: &GraphFilter, a: &GraphNode, b: &GraphNode) -> bool {
+    let either = |f: &dyn Fn(&GraphNode) -> bool| f(a) || f(b);
+    filter.cluster.as_ref().is_none_or(|c| either(&|n| n.cluster.as_ref() == Some(c)))
+        && filter.namespace.as_ref().is_none_or(|ns| either(&|n| n.namespace.as_ref() == Some(ns)))
+        && filter.workload.as_ref().is_none_or(|w| either(&|n| &n.name == w))
+}
+
+/// The node a target is drawn as, the exposure keys that moved it across clusters, and its actions.
+fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&ClusterExposure>>) -> (GraphNode, Vec<String>, Vec<String>) {
+    match target {
+        Target::Kubernetes(w) => (
+            GraphNode {
+                id: workload_id(cluster, &w.namespace, &w.name),
+                kind: NodeKind::Workload,
+                cluster: Some(cluster.to_owned()),
+                namespace: Some(w.namespace.clone()),
+                name: w.name.clone(),
+                workload_kind: w.kind.clone(),
+            },
+            vec![],
+            vec![],
+        ),
+        Target::Service(s) => (
+            GraphNode {
+                id: format!("{cluster}/{}/service/{}", s.namespace, s.name),
+                kind: NodeKind::Service,
+                cluster: Some(cluster.to_owned()),
+                namespace: Some(s.namespace.clone()),
+                name: s.name.clone(),
+                workload_kind: Some("Service".into()),
+            },
+            vec![],
+            vec![],
+        ),
+        Target::Internet(i) => {
+            let keys: Vec<&String> = i.domains.iter().chain(&i.ips).collect();
+            let hit = keys.iter().find_map(|k| exposed_by.get(k.trim_end_matches('.')).and_then(|v| v.first()));
+            match hit {
+                Some(exp) => {
+                    let via: Vec<String> = keys
+                        .iter()
+                        .filter(|k| exposed_by.get(k.trim_end_matches('.')).is_some_and(|v| v.iter().any(|e| std::ptr::eq(*e, *exp))))
+                        .map(|k| (*k).clone())
+                        .collect();
+                    let via = union(&via, &[]);
+                    let w = &exp.exposed;
+                    (
+                        GraphNode {
+                            id: workload_id(&exp.cluster, &w.namespace, &w.name),
+                            kind: NodeKind::Workload,
+                            cluster: Some(exp.cluster.clone()),
+                            namespace: Some(w.namespace.clone()),
+                            name: w.name.clone(),
+                            workload_kind: w.kind.clone(),
+                        },
+                        via,
+                        vec![],
+                    )
+                }
+                None => {
+                    let name = i.identity().to_owned();
+                    (GraphNode { id: format!("internet/{name}"), kind: NodeKind::Internet, cluster: None, namespace: None, name, workload_kind: None }, vec![], vec![])
+                }
+            }
+        }
+        Target::Aws(a) => (
+            GraphNode { id: format!("aws/{}", a.arn), kind: NodeKind::Aws, cluster: None, namespace: None, name: a.arn.clone(), workload_kind: None },
+            vec![],
+            a.actions.clone(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::{InternetTarget, Protocol, WorkloadRef};
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn edge(cluster: &str, client: &str, target: Target, last: &str) -> ClusterEdge {
+        ClusterEdge {
+            cluster: cluster.into(),
+            edge: Edge {
+                client: WorkloadRef::new("shop", client, Some("Deployment")),
+                target,
+                ports: vec![PortSpec { port: 443, protocol: Protocol::Tcp }],
+                first_seen: t("2026-11-01T00:00:00Z"),
+                last_seen: t(last),
+                connections: 2,
+            },
+        }
+    }
+
+    fn internet(domain: &str, ip: &str) -> Target {
+        Target::Internet(InternetTarget { domains: vec![domain.into()], ips: vec![ip.into()], ports: vec![443] })
+    }
+
+    #[test]
+    fn a_call_to_an_address_another_cluster_exposes_lands_on_its_workload() {
+        let exposures = vec![ClusterExposure {
+            cluster: "eu".into(),
+            exposed: ExposedWorkload { namespace: "pay".into(), name: "gateway".into(), kind: Some("Deployment".into()), addresses: vec!["198.51.100.10".into()], hostnames: vec!["pay.example.com".into()] },
+        }];
+        let edges = vec![
+            edge("us", "frontend", internet("pay.example.com", "198.51.100.10"), "2026-11-02T00:00:00Z"),
+            edge("us", "frontend", internet("api.stripe.com", "203.0.113.7"), "2026-11-02T00:00:00Z"),
+        ];
+        let g = AccessGraph::build(&["eu".into(), "us".into()], &edges, &exposures, &GraphFilter::default());
+        let targets: Vec<&str> = g.edges.iter().map(|e| e.target.as_str()).collect();
+        assert_eq!(targets, vec!["eu/pay/gateway", "internet/api.stripe.com"]);
+        assert_eq!(g.edges[0].via, vec!["198.51.100.10", "pay.example.com"]);
+        let gw = g.nodes.iter().find(|n| n.id == "eu/pay/gateway").unwrap();
+        assert_eq!(gw.cluster.as_deref(), Some("eu"));
+
+        let only_eu = AccessGraph::build(&["eu".into(), "us".into()], &edges, &exposures, &GraphFilter { cluster: Some("eu".into()), ..Default::default() });
+        assert_eq!(only_eu.edges.len(), 1, "the cross-cluster call touches eu");
+        assert_eq!(only_eu.clusters.len(), 1);
+    }
+
+    #[test]
+    fn filters_by_time_and_workload() {
+        let cart = Target::Kubernetes(WorkloadRef::new("shop", "cart", None));
+        let edges = vec![edge("us", "frontend", cart.clone(), "2026-11-02T00:00:00Z"), edge("us", "checkout", cart, "2026-11-20T00:00:00Z")];
+        let recent = AccessGraph::build(&["us".into()], &edges, &[], &GraphFilter { since: Some(t("2026-11-10T00:00:00Z")), ..Default::default() });
+        assert_eq!(recent.edges.len(), 1);
+        assert_eq!(recent.edges[0].source, "us/shop/checkout");
+        let front = AccessGraph::build(&["us".into()], &edges, &[], &GraphFilter { workload: Some("frontend".into()), ..Default::default() });
+        assert_eq!(front.edges.len(), 1);
+        assert_eq!(front.nodes.len(), 2);
+    }
+
+    #[test]
+    fn dot_groups_clusters_and_namespaces_and_escapes_names() {
+        let edges = vec![edge("us", "frontend", internet("api.stripe.com", "203.0.113.7"), "2026-11-02T00:00:00Z")];
+        let dot = AccessGraph::build(&["us".into()], &edges, &[], &GraphFilter::default()).to_dot();
+        assert!(dot.starts_with("digraph access_graph {"));
+        assert!(dot.contains("label=\"cluster us\""));
+        assert!(dot.contains("label=\"namespace shop\""));
+        assert!(dot.contains("\"us/shop/frontend\" -> \"internet/api.stripe.com\" [label=\"443/TCP\"];"));
+        assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
+}

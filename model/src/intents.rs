@@ -1,0 +1,1 @@
+//! ClientIntents rendering (not yet).

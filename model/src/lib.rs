@@ -1,0 +1,15 @@
+//! The shared vocabulary of the traffic mapper.
+//!
+//! Everything here is plain data and pure functions: the node agent, the mapper, the cloud and
+//! the CLI all speak these types, and none of them needs a runtime to test them.
+
+pub mod edge;
+pub mod graph;
+pub mod intents;
+pub mod list;
+pub mod report;
+
+pub use edge::{merge_edges, AwsTarget, Edge, EdgeKey, InternetTarget, PortSpec, Protocol, ServiceRef, Target, WorkloadRef};
+pub use graph::{AccessGraph, ClusterSummary, GraphEdge, GraphNode, NodeKind};
+pub use report::{EdgeReport, ExposedWorkload, ReportError, SCHEMA_VERSION};
+pub use graph::{ClusterEdge, ClusterExposure, GraphFilter};
