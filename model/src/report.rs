@@ -144,7 +144,8 @@ fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
                 return Err(("target.aws.arn".into(), format!("{:?} is not an ARN (arn:partition:service:region:account:resource)", a.arn)));
             }
             for action in &a.actions {
-                if !action.contains(':') || action.len() > 256 {
+                let charset_ok = action.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '*' | '-' | '_'));
+                if !action.contains(':') || action.len() > 256 || !charset_ok {
                     return Err(("target.aws.actions".into(), format!("{action:?} is not an IAM action such as s3:GetObject")));
                 }
             }

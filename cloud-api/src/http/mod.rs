@@ -1,0 +1,87 @@
+//! Routes. `app(state)` is the whole HTTP surface; tests drive it without a socket.
+
+pub mod auth;
+pub mod clusters;
+pub mod error;
+pub mod graph;
+pub mod ingest;
+pub mod oauth;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use self::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::{ClusterInfo, Store};
+use crate::tokens::{JwtIssuer, VerifiedTokenCache};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body accepted, as sent (compressed or not).
+    pub max_body_bytes: usize,
+    /// Largest report accepted once decompressed.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { max_body_bytes: 16 << 20, max_decompressed_bytes: 64 << 20 }
+    }
+}
+
+pub struct Shared {
+    pub store: Store,
+    pub jwt: JwtIssuer,
+    pub token_cache: VerifiedTokenCache,
+    pub metrics: Metrics,
+    pub config: Config,
+}
+
+pub type AppState = Arc<Shared>;
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(oauth::jwks))
+        .route("/oauth/token", post(oauth::token))
+        .route("/api/v1/reports", post(ingest::ingest).layer(DefaultBodyLimit::disable()))
+        .route("/api/v1/clusters", post(clusters::create).get(clusters::list))
+        .route("/api/v1/clusters/{cluster}", get(clusters::show).delete(clusters::delete))
+        .route("/api/v1/clusters/{cluster}/revoke", post(clusters::revoke))
+        .route("/api/v1/clusters/{cluster}/client-intents", get(graph::client_intents))
+        .route("/api/v1/access-graph", get(graph::access_graph))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see the API section of README.md".into()) })
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    state.store.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "database unreachable");
+        ApiError::Unavailable("the database is unreachable".into())
+    })?;
+    Ok("ready")
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+}
+
+/// The caller's cluster by id or name; another organisation's cluster is "not found", never "forbidden".
+pub(crate) async fn cluster_of(state: &AppState, org: Uuid, id_or_name: &str) -> Result<ClusterInfo, ApiError> {
+    state
+        .store
+        .find_cluster(org, id_or_name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cluster {id_or_name:?} in this organisation; GET /api/v1/clusters lists them")))
+}

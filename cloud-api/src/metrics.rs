@@ -1,0 +1,59 @@
+//! Prometheus metrics served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Method {
+    pub method: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub reports: Family<Outcome, Counter>,
+    pub edges_merged: Counter,
+    pub tokens_issued: Counter,
+    pub auth_failures: Family<Method, Counter>,
+    pub ingest_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("intentmap_cloud");
+        let reports = Family::<Outcome, Counter>::default();
+        registry.register("reports", "Edge reports received, by outcome (accepted, duplicate, rejected)", reports.clone());
+        let edges_merged = Counter::default();
+        registry.register("edges_merged", "Distinct edges merged from accepted reports", edges_merged.clone());
+        let tokens_issued = Counter::default();
+        registry.register("tokens_issued", "Cluster access tokens issued", tokens_issued.clone());
+        let auth_failures = Family::<Method, Counter>::default();
+        registry.register("auth_failures", "Refused credentials, by method", auth_failures.clone());
+        let ingest_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register("ingest_seconds", "Time to store one accepted report", ingest_seconds.clone());
+        Self { registry, reports, edges_merged, tokens_issued, auth_failures, ingest_seconds }
+    }
+}
+
+impl Metrics {
+    pub fn report(&self, outcome: &str) {
+        self.reports.get_or_create(&Outcome { outcome: outcome.into() }).inc();
+    }
+
+    pub fn auth_failure(&self, method: &str) {
+        self.auth_failures.get_or_create(&Method { method: method.into() }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,465 @@
+//! PostgreSQL: every tenant query runs in a transaction that names its organisation, as a role
+//! that row-level security applies to, and filters by `org_id` itself as well.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use model::graph::{ClusterEdge, ClusterExposure};
+use model::{merge_edges, AwsTarget, Edge, EdgeReport, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::tokens;
+
+/// The role the API's connections act as: neither superuser nor table owner, so row-level
+/// security always applies to it.
+pub const APP_ROLE: &str = "intentmap_app";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Applies pending migrations as the connecting (owner) user.
+pub async fn migrate(database_url: &str) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut conn = PgConnection::connect(database_url).await?;
+    MIGRATOR.run(&mut conn).await?;
+    conn.close().await?;
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterCredentials {
+    pub cluster_id: Uuid,
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ClusterInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub client_id: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_report_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewOrg {
+    pub org_id: Uuid,
+    pub name: String,
+    pub api_token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IngestOutcome {
+    /// The report had been applied before; nothing changed.
+    pub duplicate: bool,
+    /// Distinct edges merged from this report.
+    pub edges_merged: usize,
+}
+
+impl Store {
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let options = PgConnectOptions::from_str(database_url)?.application_name("cloud-api");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    }
+
+    /// A transaction in which only `org`'s rows are visible or writable.
+    pub async fn tenant(&self, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
+        Ok(tx)
+    }
+
+    // === organisations and credentials ===
+
+    pub async fn create_org(&self, name: &str) -> Result<NewOrg, sqlx::Error> {
+        let org_id = Uuid::new_v4();
+        let mut tx = self.tenant(org_id).await?;
+        sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2)").bind(org_id).bind(name).execute(&mut *tx).await?;
+        let api_token = insert_api_token(&mut tx, org_id, "first token").await?;
+        tx.commit().await?;
+        Ok(NewOrg { org_id, name: name.to_owned(), api_token })
+    }
+
+    pub async fn org_exists(&self, org: Uuid) -> Result<bool, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let found = sqlx::query("SELECT 1 FROM organizations WHERE id = $1").bind(org).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn create_cluster(&self, org: Uuid, name: &str) -> Result<ClusterCredentials, sqlx::Error> {
+        let cluster_id = Uuid::new_v4();
+        let client_id = format!("cl_{}", cluster_id.simple());
+        let client_secret = tokens::random_secret();
+        let mut tx = self.tenant(org).await?;
+        sqlx::query("INSERT INTO clusters (org_id, id, name, client_id, secret_hash) VALUES ($1, $2, $3, $4, $5)")
+            .bind(org)
+            .bind(cluster_id)
+            .bind(name)
+            .bind(&client_id)
+            .bind(tokens::hash_secret(&client_secret))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ClusterCredentials { cluster_id, name: name.to_owned(), client_id, client_secret })
+    }
+
+    pub async fn list_clusters(&self, org: Uuid) -> Result<Vec<ClusterInfo>, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let rows = sqlx::query_as("SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters WHERE org_id = $1 ORDER BY name")
+            .bind(org)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// A cluster of `org` by id or by name.
+    pub async fn find_cluster(&self, org: Uuid, id_or_name: &str) -> Result<Option<ClusterInfo>, sqlx::Error> {
+        let id = Uuid::try_parse(id_or_name).ok();
+        let mut tx = self.tenant(org).await?;
+        let row = sqlx::query_as(
+            "SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters
+             WHERE org_id = $1 AND (name = $2 OR id = $3)",
+        )
+        .bind(org)
+        .bind(id_or_name)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Revoking stops the cluster's secret and every token issued from it.
+    pub async fn revoke_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let done = sqlx::query("UPDATE clusters SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes the cluster with all its edges and reports.
+    pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let done = sqlx::query("DELETE FROM clusters WHERE org_id = $1 AND id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `(org, cluster, secret hash)` for an active client ID. Runs before the tenant is known,
+    /// through a narrow SECURITY DEFINER function.
+    pub async fn cluster_client(&self, client_id: &str) -> Result<Option<(Uuid, Uuid, String)>, sqlx::Error> {
+        let row = sqlx::query("SELECT org_id, cluster_id, secret_hash FROM auth_cluster_client($1)").bind(client_id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// `(org, secret hash)` for an active API token id.
+    pub async fn api_token(&self, token_id: Uuid) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+        let row = sqlx::query("SELECT org_id, secret_hash FROM auth_api_token($1)").bind(token_id).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn cluster_is_active(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let row = sqlx::query("SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL").bind(org).bind(cluster).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
+    // === ingest ===
+
+    /// Applies a report exactly once: the report id, the merged edges and the exposed set are
+    /// written in one transaction, or nothing is.
+    pub async fn ingest(&self, org: Uuid, cluster: Uuid, report: &EdgeReport) -> Result<IngestOutcome, sqlx::Error> {
+        let edges = merge_edges(report.edges.iter().cloned());
+        let mut tx = self.tenant(org).await?;
+        let fresh = sqlx::query(
+            "INSERT INTO reports (org_id, cluster_id, report_id, generated_at, edge_count) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING RETURNING 1",
+        )
+        .bind(org)
+        .bind(cluster)
+        .bind(report.report_id)
+        .bind(report.generated_at)
+        .bind(i32::try_from(edges.len()).unwrap_or(i32::MAX))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if fresh.is_none() {
+            tx.commit().await?;
+            return Ok(IngestOutcome { duplicate: true, edges_merged: 0 });
+        }
+        upsert_edges(&mut tx, org, cluster, &edges).await?;
+        replace_exposed_if_newer(&mut tx, org, cluster, report.generated_at, &report.exposed).await?;
+        sqlx::query("UPDATE clusters SET last_report_at = now() WHERE org_id = $1 AND id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(IngestOutcome { duplicate: false, edges_merged: edges.len() })
+    }
+
+    // === reads ===
+
+    /// The org's edges, optionally of one cluster and seen since a time, named by cluster.
+    pub async fn edges(&self, org: Uuid, cluster: Option<Uuid>, since: Option<DateTime<Utc>>) -> Result<Vec<ClusterEdge>, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let rows = sqlx::query(
+            "SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
+                    e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.first_seen, e.last_seen, e.connections
+             FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
+             WHERE e.org_id = $1 AND ($2::uuid IS NULL OR e.cluster_id = $2) AND ($3::timestamptz IS NULL OR e.last_seen >= $3)",
+        )
+        .bind(org)
+        .bind(cluster)
+        .bind(since)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(edge_from_row).collect()
+    }
+
+    pub async fn exposures(&self, org: Uuid) -> Result<Vec<ClusterExposure>, sqlx::Error> {
+        let mut tx = self.tenant(org).await?;
+        let rows = sqlx::query(
+            "SELECT c.name AS cluster, x.namespace, x.name, x.kind, x.addresses, x.hostnames
+             FROM exposed_workloads x JOIN clusters c ON c.org_id = x.org_id AND c.id = x.cluster_id
+             WHERE x.org_id = $1 ORDER BY c.name, x.namespace, x.name",
+        )
+        .bind(org)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| ClusterExposure {
+                cluster: r.get("cluster"),
+                exposed: ExposedWorkload { namespace: r.get("namespace"), name: r.get("name"), kind: r.get("kind"), addresses: r.get("addresses"), hostnames: r.get("hostnames") },
+            })
+            .collect())
+    }
+}
+
+async fn insert_api_token(tx: &mut PgConnection, org: Uuid, name: &str) -> Result<String, sqlx::Error> {
+    let id = Uuid::new_v4();
+    let secret = tokens::random_secret();
+    sqlx::query("INSERT INTO api_tokens (org_id, id, name, secret_hash) VALUES ($1, $2, $3, $4)")
+        .bind(org)
+        .bind(id)
+        .bind(name)
+        .bind(tokens::hash_secret(&secret))
+        .execute(tx)
+        .await?;
+    Ok(tokens::format_api_token(id, &secret))
+}
+
+// === edge rows ===
+
+/// Column-wise arrays for one `INSERT ... SELECT FROM UNNEST(...)`: one round trip per report.
+/// Array-valued columns travel as comma-joined text (report validation keeps commas out of them).
+#[derive(Default)]
+struct EdgeColumns {
+    client_namespace: Vec<String>,
+    client_name: Vec<String>,
+    target_type: Vec<&'static str>,
+    target_namespace: Vec<String>,
+    target_name: Vec<String>,
+    client_kind: Vec<Option<String>>,
+    target_kind: Vec<Option<String>>,
+    ports: Vec<String>,
+    domains: Vec<String>,
+    ips: Vec<String>,
+    internet_ports: Vec<String>,
+    actions: Vec<String>,
+    first_seen: Vec<DateTime<Utc>>,
+    last_seen: Vec<DateTime<Utc>>,
+    connections: Vec<i64>,
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+impl EdgeColumns {
+    fn push(&mut self, edge: &Edge) {
+        let key = edge.key();
+        self.client_namespace.push(key.client_namespace);
+        self.client_name.push(key.client_name);
+        self.target_type.push(key.target_type);
+        self.target_namespace.push(key.target_namespace);
+        self.target_name.push(key.target_name);
+        self.client_kind.push(edge.client.kind.clone());
+        let (target_kind, domains, ips, internet_ports, actions) = match &edge.target {
+            Target::Kubernetes(w) => (w.kind.clone(), String::new(), String::new(), String::new(), String::new()),
+            Target::Service(_) => (None, String::new(), String::new(), String::new(), String::new()),
+            Target::Internet(i) => (None, join(&i.domains), join(&i.ips), join(&i.ports), String::new()),
+            Target::Aws(a) => (None, String::new(), String::new(), String::new(), join(&a.actions)),
+        };
+        self.target_kind.push(target_kind);
+        self.ports.push(join(&edge.ports));
+        self.domains.push(domains);
+        self.ips.push(ips);
+        self.internet_ports.push(internet_ports);
+        self.actions.push(actions);
+        self.first_seen.push(edge.first_seen);
+        self.last_seen.push(edge.last_seen);
+        self.connections.push(i64::try_from(edge.connections).unwrap_or(i64::MAX));
+    }
+}
+
+async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[Edge]) -> Result<(), sqlx::Error> {
+    if edges.is_empty() {
+        return Ok(());
+    }
+    let mut c = EdgeColumns::default();
+    for edge in edges {
+        c.push(edge);
+    }
+    sqlx::query(
+        "INSERT INTO edges AS e (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name,
+                                 client_kind, target_kind, ports, domains, ips, internet_ports, actions, first_seen, last_seen, connections)
+         SELECT $1, $2, u.cns, u.cn, u.tt, u.tns, u.tn, u.ck, u.tk,
+                string_to_array(u.ports, ','), string_to_array(u.domains, ','), string_to_array(u.ips, ','),
+                string_to_array(u.iports, ',')::integer[], string_to_array(u.actions, ','), u.fs, u.ls, u.n
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                     $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[])
+              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n)
+         ON CONFLICT (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name) DO UPDATE SET
+             client_kind = COALESCE(EXCLUDED.client_kind, e.client_kind),
+             target_kind = COALESCE(EXCLUDED.target_kind, e.target_kind),
+             ports = ARRAY(SELECT DISTINCT x FROM unnest(e.ports || EXCLUDED.ports) x ORDER BY 1),
+             domains = ARRAY(SELECT DISTINCT x FROM unnest(e.domains || EXCLUDED.domains) x ORDER BY 1),
+             ips = ARRAY(SELECT DISTINCT x FROM unnest(e.ips || EXCLUDED.ips) x ORDER BY 1),
+             internet_ports = ARRAY(SELECT DISTINCT x FROM unnest(e.internet_ports || EXCLUDED.internet_ports) x ORDER BY 1),
+             actions = ARRAY(SELECT DISTINCT x FROM unnest(e.actions || EXCLUDED.actions) x ORDER BY 1),
+             first_seen = LEAST(e.first_seen, EXCLUDED.first_seen),
+             last_seen = GREATEST(e.last_seen, EXCLUDED.last_seen),
+             connections = e.connections + EXCLUDED.connections",
+    )
+    .bind(org)
+    .bind(cluster)
+    .bind(&c.client_namespace)
+    .bind(&c.client_name)
+    .bind(&c.target_type)
+    .bind(&c.target_namespace)
+    .bind(&c.target_name)
+    .bind(&c.client_kind)
+    .bind(&c.target_kind)
+    .bind(&c.ports)
+    .bind(&c.domains)
+    .bind(&c.ips)
+    .bind(&c.internet_ports)
+    .bind(&c.actions)
+    .bind(&c.first_seen)
+    .bind(&c.last_seen)
+    .bind(&c.connections)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+async fn replace_exposed_if_newer(tx: &mut PgConnection, org: Uuid, cluster: Uuid, generated_at: DateTime<Utc>, exposed: &[ExposedWorkload]) -> Result<(), sqlx::Error> {
+    let newer = sqlx::query(
+        "UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3) RETURNING 1",
+    )
+    .bind(org)
+    .bind(cluster)
+    .bind(generated_at)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if newer.is_none() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM exposed_workloads WHERE org_id = $1 AND cluster_id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
+    let mut merged: std::collections::BTreeMap<(&str, &str), ExposedWorkload> = Default::default();
+    for x in exposed {
+        let entry = merged.entry((&x.namespace, &x.name)).or_insert_with(|| ExposedWorkload { addresses: vec![], hostnames: vec![], ..x.clone() });
+        entry.addresses = model::edge::union(&entry.addresses, &x.addresses);
+        entry.hostnames = model::edge::union(&entry.hostnames, &x.hostnames);
+    }
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let (mut ns, mut name, mut kind, mut addrs, mut hosts) = (vec![], vec![], vec![], vec![], vec![]);
+    for x in merged.into_values() {
+        ns.push(x.namespace);
+        name.push(x.name);
+        kind.push(x.kind);
+        addrs.push(x.addresses.join(","));
+        hosts.push(x.hostnames.join(","));
+    }
+    sqlx::query(
+        "INSERT INTO exposed_workloads (org_id, cluster_id, namespace, name, kind, addresses, hostnames)
+         SELECT $1, $2, u.ns, u.name, u.kind, string_to_array(u.a, ','), string_to_array(u.h, ',')
+         FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(ns, name, kind, a, h)",
+    )
+    .bind(org)
+    .bind(cluster)
+    .bind(&ns)
+    .bind(&name)
+    .bind(&kind)
+    .bind(&addrs)
+    .bind(&hosts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> {
+    let decode = |e: String| sqlx::Error::Decode(e.into());
+    let ports: Vec<String> = r.try_get("ports")?;
+    let ports = ports.iter().map(|p| p.parse::<PortSpec>()).collect::<Result<Vec<_>, _>>().map_err(decode)?;
+    let target_type: String = r.try_get("target_type")?;
+    let target_namespace: String = r.try_get("target_namespace")?;
+    let target_name: String = r.try_get("target_name")?;
+    let target = match target_type.as_str() {
+        "kubernetes" => Target::Kubernetes(WorkloadRef { namespace: target_namespace, name: target_name, kind: r.try_get("target_kind")? }),
+        "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
+        "internet" => {
+            let iports: Vec<i32> = r.try_get("internet_ports")?;
+            Target::Internet(InternetTarget { domains: r.try_get("domains")?, ips: r.try_get("ips")?, ports: iports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect() })
+        }
+        "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.try_get("actions")? }),
+        other => return Err(decode(format!("unknown target_type {other:?}"))),
+    };
+    let connections: i64 = r.try_get("connections")?;
+    Ok(ClusterEdge {
+        cluster: r.try_get("cluster")?,
+        edge: Edge {
+            client: WorkloadRef { namespace: r.try_get("client_namespace")?, name: r.try_get("client_name")?, kind: r.try_get("client_kind")? },
+            target,
+            ports,
+            first_seen: r.try_get("first_seen")?,
+            last_seen: r.try_get("last_seen")?,
+            connections: connections.max(0) as u64,
+        },
+    })
+}

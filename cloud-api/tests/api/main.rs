@@ -1,0 +1,8 @@
+//! The cloud API against a real PostgreSQL: one database per test, one test binary.
+
+mod common;
+
+mod auth;
+mod ingest;
+mod reads;
+mod tenancy;
