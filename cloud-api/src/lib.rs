@@ -152,6 +152,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config { max_body_bytes: args.max_body_bytes, max_decompressed_bytes: args.max_decompressed_bytes };
     let state = state(&args.database_url, args.jwt.issuer()?, config, args.database_max_connections).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    serve_on(listener, state).await
+}
+
+/// Serves the API on a bound listener until SIGINT or SIGTERM.
+pub async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "cloud-api serving");
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())

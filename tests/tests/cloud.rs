@@ -1,0 +1,100 @@
+//! The cloud as a user runs it: the `cloud-api` binary's admin commands, `serve` over real
+//! HTTP, and the demo the README starts.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{binary, free_port, run_ok, spawn, wait_ready};
+use serde_json::{json, Value};
+
+fn admin(database_url: &str, args: &[&str]) -> Value {
+    let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", database_url]));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[tokio::test]
+async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
+    let pg = testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
+    let db = pg.fresh_database("e2e_cloud").await.unwrap();
+    let org = admin(&db, &["create-org", "acme"]);
+    let org_id = org["org_id"].as_str().unwrap();
+    let api_token = org["api_token"].as_str().unwrap();
+    let creds = admin(&db, &["create-cluster", "--org", org_id, "prod"]);
+
+    let missing = Command::new(binary("cloud-api"))
+        .args(["admin", "create-cluster", "--org", &uuid::Uuid::new_v4().to_string(), "prod", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("create-org"), "the error says what to do next");
+
+    let dir = std::env::temp_dir().join(format!("e2e-cloud-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("jwt.pem");
+    std::fs::write(&key, run_ok(Command::new(binary("cloud-api")).args(["admin", "generate-jwt-key"])).stdout).unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let serve = |db: &str| {
+        spawn(Command::new(binary("cloud-api")).args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db]).env("JWT_KEY_FILES", &key).env("RUST_LOG", "warn"))
+    };
+    let server = serve(&db);
+    wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await;
+
+    let http = reqwest::Client::new();
+    let token: Value = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[("grant_type", "client_credentials"), ("client_id", creds["client_id"].as_str().unwrap()), ("client_secret", creds["client_secret"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = token["access_token"].as_str().expect("an access token").to_owned();
+
+    let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": "2026-11-24T18:00:00Z",
+        "edges": [{"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"},
+                   "target": {"kubernetes": {"namespace": "shop", "name": "cartservice", "kind": "Deployment"}},
+                   "ports": [{"port": 7070, "protocol": "TCP"}], "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z", "connections": 12}]});
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(report.to_string().as_bytes()).unwrap();
+    let body = gz.finish().unwrap();
+    let post = |jwt: String, body: Vec<u8>| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/reports");
+        async move { http.post(url).bearer_auth(jwt).header("content-type", "application/json").header("content-encoding", "gzip").body(body).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(jwt.clone(), body.clone()).await, 202);
+
+    // A restart with the same signing key keeps issued tokens valid; the replay is recognised.
+    drop(server);
+    let _server = serve(&db);
+    wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await;
+    assert_eq!(post(jwt.clone(), body).await, 200, "the same report again is a no-op");
+
+    let graph: Value = http.get(format!("{base}/api/v1/access-graph")).bearer_auth(api_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(graph["edges"][0]["source"], "prod/shop/frontend");
+    assert_eq!(graph["edges"][0]["target"], "prod/shop/cartservice");
+    assert_eq!(graph["edges"][0]["connections"], 12);
+    let yaml = http.get(format!("{base}/api/v1/clusters/prod/client-intents")).bearer_auth(api_token).send().await.unwrap().text().await.unwrap();
+    assert!(yaml.contains("apiVersion: k8s.otterize.com/v2beta1") && yaml.contains("name: cartservice"), "{yaml}");
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("intentmap_cloud_tokens_issued_total 0"), "the restarted server issued none yet: {metrics}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn the_readme_demo_runs_and_prints_where_to_look() {
+    let out_dir = std::env::temp_dir().join(format!("e2e-demo-{}", uuid::Uuid::new_v4()));
+    let out = run_ok(
+        Command::new(binary("intentmap-demo")).args(["--exit", "--listen", "127.0.0.1:0", "--out"]).arg(&out_dir).env_remove("DATABASE_URL").env("RUST_LOG", "warn"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("frontend in namespace otterize-ecom-demo calls:\n  - adservice\n"), "{stdout}");
+    assert!(stdout.contains("cross-cluster: us-east/otterize-ecom-demo/paymentservice -> eu-west/payments/payment-gateway"), "{stdout}");
+    assert!(stdout.contains("/api/v1/access-graph"), "{stdout}");
+    let yaml = std::fs::read_to_string(out_dir.join("clientintents-us-east.yaml")).expect("the demo writes ClientIntents");
+    assert!(yaml.contains("kind: ClientIntents"));
+    std::fs::remove_dir_all(&out_dir).ok();
+}
