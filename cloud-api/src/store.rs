@@ -193,7 +193,8 @@ impl Store {
 
     pub async fn cluster_is_active(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
-        let row = sqlx::query("SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL").bind(org).bind(cluster).fetch_optional(&mut *tx).await?;
+        let row =
+            sqlx::query("SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL").bind(org).bind(cluster).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         Ok(row.is_some())
     }
@@ -262,7 +263,13 @@ impl Store {
             .iter()
             .map(|r| ClusterExposure {
                 cluster: r.get("cluster"),
-                exposed: ExposedWorkload { namespace: r.get("namespace"), name: r.get("name"), kind: r.get("kind"), addresses: r.get("addresses"), hostnames: r.get("hostnames") },
+                exposed: ExposedWorkload {
+                    namespace: r.get("namespace"),
+                    name: r.get("name"),
+                    kind: r.get("kind"),
+                    addresses: r.get("addresses"),
+                    hostnames: r.get("hostnames"),
+                },
             })
             .collect())
     }
@@ -386,15 +393,20 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
     Ok(())
 }
 
-async fn replace_exposed_if_newer(tx: &mut PgConnection, org: Uuid, cluster: Uuid, generated_at: DateTime<Utc>, exposed: &[ExposedWorkload]) -> Result<(), sqlx::Error> {
-    let newer = sqlx::query(
-        "UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3) RETURNING 1",
-    )
-    .bind(org)
-    .bind(cluster)
-    .bind(generated_at)
-    .fetch_optional(&mut *tx)
-    .await?;
+async fn replace_exposed_if_newer(
+    tx: &mut PgConnection,
+    org: Uuid,
+    cluster: Uuid,
+    generated_at: DateTime<Utc>,
+    exposed: &[ExposedWorkload],
+) -> Result<(), sqlx::Error> {
+    let newer =
+        sqlx::query("UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3) RETURNING 1")
+            .bind(org)
+            .bind(cluster)
+            .bind(generated_at)
+            .fetch_optional(&mut *tx)
+            .await?;
     if newer.is_none() {
         return Ok(());
     }
@@ -445,7 +457,11 @@ fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> 
         "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
         "internet" => {
             let iports: Vec<i32> = r.try_get("internet_ports")?;
-            Target::Internet(InternetTarget { domains: r.try_get("domains")?, ips: r.try_get("ips")?, ports: iports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect() })
+            Target::Internet(InternetTarget {
+                domains: r.try_get("domains")?,
+                ips: r.try_get("ips")?,
+                ports: iports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
+            })
         }
         "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.try_get("actions")? }),
         other => return Err(decode(format!("unknown target_type {other:?}"))),

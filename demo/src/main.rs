@@ -93,7 +93,11 @@ fn eu_west_report() -> EdgeReport {
 async fn upload(http: &reqwest::Client, base: &str, creds: &serde_json::Value, report: &EdgeReport) -> anyhow::Result<serde_json::Value> {
     let token: serde_json::Value = http
         .post(format!("{base}/oauth/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", creds["client_id"].as_str().unwrap_or_default()), ("client_secret", creds["client_secret"].as_str().unwrap_or_default())])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", creds["client_id"].as_str().unwrap_or_default()),
+            ("client_secret", creds["client_secret"].as_str().unwrap_or_default()),
+        ])
         .send()
         .await?
         .error_for_status()?
@@ -177,12 +181,14 @@ async fn main() -> anyhow::Result<()> {
         println!("  {}: {} edges merged", creds["name"].as_str().unwrap_or_default(), reply["edges_merged"]);
     }
 
-    let graph: model::AccessGraph = http.get(format!("{base}/api/v1/access-graph")).bearer_auth(&org.api_token).send().await?.error_for_status()?.json().await?;
+    let graph: model::AccessGraph =
+        http.get(format!("{base}/api/v1/access-graph")).bearer_auth(&org.api_token).send().await?.error_for_status()?.json().await?;
     let edges: Vec<Edge> = state.store.edges(org.org_id, None, None).await?.into_iter().filter(|e| e.cluster == "us-east").map(|e| e.edge).collect();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut written = Vec::new();
     for name in ["us-east", "eu-west"] {
-        let yaml = http.get(format!("{base}/api/v1/clusters/{name}/client-intents")).bearer_auth(&org.api_token).send().await?.error_for_status()?.text().await?;
+        let yaml =
+            http.get(format!("{base}/api/v1/clusters/{name}/client-intents")).bearer_auth(&org.api_token).send().await?.error_for_status()?.text().await?;
         let path = args.out.join(format!("clientintents-{name}.yaml"));
         std::fs::write(&path, yaml)?;
         written.push(path);
@@ -219,4 +225,3 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -52,12 +52,7 @@ pub struct InternetTarget {
 impl InternetTarget {
     /// The name that identifies this destination: its first DNS name, else its first IP.
     pub fn identity(&self) -> &str {
-        self.domains
-            .iter()
-            .min()
-            .or_else(|| self.ips.iter().min())
-            .map(String::as_str)
-            .unwrap_or("")
+        self.domains.iter().min().or_else(|| self.ips.iter().min()).map(String::as_str).unwrap_or("")
     }
 }
 

@@ -302,7 +302,11 @@ fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&C
                 }
                 None => {
                     let name = i.identity().to_owned();
-                    (GraphNode { id: format!("internet/{name}"), kind: NodeKind::Internet, cluster: None, namespace: None, name, workload_kind: None }, vec![], vec![])
+                    (
+                        GraphNode { id: format!("internet/{name}"), kind: NodeKind::Internet, cluster: None, namespace: None, name, workload_kind: None },
+                        vec![],
+                        vec![],
+                    )
                 }
             }
         }
@@ -345,7 +349,13 @@ mod tests {
     fn a_call_to_an_address_another_cluster_exposes_lands_on_its_workload() {
         let exposures = vec![ClusterExposure {
             cluster: "eu".into(),
-            exposed: ExposedWorkload { namespace: "pay".into(), name: "gateway".into(), kind: Some("Deployment".into()), addresses: vec!["198.51.100.10".into()], hostnames: vec!["pay.example.com".into()] },
+            exposed: ExposedWorkload {
+                namespace: "pay".into(),
+                name: "gateway".into(),
+                kind: Some("Deployment".into()),
+                addresses: vec!["198.51.100.10".into()],
+                hostnames: vec!["pay.example.com".into()],
+            },
         }];
         let edges = vec![
             edge("us", "frontend", internet("pay.example.com", "198.51.100.10"), "2026-11-02T00:00:00Z"),

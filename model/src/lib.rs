@@ -11,5 +11,7 @@ pub mod report;
 
 pub use edge::{merge_edges, AwsTarget, Edge, EdgeKey, InternetTarget, PortSpec, Protocol, ServiceRef, Target, WorkloadRef};
 pub use graph::{AccessGraph, ClusterSummary, GraphEdge, GraphNode, NodeKind};
-pub use report::{EdgeReport, ExposedWorkload, ReportError, SCHEMA_VERSION};
 pub use graph::{ClusterEdge, ClusterExposure, GraphFilter};
+pub use intents::{client_intents, to_json, to_yaml, IntentsVersion, UnknownIntentsVersion, INTENTS_API_GROUP, INTENTS_KIND};
+pub use list::render_list;
+pub use report::{EdgeReport, ExposedWorkload, ReportError, SCHEMA_VERSION};

@@ -183,9 +183,9 @@ fn check_hostname(name: &str) -> Result<(), String> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     let ok = !trimmed.is_empty()
         && trimmed.len() <= 253
-        && trimmed.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
-        });
+        && trimmed
+            .split('.')
+            .all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*'));
     if ok {
         Ok(())
     } else {

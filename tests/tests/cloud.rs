@@ -36,7 +36,12 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let serve = |db: &str| {
-        spawn(Command::new(binary("cloud-api")).args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db]).env("JWT_KEY_FILES", &key).env("RUST_LOG", "warn"))
+        spawn(
+            Command::new(binary("cloud-api"))
+                .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
+                .env("JWT_KEY_FILES", &key)
+                .env("RUST_LOG", "warn"),
+        )
     };
     let server = serve(&db);
     wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await;
@@ -44,7 +49,11 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     let http = reqwest::Client::new();
     let token: Value = http
         .post(format!("{base}/oauth/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", creds["client_id"].as_str().unwrap()), ("client_secret", creds["client_secret"].as_str().unwrap())])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", creds["client_id"].as_str().unwrap()),
+            ("client_secret", creds["client_secret"].as_str().unwrap()),
+        ])
         .send()
         .await
         .unwrap()
@@ -63,7 +72,18 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     let post = |jwt: String, body: Vec<u8>| {
         let http = http.clone();
         let url = format!("{base}/api/v1/reports");
-        async move { http.post(url).bearer_auth(jwt).header("content-type", "application/json").header("content-encoding", "gzip").body(body).send().await.unwrap().status().as_u16() }
+        async move {
+            http.post(url)
+                .bearer_auth(jwt)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(post(jwt.clone(), body.clone()).await, 202);
 
@@ -88,7 +108,11 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
 async fn the_readme_demo_runs_and_prints_where_to_look() {
     let out_dir = std::env::temp_dir().join(format!("e2e-demo-{}", uuid::Uuid::new_v4()));
     let out = run_ok(
-        Command::new(binary("intentmap-demo")).args(["--exit", "--listen", "127.0.0.1:0", "--out"]).arg(&out_dir).env_remove("DATABASE_URL").env("RUST_LOG", "warn"),
+        Command::new(binary("intentmap-demo"))
+            .args(["--exit", "--listen", "127.0.0.1:0", "--out"])
+            .arg(&out_dir)
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn"),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("frontend in namespace otterize-ecom-demo calls:\n  - adservice\n"), "{stdout}");

@@ -10,10 +10,8 @@ use super::AppState;
 use crate::tokens::{self, TokenError};
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing Authorization header; send `Authorization: Bearer <token>`".into()))?;
+    let value =
+        parts.headers.get(AUTHORIZATION).ok_or_else(|| ApiError::Unauthorized("missing Authorization header; send `Authorization: Bearer <token>`".into()))?;
     let value = value.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
     let (scheme, token) = value.split_once(' ').ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {

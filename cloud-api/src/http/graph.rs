@@ -48,7 +48,11 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
     q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
-pub async fn access_graph(State(state): State<AppState>, auth: OrgAuth, q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>) -> Result<Response, ApiError> {
+pub async fn access_graph(
+    State(state): State<AppState>,
+    auth: OrgAuth,
+    q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
     let q = query(q)?;
     let since = q.since.as_deref().map(|s| parse_since(s, Utc::now())).transpose()?;
     if let Some(name) = &q.cluster {

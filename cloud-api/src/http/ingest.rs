@@ -14,7 +14,12 @@ use super::error::ApiError;
 use super::AppState;
 use crate::store::IngestOutcome;
 
-pub async fn ingest(State(state): State<AppState>, auth: ClusterAuth, headers: HeaderMap, body: Body) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+pub async fn ingest(
+    State(state): State<AppState>,
+    auth: ClusterAuth,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let started = Instant::now();
     let result = receive(&state, &headers, body).await;
     let report = match result {

@@ -1,11 +1,11 @@
 //! `POST /oauth/token` (RFC 6749 client-credentials grant) and the JWKS.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use axum::body::Bytes;
 use serde::Deserialize;
 
 use super::AppState;
@@ -56,7 +56,9 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
     match req.grant_type.as_deref() {
         Some("client_credentials") => {}
-        Some(other) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("grant_type {other:?} is not supported; use client_credentials")),
+        Some(other) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("grant_type {other:?} is not supported; use client_credentials"))
+        }
         None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is missing; use grant_type=client_credentials"),
     }
     let (Some(client_id), Some(secret)) = (req.client_id, req.client_secret) else {

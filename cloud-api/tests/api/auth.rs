@@ -37,7 +37,14 @@ async fn a_cluster_trades_its_credentials_for_a_short_lived_signed_jwt() {
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
 
     // JSON bodies and HTTP Basic client authentication work too.
-    let as_json = app.call(Method::POST, "/oauth/token", None, Some(json!({"grant_type": "client_credentials", "client_id": creds.client_id, "client_secret": creds.client_secret}))).await;
+    let as_json = app
+        .call(
+            Method::POST,
+            "/oauth/token",
+            None,
+            Some(json!({"grant_type": "client_credentials", "client_id": creds.client_id, "client_secret": creds.client_secret})),
+        )
+        .await;
     assert_eq!(as_json.status, StatusCode::OK, "{}", as_json.text());
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.client_id, creds.client_secret));
     let req = Request::post("/oauth/token")
@@ -82,10 +89,15 @@ async fn every_kind_of_wrong_token_is_refused_at_ingest() {
     let now = chrono::Utc::now().timestamp();
 
     let expired = app.state.jwt.issue(org.org_id, creds.cluster_id, now - 3600).0;
-    let same_key = |aud: &str, iss: &str| JwtIssuer::new(iss.into(), aud.into(), Duration::from_secs(300), vec![SigningKey::from_pem(&app.signing_key_pem).unwrap()]).unwrap();
+    let same_key = |aud: &str, iss: &str| {
+        JwtIssuer::new(iss.into(), aud.into(), Duration::from_secs(300), vec![SigningKey::from_pem(&app.signing_key_pem).unwrap()]).unwrap()
+    };
     let wrong_audience = same_key("someone-else", ISSUER).issue(org.org_id, creds.cluster_id, now).0;
     let wrong_issuer = same_key(AUDIENCE, "https://evil.test").issue(org.org_id, creds.cluster_id, now).0;
-    let foreign_key = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![SigningKey::generate()]).unwrap().issue(org.org_id, creds.cluster_id, now).0;
+    let foreign_key = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![SigningKey::generate()])
+        .unwrap()
+        .issue(org.org_id, creds.cluster_id, now)
+        .0;
     let claims = good.split('.').nth(1).unwrap();
     let alg_none = format!("{}.{claims}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#));
     let mut flipped = good.clone();
@@ -160,7 +172,8 @@ async fn api_tokens_are_checked_and_stored_only_as_hashes() {
 
     // The database holds argon2id hashes, never the token or the client secret.
     let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&app.database_url).await.unwrap();
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM api_tokens UNION ALL SELECT secret_hash FROM clusters").fetch_all(&mut conn).await.unwrap();
+    let hashes: Vec<String> =
+        sqlx::query_scalar("SELECT secret_hash FROM api_tokens UNION ALL SELECT secret_hash FROM clusters").fetch_all(&mut conn).await.unwrap();
     assert_eq!(hashes.len(), 2);
     for h in hashes {
         assert!(h.starts_with("$argon2id$"), "{h}");

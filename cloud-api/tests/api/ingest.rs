@@ -97,7 +97,8 @@ async fn gzip_reports_are_accepted_and_bombs_and_oversized_bodies_are_refused() 
 async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
     let app = test_app().await;
     let (org, _, jwt) = app.tenant("acme", "prod").await;
-    let good = report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1), internet_edge("shop", "frontend", "api.stripe.com", "203.0.113.7", 443)], vec![]);
+    let good =
+        report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1), internet_edge("shop", "frontend", "api.stripe.com", "203.0.113.7", 443)], vec![]);
 
     let mut unknown_field = good.clone();
     unknown_field["edges"][0]["bytes"] = json!(12);
@@ -124,7 +125,11 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
     let cut = good.to_string();
     let truncated = app.request(raw_report(&jwt, cut.as_bytes()[..cut.len() / 2].to_vec(), None)).await;
     assert_eq!(truncated.status, StatusCode::BAD_REQUEST);
-    let text = Request::post("/api/v1/reports").header(header::AUTHORIZATION, format!("Bearer {jwt}")).header(header::CONTENT_TYPE, "text/plain").body(Body::from(cut.clone())).unwrap();
+    let text = Request::post("/api/v1/reports")
+        .header(header::AUTHORIZATION, format!("Bearer {jwt}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(cut.clone()))
+        .unwrap();
     assert_eq!(app.request(text).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let graph = app.get("/api/v1/access-graph", &org.api_token).await.json();
@@ -139,7 +144,8 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
 async fn the_newest_report_decides_what_a_cluster_exposes() {
     let app = test_app().await;
     let (org, _, jwt) = app.tenant("acme", "eu").await;
-    let exposed = |addr: &str| vec![json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": [addr], "hostnames": ["pay.example.com"]})];
+    let exposed =
+        |addr: &str| vec![json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": [addr], "hostnames": ["pay.example.com"]})];
     let mut newer = report(vec![], exposed("198.51.100.20"));
     newer["generated_at"] = json!("2026-11-24T18:00:00Z");
     let mut older = report(vec![], exposed("198.51.100.10"));
@@ -149,7 +155,10 @@ async fn the_newest_report_decides_what_a_cluster_exposes() {
 
     let us = app.cluster(&org.api_token, "us").await;
     let us_jwt = app.cluster_token(&us).await;
-    let calls = vec![internet_edge("shop", "frontend", "old.example.net", "198.51.100.10", 443), internet_edge("shop", "checkout", "new.example.net", "198.51.100.20", 443)];
+    let calls = vec![
+        internet_edge("shop", "frontend", "old.example.net", "198.51.100.10", 443),
+        internet_edge("shop", "checkout", "new.example.net", "198.51.100.20", 443),
+    ];
     assert_eq!(app.post_report(&us_jwt, &report(calls, vec![])).await.status, StatusCode::ACCEPTED);
     let graph = app.get("/api/v1/access-graph", &org.api_token).await.json();
     edge_of(&graph, "us/shop/checkout", "eu/pay/gateway");

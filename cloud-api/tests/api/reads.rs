@@ -24,7 +24,8 @@ async fn two_clusters(app: &TestApp) -> String {
         old,
     ];
     assert_eq!(app.post_report(&us_jwt, &report(us_edges, vec![])).await.status, StatusCode::ACCEPTED);
-    let eu_exposed = vec![json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": ["198.51.100.10"], "hostnames": ["pay.example.com"]})];
+    let eu_exposed =
+        vec![json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": ["198.51.100.10"], "hostnames": ["pay.example.com"]})];
     assert_eq!(app.post_report(&eu_jwt, &report(vec![k8s_edge("pay", "gateway", "pay", "ledger", 5432, 9)], eu_exposed)).await.status, StatusCode::ACCEPTED);
     org.api_token
 }

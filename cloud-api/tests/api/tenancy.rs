@@ -63,9 +63,11 @@ async fn row_level_security_hides_other_tenants_even_from_a_query_without_a_filt
 
     // The API's role is neither superuser nor owner and cannot bypass RLS.
     let mut owner = PgConnection::connect(&app.database_url).await.unwrap();
-    let (sup, bypass): (bool, bool) = sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'intentmap_app'").fetch_one(&mut owner).await.unwrap();
+    let (sup, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'intentmap_app'").fetch_one(&mut owner).await.unwrap();
     assert!(!sup && !bypass);
-    let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = 'intentmap_app'").fetch_one(&mut owner).await.unwrap();
+    let owned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = 'intentmap_app'").fetch_one(&mut owner).await.unwrap();
     assert_eq!(owned, 0);
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut owner).await.unwrap();
     assert_eq!(total, 2, "the rows exist");

@@ -1,6 +1,5 @@
 //! One real PostgreSQL database per test; the router driven in-process with `oneshot`.
 
-
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
