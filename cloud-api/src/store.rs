@@ -9,6 +9,7 @@ use model::{merge_edges, AwsTarget, Edge, EdgeReport, ExposedWorkload, InternetT
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::tokens;
@@ -173,6 +174,7 @@ impl Store {
     /// Deletes the cluster with all its edges and reports.
     pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
+        sqlx::query("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
         let done = sqlx::query("DELETE FROM clusters WHERE org_id = $1 AND id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
@@ -309,6 +311,18 @@ struct EdgeColumns {
     first_seen: Vec<DateTime<Utc>>,
     last_seen: Vec<DateTime<Utc>>,
     connections: Vec<i64>,
+    edge_key: Vec<Vec<u8>>,
+}
+
+/// The stored key of an edge: 16 bytes of SHA-256 over its key columns, NUL-separated (names
+/// cannot contain NUL).
+pub fn edge_key_hash(key: &model::EdgeKey) -> [u8; 16] {
+    let mut h = Sha256::new();
+    for part in [key.client_namespace.as_str(), key.client_name.as_str(), key.target_type, key.target_namespace.as_str(), key.target_name.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..16].try_into().expect("SHA-256 is longer than 16 bytes")
 }
 
 fn join<T: ToString>(items: &[T]) -> String {
@@ -318,6 +332,7 @@ fn join<T: ToString>(items: &[T]) -> String {
 impl EdgeColumns {
     fn push(&mut self, edge: &Edge) {
         let key = edge.key();
+        self.edge_key.push(edge_key_hash(&key).to_vec());
         self.client_namespace.push(key.client_namespace);
         self.client_name.push(key.client_name);
         self.target_type.push(key.target_type);
@@ -352,14 +367,14 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
     }
     sqlx::query(
         "INSERT INTO edges AS e (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name,
-                                 client_kind, target_kind, ports, domains, ips, internet_ports, actions, first_seen, last_seen, connections)
+                                 client_kind, target_kind, ports, domains, ips, internet_ports, actions, first_seen, last_seen, connections, edge_key)
          SELECT $1, $2, u.cns, u.cn, u.tt, u.tns, u.tn, u.ck, u.tk,
                 string_to_array(u.ports, ','), string_to_array(u.domains, ','), string_to_array(u.ips, ','),
-                string_to_array(u.iports, ',')::integer[], string_to_array(u.actions, ','), u.fs, u.ls, u.n
+                string_to_array(u.iports, ',')::integer[], string_to_array(u.actions, ','), u.fs, u.ls, u.n, u.k
          FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[])
-              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n)
-         ON CONFLICT (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name) DO UPDATE SET
+                     $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[], $18::bytea[])
+              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n, k)
+         ON CONFLICT (org_id, cluster_id, edge_key) DO UPDATE SET
              client_kind = COALESCE(EXCLUDED.client_kind, e.client_kind),
              target_kind = COALESCE(EXCLUDED.target_kind, e.target_kind),
              ports = ARRAY(SELECT DISTINCT x FROM unnest(e.ports || EXCLUDED.ports) x ORDER BY 1),
@@ -388,6 +403,7 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
     .bind(&c.first_seen)
     .bind(&c.last_seen)
     .bind(&c.connections)
+    .bind(&c.edge_key)
     .execute(tx)
     .await?;
     Ok(())

@@ -150,8 +150,12 @@ async fn revoking_or_deleting_a_cluster_stops_its_tokens_and_its_secret() {
     let form = format!("grant_type=client_credentials&client_id={}&client_secret={}", a.client_id, a.client_secret);
     assert_eq!(app.token_request(&form).await.status, StatusCode::UNAUTHORIZED);
 
+    assert_eq!(app.post_report(&jwt_b, &body()).await.status, StatusCode::ACCEPTED);
     let deleted = app.call(Method::DELETE, "/api/v1/clusters/b", Some(&org.api_token), None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&app.database_url).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM edges WHERE cluster_id = $1").bind(b.cluster_id).fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 0, "deleting a cluster deletes its edges");
     assert_eq!(app.post_report(&jwt_b, &body()).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.get("/api/v1/clusters/b", &org.api_token).await.status, StatusCode::NOT_FOUND);
 }
