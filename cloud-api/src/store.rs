@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use model::graph::{ClusterEdge, ClusterExposure};
 use model::{merge_edges, AwsTarget, Edge, EdgeReport, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::tokens;

@@ -7,6 +7,7 @@ pub mod edge;
 pub mod graph;
 pub mod intents;
 pub mod list;
+pub mod observation;
 pub mod report;
 
 pub use edge::{merge_edges, AwsTarget, Edge, EdgeKey, InternetTarget, PortSpec, Protocol, ServiceRef, Target, WorkloadRef};

@@ -4,6 +4,10 @@
 //!   database per caller.
 //! - [`crd`]: a strict validator for Kubernetes `openAPIV3Schema`s, used to check the
 //!   ClientIntents we emit against the published CRD in `../shared/reference/`.
+//! - [`kube_api`]: a stand-in Kubernetes API server (list, watch with resourceVersions,
+//!   bookmarks and 410 Gone, metadata-only requests, TokenReview) that the real `kube::Client`
+//!   talks to over HTTP on 127.0.0.1. For tests and the local demo only; not a real API server.
 
 pub mod crd;
+pub mod kube_api;
 pub mod pg;

@@ -1,0 +1,348 @@
+//! The edges seen so far: what the local API lists, and what has not been uploaded yet.
+//!
+//! Every edge is kept twice over: its whole history (for `snapshot`, the TTL and the limit), and
+//! what changed since the last `take_delta` (for the upload, which the cloud adds to what it has,
+//! so a delta carries only new connections). An edge that expires, or is forgotten by `reset`,
+//! before its changes were taken keeps them until the next `take_delta`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use model::{AwsTarget, Edge, InternetTarget, PortSpec, ServiceRef, Target};
+
+use crate::identity::Workload;
+use crate::index::Name;
+
+#[derive(Debug, Clone)]
+pub struct EdgeStoreConfig {
+    /// Edges not seen for this long are dropped by `expire`; `None` keeps them until `reset`.
+    pub ttl: Option<TimeDelta>,
+    /// At most this many edges; past it new edges are refused and counted in `dropped_edges`.
+    pub max_edges: usize,
+}
+
+impl Default for EdgeStoreConfig {
+    fn default() -> Self {
+        Self { ttl: None, max_edges: 100_000 }
+    }
+}
+
+/// What a client was seen calling, borrowed from the resolution.
+#[derive(Debug, Clone, Copy)]
+pub enum ObservedTarget<'a> {
+    Workload(&'a Workload),
+    Service {
+        namespace: &'a Name,
+        name: &'a Name,
+    },
+    /// `domains` may be empty: the address alone names the destination.
+    Internet {
+        domains: &'a [Name],
+        ip: IpAddr,
+    },
+    Aws {
+        arn: &'a str,
+        action: Option<&'a str>,
+    },
+}
+
+/// One observation of an edge.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    pub client: &'a Workload,
+    pub target: ObservedTarget<'a>,
+    pub port: Option<PortSpec>,
+    pub at: DateTime<Utc>,
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New,
+    Updated,
+    /// The store is full; counted in `dropped_edges`.
+    Refused,
+}
+
+/// The identity of an edge, as `model::EdgeKey` but built without copying strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SlotKey {
+    client_namespace: Name,
+    client_name: Name,
+    target: TargetKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TargetKey {
+    Kubernetes(Name, Name),
+    Service(Name, Name),
+    /// Internet destinations are named by their least domain, else their address.
+    Domain(Name),
+    Ip(IpAddr),
+    Aws(Box<str>),
+}
+
+impl SlotKey {
+    fn of(observation: &Observation<'_>) -> Self {
+        let target = match observation.target {
+            ObservedTarget::Workload(w) => TargetKey::Kubernetes(w.namespace.clone(), w.name.clone()),
+            ObservedTarget::Service { namespace, name } => TargetKey::Service(namespace.clone(), name.clone()),
+            ObservedTarget::Internet { domains, ip } => match domains.iter().min() {
+                Some(domain) => TargetKey::Domain(domain.clone()),
+                None => TargetKey::Ip(ip),
+            },
+            ObservedTarget::Aws { arn, .. } => TargetKey::Aws(arn.into()),
+        };
+        Self { client_namespace: observation.client.namespace.clone(), client_name: observation.client.name.clone(), target }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tracked {
+    edge: Edge,
+    /// The internet target's addresses, to test membership without formatting them.
+    ips: Vec<IpAddr>,
+}
+
+impl Tracked {
+    fn new(observation: &Observation<'_>) -> Self {
+        let target = match observation.target {
+            ObservedTarget::Workload(w) => Target::Kubernetes(w.to_ref()),
+            ObservedTarget::Service { namespace, name } => Target::Service(ServiceRef { namespace: namespace.to_string(), name: name.to_string() }),
+            // Domains, addresses and actions are added by `fold`.
+            ObservedTarget::Internet { .. } => Target::Internet(InternetTarget::default()),
+            ObservedTarget::Aws { arn, .. } => Target::Aws(AwsTarget { arn: arn.to_owned(), actions: Vec::new() }),
+        };
+        let edge =
+            Edge { client: observation.client.to_ref(), target, ports: Vec::new(), first_seen: observation.at, last_seen: observation.at, connections: 0 };
+        let mut tracked = Tracked { edge, ips: Vec::new() };
+        tracked.fold(observation);
+        tracked
+    }
+
+    fn fold(&mut self, observation: &Observation<'_>) {
+        let edge = &mut self.edge;
+        edge.first_seen = edge.first_seen.min(observation.at);
+        edge.last_seen = edge.last_seen.max(observation.at);
+        edge.connections = edge.connections.saturating_add(observation.connections);
+        if let Some(port) = observation.port {
+            insert_sorted(&mut edge.ports, port);
+        }
+        match (&mut edge.target, observation.target) {
+            (Target::Kubernetes(w), ObservedTarget::Workload(seen)) if w.kind.as_deref() != Some(&*seen.kind) => w.kind = Some(seen.kind.to_string()),
+            (Target::Internet(internet), ObservedTarget::Internet { domains, ip }) => {
+                for domain in domains {
+                    insert_sorted_str(&mut internet.domains, domain);
+                }
+                if !self.ips.contains(&ip) {
+                    self.ips.push(ip);
+                    insert_sorted_str(&mut internet.ips, &ip.to_string());
+                }
+            }
+            (Target::Aws(aws), ObservedTarget::Aws { action: Some(action), .. }) => insert_sorted_str(&mut aws.actions, action),
+            _ => {}
+        }
+    }
+}
+
+fn insert_sorted<T: Ord>(values: &mut Vec<T>, value: T) {
+    if let Err(at) = values.binary_search(&value) {
+        values.insert(at, value);
+    }
+}
+
+fn insert_sorted_str(values: &mut Vec<String>, value: &str) {
+    if let Err(at) = values.binary_search_by(|v| v.as_str().cmp(value)) {
+        values.insert(at, value.to_owned());
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// The edge as listed; `None` once expired or reset.
+    current: Option<Tracked>,
+    /// Changes since the last `take_delta`.
+    unsent: Option<Tracked>,
+}
+
+#[derive(Debug, Default)]
+pub struct EdgeStore {
+    config: EdgeStoreConfig,
+    slots: HashMap<SlotKey, Slot>,
+    live: usize,
+    dropped_edges: u64,
+    expired_edges: u64,
+}
+
+impl EdgeStore {
+    pub fn new(config: EdgeStoreConfig) -> Self {
+        Self { config, ..Self::default() }
+    }
+
+    pub fn record(&mut self, observation: &Observation<'_>) -> Recorded {
+        let key = SlotKey::of(observation);
+        let full = self.live >= self.config.max_edges;
+        if let Some(slot) = self.slots.get_mut(&key) {
+            let recorded = match &mut slot.current {
+                Some(current) => {
+                    current.fold(observation);
+                    Recorded::Updated
+                }
+                None if full => {
+                    self.dropped_edges += 1;
+                    return Recorded::Refused;
+                }
+                None => {
+                    slot.current = Some(Tracked::new(observation));
+                    self.live += 1;
+                    Recorded::New
+                }
+            };
+            match &mut slot.unsent {
+                Some(unsent) => unsent.fold(observation),
+                None => slot.unsent = Some(Tracked::new(observation)),
+            }
+            return recorded;
+        }
+        // Slots kept only for their unsent changes count against twice the limit.
+        if full || self.slots.len() >= self.config.max_edges.saturating_mul(2) {
+            self.dropped_edges += 1;
+            return Recorded::Refused;
+        }
+        let tracked = Tracked::new(observation);
+        self.slots.insert(key, Slot { current: Some(tracked.clone()), unsent: Some(tracked) });
+        self.live += 1;
+        Recorded::New
+    }
+
+    /// Drops edges last seen more than the TTL before `now`; returns how many.
+    pub fn expire(&mut self, now: DateTime<Utc>) -> usize {
+        let Some(ttl) = self.config.ttl else { return 0 };
+        let mut expired = 0;
+        self.slots.retain(|_, slot| {
+            if slot.current.as_ref().is_some_and(|c| c.edge.last_seen + ttl < now) {
+                slot.current = None;
+                expired += 1;
+            }
+            slot.current.is_some() || slot.unsent.is_some()
+        });
+        self.live -= expired;
+        self.expired_edges += expired as u64;
+        expired
+    }
+
+    /// Every current edge, sorted by `model::EdgeKey`.
+    pub fn snapshot(&self) -> Vec<Edge> {
+        let mut edges: Vec<Edge> = self.slots.values().filter_map(|s| s.current.as_ref()).map(|t| t.edge.clone()).collect();
+        edges.sort_by_cached_key(Edge::key);
+        edges
+    }
+
+    /// The edges changed since the last call, sorted by `model::EdgeKey`: `connections` counts
+    /// only the new connections and `first_seen..=last_seen` spans only the changes, so adding
+    /// every delta up never counts a connection twice.
+    pub fn take_delta(&mut self) -> Vec<Edge> {
+        let mut delta = Vec::new();
+        self.slots.retain(|_, slot| {
+            if let Some(unsent) = slot.unsent.take() {
+                delta.push(unsent.edge);
+            }
+            slot.current.is_some()
+        });
+        delta.sort_by_cached_key(Edge::key);
+        delta
+    }
+
+    /// Forgets every edge. Changes not yet taken by `take_delta` are still delivered.
+    pub fn reset(&mut self) {
+        self.slots.retain(|_, slot| {
+            slot.current = None;
+            slot.unsent.is_some()
+        });
+        self.live = 0;
+    }
+
+    /// Current edges.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Edges refused because the store was full.
+    pub fn dropped_edges(&self) -> u64 {
+        self.dropped_edges
+    }
+
+    /// Edges dropped by `expire` so far.
+    pub fn expired_edges(&self) -> u64 {
+        self.expired_edges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn workload(name: &str) -> Workload {
+        Workload { namespace: "shop".into(), name: name.into(), kind: "Deployment".into() }
+    }
+
+    fn call<'a>(client: &'a Workload, server: &'a Workload, at: &str) -> Observation<'a> {
+        Observation { client, target: ObservedTarget::Workload(server), port: Some("7070/TCP".parse().unwrap()), at: t(at), connections: 1 }
+    }
+
+    #[test]
+    fn deltas_carry_only_new_connections() {
+        let (front, cart) = (workload("frontend"), workload("cartservice"));
+        let mut store = EdgeStore::new(EdgeStoreConfig::default());
+        store.record(&call(&front, &cart, "2026-01-01T10:00:00Z"));
+        store.record(&call(&front, &cart, "2026-01-01T10:00:05Z"));
+        let first = store.take_delta();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].connections, 2);
+        assert!(store.take_delta().is_empty(), "nothing new since");
+
+        store.record(&call(&front, &cart, "2026-01-01T10:01:00Z"));
+        let second = store.take_delta();
+        assert_eq!(second[0].connections, 1);
+        assert_eq!(second[0].first_seen, t("2026-01-01T10:01:00Z"));
+        assert_eq!(store.snapshot()[0].connections, 3, "the listing keeps the whole history");
+        assert_eq!(first[0].connections + second[0].connections, store.snapshot()[0].connections);
+    }
+
+    #[test]
+    fn expired_and_reset_edges_still_deliver_their_unsent_changes() {
+        let (front, cart) = (workload("frontend"), workload("cartservice"));
+        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: Some(TimeDelta::minutes(10)), max_edges: 10 });
+        store.record(&call(&front, &cart, "2026-01-01T10:00:00Z"));
+        assert_eq!(store.expire(t("2026-01-01T10:05:00Z")), 0);
+        assert_eq!(store.expire(t("2026-01-01T10:11:00Z")), 1);
+        assert!(store.snapshot().is_empty());
+        assert_eq!(store.take_delta().len(), 1);
+
+        store.record(&call(&front, &cart, "2026-01-01T10:12:00Z"));
+        store.reset();
+        assert!(store.is_empty());
+        assert_eq!(store.take_delta()[0].connections, 1);
+        assert!(store.take_delta().is_empty());
+    }
+
+    #[test]
+    fn a_full_store_refuses_and_counts_new_edges_but_updates_known_ones() {
+        let (front, cart, pay) = (workload("frontend"), workload("cartservice"), workload("paymentservice"));
+        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: None, max_edges: 1 });
+        assert_eq!(store.record(&call(&front, &cart, "2026-01-01T10:00:00Z")), Recorded::New);
+        assert_eq!(store.record(&call(&front, &pay, "2026-01-01T10:00:00Z")), Recorded::Refused);
+        assert_eq!(store.record(&call(&front, &cart, "2026-01-01T10:00:01Z")), Recorded::Updated);
+        assert_eq!(store.dropped_edges(), 1);
+        assert_eq!(store.len(), 1);
+    }
+}

@@ -1,0 +1,29 @@
+//! The cluster mapper's pure core: no runtime, no I/O.
+//!
+//! - [`Index`]: the inventory watchers keep current (`apply` / `delete` / `reset`), with
+//!   workload [identity](identity) and address and name [resolution](resolve).
+//! - [`Mapper`]: turns `model::observation` batches into edges, kept by the [`EdgeStore`]
+//!   (TTL, limit, deltas for upload).
+//! - [`EdgeFilter`]: the CLI's filters. [`fixtures`]: builders for tests, here and elsewhere.
+
+pub mod dns_memory;
+pub mod edges;
+pub mod exposed;
+pub mod filter;
+pub mod fixtures;
+pub mod identity;
+pub mod index;
+pub mod mapper;
+mod names;
+pub mod resolve;
+
+#[cfg(test)]
+mod tests;
+
+pub use dns_memory::{DnsMemory, DnsMemoryConfig};
+pub use edges::{EdgeStore, EdgeStoreConfig, Observation, ObservedTarget, Recorded};
+pub use filter::{EdgeFilter, FilterError, LabelSelector, ServerSelector};
+pub use identity::{Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND, WORKLOAD_NAME_ANNOTATIONS};
+pub use index::{Index, IndexConfig, IndexStats, Indexed, Name, ObjectKey};
+pub use mapper::{Mapper, MapperConfig, MapperStats};
+pub use resolve::{Resolution, Via, CLOCK_TOLERANCE};

@@ -1,0 +1,35 @@
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cluster-agent", version, about = "The intentmap in-cluster agent")]
+struct Args {
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
+    log_format: String,
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// Per cluster: resolve observations to workloads, keep the edges, serve them, upload them.
+    Mapper(Box<cluster_agent::mapper::MapperArgs>),
+    /// Per node: capture TCP connections and DNS answers (not yet built).
+    Node,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match args.role {
+        Role::Mapper(mapper) => cluster_agent::mapper::run(*mapper).await,
+        Role::Node => anyhow::bail!("`cluster-agent node` is not built yet (issue 6): run the mapper and feed it observations over POST /v1/observations"),
+    }
+}

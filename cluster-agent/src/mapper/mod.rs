@@ -1,0 +1,156 @@
+//! `cluster-agent mapper`: the per-cluster half. Watches the Kubernetes API into an index,
+//! turns node agents' observations into edges, serves them on its local API and uploads what
+//! changed to the cloud through a persistent outbox.
+
+pub mod api;
+pub mod auth;
+pub mod watch;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{TimeDelta, Utc};
+use clap::Args;
+use mapper_core::{EdgeStoreConfig, IndexConfig, Mapper, MapperConfig};
+use model::report::MAX_EDGES_PER_REPORT;
+use model::{Edge, EdgeReport, ExposedWorkload};
+
+use crate::outbox::Outbox;
+use crate::upload::{CloudClient, CloudConfig, ReportSource, Uploader, UploaderConfig};
+
+pub type SharedMapper = Arc<Mutex<Mapper>>;
+
+#[derive(Debug, Clone, Args)]
+pub struct MapperArgs {
+    /// The local API: observations in, edges out (the `intentmap` CLI talks to it).
+    #[arg(long, env = "MAPPER_LISTEN", default_value = "0.0.0.0:9090")]
+    pub listen: SocketAddr,
+    /// The cluster's DNS domain.
+    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Forget edges not seen for this many seconds.
+    #[arg(long, env = "EDGE_TTL_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub edge_ttl_seconds: u64,
+    /// At most this many edges are kept; past it new edges are refused and counted
+    /// (`intentmap_mapper_dropped_edges_total`).
+    #[arg(long, env = "MAX_EDGES", default_value_t = 200_000)]
+    pub max_edges: usize,
+    /// A token node agents may send instead of their ServiceAccount token (simple set-ups).
+    #[arg(long, env = "OBSERVATION_SHARED_TOKEN", hide_env_values = true)]
+    pub shared_token: Option<String>,
+    /// ServiceAccounts allowed to send observations (`system:serviceaccount:NS:NAME`, comma-separated); empty allows any authenticated one.
+    #[arg(long, env = "OBSERVATION_SERVICE_ACCOUNTS", value_delimiter = ',')]
+    pub observation_service_accounts: Vec<String>,
+    /// The cloud API's base URL; without it nothing is uploaded.
+    #[arg(long, env = "CLOUD_URL")]
+    pub cloud_url: Option<String>,
+    #[arg(long, env = "CLOUD_CLIENT_ID")]
+    pub cloud_client_id: Option<String>,
+    #[arg(long, env = "CLOUD_CLIENT_SECRET", hide_env_values = true)]
+    pub cloud_client_secret: Option<String>,
+    /// An extra CA certificate (PEM) to trust for the cloud, besides the public roots.
+    #[arg(long, env = "CLOUD_CA_FILE")]
+    pub cloud_ca_file: Option<PathBuf>,
+    /// Seconds between uploads.
+    #[arg(long, env = "UPLOAD_INTERVAL_SECONDS", default_value_t = 5.0)]
+    pub upload_interval_seconds: f64,
+    /// Where reports wait until the cloud acknowledges them (a volume in Kubernetes).
+    #[arg(long, env = "OUTBOX_DIR", default_value = "/var/lib/intentmap/outbox")]
+    pub outbox_dir: PathBuf,
+}
+
+/// Hands the uploader what changed since the last report, at most one report's worth at a time.
+pub struct DeltaSource {
+    mapper: SharedMapper,
+    backlog: VecDeque<Edge>,
+}
+
+impl DeltaSource {
+    pub fn new(mapper: SharedMapper) -> Self {
+        Self { mapper, backlog: VecDeque::new() }
+    }
+}
+
+impl ReportSource for DeltaSource {
+    fn next_report(&mut self) -> Option<EdgeReport> {
+        let exposed = {
+            let mut mapper = self.mapper.lock().expect("mapper lock poisoned");
+            self.backlog.extend(mapper.take_delta());
+            mapper.exposed()
+        };
+        if self.backlog.is_empty() {
+            return None;
+        }
+        let take = self.backlog.len().min(MAX_EDGES_PER_REPORT);
+        let edges: Vec<Edge> = self.backlog.drain(..take).collect();
+        Some(EdgeReport::new(uuid::Uuid::new_v4(), Utc::now(), edges, exposed))
+    }
+
+    fn exposed(&mut self) -> Option<Vec<ExposedWorkload>> {
+        Some(self.mapper.lock().expect("mapper lock poisoned").exposed())
+    }
+}
+
+pub fn new_mapper(args: &MapperArgs) -> SharedMapper {
+    let config = MapperConfig {
+        index: IndexConfig { cluster_domain: args.cluster_domain.clone(), ..Default::default() },
+        edges: EdgeStoreConfig {
+            ttl: (args.edge_ttl_seconds > 0).then(|| TimeDelta::seconds(args.edge_ttl_seconds.min(i64::MAX as u64 / 1000) as i64)),
+            max_edges: args.max_edges,
+        },
+        ..Default::default()
+    };
+    Arc::new(Mutex::new(Mapper::new(config)))
+}
+
+pub async fn run(args: MapperArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API (in a pod: its ServiceAccount; elsewhere: KUBECONFIG)")?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    serve(args, client, listener).await
+}
+
+/// Runs the mapper against `client`, serving its local API on `listener`, until the process ends.
+pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let mapper = new_mapper(&args);
+    let watches = Arc::new(watch::WatchProgress::default());
+    watch::spawn_all(client.clone(), mapper.clone(), watches.clone());
+
+    let upload = match (&args.cloud_url, &args.cloud_client_id, &args.cloud_client_secret) {
+        (Some(url), Some(id), Some(secret)) => {
+            let mut config = CloudConfig::new(url.clone(), id.clone(), secret.clone());
+            config.ca_certificate = args.cloud_ca_file.clone();
+            let cloud = CloudClient::new(config).context("building the cloud client (check --cloud-ca-file)")?;
+            let outbox = Outbox::open(&args.outbox_dir)
+                .with_context(|| format!("opening the outbox at {} (mount a writable volume there)", args.outbox_dir.display()))?;
+            let uploader =
+                Uploader::new(outbox, cloud, UploaderConfig { interval: Duration::from_secs_f64(args.upload_interval_seconds.max(0.1)), ..Default::default() });
+            let stats = uploader.stats();
+            tokio::spawn(uploader.run(DeltaSource::new(mapper.clone()), std::future::pending::<()>()));
+            Some(stats)
+        }
+        (None, None, None) => {
+            tracing::warn!("no --cloud-url: edges are kept locally and not uploaded");
+            None
+        }
+        _ => anyhow::bail!("uploading needs all of --cloud-url, --cloud-client-id and --cloud-client-secret"),
+    };
+
+    let expiring = mapper.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            expiring.lock().expect("mapper lock poisoned").expire(Utc::now());
+        }
+    });
+
+    let auth = auth::ObservationAuth::new(args.shared_token.clone(), Some(client), args.observation_service_accounts.clone());
+    let state = Arc::new(api::ApiState { mapper, auth, watches, upload });
+    tracing::info!(listen = %listener.local_addr()?, "mapper serving");
+    axum::serve(listener, api::router(state)).await?;
+    Ok(())
+}

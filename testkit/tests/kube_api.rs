@@ -1,0 +1,370 @@
+//! The stand-in Kubernetes API server, driven by the real `kube` client and `kube::runtime`.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, ListParams, PartialObjectMeta, PostParams, WatchEvent, WatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::{reflector, WatchStreamExt};
+use kube::ResourceExt;
+use testkit::kube_api::FakeApiServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const STEP: Duration = Duration::from_secs(5);
+
+async fn server() -> FakeApiServer {
+    FakeApiServer::start().await.expect("the stand-in API server starts")
+}
+
+fn meta(namespace: Option<&str>, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: (!labels.is_empty()).then(|| labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn mk_pod(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
+    Pod { metadata: meta(Some(namespace), name, labels), ..Pod::default() }
+}
+
+fn mk_replicaset(namespace: &str, name: &str, deployment: &str) -> ReplicaSet {
+    let owner = OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name: deployment.into(),
+        uid: format!("uid-{deployment}"),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    ReplicaSet { metadata: ObjectMeta { owner_references: Some(vec![owner]), ..meta(Some(namespace), name, &[("app", deployment)]) }, ..ReplicaSet::default() }
+}
+
+fn names<K: ResourceExt>(objs: impl IntoIterator<Item = K>) -> Vec<String> {
+    let mut names: Vec<String> = objs.into_iter().map(|o| o.name_any()).collect();
+    names.sort();
+    names
+}
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, fut).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn next_event<K: Debug>(stream: &mut (impl Stream<Item = Result<Event<K>, watcher::Error>> + Unpin), what: &str) -> Event<K> {
+    match within(what, stream.next()).await {
+        Some(Ok(event)) => event,
+        other => panic!("expected {what}, got {other:?}"),
+    }
+}
+
+/// Polls until the store holds exactly `expected` (sorted names).
+async fn store_converges(store: &reflector::Store<Pod>, expected: &[&str]) {
+    within("the reflector store to converge", async {
+        loop {
+            if names(store.state().iter().map(|p| (**p).clone())) == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// A raw HTTP/1.1 GET; returns the whole response (the server ends watches at `timeoutSeconds`).
+async fn raw_get(server: &FakeApiServer, path_and_query: &str) -> String {
+    let addr = server.url().trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect to the stand-in API server");
+    let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.expect("send the request");
+    let mut response = String::new();
+    within("the raw response to end", conn.read_to_string(&mut response)).await.expect("read the response");
+    response
+}
+
+#[tokio::test]
+async fn lists_across_namespaces_within_one_and_by_label() {
+    let server = server().await;
+    server.apply(&mk_pod("shop", "web-1", &[("app", "web"), ("tier", "front")]));
+    server.apply(&mk_pod("shop", "db-1", &[("app", "db")]));
+    server.apply(&mk_pod("default", "tool", &[]));
+    let client = server.client();
+
+    let all = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await.expect("list all pods");
+    assert_eq!(names(all.items.clone()), ["db-1", "tool", "web-1"]);
+    assert_eq!(all.types.kind, "PodList");
+    let rv: u64 = all.metadata.resource_version.as_deref().expect("the list has a resourceVersion").parse().expect("a numeric resourceVersion");
+    assert_eq!(rv, 4, "one version to start with, plus one per apply");
+    for pod in &all.items {
+        assert!(pod.metadata.uid.is_some() && pod.metadata.creation_timestamp.is_some(), "uid and creationTimestamp are filled in: {pod:?}");
+    }
+
+    let shop = Api::<Pod>::namespaced(client.clone(), "shop");
+    assert_eq!(names(shop.list(&ListParams::default()).await.unwrap()), ["db-1", "web-1"]);
+    let default = Api::<Pod>::default_namespaced(client.clone());
+    assert_eq!(names(default.list(&ListParams::default()).await.unwrap()), ["tool"]);
+
+    let by = |selector: &str| ListParams::default().labels(selector);
+    assert_eq!(names(shop.list(&by("app=web")).await.unwrap()), ["web-1"]);
+    assert_eq!(names(shop.list(&by("app=web,tier=front")).await.unwrap()), ["web-1"]);
+    assert_eq!(names(shop.list(&by("app=web,tier=back")).await.unwrap()), Vec::<String>::new());
+    assert_eq!(names(Api::<Pod>::all(client.clone()).list(&by("app!=web")).await.unwrap()), ["db-1", "tool"]);
+    assert_eq!(names(Api::<Pod>::all(client.clone()).list(&by("app in (web,db)")).await.unwrap()), ["db-1", "web-1"]);
+    let named = ListParams::default().fields("metadata.name=db-1");
+    assert_eq!(names(Api::<Pod>::all(client.clone()).list(&named).await.unwrap()), ["db-1"]);
+
+    let err = shop.list(&by("app in (web")).await.expect_err("a malformed selector is rejected");
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 400), "{err:?}");
+
+    assert_eq!(server.request_count("/api/v1/namespaces/shop/pods"), 5);
+    assert_eq!(server.request_count("/api/v1/pods"), 4);
+}
+
+#[tokio::test]
+async fn gets_single_objects_and_answers_404_with_a_status() {
+    let server = server().await;
+    let applied_rv = server.apply(&mk_pod("shop", "web-1", &[("app", "web")]));
+    server.apply(&Node { metadata: meta(None, "node-a", &[]), ..Node::default() });
+    let client = server.client();
+
+    let pod = Api::<Pod>::namespaced(client.clone(), "shop").get("web-1").await.expect("get the pod");
+    assert_eq!(pod.metadata.resource_version.as_deref(), Some(applied_rv.as_str()));
+    assert_eq!(pod.labels().get("app").map(String::as_str), Some("web"));
+    let node = Api::<Node>::all(client.clone()).get("node-a").await.expect("get a cluster-scoped object");
+    assert_eq!(node.metadata.namespace, None);
+
+    let err = Api::<Pod>::namespaced(client.clone(), "shop").get("nope").await.expect_err("a missing pod");
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"), "{err:?}");
+    let err = Api::<ConfigMap>::all(client.clone()).list(&ListParams::default()).await.expect_err("an unserved resource type");
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"), "{err:?}");
+
+    // Replacing keeps uid and creationTimestamp, and bumps the resourceVersion.
+    let first = pod.metadata.clone();
+    let next_rv = server.apply(&mk_pod("shop", "web-1", &[("app", "web2")]));
+    let pod = Api::<Pod>::namespaced(client, "shop").get("web-1").await.unwrap();
+    assert_eq!((pod.metadata.uid, pod.metadata.creation_timestamp), (first.uid, first.creation_timestamp));
+    assert_eq!(pod.metadata.resource_version, Some(next_rv));
+}
+
+#[tokio::test]
+async fn watcher_sees_apply_modify_delete_in_order() {
+    let server = server().await;
+    server.apply(&mk_pod("shop", "old", &[]));
+    let api = Api::<Pod>::namespaced(server.client(), "shop");
+    let mut events = watcher::watcher(api, watcher::Config::default().timeout(2)).boxed();
+
+    assert!(matches!(next_event(&mut events, "Init").await, Event::Init));
+    assert!(matches!(next_event(&mut events, "InitApply").await, Event::InitApply(p) if p.name_any() == "old"));
+    assert!(matches!(next_event(&mut events, "InitDone").await, Event::InitDone));
+
+    server.apply(&mk_pod("shop", "web-1", &[("v", "1")]));
+    server.apply(&mk_pod("other", "elsewhere", &[]));
+    match next_event(&mut events, "the added pod").await {
+        Event::Apply(p) => assert_eq!((p.name_any().as_str(), p.labels()["v"].as_str()), ("web-1", "1")),
+        other => panic!("expected Apply(web-1), got {other:?}"),
+    }
+    server.apply(&mk_pod("shop", "web-1", &[("v", "2")]));
+    match next_event(&mut events, "the modified pod").await {
+        Event::Apply(p) => assert_eq!((p.name_any().as_str(), p.labels()["v"].as_str()), ("web-1", "2")),
+        other => panic!("expected Apply(web-1 v2), got {other:?}"),
+    }
+    let deleted_rv = server.delete(&mk_pod("shop", "web-1", &[])).expect("web-1 existed");
+    match next_event(&mut events, "the deleted pod").await {
+        Event::Delete(p) => {
+            assert_eq!(p.name_any(), "web-1");
+            assert_eq!(p.metadata.resource_version, Some(deleted_rv), "DELETED carries the deletion's resourceVersion");
+        }
+        other => panic!("expected Delete(web-1), got {other:?}"),
+    }
+    assert_eq!(server.delete(&mk_pod("shop", "web-1", &[])), None, "deleting twice is a no-op");
+
+    // The server ends the watch after timeoutSeconds; kube reconnects from where it was.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    server.apply(&mk_pod("shop", "after-reconnect", &[]));
+    assert!(matches!(next_event(&mut events, "a pod after the reconnect").await, Event::Apply(p) if p.name_any() == "after-reconnect"));
+    assert!(server.request_count("/api/v1/namespaces/shop/pods") >= 3, "a list, a watch and a second watch");
+}
+
+#[tokio::test]
+async fn label_selected_watch_sees_objects_leave_and_enter() {
+    let server = server().await;
+    let api = Api::<Pod>::all(server.client());
+    let mut events = api.watch(&WatchParams::default().labels("app=web").timeout(5), "1").await.expect("start a watch").boxed();
+    server.apply(&mk_pod("shop", "p", &[("app", "web")]));
+    server.apply(&mk_pod("shop", "p", &[("app", "db")]));
+    server.apply(&mk_pod("shop", "p", &[("app", "web")]));
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match within("a watch event", events.next()).await {
+            Some(Ok(WatchEvent::Added(p))) => seen.push(format!("ADDED {}", p.labels()["app"])),
+            Some(Ok(WatchEvent::Deleted(p))) => seen.push(format!("DELETED {}", p.labels()["app"])),
+            Some(Ok(WatchEvent::Bookmark(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["ADDED web", "DELETED web", "ADDED web"]);
+}
+
+#[tokio::test]
+async fn metadata_watcher_gets_partial_objects_with_owner_references() {
+    let server = server().await;
+    server.apply(&mk_replicaset("shop", "web-abc", "web"));
+    let api = Api::<ReplicaSet>::all(server.client());
+
+    let listed = api.list_metadata(&ListParams::default()).await.expect("list metadata");
+    assert_eq!(listed.types.kind, "PartialObjectMetadataList");
+    assert_eq!(listed.types.api_version, "meta.k8s.io/v1");
+    let got = api.get_metadata_opt("web-abc").await.expect("get metadata");
+    assert!(got.is_none(), "an all-namespaces Api cannot get a namespaced object");
+    let got = Api::<ReplicaSet>::namespaced(server.client(), "shop").get_metadata("web-abc").await.expect("get metadata");
+    assert_eq!(got.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+
+    // kube 5's way to watch metadata only (`metadata_watcher` is deprecated).
+    let mut events = watcher::watcher(Api::<PartialObjectMeta<ReplicaSet>>::all(server.client()), watcher::Config::default()).boxed();
+    assert!(matches!(next_event(&mut events, "Init").await, Event::Init));
+    match next_event(&mut events, "InitApply").await {
+        Event::InitApply(rs) => {
+            assert_eq!(rs.types.as_ref().map(|t| (t.api_version.as_str(), t.kind.as_str())), Some(("meta.k8s.io/v1", "PartialObjectMetadata")));
+            let owners = rs.metadata.owner_references.expect("owner references survive");
+            assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].controller), ("Deployment", "web", Some(true)));
+        }
+        other => panic!("expected InitApply, got {other:?}"),
+    }
+    assert!(matches!(next_event(&mut events, "InitDone").await, Event::InitDone));
+    server.apply(&mk_replicaset("shop", "api-def", "api"));
+    match next_event(&mut events, "Apply").await {
+        Event::Apply(rs) => {
+            assert_eq!(rs.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+            assert_eq!(rs.metadata.owner_references.expect("owner references survive")[0].name, "api");
+            assert_eq!(rs.metadata.labels.expect("labels survive")["app"], "api");
+        }
+        other => panic!("expected Apply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn compaction_expires_old_watches_and_the_watcher_relists() {
+    let server = server().await;
+    server.apply(&mk_pod("shop", "a", &[]));
+    let api = Api::<Pod>::namespaced(server.client(), "shop");
+    let old_rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    assert!(matches!(next_event(&mut events, "Init").await, Event::Init));
+    assert!(matches!(next_event(&mut events, "InitApply(a)").await, Event::InitApply(p) if p.name_any() == "a"));
+    assert!(matches!(next_event(&mut events, "InitDone").await, Event::InitDone));
+
+    // While the watcher is not connected (its stream is lazy), the world moves on and the
+    // history it would resume from is compacted away.
+    server.apply(&mk_pod("shop", "b", &[]));
+    server.delete(&mk_pod("shop", "a", &[]));
+    server.compact();
+
+    let mut raw = api.watch(&WatchParams::default().timeout(1), &old_rv).await.expect("the watch request itself succeeds").boxed();
+    match within("the 410", raw.next()).await {
+        Some(Ok(WatchEvent::Error(status))) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    assert!(within("the end of the expired watch", raw.next()).await.is_none(), "the stream ends after the 410");
+
+    let err = api.list(&ListParams::default().at(&old_rv).matching(kube::api::VersionMatch::Exact)).await.expect_err("an exact list at a compacted version");
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 410), "{err:?}");
+
+    match within("the watcher's 410", events.next()).await {
+        Some(Err(watcher::Error::WatchError(status))) => assert_eq!(status.code, 410),
+        other => panic!("expected the watcher to report the 410, got {other:?}"),
+    }
+    assert!(matches!(next_event(&mut events, "Init again").await, Event::Init));
+    assert!(matches!(next_event(&mut events, "InitApply(b)").await, Event::InitApply(p) if p.name_any() == "b"));
+    assert!(matches!(next_event(&mut events, "InitDone again").await, Event::InitDone));
+    server.apply(&mk_pod("shop", "c", &[]));
+    assert!(matches!(next_event(&mut events, "Apply(c)").await, Event::Apply(p) if p.name_any() == "c"));
+}
+
+#[tokio::test]
+async fn reflector_store_mirrors_the_server_through_a_compaction() {
+    let server = server().await;
+    server.apply(&mk_pod("shop", "a", &[]));
+    server.apply(&mk_pod("shop", "b", &[]));
+    let (store, writer) = reflector::store::<Pod>();
+    let stream =
+        reflector(writer, watcher::watcher(Api::<Pod>::all(server.client()), watcher::Config::default().timeout(1))).default_backoff().applied_objects();
+    let drain = tokio::spawn(stream.for_each(|_| async {}));
+
+    within("the store to be ready", store.wait_until_ready()).await.expect("the writer is alive");
+    store_converges(&store, &["a", "b"]).await;
+    server.apply(&mk_pod("other", "c", &[]));
+    server.delete(&mk_pod("shop", "a", &[]));
+    store_converges(&store, &["b", "c"]).await;
+
+    // Compaction while the watch is live and caught up does not disturb it.
+    server.compact();
+    server.apply(&mk_pod("shop", "d", &[]));
+    store_converges(&store, &["b", "c", "d"]).await;
+    let listed = Api::<Pod>::all(server.client()).list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(store.state().iter().map(|p| (**p).clone())), names(listed.items));
+    drain.abort();
+}
+
+#[tokio::test]
+async fn streaming_list_ends_with_the_initial_events_bookmark() {
+    let server = server().await;
+    server.apply(&mk_pod("shop", "a", &[]));
+    let mut events = watcher::watcher(Api::<Pod>::all(server.client()), watcher::Config::default().streaming_lists()).boxed();
+    assert!(matches!(next_event(&mut events, "Init").await, Event::Init));
+    assert!(matches!(next_event(&mut events, "InitApply(a)").await, Event::InitApply(p) if p.name_any() == "a"));
+    assert!(matches!(next_event(&mut events, "InitDone").await, Event::InitDone));
+    server.apply(&mk_pod("shop", "b", &[]));
+    assert!(matches!(next_event(&mut events, "Apply(b)").await, Event::Apply(p) if p.name_any() == "b"));
+}
+
+#[tokio::test]
+async fn raw_watch_gets_bookmarks_and_ends_at_its_timeout() {
+    let server = server().await;
+    let rv = server.apply(&mk_pod("shop", "a", &[]));
+    let started = std::time::Instant::now();
+    let response = raw_get(&server, &format!("/api/v1/namespaces/shop/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion={rv}")).await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "the watch lasts its timeoutSeconds");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let bookmark = response.lines().find(|l| l.contains(r#""type":"BOOKMARK""#)).unwrap_or_else(|| panic!("no BOOKMARK line in {response}"));
+    let event: serde_json::Value = serde_json::from_str(bookmark).expect("a watch event is one JSON line");
+    assert_eq!(event["object"]["kind"], "Pod");
+    assert_eq!(event["object"]["metadata"]["resourceVersion"], rv.as_str());
+
+    let old = (rv.parse::<u64>().unwrap() - 1).to_string();
+    let response = raw_get(&server, &format!("/api/v1/namespaces/shop/pods?watch=true&resourceVersion={old}&timeoutSeconds=1")).await;
+    assert!(response.contains(r#""type":"ADDED""#) && !response.contains("BOOKMARK"), "a replay, and no bookmarks unless asked: {response}");
+
+    let response = raw_get(&server, "/api/v1/namespaces/shop/pods/a/status").await;
+    assert!(response.starts_with("HTTP/1.1 404") && response.contains(r#""kind":"Status""#), "{response}");
+}
+
+#[tokio::test]
+async fn token_reviews_answer_from_the_canned_table() {
+    let server = server().await;
+    server.set_token_review("good", Some(("system:serviceaccount:mapper:agent", vec!["system:serviceaccounts".into()])));
+    server.set_token_review("revoked", None);
+    let reviews = Api::<TokenReview>::all(server.client());
+    let review = |token: &str| TokenReview { spec: TokenReviewSpec { token: token.into(), audiences: Some(vec!["mapper".into()]) }, ..TokenReview::default() };
+
+    let answer = reviews.create(&PostParams::default(), &review("good")).await.expect("a TokenReview");
+    let status = answer.status.expect("a status");
+    assert_eq!(status.authenticated, Some(true));
+    let user = status.user.expect("a user");
+    assert_eq!(user.username.as_deref(), Some("system:serviceaccount:mapper:agent"));
+    assert_eq!(user.groups, Some(vec!["system:serviceaccounts".to_owned()]));
+    assert_eq!(answer.spec.token, "good", "the spec is echoed");
+
+    for token in ["revoked", "never-seen"] {
+        let answer = reviews.create(&PostParams::default(), &review(token)).await.expect("a TokenReview");
+        assert_eq!(answer.status.expect("a status").authenticated, Some(false), "{token}");
+    }
+    assert_eq!(server.request_count("/apis/authentication.k8s.io/v1/tokenreviews"), 3);
+}

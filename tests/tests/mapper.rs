@@ -1,0 +1,273 @@
+//! A cluster as a user meets it: the `cluster-agent mapper` binary watching a (stand-in)
+//! Kubernetes API, node observations over HTTP, the `intentmap` CLI's list, export, visualize
+//! and reset, and the upload to the real `cloud-api` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::{binary, free_port, run_ok, spawn, wait_ready};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use mapper_core::fixtures::*;
+use serde_json::{json, Value};
+use testkit::kube_api::FakeApiServer;
+
+const NS: &str = "otterize-ecom-demo";
+const SERVICES: &[&str] = &[
+    "adservice",
+    "cartservice",
+    "checkoutservice",
+    "currencyservice",
+    "emailservice",
+    "frontend",
+    "loadgenerator",
+    "paymentservice",
+    "productcatalogservice",
+    "recommendationservice",
+    "redis-cart",
+    "shippingservice",
+];
+const CALLS: &[(&str, &[&str])] = &[
+    ("cartservice", &["redis-cart"]),
+    ("checkoutservice", &["cartservice", "currencyservice", "emailservice", "paymentservice", "productcatalogservice", "shippingservice"]),
+    ("frontend", &["adservice", "cartservice", "checkoutservice", "currencyservice", "productcatalogservice", "recommendationservice", "shippingservice"]),
+    ("loadgenerator", &["frontend"]),
+    ("recommendationservice", &["productcatalogservice"]),
+];
+
+fn pod_ip(i: usize) -> String {
+    format!("10.244.0.{}", 10 + i)
+}
+
+fn service_ip(i: usize) -> String {
+    format!("10.96.0.{}", 10 + i)
+}
+
+/// The seeds' shop: each service a Deployment (redis-cart a StatefulSet) with one pod and a Service.
+fn load_shop(api: &FakeApiServer) {
+    api.apply(&Namespace { metadata: mk_namespace(NS), ..Default::default() });
+    for (i, name) in SERVICES.iter().enumerate() {
+        let pod_name = format!("{name}-5d8f7c9b4-x{i}");
+        let pod = if *name == "redis-cart" {
+            api.apply(&StatefulSet { metadata: mk_statefulset(NS, name), ..Default::default() });
+            mk_pod(NS, &format!("{name}-0"), &[&pod_ip(i)]).owned_by("StatefulSet", name)
+        } else {
+            api.apply(&Deployment { metadata: mk_deployment(NS, name), ..Default::default() });
+            api.apply(&ReplicaSet { metadata: mk_replicaset(NS, &format!("{name}-5d8f7c9b4"), name), ..Default::default() });
+            mk_pod(NS, &pod_name, &[&pod_ip(i)]).owned_by("ReplicaSet", &format!("{name}-5d8f7c9b4"))
+        };
+        api.apply::<Pod>(&pod.labelled("app", name).labelled("tier", if *name == "loadgenerator" { "test" } else { "shop" }));
+        let mut service: Service = mk_service(NS, name, &[&service_ip(i)], &[("app", name)]);
+        if *name == "frontend" {
+            service = service.load_balancer(&["198.51.100.10"]);
+        }
+        api.apply(&service);
+    }
+}
+
+fn shop_observations() -> Value {
+    let index = |n: &str| SERVICES.iter().position(|s| *s == n).expect("a shop service");
+    let mut tcp = Vec::new();
+    for (client, targets) in CALLS {
+        for target in *targets {
+            tcp.push(json!({"src_ip": pod_ip(index(client)), "src_port": 40000, "dst_ip": service_ip(index(target)), "dst_port": 8080, "at": "2026-11-24T18:00:00Z", "count": 3}));
+        }
+    }
+    json!({"source": "node-1", "tcp": tcp})
+}
+
+/// The `list` block of the seeds' README, when `../shared` is beside the checkout.
+fn seeds_list() -> Option<String> {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    loop {
+        let candidate = dir.join("shared/seeds/network-mapper-readme.txt");
+        if candidate.exists() {
+            let text = std::fs::read_to_string(candidate).ok()?;
+            let start = text.find("cartservice in namespace otterize-ecom-demo calls:")?;
+            let end = start + text[start..].find("\n\n")?;
+            return Some(format!("{}\n", &text[start..end]));
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
+}
+
+fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {server}\ncontexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: nobody\n    namespace: default\nusers:\n- name: nobody\n  user: {{}}\ncurrent-context: stand-in\n"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn intentmap(mapper: &str, args: &[&str]) -> String {
+    let out = run_ok(Command::new(binary("intentmap")).args(["--mapper-url", mapper]).args(args));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draws_and_resets_it() {
+    let api = FakeApiServer::start().await.unwrap();
+    load_shop(&api);
+    api.set_token_review("node-sa-token", Some(("system:serviceaccount:intentmap:intentmap-node", vec![])));
+    api.set_token_review("other-sa-token", Some(("system:serviceaccount:default:default", vec![])));
+    let dir = std::env::temp_dir().join(format!("e2e-mapper-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mapper = format!("http://127.0.0.1:{port}");
+    let _agent = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--outbox-dir"])
+            .arg(dir.join("outbox"))
+            .args(["--observation-service-accounts", "system:serviceaccount:intentmap:intentmap-node"])
+            .env("KUBECONFIG", kubeconfig(&dir, &api.url()))
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+
+    let http = reqwest::Client::new();
+    let post = |token: &'static str| {
+        let http = http.clone();
+        let url = format!("{mapper}/v1/observations");
+        async move { http.post(url).bearer_auth(token).json(&shop_observations()).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post("bogus").await, 401, "an unknown token is refused");
+    assert_eq!(post("other-sa-token").await, 401, "a ServiceAccount that is not a node agent's is refused");
+    assert_eq!(intentmap(&mapper, &["list"]), "No connections found.\n");
+    assert_eq!(post("node-sa-token").await, 202);
+    assert_eq!(post("node-sa-token").await, 202);
+    assert_eq!(api.request_count("/apis/authentication.k8s.io/v1/tokenreviews"), 3, "the node's token is reviewed once, then cached");
+
+    let listed = intentmap(&mapper, &["list"]);
+    match seeds_list() {
+        Some(expected) => assert_eq!(listed, expected, "the list output is exactly the seeds'"),
+        None => eprintln!("seeds comparison skipped: ../shared/seeds/network-mapper-readme.txt not found"),
+    }
+    assert!(listed.starts_with("cartservice in namespace otterize-ecom-demo calls:\n  - redis-cart\n"), "{listed}");
+    assert_eq!(
+        intentmap(&mapper, &["list", "--server", &format!("cartservice.{NS}")]),
+        format!("checkoutservice in namespace {NS} calls:\n  - cartservice\nfrontend in namespace {NS} calls:\n  - cartservice\n")
+    );
+    assert!(!intentmap(&mapper, &["list", "--exclude-labels", "tier=test"]).contains("loadgenerator"));
+    assert_eq!(intentmap(&mapper, &["list", "-n", "elsewhere"]), "No connections found.\n");
+
+    // Export: one file per client, each a ClientIntents that validates against the CRD.
+    let out = dir.join("intents");
+    intentmap(&mapper, &["export", "--output-type", "dir", "-o", out.to_str().unwrap()]);
+    let mut files: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+    assert!(files.contains(&format!("frontend.{NS}.yaml")), "{files:?}");
+    let schemas = testkit::crd::CrdSchemas::clientintents_reference();
+    for version in ["v2beta1", "v1alpha3"] {
+        let yaml = intentmap(&mapper, &["export", "--output-version", version]);
+        for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+            let doc: Value = serde_yaml::from_str(doc).unwrap();
+            assert_eq!(doc["apiVersion"], format!("k8s.otterize.com/{version}"));
+            if let Some(s) = &schemas {
+                s.validate(&doc).unwrap_or_else(|e| panic!("{e:?}\n{doc}"));
+            }
+        }
+    }
+    let json: Value = serde_json::from_str(&intentmap(&mapper, &["export", "--format", "json", "-n", NS, "--server", &format!("redis-cart.{NS}")])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    assert_eq!(json[0]["spec"]["workload"]["name"], "cartservice");
+
+    // Visualize: an SVG and a PNG, drawn without any external program.
+    let svg = dir.join("shop.svg");
+    let png = dir.join("shop.png");
+    intentmap(&mapper, &["visualize", "-o", svg.to_str().unwrap()]);
+    intentmap(&mapper, &["visualize", "-o", png.to_str().unwrap()]);
+    let svg_text = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg_text.contains("<svg") && svg_text.contains("productcatalogservice"));
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+
+    intentmap(&mapper, &["reset"]);
+    assert_eq!(intentmap(&mapper, &["list"]), "No connections found.\n");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
+    // The cloud, as the cloud-api binary.
+    let pg = testkit::pg::server().await.expect("PostgreSQL");
+    let db = pg.fresh_database("e2e_upload").await.unwrap();
+    let admin = |args: &[&str]| -> Value {
+        let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", &db]));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let org = admin(&["create-org", "acme"]);
+    let creds = admin(&["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let cloud_port = free_port();
+    let cloud = format!("http://127.0.0.1:{cloud_port}");
+    let _cloud =
+        spawn(Command::new(binary("cloud-api")).args(["serve", "--listen", &format!("127.0.0.1:{cloud_port}"), "--database-url", &db]).env("RUST_LOG", "warn"));
+    wait_ready(&format!("{cloud}/readyz"), Duration::from_secs(30)).await;
+
+    let api = FakeApiServer::start().await.unwrap();
+    load_shop(&api);
+    let dir = std::env::temp_dir().join(format!("e2e-upload-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mapper = format!("http://127.0.0.1:{port}");
+    let start_mapper = || {
+        spawn(
+            Command::new(binary("cluster-agent"))
+                .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--upload-interval-seconds", "0.2", "--outbox-dir"])
+                .arg(dir.join("outbox"))
+                .args([
+                    "--cloud-url",
+                    &cloud,
+                    "--cloud-client-id",
+                    creds["client_id"].as_str().unwrap(),
+                    "--cloud-client-secret",
+                    creds["client_secret"].as_str().unwrap(),
+                ])
+                .env("KUBECONFIG", kubeconfig(&dir, &api.url()))
+                .env("RUST_LOG", "warn"),
+        )
+    };
+    let agent = start_mapper();
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let observe = || async {
+        let status = http.post(format!("{mapper}/v1/observations")).bearer_auth("node-secret").json(&shop_observations()).send().await.unwrap().status();
+        assert_eq!(status.as_u16(), 202);
+    };
+    observe().await;
+
+    let api_token = org["api_token"].as_str().unwrap().to_owned();
+    let graph =
+        || async { http.get(format!("{cloud}/api/v1/access-graph?cluster=prod")).bearer_auth(&api_token).send().await.unwrap().json::<Value>().await.unwrap() };
+    let connections = |g: &Value| g["edges"].as_array().unwrap().iter().map(|e| e["connections"].as_u64().unwrap()).sum::<u64>();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while connections(&graph().await) < 16 * 3 {
+        assert!(std::time::Instant::now() < deadline, "the mapper's edges did not reach the cloud: {}", graph().await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let g = graph().await;
+    assert_eq!(g["edges"].as_array().unwrap().len(), 16);
+    assert!(g["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["source"] == "prod/otterize-ecom-demo/frontend" && e["target"] == "prod/otterize-ecom-demo/cartservice"));
+
+    // A restart of the mapper keeps going: new traffic after it is counted once more, not twice.
+    drop(agent);
+    let _agent = start_mapper();
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    observe().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while connections(&graph().await) < 2 * 16 * 3 {
+        assert!(std::time::Instant::now() < deadline, "the restarted mapper's edges did not reach the cloud");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(connections(&graph().await), 2 * 16 * 3, "nothing counted twice");
+
+    std::fs::remove_dir_all(&dir).ok();
+}
