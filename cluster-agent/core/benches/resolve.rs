@@ -233,8 +233,11 @@ fn main() {
     );
 
     // --- Resolution alone: the source and the destination of every connection.
-    let connections: Vec<(IpAddr, IpAddr, Option<PortSpec>, DateTime<Utc>)> =
-        batches.iter().flat_map(|b| b.tcp.iter()).map(|c| (c.src_ip, c.dst_ip, Some(PortSpec { port: c.dst_port, protocol: model::Protocol::Tcp }), c.at)).collect();
+    let connections: Vec<(IpAddr, IpAddr, Option<PortSpec>, DateTime<Utc>)> = batches
+        .iter()
+        .flat_map(|b| b.tcp.iter())
+        .map(|c| (c.src_ip, c.dst_ip, Some(PortSpec { port: c.dst_port, protocol: model::Protocol::Tcp }), c.at))
+        .collect();
     let timer = Instant::now();
     let mut services = 0usize;
     for (src, dst, port, at) in connections.iter().cycle().take(OBSERVATIONS) {

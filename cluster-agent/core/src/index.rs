@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use model::{PortSpec, Protocol, WorkloadRef};
 
 use crate::identity::{annotated_workload_name, controller_reference, node_workload, OwnerLink, Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND};
-use crate::names::Interner;
+use crate::names::{normalize_dns_name, Interner};
 
 /// Names are shared, immutable strings.
 pub type Name = Arc<str>;
@@ -280,6 +280,8 @@ struct Dirty {
 #[derive(Debug)]
 pub struct Index {
     pub(crate) config: IndexConfig,
+    /// The cluster domain, lowercase and without a trailing dot.
+    pub(crate) domain: String,
     strings: Interner,
     pub(crate) pod_kind: Name,
     node_namespace: Name,
@@ -347,6 +349,7 @@ impl Index {
         let node_namespace = strings.intern(NODE_NAMESPACE);
         let node_kind = strings.intern(NODE_KIND);
         Self {
+            domain: normalize_dns_name(&config.cluster_domain),
             config,
             strings,
             pod_kind,
@@ -790,7 +793,8 @@ impl Index {
         }
         let Some(new) = new.filter(|n| !n.host_network) else { return };
         for ip in new.ips.iter() {
-            let leases = self.pod_ips.entry(*ip).or_default();
+            // Most addresses only ever have one lease.
+            let leases = self.pod_ips.entry(*ip).or_insert_with(|| Vec::with_capacity(1));
             match leases.iter_mut().find(|l| l.pod == *key && l.uid == new.uid) {
                 Some(lease) => {
                     lease.workload = new.workload.clone();
@@ -999,7 +1003,7 @@ impl Index {
         }
         for pod in pods.iter().filter(|p| previous.binary_search(p).is_err()) {
             let pod_key = ObjectKey { namespace: service.namespace.clone(), name: pod.clone() };
-            self.pod_services.entry(pod_key).or_default().push(service.name.clone());
+            self.pod_services.entry(pod_key).or_insert_with(|| Vec::with_capacity(1)).push(service.name.clone());
         }
         if !pods.is_empty() {
             self.service_pods.insert(service.clone(), pods.into_boxed_slice());

@@ -1,7 +1,7 @@
 //! The cluster mapper's pure core: no runtime, no I/O.
 //!
 //! - [`Index`]: the inventory watchers keep current (`apply` / `delete` / `reset`), with
-//!   workload [identity](identity) and address and name [resolution](resolve).
+//!   workload [`identity`] and address and name resolution ([`resolve`]).
 //! - [`Mapper`]: turns `model::observation` batches into edges, kept by the [`EdgeStore`]
 //!   (TTL, limit, deltas for upload).
 //! - [`EdgeFilter`]: the CLI's filters. [`fixtures`]: builders for tests, here and elsewhere.

@@ -157,7 +157,8 @@ impl Mapper {
             self.stats.invalid_observations += 1;
             return;
         }
-        // As DNS sniffing does: asking for a Service is calling it.
+        // As DNS sniffing does: asking for a Service is calling it (with no port, and no
+        // connection counted: a lookup is not a connection).
         if let Some(resolution) = self.index.resolve_name(&name) {
             let Some(client) = self.client(None, answer.client_ip, at) else {
                 self.stats.unknown_clients += 1;

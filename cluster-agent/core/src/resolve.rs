@@ -96,7 +96,7 @@ impl Index {
     /// `host.svc.ns.svc.<domain>` (a StatefulSet pod by name, or a pod by dashed address).
     pub fn resolve_name(&self, name: &str) -> Option<Resolution> {
         let name = normalize_dns_name(name);
-        let domain = normalize_dns_name(&self.config.cluster_domain);
+        let domain = &self.domain;
         let in_domain = name.strip_suffix(domain.as_str()).and_then(|rest| rest.strip_suffix('.'));
         let local = in_domain.unwrap_or(&name);
         if let Some(rest) = local.strip_suffix(".svc") {
@@ -124,8 +124,8 @@ impl Index {
     /// Whether a DNS name belongs to the cluster's own zone (not an internet destination).
     pub fn is_cluster_name(&self, name: &str) -> bool {
         let name = normalize_dns_name(name);
-        let domain = normalize_dns_name(&self.config.cluster_domain);
-        name == domain
+        let domain = &self.domain;
+        name == *domain
             || name.strip_suffix(domain.as_str()).is_some_and(|rest| rest.ends_with('.'))
             || name.ends_with(".svc")
             || self.resolve_name(&name).is_some()

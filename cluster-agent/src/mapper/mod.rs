@@ -116,6 +116,9 @@ pub async fn run(args: MapperArgs) -> anyhow::Result<()> {
 /// Runs the mapper against `client`, serving its local API on `listener`, until the process ends.
 pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     let mapper = new_mapper(&args);
+    // On SIGTERM the API stops first, then the uploader stores what is left and flushes it.
+    let (shutdown, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut uploading = None;
     let watches = Arc::new(watch::WatchProgress::default());
     watch::spawn_all(client.clone(), mapper.clone(), watches.clone());
 
@@ -129,7 +132,10 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
             let uploader =
                 Uploader::new(outbox, cloud, UploaderConfig { interval: Duration::from_secs_f64(args.upload_interval_seconds.max(0.1)), ..Default::default() });
             let stats = uploader.stats();
-            tokio::spawn(uploader.run(DeltaSource::new(mapper.clone()), std::future::pending::<()>()));
+            let mut stop = shutdown.subscribe();
+            uploading = Some(tokio::spawn(uploader.run(DeltaSource::new(mapper.clone()), async move {
+                let _ = stop.recv().await;
+            })));
             Some(stats)
         }
         (None, None, None) => {
@@ -151,6 +157,27 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
     let auth = auth::ObservationAuth::new(args.shared_token.clone(), Some(client), args.observation_service_accounts.clone());
     let state = Arc::new(api::ApiState { mapper, auth, watches, upload });
     tracing::info!(listen = %listener.local_addr()?, "mapper serving");
-    axum::serve(listener, api::router(state)).await?;
+    axum::serve(listener, api::router(state)).with_graceful_shutdown(termination()).await?;
+    let _ = shutdown.send(());
+    if let Some(task) = uploading {
+        tracing::info!("flushing edges to the cloud before exiting");
+        let _ = task.await;
+    }
     Ok(())
+}
+
+async fn termination() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("stopping");
 }

@@ -238,3 +238,21 @@ fn filters_by_client_namespace_server_and_client_labels() {
     assert_eq!(shown(no_apps), "load-1 in namespace shop calls:\n  - web\n");
     assert_eq!(EdgeFilter::default().apply(&edges, &mapper.index), edges);
 }
+
+#[test]
+fn a_pod_hint_names_the_client_before_its_address_does() {
+    let mut mapper = shop();
+    let web_uid = "uid-shop-web-5d9c7b-x2x9q";
+    assert!(mapper.index.pod_workload_by_uid(web_uid).is_some());
+    let mut from_node = tcp("10.0.0.1", "10.96.0.6", 7070, "2026-01-01T10:00:00Z");
+    from_node.pod = Some(model::observation::PodHint { uid: Some(web_uid.to_owned()), namespace: None, name: None });
+    mapper.observe(&batch(vec![from_node]), later());
+    assert_eq!(render_list(&mapper.snapshot()), "web in namespace shop calls:\n  - cart\n");
+}
+
+#[test]
+fn the_mapper_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Mapper>();
+    shareable::<Index>();
+}
