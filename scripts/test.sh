@@ -9,5 +9,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build (the end-to-end tests run the real binaries)"
+cargo build --workspace --bins --quiet
 echo "== cargo test"
 cargo test --workspace --no-fail-fast
