@@ -69,13 +69,16 @@ impl EdgeReport {
     /// Parses and validates a report. The version is checked first so that a newer agent gets
     /// "unsupported version" rather than a confusing complaint about a field it added.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ReportError> {
-        let probe: VersionProbe = serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed(e.to_string()))?;
-        match probe.schema_version {
-            None => return Err(ReportError::Malformed("missing field `schema_version`".into())),
-            Some(SCHEMA_VERSION) => {}
-            Some(v) => return Err(ReportError::UnsupportedVersion(v)),
-        }
-        let report: EdgeReport = serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed(e.to_string()))?;
+        // One parse on the happy path; only a refused report pays for a second look at its version.
+        let report: EdgeReport = match serde_json::from_slice(bytes) {
+            Ok(report) => report,
+            Err(e) => {
+                return Err(match serde_json::from_slice::<VersionProbe>(bytes) {
+                    Ok(VersionProbe { schema_version: Some(v) }) if v != SCHEMA_VERSION => ReportError::UnsupportedVersion(v),
+                    _ => ReportError::Malformed(e.to_string()),
+                })
+            }
+        };
         report.validate()?;
         Ok(report)
     }
