@@ -4,7 +4,7 @@
 # Extra arguments go to intentmap-demo (e.g. --exit, --listen 127.0.0.1:9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-postgres.sh
+bash scripts/setup.sh
 echo "Building (the first build takes a few minutes)..."
 cargo build --quiet -p demo --bin intentmap-demo
 exec ./target/debug/intentmap-demo "$@"

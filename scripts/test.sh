@@ -4,7 +4,7 @@
 # DATABASE_URL names one (a superuser URL: tests create databases and a role).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-postgres.sh
+bash scripts/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

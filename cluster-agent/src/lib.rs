@@ -1,5 +1,6 @@
-//! The in-cluster agent: `cluster-agent mapper` (per cluster) and, later, `cluster-agent node`.
+//! The in-cluster agent: `cluster-agent mapper` (per cluster) and `cluster-agent node` (per node).
 
 pub mod mapper;
+pub mod node;
 pub mod outbox;
 pub mod upload;
