@@ -14,8 +14,8 @@ struct Args {
 enum Role {
     /// Per cluster: resolve observations to workloads, keep the edges, serve them, upload them.
     Mapper(Box<cluster_agent::mapper::MapperArgs>),
-    /// Per node: capture TCP connections and DNS answers (not yet built).
-    Node,
+    /// Per node: capture TCP connections and DNS answers and ship them to the mapper.
+    Node(Box<cluster_agent::node::agent::NodeArgs>),
 }
 
 #[tokio::main]
@@ -30,6 +30,6 @@ async fn main() -> anyhow::Result<()> {
     }
     match args.role {
         Role::Mapper(mapper) => cluster_agent::mapper::run(*mapper).await,
-        Role::Node => anyhow::bail!("`cluster-agent node` is not built yet (issue 6): run the mapper and feed it observations over POST /v1/observations"),
+        Role::Node(node) => cluster_agent::node::agent::run(*node).await,
     }
 }

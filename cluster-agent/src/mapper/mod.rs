@@ -166,7 +166,7 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
     Ok(())
 }
 
-async fn termination() {
+pub(crate) async fn termination() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,293 @@
+//! `cluster-agent node`: capture on this node (eBPF, or the /proc + raw-socket fallback), name
+//! the connecting pod where the node can tell, and ship observations to the mapper.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use model::observation::{PodHint, TcpConnection};
+
+use super::attribution::{cgroup2_mount, PodIndex};
+use super::capture::{CaptureConfig, DnsCapture};
+use super::dns::{parse_dns_responses, Transport};
+use super::ebpf::EbpfCapture;
+use super::events::{Event, TcpEvent, TcpEventKind};
+use super::proc_scan;
+use super::ship::{Credentials, Observed, Outgoing, Shipper};
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The mapper's local API.
+    #[arg(long, env = "MAPPER_URL", default_value = "http://intentmap-mapper:9090")]
+    pub mapper_url: String,
+    /// A shared token for the mapper; without it the ServiceAccount token file is sent.
+    #[arg(long, env = "OBSERVATION_SHARED_TOKEN", hide_env_values = true)]
+    pub shared_token: Option<String>,
+    #[arg(long, env = "TOKEN_FILE", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    pub token_file: PathBuf,
+    /// This node's name, sent with every batch.
+    #[arg(long, env = "NODE_NAME", default_value = "node")]
+    pub node_name: String,
+    /// Health (`/healthz` says which capture mode runs) and metrics.
+    #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:9091")]
+    pub listen: SocketAddr,
+    /// Do not load eBPF: scan /proc periodically and capture DNS on a raw socket.
+    #[arg(long, env = "NO_EBPF")]
+    pub no_ebpf: bool,
+    /// The host's /proc (mounted into the pod).
+    #[arg(long, env = "PROC_ROOT", default_value = "/proc")]
+    pub proc_root: PathBuf,
+    /// Seconds between /proc scans in fallback mode.
+    #[arg(long, env = "SCAN_INTERVAL_SECONDS", default_value_t = 5.0)]
+    pub scan_interval_seconds: f64,
+    /// Seconds between batches to the mapper.
+    #[arg(long, env = "SHIP_INTERVAL_SECONDS", default_value_t = 1.0)]
+    pub ship_interval_seconds: f64,
+    /// Observations held while the mapper is unreachable; past it the oldest are dropped and counted.
+    #[arg(long, env = "BUFFER", default_value_t = 100_000)]
+    pub buffer: usize,
+}
+
+/// What the health endpoint and metrics show.
+#[derive(Debug, Default)]
+pub struct NodeStatus {
+    pub mode: RwLock<String>,
+    pub fallback_reason: RwLock<Option<String>>,
+    pub tcp_events: AtomicU64,
+    pub dns_answers: AtomicU64,
+    pub dns_malformed: AtomicU64,
+    pub lost_events: AtomicU64,
+}
+
+fn at(t: std::time::SystemTime) -> DateTime<Utc> {
+    t.into()
+}
+
+fn to_observation(event: &TcpEvent, pod: Option<PodHint>) -> TcpConnection {
+    TcpConnection {
+        src_ip: event.src.ip(),
+        src_port: event.src.port(),
+        dst_ip: event.dst.ip(),
+        dst_port: event.dst.port(),
+        at: at(event.at),
+        count: 1,
+        pid: Some(event.pid),
+        netns: Some(event.netns),
+        pod,
+    }
+}
+
+/// Both ends of a connection between two pods of this node report it; the first report wins.
+struct SeenConnections {
+    window: Duration,
+    seen: HashMap<(SocketAddr, SocketAddr), Instant>,
+}
+
+impl SeenConnections {
+    fn first_sighting(&mut self, event: &TcpEvent, now: Instant) -> bool {
+        if self.seen.len() > 100_000 {
+            self.seen.retain(|_, t| now.duration_since(*t) < self.window);
+        }
+        match self.seen.insert((event.src, event.dst), now) {
+            Some(before) => now.duration_since(before) >= self.window,
+            None => true,
+        }
+    }
+}
+
+async fn run_ebpf(mut capture: EbpfCapture, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>, status: Arc<NodeStatus>) {
+    let mut seen = SeenConnections { window: Duration::from_secs(10), seen: HashMap::new() };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            event = capture.next() => match event {
+                Ok(Event::Tcp(t)) => {
+                    if !seen.first_sighting(&t, Instant::now()) {
+                        continue;
+                    }
+                    status.tcp_events.fetch_add(1, Ordering::Relaxed);
+                    // Only a connect runs in the client's process: its cgroup names the client's pod.
+                    let pod = match t.kind {
+                        TcpEventKind::Connect => {
+                            let pods = pods.read().expect("pod index poisoned");
+                            pods.pod_for_cgroup_id(t.cgroup_id).or_else(|| pods.pod_for_netns(t.netns))
+                        }
+                        TcpEventKind::Accept => None,
+                    };
+                    outgoing.push(Observed::Tcp(to_observation(&t, pod)));
+                }
+                Ok(Event::Dns(packet)) => match parse_dns_responses(&packet.bytes, Transport::Udp) {
+                    Ok(answers) => {
+                        for answer in answers {
+                            status.dns_answers.fetch_add(1, Ordering::Relaxed);
+                            outgoing.push(Observed::Dns(answer.into_observation(packet.client.ip(), at(packet.at))));
+                        }
+                    }
+                    Err(e) => {
+                        status.dns_malformed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(error = %e, truncated = packet.truncated, "skipped a DNS packet");
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the eBPF ring buffers failed; capture stops");
+                    return;
+                }
+            },
+            _ = tick.tick() => status.lost_events.store(capture.lost_events(), Ordering::Relaxed),
+        }
+    }
+}
+
+fn scan_once(proc_root: &std::path::Path, pods: &RwLock<PodIndex>) -> Vec<TcpConnection> {
+    match proc_scan::scan(proc_root) {
+        Ok(scan) => {
+            let pods = pods.read().expect("pod index poisoned");
+            proc_scan::observations(&scan.connections, Utc::now(), |netns, _pid| pods.pod_for_netns(netns))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "scanning /proc for connections failed");
+            Vec::new()
+        }
+    }
+}
+
+/// Fallback: periodic /proc scans (reporting connections not seen in the previous scan) and a
+/// raw-socket DNS capture in a thread of its own.
+fn run_fallback(args: &NodeArgs, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>, status: Arc<NodeStatus>, stop: Arc<AtomicBool>) {
+    let capture_out = outgoing.clone();
+    let capture_status = status.clone();
+    let capture_stop = stop.clone();
+    std::thread::spawn(move || match DnsCapture::open(&CaptureConfig::default()) {
+        Ok(capture) => {
+            let result = capture.run(&capture_stop, |answer| {
+                capture_status.dns_answers.fetch_add(1, Ordering::Relaxed);
+                capture_out.push(Observed::Dns(answer));
+            });
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the raw-socket DNS capture stopped");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot open a raw socket for DNS capture (needs CAP_NET_RAW); DNS names will be missing"),
+    });
+    let proc_root = args.proc_root.clone();
+    let every = Duration::from_secs_f64(args.scan_interval_seconds.max(0.1));
+    tokio::spawn(async move {
+        let mut previous: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+        let mut tick = tokio::time::interval(every);
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let (root, index) = (proc_root.clone(), pods.clone());
+            let Ok(found) = tokio::task::spawn_blocking(move || scan_once(&root, &index)).await else { continue };
+            let current: HashSet<_> = found.iter().map(|c| (SocketAddr::new(c.src_ip, c.src_port), SocketAddr::new(c.dst_ip, c.dst_port))).collect();
+            for c in found {
+                if !previous.contains(&(SocketAddr::new(c.src_ip, c.src_port), SocketAddr::new(c.dst_ip, c.dst_port))) {
+                    status.tcp_events.fetch_add(1, Ordering::Relaxed);
+                    outgoing.push(Observed::Tcp(c));
+                }
+            }
+            previous = current;
+        }
+    });
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let outgoing = Outgoing::new(args.buffer);
+    let status = Arc::new(NodeStatus::default());
+    let cgroup_root = cgroup2_mount(&args.proc_root);
+    let pods = Arc::new(RwLock::new(PodIndex::build(&args.proc_root, cgroup_root.as_deref())));
+    {
+        let (pods, proc_root) = (pods.clone(), args.proc_root.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let (root, cg) = (proc_root.clone(), cgroup_root.clone());
+                if let Ok(fresh) = tokio::task::spawn_blocking(move || PodIndex::build(&root, cg.as_deref())).await {
+                    *pods.write().expect("pod index poisoned") = fresh;
+                }
+            }
+        });
+    }
+
+    // Connections that predate the agent are only visible in /proc.
+    let existing = scan_once(&args.proc_root, &pods);
+    tracing::info!(connections = existing.len(), "initial /proc scan");
+    for c in existing {
+        outgoing.push(Observed::Tcp(c));
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ebpf = if args.no_ebpf { Err("eBPF disabled by --no-ebpf".to_owned()) } else { EbpfCapture::load().map_err(|e| e.to_string()) };
+    match ebpf {
+        Ok(capture) => {
+            *status.mode.write().expect("status poisoned") = "ebpf".into();
+            tracing::info!("capturing with eBPF");
+            tokio::spawn(run_ebpf(capture, outgoing.clone(), pods.clone(), status.clone()));
+        }
+        Err(reason) => {
+            *status.mode.write().expect("status poisoned") = "fallback".into();
+            tracing::warn!(%reason, "eBPF capture unavailable: falling back to /proc scans and a raw-socket DNS capture");
+            *status.fallback_reason.write().expect("status poisoned") = Some(reason);
+            run_fallback(&args, outgoing.clone(), pods.clone(), status.clone(), stop.clone());
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let health = health_router(status.clone(), outgoing.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, health).await {
+            tracing::error!(error = %e, "the health endpoint stopped");
+        }
+    });
+
+    let credentials = match &args.shared_token {
+        Some(t) => Credentials::Shared(t.clone()),
+        None => Credentials::TokenFile(args.token_file.clone()),
+    };
+    let shipper = Shipper {
+        mapper_url: args.mapper_url.clone(),
+        credentials,
+        source: args.node_name.clone(),
+        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        max_batch: 5_000,
+    };
+    shipper.run(outgoing, Duration::from_secs_f64(args.ship_interval_seconds.max(0.05)), crate::mapper::termination()).await;
+    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+fn health_router(status: Arc<NodeStatus>, outgoing: Outgoing) -> Router {
+    let health = {
+        let (status, outgoing) = (status.clone(), outgoing.clone());
+        move || async move {
+            Json(serde_json::json!({
+                "mode": *status.mode.read().expect("status poisoned"),
+                "fallback_reason": *status.fallback_reason.read().expect("status poisoned"),
+                "buffered": outgoing.len(),
+            }))
+        }
+    };
+    let metrics = move || async move {
+        let s = outgoing.stats.clone();
+        let ebpf = u64::from(*status.mode.read().expect("status poisoned") == "ebpf");
+        format!(
+            "intentmap_node_ebpf {ebpf}\nintentmap_node_tcp_events_total {}\nintentmap_node_dns_answers_total {}\nintentmap_node_dns_malformed_total {}\nintentmap_node_lost_events_total {}\nintentmap_node_shipped_total {}\nintentmap_node_dropped_total {}\nintentmap_node_buffered {}\n",
+            status.tcp_events.load(Ordering::Relaxed),
+            status.dns_answers.load(Ordering::Relaxed),
+            status.dns_malformed.load(Ordering::Relaxed),
+            status.lost_events.load(Ordering::Relaxed),
+            s.shipped.load(Ordering::Relaxed),
+            s.dropped.load(Ordering::Relaxed),
+            outgoing.len(),
+        )
+    };
+    Router::new().route("/healthz", get(health)).route("/metrics", get(metrics))
+}

@@ -1,0 +1,334 @@
+//! The eBPF capture on this machine's kernel, as root (as CI runs it): the programs pass the
+//! verifier, and real TCP connections and DNS answers between network namespaces ("pods": a
+//! veth pair, IPv4 and IPv6 addresses) arrive as events with the right 4-tuple, process,
+//! cgroup and network namespace. The tracepoints are global, so every assertion filters by the
+//! test's own addresses.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cluster_agent::node::ebpf::{cgroup2_mount, EbpfCapture};
+use cluster_agent::node::events::{DnsPacket, DnsTransport, Event, TcpEvent, TcpEventKind};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The capture, or `None` (after saying why) where this machine cannot load BPF and we are not
+/// root. As root the programs must load.
+fn load_or_skip(test: &str) -> Option<EbpfCapture> {
+    let started = Instant::now();
+    match EbpfCapture::load() {
+        Ok(capture) => {
+            println!("{test}: loaded and attached in {:?}", started.elapsed());
+            Some(capture)
+        }
+        Err(e) if e.is_unavailable() && !nix::unistd::geteuid().is_root() => {
+            println!("skipped: {test}: not root, and the eBPF programs cannot load here: {e}");
+            None
+        }
+        Err(e) => panic!("the eBPF programs must load on this machine: {e}"),
+    }
+}
+
+// === network namespaces ===
+
+fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("running ip (iproute2)");
+    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+}
+
+/// Two network namespaces joined by a veth pair: `a` has x.1 and `b` x.2 in 10.200.<subnet>.0/24
+/// and fd00:200:<subnet>::/64. Everything it made (namespaces, processes, cgroups) goes away on
+/// drop, also when the test fails.
+struct Lab {
+    a: String,
+    b: String,
+    subnet: u8,
+    children: Vec<Child>,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Lab {
+    fn new(tag: &str, subnet: u8) -> Lab {
+        let pid = std::process::id();
+        let lab = Lab { a: format!("ebpf-{tag}-a-{pid}"), b: format!("ebpf-{tag}-b-{pid}"), subnet, children: vec![], cgroups: vec![] };
+        ip(&["netns", "add", &lab.a]);
+        ip(&["netns", "add", &lab.b]);
+        ip(&["link", "add", "veth0", "netns", &lab.a, "type", "veth", "peer", "name", "veth0", "netns", &lab.b]);
+        for (ns, host) in [(lab.a.clone(), 1), (lab.b.clone(), 2)] {
+            ip(&["-n", &ns, "addr", "add", &format!("10.200.{subnet}.{host}/24"), "dev", "veth0"]);
+            ip(&["-n", &ns, "addr", "add", &format!("fd00:200:{subnet}::{host}/64"), "dev", "veth0", "nodad"]);
+            ip(&["-n", &ns, "link", "set", "veth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    fn v4(&self, host: u8) -> IpAddr {
+        format!("10.200.{}.{host}", self.subnet).parse().unwrap()
+    }
+
+    fn v6(&self, host: u8) -> IpAddr {
+        format!("fd00:200:{}::{host}", self.subnet).parse().unwrap()
+    }
+
+    fn netns_ino(ns: &str) -> u64 {
+        std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
+    }
+
+    /// A fresh cgroup v2 group for a "pod's" processes, and its id.
+    fn cgroup(&mut self, name: &str) -> (PathBuf, u64) {
+        let dir = cgroup2_mount().expect("a cgroup v2 mount").join(format!("ebpf-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+        self.cgroups.push(dir.clone());
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        (dir, id)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for dir in &self.cgroups {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Runs `f` on a thread (named `name`, which becomes its comm) inside network namespace `ns`.
+fn in_netns<T: Send + 'static>(ns: &str, name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let netns = File::open(&path).unwrap();
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            f()
+        })
+        .unwrap()
+}
+
+/// The cgroup v2 id of this process.
+fn own_cgroup_id() -> u64 {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = cgroups.lines().find_map(|line| line.strip_prefix("0::")).expect("a cgroup v2 line in /proc/self/cgroup");
+    std::fs::metadata(cgroup2_mount().unwrap().join(path.trim_start_matches('/'))).unwrap().ino()
+}
+
+/// Takes events until `done` holds for those kept by `keep`, or panics after [`WAIT`].
+async fn collect(capture: &mut EbpfCapture, keep: impl Fn(&Event) -> bool, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut kept = Vec::new();
+    while !done(&kept) {
+        match tokio::time::timeout_at(deadline, capture.next()).await {
+            Ok(event) => {
+                let event = event.expect("reading the ring buffers");
+                if keep(&event) {
+                    kept.push(event);
+                }
+            }
+            Err(_) => panic!("timed out after {WAIT:?}; the test's events so far: {kept:#?}"),
+        }
+    }
+    kept
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn programs_pass_the_verifier() {
+    let Some(capture) = load_or_skip("programs_pass_the_verifier") else { return };
+    assert_eq!(capture.malformed_events(), 0);
+    println!("lost so far: {}", capture.lost_events());
+}
+
+#[tokio::test]
+async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
+    let Some(mut capture) = load_or_skip("tcp") else { return };
+    let started = Instant::now();
+    let mut lab = Lab::new("tcp", 1);
+    let (client_cgroup, client_cgroup_id) = lab.cgroup("client");
+    let (server_ns, client_ns) = (Lab::netns_ino(&lab.a), Lab::netns_ino(&lab.b));
+    let server_cgroup_id = own_cgroup_id();
+
+    let mut expected = Vec::new();
+    for server_ip in [lab.v4(1), lab.v6(1)] {
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let server = in_netns(&lab.a, "tcp-server", move || {
+            let listener = TcpListener::bind((server_ip, 0)).unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let (mut stream, peer) = listener.accept().unwrap();
+            let _ = stream.read(&mut [0; 1]);
+            peer
+        });
+        let port = port_rx.recv().unwrap();
+        // The client is its own process in its own cgroup and namespace, like a pod's: bash's
+        // /dev/tcp connects, then the shell exits. ip netns exec execs, so the pid is kept.
+        let script =
+            format!("echo $$ > {}/cgroup.procs && exec ip netns exec {} bash -c 'exec 3<>/dev/tcp/{server_ip}/{port}'", client_cgroup.display(), lab.b);
+        let client = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).spawn().unwrap();
+        let client_pid = client.id();
+        lab.children.push(client);
+        let peer = server.join().unwrap();
+        expected.push((peer, SocketAddr::new(server_ip, port), client_pid));
+    }
+    let client_status = lab.children.iter_mut().map(|c| c.wait().unwrap()).collect::<Vec<_>>();
+    assert!(client_status.iter().all(|s| s.success()), "a client failed: {client_status:?}");
+    println!("connections made in {:?}", started.elapsed());
+
+    let ours: Vec<(SocketAddr, SocketAddr)> = expected.iter().map(|(src, dst, _)| (*src, *dst)).collect();
+    let events = collect(&mut capture, |event| matches!(event, Event::Tcp(e) if ours.contains(&(e.src, e.dst))), |events| events.len() >= 2 * ours.len()).await;
+    println!("events received {:?} after start:", started.elapsed());
+    for event in &events {
+        println!("  {event:?}");
+    }
+
+    for (src, dst, client_pid) in &expected {
+        let find = |kind| {
+            events
+                .iter()
+                .find_map(|event| match event {
+                    Event::Tcp(e) if e.kind == kind && e.src == *src && e.dst == *dst => Some(e.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no {kind:?} event for {src} -> {dst} in {events:#?}"))
+        };
+        let connect: TcpEvent = find(TcpEventKind::Connect);
+        assert_eq!((connect.pid, connect.comm.as_str()), (*client_pid, "bash"), "{connect:?}");
+        assert_eq!((connect.netns, connect.cgroup_id), (client_ns, client_cgroup_id), "{connect:?}");
+        assert_ne!(connect.netns_cookie, 0);
+
+        let accept = find(TcpEventKind::Accept);
+        assert_eq!((accept.pid, accept.comm.as_str()), (std::process::id(), "tcp-server"), "{accept:?}");
+        assert_eq!((accept.netns, accept.cgroup_id), (server_ns, server_cgroup_id), "{accept:?}");
+        assert_ne!(accept.netns_cookie, connect.netns_cookie, "two namespaces, two cookies");
+        let age = accept.at.elapsed().unwrap_or_default();
+        assert!(age < Duration::from_secs(30), "event time {:?} is off by {age:?}", accept.at);
+    }
+    assert_eq!(capture.lost_tcp_events(), 0);
+    println!("tcp test took {:?}", started.elapsed());
+}
+
+/// A DNS query for `name` (type A) with id `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut query = Vec::new();
+    query.extend_from_slice(&id.to_be_bytes());
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // recursion desired, one question
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]); // root, type A, class IN
+    query
+}
+
+/// Asks `server` over UDP until it answers (dnsmasq may still be starting); the client address.
+fn ask_udp(server: SocketAddr, id: u16) -> SocketAddr {
+    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let socket = UdpSocket::bind(bind).unwrap();
+    socket.connect(server).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        socket.send(&dns_query(id, "web.svc.test")).unwrap();
+        let mut answer = [0; 512];
+        if let Ok(n) = socket.recv(&mut answer) {
+            assert!(n > 12 && answer[..2] == id.to_be_bytes(), "odd answer from {server}: {:?}", &answer[..n]);
+            return socket.local_addr().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no answer from dnsmasq at {server}");
+    }
+}
+
+fn ask_tcp(server: SocketAddr, id: u16) -> SocketAddr {
+    let mut stream = TcpStream::connect_timeout(&server, WAIT).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let query = dns_query(id, "web.svc.test");
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut answer = vec![0; u16::from_be_bytes(len).into()];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(answer[..2], id.to_be_bytes());
+    stream.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn dns_answers_from_dnsmasq_in_another_namespace() {
+    let Some(mut capture) = load_or_skip("dns") else { return };
+    let started = Instant::now();
+    let mut lab = Lab::new("dns", 2);
+    let (server_v4, server_v6) = (lab.v4(1), lab.v6(1));
+    let dnsmasq = Command::new("ip")
+        .args(["netns", "exec", &lab.a, "/usr/sbin/dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=53", "--bind-interfaces"])
+        .arg(format!("--listen-address={server_v4}"))
+        .arg(format!("--listen-address={server_v6}"))
+        .args(["--address=/svc.test/10.200.2.9", "--no-resolv", "--no-hosts", "--pid-file=", "--log-facility=-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting dnsmasq (apt-get install dnsmasq-base)");
+    lab.children.push(dnsmasq);
+
+    let queries = [
+        (SocketAddr::new(server_v4, 53), DnsTransport::Udp, 0x4401),
+        (SocketAddr::new(server_v6, 53), DnsTransport::Udp, 0x6601),
+        (SocketAddr::new(server_v4, 53), DnsTransport::Tcp, 0x4402),
+    ];
+    let client = in_netns(&lab.b, "dns-client", move || {
+        queries
+            .iter()
+            .map(|&(server, transport, id)| {
+                let client = match transport {
+                    DnsTransport::Udp => ask_udp(server, id),
+                    DnsTransport::Tcp => ask_tcp(server, id),
+                };
+                (server, transport, id, client)
+            })
+            .collect::<Vec<_>>()
+    });
+    let asked = client.join().unwrap();
+    println!("queries answered in {:?}", started.elapsed());
+
+    let (client_ns, cgroup_id) = (Lab::netns_ino(&lab.b), own_cgroup_id());
+    let answer = |events: &[Event], id: u16, client: SocketAddr| {
+        events.iter().find_map(|event| match event {
+            Event::Dns(p) if p.client == client && p.bytes.get(..2) == Some(&id.to_be_bytes()[..]) => Some(p.clone()),
+            _ => None,
+        })
+    };
+    let events = collect(
+        &mut capture,
+        |event| matches!(event, Event::Dns(p) if p.server.ip() == server_v4 || p.server.ip() == server_v6),
+        |events| asked.iter().all(|&(_, _, id, client)| answer(events, id, client).is_some()),
+    )
+    .await;
+    println!("answers captured {:?} after start:", started.elapsed());
+    for event in &events {
+        println!("  {event:?}");
+    }
+
+    for &(server, transport, id, client) in &asked {
+        let packet: DnsPacket = answer(&events, id, client).unwrap();
+        assert_eq!((packet.server, packet.transport), (server, transport), "{packet:?}");
+        assert!(packet.bytes.windows(4).any(|w| w == [10, 200, 2, 9]), "the answer's A record is not in {packet:?}");
+        assert!(!packet.truncated);
+        assert_eq!((packet.netns, packet.cgroup_id), (client_ns, cgroup_id), "{packet:?}");
+        assert_ne!(packet.netns_cookie, 0);
+    }
+    assert_eq!(capture.lost_dns_events(), 0);
+    println!("dns test took {:?}", started.elapsed());
+}

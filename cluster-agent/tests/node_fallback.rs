@@ -1,0 +1,338 @@
+//! The node agent's fallback path (no eBPF) against the real kernel: the `/proc` scan, the
+//! `AF_PACKET` DNS capture and pod attribution, with pods played by network namespaces joined
+//! by a veth pair, their processes in their own cgroups, and dnsmasq as the DNS server.
+//!
+//! Needs root, iproute2 and /usr/sbin/dnsmasq, as CI has. Each test builds and removes its own
+//! namespaces, so they run in parallel.
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cluster_agent::node::attribution::{cgroup2_mount, PodIndex};
+use cluster_agent::node::capture::{CaptureConfig, CaptureStats, DnsCapture};
+use cluster_agent::node::proc_scan::{self, Direction};
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use model::observation::DnsAnswer;
+use nix::sched::{setns, CloneFlags};
+
+const SERVER4: &str = "10.201.0.1";
+const CLIENT4: &str = "10.201.0.2";
+const SERVER6: &str = "fd00:201::1";
+const CLIENT6: &str = "fd00:201::2";
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
+// === Fixture ===
+
+/// Two "pods": network namespaces `server` (10.201.0.1, fd00:201::1) and `client` (.2, ::2)
+/// joined by a veth pair. Dropping it kills what it started and removes the namespaces and
+/// cgroups, also when a test fails.
+struct Pods {
+    server: String,
+    client: String,
+    children: Vec<Child>,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Pods {
+    fn new(tag: &str) -> Pods {
+        require_root_and_tools();
+        let id = std::process::id();
+        let pods = Pods { server: format!("nf{id}{tag}s"), client: format!("nf{id}{tag}c"), children: Vec::new(), cgroups: Vec::new() };
+        let (s, c) = (pods.server.as_str(), pods.client.as_str());
+        ip(&["netns", "add", s]);
+        ip(&["netns", "add", c]);
+        ip(&["link", "add", s, "type", "veth", "peer", "name", c]);
+        for (ns, v4, v6) in [(s, SERVER4, SERVER6), (c, CLIENT4, CLIENT6)] {
+            ip(&["link", "set", ns, "netns", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", ns]);
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", ns, "nodad"]);
+            ip(&["-n", ns, "link", "set", ns, "up"]);
+        }
+        pods
+    }
+
+    /// Starts `command` in namespace `ns` (through `ip netns exec`, which execs it: the pid is
+    /// the command's).
+    fn spawn(&mut self, ns: &str, command: &[&str]) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?} in {ns}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    fn dnsmasq(&mut self, ns: &str, listen: &[&str]) {
+        let mut args = vec![
+            DNSMASQ.to_string(),
+            "--keep-in-foreground".into(),
+            "--conf-file=/dev/null".into(),
+            "--no-resolv".into(),
+            "--no-hosts".into(),
+            "--bind-interfaces".into(),
+            "--user=root".into(),
+            "--local-ttl=60".into(),
+            format!("--pid-file={}", std::env::temp_dir().join(format!("{ns}-dnsmasq.pid")).display()),
+            "--address=/shop.test/10.201.0.9".into(),
+            "--address=/shop.test/fd00:201::9".into(),
+        ];
+        args.extend(listen.iter().map(|a| format!("--listen-address={a}")));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn(ns, &args);
+    }
+
+    /// Moves `pid` into a fresh cgroup laid out as the kubelet's cgroupfs driver does.
+    fn put_in_pod_cgroup(&mut self, pid: u32, uid: &str) -> PathBuf {
+        let root = cgroup2_mount(Path::new("/proc")).expect("a cgroup2 mount in /proc/mounts");
+        let top = root.join(format!("kubepods-{}", self.client));
+        let pod = top.join("besteffort").join(format!("pod{uid}"));
+        std::fs::create_dir_all(&pod).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", pod.display()));
+        self.cgroups.extend([pod.clone(), top.join("besteffort"), top]);
+        std::fs::write(pod.join("cgroup.procs"), pid.to_string()).unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", pod.display()));
+        pod
+    }
+}
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for cgroup in &self.cgroups {
+            let _ = std::fs::remove_dir(cgroup);
+        }
+        for ns in [&self.server, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+fn require_root_and_tools() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap();
+    assert_eq!(euid, "0", "these tests create network namespaces and raw sockets: run them as root (CI does)");
+    assert!(Path::new(DNSMASQ).exists(), "{DNSMASQ} is missing: apt-get install dnsmasq-base");
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("iproute2 `ip` is installed");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`; sockets it opens stay there.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+}
+
+fn netns_inode(ns: &str) -> u64 {
+    std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
+}
+
+// === DNS helpers ===
+
+/// Sends one query for `name` to `server`:53 from a fresh socket, and waits for the answer.
+fn query_once(server: IpAddr, name: &str, rtype: RecordType, timeout: Duration) -> Option<Message> {
+    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let socket = UdpSocket::bind(bind).unwrap();
+    socket.set_read_timeout(Some(timeout)).unwrap();
+    let mut query = Message::query();
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    socket.send_to(&query.to_vec().unwrap(), (server, 53)).ok()?;
+    let mut buf = [0u8; 1500];
+    let len = socket.recv(&mut buf).ok()?;
+    Message::from_vec(&buf[..len]).ok()
+}
+
+/// Queries until dnsmasq (just started) answers.
+fn wait_for_dns(server: IpAddr, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while query_once(server, name, RecordType::A, Duration::from_millis(100)).is_none() {
+        assert!(Instant::now() < deadline, "dnsmasq did not answer on {server} within 5 s");
+    }
+}
+
+/// A capture running in namespace `ns` until dropped.
+struct RunningCapture {
+    answers: mpsc::Receiver<DnsAnswer>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<CaptureStats>>,
+}
+
+impl RunningCapture {
+    fn start(ns: &str) -> RunningCapture {
+        let (tx, answers) = mpsc::channel();
+        let (ready_tx, ready) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let config = CaptureConfig { poll_interval: Duration::from_millis(50), ..CaptureConfig::default() };
+        let thread = in_netns(ns, move || {
+            let capture = DnsCapture::open(&config).unwrap_or_else(|e| panic!("{e}"));
+            let counters = capture.counters();
+            ready_tx.send(()).unwrap();
+            capture
+                .run(&stop_flag, |answer| {
+                    let _ = tx.send(answer);
+                })
+                .unwrap_or_else(|e| panic!("{e}"));
+            counters.snapshot()
+        });
+        ready.recv_timeout(Duration::from_secs(5)).expect("the capture socket opened");
+        RunningCapture { answers, stop, thread: Some(thread) }
+    }
+
+    fn wait_for(&self, what: &str, matches: impl Fn(&DnsAnswer) -> bool) -> DnsAnswer {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.answers.recv_timeout(left) {
+                Ok(answer) if matches(&answer) => return answer,
+                Ok(_) => {}
+                Err(_) => panic!("no captured DNS answer {what} within 5 s"),
+            }
+        }
+    }
+
+    fn finish(mut self) -> (Vec<DnsAnswer>, CaptureStats) {
+        self.stop.store(true, Ordering::Relaxed);
+        let stats = self.thread.take().unwrap().join().expect("capture thread");
+        (self.answers.try_iter().collect(), stats)
+    }
+}
+
+impl Drop for RunningCapture {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn ip_of(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+// === Tests ===
+
+#[test]
+fn dns_answers_over_veth_are_captured_in_the_client_namespace() {
+    let mut pods = Pods::new("d");
+    pods.dnsmasq(&pods.server.clone(), &[SERVER4, SERVER6]);
+    let capture = RunningCapture::start(&pods.client);
+
+    let client = in_netns(&pods.client, || {
+        wait_for_dns(ip_of(SERVER4), "ready.shop.test.");
+        let v4 = query_once(ip_of(SERVER4), "shop.test.", RecordType::A, Duration::from_secs(2)).expect("an A answer over IPv4");
+        let v6 = query_once(ip_of(SERVER6), "shop.test.", RecordType::AAAA, Duration::from_secs(2)).expect("an AAAA answer over IPv6");
+        (v4.answers.len(), v6.answers.len())
+    });
+    assert_eq!(client.join().unwrap(), (1, 1), "dnsmasq answers the client itself");
+
+    let a = capture.wait_for("for shop.test A to 10.201.0.2", |a| a.name == "shop.test" && a.client_ip == ip_of(CLIENT4));
+    assert_eq!(a.addresses, vec![ip_of("10.201.0.9")]);
+    assert!(a.cnames.is_empty());
+    assert_eq!(a.ttl_seconds, 60);
+    let aaaa = capture.wait_for("for shop.test AAAA to fd00:201::2", |a| a.name == "shop.test" && a.client_ip == ip_of(CLIENT6));
+    assert_eq!(aaaa.addresses, vec![ip_of("fd00:201::9")]);
+
+    let (_, stats) = capture.finish();
+    assert!(stats.dns_answers >= 3, "{stats:?}");
+    assert_eq!(stats.malformed, 0, "{stats:?}");
+}
+
+#[test]
+fn answers_on_loopback_are_reported_once() {
+    let mut pods = Pods::new("l");
+    let ns = pods.server.clone();
+    pods.dnsmasq(&ns, &["127.0.0.1"]);
+    in_netns(&ns, || wait_for_dns(ip_of("127.0.0.1"), "ready.shop.test.")).join().unwrap();
+
+    let capture = RunningCapture::start(&ns);
+    let answered = in_netns(&ns, || query_once(ip_of("127.0.0.1"), "once.shop.test.", RecordType::A, Duration::from_secs(2)).is_some());
+    assert!(answered.join().unwrap(), "dnsmasq answered over lo");
+    let first = capture.wait_for("for once.shop.test", |a| a.name == "once.shop.test");
+    assert_eq!((first.client_ip, first.addresses.clone()), (ip_of("127.0.0.1"), vec![ip_of("10.201.0.9")]));
+    // Give the second copy time to arrive, had it not been dropped.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (later, stats) = capture.finish();
+    let repeats = later.iter().filter(|a| a.name == "once.shop.test").count();
+    assert_eq!(repeats, 0, "the answer was reported {} times", repeats + 1);
+    assert_eq!(stats.frames_seen, 2, "lo shows the answer twice: {stats:?}");
+    assert_eq!((stats.dns_answers, stats.duplicates_dropped), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn tcp_connections_between_namespaces_are_found_once_per_namespace() {
+    const POD_UID: &str = "5d1c7a6e-2b3f-4c8d-9e0a-1b2c3d4e5f60";
+    let mut pods = Pods::new("t");
+    let (server_ns, client_ns) = (pods.server.clone(), pods.client.clone());
+    // A process in each namespace, so the scan finds them; the client one is in a pod's cgroup.
+    pods.spawn(&server_ns, &["sleep", "60"]);
+    let client_pid = pods.spawn(&client_ns, &["sleep", "60"]);
+    let pod_cgroup = pods.put_in_pod_cgroup(client_pid, POD_UID);
+
+    let listeners = in_netns(&server_ns, || {
+        let v4 = TcpListener::bind((ip_of(SERVER4), 0)).unwrap();
+        let v6 = TcpListener::bind((ip_of(SERVER6), 0)).unwrap();
+        (v4, v6)
+    })
+    .join()
+    .unwrap();
+    let targets = [listeners.0.local_addr().unwrap(), listeners.1.local_addr().unwrap()];
+    let streams: Vec<TcpStream> = in_netns(&client_ns, move || targets.iter().map(|t| TcpStream::connect(t).unwrap()).collect()).join().unwrap();
+    let _accepted: Vec<TcpStream> = [&listeners.0, &listeners.1].iter().map(|l| l.accept().unwrap().0).collect();
+
+    let started = Instant::now();
+    let scan = proc_scan::scan(Path::new("/proc")).expect("scan /proc");
+    let scan_time = started.elapsed();
+    let client_netns = netns_inode(&client_ns);
+    let server_netns = netns_inode(&server_ns);
+    assert_eq!(proc_scan::netns_inode(Path::new("/proc"), client_pid).unwrap(), client_netns);
+
+    for (stream, target) in streams.iter().zip(targets) {
+        let local = stream.local_addr().unwrap();
+        let seen: Vec<_> = scan.connections.iter().filter(|c| (c.local == local && c.remote == target) || (c.local == target && c.remote == local)).collect();
+        assert_eq!(seen.len(), 2, "{local} -> {target} is seen from both namespaces: {seen:?}");
+        let out = seen.iter().find(|c| c.direction == Direction::Outbound).expect("the client's end");
+        assert_eq!((out.local, out.remote, out.netns, out.pid), (local, target, client_netns, client_pid));
+        let inbound = seen.iter().find(|c| c.direction == Direction::Inbound).expect("the server's end");
+        assert_eq!((inbound.local, inbound.remote, inbound.netns), (target, local, server_netns));
+    }
+
+    let index = PodIndex::build(Path::new("/proc"), cgroup2_mount(Path::new("/proc")).as_deref());
+    assert_eq!(index.pod_for_netns(client_netns).and_then(|p| p.uid).as_deref(), Some(POD_UID));
+    assert_eq!(index.pod_for_netns(server_netns), None);
+    assert_eq!(index.pod_for_cgroup_id(std::fs::metadata(&pod_cgroup).unwrap().ino()).and_then(|p| p.uid).as_deref(), Some(POD_UID));
+
+    let observed = proc_scan::observations(&scan.connections, chrono::Utc::now(), |netns, _pid| index.pod_for_netns(netns));
+    for (stream, target) in streams.iter().zip(targets) {
+        let local = stream.local_addr().unwrap();
+        let ours: Vec<_> = observed.iter().filter(|o| o.src_port == local.port() && o.dst_port == target.port() && o.dst_ip == target.ip()).collect();
+        assert_eq!(ours.len(), 1, "reported once, from the client: {ours:?}");
+        assert_eq!((ours[0].src_ip, ours[0].netns, ours[0].pid), (local.ip(), Some(client_netns), Some(client_pid)));
+        assert_eq!(ours[0].pod.as_ref().and_then(|p| p.uid.as_deref()), Some(POD_UID));
+    }
+    eprintln!("scanned {} namespaces, {} connections in {scan_time:?}", scan.namespaces, scan.connections.len());
+}

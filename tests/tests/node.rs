@@ -1,0 +1,184 @@
+//! The node agent on a node whose "pods" are network namespaces on a bridge, as a CNI makes
+//! them: real TCP connections and real DNS answers (dnsmasq) between them, captured by the real
+//! `cluster-agent node` binary (eBPF, then the /proc + raw-socket fallback), shipped to the real
+//! `cluster-agent mapper`, which names them from a stand-in Kubernetes API. Needs root, as CI has.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{binary, free_port, spawn, wait_ready, Running};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use mapper_core::fixtures::*;
+use testkit::kube_api::FakeApiServer;
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs")
+}
+
+fn is_root() -> bool {
+    String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0"
+}
+
+/// Two pod namespaces on a bridge: `a` (10.210.x.2, the client) and `b` (10.210.x.3, the server
+/// and a DNS server). Removed on drop.
+struct Node {
+    tag: String,
+    subnet: u8,
+}
+
+impl Node {
+    fn new(subnet: u8) -> Self {
+        let tag = format!("e2n{subnet}");
+        let node = Node { tag: tag.clone(), subnet };
+        let script = format!(
+            "set -e
+             ip link add {tag}br type bridge; ip link set {tag}br up
+             for p in a b; do
+               ip netns add {tag}$p
+               ip link add {tag}$p type veth peer name eth0 netns {tag}$p
+               ip link set {tag}$p master {tag}br up
+               ip -n {tag}$p link set lo up; ip -n {tag}$p link set eth0 up
+             done
+             ip -n {tag}a addr add 10.210.{subnet}.2/24 dev eth0
+             ip -n {tag}b addr add 10.210.{subnet}.3/24 dev eth0"
+        );
+        let out = sh(&script);
+        assert!(out.status.success(), "setting up the test node failed: {}", String::from_utf8_lossy(&out.stderr));
+        node
+    }
+
+    fn ip(&self, pod: char) -> String {
+        format!("10.210.{}.{}", self.subnet, if pod == 'a' { 2 } else { 3 })
+    }
+
+    fn exec(&self, pod: char, program: &str, args: &[&str]) -> Running {
+        spawn(Command::new("ip").args(["netns", "exec", &format!("{}{pod}", self.tag), program]).args(args).stdin(Stdio::null()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let tag = &self.tag;
+        sh(&format!("ip netns del {tag}a; ip netns del {tag}b; ip link del {tag}br"));
+    }
+}
+
+const PY_SERVER: &str = "import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 8080)); s.listen()\nc=[]\nwhile True: c.append(s.accept())";
+const PY_CLIENT: &str = "import socket,sys,time\ns=socket.create_connection((sys.argv[1], 8080)); time.sleep(60)";
+/// One DNS query (A, recursion desired) for argv[2] to the server argv[1], repeated a few times.
+const PY_DNS: &str = "import socket,struct,sys,time\nq=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\nfor _ in range(3):\n  s.sendto(q,(sys.argv[1],53)); s.recv(512); time.sleep(0.5)";
+
+async fn scenario(no_ebpf: bool, subnet: u8) {
+    if !is_root() {
+        eprintln!("skipped: capturing traffic needs root (CI runs as root)");
+        return;
+    }
+    let node = Node::new(subnet);
+    let (a, b) = (node.ip('a'), node.ip('b'));
+
+    let api = FakeApiServer::start().await.unwrap();
+    api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
+    api.apply::<Pod>(&mk_pod("shop", "frontend-0", &[&a]));
+    api.apply::<Pod>(&mk_pod("shop", "cart-0", &[&b]));
+    api.apply::<Pod>(&mk_pod("shop", "ledger-0", &[&format!("10.210.{subnet}.77")]).labelled("app", "ledger"));
+    api.apply::<Service>(&mk_service("shop", "ledger", &[&format!("10.96.{subnet}.77")], &[("app", "ledger")]));
+
+    let dir = std::env::temp_dir().join(format!("e2e-node-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: {}\ncontexts:\n- name: s\n  context:\n    cluster: s\n    user: u\ncurrent-context: s\nusers:\n- name: u\n  user: {{}}\n", api.url()),
+    )
+    .unwrap();
+    let mapper_port = free_port();
+    let mapper = format!("http://127.0.0.1:{mapper_port}");
+    let _mapper = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["mapper", "--listen", &format!("127.0.0.1:{mapper_port}"), "--shared-token", "node-secret", "--outbox-dir"])
+            .arg(dir.join("outbox"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+
+    let health_port = free_port();
+    let mut agent = Command::new(binary("cluster-agent"));
+    agent
+        .args([
+            "node",
+            "--mapper-url",
+            &mapper,
+            "--shared-token",
+            "node-secret",
+            "--node-name",
+            "test-node",
+            "--ship-interval-seconds",
+            "0.2",
+            "--scan-interval-seconds",
+            "0.5",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{health_port}")])
+        .env("RUST_LOG", "warn");
+    if no_ebpf {
+        agent.arg("--no-ebpf");
+    }
+    let _agent = spawn(&mut agent);
+    wait_ready(&format!("http://127.0.0.1:{health_port}/healthz"), Duration::from_secs(30)).await;
+    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{health_port}/healthz")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["mode"], if no_ebpf { "fallback" } else { "ebpf" }, "{health}");
+    if no_ebpf {
+        assert!(health["fallback_reason"].as_str().unwrap().contains("--no-ebpf"), "the health endpoint says why: {health}");
+    }
+
+    // Traffic: a long-lived TCP connection a → b, and a DNS answer from dnsmasq in b for a
+    // Service name, delivered to a.
+    let _dns = node.exec(
+        'b',
+        "dnsmasq",
+        &[
+            "--no-daemon",
+            "--port=53",
+            &format!("--listen-address={b}"),
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--address=/ledger.shop.svc.cluster.local/10.96.{subnet}.77"),
+        ],
+    );
+    let _server = node.exec('b', "python3", &["-c", PY_SERVER, &b]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _client = node.exec('a', "python3", &["-c", PY_CLIENT, &b]);
+    let _query = node.exec('a', "python3", &["-c", PY_DNS, &b, "ledger.shop.svc.cluster.local"]);
+
+    let expected = "frontend-0 in namespace shop calls:\n  - cart-0\n  - ledger-0\n";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listed = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]).output().unwrap();
+        listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        listed,
+        expected,
+        "the TCP connection names cart-0 and the DNS answer for the ledger Service names its pod ({} mode)",
+        if no_ebpf { "fallback" } else { "eBPF" }
+    );
+    let metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("intentmap_node_lost_events_total 0"), "{metrics}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn ebpf_capture_names_tcp_and_dns_between_pods() {
+    scenario(false, 61).await;
+}
+
+#[tokio::test]
+async fn fallback_capture_names_tcp_and_dns_between_pods() {
+    scenario(true, 62).await;
+}
