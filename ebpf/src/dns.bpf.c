@@ -13,7 +13,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 2 << 20);
+	__uint(max_entries, 512 << 10); /* 512 KiB: ~880 answers of 592 bytes */
 } dns_events SEC(".maps");
 
 DEFINE_LOST_COUNTER(dns_lost);

@@ -16,7 +16,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20);
+	__uint(max_entries, 1 << 20); /* 1 MiB: ~10,900 events, ~130 ms at 40,000 connections/s; the kernel maps it twice */
 } tcp_events SEC(".maps");
 
 DEFINE_LOST_COUNTER(tcp_lost);

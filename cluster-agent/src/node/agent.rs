@@ -110,7 +110,8 @@ async fn run_ebpf(mut capture: EbpfCapture, outgoing: Outgoing, pods: Arc<RwLock
         tokio::select! {
             event = capture.next() => match event {
                 Ok(Event::Tcp(t)) => {
-                    if !seen.first_sighting(&t, Instant::now()) {
+                    // A connection reset before accept() returns has no local port left to read.
+                    if t.dst.port() == 0 || !seen.first_sighting(&t, Instant::now()) {
                         continue;
                     }
                     status.tcp_events.fetch_add(1, Ordering::Relaxed);
