@@ -156,7 +156,7 @@ pub fn cgroup2_mount(proc_root: &Path) -> Option<PathBuf> {
 }
 
 /// `/proc/mounts` writes space, tab, newline and backslash in paths as `\ooo` octal escapes.
-fn unescape_mount_path(path: &str) -> String {
+pub(crate) fn unescape_mount_path(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -289,29 +289,8 @@ fn mount_points<'a>(mounts: &'a str, fs_type: &'a str) -> impl Iterator<Item = P
     mounts.lines().filter_map(move |line| {
         let mut fields = line.split_whitespace();
         let (_source, point, kind) = (fields.next()?, fields.next()?, fields.next()?);
-        (kind == fs_type).then(|| PathBuf::from(unescape_mount_field(point)))
+        (kind == fs_type).then(|| PathBuf::from(super::attribution::unescape_mount_path(point)))
     })
-}
-
-/// /proc/mounts writes space, tab, newline and backslash as octal escapes (`\040`).
-fn unescape_mount_field(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|_| bytes[i] == b'\\').and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
