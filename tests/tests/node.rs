@@ -173,6 +173,87 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Behind NAT the mapper cannot name a client by its address; the node names it by its cgroup.
+/// The client's address here is unknown to the cluster, and only the pod UID in the
+/// kubepods-style cgroup of its process names it.
+#[tokio::test]
+async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unknown() {
+    if !is_root() {
+        eprintln!("skipped: capturing traffic needs root (CI runs as root)");
+        return;
+    }
+    const UID: &str = "0f4c2a9e-5b7d-4c1e-9a3b-2d6e8f1a7c55";
+    let cgroup_root = String::from_utf8(sh("awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts").stdout).unwrap().trim().to_owned();
+    assert!(!cgroup_root.is_empty(), "a cgroup2 mount");
+    let pod_cgroup = format!("{cgroup_root}/kubepods-e2e/pod{UID}");
+    std::fs::create_dir_all(&pod_cgroup).unwrap();
+    struct RemoveCgroup(String);
+    impl Drop for RemoveCgroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+            let _ = std::fs::remove_dir(std::path::Path::new(&self.0).parent().unwrap());
+        }
+    }
+    let _cgroup = RemoveCgroup(pod_cgroup.clone());
+
+    let subnet = 63;
+    let node = Node::new(subnet);
+    let b = node.ip('b');
+    let api = FakeApiServer::start().await.unwrap();
+    api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
+    // The client pod's recorded IP is not the address its traffic comes from.
+    api.apply::<Pod>(&mk_pod("shop", "checkout-0", &["10.99.99.99"]).with_uid(UID));
+    api.apply::<Pod>(&mk_pod("shop", "cart-0", &[&b]));
+    let dir = std::env::temp_dir().join(format!("e2e-node-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: {}\ncontexts:\n- name: s\n  context:\n    cluster: s\n    user: u\ncurrent-context: s\nusers:\n- name: u\n  user: {{}}\n", api.url()),
+    )
+    .unwrap();
+    let mapper_port = free_port();
+    let mapper = format!("http://127.0.0.1:{mapper_port}");
+    let _mapper = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["mapper", "--listen", &format!("127.0.0.1:{mapper_port}"), "--shared-token", "node-secret", "--outbox-dir"])
+            .arg(dir.join("outbox"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let health_port = free_port();
+    let _agent = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["node", "--mapper-url", &mapper, "--shared-token", "node-secret", "--ship-interval-seconds", "0.2"])
+            .args(["--listen", &format!("127.0.0.1:{health_port}")])
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("http://127.0.0.1:{health_port}/healthz"), Duration::from_secs(30)).await;
+
+    let _server = node.exec('b', "python3", &["-c", PY_SERVER, &b]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client joins the pod's cgroup before it execs into its network namespace and connects.
+    let _client = spawn(Command::new("sh").args([
+        "-c",
+        &format!("echo $$ > {pod_cgroup}/cgroup.procs && exec ip netns exec {}a python3 -c \"$0\" {b}", node.tag),
+        PY_CLIENT,
+    ]));
+    let expected = "checkout-0 in namespace shop calls:\n  - cart-0\n";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut listed = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]).output().unwrap();
+        listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(listed, expected, "the pod hint from the client's cgroup names it");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[tokio::test]
 async fn ebpf_capture_names_tcp_and_dns_between_pods() {
     scenario(false, 61).await;
