@@ -60,3 +60,29 @@ pub async fn wait_ready(url: &str, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A kubeconfig in `dir` for an API server at `server` without authentication (the stand-in).
+pub fn write_kubeconfig(dir: &std::path::Path, server: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {server}\ncontexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: nobody\n    namespace: default\nusers:\n- name: nobody\n  user: {{}}\ncurrent-context: stand-in\n"
+    );
+    std::fs::write(&path, yaml).expect("writing the test kubeconfig");
+    path
+}
+
+/// `cluster-agent mapper` on a free port against the API server of `kubeconfig`, with the
+/// shared observation token `node-secret` and its outbox in `dir`; ready when this returns.
+pub async fn start_mapper(dir: &std::path::Path, kubeconfig: &std::path::Path) -> (Running, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mapper = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
+            .arg(dir.join("outbox"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{url}/readyz"), Duration::from_secs(30)).await;
+    (mapper, url)
+}

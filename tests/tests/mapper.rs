@@ -2,11 +2,11 @@
 //! Kubernetes API, node observations over HTTP, the `intentmap` CLI's list, export, visualize
 //! and reset, and the upload to the real `cloud-api` binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{binary, free_port, run_ok, spawn, wait_ready};
+use e2e::{binary, free_port, run_ok, spawn, wait_ready, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
@@ -94,15 +94,6 @@ fn seeds_list() -> Option<String> {
     }
 }
 
-fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: {server}\ncontexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: nobody\n    namespace: default\nusers:\n- name: nobody\n  user: {{}}\ncurrent-context: stand-in\n"
-    );
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
 fn intentmap(mapper: &str, args: &[&str]) -> String {
     let out = run_ok(Command::new(binary("intentmap")).args(["--mapper-url", mapper]).args(args));
     String::from_utf8(out.stdout).unwrap()
@@ -123,7 +114,7 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
             .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--outbox-dir"])
             .arg(dir.join("outbox"))
             .args(["--observation-service-accounts", "system:serviceaccount:intentmap:intentmap-node"])
-            .env("KUBECONFIG", kubeconfig(&dir, &api.url()))
+            .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
             .env("RUST_LOG", "warn"),
     );
     wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
@@ -235,7 +226,7 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
                     "--cloud-client-secret",
                     creds["client_secret"].as_str().unwrap(),
                 ])
-                .env("KUBECONFIG", kubeconfig(&dir, &api.url()))
+                .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
                 .env("RUST_LOG", "warn"),
         )
     };

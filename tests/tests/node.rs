@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{binary, free_port, spawn, wait_ready, Running};
+use e2e::{binary, free_port, spawn, start_mapper, wait_ready, write_kubeconfig, Running};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use testkit::kube_api::FakeApiServer;
@@ -85,22 +85,7 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
 
     let dir = std::env::temp_dir().join(format!("e2e-node-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: {}\ncontexts:\n- name: s\n  context:\n    cluster: s\n    user: u\ncurrent-context: s\nusers:\n- name: u\n  user: {{}}\n", api.url()),
-    )
-    .unwrap();
-    let mapper_port = free_port();
-    let mapper = format!("http://127.0.0.1:{mapper_port}");
-    let _mapper = spawn(
-        Command::new(binary("cluster-agent"))
-            .args(["mapper", "--listen", &format!("127.0.0.1:{mapper_port}"), "--shared-token", "node-secret", "--outbox-dir"])
-            .arg(dir.join("outbox"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "warn"),
-    );
-    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let (_mapper, mapper) = start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
 
     let health_port = free_port();
     let mut agent = Command::new(binary("cluster-agent"));
@@ -206,22 +191,7 @@ async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unk
     api.apply::<Pod>(&mk_pod("shop", "cart-0", &[&b]));
     let dir = std::env::temp_dir().join(format!("e2e-node-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: {}\ncontexts:\n- name: s\n  context:\n    cluster: s\n    user: u\ncurrent-context: s\nusers:\n- name: u\n  user: {{}}\n", api.url()),
-    )
-    .unwrap();
-    let mapper_port = free_port();
-    let mapper = format!("http://127.0.0.1:{mapper_port}");
-    let _mapper = spawn(
-        Command::new(binary("cluster-agent"))
-            .args(["mapper", "--listen", &format!("127.0.0.1:{mapper_port}"), "--shared-token", "node-secret", "--outbox-dir"])
-            .arg(dir.join("outbox"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "warn"),
-    );
-    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let (_mapper, mapper) = start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
     let health_port = free_port();
     let _agent = spawn(
         Command::new(binary("cluster-agent"))
