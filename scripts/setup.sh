@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Everything this project needs on a fresh Debian machine, installed once (idempotent, quiet when
 # all is there): PostgreSQL for the cloud and the tests; clang, llvm, libbpf-dev and bpftool to
-# build the eBPF programs; iproute2 and dnsmasq for the network-namespace tests.
+# build the eBPF programs; iproute2 and dnsmasq for the network-namespace tests; dig (dnsutils) for
+# the DNS tests; boto3 and moto (PyPI, in target/pytools) for the AWS proxy tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 missing=()
-for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base; do
+for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool##*:}")
 done
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)
@@ -19,4 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+bash scripts/ensure-python-tools.sh
 echo "build tools: $(clang --version | head -n 1), $(bpftool version 2>/dev/null | head -n 1)"

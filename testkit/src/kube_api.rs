@@ -24,15 +24,40 @@
 //! - Metadata-only requests: `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`
 //!   (lists) and `as=PartialObjectMetadata` (watches and single GETs) are answered with
 //!   `meta.k8s.io/v1` `PartialObjectMetadata(List)` objects that carry only `metadata`.
+//! - Writes of every served type, namespaced (`POST /api/v1/namespaces/{ns}/configmaps`) or
+//!   cluster-scoped (`/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations`):
+//!   - `POST` creates (201) with a new `uid`, `creationTimestamp` and `resourceVersion` (and a
+//!     name from `generateName`); an existing name is a 409 `AlreadyExists`.
+//!   - `PUT` replaces (200), keeping `uid` and `creationTimestamp`; a `resourceVersion` in the
+//!     body that is not the stored one is a 409 `Conflict`, as is a different `uid`.
+//!   - `PATCH` with `application/merge-patch+json` (RFC 7386), `application/json-patch+json`
+//!     (RFC 6902; a malformed patch is a 400, an operation that cannot apply a 422) or
+//!     `application/strategic-merge-patch+json`, which is applied **as a JSON merge patch**:
+//!     lists are replaced rather than merged by key, and a patch carrying a strategic directive
+//!     (`$patch`, `$retainKeys`, ...) is refused with a 400 rather than mis-applied. Server-side
+//!     apply (`application/apply-patch+yaml`) is a 415. The patched object is stored as a `PUT`
+//!     of it would be.
+//!   - `DELETE` removes at once and answers with the object; `DeleteOptions.preconditions`
+//!     (`uid`, `resourceVersion`) are checked (409).
+//!   - A missing object is a 404 `NotFound`; a body whose `apiVersion`, `kind`, namespace or
+//!     name contradicts the URL is a 400.
+//!
+//!   Every write takes the next `resourceVersion` and is seen by watches exactly like
+//!   [`FakeApiServer::apply`] and [`FakeApiServer::delete`]; [`FakeApiServer::get`] reads what
+//!   was written.
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`, answered from
 //!   [`FakeApiServer::set_token_review`].
-//! - Everything else is a 404 (or 405 for writes) with a Kubernetes `Status` body.
+//! - Everything else is a 404 (or a 405 for a method a path does not serve, such as `POST` to
+//!   the all-namespaces `/api/v1/configmaps`) with a Kubernetes `Status` body.
 //!
-//! Deliberate limitations: objects change only through [`FakeApiServer::apply`] and
-//! [`FakeApiServer::delete`] (HTTP writes, patches, subresources and discovery are not served);
-//! lists ignore `limit`/`continue` and always return the latest state in one page; there is no
-//! authentication or authorisation of callers; the history keeps the last [`MAX_HISTORY`]
-//! changes and older ones are compacted away.
+//! Deliberate limitations: only types that are built in, [`FakeApiServer::register`]ed or
+//! [`FakeApiServer::apply`]d are served; written objects are not validated against their schema
+//! and no defaults are filled in (a write a real server would refuse as `Invalid` may be stored);
+//! namespaces need not exist; there are no admission webhooks, finalizers, graceful deletion,
+//! `generation`, `managedFields`, `dryRun` (refused with a 400), `deletecollection`,
+//! subresources (`/status`, `/scale`, ...) or discovery; lists ignore `limit`/`continue` and
+//! always return the latest state in one page; there is no authentication or authorisation of
+//! callers; the history keeps the last [`MAX_HISTORY`] changes and older ones are compacted away.
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -158,9 +183,25 @@ impl FakeApiServer {
         let ty = ResourceType::of::<K>();
         let namespace = if ty.namespaced { obj.meta().namespace.clone().unwrap_or_else(|| "default".to_owned()) } else { String::new() };
         let name = obj.meta().name.clone().unwrap_or_default();
-        let rv = self.shared.store().delete(&ty.gvr, namespace, name)?;
+        let (rv, _) = self.shared.store().delete(&ty.gvr, namespace, name)?;
         self.shared.changes.send_replace(rv);
         Some(rv.to_string())
+    }
+
+    /// The stored object of type `K` named `name` in `namespace` (ignored for cluster-scoped
+    /// types), as the last write left it; for tests to check what the code under test wrote.
+    ///
+    /// # Panics
+    /// If the stored JSON does not deserialize into `K` (the server does not validate writes).
+    pub fn get<K>(&self, namespace: &str, name: &str) -> Option<K>
+    where
+        K: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+        K::Scope: 'static,
+    {
+        let ty = ResourceType::of::<K>();
+        let namespace = if ty.namespaced { namespace.to_owned() } else { String::new() };
+        let value = self.shared.store().object(&ty.gvr, &(namespace, name.to_owned())).cloned()?;
+        Some(serde_json::from_value(value).unwrap_or_else(|err| panic!("the stored {} {name:?} does not deserialize: {err}", ty.kind)))
     }
 
     /// Forgets the change history: a watch (or an exact list) from any `resourceVersion` older
@@ -291,7 +332,6 @@ impl Store {
         let gvr = ty.gvr.clone();
         let (api_version, kind, namespaced) = (gvr.api_version(), ty.kind.clone(), ty.namespaced);
         self.register(ty);
-        let rv = self.next_version();
         let obj = value.as_object_mut().expect("a Kubernetes object serializes to a JSON object");
         obj.insert("apiVersion".into(), api_version.into());
         obj.insert("kind".into(), kind.into());
@@ -310,8 +350,8 @@ impl Store {
             meta.remove("namespace");
             String::new()
         };
-        let key = (namespace.clone(), name);
-        let previous = self.objects.get(&gvr).and_then(|objects| objects.get(&key)).cloned();
+        let key = (namespace, name);
+        let previous = self.object(&gvr, &key).cloned();
         let earlier = |field: &str| previous.as_ref().and_then(|p| p["metadata"].get(field)).filter(|v| !v.is_null()).cloned();
         if meta.get("uid").is_none_or(Value::is_null) {
             let uid = earlier("uid").unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
@@ -321,19 +361,30 @@ impl Store {
             let created = earlier("creationTimestamp").unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into());
             meta.insert("creationTimestamp".into(), created);
         }
-        meta.insert("resourceVersion".into(), rv.to_string().into());
-        self.objects.entry(gvr.clone()).or_default().insert(key, value.clone());
-        let kind = if previous.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
-        self.record(Change { rv, gvr, namespace, kind, object: value, previous });
-        rv
+        self.put(&gvr, key, value).0
     }
 
-    fn delete(&mut self, gvr: &Gvr, namespace: String, name: String) -> Option<u64> {
+    /// Stores `value` under `key` with a new `resourceVersion` and records the change; returns
+    /// the version and the stored object.
+    fn put(&mut self, gvr: &Gvr, key: (String, String), mut value: Value) -> (u64, Value) {
+        let rv = self.next_version();
+        value["metadata"]["resourceVersion"] = rv.to_string().into();
+        let previous = self.objects.entry(gvr.clone()).or_default().insert(key.clone(), value.clone());
+        let kind = if previous.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+        self.record(Change { rv, gvr: gvr.clone(), namespace: key.0, kind, object: value.clone(), previous });
+        (rv, value)
+    }
+
+    fn object(&self, gvr: &Gvr, key: &(String, String)) -> Option<&Value> {
+        self.objects.get(gvr)?.get(key)
+    }
+
+    fn delete(&mut self, gvr: &Gvr, namespace: String, name: String) -> Option<(u64, Value)> {
         let mut object = self.objects.get_mut(gvr)?.remove(&(namespace.clone(), name))?;
         let rv = self.next_version();
         object["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.record(Change { rv, gvr: gvr.clone(), namespace, kind: ChangeKind::Deleted, object, previous: None });
-        Some(rv)
+        self.record(Change { rv, gvr: gvr.clone(), namespace, kind: ChangeKind::Deleted, object: object.clone(), previous: None });
+        Some((rv, object))
     }
 }
 
@@ -392,20 +443,28 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     let Some(target) = parse_target(&shared.store(), &path) else {
         return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource".into());
     };
-    if method != Method::GET {
-        return method_not_allowed(&method);
+    if method != Method::GET && params.contains_key("dryRun") {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the stand-in API server does not support dryRun".into());
     }
     // Both `as=PartialObjectMetadata` and `as=PartialObjectMetadataList`.
     let metadata_only = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("as=PartialObjectMetadata"));
+    // A namespaced type's all-namespaces path (`/api/v1/configmaps`) only lists and watches.
+    let collection = target.namespace.is_some() || !target.ty.namespaced;
     let selection = match Selection::new(target.ty, target.namespace, &params, metadata_only) {
         Ok(selection) => selection,
         Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
     };
-    match target.name {
-        Some(name) => get(&shared, &selection, &name),
-        None if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) => watch(&shared, selection, &params),
-        None => list(&shared, &selection, &params),
-    }
+    let result = match (&method, target.name) {
+        (&Method::GET, Some(name)) => Ok(get(&shared, &selection, &name)),
+        (&Method::GET, None) if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) => Ok(watch(&shared, selection, &params)),
+        (&Method::GET, None) => Ok(list(&shared, &selection, &params)),
+        (&Method::POST, None) if collection => create(&shared, &selection, &body),
+        (&Method::PUT, Some(name)) => replace(&shared, &selection, &name, &body),
+        (&Method::PATCH, Some(name)) => patch(&shared, &selection, &name, &headers, &body),
+        (&Method::DELETE, Some(name)) => remove(&shared, &selection, &name, &body),
+        _ => Ok(method_not_allowed(&method)),
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 struct Target {
@@ -437,16 +496,10 @@ fn parse_target(store: &Store, path: &str) -> Option<Target> {
 }
 
 fn get(shared: &Shared, selection: &Selection, name: &str) -> Response {
-    let key = (selection.namespace.clone().unwrap_or_default(), name.to_owned());
-    let found = shared.store().objects.get(&selection.ty.gvr).and_then(|objects| objects.get(&key)).cloned();
+    let found = shared.store().objects.get(&selection.ty.gvr).and_then(|objects| objects.get(&selection.key(name))).cloned();
     match found {
         Some(obj) => json_response(StatusCode::OK, &selection.render(&obj)),
-        None => {
-            let plural = &selection.ty.gvr.plural;
-            let mut body = status_body(StatusCode::NOT_FOUND, "NotFound", format!("{plural} \"{name}\" not found"));
-            body["details"] = json!({"name": name, "group": selection.ty.gvr.group, "kind": plural});
-            json_response(StatusCode::NOT_FOUND, &body)
-        }
+        None => not_found(selection, name).into_response(),
     }
 }
 
@@ -633,6 +686,403 @@ impl WatchStream {
     }
 }
 
+// === HTTP writes ===
+
+/// A request's answer, or why it is refused.
+type Reply = Result<Response, Refusal>;
+
+/// A refused request: answered with a Kubernetes `Status`.
+struct Refusal {
+    code: StatusCode,
+    body: Value,
+}
+
+impl Refusal {
+    fn new(code: StatusCode, reason: &str, message: String) -> Self {
+        Self { code, body: status_body(code, reason, message) }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        json_response(self.code, &self.body)
+    }
+}
+
+fn create(shared: &Shared, selection: &Selection, body: &[u8]) -> Reply {
+    let mut obj = decode_object(body)?;
+    let name = admit(selection, &mut obj, None)?;
+    let meta = metadata_mut(&mut obj);
+    meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
+    meta.insert("creationTimestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into());
+    for server_set in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        meta.remove(server_set);
+    }
+    let (rv, stored) = {
+        let mut store = shared.store();
+        let key = selection.key(&name);
+        if store.object(&selection.ty.gvr, &key).is_some() {
+            return Err(already_exists(selection, &name));
+        }
+        store.put(&selection.ty.gvr, key, Value::Object(obj))
+    };
+    shared.changes.send_replace(rv);
+    Ok(json_response(StatusCode::CREATED, &selection.render(&stored)))
+}
+
+fn replace(shared: &Shared, selection: &Selection, name: &str, body: &[u8]) -> Reply {
+    let obj = decode_object(body)?;
+    update(shared, selection, name, |_| Ok(Value::Object(obj)))
+}
+
+fn patch(shared: &Shared, selection: &Selection, name: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let strategic = match media_type.as_str() {
+        "application/json-patch+json" | "application/merge-patch+json" => false,
+        "application/strategic-merge-patch+json" => true,
+        _ => {
+            let message = format!(
+                "the body of the request was in an unknown format ({content_type:?}) - the stand-in API server accepts application/json-patch+json, \
+                 application/merge-patch+json and application/strategic-merge-patch+json"
+            );
+            return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message));
+        }
+    };
+    let patch: Value = serde_json::from_slice(body).map_err(|err| bad_request(format!("the patch is not JSON: {err}")))?;
+    if media_type == "application/json-patch+json" {
+        return update(shared, selection, name, |current| {
+            let mut doc = current.clone();
+            apply_json_patch(&mut doc, &patch).map_err(|err| match err {
+                JsonPatchError::Malformed(message) => bad_request(message),
+                JsonPatchError::Failed(message) => Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message),
+            })?;
+            Ok(doc)
+        });
+    }
+    if !patch.is_object() {
+        return Err(bad_request("a merge patch must be a JSON object"));
+    }
+    if let Some(directive) = strategic.then(|| strategic_directive(&patch)).flatten() {
+        return Err(bad_request(format!("the stand-in API server applies strategic merge patches as JSON merge patches and cannot honour {directive:?}")));
+    }
+    update(shared, selection, name, |current| {
+        let mut doc = current.clone();
+        merge_patch(&mut doc, &patch);
+        Ok(doc)
+    })
+}
+
+/// Replaces the stored object `name` with what `change` makes of it, as PUT and PATCH do: the
+/// name, namespace, `uid` and `creationTimestamp` stay, and a `resourceVersion` in the new
+/// object must be the stored one.
+fn update(shared: &Shared, selection: &Selection, name: &str, change: impl FnOnce(&Value) -> Result<Value, Refusal>) -> Reply {
+    let (rv, stored) = {
+        let mut store = shared.store();
+        let key = selection.key(name);
+        let current = store.object(&selection.ty.gvr, &key).cloned().ok_or_else(|| not_found(selection, name))?;
+        let Value::Object(mut obj) = change(&current)? else {
+            return Err(bad_request("the object is not a JSON object"));
+        };
+        admit(selection, &mut obj, Some(name))?;
+        let meta = metadata_mut(&mut obj);
+        let stored_meta = &current["metadata"];
+        check_preconditions(selection, name, stored_meta, text(meta, "uid"), text(meta, "resourceVersion"), false)?;
+        for kept in ["uid", "creationTimestamp"] {
+            match stored_meta.get(kept) {
+                Some(value) => meta.insert(kept.into(), value.clone()),
+                None => meta.remove(kept),
+            };
+        }
+        store.put(&selection.ty.gvr, key, Value::Object(obj))
+    };
+    shared.changes.send_replace(rv);
+    Ok(json_response(StatusCode::OK, &selection.render(&stored)))
+}
+
+/// DELETE: removes the object at once (no finalizers, no grace period) and answers with it,
+/// as the real server does for pods. `DeleteOptions.preconditions` are checked.
+fn remove(shared: &Shared, selection: &Selection, name: &str, body: &[u8]) -> Reply {
+    let options = if body.iter().all(u8::is_ascii_whitespace) { Map::new() } else { decode_object(body)? };
+    let preconditions = options.get("preconditions").and_then(Value::as_object).cloned().unwrap_or_default();
+    let (rv, deleted) = {
+        let mut store = shared.store();
+        let key = selection.key(name);
+        let current = store.object(&selection.ty.gvr, &key).ok_or_else(|| not_found(selection, name))?;
+        check_preconditions(selection, name, &current["metadata"], text(&preconditions, "uid"), text(&preconditions, "resourceVersion"), true)?;
+        store.delete(&selection.ty.gvr, key.0, key.1).expect("the object was just found")
+    };
+    shared.changes.send_replace(rv);
+    Ok(json_response(StatusCode::OK, &selection.render(&deleted)))
+}
+
+/// Checks a writer's expected `uid` and `resourceVersion` against the stored metadata.
+fn check_preconditions(
+    selection: &Selection,
+    name: &str,
+    stored: &Value,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    deleting: bool,
+) -> Result<(), Refusal> {
+    let stored_field = |field: &str| stored.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    if let Some(uid) = uid.filter(|uid| *uid != stored_field("uid")) {
+        return Err(conflict(selection, name, format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", stored_field("uid"))));
+    }
+    if let Some(rv) = resource_version.filter(|rv| *rv != stored_field("resourceVersion")) {
+        let detail = if deleting {
+            format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", stored_field("resourceVersion"))
+        } else {
+            "the object has been modified; please apply your changes to the latest version and try again".to_owned()
+        };
+        return Err(conflict(selection, name, detail));
+    }
+    Ok(())
+}
+
+fn decode_object(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(bad_request("the body is not a JSON object")),
+        Err(err) => Err(bad_request(format!("the body is not JSON: {err}"))),
+    }
+}
+
+/// Checks a written object against the request's type, namespace and (for PUT and PATCH) the
+/// name in the URL; fills in `apiVersion`, `kind`, the namespace and, for `generateName`, the
+/// name; returns the name.
+fn admit(selection: &Selection, obj: &mut Map<String, Value>, url_name: Option<&str>) -> Result<String, Refusal> {
+    let ty = &selection.ty;
+    for (field, expected) in [("apiVersion", ty.gvr.api_version()), ("kind", ty.kind.clone())] {
+        match obj.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(given)) if given.is_empty() || *given == expected => {}
+            Some(given) => return Err(bad_request(format!("the {field} of the object ({given}) does not match the expected {field} ({expected})"))),
+        }
+        obj.insert(field.into(), expected.into());
+    }
+    let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+    if meta.is_null() {
+        *meta = json!({});
+    }
+    let Value::Object(meta) = meta else {
+        return Err(bad_request("metadata is not a JSON object"));
+    };
+    match (&selection.namespace, text(meta, "namespace")) {
+        (Some(url), Some(given)) if *url != given => {
+            return Err(bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+        (Some(url), _) => {
+            meta.insert("namespace".into(), url.clone().into());
+        }
+        (None, _) => {
+            meta.remove("namespace");
+        }
+    }
+    let name = match (url_name, text(meta, "name")) {
+        (Some(url), Some(given)) if url != given => {
+            return Err(bad_request(format!("the name of the object ({given}) does not match the name on the URL ({url})")))
+        }
+        (Some(url), _) => url.to_owned(),
+        (None, Some(given)) => given,
+        (None, None) => match text(meta, "generateName") {
+            Some(prefix) => format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5]),
+            None => return Err(invalid(selection, "", "metadata.name: Required value: name or generateName is required")),
+        },
+    };
+    meta.insert("name".into(), name.clone().into());
+    Ok(name)
+}
+
+/// The metadata of an object that went through [`admit`].
+fn metadata_mut(obj: &mut Map<String, Value>) -> &mut Map<String, Value> {
+    obj.get_mut("metadata").and_then(Value::as_object_mut).expect("admit makes metadata an object")
+}
+
+/// A non-empty string field.
+fn text(obj: &Map<String, Value>, field: &str) -> Option<String> {
+    obj.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// `configmaps` or `deployments.apps`, as Kubernetes names a resource in messages.
+fn qualified_resource(selection: &Selection) -> String {
+    let gvr = &selection.ty.gvr;
+    if gvr.group.is_empty() {
+        gvr.plural.clone()
+    } else {
+        format!("{}.{}", gvr.plural, gvr.group)
+    }
+}
+
+fn status_with_details(selection: &Selection, name: &str, code: StatusCode, reason: &str, message: String) -> Refusal {
+    let mut refusal = Refusal::new(code, reason, message);
+    refusal.body["details"] = json!({"name": name, "group": selection.ty.gvr.group, "kind": selection.ty.gvr.plural});
+    refusal
+}
+
+fn not_found(selection: &Selection, name: &str) -> Refusal {
+    status_with_details(selection, name, StatusCode::NOT_FOUND, "NotFound", format!("{} \"{name}\" not found", qualified_resource(selection)))
+}
+
+fn already_exists(selection: &Selection, name: &str) -> Refusal {
+    status_with_details(selection, name, StatusCode::CONFLICT, "AlreadyExists", format!("{} \"{name}\" already exists", qualified_resource(selection)))
+}
+
+fn conflict(selection: &Selection, name: &str, detail: String) -> Refusal {
+    let message = format!("Operation cannot be fulfilled on {} \"{name}\": {detail}", qualified_resource(selection));
+    status_with_details(selection, name, StatusCode::CONFLICT, "Conflict", message)
+}
+
+fn invalid(selection: &Selection, name: &str, detail: &str) -> Refusal {
+    let message = format!("{} \"{name}\" is invalid: {detail}", qualified_resource(selection));
+    status_with_details(selection, name, StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+}
+
+fn bad_request(message: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, "BadRequest", message.into())
+}
+
+// === Patches ===
+
+/// RFC 7386 JSON merge patch: objects merge recursively, `null` removes a member, anything
+/// else (arrays included) replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let target = target.as_object_mut().expect("target was just made an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// The first strategic-merge directive (`$patch`, `$retainKeys`, `$setElementOrder/...`, ...)
+/// in a patch; a JSON merge patch cannot honour them.
+fn strategic_directive(patch: &Value) -> Option<String> {
+    match patch {
+        Value::Object(members) => members.iter().find_map(|(key, value)| if key.starts_with('$') { Some(key.clone()) } else { strategic_directive(value) }),
+        Value::Array(items) => items.iter().find_map(strategic_directive),
+        _ => None,
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum JsonPatchError {
+    /// The patch is not a list of RFC 6902 operations (400).
+    Malformed(String),
+    /// An operation cannot be applied to the object (422).
+    Failed(String),
+}
+
+/// RFC 6902 JSON patch, all or nothing: `add`, `remove`, `replace`, `move`, `copy`, `test`.
+fn apply_json_patch(doc: &mut Value, patch: &Value) -> Result<(), JsonPatchError> {
+    let malformed = |message: String| JsonPatchError::Malformed(message);
+    let operations = patch.as_array().ok_or_else(|| malformed("a JSON patch must be an array of operations".into()))?;
+    let mut patched = doc.clone();
+    for (i, operation) in operations.iter().enumerate() {
+        let field = |name: &str| operation.get(name).and_then(Value::as_str).ok_or_else(|| malformed(format!("operation {i} has no string {name:?}")));
+        let value = || operation.get("value").cloned().ok_or_else(|| malformed(format!("operation {i} has no \"value\"")));
+        let (op, path) = (field("op")?, field("path")?);
+        let failed = |message: String| JsonPatchError::Failed(format!("operation {i} ({op} {path}): {message}"));
+        match op {
+            "add" => pointer_add(&mut patched, path, value()?).map_err(failed)?,
+            "remove" => {
+                pointer_remove(&mut patched, path).map_err(failed)?;
+            }
+            "replace" => {
+                let value = value()?;
+                *patched.pointer_mut(path).ok_or_else(|| failed("the path does not exist".into()))? = value;
+            }
+            "move" => {
+                let from = field("from")?;
+                if path != from {
+                    if path.starts_with(&format!("{from}/")) {
+                        return Err(failed("cannot move a value into itself".into()));
+                    }
+                    let moved = pointer_remove(&mut patched, from).map_err(failed)?;
+                    pointer_add(&mut patched, path, moved).map_err(failed)?;
+                }
+            }
+            "copy" => {
+                let copied = patched.pointer(field("from")?).cloned().ok_or_else(|| failed("the \"from\" path does not exist".into()))?;
+                pointer_add(&mut patched, path, copied).map_err(failed)?;
+            }
+            "test" => {
+                let expected = value()?;
+                if patched.pointer(path) != Some(&expected) {
+                    return Err(failed(format!("the value is not {expected}")));
+                }
+            }
+            other => return Err(malformed(format!("operation {i} has an unknown op {other:?}"))),
+        }
+    }
+    *doc = patched;
+    Ok(())
+}
+
+/// Splits a JSON pointer into its parent pointer and its unescaped last token.
+fn split_pointer(path: &str) -> Result<Option<(&str, String)>, String> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let (parent, last) = path.rsplit_once('/').filter(|_| path.starts_with('/')).ok_or_else(|| format!("{path:?} is not a JSON pointer"))?;
+    Ok(Some((parent, last.replace("~1", "/").replace("~0", "~"))))
+}
+
+/// An array index token: digits without leading zeros, at most `max`; `-` is `len`.
+fn array_index(token: &str, len: usize, max: usize) -> Result<usize, String> {
+    let index = if token == "-" {
+        len
+    } else if token.bytes().all(|b| b.is_ascii_digit()) && !token.is_empty() && (token == "0" || !token.starts_with('0')) {
+        token.parse().map_err(|_| format!("array index {token} is out of range"))?
+    } else {
+        return Err(format!("{token:?} is not an array index"));
+    };
+    if index > max {
+        return Err(format!("array index {token} is out of range (length {len})"));
+    }
+    Ok(index)
+}
+
+fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let Some((parent, last)) = split_pointer(path)? else {
+        *doc = value;
+        return Ok(());
+    };
+    match doc.pointer_mut(parent) {
+        Some(Value::Object(members)) => {
+            members.insert(last, value);
+        }
+        Some(Value::Array(items)) => {
+            let index = array_index(&last, items.len(), items.len())?;
+            items.insert(index, value);
+        }
+        Some(_) => return Err(format!("{parent:?} is neither an object nor an array")),
+        None => return Err(format!("the parent {parent:?} does not exist")),
+    }
+    Ok(())
+}
+
+fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
+    let (parent, last) = split_pointer(path)?.ok_or_else(|| "cannot remove the whole document".to_owned())?;
+    match doc.pointer_mut(parent) {
+        Some(Value::Object(members)) => members.remove(&last).ok_or_else(|| "the path does not exist".to_owned()),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let index = array_index(&last, items.len(), items.len() - 1)?;
+            Ok(items.remove(index))
+        }
+        _ => Err("the path does not exist".to_owned()),
+    }
+}
+
 fn token_review(shared: &Shared, body: &[u8]) -> Response {
     let review: Value = match serde_json::from_slice(body) {
         Ok(review @ Value::Object(_)) => review,
@@ -699,6 +1149,11 @@ impl Selection {
         let labels = params.get("labelSelector").map(|s| parse_label_selector(s)).transpose()?.unwrap_or_default();
         let fields = params.get("fieldSelector").map(|s| parse_field_selector(s)).transpose()?.unwrap_or_default();
         Ok(Self { ty, namespace, labels, fields, metadata_only })
+    }
+
+    /// The store key of the object `name` in this selection's namespace.
+    fn key(&self, name: &str) -> (String, String) {
+        (self.namespace.clone().unwrap_or_default(), name.to_owned())
     }
 
     fn in_namespace(&self, namespace: &str) -> bool {
@@ -853,6 +1308,55 @@ mod tests {
         assert!(parse_label_selector("a in (b").is_err());
         assert!(parse_label_selector("a b").is_err());
         assert!(parse_label_selector("").unwrap().is_empty());
+    }
+
+    fn patched(doc: Value, patch: Value) -> Result<Value, JsonPatchError> {
+        let mut doc = doc;
+        apply_json_patch(&mut doc, &patch).map(|()| doc)
+    }
+
+    #[test]
+    fn json_patches_follow_rfc_6902() {
+        let doc = json!({"foo": ["bar", "baz"], "a/b": 1, "m~n": 2});
+        let ok = |patch: Value| patched(doc.clone(), patch).unwrap();
+        assert_eq!(ok(json!([{"op": "add", "path": "/foo/1", "value": "qux"}]))["foo"], json!(["bar", "qux", "baz"]));
+        assert_eq!(ok(json!([{"op": "add", "path": "/foo/-", "value": "end"}]))["foo"], json!(["bar", "baz", "end"]));
+        assert_eq!(ok(json!([{"op": "add", "path": "/new", "value": {"x": 1}}]))["new"], json!({"x": 1}));
+        assert_eq!(ok(json!([{"op": "replace", "path": "/a~1b", "value": 3}]))["a/b"], 3);
+        assert_eq!(ok(json!([{"op": "remove", "path": "/m~0n"}])).get("m~n"), None);
+        assert_eq!(ok(json!([{"op": "remove", "path": "/foo/0"}]))["foo"], json!(["baz"]));
+        assert_eq!(ok(json!([{"op": "move", "from": "/foo/0", "path": "/first"}]))["first"], "bar");
+        assert_eq!(ok(json!([{"op": "copy", "from": "/foo", "path": "/copy"}]))["copy"], json!(["bar", "baz"]));
+        assert_eq!(ok(json!([{"op": "test", "path": "/foo/1", "value": "baz"}])), doc);
+        assert_eq!(ok(json!([{"op": "replace", "path": "", "value": {"whole": true}}])), json!({"whole": true}));
+
+        let failed = |patch: Value| matches!(patched(doc.clone(), patch), Err(JsonPatchError::Failed(_)));
+        assert!(failed(json!([{"op": "add", "path": "/missing/x", "value": 1}])), "a missing parent");
+        assert!(failed(json!([{"op": "add", "path": "/foo/3", "value": 1}])), "past the end");
+        assert!(failed(json!([{"op": "add", "path": "/foo/01", "value": 1}])), "a leading zero");
+        assert!(failed(json!([{"op": "replace", "path": "/missing", "value": 1}])), "replace needs the path");
+        assert!(failed(json!([{"op": "remove", "path": "/foo/2"}])), "remove needs the element");
+        assert!(failed(json!([{"op": "test", "path": "/foo/0", "value": "baz"}])), "a failed test");
+        assert!(failed(json!([{"op": "move", "from": "/foo", "path": "/foo/0"}])), "a move into itself");
+        let malformed = |patch: Value| matches!(patched(doc.clone(), patch), Err(JsonPatchError::Malformed(_)));
+        assert!(malformed(json!({"op": "add"})), "not an array");
+        assert!(malformed(json!([{"op": "frobnicate", "path": "/a"}])), "an unknown op");
+        assert!(malformed(json!([{"op": "add", "path": "/a"}])), "add without a value");
+
+        // All or nothing: a failing operation leaves the document as it was.
+        let mut unchanged = doc.clone();
+        let patch = json!([{"op": "add", "path": "/x", "value": 1}, {"op": "test", "path": "/x", "value": 2}]);
+        assert!(apply_json_patch(&mut unchanged, &patch).is_err());
+        assert_eq!(unchanged, doc);
+    }
+
+    #[test]
+    fn merge_patches_follow_rfc_7386() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}, "list": [3], "new": {"deep": 1}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "list": [3], "new": {"deep": 1}}));
+        assert_eq!(strategic_directive(&json!({"spec": {"containers": [{"$patch": "delete"}]}})).as_deref(), Some("$patch"));
+        assert_eq!(strategic_directive(&json!({"spec": {"containers": [{"name": "a"}]}})), None);
     }
 
     #[test]

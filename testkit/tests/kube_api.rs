@@ -6,11 +6,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration, WebhookClientConfig};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, PartialObjectMeta, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, PostParams, Preconditions, WatchEvent, WatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{reflector, WatchStreamExt};
 use kube::ResourceExt;
@@ -367,4 +368,194 @@ async fn token_reviews_answer_from_the_canned_table() {
         assert_eq!(answer.status.expect("a status").authenticated, Some(false), "{token}");
     }
     assert_eq!(server.request_count("/apis/authentication.k8s.io/v1/tokenreviews"), 3);
+}
+
+// === HTTP writes ===
+
+fn mk_configmap(namespace: &str, name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(Some(namespace), name, &[]),
+        data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        ..ConfigMap::default()
+    }
+}
+
+fn data(cm: &ConfigMap) -> Vec<(String, String)> {
+    cm.data.clone().unwrap_or_default().into_iter().collect()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn api_error(err: kube::Error) -> (u16, String, String) {
+    match err {
+        kube::Error::Api(status) => (status.code, status.reason, status.message),
+        other => panic!("expected a Kubernetes Status error, got {other:?}"),
+    }
+}
+
+/// A JSON patch for `Patch::Json`, built without naming the json-patch crate.
+fn json_patch(ops: serde_json::Value) -> Patch<()> {
+    Patch::Json(serde_json::from_value(ops).expect("a valid RFC 6902 patch"))
+}
+
+#[tokio::test]
+async fn writes_create_get_replace_patch_and_delete_with_kubernetes_semantics() {
+    let server = server().await;
+    server.register::<ConfigMap>();
+    let api = Api::<ConfigMap>::namespaced(server.client(), "shop");
+    let pp = PostParams::default();
+
+    let created = api.create(&pp, &mk_configmap("shop", "settings", &[("a", "1")])).await.expect("create");
+    let uid = created.metadata.uid.clone().expect("create assigns a uid");
+    let created_at = created.metadata.creation_timestamp.clone().expect("create assigns a creationTimestamp");
+    let rv1 = created.metadata.resource_version.clone().expect("create assigns a resourceVersion");
+    assert_eq!(data(&created), pairs(&[("a", "1")]));
+    let (code, reason, message) = api_error(api.create(&pp, &mk_configmap("shop", "settings", &[])).await.expect_err("a second create"));
+    assert_eq!((code, reason.as_str()), (409, "AlreadyExists"), "{message}");
+    assert_eq!(data(&api.get("settings").await.expect("get what was created")), pairs(&[("a", "1")]));
+    assert_eq!(server.get::<ConfigMap>("shop", "settings").map(|cm| data(&cm)), Some(pairs(&[("a", "1")])));
+    assert!(server.get::<ConfigMap>("other", "settings").is_none());
+
+    // Replace: a current resourceVersion (or none) succeeds, a stale one conflicts.
+    let mut next = created.clone();
+    next.data = Some(pairs(&[("a", "2")]).into_iter().collect());
+    let replaced = api.replace("settings", &pp, &next).await.expect("replace at the current version");
+    assert_eq!(data(&replaced), pairs(&[("a", "2")]));
+    assert_eq!((replaced.metadata.uid.as_deref(), replaced.metadata.creation_timestamp.as_ref()), (Some(uid.as_str()), Some(&created_at)));
+    assert_ne!(replaced.metadata.resource_version.as_deref(), Some(rv1.as_str()));
+    let (code, reason, message) = api_error(api.replace("settings", &pp, &next).await.expect_err("replace at a stale version"));
+    assert_eq!((code, reason.as_str()), (409, "Conflict"), "{message}");
+    assert!(message.contains("the object has been modified"), "{message}");
+    let unconditional = mk_configmap("shop", "settings", &[("a", "3")]);
+    assert_eq!(data(&api.replace("settings", &pp, &unconditional).await.expect("an unconditional replace")), pairs(&[("a", "3")]));
+    let (code, reason, _) = api_error(api.replace("missing", &pp, &mk_configmap("shop", "missing", &[])).await.expect_err("replace a missing object"));
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+    let (code, _, message) = api_error(api.replace("settings", &pp, &mk_configmap("shop", "other-name", &[])).await.expect_err("a name unlike the URL's"));
+    assert_eq!(code, 400, "{message}");
+
+    // Patches.
+    let patched =
+        api.patch("settings", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"a": null, "b": "2"}}))).await.expect("a merge patch");
+    assert_eq!(data(&patched), pairs(&[("b", "2")]));
+    let patched = api
+        .patch("settings", &PatchParams::default(), &Patch::Strategic(serde_json::json!({"metadata": {"labels": {"team": "x"}}})))
+        .await
+        .expect("a strategic merge patch");
+    assert_eq!(patched.labels().get("team").map(String::as_str), Some("x"));
+    let patched = api
+        .patch(
+            "settings",
+            &PatchParams::default(),
+            &json_patch(serde_json::json!([{"op": "add", "path": "/data/c~1d", "value": "3"}, {"op": "remove", "path": "/data/b"}])),
+        )
+        .await
+        .expect("a JSON patch");
+    assert_eq!(data(&patched), pairs(&[("c/d", "3")]));
+    assert_eq!(patched.metadata.uid.as_deref(), Some(uid.as_str()));
+    let stale = serde_json::json!({"metadata": {"resourceVersion": rv1}, "data": {"x": "y"}});
+    let (code, reason, _) = api_error(api.patch("settings", &PatchParams::default(), &Patch::Merge(stale)).await.expect_err("a patch at a stale version"));
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    let failing = json_patch(serde_json::json!([{"op": "test", "path": "/data/c~1d", "value": "wrong"}]));
+    let (code, _, message) = api_error(api.patch("settings", &PatchParams::default(), &failing).await.expect_err("a failing JSON patch test"));
+    assert_eq!(code, 422, "{message}");
+    let missing = json_patch(serde_json::json!([{"op": "add", "path": "/nope/deeper", "value": 1}]));
+    assert_eq!(api_error(api.patch("settings", &PatchParams::default(), &missing).await.expect_err("a path without a parent")).0, 422);
+    let ssa = Patch::Apply(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}}));
+    assert_eq!(api_error(api.patch("settings", &PatchParams::apply("test"), &ssa).await.expect_err("server-side apply")).0, 415);
+    assert_eq!(server.get::<ConfigMap>("shop", "settings").map(|cm| data(&cm)), Some(pairs(&[("c/d", "3")])), "failed patches change nothing");
+
+    // Delete, with and without preconditions.
+    let stale_delete = DeleteParams { preconditions: Some(Preconditions { resource_version: Some(rv1.clone()), uid: None }), ..DeleteParams::default() };
+    let (code, reason, _) = api_error(api.delete("settings", &stale_delete).await.expect_err("a delete with a stale precondition"));
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    let deleted = api.delete("settings", &DeleteParams::default()).await.expect("delete");
+    assert_eq!(deleted.left().map(|cm| cm.name_any()), Some("settings".to_owned()), "the answer is the deleted object");
+    assert!(server.get::<ConfigMap>("shop", "settings").is_none());
+    assert!(api.get_opt("settings").await.expect("get_opt").is_none());
+    assert_eq!(api_error(api.delete("settings", &DeleteParams::default()).await.expect_err("a second delete")).0, 404);
+}
+
+#[tokio::test]
+async fn writes_check_the_url_against_the_body_and_fill_in_generated_names() {
+    let server = server().await;
+    server.register::<ConfigMap>();
+    let client = server.client();
+    let shop = Api::<ConfigMap>::namespaced(client.clone(), "shop");
+    let pp = PostParams::default();
+
+    let (code, _, message) = api_error(shop.create(&pp, &mk_configmap("elsewhere", "x", &[])).await.expect_err("a namespace unlike the URL's"));
+    assert_eq!(code, 400, "{message}");
+    let no_namespace = ConfigMap { metadata: ObjectMeta { name: Some("x".into()), ..ObjectMeta::default() }, ..ConfigMap::default() };
+    assert_eq!(shop.create(&pp, &no_namespace).await.expect("the URL's namespace is used").namespace().as_deref(), Some("shop"));
+    let generated = ConfigMap { metadata: ObjectMeta { generate_name: Some("gen-".into()), ..ObjectMeta::default() }, ..ConfigMap::default() };
+    let generated = shop.create(&pp, &generated).await.expect("create with generateName");
+    assert!(generated.name_any().starts_with("gen-") && generated.name_any().len() == 9, "{}", generated.name_any());
+    let nameless = ConfigMap::default();
+    assert_eq!(api_error(shop.create(&pp, &nameless).await.expect_err("no name at all")).0, 422);
+
+    // POST to the all-namespaces path is not served; unregistered types are not found.
+    let all = Api::<ConfigMap>::all(client.clone());
+    assert_eq!(api_error(all.create(&pp, &mk_configmap("shop", "y", &[])).await.expect_err("create across namespaces")).0, 405);
+    let (code, reason, _) = api_error(Api::<Secret>::namespaced(client, "shop").create(&pp, &Secret::default()).await.expect_err("an unregistered type"));
+    assert_eq!((code, reason.as_str()), (404, "NotFound"));
+}
+
+#[tokio::test]
+async fn cluster_scoped_objects_are_written_too() {
+    let server = server().await;
+    server.register::<MutatingWebhookConfiguration>();
+    let api = Api::<MutatingWebhookConfiguration>::all(server.client());
+    let webhook = MutatingWebhook {
+        name: "pods.example.dev".into(),
+        client_config: WebhookClientConfig::default(),
+        side_effects: "None".into(),
+        admission_review_versions: vec!["v1".into()],
+        ..MutatingWebhook::default()
+    };
+    let config = MutatingWebhookConfiguration { metadata: meta(Some("ignored"), "hooks", &[]), webhooks: Some(vec![webhook]) };
+    let created = api.create(&PostParams::default(), &config).await.expect("create a cluster-scoped object");
+    assert_eq!(created.metadata.namespace, None, "a cluster-scoped object has no namespace");
+    let patch = json_patch(serde_json::json!([
+        {"op": "test", "path": "/webhooks/0/name", "value": "pods.example.dev"},
+        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "Y2E="},
+    ]));
+    api.patch("hooks", &PatchParams::default(), &patch).await.expect("a JSON patch of a cluster-scoped object");
+    let stored = server.get::<MutatingWebhookConfiguration>("", "hooks").expect("the stored configuration");
+    let bundle = stored.webhooks.expect("webhooks")[0].client_config.ca_bundle.clone().expect("the caBundle was set");
+    assert_eq!(bundle.0, b"ca");
+    api.delete("hooks", &DeleteParams::default()).await.expect("delete a cluster-scoped object");
+    assert!(server.get::<MutatingWebhookConfiguration>("", "hooks").is_none());
+}
+
+#[tokio::test]
+async fn watchers_see_http_writes_like_applies() {
+    let server = server().await;
+    server.register::<ConfigMap>();
+    let api = Api::<ConfigMap>::namespaced(server.client(), "shop");
+    let mut events = watcher::watcher(api.clone(), watcher::Config::default()).boxed();
+    assert!(matches!(next_event(&mut events, "Init").await, Event::Init));
+    assert!(matches!(next_event(&mut events, "InitDone").await, Event::InitDone));
+
+    let created = api.create(&PostParams::default(), &mk_configmap("shop", "c", &[("v", "1")])).await.expect("create");
+    match next_event(&mut events, "the created object").await {
+        Event::Apply(cm) => assert_eq!(cm.metadata.resource_version, created.metadata.resource_version),
+        other => panic!("expected Apply, got {other:?}"),
+    }
+    api.replace("c", &PostParams::default(), &mk_configmap("shop", "c", &[("v", "2")])).await.expect("replace");
+    assert!(matches!(next_event(&mut events, "the replaced object").await, Event::Apply(cm) if data(&cm) == pairs(&[("v", "2")])));
+    let patched = api.patch("c", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"v": "3"}}))).await.expect("patch");
+    match next_event(&mut events, "the patched object").await {
+        Event::Apply(cm) => {
+            assert_eq!(data(&cm), pairs(&[("v", "3")]));
+            assert_eq!(cm.metadata.resource_version, patched.metadata.resource_version);
+        }
+        other => panic!("expected Apply, got {other:?}"),
+    }
+    api.delete("c", &DeleteParams::default()).await.expect("delete");
+    assert!(matches!(next_event(&mut events, "the deleted object").await, Event::Delete(cm) if cm.name_any() == "c"));
+    // An object applied directly interleaves with HTTP writes in one history.
+    server.apply(&mk_configmap("shop", "d", &[]));
+    assert!(matches!(next_event(&mut events, "the applied object").await, Event::Apply(cm) if cm.name_any() == "d"));
 }

@@ -7,4 +7,5 @@ pub mod dns;
 pub mod ebpf;
 pub mod events;
 pub mod proc_scan;
-pub mod ship;
+/// Shipping to the mapper lives in its own crate, shared with `aws-proxy`.
+pub use observation_ship as ship;
