@@ -15,7 +15,7 @@ use model::{Edge, Target};
 /// How a node is labelled: workloads as `name\nnamespace`, others by what names them.
 fn target_label(target: &Target) -> (String, &'static str) {
     match target {
-        Target::Kubernetes(w) => (format!("{}\n{}", w.name, w.namespace), "white"),
+        Target::Kubernetes(w) | Target::Kafka(w) => (format!("{}\n{}", w.name, w.namespace), "white"),
         Target::Service(s) => (format!("{}\n{} (service)", s.name, s.namespace), "white"),
         Target::Internet(i) => (format!("{}\n(internet)", i.identity()), "lightyellow"),
         Target::Aws(a) => (format!("{}\n(AWS)", a.arn), "lightblue"),
@@ -77,6 +77,8 @@ mod tests {
             first_seen: t,
             last_seen: t,
             connections: 1,
+            http: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 

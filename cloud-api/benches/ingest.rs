@@ -310,7 +310,7 @@ fn encode_copy<'a>(org: Uuid, cluster: Uuid, edges: impl Iterator<Item = &'a Edg
         let key = edge.key();
         let none: &[String] = &[];
         let (target_kind, domains, ips, internet_ports, actions) = match &edge.target {
-            Target::Kubernetes(w) => (w.kind.as_deref(), none, none, &[][..], none),
+            Target::Kubernetes(w) | Target::Kafka(w) => (w.kind.as_deref(), none, none, &[][..], none),
             Target::Service(_) => (None, none, none, &[][..], none),
             Target::Internet(i) => (None, &i.domains[..], &i.ips[..], &i.ports[..], none),
             Target::Aws(a) => (None, none, none, &[][..], &a.actions[..]),
@@ -712,6 +712,8 @@ fn edge(c: usize, slot: usize) -> Edge {
         first_seen,
         last_seen,
         connections: 1 + ((c * 31 + slot * 17) % 5_000) as u64,
+        http: Vec::new(),
+        kafka: Vec::new(),
     }
 }
 

@@ -340,7 +340,7 @@ impl EdgeColumns {
         self.target_name.push(key.target_name);
         self.client_kind.push(edge.client.kind.clone());
         let (target_kind, domains, ips, internet_ports, actions) = match &edge.target {
-            Target::Kubernetes(w) => (w.kind.clone(), String::new(), String::new(), String::new(), String::new()),
+            Target::Kubernetes(w) | Target::Kafka(w) => (w.kind.clone(), String::new(), String::new(), String::new(), String::new()),
             Target::Service(_) => (None, String::new(), String::new(), String::new(), String::new()),
             Target::Internet(i) => (None, join(&i.domains), join(&i.ips), join(&i.ports), String::new()),
             Target::Aws(a) => (None, String::new(), String::new(), String::new(), join(&a.actions)),
@@ -480,6 +480,7 @@ fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> 
             })
         }
         "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.try_get("actions")? }),
+        "kafka" => Target::Kafka(WorkloadRef { namespace: target_namespace, name: target_name, kind: r.try_get("target_kind")? }),
         other => return Err(decode(format!("unknown target_type {other:?}"))),
     };
     let connections: i64 = r.try_get("connections")?;
@@ -492,6 +493,8 @@ fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> 
             first_seen: r.try_get("first_seen")?,
             last_seen: r.try_get("last_seen")?,
             connections: connections.max(0) as u64,
+            http: Vec::new(),
+            kafka: Vec::new(),
         },
     })
 }

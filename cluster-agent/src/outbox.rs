@@ -546,6 +546,8 @@ mod tests {
             first_seen: at(generated - 10),
             last_seen: at(generated),
             connections,
+            http: Vec::new(),
+            kafka: Vec::new(),
         };
         let exposed = ExposedWorkload {
             namespace: "shop".into(),

@@ -161,6 +161,8 @@ fn report(client: &str, connections: u64) -> EdgeReport {
         first_seen: time("2026-11-24T17:00:00Z"),
         last_seen: time("2026-11-24T17:30:00Z"),
         connections,
+        http: Vec::new(),
+        kafka: Vec::new(),
     };
     EdgeReport::new(Uuid::new_v4(), Utc::now(), vec![edge], vec![])
 }

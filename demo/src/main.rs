@@ -46,6 +46,8 @@ fn call(client: &str, target: &str, port: u16, connections: u64) -> Edge {
         first_seen: Utc::now() - chrono::Duration::hours(2),
         last_seen: Utc::now() - chrono::Duration::minutes(1),
         connections,
+        http: Vec::new(),
+        kafka: Vec::new(),
     }
 }
 

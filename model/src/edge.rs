@@ -65,6 +65,30 @@ pub struct AwsTarget {
     pub actions: Vec<String>,
 }
 
+/// An HTTP path and the methods called on it (from Istio sidecar metrics). Methods are upper
+/// case, as in the ClientIntents CRD (`GET`, `POST`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpResource {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+/// A Kafka topic and the operations performed on it (from the brokers' authorizer logs), in the
+/// CRD's names (`consume`, `produce`, `create`, `alter`, `delete`, `describe`, `ClusterAction`,
+/// `DescribeConfigs`, `AlterConfigs`, `IdempotentWrite`). `denied` holds the operations the
+/// broker refused at least once; they are also in `operations` (the client does call them).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopic {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied: Vec<String>,
+}
+
 /// What a client calls. Serialised externally tagged: `{"kubernetes": {...}}`, `{"internet": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,16 +97,19 @@ pub enum Target {
     Service(ServiceRef),
     Internet(InternetTarget),
     Aws(AwsTarget),
+    /// A Kafka broker's workload, called through the Kafka protocol (topics on the edge).
+    Kafka(WorkloadRef),
 }
 
 impl Target {
-    /// The kind of target as stored and shown: `kubernetes`, `service`, `internet`, `aws`.
+    /// The kind of target as stored and shown: `kubernetes`, `service`, `internet`, `aws`, `kafka`.
     pub fn type_name(&self) -> &'static str {
         match self {
             Target::Kubernetes(_) => "kubernetes",
             Target::Service(_) => "service",
             Target::Internet(_) => "internet",
             Target::Aws(_) => "aws",
+            Target::Kafka(_) => "kafka",
         }
     }
 }
@@ -155,6 +182,12 @@ pub struct Edge {
     /// Connections (or requests) counted over `first_seen..=last_seen`.
     #[serde(default)]
     pub connections: u64,
+    /// HTTP paths and methods called, for `kubernetes` and `service` targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpResource>,
+    /// Kafka topics and operations, for `kafka` targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka: Vec<KafkaTopic>,
 }
 
 /// What makes two edges the same edge: the client and the target's identity.
@@ -178,6 +211,7 @@ impl Edge {
             Target::Service(s) => (s.namespace.clone(), s.name.clone()),
             Target::Internet(i) => (String::new(), i.identity().to_owned()),
             Target::Aws(a) => (String::new(), a.arn.clone()),
+            Target::Kafka(w) => (w.namespace.clone(), w.name.clone()),
         };
         EdgeKey {
             client_namespace: self.client.namespace.clone(),
@@ -205,9 +239,33 @@ impl Edge {
                 a.ports = union(&a.ports, &b.ports);
             }
             (Target::Aws(a), Target::Aws(b)) => a.actions = union(&a.actions, &b.actions),
+            (Target::Kafka(a), Target::Kafka(b)) if b.kind.is_some() => a.kind.clone_from(&b.kind),
             _ => {}
         }
+        self.http = merge_http(&self.http, &other.http);
+        self.kafka = merge_kafka(&self.kafka, &other.kafka);
     }
+}
+
+/// Paths in order, each with the union of its methods.
+pub fn merge_http(a: &[HttpResource], b: &[HttpResource]) -> Vec<HttpResource> {
+    let mut paths: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in a.iter().chain(b) {
+        let methods = paths.entry(r.path.as_str()).or_default();
+        *methods = union(methods, &r.methods);
+    }
+    paths.into_iter().map(|(path, methods)| HttpResource { path: path.to_owned(), methods }).collect()
+}
+
+/// Topics in order, each with the union of its operations and of its denied operations.
+pub fn merge_kafka(a: &[KafkaTopic], b: &[KafkaTopic]) -> Vec<KafkaTopic> {
+    let mut topics: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for t in a.iter().chain(b) {
+        let (operations, denied) = topics.entry(t.name.as_str()).or_default();
+        *operations = union(operations, &t.operations);
+        *denied = union(denied, &t.denied);
+    }
+    topics.into_iter().map(|(name, (operations, denied))| KafkaTopic { name: name.to_owned(), operations, denied }).collect()
 }
 
 /// Sorted union without duplicates.
@@ -232,6 +290,8 @@ pub fn merge_edges(edges: impl IntoIterator<Item = Edge>) -> Vec<Edge> {
 
 fn normalise(edge: &mut Edge) {
     edge.ports = union(&edge.ports, &[]);
+    edge.http = merge_http(&edge.http, &[]);
+    edge.kafka = merge_kafka(&edge.kafka, &[]);
     match &mut edge.target {
         Target::Internet(i) => {
             i.domains = union(&i.domains, &[]);
@@ -259,6 +319,8 @@ mod tests {
             first_seen: t(first),
             last_seen: t(last),
             connections: n,
+            http: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 

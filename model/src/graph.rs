@@ -251,7 +251,7 @@ fn filter_keeps(filter: &GraphFilter, a: &GraphNode, b: &GraphNode) -> bool {
 /// The node a target is drawn as, the exposure keys that moved it across clusters, and its actions.
 fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&ClusterExposure>>) -> (GraphNode, Vec<String>, Vec<String>) {
     match target {
-        Target::Kubernetes(w) => (
+        Target::Kubernetes(w) | Target::Kafka(w) => (
             GraphNode {
                 id: workload_id(cluster, &w.namespace, &w.name),
                 kind: NodeKind::Workload,
@@ -337,6 +337,8 @@ mod tests {
                 first_seen: t("2026-11-01T00:00:00Z"),
                 last_seen: t(last),
                 connections: 2,
+                http: Vec::new(),
+                kafka: Vec::new(),
             },
         }
     }

@@ -134,6 +134,7 @@ pub(crate) fn call_order(client_namespace: &str, edge: &Edge) -> (u8, String, bo
         Target::Service(s) => (0, s.name.clone(), s.namespace.clone()),
         Target::Internet(i) => (1, i.identity().to_owned(), String::new()),
         Target::Aws(a) => (2, a.arn.clone(), String::new()),
+        Target::Kafka(w) => (0, w.name.clone(), w.namespace.clone()),
     };
     let elsewhere = rank == 0 && namespace != client_namespace;
     (rank, name, elsewhere, namespace, edge.key())
@@ -216,6 +217,7 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
             insert_nonempty(&mut aws, "actions", &a.actions);
             json!({ "aws": aws })
         }
+        Target::Kafka(w) => json!({ "kafka": { "name": qualified_name(client_namespace, &w.namespace, &w.name) } }),
     }
 }
 
@@ -240,6 +242,10 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
             call.insert("type".into(), json!("aws"));
             call.insert("name".into(), json!(a.arn));
             insert_nonempty(&mut call, "awsActions", &a.actions);
+        }
+        Target::Kafka(w) => {
+            call.insert("type".into(), json!("kafka"));
+            call.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
         }
     }
     Value::Object(call)
@@ -356,6 +362,8 @@ mod tests {
             first_seen: "2026-01-01T10:00:00Z".parse().unwrap(),
             last_seen: "2026-01-01T10:05:00Z".parse().unwrap(),
             connections: 1,
+            http: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 

@@ -56,6 +56,7 @@ fn describe(client_namespace: &str, edge: &Edge) -> String {
     match &edge.target {
         Target::Kubernetes(w) => in_cluster(&w.namespace, &w.name),
         Target::Service(s) => in_cluster(&s.namespace, &s.name),
+        Target::Kafka(w) => in_cluster(&w.namespace, &w.name),
         Target::Internet(i) => {
             let name = match i.identity() {
                 "" => "unknown address",
@@ -89,6 +90,8 @@ mod tests {
             first_seen: "2026-01-01T10:00:00Z".parse().unwrap(),
             last_seen: "2026-01-01T10:00:00Z".parse().unwrap(),
             connections: 1,
+            http: Vec::new(),
+            kafka: Vec::new(),
         }
     }
 

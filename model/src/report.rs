@@ -123,6 +123,7 @@ fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
     }
     match &edge.target {
         Target::Kubernetes(w) => check_workload(w).map_err(|(f, p)| (format!("target.kubernetes.{f}"), p)),
+        Target::Kafka(w) => check_workload(w).map_err(|(f, p)| (format!("target.kafka.{f}"), p)),
         Target::Service(s) => {
             check_name(&s.namespace).map_err(at("target.service.namespace"))?;
             check_name(&s.name).map_err(at("target.service.name"))

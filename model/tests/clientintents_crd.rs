@@ -21,6 +21,8 @@ fn edge(client: (&str, &str, Option<&str>), target: Target, ports: &[(u16, Proto
         first_seen: "2026-03-01T08:00:00Z".parse().unwrap(),
         last_seen: "2026-03-01T09:00:00Z".parse().unwrap(),
         connections: 12,
+        http: Vec::new(),
+        kafka: Vec::new(),
     }
 }
 

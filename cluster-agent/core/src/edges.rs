@@ -114,8 +114,16 @@ impl Tracked {
             ObservedTarget::Internet { .. } => Target::Internet(InternetTarget::default()),
             ObservedTarget::Aws { arn, .. } => Target::Aws(AwsTarget { arn: arn.to_owned(), actions: Vec::new() }),
         };
-        let edge =
-            Edge { client: observation.client.to_ref(), target, ports: Vec::new(), first_seen: observation.at, last_seen: observation.at, connections: 0 };
+        let edge = Edge {
+            client: observation.client.to_ref(),
+            target,
+            ports: Vec::new(),
+            first_seen: observation.at,
+            last_seen: observation.at,
+            connections: 0,
+            http: Vec::new(),
+            kafka: Vec::new(),
+        };
         let mut tracked = Tracked { edge, ips: Vec::new() };
         tracked.fold(observation);
         tracked

@@ -74,7 +74,7 @@ impl EdgeFilter {
         }
         if let Some(server) = &self.server {
             let (namespace, name) = match &edge.target {
-                Target::Kubernetes(w) => (&w.namespace, &w.name),
+                Target::Kubernetes(w) | Target::Kafka(w) => (&w.namespace, &w.name),
                 Target::Service(s) => (&s.namespace, &s.name),
                 Target::Internet(_) | Target::Aws(_) => return false,
             };
