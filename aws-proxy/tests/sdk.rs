@@ -220,6 +220,19 @@ fn check_edges(edges: &[Edge], prefix: &str) {
     assert_eq!(aws_actions(edges, "arn:aws:sts:us-east-1::*"), strings(&["sts:GetCallerIdentity"]));
     let all = serde_json::to_string(edges).unwrap();
     assert!(!all.contains(ACCESS_KEY_ID), "the access key id is never recorded");
+
+    // What the user exports: one ClientIntents for the caller, with every ARN and its actions,
+    // valid against the published CRD in both versions.
+    for version in [model::IntentsVersion::V2beta1, model::IntentsVersion::V1alpha3] {
+        let docs = model::client_intents(edges, version);
+        assert_eq!(docs.len(), 1);
+        let text = serde_json::to_string(&docs[0]).unwrap();
+        assert!(text.contains(&format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{prefix}-orders")) && text.contains("s3:PutObject"), "{text}");
+        match testkit::crd::CrdSchemas::clientintents_reference() {
+            Some(crd) => crd.validate(&docs[0]).unwrap_or_else(|errors| panic!("{version:?} ClientIntents do not validate: {errors:?}\n{text}")),
+            None => println!("skipped CRD validation: ../shared/reference/clientintents-crd.yaml not found"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
