@@ -2,12 +2,13 @@
 # Everything this project needs on a fresh Debian machine, installed once (idempotent, quiet when
 # all is there): PostgreSQL for the cloud and the tests; clang, llvm, libbpf-dev and bpftool to
 # build the eBPF programs; iproute2 and dnsmasq for the network-namespace tests; dig (dnsutils) for
-# the DNS tests; boto3 and moto (PyPI, in target/pytools) for the AWS proxy tests.
+# the DNS tests; chromium for the access-graph page's browser test; boto3 and moto (PyPI, in
+# target/pytools) for the AWS proxy tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 missing=()
-for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils; do
+for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils chromium:chromium; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool##*:}")
 done
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)

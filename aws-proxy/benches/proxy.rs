@@ -1,10 +1,13 @@
 //! The proxy's cost: small S3 GETs with keep-alive, straight to the emulator versus through the
 //! real `aws-proxy` binary (SNI mode), in the same run.
 //!
-//! The emulator here is an in-process HTTPS server answering S3 `GetObject` with a 1 KiB object:
-//! it is much faster than moto, so the figures show the proxy's own cost rather than hiding it
-//! behind a slow upstream. The proxy runs as its own process (so its RSS is its own) and ships the
-//! recorded calls to a sink standing in for the mapper.
+//! Two emulators, each measured direct and proxied: `moto` in server mode (the AWS emulator the
+//! tests use; from `target/pytools`, skipped if absent), and an in-process HTTPS server answering
+//! S3 `GetObject` with a 1 KiB object, much faster than moto, so that the proxy's own cost is not
+//! hidden behind a slow upstream. The proxy runs as its own process (so its RSS is its own) and
+//! ships the recorded calls to a sink standing in for the mapper. Everything shares this machine's
+//! cores: against the fast stand-in, the proxy's extra TLS termination and origination compete
+//! with the client and the server for the same CPU.
 //!
 //! Phases: latency (one connection, sequential requests: p50/p99 direct vs proxied, the
 //! difference is the added latency) and throughput (`BENCH_CONNECTIONS` connections, 16, for
@@ -67,6 +70,51 @@ async fn start_emulator(ca: &CertificateAuthority) -> SocketAddr {
     addr
 }
 
+/// moto in server mode behind TLS for the S3 names, with the bucket and objects the GETs read.
+/// `None` when moto is not installed.
+async fn start_moto(ca: &CertificateAuthority, dir: &Path) -> Option<(SocketAddr, std::process::Child)> {
+    let moto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin/moto_server");
+    if !moto.exists() {
+        println!("moto: skipped ({} is missing; scripts/setup.sh installs it)", moto.display());
+        return None;
+    }
+    let leaf = ca.issue(&["*.s3.us-east-1.amazonaws.com".to_owned()]).unwrap();
+    std::fs::write(dir.join("moto.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(dir.join("moto.key"), &leaf.key_pem).unwrap();
+    let port = free_port();
+    let child = std::process::Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-c", dir.join("moto.crt").to_str().unwrap(), "-k", dir.join("moto.key").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some((addr, child))
+}
+
+/// Creates the bucket and the 100 objects the GETs read, straight at `addr`.
+async fn seed_objects(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
+    let mut sender = connect::<Full<Bytes>>(addr, tls).await;
+    for (n, path) in std::iter::once("/".to_owned()).chain((0..100).map(|n| format!("/2026/11/inv-{n}.pdf"))).enumerate() {
+        let body = if n == 0 { Bytes::new() } else { Bytes::from(vec![b'x'; OBJECT]) };
+        let request = Request::put(path)
+            .header("host", HOST)
+            .header("content-length", body.len())
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIABENCHMARK0000001/20261124/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00")
+            .body(Full::new(body))
+            .unwrap();
+        sender.ready().await.unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert!(response.status().is_success(), "seeding moto: {}", response.status());
+        let _ = response.into_body().collect().await;
+    }
+}
+
 /// The mapper's stand-in: takes observation batches and counts the calls in them.
 async fn start_sink(received: Arc<AtomicU64>) -> SocketAddr {
     let app = axum::Router::new().route(
@@ -115,6 +163,7 @@ impl ProxyProcess {
 }
 
 fn start_proxy(dir: &Path, emulator: SocketAddr, emulator_ca: &Path, sink: SocketAddr) -> ProxyProcess {
+    std::fs::create_dir_all(dir).unwrap();
     let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_aws-proxy"))
         .arg("proxy")
@@ -157,7 +206,12 @@ fn client_config(ca_pem_file: &Path) -> Arc<rustls::ClientConfig> {
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 /// One keep-alive HTTP/1.1 connection to `addr`, TLS for `HOST`.
-async fn connect(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Sender {
+async fn connect<B>(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let stream = tokio_rustls::TlsConnector::from(tls).connect(ServerName::try_from(HOST).unwrap(), tcp).await.unwrap();
@@ -190,13 +244,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Sequential requests on one connection: (p50, p99) in ms.
-async fn latency(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> (f64, f64) {
+async fn latency(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, requests: usize) -> (f64, f64) {
     let mut sender = connect(addr, tls).await;
     for n in 0..200 {
         get_object(&mut sender, n).await;
     }
-    let mut samples = Vec::with_capacity(LATENCY_REQUESTS);
-    for n in 0..LATENCY_REQUESTS {
+    let mut samples = Vec::with_capacity(requests);
+    for n in 0..requests {
         let start = Instant::now();
         get_object(&mut sender, n).await;
         samples.push(start.elapsed());
@@ -229,28 +283,15 @@ async fn throughput(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, connection
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
-#[tokio::main]
-async fn main() {
+/// Latency and throughput, direct to `upstream` and through the proxy, printed.
+async fn compare(label: &str, upstream: SocketAddr, direct_tls: Arc<rustls::ClientConfig>, proxy: SocketAddr, proxy_tls: Arc<rustls::ClientConfig>) {
     let connections: usize = env_or("BENCH_CONNECTIONS", 16);
     let seconds: f64 = env_or("BENCH_SECONDS", 5.0);
-    let dir = std::env::temp_dir().join(format!("aws-proxy-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-
-    let emulator_ca = CertificateAuthority::generate().unwrap();
-    let emulator_ca_file = dir.join("emulator-ca.crt");
-    std::fs::write(&emulator_ca_file, emulator_ca.ca_pem()).unwrap();
-    let emulator = start_emulator(&emulator_ca).await;
-    let received = Arc::new(AtomicU64::new(0));
-    let sink = start_sink(received.clone()).await;
-    let proxy = start_proxy(&dir, emulator, &emulator_ca_file, sink);
-    let direct_tls = client_config(&emulator_ca_file);
-    let proxy_tls = client_config(&proxy.ca_file);
-    let (idle_rss, _) = proxy.rss_mib();
-
-    println!("small S3 GETs ({OBJECT} B objects, keep-alive), direct to the emulator vs through aws-proxy (SNI)");
-    let (direct_p50, direct_p99) = latency(emulator, direct_tls.clone()).await;
-    let (proxy_p50, proxy_p99) = latency(proxy.tls, proxy_tls.clone()).await;
-    println!("latency, 1 connection, {LATENCY_REQUESTS} requests:");
+    let requests: usize = env_or("BENCH_LATENCY_REQUESTS", LATENCY_REQUESTS);
+    println!("\n== {label}: small S3 GETs ({OBJECT} B objects, keep-alive), direct vs through aws-proxy (SNI) ==");
+    let (direct_p50, direct_p99) = latency(upstream, direct_tls.clone(), requests).await;
+    let (proxy_p50, proxy_p99) = latency(proxy, proxy_tls.clone(), requests).await;
+    println!("latency, 1 connection, {requests} requests:");
     println!("  direct  p50 {direct_p50:.3} ms  p99 {direct_p99:.3} ms");
     println!("  proxied p50 {proxy_p50:.3} ms  p99 {proxy_p99:.3} ms");
     let (added_p50, added_p99) = (proxy_p50 - direct_p50, proxy_p99 - direct_p99);
@@ -258,18 +299,48 @@ async fn main() {
         "  added   p50 {added_p50:.3} ms  p99 {added_p99:.3} ms   (target p99 <= {TARGET_ADDED_P99_MS} ms: {})",
         if added_p99 <= TARGET_ADDED_P99_MS { "met" } else { "NOT met" }
     );
-
-    let direct_rps = throughput(emulator, direct_tls, connections, seconds).await;
-    let proxy_rps = throughput(proxy.tls, proxy_tls, connections, seconds).await;
+    let direct_rps = throughput(upstream, direct_tls, connections, seconds).await;
+    let proxy_rps = throughput(proxy, proxy_tls, connections, seconds).await;
     let ratio = proxy_rps / direct_rps;
     println!("throughput, {connections} connections, {seconds} s each:");
     println!("  direct  {direct_rps:.0} requests/s");
     println!("  proxied {proxy_rps:.0} requests/s");
     println!("  ratio   {ratio:.2}   (target >= {TARGET_THROUGHPUT_RATIO}: {})", if ratio >= TARGET_THROUGHPUT_RATIO { "met" } else { "NOT met" });
+}
 
+#[tokio::main]
+async fn main() {
+    let dir = std::env::temp_dir().join(format!("aws-proxy-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let emulator_ca = CertificateAuthority::generate().unwrap();
+    let emulator_ca_file = dir.join("emulator-ca.crt");
+    std::fs::write(&emulator_ca_file, emulator_ca.ca_pem()).unwrap();
+    let direct_tls = client_config(&emulator_ca_file);
+    let received = Arc::new(AtomicU64::new(0));
+    let sink = start_sink(received.clone()).await;
+
+    let mut moto = start_moto(&emulator_ca, &dir).await;
+    if let Some((addr, _)) = &moto {
+        seed_objects(*addr, direct_tls.clone()).await;
+        let proxy = start_proxy(&dir.join("moto"), *addr, &emulator_ca_file, sink);
+        let proxy_tls = client_config(&proxy.ca_file);
+        compare("moto (the tests' AWS emulator)", *addr, direct_tls.clone(), proxy.tls, proxy_tls).await;
+        let (_, peak) = proxy.rss_mib();
+        println!("aws-proxy peak RSS: {peak:.1} MiB");
+    }
+    if let Some((_, child)) = &mut moto {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    let stand_in = start_emulator(&emulator_ca).await;
+    let proxy = start_proxy(&dir.join("stand-in"), stand_in, &emulator_ca_file, sink);
+    let proxy_tls = client_config(&proxy.ca_file);
+    let (idle_rss, _) = proxy.rss_mib();
+    compare("in-process S3 stand-in (fast upstream)", stand_in, direct_tls, proxy.tls, proxy_tls).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let (rss, peak) = proxy.rss_mib();
     println!("aws-proxy RSS: {idle_rss:.1} MiB idle, {rss:.1} MiB after the run, {peak:.1} MiB peak");
-    println!("calls recorded and shipped to the mapper stand-in: {}", received.load(Ordering::Relaxed));
+    println!("calls recorded and shipped to the mapper stand-in (both runs): {}", received.load(Ordering::Relaxed));
     let _ = std::fs::remove_dir_all(&dir);
 }

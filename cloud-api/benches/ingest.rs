@@ -287,8 +287,8 @@ async fn post_report(router: &Router, token: &str, body: Bytes) -> Result<u64> {
 
 /// The columns of `edges`, in the order the COPY stream carries them.
 const COLUMNS: &str = "org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name, client_kind, target_kind, \
-                       ports, domains, ips, internet_ports, actions, first_seen, last_seen, connections, edge_key";
-const COLUMN_COUNT: i16 = 18;
+                       ports, domains, ips, internet_ports, actions, http, kafka, first_seen, last_seen, connections, edge_key";
+const COLUMN_COUNT: i16 = 20;
 
 async fn copy_in(conn: &mut PgConnection, data: &[u8]) -> Result<Duration> {
     const CHUNK: usize = 1 << 20;
@@ -331,6 +331,8 @@ fn encode_copy<'a>(org: Uuid, cluster: Uuid, edges: impl Iterator<Item = &'a Edg
         out.text_array(ips);
         out.int4_array(internet_ports.iter().map(|&p| i32::from(p)));
         out.text_array(actions);
+        out.text_array(&cloud_api::store::encode_http(&edge.http));
+        out.text_array(&cloud_api::store::encode_kafka(&edge.kafka));
         out.timestamptz(edge.first_seen);
         out.timestamptz(edge.last_seen);
         out.int8(i64::try_from(edge.connections).unwrap_or(i64::MAX));

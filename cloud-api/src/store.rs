@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use model::edge::{merge_http, merge_kafka, HttpResource, KafkaTopic};
 use model::graph::{ClusterEdge, ClusterExposure};
 use model::{merge_edges, AwsTarget, Edge, EdgeReport, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef};
 use serde::{Deserialize, Serialize};
@@ -237,7 +238,7 @@ impl Store {
         let mut tx = self.tenant(org).await?;
         let rows = sqlx::query(
             "SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
-                    e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.first_seen, e.last_seen, e.connections
+                    e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
              FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
              WHERE e.org_id = $1 AND ($2::uuid IS NULL OR e.cluster_id = $2) AND ($3::timestamptz IS NULL OR e.last_seen >= $3)",
         )
@@ -293,7 +294,9 @@ async fn insert_api_token(tx: &mut PgConnection, org: Uuid, name: &str) -> Resul
 // === edge rows ===
 
 /// Column-wise arrays for one `INSERT ... SELECT FROM UNNEST(...)`: one round trip per report.
-/// Array-valued columns travel as comma-joined text (report validation keeps commas out of them).
+/// Array-valued columns travel as comma-joined text (report validation keeps commas out of them);
+/// `http` and `kafka` entries, whose paths may hold commas, as newline-joined text (validation
+/// keeps control characters out of paths, and topic names are `[a-zA-Z0-9._-]`).
 #[derive(Default)]
 struct EdgeColumns {
     client_namespace: Vec<String>,
@@ -308,6 +311,8 @@ struct EdgeColumns {
     ips: Vec<String>,
     internet_ports: Vec<String>,
     actions: Vec<String>,
+    http: Vec<String>,
+    kafka: Vec<String>,
     first_seen: Vec<DateTime<Utc>>,
     last_seen: Vec<DateTime<Utc>>,
     connections: Vec<i64>,
@@ -351,6 +356,8 @@ impl EdgeColumns {
         self.ips.push(ips);
         self.internet_ports.push(internet_ports);
         self.actions.push(actions);
+        self.http.push(encode_http(&edge.http).join("\n"));
+        self.kafka.push(encode_kafka(&edge.kafka).join("\n"));
         self.first_seen.push(edge.first_seen);
         self.last_seen.push(edge.last_seen);
         self.connections.push(i64::try_from(edge.connections).unwrap_or(i64::MAX));
@@ -367,13 +374,16 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
     }
     sqlx::query(
         "INSERT INTO edges AS e (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name,
-                                 client_kind, target_kind, ports, domains, ips, internet_ports, actions, first_seen, last_seen, connections, edge_key)
+                                 client_kind, target_kind, ports, domains, ips, internet_ports, actions, http, kafka,
+                                 first_seen, last_seen, connections, edge_key)
          SELECT $1, $2, u.cns, u.cn, u.tt, u.tns, u.tn, u.ck, u.tk,
                 string_to_array(u.ports, ','), string_to_array(u.domains, ','), string_to_array(u.ips, ','),
-                string_to_array(u.iports, ',')::integer[], string_to_array(u.actions, ','), u.fs, u.ls, u.n, u.k
+                string_to_array(u.iports, ',')::integer[], string_to_array(u.actions, ','),
+                string_to_array(u.http, E'\n'), string_to_array(u.kafka, E'\n'), u.fs, u.ls, u.n, u.k
          FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[], $18::bytea[])
-              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n, k)
+                     $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[], $18::bytea[],
+                     $19::text[], $20::text[])
+              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n, k, http, kafka)
          ON CONFLICT (org_id, cluster_id, edge_key) DO UPDATE SET
              client_kind = COALESCE(EXCLUDED.client_kind, e.client_kind),
              target_kind = COALESCE(EXCLUDED.target_kind, e.target_kind),
@@ -382,6 +392,11 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
              ips = ARRAY(SELECT DISTINCT x FROM unnest(e.ips || EXCLUDED.ips) x ORDER BY 1),
              internet_ports = ARRAY(SELECT DISTINCT x FROM unnest(e.internet_ports || EXCLUDED.internet_ports) x ORDER BY 1),
              actions = ARRAY(SELECT DISTINCT x FROM unnest(e.actions || EXCLUDED.actions) x ORDER BY 1),
+             -- Most edges carry neither; skip the sort for them.
+             http = CASE WHEN cardinality(EXCLUDED.http) = 0 THEN e.http
+                         ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.http || EXCLUDED.http) x ORDER BY 1) END,
+             kafka = CASE WHEN cardinality(EXCLUDED.kafka) = 0 THEN e.kafka
+                          ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.kafka || EXCLUDED.kafka) x ORDER BY 1) END,
              first_seen = LEAST(e.first_seen, EXCLUDED.first_seen),
              last_seen = GREATEST(e.last_seen, EXCLUDED.last_seen),
              connections = e.connections + EXCLUDED.connections",
@@ -404,6 +419,8 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
     .bind(&c.last_seen)
     .bind(&c.connections)
     .bind(&c.edge_key)
+    .bind(&c.http)
+    .bind(&c.kafka)
     .execute(tx)
     .await?;
     Ok(())
@@ -493,8 +510,121 @@ fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> 
             first_seen: r.try_get("first_seen")?,
             last_seen: r.try_get("last_seen")?,
             connections: connections.max(0) as u64,
-            http: Vec::new(),
-            kafka: Vec::new(),
+            http: decode_http(&r.try_get::<Vec<String>, _>("http")?).map_err(decode)?,
+            kafka: decode_kafka(&r.try_get::<Vec<String>, _>("kafka")?).map_err(decode)?,
         },
     })
+}
+
+// === http and kafka entries ===
+// One text entry per (path, method) and per (topic, operation), so that the array union that
+// merges ports and actions merges these too. The format is in the migration that added them.
+
+const DENIED: &str = "denied";
+
+/// `GET /api` per method, or `/api` alone for a path without methods.
+pub fn encode_http(http: &[HttpResource]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in http {
+        if r.methods.is_empty() {
+            out.push(r.path.clone());
+        }
+        out.extend(r.methods.iter().map(|m| format!("{m} {}", r.path)));
+    }
+    out
+}
+
+pub fn decode_http(entries: &[String]) -> Result<Vec<HttpResource>, String> {
+    let resources = entries
+        .iter()
+        .map(|entry| {
+            if entry.starts_with('/') {
+                return Ok(HttpResource { path: entry.clone(), methods: vec![] });
+            }
+            match entry.split_once(' ') {
+                Some((method, path)) if path.starts_with('/') => Ok(HttpResource { path: path.to_owned(), methods: vec![method.to_owned()] }),
+                _ => Err(format!("stored HTTP entry {entry:?} is neither \"METHOD /path\" nor \"/path\"")),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(merge_http(&resources, &[]))
+}
+
+/// `topic\toperation` per operation, `topic\toperation\tdenied` for one the broker refused, or
+/// `topic` alone for a topic without operations.
+pub fn encode_kafka(kafka: &[KafkaTopic]) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in kafka {
+        if t.operations.is_empty() && t.denied.is_empty() {
+            out.push(t.name.clone());
+        }
+        for op in model::edge::union(&t.operations, &t.denied) {
+            out.push(if t.denied.contains(&op) { format!("{}\t{op}\t{DENIED}", t.name) } else { format!("{}\t{op}", t.name) });
+        }
+    }
+    out
+}
+
+pub fn decode_kafka(entries: &[String]) -> Result<Vec<KafkaTopic>, String> {
+    let topics = entries
+        .iter()
+        .map(|entry| {
+            let mut parts = entry.split('\t');
+            let name = parts.next().unwrap_or_default().to_owned();
+            let topic = match (parts.next(), parts.next(), parts.next()) {
+                (None, _, _) => KafkaTopic { name, operations: vec![], denied: vec![] },
+                (Some(op), None, _) => KafkaTopic { name, operations: vec![op.to_owned()], denied: vec![] },
+                (Some(op), Some(DENIED), None) => KafkaTopic { name, operations: vec![op.to_owned()], denied: vec![op.to_owned()] },
+                _ => return Err(format!("stored Kafka entry {entry:?} is not \"topic\", \"topic<TAB>operation\" or \"topic<TAB>operation<TAB>denied\"")),
+            };
+            Ok(topic)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(merge_kafka(&topics, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn http_entries_round_trip_and_union_like_the_model_merges() {
+        let a =
+            vec![HttpResource { path: "/api cart,x".into(), methods: strings(&["GET", "POST"]) }, HttpResource { path: "/healthz".into(), methods: vec![] }];
+        let b = vec![
+            HttpResource { path: "/api cart,x".into(), methods: strings(&["GET", "PUT"]) },
+            HttpResource { path: "/healthz".into(), methods: strings(&["GET"]) },
+        ];
+        assert_eq!(encode_http(&a), strings(&["GET /api cart,x", "POST /api cart,x", "/healthz"]));
+        assert_eq!(decode_http(&encode_http(&a)).unwrap(), a);
+        // What the database's DISTINCT union of both rows decodes to is what the model merges.
+        let mut stored = encode_http(&a);
+        stored.extend(encode_http(&b));
+        stored.sort();
+        stored.dedup();
+        assert_eq!(decode_http(&stored).unwrap(), merge_http(&a, &b));
+        assert!(decode_http(&strings(&["GET"])).is_err());
+        assert_eq!(decode_http(&[]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn kafka_entries_round_trip_and_keep_denied_operations() {
+        let a = vec![
+            KafkaTopic { name: "orders".into(), operations: strings(&["describe", "produce"]), denied: strings(&["describe"]) },
+            KafkaTopic { name: "empty".into(), operations: vec![], denied: vec![] },
+        ];
+        let b = vec![KafkaTopic { name: "orders".into(), operations: strings(&["consume", "describe"]), denied: vec![] }];
+        assert_eq!(encode_kafka(&a), strings(&["orders\tdescribe\tdenied", "orders\tproduce", "empty"]));
+        assert_eq!(decode_kafka(&encode_kafka(&a)).unwrap(), merge_kafka(&a, &[]));
+        let mut stored = encode_kafka(&a);
+        stored.extend(encode_kafka(&b));
+        stored.sort();
+        stored.dedup();
+        assert_eq!(decode_kafka(&stored).unwrap(), merge_kafka(&a, &b));
+        assert!(decode_kafka(&strings(&["orders\tconsume\tallowed"])).is_err());
+    }
 }

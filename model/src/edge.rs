@@ -65,6 +65,14 @@ pub struct AwsTarget {
     pub actions: Vec<String>,
 }
 
+/// The HTTP methods the ClientIntents CRD knows, as it spells them.
+pub const HTTP_METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT"];
+
+/// The Kafka operations the ClientIntents CRD knows, as it spells them (`consume` is Kafka's
+/// Read, `produce` its Write).
+pub const KAFKA_OPERATIONS: [&str; 11] =
+    ["all", "consume", "produce", "create", "alter", "delete", "describe", "ClusterAction", "DescribeConfigs", "AlterConfigs", "IdempotentWrite"];
+
 /// An HTTP path and the methods called on it (from Istio sidecar metrics). Methods are upper
 /// case, as in the ClientIntents CRD (`GET`, `POST`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::edge::{union, Edge, PortSpec, Target};
+use crate::edge::{merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, PortSpec, Target};
 use crate::report::ExposedWorkload;
 
 /// An edge as stored by the cloud: which cluster observed it.
@@ -81,6 +81,13 @@ pub struct GraphEdge {
     /// When the target was resolved across clusters: the addresses or hostnames that matched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub via: Vec<String>,
+    /// HTTP paths and methods called on a workload or Service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpResource>,
+    /// Kafka topics and operations, when the target is a Kafka broker's workload; `denied` lists
+    /// the operations the broker refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kafka: Vec<KafkaTopic>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +144,8 @@ impl AccessGraph {
                     g.ports = union(&g.ports, &ports);
                     g.actions = union(&g.actions, &actions);
                     g.via = union(&g.via, &via);
+                    g.http = merge_http(&g.http, &edge.http);
+                    g.kafka = merge_kafka(&g.kafka, &edge.kafka);
                 }
                 None => {
                     merged.insert(
@@ -151,6 +160,8 @@ impl AccessGraph {
                             connections: edge.connections,
                             actions,
                             via,
+                            http: merge_http(&edge.http, &[]),
+                            kafka: merge_kafka(&edge.kafka, &[]),
                         },
                     );
                 }
@@ -196,13 +207,45 @@ impl AccessGraph {
             let _ = writeln!(out, "  {} [label={}, shape={shape}];", quote(&node.id), quote(&node_label(node)));
         }
         for edge in &self.edges {
-            let mut label: Vec<String> = edge.ports.iter().map(|p| p.to_string()).collect();
-            label.extend(edge.actions.iter().cloned());
-            let _ = writeln!(out, "  {} -> {} [label={}];", quote(&edge.source), quote(&edge.target), quote(&label.join(", ")));
+            let _ = writeln!(out, "  {} -> {} [label={}];", quote(&edge.source), quote(&edge.target), quote(&edge_label(edge)));
         }
         out.push_str("}\n");
         out
     }
+}
+
+/// Topics and paths shown on one edge of the DOT drawing; the JSON has them all.
+const DOT_LABEL_ITEMS: usize = 3;
+
+/// Ports and actions on the first line, then one line per Kafka topic and per HTTP path, a few
+/// of each: `topic orders: consume produce (denied: describe)`, `GET,POST /api`.
+fn edge_label(edge: &GraphEdge) -> String {
+    let mut first: Vec<String> = edge.ports.iter().map(|p| p.to_string()).collect();
+    first.extend(edge.actions.iter().cloned());
+    let mut lines = vec![first.join(", ")];
+    for t in edge.kafka.iter().take(DOT_LABEL_ITEMS) {
+        let mut line = format!("topic {}", t.name);
+        if !t.operations.is_empty() {
+            let _ = write!(line, ": {}", t.operations.join(" "));
+        }
+        if !t.denied.is_empty() {
+            let _ = write!(line, " (denied: {})", t.denied.join(" "));
+        }
+        lines.push(line);
+    }
+    if edge.kafka.len() > DOT_LABEL_ITEMS {
+        lines.push(format!("+{} more topics", edge.kafka.len() - DOT_LABEL_ITEMS));
+    }
+    for r in edge.http.iter().take(DOT_LABEL_ITEMS) {
+        lines.push(if r.methods.is_empty() { r.path.clone() } else { format!("{} {}", r.methods.join(","), r.path) });
+    }
+    if edge.http.len() > DOT_LABEL_ITEMS {
+        lines.push(format!("+{} more paths", edge.http.len() - DOT_LABEL_ITEMS));
+    }
+    if lines.len() > 1 && lines[0].is_empty() {
+        lines.remove(0);
+    }
+    lines.join("\n")
 }
 
 fn node_label(node: &GraphNode) -> String {
@@ -396,5 +439,57 @@ mod tests {
         assert!(dot.contains("label=\"namespace shop\""));
         assert!(dot.contains("\"us/shop/frontend\" -> \"internet/api.stripe.com\" [label=\"443/TCP\"];"));
         assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
+    fn topic(name: &str, operations: &[&str], denied: &[&str]) -> KafkaTopic {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        KafkaTopic { name: name.into(), operations: strings(operations), denied: strings(denied) }
+    }
+
+    fn path(path: &str, methods: &[&str]) -> HttpResource {
+        HttpResource { path: path.into(), methods: methods.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn a_kafka_target_is_the_broker_workload_and_edges_carry_topics_and_paths() {
+        let broker = WorkloadRef::new("infra", "kafka", Some("StatefulSet"));
+        let mut tcp = edge("us", "checkout", Target::Kubernetes(broker.clone()), "2026-11-02T00:00:00Z");
+        tcp.edge.ports = vec![PortSpec { port: 9092, protocol: Protocol::Tcp }];
+        let mut kafka = edge("us", "checkout", Target::Kafka(broker.clone()), "2026-11-03T00:00:00Z");
+        kafka.edge.ports = vec![PortSpec { port: 9092, protocol: Protocol::Tcp }];
+        kafka.edge.kafka = vec![topic("orders", &["describe", "produce"], &["describe"])];
+        let mut kafka_again = edge("us", "checkout", Target::Kafka(broker), "2026-11-04T00:00:00Z");
+        kafka_again.edge.kafka = vec![topic("orders", &["consume"], &[]), topic("audit", &["produce"], &[])];
+        let mut cart = edge("us", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "cart", None)), "2026-11-02T00:00:00Z");
+        cart.edge.http = vec![path("/api/cart", &["POST", "GET"]), path("/healthz", &[])];
+        let g = AccessGraph::build(&["us".into()], &[tcp, kafka, kafka_again, cart], &[], &GraphFilter::default());
+
+        assert_eq!(g.nodes.iter().filter(|n| n.id == "us/infra/kafka").count(), 1, "one node for the broker: {:?}", g.nodes);
+        let broker = g.nodes.iter().find(|n| n.id == "us/infra/kafka").unwrap();
+        assert_eq!((broker.kind, broker.workload_kind.as_deref()), (NodeKind::Workload, Some("StatefulSet")));
+        assert_eq!(g.edges.len(), 2, "plain TCP and Kafka calls to the broker are one edge of the graph");
+        let to_broker = g.edges.iter().find(|e| e.target == "us/infra/kafka").unwrap();
+        assert_eq!(to_broker.connections, 6);
+        assert_eq!(to_broker.kafka, vec![topic("audit", &["produce"], &[]), topic("orders", &["consume", "describe", "produce"], &["describe"])]);
+        let json = serde_json::to_value(to_broker).unwrap();
+        assert_eq!(json["kafka"][1], serde_json::json!({"name": "orders", "operations": ["consume", "describe", "produce"], "denied": ["describe"]}));
+        assert!(json.get("http").is_none());
+        let to_cart = g.edges.iter().find(|e| e.target == "us/shop/cart").unwrap();
+        assert_eq!(to_cart.http, vec![path("/api/cart", &["GET", "POST"]), path("/healthz", &[])]);
+
+        let dot = g.to_dot();
+        assert!(
+            dot.contains("\"us/shop/checkout\" -> \"us/infra/kafka\" [label=\"443/TCP, 9092/TCP\\ntopic audit: produce\\ntopic orders: consume describe produce (denied: describe)\"];"),
+            "{dot}"
+        );
+        assert!(dot.contains("\"us/shop/checkout\" -> \"us/shop/cart\" [label=\"443/TCP\\nGET,POST /api/cart\\n/healthz\"];"), "{dot}");
+    }
+
+    #[test]
+    fn dot_labels_show_a_few_topics_and_paths() {
+        let mut e = edge("us", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "cart", None)), "2026-11-02T00:00:00Z");
+        e.edge.ports.clear();
+        e.edge.http = (0..5).map(|i| path(&format!("/p{i}"), &["GET"])).collect();
+        let dot = AccessGraph::build(&["us".into()], &[e], &[], &GraphFilter::default()).to_dot();
+        assert!(dot.contains("[label=\"GET /p0\\nGET /p1\\nGET /p2\\n+2 more paths\"];"), "{dot}");
     }
 }

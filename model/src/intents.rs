@@ -8,14 +8,29 @@
 //! The output is a function of the set of edges alone, never of their order:
 //! - documents are sorted by the client's namespace, then name;
 //! - targets are sorted by [`call_order`]: Kubernetes workloads and Services together by name
-//!   (the client's own namespace before others, then by namespace, a workload before a Service
-//!   of the same name), then internet destinations by their first domain (else first IP), then
+//!   (the client's own namespace before others, then by namespace; of the same name, a Kafka
+//!   broker, then a workload, then a Service), then internet destinations by their first domain (else first IP), then
 //!   AWS resources by ARN;
-//! - lists inside a target (domains, IPs, ports, actions) are sorted and without duplicates;
+//! - lists inside a target (domains, IPs, ports, actions, HTTP paths and their methods, Kafka
+//!   topics and their operations) are sorted and without duplicates;
 //! - object keys are written in alphabetical order.
 //!
 //! A target in the client's own namespace is written by bare name, any other as `name.namespace`,
 //! which is how the intents operator reads it.
+//!
+//! HTTP paths and Kafka topics:
+//! - a workload or Service called over HTTP carries its paths: v2beta1
+//!   `kubernetes: {name, http: [{path, methods}]}` (and `service: {...}` alike), v1alpha3
+//!   `{name, type: http, HTTPResources: [{path, methods}]}`. `methods` is required by the CRD; a
+//!   path seen without a method is written with `methods: []`;
+//! - a Kafka broker is a target of its own: v2beta1 `kafka: {name, topics: [{name, operations}]}`,
+//!   v1alpha3 `{name, type: kafka, kafkaTopics: [{name, operations}]}`, named like any workload.
+//!   The same broker called over plain TCP is a separate `kubernetes` target, as the intents
+//!   operator expects (network access and Kafka ACLs are separate intents).
+//! - **Denied operations are exported.** A denied operation is one the client does call and the
+//!   broker refused; ClientIntents declare what a client needs, and applying them is how that
+//!   access gets granted. `list` and the access graph mark them as denied so that a refusal that
+//!   should stay a refusal is seen before the intents are applied.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +38,7 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use crate::edge::{merge_edges, union, Edge, EdgeKey, InternetTarget, Target, WorkloadRef};
+use crate::edge::{merge_edges, union, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, Target, WorkloadRef};
 
 /// The API group of the ClientIntents CRD.
 pub const INTENTS_API_GROUP: &str = "k8s.otterize.com";
@@ -120,14 +135,15 @@ pub(crate) fn calls_by_client(edges: &[Edge]) -> Vec<ClientCalls> {
 
 fn target_kind(target: &Target) -> Option<&str> {
     match target {
-        Target::Kubernetes(w) => w.kind.as_deref(),
+        Target::Kubernetes(w) | Target::Kafka(w) => w.kind.as_deref(),
         _ => None,
     }
 }
 
 /// The sort key of a client's calls, documented at the top of this module:
-/// in-cluster targets (by name, own namespace first, then namespace, then workload before
-/// Service), then internet destinations, then AWS resources; the edge key breaks any tie.
+/// in-cluster targets (by name, own namespace first, then namespace, then a Kafka broker before
+/// a workload before a Service), then internet destinations, then AWS resources; the edge key
+/// (whose target type orders `kafka`, `kubernetes`, `service`) breaks any tie.
 pub(crate) fn call_order(client_namespace: &str, edge: &Edge) -> (u8, String, bool, String, EdgeKey) {
     let (rank, name, namespace) = match &edge.target {
         Target::Kubernetes(w) => (0, w.name.clone(), w.namespace.clone()),
@@ -207,9 +223,15 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
             let mut k = Map::new();
             k.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
             insert_some(&mut k, "kind", w.kind.as_deref());
+            insert_nonempty(&mut k, "http", &http_resources(&edge.http));
             json!({ "kubernetes": k })
         }
-        Target::Service(s) => json!({ "service": { "name": qualified_name(client_namespace, &s.namespace, &s.name) } }),
+        Target::Service(s) => {
+            let mut svc = Map::new();
+            svc.insert("name".into(), json!(qualified_name(client_namespace, &s.namespace, &s.name)));
+            insert_nonempty(&mut svc, "http", &http_resources(&edge.http));
+            json!({ "service": svc })
+        }
         Target::Internet(i) => json!({ "internet": internet(edge, i) }),
         Target::Aws(a) => {
             let mut aws = Map::new();
@@ -217,22 +239,36 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
             insert_nonempty(&mut aws, "actions", &a.actions);
             json!({ "aws": aws })
         }
-        Target::Kafka(w) => json!({ "kafka": { "name": qualified_name(client_namespace, &w.namespace, &w.name) } }),
+        Target::Kafka(w) => {
+            let mut kafka = Map::new();
+            kafka.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
+            insert_nonempty(&mut kafka, "topics", &kafka_topics(&edge.kafka));
+            json!({ "kafka": kafka })
+        }
     }
 }
 
-/// v1alpha3 tells targets apart by `type` (absent for in-cluster calls) and `kind`: a Service
-/// is `kind: Service`, an AWS resource is `type: aws` with the ARN as `name`.
+/// v1alpha3 tells targets apart by `type` (absent for plain in-cluster calls) and `kind`: a
+/// Service is `kind: Service`, an in-cluster call with HTTP paths is `type: http`, a Kafka
+/// broker `type: kafka`, an AWS resource is `type: aws` with the ARN as `name`.
 fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
     let mut call = Map::new();
+    let http = |call: &mut Map<String, Value>| {
+        if !edge.http.is_empty() {
+            call.insert("type".into(), json!("http"));
+            call.insert("HTTPResources".into(), json!(http_resources(&edge.http)));
+        }
+    };
     match &edge.target {
         Target::Kubernetes(w) => {
             call.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
             insert_some(&mut call, "kind", w.kind.as_deref());
+            http(&mut call);
         }
         Target::Service(s) => {
             call.insert("name".into(), json!(qualified_name(client_namespace, &s.namespace, &s.name)));
             call.insert("kind".into(), json!("Service"));
+            http(&mut call);
         }
         Target::Internet(i) => {
             call.insert("type".into(), json!("internet"));
@@ -246,9 +282,21 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
         Target::Kafka(w) => {
             call.insert("type".into(), json!("kafka"));
             call.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
+            insert_nonempty(&mut call, "kafkaTopics", &kafka_topics(&edge.kafka));
         }
     }
     Value::Object(call)
+}
+
+/// `[{path, methods}]`, the same in both versions. `methods` is required, so always written.
+fn http_resources(http: &[HttpResource]) -> Vec<Value> {
+    crate::edge::merge_http(http, &[]).into_iter().map(|r| json!({ "path": r.path, "methods": r.methods })).collect()
+}
+
+/// `[{name, operations}]`, the same in both versions; denied operations included (see the module
+/// documentation). `operations` is required, so always written.
+fn kafka_topics(kafka: &[KafkaTopic]) -> Vec<Value> {
+    crate::edge::merge_kafka(kafka, &[]).into_iter().map(|t| json!({ "name": t.name, "operations": union(&t.operations, &t.denied) })).collect()
 }
 
 fn internet(edge: &Edge, i: &InternetTarget) -> Value {
@@ -551,6 +599,142 @@ spec:
         assert_eq!(to_yaml(std::slice::from_ref(&doc)), expected);
         let back: Value = serde_yaml::from_str(expected).unwrap();
         assert_eq!(back, doc);
+    }
+
+    fn http(path: &str, methods: &[&str]) -> HttpResource {
+        HttpResource { path: path.into(), methods: methods.iter().map(|m| m.to_string()).collect() }
+    }
+
+    fn topic(name: &str, operations: &[&str], denied: &[&str]) -> KafkaTopic {
+        KafkaTopic { name: name.into(), operations: operations.iter().map(|o| o.to_string()).collect(), denied: denied.iter().map(|o| o.to_string()).collect() }
+    }
+
+    /// checkout produces to and consumes from a broker in another namespace (one operation
+    /// denied), calls cart over HTTP as a workload and currency as a Service, and reaches the
+    /// broker over plain TCP too.
+    fn protocols() -> Vec<Edge> {
+        let broker = Target::Kafka(WorkloadRef::new("infra", "kafka", Some("StatefulSet")));
+        let mut kafka = edge("checkout", broker.clone(), &[9092]);
+        kafka.kafka = vec![topic("orders", &["produce", "describe"], &["describe"]), topic("payments", &["consume"], &[])];
+        // The same broker again, later: topics and operations are unioned.
+        let mut kafka_again = edge("checkout", broker, &[9092]);
+        kafka_again.kafka = vec![topic("orders", &["consume"], &[])];
+        let mut cart = edge("checkout", workload(NS, "cart", Some("Deployment")), &[8080]);
+        cart.http = vec![http("/api/cart", &["POST", "GET"]), http("/healthz", &[])];
+        let mut currency = edge("checkout", Target::Service(ServiceRef { namespace: NS.into(), name: "currency".into() }), &[7000]);
+        currency.http = vec![http("/convert", &["GET"])];
+        let tcp = edge("checkout", workload("infra", "kafka", Some("StatefulSet")), &[9092]);
+        vec![kafka, cart, currency, tcp, kafka_again]
+    }
+
+    const PROTOCOLS_V2BETA1: &str = "\
+---
+apiVersion: k8s.otterize.com/v2beta1
+kind: ClientIntents
+metadata:
+  name: checkout
+  namespace: otterize-ecom-demo
+spec:
+  targets:
+  - kubernetes:
+      http:
+      - methods:
+        - GET
+        - POST
+        path: /api/cart
+      - methods: []
+        path: /healthz
+      kind: Deployment
+      name: cart
+  - service:
+      http:
+      - methods:
+        - GET
+        path: /convert
+      name: currency
+  - kafka:
+      name: kafka.infra
+      topics:
+      - name: orders
+        operations:
+        - consume
+        - describe
+        - produce
+      - name: payments
+        operations:
+        - consume
+  - kubernetes:
+      kind: StatefulSet
+      name: kafka.infra
+  workload:
+    kind: Deployment
+    name: checkout
+";
+
+    const PROTOCOLS_V1ALPHA3: &str = "\
+---
+apiVersion: k8s.otterize.com/v1alpha3
+kind: ClientIntents
+metadata:
+  name: checkout
+  namespace: otterize-ecom-demo
+spec:
+  calls:
+  - HTTPResources:
+    - methods:
+      - GET
+      - POST
+      path: /api/cart
+    - methods: []
+      path: /healthz
+    kind: Deployment
+    name: cart
+    type: http
+  - HTTPResources:
+    - methods:
+      - GET
+      path: /convert
+    kind: Service
+    name: currency
+    type: http
+  - kafkaTopics:
+    - name: orders
+      operations:
+      - consume
+      - describe
+      - produce
+    - name: payments
+      operations:
+      - consume
+    name: kafka.infra
+    type: kafka
+  - kind: StatefulSet
+    name: kafka.infra
+  service:
+    kind: Deployment
+    name: checkout
+";
+
+    #[test]
+    fn http_paths_and_kafka_topics_in_both_versions() {
+        assert_eq!(to_yaml(&client_intents(&protocols(), IntentsVersion::V2beta1)), PROTOCOLS_V2BETA1);
+        assert_eq!(to_yaml(&client_intents(&protocols(), IntentsVersion::V1alpha3)), PROTOCOLS_V1ALPHA3);
+        let mut shuffled = protocols();
+        for k in 0..shuffled.len() {
+            shuffled.rotate_left(1);
+            for version in IntentsVersion::ALL {
+                assert_eq!(client_intents(&shuffled, version), client_intents(&protocols(), version), "{version}, rotated {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_broker_in_the_client_namespace_is_named_bare_and_may_have_no_topics() {
+        let e = edge("checkout", Target::Kafka(WorkloadRef::new(NS, "kafka", None)), &[9092]);
+        let v2 = client_intents(std::slice::from_ref(&e), IntentsVersion::V2beta1);
+        assert_eq!(v2[0]["spec"]["targets"], json!([{"kafka": {"name": "kafka"}}]));
+        let v1 = client_intents(&[e], IntentsVersion::V1alpha3);
+        assert_eq!(v1[0]["spec"]["calls"], json!([{"name": "kafka", "type": "kafka"}]));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::edge::{Edge, Target};
+use crate::edge::{merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, Target};
 use crate::intents::{calls_by_client, internet_ports};
 
 /// Renders edges as the `list` command prints them:
@@ -22,6 +22,19 @@ use crate::intents::{calls_by_client, internet_ports};
 /// - An internet destination is its first domain (else first IP) followed by
 ///   `(internet)` or `(internet, ports: 443, 8443)`; one with no address at all reads `unknown address`.
 /// - An AWS resource is its ARN followed by `(AWS: action, ...)`, or `(AWS)` when no action was seen.
+/// - Under an in-cluster target, as Otterize's CLI prints them, its Kafka topics, then its HTTP
+///   paths (of the workload and the Service of that name together), each sorted:
+///
+///   ```text
+///   frontend in namespace web calls:
+///     - cart in namespace shop
+///       - Kafka topic: orders, operations: [consume produce]
+///       - path /api, methods: [GET,POST]
+///   ```
+///
+///   Operations are space-separated and methods comma-separated, inside `[]`. `operations` lists
+///   every operation the client called, as its ClientIntents do; those the broker refused are
+///   repeated after it: `operations: [consume describe], denied: [describe]`.
 ///
 /// No edges at all reads `No connections found.`
 pub fn render_list(edges: &[Edge]) -> String {
@@ -32,17 +45,43 @@ pub fn render_list(edges: &[Edge]) -> String {
     let mut out = String::new();
     for c in clients {
         let _ = writeln!(out, "{} in namespace {} calls:", c.client.name, c.client.namespace);
-        let mut previous: Option<String> = None;
+        // In-cluster targets of the same name and namespace (a Kafka broker, a workload, a
+        // Service) sort next to each other and are listed once, with what each adds.
+        let mut current: Option<(String, Vec<KafkaTopic>, Vec<HttpResource>)> = None;
         for edge in &c.calls {
             let line = describe(&c.client.namespace, edge);
-            // In-cluster targets of the same name and namespace sort next to each other.
-            if previous.as_deref() != Some(line.as_str()) {
-                let _ = writeln!(out, "  - {line}");
+            match &mut current {
+                Some((previous, kafka, http)) if *previous == line => {
+                    *kafka = merge_kafka(kafka, &edge.kafka);
+                    *http = merge_http(http, &edge.http);
+                }
+                _ => {
+                    if let Some(done) = current.take() {
+                        write_target(&mut out, done);
+                    }
+                    current = Some((line, merge_kafka(&edge.kafka, &[]), merge_http(&edge.http, &[])));
+                }
             }
-            previous = Some(line);
+        }
+        if let Some(done) = current {
+            write_target(&mut out, done);
         }
     }
     out
+}
+
+fn write_target(out: &mut String, (line, kafka, http): (String, Vec<KafkaTopic>, Vec<HttpResource>)) {
+    let _ = writeln!(out, "  - {line}");
+    for t in kafka {
+        let _ = write!(out, "    - Kafka topic: {}, operations: [{}]", t.name, union(&t.operations, &t.denied).join(" "));
+        if !t.denied.is_empty() {
+            let _ = write!(out, ", denied: [{}]", t.denied.join(" "));
+        }
+        out.push('\n');
+    }
+    for r in http {
+        let _ = writeln!(out, "    - path {}, methods: [{}]", r.path, r.methods.join(","));
+    }
 }
 
 fn describe(client_namespace: &str, edge: &Edge) -> String {
@@ -188,6 +227,66 @@ frontend in namespace shop calls:
   - api.stripe.com (internet, ports: 443, 8443)
   - arn:aws:s3:::assets (AWS: s3:GetObject, s3:PutObject)
   - arn:aws:sqs:eu-west-1:123456789012:orders (AWS)
+";
+        assert_eq!(render_list(&edges), expected);
+    }
+
+    fn with_http(mut e: Edge, http: &[(&str, &[&str])]) -> Edge {
+        e.http = http.iter().map(|(path, methods)| HttpResource { path: path.to_string(), methods: methods.iter().map(|m| m.to_string()).collect() }).collect();
+        e
+    }
+
+    fn with_kafka(mut e: Edge, topics: &[(&str, &[&str], &[&str])]) -> Edge {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        e.kafka = topics.iter().map(|(name, ops, denied)| KafkaTopic { name: name.to_string(), operations: strings(ops), denied: strings(denied) }).collect();
+        e
+    }
+
+    #[test]
+    fn kafka_topics_and_http_paths_as_otterize_prints_them() {
+        // The issue's example: cart is both a Kafka broker and an HTTP server.
+        let cart = WorkloadRef::new("shop", "cart", Some("Deployment"));
+        let edges = vec![
+            with_http(edge("web", "frontend", Target::Kubernetes(cart.clone())), &[("/api", &["POST", "GET"])]),
+            with_kafka(edge("web", "frontend", Target::Kafka(cart)), &[("orders", &["produce", "consume"], &[])]),
+        ];
+        let expected = "\
+frontend in namespace web calls:
+  - cart in namespace shop
+    - Kafka topic: orders, operations: [consume produce]
+    - path /api, methods: [GET,POST]
+";
+        assert_eq!(render_list(&edges), expected);
+        let mut reversed = edges;
+        reversed.reverse();
+        assert_eq!(render_list(&reversed), expected);
+    }
+
+    #[test]
+    fn denied_operations_paths_of_a_workload_and_its_service_and_topics_merge() {
+        let broker = Target::Kafka(WorkloadRef::new("infra", "kafka", Some("StatefulSet")));
+        let edges = vec![
+            with_kafka(edge("shop", "checkout", broker.clone()), &[("orders", &["produce", "describe"], &["describe"]), ("audit", &["produce"], &[])]),
+            with_kafka(edge("shop", "checkout", broker.clone()), &[("orders", &["consume"], &[])]),
+            // Plain TCP to the broker adds nothing under it.
+            edge("shop", "checkout", Target::Kubernetes(WorkloadRef::new("infra", "kafka", Some("StatefulSet")))),
+            with_http(edge("shop", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "cart", None))), &[("/api/cart", &["GET"]), ("/healthz", &[])]),
+            with_http(edge("shop", "checkout", Target::Service(ServiceRef { namespace: "shop".into(), name: "cart".into() })), &[("/api/cart", &["DELETE"])]),
+            edge("shop", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "payment", None))),
+            with_kafka(edge("shop", "emailer", broker), &[("emails", &["consume"], &["consume"])]),
+        ];
+        let expected = "\
+checkout in namespace shop calls:
+  - cart
+    - path /api/cart, methods: [DELETE,GET]
+    - path /healthz, methods: []
+  - kafka in namespace infra
+    - Kafka topic: audit, operations: [produce]
+    - Kafka topic: orders, operations: [consume describe produce], denied: [describe]
+  - payment
+emailer in namespace shop calls:
+  - kafka in namespace infra
+    - Kafka topic: emails, operations: [consume], denied: [consume]
 ";
         assert_eq!(render_list(&edges), expected);
     }

@@ -6,12 +6,20 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::edge::{Edge, Target, WorkloadRef};
+use crate::edge::{Edge, HttpResource, KafkaTopic, Target, WorkloadRef, HTTP_METHODS, KAFKA_OPERATIONS};
 
 /// The only schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 /// Reports larger than this must be split by the sender.
 pub const MAX_EDGES_PER_REPORT: usize = 50_000;
+/// HTTP paths, and Kafka topics, on one edge of one report.
+pub const MAX_RESOURCES_PER_EDGE: usize = 1_000;
+/// The longest HTTP path accepted, in bytes.
+pub const MAX_HTTP_PATH_BYTES: usize = 2_048;
+/// Kafka's own limit on topic names.
+pub const MAX_TOPIC_NAME_CHARS: usize = 249;
+/// Methods listed for one path, or operations for one topic (duplicates included).
+const MAX_VERBS: usize = 32;
 
 /// A batch of edges observed by one cluster, plus the addresses that cluster exposes.
 ///
@@ -121,6 +129,14 @@ fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
             return Err(("ports".into(), "port 0 is not a destination port".into()));
         }
     }
+    if !edge.http.is_empty() && !matches!(edge.target, Target::Kubernetes(_) | Target::Service(_)) {
+        return Err(("http".into(), format!("HTTP paths are only recorded for kubernetes and service targets, not for {} targets", edge.target.type_name())));
+    }
+    if !edge.kafka.is_empty() && !matches!(edge.target, Target::Kafka(_)) {
+        return Err(("kafka".into(), format!("Kafka topics are only recorded for kafka targets, not for {} targets", edge.target.type_name())));
+    }
+    check_http(&edge.http)?;
+    check_kafka(&edge.kafka)?;
     match &edge.target {
         Target::Kubernetes(w) => check_workload(w).map_err(|(f, p)| (format!("target.kubernetes.{f}"), p)),
         Target::Kafka(w) => check_workload(w).map_err(|(f, p)| (format!("target.kafka.{f}"), p)),
@@ -155,6 +171,85 @@ fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
             }
             Ok(())
         }
+    }
+}
+
+fn check_http(http: &[HttpResource]) -> Result<(), (String, String)> {
+    if http.len() > MAX_RESOURCES_PER_EDGE {
+        return Err(("http".into(), format!("{} paths on one edge; at most {MAX_RESOURCES_PER_EDGE} a report", http.len())));
+    }
+    for (i, r) in http.iter().enumerate() {
+        let at = |field: &str, problem: String| (format!("http[{i}].{field}"), problem);
+        if !r.path.starts_with('/') {
+            return Err(at("path", format!("{:?} is not an HTTP path: it must start with '/'", truncated(&r.path))));
+        }
+        if r.path.len() > MAX_HTTP_PATH_BYTES {
+            return Err(at("path", format!("the path is {} bytes long; at most {MAX_HTTP_PATH_BYTES}", r.path.len())));
+        }
+        if r.path.chars().any(char::is_control) {
+            return Err(at("path", format!("{:?} contains control characters", truncated(&r.path))));
+        }
+        if r.methods.len() > MAX_VERBS {
+            return Err(at("methods", format!("{} methods listed; at most {MAX_VERBS}", r.methods.len())));
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if !HTTP_METHODS.contains(&m.as_str()) {
+                return Err(at(
+                    &format!("methods[{j}]"),
+                    format!("{:?} is not one of the methods ClientIntents know: {}", truncated(m), HTTP_METHODS.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_kafka(kafka: &[KafkaTopic]) -> Result<(), (String, String)> {
+    if kafka.len() > MAX_RESOURCES_PER_EDGE {
+        return Err(("kafka".into(), format!("{} topics on one edge; at most {MAX_RESOURCES_PER_EDGE} a report", kafka.len())));
+    }
+    for (i, t) in kafka.iter().enumerate() {
+        let at = |field: &str, problem: String| (format!("kafka[{i}].{field}"), problem);
+        check_topic_name(&t.name).map_err(|p| at("name", p))?;
+        for (field, ops) in [("operations", &t.operations), ("denied", &t.denied)] {
+            if ops.len() > MAX_VERBS {
+                return Err(at(field, format!("{} operations listed; at most {MAX_VERBS}", ops.len())));
+            }
+            for (j, op) in ops.iter().enumerate() {
+                if !KAFKA_OPERATIONS.contains(&op.as_str()) {
+                    return Err(at(
+                        &format!("{field}[{j}]"),
+                        format!("{:?} is not one of the Kafka operations ClientIntents know: {}", truncated(op), KAFKA_OPERATIONS.join(", ")),
+                    ));
+                }
+            }
+        }
+        if let Some((j, op)) = t.denied.iter().enumerate().find(|(_, op)| !t.operations.contains(op)) {
+            return Err(at(&format!("denied[{j}]"), format!("{op:?} is denied but not listed in operations; a denied operation is one the client called")));
+        }
+    }
+    Ok(())
+}
+
+/// Kafka topic names: 1 to 249 ASCII letters, digits, '.', '_' and '-', and neither "." nor "..".
+fn check_topic_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_TOPIC_NAME_CHARS
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{:?} is not a Kafka topic name (1 to {MAX_TOPIC_NAME_CHARS} letters, digits, '.', '_' and '-')", truncated(name)))
+    }
+}
+
+/// At most the first 100 characters of a refused value, so an error message stays readable.
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(100) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_owned(),
     }
 }
 
@@ -257,5 +352,111 @@ mod tests {
 
         let bad_arn = SAMPLE.replace("arn:aws:s3:::invoices", "invoices");
         assert!(EdgeReport::from_json(bad_arn.as_bytes()).unwrap_err().to_string().contains("not an ARN"));
+    }
+
+    /// A report with a kafka edge and HTTP edges to a workload and a Service, as the mapper's
+    /// Kafka and Istio watchers send them.
+    fn with_protocols() -> serde_json::Value {
+        serde_json::json!({"schema_version": 1, "report_id": "6f1d3b5e-7c53-4d63-9a43-2d0c5b1b9a10", "generated_at": "2026-11-24T18:00:00Z",
+          "edges": [
+            {"client": {"namespace": "shop", "name": "checkout"}, "target": {"kafka": {"namespace": "infra", "name": "kafka", "kind": "StatefulSet"}},
+             "kafka": [{"name": "orders", "operations": ["produce", "describe"], "denied": ["describe"]}, {"name": "audit.log_v2-eu", "operations": ["consume"]}],
+             "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"},
+            {"client": {"namespace": "shop", "name": "frontend"}, "target": {"kubernetes": {"namespace": "shop", "name": "cart"}},
+             "http": [{"path": "/api/cart", "methods": ["GET", "POST"]}, {"path": "/healthz"}],
+             "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"},
+            {"client": {"namespace": "shop", "name": "frontend"}, "target": {"service": {"namespace": "shop", "name": "currency"}},
+             "http": [{"path": "/convert", "methods": ["PUT"]}],
+             "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"}]})
+    }
+
+    fn refusal(report: &serde_json::Value) -> String {
+        EdgeReport::from_json(report.to_string().as_bytes()).expect_err("this report should be refused").to_string()
+    }
+
+    #[test]
+    fn http_paths_and_kafka_topics_parse_and_round_trip() {
+        let report = EdgeReport::from_json(with_protocols().to_string().as_bytes()).unwrap();
+        assert_eq!(report.edges[0].target.type_name(), "kafka");
+        assert_eq!(report.edges[0].kafka[0].denied, vec!["describe"]);
+        assert_eq!(report.edges[1].http[1], HttpResource { path: "/healthz".into(), methods: vec![] });
+        let again = EdgeReport::from_json(&serde_json::to_vec(&report).unwrap()).unwrap();
+        assert_eq!(again, report);
+        // Without them, edges serialise exactly as before: older readers see nothing new.
+        let plain = EdgeReport::from_json(SAMPLE.as_bytes()).unwrap();
+        let text = serde_json::to_string(&plain).unwrap();
+        assert!(!text.contains("\"http\"") && !text.contains("\"kafka\""), "{text}");
+    }
+
+    #[test]
+    fn http_and_kafka_only_on_the_targets_that_have_them() {
+        let mut r = with_protocols();
+        r["edges"][1]["target"] = serde_json::json!({"internet": {"domains": ["api.stripe.com"]}});
+        let err = refusal(&r);
+        assert_eq!(err, "edges[1].http: HTTP paths are only recorded for kubernetes and service targets, not for internet targets");
+
+        let mut r = with_protocols();
+        r["edges"][0]["target"] = serde_json::json!({"kubernetes": {"namespace": "infra", "name": "kafka"}});
+        let err = refusal(&r);
+        assert_eq!(err, "edges[0].kafka: Kafka topics are only recorded for kafka targets, not for kubernetes targets");
+
+        let mut r = with_protocols();
+        r["edges"][2]["target"] = serde_json::json!({"aws": {"arn": "arn:aws:s3:::invoices"}});
+        assert!(refusal(&r).starts_with("edges[2].http: "));
+
+        let mut r = with_protocols();
+        r["edges"][1]["target"] = serde_json::json!({"kafka": {"namespace": "infra", "name": "kafka"}});
+        assert!(refusal(&r).starts_with("edges[1].http: "));
+    }
+
+    #[test]
+    fn methods_operations_paths_and_topic_names_are_checked() {
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            ("/edges/1/http/0/methods/1", serde_json::json!("get"), "edges[1].http[0].methods[1]: \"get\" is not one of the methods"),
+            ("/edges/1/http/0/methods/1", serde_json::json!("HEAD"), "edges[1].http[0].methods[1]: \"HEAD\" is not one of the methods"),
+            ("/edges/1/http/0/path", serde_json::json!(""), "edges[1].http[0].path: \"\" is not an HTTP path"),
+            ("/edges/1/http/0/path", serde_json::json!("api/cart"), "edges[1].http[0].path: \"api/cart\" is not an HTTP path"),
+            ("/edges/1/http/0/path", serde_json::json!("/api\ncart"), "edges[1].http[0].path: \"/api\\ncart\" contains control characters"),
+            ("/edges/1/http/0/path", serde_json::json!(format!("/{}", "a".repeat(2048))), "edges[1].http[0].path: the path is 2049 bytes long"),
+            ("/edges/0/kafka/0/operations/0", serde_json::json!("Write"), "edges[0].kafka[0].operations[0]: \"Write\" is not one of the Kafka operations"),
+            ("/edges/0/kafka/0/denied/0", serde_json::json!("consume"), "edges[0].kafka[0].denied[0]: \"consume\" is denied but not listed in operations"),
+            ("/edges/0/kafka/0/denied/0", serde_json::json!("read"), "edges[0].kafka[0].denied[0]: \"read\" is not one of the Kafka operations"),
+            ("/edges/0/kafka/1/name", serde_json::json!("orders/eu"), "edges[0].kafka[1].name: \"orders/eu\" is not a Kafka topic name"),
+            ("/edges/0/kafka/1/name", serde_json::json!(""), "edges[0].kafka[1].name: \"\" is not a Kafka topic name"),
+            ("/edges/0/kafka/1/name", serde_json::json!(".."), "edges[0].kafka[1].name: \"..\" is not a Kafka topic name"),
+            ("/edges/0/kafka/1/name", serde_json::json!("t".repeat(250)), "edges[0].kafka[1].name: \"tttt"),
+        ];
+        for (pointer, value, expected) in cases {
+            let mut r = with_protocols();
+            *r.pointer_mut(pointer).unwrap() = value;
+            let err = refusal(&r);
+            assert!(err.starts_with(expected), "{pointer}: expected {expected:?}, got {err:?}");
+        }
+
+        // The longest allowed values are accepted, and every operation and method the CRD knows.
+        let mut r = with_protocols();
+        r["edges"][0]["kafka"][1]["name"] = serde_json::json!("t".repeat(249));
+        r["edges"][0]["kafka"][1]["operations"] = serde_json::json!(KAFKA_OPERATIONS);
+        r["edges"][1]["http"][0]["path"] = serde_json::json!(format!("/{}", "a".repeat(2047)));
+        r["edges"][1]["http"][0]["methods"] = serde_json::json!(HTTP_METHODS);
+        EdgeReport::from_json(r.to_string().as_bytes()).unwrap();
+
+        // A path is any text after the slash (spaces, commas, unicode), a query string included.
+        let mut r = with_protocols();
+        r["edges"][1]["http"][0]["path"] = serde_json::json!("/search?q=a,b c&l=é");
+        EdgeReport::from_json(r.to_string().as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn counts_are_capped() {
+        let mut r = with_protocols();
+        r["edges"][1]["http"] = (0..=MAX_RESOURCES_PER_EDGE).map(|i| serde_json::json!({"path": format!("/p{i}")})).collect();
+        assert!(refusal(&r).starts_with("edges[1].http: 1001 paths on one edge"));
+        let mut r = with_protocols();
+        r["edges"][0]["kafka"] = (0..=MAX_RESOURCES_PER_EDGE).map(|i| serde_json::json!({"name": format!("t{i}")})).collect();
+        assert!(refusal(&r).starts_with("edges[0].kafka: 1001 topics on one edge"));
+        let mut r = with_protocols();
+        r["edges"][1]["http"][0]["methods"] = serde_json::json!(vec!["GET"; 33]);
+        assert!(refusal(&r).starts_with("edges[1].http[0].methods: 33 methods listed"));
     }
 }

@@ -1,6 +1,7 @@
 //! The ClientIntents we write validate against the published CRD (`../shared/reference/`), in
 //! every version we write, and the validator does refuse what the CRD does not allow.
 
+use model::edge::{HttpResource, KafkaTopic, HTTP_METHODS, KAFKA_OPERATIONS};
 use model::{client_intents, to_yaml, AwsTarget, Edge, IntentsVersion, InternetTarget, PortSpec, Protocol, ServiceRef, Target, WorkloadRef};
 use serde_json::{json, Value};
 use testkit::crd::CrdSchemas;
@@ -68,6 +69,40 @@ fn rich_edges() -> Vec<Edge> {
         ),
         edge(bare, Target::Kubernetes(WorkloadRef::new("shop", "on", Some("Deployment"))), &[]),
     ]
+    .into_iter()
+    .chain(protocol_edges())
+    .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// HTTP paths on workload and Service targets (every method, none, odd paths) and Kafka brokers
+/// in and out of the client's namespace (every operation, denied ones, no topics at all).
+fn protocol_edges() -> Vec<Edge> {
+    let frontend = ("shop", "frontend", Some("Deployment"));
+    let worker = ("batch", "nightly-report", Some("CronJob"));
+    let tcp = Protocol::Tcp;
+    let mut cart = edge(frontend, Target::Kubernetes(WorkloadRef::new("shop", "cartservice", Some("Deployment"))), &[(7070, tcp)]);
+    cart.http = vec![
+        HttpResource { path: "/api/cart".into(), methods: strings(&["GET", "POST"]) },
+        HttpResource { path: "/".into(), methods: strings(&HTTP_METHODS) },
+        HttpResource { path: "/healthz".into(), methods: vec![] },
+        HttpResource { path: "/search?q=a,b c".into(), methods: strings(&["GET"]) },
+    ];
+    let mut currency = edge(frontend, Target::Service(ServiceRef { namespace: "money".into(), name: "currency".into() }), &[(7000, tcp)]);
+    currency.http = vec![HttpResource { path: "/convert".into(), methods: strings(&["PUT"]) }];
+    let mut broker = edge(frontend, Target::Kafka(WorkloadRef::new("infra", "kafka", Some("StatefulSet"))), &[(9092, tcp)]);
+    broker.kafka = vec![
+        KafkaTopic { name: "orders".into(), operations: strings(&["produce", "describe"]), denied: strings(&["describe"]) },
+        KafkaTopic { name: "audit.log_v2-eu".into(), operations: strings(&KAFKA_OPERATIONS), denied: vec![] },
+        KafkaTopic { name: "empty".into(), operations: vec![], denied: vec![] },
+    ];
+    let local_broker = edge(frontend, Target::Kafka(WorkloadRef::new("shop", "events", None)), &[]);
+    let mut reports = edge(worker, Target::Kafka(WorkloadRef::new("infra", "kafka", Some("StatefulSet"))), &[(9092, tcp)]);
+    reports.kafka = vec![KafkaTopic { name: "reports".into(), operations: strings(&["consume"]), denied: strings(&["consume"]) }];
+    vec![cart, currency, broker, local_broker, reports]
 }
 
 fn assert_valid(crd: &CrdSchemas, doc: &Value) {
@@ -93,6 +128,35 @@ fn every_version_we_write_validates_against_the_reference_crd() {
             assert_eq!(doc, docs[i], "{version}: YAML round trip");
             assert_valid(&crd, &doc);
         }
+    }
+}
+
+#[test]
+fn http_paths_and_kafka_topics_are_written_where_each_version_declares_them() {
+    let Some(crd) = reference() else { return };
+    let docs = |version| client_intents(&protocol_edges(), version);
+
+    let v2 = docs(IntentsVersion::V2beta1);
+    let frontend = &v2.iter().find(|d| d["metadata"]["name"] == "frontend").unwrap()["spec"]["targets"];
+    let find =
+        |key: &str, name: &str| frontend.as_array().unwrap().iter().find(|t| t[key]["name"] == name).unwrap_or_else(|| panic!("{key} {name} in {frontend}"));
+    assert_eq!(find("kubernetes", "cartservice")["kubernetes"]["http"].as_array().unwrap().len(), 4);
+    assert_eq!(find("service", "currency.money")["service"]["http"], json!([{"path": "/convert", "methods": ["PUT"]}]));
+    let topics = &find("kafka", "kafka.infra")["kafka"]["topics"];
+    assert_eq!(topics[2], json!({"name": "orders", "operations": ["describe", "produce"]}), "denied operations are exported");
+    assert_eq!(topics[1], json!({"name": "empty", "operations": []}));
+    assert_eq!(find("kafka", "events")["kafka"], json!({"name": "events"}));
+
+    let v1 = docs(IntentsVersion::V1alpha3);
+    let calls = &v1.iter().find(|d| d["metadata"]["name"] == "frontend").unwrap()["spec"]["calls"];
+    let find = |name: &str| calls.as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} in {calls}"));
+    assert_eq!(find("cartservice")["type"], "http");
+    assert_eq!(find("currency.money")["HTTPResources"], json!([{"path": "/convert", "methods": ["PUT"]}]));
+    assert_eq!(find("kafka.infra")["type"], "kafka");
+    assert_eq!(find("kafka.infra")["kafkaTopics"][2], json!({"name": "orders", "operations": ["describe", "produce"]}));
+
+    for doc in v2.iter().chain(&v1) {
+        assert_valid(&crd, doc);
     }
 }
 
@@ -127,6 +191,21 @@ fn the_validator_refuses_documents_the_crd_does_not_allow() {
     let mut doc = v1();
     doc["spec"]["calls"][0]["type"] = json!("kubernetes");
     refused(doc, "/spec/calls/0/type: \"kubernetes\" is not one of");
+
+    let mut doc = v2();
+    let i = doc["spec"]["targets"].as_array().unwrap().iter().position(|t| t["kubernetes"].get("http").is_some()).unwrap();
+    doc["spec"]["targets"][i]["kubernetes"]["http"][0]["methods"] = json!(["HEAD"]);
+    refused(doc, &format!("/spec/targets/{i}/kubernetes/http/0/methods/0: \"HEAD\" is not one of"));
+
+    let mut doc = v2();
+    let i = doc["spec"]["targets"].as_array().unwrap().iter().position(|t| t["kafka"].get("topics").is_some()).unwrap();
+    doc["spec"]["targets"][i]["kafka"]["topics"][0].as_object_mut().unwrap().remove("operations");
+    refused(doc, &format!("/spec/targets/{i}/kafka/topics/0: required field \"operations\" is missing"));
+
+    let mut doc = v1();
+    let i = doc["spec"]["calls"].as_array().unwrap().iter().position(|c| c.get("kafkaTopics").is_some()).unwrap();
+    doc["spec"]["calls"][i]["kafkaTopics"][0]["operations"] = json!(["Read"]);
+    refused(doc, &format!("/spec/calls/{i}/kafkaTopics/0/operations/0: \"Read\" is not one of"));
 
     let mut doc = v1();
     doc["apiVersion"] = json!("k8s.otterize.com/v1");

@@ -109,15 +109,15 @@ async fn the_readme_demo_runs_and_prints_where_to_look() {
     let out_dir = std::env::temp_dir().join(format!("e2e-demo-{}", uuid::Uuid::new_v4()));
     let out = run_ok(
         Command::new(binary("intentmap-demo"))
-            .args(["--exit", "--listen", "127.0.0.1:0", "--out"])
+            .args(["--exit", "--replay", "--listen", "127.0.0.1:0", "--out"])
             .arg(&out_dir)
             .env_remove("DATABASE_URL")
             .env("RUST_LOG", "warn"),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("frontend in namespace otterize-ecom-demo calls:\n  - adservice\n"), "{stdout}");
-    assert!(stdout.contains("cross-cluster: us-east/otterize-ecom-demo/paymentservice -> eu-west/payments/payment-gateway"), "{stdout}");
-    assert!(stdout.contains("/api/v1/access-graph"), "{stdout}");
+    assert!(stdout.contains("frontend in namespace otterize-ecom-demo calls:\n  - cartservice\n  - checkoutservice\n"), "{stdout}");
+    assert!(stdout.contains("us-east/otterize-ecom-demo/checkoutservice -> eu-west/payments/payment-gateway (cross-cluster via 10.212.2.10)"), "{stdout}");
+    assert!(stdout.contains("access graph page: http://127.0.0.1:") && stdout.contains("/#token="), "{stdout}");
     let yaml = std::fs::read_to_string(out_dir.join("clientintents-us-east.yaml")).expect("the demo writes ClientIntents");
     assert!(yaml.contains("kind: ClientIntents"));
     std::fs::remove_dir_all(&out_dir).ok();

@@ -6,6 +6,7 @@ pub mod error;
 pub mod graph;
 pub mod ingest;
 pub mod oauth;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/clusters/{cluster}/revoke", post(clusters::revoke))
         .route("/api/v1/clusters/{cluster}/client-intents", get(graph::client_intents))
         .route("/api/v1/access-graph", get(graph::access_graph))
+        .merge(web::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API section of README.md".into()) })
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(TraceLayer::new_for_http())

@@ -4,5 +4,6 @@ mod common;
 
 mod auth;
 mod ingest;
+mod protocols;
 mod reads;
 mod tenancy;

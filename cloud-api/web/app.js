@@ -1,0 +1,1066 @@
+// The access-graph page. It reads the JSON API with the org API token the user signs in with
+// (kept in sessionStorage) and draws the graph as SVG with its own layered layout:
+//
+// - each node gets a column by longest path from the callers (cycles broken by a DFS), so calls
+//   run left to right;
+// - each namespace is a horizontal band inside its cluster's box, spanning the columns its
+//   workloads use; a few barycentre sweeps order the nodes within a band's column;
+// - internet and AWS targets sit in their own boxes to the right of all clusters.
+//
+// Everything is linear in nodes and edges (plus sorting), so thousands of edges draw at once.
+"use strict";
+
+(() => {
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const TOKEN_KEY = "intentmap.apiToken";
+  const WINDOWS = ["1h", "24h", "7d", "all"];
+  const WINDOW_TEXT = { "1h": "the last hour", "24h": "the last day", "7d": "the last week", all: "all time" };
+
+  // Geometry of the drawing, in SVG units (pixels at zoom 1).
+  const NODE_W = 196;
+  const NODE_H = 42;
+  const ROW = NODE_H + 14;
+  const COL = NODE_W + 120;
+  const NS_PAD = 12;
+  const NS_HEAD = 22;
+  const CL_PAD = 14;
+  const CL_HEAD = 30;
+  const GAP = 16;
+  const MARGIN = 20;
+  const CLUSTER_TINTS = 6;
+
+  const $ = (id) => document.getElementById(id);
+  // team-2 before team-10
+  const byName = (a, b) => a.localeCompare(b, undefined, { numeric: true });
+
+  const state = {
+    token: null,
+    filters: { cluster: "", namespace: "", window: "all", workload: "" },
+    selected: null,
+    graph: null,
+    index: null,
+    drawing: null,
+    clusters: [],
+    namespaceOptions: [],
+    zoom: 1,
+    request: 0,
+  };
+
+  class Unauthorized extends Error {}
+
+  // === token and address bar ===
+
+  function loadToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return state.token;
+    }
+  }
+
+  function saveToken(token) {
+    state.token = token;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch {
+      // Storage disabled: the token lives as long as this page.
+    }
+  }
+
+  function clearToken() {
+    state.token = null;
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // nothing stored
+    }
+  }
+
+  function decode(s) {
+    try {
+      return decodeURIComponent(s.replace(/\+/g, "%20"));
+    } catch {
+      return s;
+    }
+  }
+
+  // `#token=...&cluster=...&select=...`; tokens may hold characters URLSearchParams would mangle.
+  function readFragment() {
+    const params = new Map();
+    for (const part of location.hash.replace(/^#/, "").split("&")) {
+      if (!part) continue;
+      const eq = part.indexOf("=");
+      const key = eq < 0 ? part : part.slice(0, eq);
+      const value = eq < 0 ? "" : part.slice(eq + 1);
+      // A token is taken verbatim apart from %-escapes: `+` may be part of it.
+      params.set(decode(key), key === "token" ? safeDecodeURIComponent(value) : decode(value));
+    }
+    return params;
+  }
+
+  function safeDecodeURIComponent(s) {
+    try {
+      return decodeURIComponent(s);
+    } catch {
+      return s;
+    }
+  }
+
+  // The address bar keeps the view (filters, selection) and never the token.
+  function writeFragment() {
+    const f = state.filters;
+    const parts = [];
+    if (f.cluster) parts.push(["cluster", f.cluster]);
+    if (f.namespace) parts.push(["namespace", f.namespace]);
+    if (f.workload) parts.push(["workload", f.workload]);
+    if (f.window !== "all") parts.push(["window", f.window]);
+    if (state.selected) parts.push(["select", state.selected]);
+    const hash = parts.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
+    history.replaceState(null, "", location.pathname + location.search + (hash ? `#${hash}` : ""));
+  }
+
+  // === API ===
+
+  async function api(path, accept = "application/json") {
+    const res = await fetch(path, { headers: { Authorization: `Bearer ${state.token}`, Accept: accept }, cache: "no-store" });
+    if (res.status === 401) throw new Unauthorized(await errorText(res));
+    if (!res.ok) throw new Error(await errorText(res));
+    return res;
+  }
+
+  async function errorText(res) {
+    try {
+      const body = await res.json();
+      if (body && typeof body.error === "string") return body.error;
+    } catch {
+      // not our JSON error
+    }
+    return `HTTP ${res.status} ${res.statusText}`.trim();
+  }
+
+  function graphUrl() {
+    const f = state.filters;
+    const q = new URLSearchParams();
+    if (f.cluster) q.set("cluster", f.cluster);
+    if (f.namespace) q.set("namespace", f.namespace);
+    if (f.workload) q.set("workload", f.workload);
+    if (f.window !== "all") q.set("since", f.window);
+    const s = q.toString();
+    return `/api/v1/access-graph${s ? `?${s}` : ""}`;
+  }
+
+  // === screens ===
+
+  function showLogin(message) {
+    document.body.dataset.state = "login";
+    $("app").hidden = true;
+    $("filters").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    const err = $("login-error");
+    err.hidden = !message;
+    err.textContent = message || "";
+    $("login-token").value = "";
+    $("login-token").focus();
+  }
+
+  function showApp() {
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("filters").hidden = false;
+    $("logout").hidden = false;
+  }
+
+  function showError(message) {
+    const banner = $("error");
+    banner.hidden = !message;
+    banner.textContent = message || "";
+  }
+
+  async function load() {
+    const request = ++state.request;
+    document.body.classList.add("busy");
+    showApp();
+    try {
+      const [graphRes, clustersRes] = await Promise.all([api(graphUrl()), api("/api/v1/clusters")]);
+      const [graph, clusters] = await Promise.all([graphRes.json(), clustersRes.json()]);
+      if (request !== state.request) return;
+      showError("");
+      state.clusters = clusters.map((c) => c.name).sort(byName);
+      state.graph = normalise(graph);
+      state.index = buildIndex(state.graph);
+      if (!state.filters.namespace) state.namespaceOptions = namespacesOf(state.graph);
+      renderFilters();
+      renderDownloads();
+      render();
+      document.body.dataset.state = "ready";
+    } catch (e) {
+      if (request !== state.request) return;
+      if (e instanceof Unauthorized) {
+        clearToken();
+        showLogin(`That API token was not accepted: ${e.message}. Check the token and sign in again.`);
+        return;
+      }
+      document.body.dataset.state = "error";
+      showError(`Could not load the access graph: ${e.message}`);
+    } finally {
+      if (request === state.request) document.body.classList.remove("busy");
+    }
+  }
+
+  // === the graph's data ===
+
+  function normalise(graph) {
+    const nodes = Array.isArray(graph.nodes) ? graph.nodes : [];
+    const edges = Array.isArray(graph.edges) ? graph.edges : [];
+    const clusters = Array.isArray(graph.clusters) ? graph.clusters : [];
+    const known = new Set(nodes.map((n) => n.id));
+    // Defensive: an edge to a node the server did not list still gets drawn.
+    for (const e of edges) {
+      for (const id of [e.source, e.target]) {
+        if (!known.has(id)) {
+          known.add(id);
+          nodes.push({ id, kind: "workload", name: id });
+        }
+      }
+    }
+    return { clusters, nodes, edges };
+  }
+
+  function buildIndex(graph) {
+    const byId = new Map();
+    const out = new Map();
+    const inc = new Map();
+    for (const n of graph.nodes) {
+      byId.set(n.id, n);
+      out.set(n.id, []);
+      inc.set(n.id, []);
+    }
+    graph.edges.forEach((e, i) => {
+      out.get(e.source).push(i);
+      inc.get(e.target).push(i);
+    });
+    return { byId, out, inc };
+  }
+
+  function namespacesOf(graph) {
+    const names = new Set();
+    for (const n of graph.nodes) if (n.namespace) names.add(n.namespace);
+    return [...names].sort(byName);
+  }
+
+  const isInside = (n) => Boolean(n.cluster && n.namespace);
+
+  function awsParts(arn) {
+    // arn:partition:service:region:account:resource
+    const parts = arn.split(":");
+    if (parts.length < 6 || parts[0] !== "arn") return { service: "", resource: arn };
+    return { service: parts[2], resource: parts.slice(5).join(":") || arn };
+  }
+
+  function nodeTitle(n) {
+    if (n.kind === "aws") return awsParts(n.name).resource;
+    return n.name;
+  }
+
+  function nodeSubtitle(n) {
+    switch (n.kind) {
+      case "aws": {
+        const { service } = awsParts(n.name);
+        return service ? `AWS ${service}` : "AWS";
+      }
+      case "internet":
+        return "internet";
+      case "service":
+        return "Service";
+      default:
+        return n.workload_kind || "workload";
+    }
+  }
+
+  function nodeWhere(n) {
+    if (isInside(n)) return `${n.cluster} / ${n.namespace}`;
+    return n.kind === "aws" ? "AWS" : "outside the clusters";
+  }
+
+  function fmtPort(p) {
+    return `${p.port}/${p.protocol || "TCP"}`;
+  }
+
+  function fmtTime(t) {
+    if (!t) return "";
+    const d = new Date(t);
+    if (Number.isNaN(d.getTime())) return String(t);
+    return `${d.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  }
+
+  function truncate(s, max) {
+    return s.length <= max ? s : `${s.slice(0, max - 1)}…`;
+  }
+
+  // === layout ===
+
+  // Strongly connected components (Tarjan, without recursion), sinks first.
+  function components(graph, index) {
+    const order = new Map();
+    const low = new Map();
+    const onStack = new Set();
+    const stack = [];
+    const comps = [];
+    let counter = 0;
+    const visit = (id) => {
+      order.set(id, counter);
+      low.set(id, counter++);
+      stack.push(id);
+      onStack.add(id);
+    };
+    for (const root of graph.nodes.map((n) => n.id)) {
+      if (order.has(root)) continue;
+      visit(root);
+      const work = [[root, 0]];
+      while (work.length) {
+        const frame = work[work.length - 1];
+        const v = frame[0];
+        const outs = index.out.get(v);
+        if (frame[1] < outs.length) {
+          const w = graph.edges[outs[frame[1]++]].target;
+          if (!order.has(w)) {
+            visit(w);
+            work.push([w, 0]);
+          } else if (onStack.has(w)) {
+            low.set(v, Math.min(low.get(v), order.get(w)));
+          }
+          continue;
+        }
+        work.pop();
+        if (work.length) {
+          const u = work[work.length - 1][0];
+          low.set(u, Math.min(low.get(u), low.get(v)));
+        }
+        if (low.get(v) === order.get(v)) {
+          const comp = [];
+          let w;
+          do {
+            w = stack.pop();
+            onStack.delete(w);
+            comp.push(w);
+          } while (w !== v);
+          comps.push(comp);
+        }
+      }
+    }
+    return comps;
+  }
+
+  // Columns: longest path from the callers over the components, so every call between
+  // components runs left to right; inside a cycle, breadth-first depth from where it is entered,
+  // which keeps even one huge cycle a few columns wide.
+  function layers(graph, index) {
+    const comps = components(graph, index);
+    const compOf = new Map();
+    comps.forEach((comp, ci) => comp.forEach((id) => compOf.set(id, ci)));
+    const layer = new Map();
+    for (let ci = comps.length - 1; ci >= 0; ci--) {
+      const comp = comps[ci];
+      let base = 0;
+      const entries = [];
+      for (const id of comp) {
+        let entered = false;
+        for (const ei of index.inc.get(id)) {
+          const source = graph.edges[ei].source;
+          if (compOf.get(source) !== ci) {
+            base = Math.max(base, layer.get(source) + 1);
+            entered = true;
+          }
+        }
+        if (entered) entries.push(id);
+      }
+      if (comp.length === 1) {
+        layer.set(comp[0], base);
+        continue;
+      }
+      const busiest = () => comp.reduce((a, b) => (index.out.get(b).length > index.out.get(a).length || (index.out.get(b).length === index.out.get(a).length && b < a) ? b : a));
+      const queue = entries.length ? entries.sort() : [busiest()];
+      const depth = new Map(queue.map((id) => [id, 0]));
+      for (let qi = 0; qi < queue.length; qi++) {
+        const v = queue[qi];
+        for (const ei of index.out.get(v)) {
+          const w = graph.edges[ei].target;
+          if (compOf.get(w) === ci && !depth.has(w)) {
+            depth.set(w, depth.get(v) + 1);
+            queue.push(w);
+          }
+        }
+      }
+      for (const id of comp) layer.set(id, base + depth.get(id));
+    }
+    // A caller nobody calls moves right, next to the first thing it calls: shorter edges.
+    for (const n of graph.nodes) {
+      if (index.inc.get(n.id).length) continue;
+      let min = Infinity;
+      for (const ei of index.out.get(n.id)) {
+        const t = graph.edges[ei].target;
+        if (t !== n.id && isInside(index.byId.get(t))) min = Math.min(min, layer.get(t));
+      }
+      if (min !== Infinity && min - 1 > layer.get(n.id)) layer.set(n.id, min - 1);
+    }
+    return layer;
+  }
+
+  function layout(graph, index) {
+    const layer = layers(graph, index);
+    const inside = graph.nodes.filter(isInside);
+    const outside = graph.nodes.filter((n) => !isInside(n));
+
+    // Bands: cluster -> namespace -> column -> nodes.
+    const clusterNames = [...new Set(inside.map((n) => n.cluster))].sort(byName);
+    const bands = [];
+    const bandOf = new Map();
+    for (const cluster of clusterNames) {
+      const namespaces = [...new Set(inside.filter((n) => n.cluster === cluster).map((n) => n.namespace))].sort(byName);
+      for (const namespace of namespaces) {
+        const band = { cluster, namespace, cells: new Map(), minCol: Infinity, maxCol: -Infinity, rows: 0 };
+        bandOf.set(`${cluster}\u0000${namespace}`, band);
+        bands.push(band);
+      }
+    }
+    let columns = 0;
+    for (const n of [...inside].sort((a, b) => byName(a.name, b.name))) {
+      const band = bandOf.get(`${n.cluster}\u0000${n.namespace}`);
+      const col = layer.get(n.id);
+      if (!band.cells.has(col)) band.cells.set(col, []);
+      band.cells.get(col).push(n.id);
+      band.minCol = Math.min(band.minCol, col);
+      band.maxCol = Math.max(band.maxCol, col);
+      columns = Math.max(columns, col + 1);
+    }
+    for (const band of bands) {
+      for (const cell of band.cells.values()) band.rows = Math.max(band.rows, cell.length);
+    }
+
+    // Rows: each band starts where the previous ones end; barycentre sweeps order each cell.
+    const row = new Map();
+    let base = 0;
+    for (const band of bands) {
+      for (const cell of band.cells.values()) cell.forEach((id, i) => row.set(id, base + i));
+      base += band.rows + 1;
+    }
+    const barycentre = (id, useIn) => {
+      let sum = 0;
+      let count = 0;
+      for (const ei of useIn ? index.inc.get(id) : index.out.get(id)) {
+        const e = graph.edges[ei];
+        const other = useIn ? e.source : e.target;
+        const r = row.get(other);
+        if (r !== undefined && other !== id) {
+          sum += r;
+          count++;
+        }
+      }
+      return count ? sum / count : row.get(id);
+    };
+    const columnCells = [];
+    for (let c = 0; c < columns; c++) columnCells.push([]);
+    for (const band of bands) for (const [col, cell] of band.cells) columnCells[col].push(cell);
+    for (let sweep = 0; sweep < 4; sweep++) {
+      const forward = sweep % 2 === 0;
+      for (let k = 0; k < columns; k++) {
+        const c = forward ? k : columns - 1 - k;
+        for (const cell of columnCells[c]) {
+          const keys = new Map(cell.map((id) => [id, barycentre(id, forward)]));
+          cell.sort((a, b) => keys.get(a) - keys.get(b));
+          const first = Math.min(...cell.map((id) => row.get(id)));
+          cell.forEach((id, i) => row.set(id, first + i));
+        }
+      }
+    }
+
+    // Geometry of the cluster boxes, namespace bands and nodes.
+    const pos = new Map();
+    const colX = (c) => MARGIN + CL_PAD + NS_PAD + c * COL;
+    const clusters = [];
+    const namespaces = [];
+    let y = MARGIN;
+    for (const cluster of clusterNames) {
+      const own = bands.filter((b) => b.cluster === cluster);
+      const minCol = Math.min(...own.map((b) => b.minCol));
+      const maxCol = Math.max(...own.map((b) => b.maxCol));
+      const top = y;
+      y += CL_HEAD;
+      for (const band of own) {
+        const bandTop = y;
+        for (const [col, cell] of band.cells) {
+          cell.forEach((id, i) => pos.set(id, { x: colX(col), y: bandTop + NS_HEAD + i * ROW }));
+        }
+        const height = NS_HEAD + band.rows * ROW - (ROW - NODE_H) + NS_PAD;
+        namespaces.push({
+          cluster,
+          namespace: band.namespace,
+          x: colX(band.minCol) - NS_PAD,
+          y: bandTop,
+          w: (band.maxCol - band.minCol) * COL + NODE_W + 2 * NS_PAD,
+          h: height,
+        });
+        y += height + GAP;
+      }
+      clusters.push({ name: cluster, x: colX(minCol) - NS_PAD - CL_PAD, y: top, w: (maxCol - minCol) * COL + NODE_W + 2 * (NS_PAD + CL_PAD), h: y - GAP + CL_PAD - top });
+      y += CL_PAD + GAP * 2;
+    }
+    const insideHeight = Math.max(y - GAP * 2, 360);
+
+    // Outside: one box per kind to the right, nodes near their callers, in as many columns as
+    // keep the box about as tall as the clusters.
+    const outsideGroups = [];
+    const kinds = [
+      ["internet", "Internet"],
+      ["aws", "AWS"],
+    ];
+    const otherKinds = [...new Set(outside.map((n) => n.kind))].filter((k) => !kinds.some(([kind]) => kind === k));
+    for (const k of otherKinds) kinds.push([k, k]);
+    const outX = colX(columns) - NS_PAD;
+    let outY = MARGIN;
+    const perColumn = Math.max(4, Math.floor((insideHeight - MARGIN - CL_HEAD - NS_PAD) / ROW));
+    for (const [kind, label] of kinds) {
+      const members = outside.filter((n) => n.kind === kind);
+      if (!members.length) continue;
+      const key = new Map(members.map((n) => [n.id, barycentre(n.id, true)]));
+      members.sort((a, b) => key.get(a.id) - key.get(b.id) || byName(a.name, b.name));
+      const cols = Math.ceil(members.length / perColumn);
+      const rows = Math.ceil(members.length / cols);
+      members.forEach((n, i) => {
+        const c = Math.floor(i / rows);
+        pos.set(n.id, { x: outX + NS_PAD + c * (NODE_W + 30), y: outY + CL_HEAD + (i % rows) * ROW });
+      });
+      const h = CL_HEAD + rows * ROW - (ROW - NODE_H) + NS_PAD;
+      // Level with its callers, below the previous box.
+      let sum = 0;
+      let count = 0;
+      for (const n of members) {
+        for (const ei of index.inc.get(n.id)) {
+          const p = pos.get(graph.edges[ei].source);
+          if (p && isInside(index.byId.get(graph.edges[ei].source))) {
+            sum += p.y;
+            count++;
+          }
+        }
+      }
+      const top = Math.max(outY, Math.round(count ? sum / count + NODE_H / 2 - h / 2 : outY));
+      members.forEach((n) => {
+        const p = pos.get(n.id);
+        p.y += top - outY;
+      });
+      outsideGroups.push({ kind, label, x: outX, y: top, w: cols * (NODE_W + 30) - 30 + 2 * NS_PAD, h });
+      outY = top + h + GAP * 2;
+    }
+    let width = colX(Math.max(columns, 1)) + MARGIN;
+    for (const g of outsideGroups) width = Math.max(width, g.x + g.w + MARGIN);
+    const height = Math.max(insideHeight, outY - GAP * 2) + MARGIN;
+    return { pos, clusters, namespaces, outsideGroups, width, height };
+  }
+
+  // === drawing ===
+
+  function svg(tag, attrs, parent) {
+    const el = document.createElementNS(SVG_NS, tag);
+    if (attrs) for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+
+  function text(parent, x, y, content, cls) {
+    const t = svg("text", { x, y, class: cls || "" }, parent);
+    t.textContent = content;
+    return t;
+  }
+
+  function arrowMarkers(defs) {
+    for (const id of ["arrow", "arrow-internet", "arrow-aws", "arrow-cross", "arrow-out", "arrow-in"]) {
+      const m = svg("marker", { id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
+      svg("path", { d: "M0,0 L10,5 L0,10 z" }, m);
+    }
+  }
+
+  function drawNode(parent, n, p) {
+    const g = svg("g", { class: `node ${n.kind}`, "data-node-id": n.id, transform: `translate(${p.x},${p.y})`, tabindex: 0, role: "button" }, parent);
+    g.setAttribute("aria-label", `${nodeTitle(n)} (${nodeSubtitle(n)}, ${nodeWhere(n)})`);
+    svg("title", {}, g).textContent = `${n.id}\n${nodeSubtitle(n)}`;
+    const rx = n.kind === "internet" ? NODE_H / 2 : 7;
+    svg("rect", { class: "box", width: NODE_W, height: NODE_H, rx }, g);
+    let x = 12;
+    if (n.kind === "internet") {
+      // a globe
+      svg("circle", { class: "icon", cx: 22, cy: NODE_H / 2, r: 9 }, g);
+      svg("ellipse", { class: "icon", cx: 22, cy: NODE_H / 2, rx: 4, ry: 9 }, g);
+      svg("path", { class: "icon", d: `M13,${NODE_H / 2} h18` }, g);
+      x = 38;
+    } else if (n.kind === "aws") {
+      svg("rect", { class: "badge", x: 8, y: NODE_H / 2 - 8, width: 28, height: 16, rx: 3 }, g);
+      text(g, 12, NODE_H / 2 + 3.5, "AWS", "badge-text");
+      x = 42;
+    }
+    const max = Math.floor((NODE_W - x - 8) / 7.4);
+    text(g, x, 18, truncate(nodeTitle(n), max), "name");
+    text(g, x, 33, truncate(nodeSubtitle(n), max + 4), "sub");
+    return g;
+  }
+
+  // Where edges leave and enter a node: spread along its side, in the order of the other end.
+  function ports(graph, index, pos, ids, useOut) {
+    const at = new Map();
+    for (const id of ids) {
+      const list = (useOut ? index.out : index.inc).get(id).slice();
+      const other = (ei) => pos.get(useOut ? graph.edges[ei].target : graph.edges[ei].source).y;
+      list.sort((a, b) => other(a) - other(b));
+      const step = Math.min(5, (NODE_H - 12) / Math.max(list.length, 1));
+      list.forEach((ei, i) => at.set(ei, (i - (list.length - 1) / 2) * step));
+    }
+    return at;
+  }
+
+  // Calls leave a node on the right and enter on the left. A call to the next column is one
+  // curve through the gap between the columns. A longer one, or one back to an earlier column,
+  // runs along the gap between rows below its caller (no node is ever there: namespaces are
+  // horizontal bands) and turns towards its target in the gap just before the target's column.
+  // A call within a column bulges out to the right.
+  function edgePath(s, t, dy1, dy2, lane) {
+    const x1 = s.x + NODE_W;
+    const y1 = s.y + NODE_H / 2 + dy1;
+    const y2 = t.y + NODE_H / 2 + dy2;
+    const gap = COL - NODE_W;
+    if (s === t) {
+      const top = s.y - 18;
+      return `M${x1},${y1} C${x1 + 36},${y1} ${x1 + 10},${top} ${s.x + NODE_W / 2},${top} S${s.x - 34},${y2} ${s.x - 2},${y2}`;
+    }
+    if (t.x === s.x) {
+      const dx = 28 + Math.min(gap - 40, Math.abs(y2 - y1) / 5);
+      return `M${x1},${y1} C${x1 + dx},${y1} ${x1 + dx},${y2} ${x1 + 2},${y2}`;
+    }
+    const x2 = t.x - 2;
+    if (x2 > x1 && x2 - x1 <= gap + 40) {
+      const dx = (x2 - x1) / 2;
+      return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+    }
+    const cy = s.y + NODE_H + (ROW - NODE_H) / 2 + lane;
+    const out = `M${x1},${y1} C${x1 + 22},${y1} ${x1 + 12},${cy} ${x1 + 36},${cy}`;
+    if (x2 > x1) {
+      const turn = t.x - gap + 12;
+      const mid = (turn + x2) / 2;
+      return `${out} L${turn},${cy} C${mid},${cy} ${mid},${y2} ${x2},${y2}`;
+    }
+    const back = Math.min(x1 + 36, t.x - 36);
+    return `${out} L${back},${cy} C${t.x - 70},${cy} ${t.x - 70},${y2} ${x2},${y2}`;
+  }
+
+  function render() {
+    const graph = state.graph;
+    const index = state.index;
+    const canvas = $("canvas");
+    canvas.querySelector("svg")?.remove();
+    state.drawing = null;
+    const clusterCount = new Set(graph.nodes.filter(isInside).map((n) => n.cluster)).size;
+    const summary = $("summary");
+    summary.dataset.nodes = graph.nodes.length;
+    summary.dataset.edges = graph.edges.length;
+    summary.textContent =
+      `${graph.nodes.length} ${graph.nodes.length === 1 ? "node" : "nodes"} · ${graph.edges.length} ${graph.edges.length === 1 ? "call" : "calls"} · ` +
+      `${clusterCount} ${clusterCount === 1 ? "cluster" : "clusters"} · seen in ${WINDOW_TEXT[state.filters.window]}`;
+    const empty = $("empty");
+    if (!graph.edges.length) {
+      empty.hidden = false;
+      empty.textContent = state.filters.window === "all" && !state.filters.cluster && !state.filters.namespace && !state.filters.workload
+        ? "No calls have been reported yet. Install the cluster agent in a cluster and its calls appear here."
+        : "No calls match these filters. Widen the time window or clear a filter.";
+      renderDetails();
+      return;
+    }
+    empty.hidden = true;
+
+    const l = layout(graph, index);
+    const root = svg("svg", { class: "graph", id: "graph", viewBox: `0 0 ${l.width} ${l.height}`, role: "img" });
+    root.setAttribute("aria-label", `Access graph: ${summary.textContent}`);
+    arrowMarkers(svg("defs", {}, root));
+
+    const groups = svg("g", { class: "groups" }, root);
+    l.clusters.forEach((c, i) => {
+      const g = svg("g", { class: `cluster cl-${i % CLUSTER_TINTS}`, "data-cluster": c.name }, groups);
+      svg("rect", { x: c.x, y: c.y, width: c.w, height: c.h, rx: 12 }, g);
+      text(g, c.x + 14, c.y + 21, `cluster ${truncate(c.name, Math.max(8, Math.floor(c.w / 9) - 10))}`, "label");
+      const summaryOf = graph.clusters.find((s) => s.name === c.name);
+      if (summaryOf) {
+        const label = text(g, c.x + c.w - 14, c.y + 20, `${summaryOf.edges} ${summaryOf.edges === 1 ? "call" : "calls"} observed`, "count");
+        label.setAttribute("text-anchor", "end");
+      }
+    });
+    for (const ns of l.namespaces) {
+      const g = svg("g", { class: "namespace", "data-namespace": `${ns.cluster}/${ns.namespace}` }, groups);
+      svg("rect", { x: ns.x, y: ns.y, width: ns.w, height: ns.h, rx: 8 }, g);
+      text(g, ns.x + 8, ns.y + 15, `namespace ${truncate(ns.namespace, Math.floor(ns.w / 6.5) - 10)}`);
+    }
+    for (const o of l.outsideGroups) {
+      const g = svg("g", { class: `outside ${o.kind}`, "data-outside": o.kind }, groups);
+      svg("rect", { x: o.x, y: o.y, width: o.w, height: o.h, rx: 12 }, g);
+      text(g, o.x + 14, o.y + 20, o.label);
+    }
+
+    const edgeLayer = svg("g", { class: "edges" }, root);
+    const ids = graph.nodes.map((n) => n.id);
+    const outAt = ports(graph, index, l.pos, ids, true);
+    const inAt = ports(graph, index, l.pos, ids, false);
+    const edgeEls = new Array(graph.edges.length);
+    graph.edges.forEach((e, i) => {
+      const s = index.byId.get(e.source);
+      const t = index.byId.get(e.target);
+      const cross = isInside(t) && s.cluster !== t.cluster;
+      const [sp, tp] = [l.pos.get(e.source), l.pos.get(e.target)];
+      let cls = `edge k-${t.kind}`;
+      if (cross) cls += " cross";
+      if (tp.x <= sp.x) cls += " back";
+      const path = svg("path", { class: cls, "data-edge": `${e.source} -> ${e.target}`, d: edgePath(sp, tp, outAt.get(i), inAt.get(i), ((i % 5) - 2) * 1.6) }, edgeLayer);
+      const facts = edgeFacts(e).map(([k, v]) => `\n${k}: ${Array.isArray(v) ? v.join("; ") : v}`);
+      svg("title", {}, path).textContent = `${e.source} → ${e.target}${facts.join("")}`;
+      edgeEls[i] = path;
+    });
+
+    const nodeLayer = svg("g", { class: "nodes" }, root);
+    const nodeEls = new Map();
+    for (const n of graph.nodes) nodeEls.set(n.id, drawNode(nodeLayer, n, l.pos.get(n.id)));
+
+    canvas.appendChild(root);
+    state.drawing = { root, nodeEls, edgeEls, pos: l.pos, width: l.width, height: l.height, marked: [] };
+    fit(0.55);
+    highlight();
+    renderDetails();
+    reveal(state.selected);
+  }
+
+  // === zoom and pan ===
+
+  function applyZoom() {
+    const d = state.drawing;
+    if (!d) return;
+    d.root.setAttribute("width", Math.round(d.width * state.zoom));
+    d.root.setAttribute("height", Math.round(d.height * state.zoom));
+  }
+
+  // The whole drawing in view, but never smaller than `min` (names stay readable on first
+  // load; the Fit button passes a small minimum for an overview).
+  function fit(min) {
+    const d = state.drawing;
+    if (!d) return;
+    const canvas = $("canvas");
+    const w = canvas.clientWidth || 1000;
+    const h = canvas.clientHeight || 700;
+    state.zoom = Math.max(min, Math.min(1, (w - 4) / d.width, (h - 4) / d.height));
+    applyZoom();
+  }
+
+  // Scrolls a node into the middle of the view.
+  function reveal(id) {
+    const d = state.drawing;
+    const p = d && id && d.pos.get(id);
+    if (!p) return;
+    const canvas = $("canvas");
+    canvas.scrollLeft = (p.x + NODE_W / 2) * state.zoom - canvas.clientWidth / 2;
+    canvas.scrollTop = (p.y + NODE_H / 2) * state.zoom - canvas.clientHeight / 2;
+  }
+
+  function zoomBy(factor) {
+    const canvas = $("canvas");
+    const cx = (canvas.scrollLeft + canvas.clientWidth / 2) / state.zoom;
+    const cy = (canvas.scrollTop + canvas.clientHeight / 2) / state.zoom;
+    state.zoom = Math.max(0.05, Math.min(3, state.zoom * factor));
+    applyZoom();
+    canvas.scrollLeft = cx * state.zoom - canvas.clientWidth / 2;
+    canvas.scrollTop = cy * state.zoom - canvas.clientHeight / 2;
+  }
+
+  function enablePanning() {
+    const canvas = $("canvas");
+    let start = null;
+    canvas.addEventListener("pointerdown", (ev) => {
+      if (ev.button !== 0 || ev.target.closest(".node")) return;
+      start = { x: ev.clientX, y: ev.clientY, left: canvas.scrollLeft, top: canvas.scrollTop, moved: false };
+      canvas.setPointerCapture(ev.pointerId);
+    });
+    canvas.addEventListener("pointermove", (ev) => {
+      if (!start) return;
+      const dx = ev.clientX - start.x;
+      const dy = ev.clientY - start.y;
+      if (Math.abs(dx) + Math.abs(dy) > 3) {
+        start.moved = true;
+        canvas.classList.add("panning");
+      }
+      canvas.scrollLeft = start.left - dx;
+      canvas.scrollTop = start.top - dy;
+    });
+    const end = (ev) => {
+      if (!start) return;
+      const clicked = !start.moved;
+      start = null;
+      canvas.classList.remove("panning");
+      if (canvas.hasPointerCapture(ev.pointerId)) canvas.releasePointerCapture(ev.pointerId);
+      if (clicked && ev.type === "pointerup") select(null);
+    };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+    canvas.addEventListener(
+      "wheel",
+      (ev) => {
+        if (!ev.ctrlKey) return;
+        ev.preventDefault();
+        zoomBy(ev.deltaY < 0 ? 1.15 : 1 / 1.15);
+      },
+      { passive: false },
+    );
+  }
+
+  // === selection: calls and callers ===
+
+  function select(id) {
+    state.selected = id;
+    writeFragment();
+    highlight();
+    renderDetails();
+  }
+
+  // Only the selected node's own edges change class: no work proportional to the whole graph.
+  function highlight() {
+    const d = state.drawing;
+    if (!d) return;
+    for (const [el, classes] of d.marked) el.classList.remove(...classes);
+    d.marked = [];
+    const mark = (el, ...classes) => {
+      el.classList.add(...classes);
+      d.marked.push([el, classes]);
+    };
+    const id = state.selected;
+    const own = id && d.nodeEls.get(id);
+    d.root.classList.toggle("focus", Boolean(own));
+    if (!own) return;
+    mark(own, "selected");
+    for (const ei of state.index.out.get(id)) {
+      mark(d.edgeEls[ei], "hl", "out");
+      mark(d.nodeEls.get(state.graph.edges[ei].target), "near");
+    }
+    for (const ei of state.index.inc.get(id)) {
+      mark(d.edgeEls[ei], "hl", "in");
+      mark(d.nodeEls.get(state.graph.edges[ei].source), "near");
+    }
+  }
+
+  function edgeFacts(e) {
+    const facts = [];
+    if (e.ports && e.ports.length) facts.push(["ports", e.ports.map(fmtPort).join(", ")]);
+    if (e.actions && e.actions.length) facts.push(["actions", e.actions.join(", ")]);
+    if (e.http && e.http.length) facts.push(["HTTP", e.http.map((r) => (r.methods && r.methods.length ? `${r.methods.join(",")} ${r.path}` : r.path))]);
+    if (e.kafka && e.kafka.length) {
+      facts.push([
+        "Kafka topics",
+        e.kafka.map((t) => {
+          let s = t.name;
+          if (t.operations && t.operations.length) s += `: ${t.operations.join(" ")}`;
+          if (t.denied && t.denied.length) s += ` (denied: ${t.denied.join(" ")})`;
+          return s;
+        }),
+      ]);
+    }
+    if (e.via && e.via.length) facts.push(["via", e.via.join(", ")]);
+    if (typeof e.connections === "number") facts.push(["connections", String(e.connections)]);
+    if (e.first_seen) facts.push(["first seen", fmtTime(e.first_seen)]);
+    if (e.last_seen) facts.push(["last seen", fmtTime(e.last_seen)]);
+    if (e.observed_in) facts.push(["observed in", `cluster ${e.observed_in}`]);
+    return facts;
+  }
+
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    if (attrs) for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) e.setAttribute(k, v);
+    for (const c of children) if (c !== null && c !== undefined) e.append(c);
+    return e;
+  }
+
+  function factsList(e) {
+    const dl = el("dl", { class: "facts" });
+    for (const [k, v] of edgeFacts(e)) {
+      const dd = el("dd");
+      if (Array.isArray(v)) dd.append(el("ul", null, ...v.map((item) => el("li", null, item))));
+      else dd.textContent = v;
+      dl.append(el("dt", null, k), dd);
+    }
+    return dl;
+  }
+
+  function peerItem(e, peerId, self) {
+    const peer = state.index.byId.get(peerId);
+    const cross = isInside(peer) && isInside(self) && peer.cluster !== self.cluster;
+    const li = el("li", { class: `k-${peer.kind}`, "data-peer": peerId });
+    const button = el("button", { type: "button", class: "peer", title: peerId }, nodeTitle(peer));
+    button.addEventListener("click", () => select(peerId));
+    li.append(button, el("span", { class: "kind-badge" }, nodeSubtitle(peer)));
+    if (cross) li.append(el("span", { class: "tag" }, "cross-cluster"));
+    li.append(el("p", { class: "where" }, nodeWhere(peer)), factsList(e));
+    return li;
+  }
+
+  function renderDetails() {
+    const box = $("details");
+    box.replaceChildren();
+    box.removeAttribute("data-selected");
+    const id = state.selected;
+    if (!id) {
+      box.append(el("p", { class: "hint" }, "Click a workload to see what it calls and who calls it."));
+      return;
+    }
+    const n = state.index && state.index.byId.get(id);
+    if (!n) {
+      box.append(el("p", { class: "hint" }, `${id} is not in this view: no call of it matches the filters.`));
+      return;
+    }
+    box.dataset.selected = id;
+    const calls = state.index.out.get(id).map((ei) => state.graph.edges[ei]);
+    const callers = state.index.inc.get(id).map((ei) => state.graph.edges[ei]);
+    calls.sort((a, b) => byName(a.target, b.target));
+    callers.sort((a, b) => byName(a.source, b.source));
+    box.append(
+      el("h2", { title: n.id }, nodeTitle(n), el("span", { class: "kind-badge" }, nodeSubtitle(n))),
+      el("p", { class: "where" }, isInside(n) ? `namespace ${n.namespace}, cluster ${n.cluster}` : nodeWhere(n)),
+    );
+    if (n.kind === "aws") box.append(el("p", { class: "where" }, n.name));
+    box.append(el("h3", null, `Calls (${calls.length})`));
+    box.append(calls.length ? el("ul", { id: "calls", class: "peers" }, ...calls.map((e) => peerItem(e, e.target, n))) : el("p", { class: "hint", id: "calls" }, "No calls observed."));
+    box.append(el("h3", null, `Callers (${callers.length})`));
+    box.append(
+      callers.length ? el("ul", { id: "callers", class: "peers" }, ...callers.map((e) => peerItem(e, e.source, n))) : el("p", { class: "hint", id: "callers" }, "No callers observed."),
+    );
+    if (isInside(n)) {
+      const button = el("button", { type: "button", "data-download-cluster": n.cluster }, `Download ClientIntents of cluster ${n.cluster}`);
+      button.addEventListener("click", () => downloadIntents(n.cluster, button));
+      box.append(el("p", null, button));
+    }
+  }
+
+  // === filters and downloads ===
+
+  function fillSelect(select, placeholder, values, current) {
+    const all = [...values];
+    if (current && !all.includes(current)) all.push(current);
+    select.replaceChildren(el("option", { value: "" }, placeholder), ...all.map((v) => el("option", { value: v }, v)));
+    select.value = current || "";
+  }
+
+  function renderFilters() {
+    fillSelect($("filter-cluster"), "All clusters", state.clusters, state.filters.cluster);
+    fillSelect($("filter-namespace"), "All namespaces", state.namespaceOptions, state.filters.namespace);
+    $("filter-window").value = state.filters.window;
+    $("filter-workload").value = state.filters.workload;
+  }
+
+  function renderDownloads() {
+    const list = $("downloads");
+    list.replaceChildren();
+    if (!state.clusters.length) {
+      list.append(el("li", { class: "status" }, "No clusters registered yet."));
+      return;
+    }
+    for (const cluster of state.clusters) {
+      const button = el("button", { type: "button", "data-download-cluster": cluster, title: `Save clientintents-${cluster}.yaml` }, `⤓ ${cluster}`);
+      button.addEventListener("click", () => downloadIntents(cluster, button));
+      list.append(el("li", null, button));
+    }
+  }
+
+  async function downloadIntents(cluster, button) {
+    const version = $("intents-version").value;
+    button.disabled = true;
+    try {
+      const res = await api(`/api/v1/clusters/${encodeURIComponent(cluster)}/client-intents?version=${encodeURIComponent(version)}`, "application/yaml");
+      const blob = new Blob([await res.text()], { type: "application/yaml" });
+      const url = URL.createObjectURL(blob);
+      const a = el("a", { href: url, download: `clientintents-${cluster}.yaml` });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 30000);
+      showError("");
+    } catch (e) {
+      if (e instanceof Unauthorized) {
+        clearToken();
+        showLogin(`That API token was not accepted: ${e.message}. Check the token and sign in again.`);
+        return;
+      }
+      showError(`Could not download the ClientIntents of cluster ${cluster}: ${e.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function readFilters() {
+    state.filters = {
+      cluster: $("filter-cluster").value,
+      namespace: $("filter-namespace").value,
+      window: $("filter-window").value,
+      workload: $("filter-workload").value.trim(),
+    };
+    writeFragment();
+    load();
+  }
+
+  // === start ===
+
+  function bind() {
+    $("login-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const token = $("login-token").value.trim();
+      if (!token) return;
+      saveToken(token);
+      $("login-error").hidden = true;
+      load();
+    });
+    $("logout").addEventListener("click", () => {
+      clearToken();
+      state.request++;
+      state.graph = null;
+      showLogin("");
+    });
+    const filters = $("filters");
+    filters.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      readFilters();
+    });
+    for (const id of ["filter-cluster", "filter-namespace", "filter-window"]) $(id).addEventListener("change", readFilters);
+    $("zoom-in").addEventListener("click", () => zoomBy(1.25));
+    $("zoom-out").addEventListener("click", () => zoomBy(0.8));
+    $("zoom-fit").addEventListener("click", () => fit(0.05));
+    const canvas = $("canvas");
+    canvas.addEventListener("click", (ev) => {
+      const node = ev.target.closest && ev.target.closest("[data-node-id]");
+      if (node) select(node.getAttribute("data-node-id"));
+    });
+    canvas.addEventListener("keydown", (ev) => {
+      const node = ev.target.closest && ev.target.closest("[data-node-id]");
+      if (node && (ev.key === "Enter" || ev.key === " ")) {
+        ev.preventDefault();
+        select(node.getAttribute("data-node-id"));
+      }
+    });
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && state.selected) select(null);
+    });
+    enablePanning();
+  }
+
+  function start() {
+    const params = readFragment();
+    if (params.get("token")) saveToken(params.get("token").trim());
+    for (const key of ["cluster", "namespace", "workload"]) if (params.has(key)) state.filters[key] = params.get(key);
+    if (WINDOWS.includes(params.get("window"))) state.filters.window = params.get("window");
+    if (params.get("select")) state.selected = params.get("select");
+    writeFragment();
+    bind();
+    state.token = loadToken() || state.token;
+    if (state.token) load();
+    else showLogin("");
+  }
+
+  start();
+})();

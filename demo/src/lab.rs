@@ -1,0 +1,92 @@
+//! Pods as network namespaces: one bridge (the machine's network), a veth per pod, each pod its
+//! own IP. Programs run inside a pod with `ip netns exec`. Needs root; removed on drop.
+
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{bail, Context as _};
+
+/// Whether this process may create network namespaces and load eBPF (root).
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+fn sh(script: &str) -> anyhow::Result<()> {
+    let out = Command::new("sh").arg("-c").arg(script).output().context("running sh")?;
+    if !out.status.success() {
+        bail!("{script}\nfailed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+pub struct Lab {
+    tag: String,
+    pods: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    /// A bridge named after `tag` (at most 8 characters) holding `prefix`.0/16's pods.
+    pub fn new(tag: &str) -> anyhow::Result<Lab> {
+        let _ = sh(&format!("ip link del {tag}br 2>/dev/null"));
+        sh(&format!("ip link add {tag}br type bridge && ip link set {tag}br up")).context("creating the lab bridge (needs root and iproute2)")?;
+        Ok(Lab { tag: tag.to_owned(), pods: Vec::new(), children: Vec::new() })
+    }
+
+    /// A pod namespace with `ip`/16 on the bridge.
+    pub fn add_pod(&mut self, ip: &str) -> anyhow::Result<String> {
+        let ns = format!("{}{}", self.tag, self.pods.len());
+        let tag = &self.tag;
+        let _ = sh(&format!("ip netns del {ns} 2>/dev/null"));
+        sh(&format!(
+            "set -e
+             ip netns add {ns}
+             ip link add {ns}v type veth peer name eth0 netns {ns}
+             ip link set {ns}v master {tag}br up
+             ip -n {ns} link set lo up
+             ip -n {ns} link set eth0 up
+             ip -n {ns} addr add {ip}/16 dev eth0"
+        ))?;
+        self.pods.push(ns.clone());
+        Ok(ns)
+    }
+
+    /// Runs `program args` inside pod `ns` until the lab is dropped.
+    pub fn run(&mut self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {program} in {ns}"))?;
+        self.children.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in &self.pods {
+            let _ = sh(&format!("ip netns del {ns}"));
+        }
+        let _ = sh(&format!("ip link del {}br", self.tag));
+    }
+}
+
+/// A TCP server on `ip:port` that accepts and holds connections.
+pub const PY_SERVER: &str = "import socket,sys\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)\nc=[]\nwhile True: c.append(s.accept())";
+/// `argv[3]` short TCP connections to `argv[1]:argv[2]`, one every 100 ms.
+pub const PY_CLIENT: &str = "import socket,sys,time\nfor _ in range(int(sys.argv[3])):\n  s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5); time.sleep(0.1); s.close()";
+/// Resolves `argv[2]` at the DNS server `argv[1]` (one A query), then connects to the answer's
+/// first address on port `argv[3]`, `argv[4]` times.
+pub const PY_RESOLVE_AND_CONNECT: &str = "import socket,struct,sys,time
+q=struct.pack('>HHHHHH',0x4242,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.settimeout(3); u.sendto(q,(sys.argv[1],53)); r=u.recv(512)
+ip='.'.join(str(b) for b in r[-4:])
+for _ in range(int(sys.argv[4])):
+  s=socket.create_connection((ip, int(sys.argv[3])), timeout=5); time.sleep(0.1); s.close()";

@@ -1,0 +1,5 @@
+//! The local demo and the whole product on one machine (used by `intentmap-demo` and the
+//! end-to-end tests).
+
+pub mod lab;
+pub mod product;
