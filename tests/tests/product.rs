@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use demo::product::{Options, Product, Traffic, CALLS, CLUSTERS};
+use demo::product::{Options, Product, Traffic, CALLS};
 use serde_json::Value;
 
 fn has_edge(graph: &Value, source: &str, target: &str) -> bool {
