@@ -47,6 +47,17 @@
 //!   was written.
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`, answered from
 //!   [`FakeApiServer::set_token_review`].
+//! - The pod log subresource, `GET /api/v1/namespaces/{ns}/pods/{name}/log`, serving the lines
+//!   tests add with [`FakeApiServer::append_log`]: `timestamps=true` prefixes each line with
+//!   its time as the kubelet does (RFC 3339 with up to nine fractional digits, trailing zeros
+//!   dropped, `Z`); `sinceTime` (RFC 3339) and `sinceSeconds` keep the lines stamped at or after
+//!   that time, `tailLines` the last ones; `follow=true` keeps the stream open and sends lines
+//!   as they are added, until the pod is deleted, the server stops, or the test cuts it with
+//!   [`FakeApiServer::cut_log_streams`] or, in the middle of a line, with
+//!   [`FakeApiServer::append_log_and_cut`]. A pod has one log whatever container is asked for,
+//!   but the `container` must be one of the pod's, and must be named when it has several (400
+//!   otherwise, as on a real server); `previous=true` is a 400 (no container ever restarted)
+//!   and `limitBytes` is refused with a 400. A pod that does not exist is a 404.
 //! - Everything else is a 404 (or a 405 for a method a path does not serve, such as `POST` to
 //!   the all-namespaces `/api/v1/configmaps`) with a Kubernetes `Status` body.
 //!
@@ -55,7 +66,7 @@
 //! and no defaults are filled in (a write a real server would refuse as `Invalid` may be stored);
 //! namespaces need not exist; there are no admission webhooks, finalizers, graceful deletion,
 //! `generation`, `managedFields`, `dryRun` (refused with a 400), `deletecollection`,
-//! subresources (`/status`, `/scale`, ...) or discovery; lists ignore `limit`/`continue` and
+//! subresources other than `pods/log` (`/status`, `/scale`, `/exec`, ...) or discovery; lists ignore `limit`/`continue` and
 //! always return the latest state in one page; there is no authentication or authorisation of
 //! callers; the history keeps the last [`MAX_HISTORY`] changes and older ones are compacted away.
 
@@ -71,6 +82,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use chrono::{DateTime, Utc};
 use kube::core::NamespaceResourceScope;
 use kube::Resource;
 use serde_json::{json, Map, Value};
@@ -223,6 +235,51 @@ impl FakeApiServer {
         self.shared.store().token_reviews.insert(token.to_owned(), user.map(|(name, groups)| (name.to_owned(), groups)));
     }
 
+    /// Adds a line to the log of pod `pod` in `namespace`, stamped `at` (what `timestamps=true`
+    /// shows and `sinceTime` compares). Open follow streams of the pod send it at once. The pod
+    /// need not exist yet, but its log is only served while it does.
+    ///
+    /// # Panics
+    /// If `line` holds a newline: a log line is one line.
+    pub fn append_log(&self, namespace: &str, pod: &str, at: DateTime<Utc>, line: &str) {
+        assert!(!line.contains('\n'), "a log line holds no newline: {line:?}");
+        self.shared.store().pod_logs.entry((namespace.to_owned(), pod.to_owned())).or_default().entries.push((at, line.to_owned()));
+        self.shared.log_changes.send_modify(|n| *n += 1);
+    }
+
+    /// Adds `line` as [`FakeApiServer::append_log`] does, but every follow stream of the pod
+    /// open now sends only the first `sent` bytes of it (counted as the stream writes it, with
+    /// its timestamp prefix if asked for; at most all but its newline) and then ends: a
+    /// disconnection in the middle of a line. The line is in the log in full for later requests.
+    pub fn append_log_and_cut(&self, namespace: &str, pod: &str, at: DateTime<Utc>, line: &str, sent: usize) {
+        assert!(!line.contains('\n'), "a log line holds no newline: {line:?}");
+        {
+            let mut store = self.shared.store();
+            let log = store.pod_logs.entry((namespace.to_owned(), pod.to_owned())).or_default();
+            log.entries.push((at, line.to_owned()));
+            let entry = log.entries.len() - 1;
+            log.cuts.push(LogCut { entry, sent });
+        }
+        self.shared.log_changes.send_modify(|n| *n += 1);
+    }
+
+    /// Ends every follow stream of the pod open now, after the lines it was already sent (a
+    /// disconnection between two lines).
+    pub fn cut_log_streams(&self, namespace: &str, pod: &str) {
+        {
+            let mut store = self.shared.store();
+            let log = store.pod_logs.entry((namespace.to_owned(), pod.to_owned())).or_default();
+            let entry = log.entries.len();
+            log.cuts.push(LogCut { entry, sent: 0 });
+        }
+        self.shared.log_changes.send_modify(|n| *n += 1);
+    }
+
+    /// How many follow streams of the pod's log are open now.
+    pub fn log_streams(&self, namespace: &str, pod: &str) -> usize {
+        self.shared.store().pod_logs.get(&(namespace.to_owned(), pod.to_owned())).map_or(0, |log| log.followers)
+    }
+
     /// How many requests so far had a path (query excluded) starting with `path_prefix`.
     pub fn request_count(&self, path_prefix: &str) -> usize {
         self.shared.store().requests.iter().filter(|(path, _)| path.starts_with(path_prefix)).map(|(_, n)| n).sum()
@@ -307,6 +364,23 @@ struct Store {
     history: VecDeque<Change>,
     token_reviews: HashMap<String, Option<(String, Vec<String>)>>,
     requests: HashMap<String, usize>,
+    /// Pod logs by (namespace, pod).
+    pod_logs: HashMap<(String, String), PodLog>,
+}
+
+/// One pod's log: its lines, where follow streams are to be cut, and how many follow it.
+#[derive(Default)]
+struct PodLog {
+    entries: Vec<(DateTime<Utc>, String)>,
+    cuts: Vec<LogCut>,
+    followers: usize,
+}
+
+/// Follow streams open when this was added send the entries before `entry`, then `sent` bytes
+/// of `entry` (if any), then end.
+struct LogCut {
+    entry: usize,
+    sent: usize,
 }
 
 impl Store {
@@ -392,6 +466,8 @@ struct Shared {
     store: Mutex<Store>,
     /// The latest resourceVersion; watches wake up when it changes.
     changes: watch::Sender<u64>,
+    /// Bumped when a pod log changes; follow streams wake up.
+    log_changes: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -412,8 +488,9 @@ impl Shared {
             history: VecDeque::new(),
             token_reviews: HashMap::new(),
             requests: HashMap::new(),
+            pod_logs: HashMap::new(),
         };
-        Self { store: Mutex::new(store), changes: watch::Sender::new(1), shutdown: watch::Sender::new(false) }
+        Self { store: Mutex::new(store), changes: watch::Sender::new(1), log_changes: watch::Sender::new(0), shutdown: watch::Sender::new(false) }
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
@@ -437,6 +514,12 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         return match method {
             Method::POST => token_review(&shared, &body),
+            _ => method_not_allowed(&method),
+        };
+    }
+    if let Some((namespace, pod)) = log_path(&path) {
+        return match method {
+            Method::GET => pod_log(&shared, namespace, pod, &params),
             _ => method_not_allowed(&method),
         };
     }
@@ -683,6 +766,180 @@ impl WatchStream {
         let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object})).expect("JSON values serialize");
         line.push(b'\n');
         self.pending.push_back(line.into());
+    }
+}
+
+// === Pod logs ===
+
+/// `/api/v1/namespaces/{ns}/pods/{name}/log`.
+fn log_path(path: &str) -> Option<(&str, &str)> {
+    match path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
+        ["api", "v1", "namespaces", namespace, "pods", pod, "log"] if !namespace.is_empty() && !pod.is_empty() => Some((namespace, pod)),
+        _ => None,
+    }
+}
+
+fn pod_log(shared: &Arc<Shared>, namespace: &str, pod: &str, params: &Params) -> Response {
+    let flag = |name: &str| params.get(name).is_some_and(|v| v == "true" || v == "1");
+    let key = (namespace.to_owned(), pod.to_owned());
+    let pods = Gvr { group: String::new(), version: "v1".into(), plural: "pods".into() };
+    let mut store = shared.store();
+    let Some(object) = store.object(&pods, &key) else {
+        return status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{pod}\" not found"));
+    };
+    let containers: Vec<String> = object["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).map(str::to_owned).collect();
+    match params.get("container") {
+        Some(container) if !containers.contains(container) => {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("container {container} is not valid for pod {pod}"));
+        }
+        None if containers.len() > 1 => {
+            let choices = containers.join(" ");
+            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("a container name must be specified for pod {pod}, choose one of: [{choices}]"));
+        }
+        _ => {}
+    }
+    if flag("previous") {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", format!("previous terminated container in pod \"{pod}\" not found"));
+    }
+    if params.contains_key("limitBytes") {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the stand-in API server does not support limitBytes".into());
+    }
+    let since = match (params.get("sinceTime"), params.get("sinceSeconds")) {
+        (Some(_), Some(_)) => return status(StatusCode::BAD_REQUEST, "BadRequest", "at most one of sinceTime or sinceSeconds may be specified".into()),
+        (Some(time), None) => match DateTime::parse_from_rfc3339(time) {
+            Ok(time) => Some(time.with_timezone(&Utc)),
+            Err(err) => return status(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid sinceTime {time:?}: {err}")),
+        },
+        (None, Some(seconds)) => match seconds.parse::<i64>() {
+            Ok(seconds) if seconds > 0 => Some(Utc::now() - chrono::TimeDelta::seconds(seconds)),
+            _ => return status(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid sinceSeconds {seconds:?}")),
+        },
+        (None, None) => None,
+    };
+    let tail = match params.get("tailLines").map(|t| t.parse::<usize>()) {
+        None => None,
+        Some(Ok(tail)) => Some(tail),
+        Some(Err(_)) => return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid tailLines".into()),
+    };
+    let follow = flag("follow");
+    let log = store.pod_logs.entry(key.clone()).or_default();
+    let next = tail.map_or(0, |tail| log.entries.len().saturating_sub(tail));
+    let cuts_seen = log.cuts.len();
+    if follow {
+        log.followers += 1;
+    }
+    drop(store);
+    let stream = LogStream {
+        shared: shared.clone(),
+        key,
+        next,
+        since,
+        timestamps: flag("timestamps"),
+        follow,
+        cuts_seen,
+        log_changes: shared.log_changes.subscribe(),
+        changes: shared.changes.subscribe(),
+        shutdown: shared.shutdown.subscribe(),
+        finished: false,
+    };
+    let body = Body::from_stream(futures::stream::unfold(stream, LogStream::next_chunk));
+    ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// The body of one log request.
+struct LogStream {
+    shared: Arc<Shared>,
+    key: (String, String),
+    /// The next entry to consider.
+    next: usize,
+    since: Option<DateTime<Utc>>,
+    timestamps: bool,
+    follow: bool,
+    /// Cuts added before this stream opened do not apply to it.
+    cuts_seen: usize,
+    log_changes: watch::Receiver<u64>,
+    changes: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    finished: bool,
+}
+
+impl LogStream {
+    async fn next_chunk(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            self.log_changes.borrow_and_update();
+            self.changes.borrow_and_update();
+            let (chunk, done) = self.take();
+            if done {
+                self.finished = true;
+            }
+            if !chunk.is_empty() {
+                return Some((Ok(chunk.into()), self));
+            }
+            if done {
+                return None;
+            }
+            tokio::select! {
+                _ = self.log_changes.changed() => {}
+                _ = self.changes.changed() => {}
+                _ = async { drop(self.shutdown.wait_for(|&stop| stop).await) } => self.finished = true,
+            }
+        }
+    }
+
+    /// What to send now, and whether the stream ends after it.
+    fn take(&mut self) -> (Vec<u8>, bool) {
+        let shared = self.shared.clone();
+        let store = shared.store();
+        let pods = Gvr { group: String::new(), version: "v1".into(), plural: "pods".into() };
+        let exists = store.object(&pods, &self.key).is_some();
+        let Some(log) = store.pod_logs.get(&self.key) else { return (Vec::new(), !self.follow || !exists) };
+        let cut = if self.follow { log.cuts.get(self.cuts_seen) } else { None };
+        let until = cut.map_or(log.entries.len(), |c| c.entry.min(log.entries.len()));
+        let mut chunk = Vec::new();
+        while self.next < until {
+            let (at, line) = &log.entries[self.next];
+            self.next += 1;
+            if self.since.is_none_or(|since| *at >= since) {
+                chunk.extend_from_slice(&self.format(*at, line));
+            }
+        }
+        if let Some(cut) = cut {
+            if let Some((at, line)) = log.entries.get(cut.entry).filter(|(at, _)| self.since.is_none_or(|since| *at >= since)) {
+                let whole = self.format(*at, line);
+                chunk.extend_from_slice(&whole[..cut.sent.min(whole.len() - 1)]);
+            }
+            return (chunk, true);
+        }
+        (chunk, !self.follow || !exists)
+    }
+
+    fn format(&self, at: DateTime<Utc>, line: &str) -> Vec<u8> {
+        let mut out = if self.timestamps { format!("{} ", kubelet_timestamp(at)) } else { String::new() };
+        out.push_str(line);
+        out.push('\n');
+        out.into_bytes()
+    }
+}
+
+impl Drop for LogStream {
+    fn drop(&mut self) {
+        if self.follow {
+            if let Some(log) = self.shared.store().pod_logs.get_mut(&self.key) {
+                log.followers = log.followers.saturating_sub(1);
+            }
+        }
+    }
+}
+
+/// Go's `time.RFC3339Nano`, as the kubelet writes it: trailing zeros of the fraction dropped.
+fn kubelet_timestamp(at: DateTime<Utc>) -> String {
+    let seconds = at.format("%Y-%m-%dT%H:%M:%S");
+    match at.timestamp_subsec_nanos() {
+        0 => format!("{seconds}Z"),
+        nanos => format!("{seconds}.{}Z", format!("{nanos:09}").trim_end_matches('0')),
     }
 }
 
@@ -1357,6 +1614,69 @@ mod tests {
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "list": [3], "new": {"deep": 1}}));
         assert_eq!(strategic_directive(&json!({"spec": {"containers": [{"$patch": "delete"}]}})).as_deref(), Some("$patch"));
         assert_eq!(strategic_directive(&json!({"spec": {"containers": [{"name": "a"}]}})), None);
+    }
+
+    #[test]
+    fn log_timestamps_are_written_as_the_kubelet_writes_them() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(kubelet_timestamp(at("2023-03-12T13:51:55Z")), "2023-03-12T13:51:55Z");
+        assert_eq!(kubelet_timestamp(at("2023-03-12T13:51:55.904Z")), "2023-03-12T13:51:55.904Z");
+        assert_eq!(kubelet_timestamp(at("2023-03-12T13:51:55.000012300Z")), "2023-03-12T13:51:55.0000123Z");
+        assert_eq!(log_path("/api/v1/namespaces/kafka/pods/broker-0/log"), Some(("kafka", "broker-0")));
+        assert_eq!(log_path("/api/v1/namespaces/kafka/pods/broker-0"), None);
+    }
+
+    /// The log endpoint through the real `kube` client, as a log follower uses it.
+    #[tokio::test]
+    async fn pod_logs_follow_resume_and_cut_as_asked() {
+        use futures::{AsyncBufReadExt as _, AsyncReadExt as _};
+        use k8s_openapi::api::core::v1::Pod;
+        use kube::api::LogParams;
+
+        let api = FakeApiServer::start().await.unwrap();
+        let mut pod: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "broker-0", "namespace": "kafka"}, "spec": {"containers": [{"name": "kafka"}, {"name": "exporter"}]}}),
+        )
+        .unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        api.append_log("kafka", "broker-0", at("2026-01-01T10:00:00Z"), "first");
+        api.append_log("kafka", "broker-0", at("2026-01-01T10:00:01.5Z"), "second");
+        let pods: kube::Api<Pod> = kube::Api::namespaced(api.client(), "kafka");
+        let params = |container: &str| LogParams { container: Some(container.into()), timestamps: true, ..LogParams::default() };
+        assert!(pods.logs("broker-0", &params("kafka")).await.is_err(), "no such pod yet");
+        api.apply(&pod);
+        let refused = pods.logs("broker-0", &LogParams::default()).await.unwrap_err().to_string();
+        assert!(refused.contains("a container name must be specified"), "{refused}");
+        assert!(pods.logs("broker-0", &params("sidecar")).await.is_err());
+        assert_eq!(pods.logs("broker-0", &params("kafka")).await.unwrap(), "2026-01-01T10:00:00Z first\n2026-01-01T10:00:01.5Z second\n");
+        let since = LogParams { since_time: Some("2026-01-01T10:00:01Z".parse().unwrap()), ..params("kafka") };
+        assert_eq!(pods.logs("broker-0", &since).await.unwrap(), "2026-01-01T10:00:01.5Z second\n");
+        let tail = LogParams { tail_lines: Some(1), timestamps: false, ..params("kafka") };
+        assert_eq!(pods.logs("broker-0", &tail).await.unwrap(), "second\n");
+
+        // Following: new lines as they come, then a cut in the middle of one.
+        let follow = LogParams { follow: true, tail_lines: Some(0), ..params("kafka") };
+        let mut stream = pods.log_stream("broker-0", &follow).await.unwrap();
+        assert_eq!(api.log_streams("kafka", "broker-0"), 1);
+        api.append_log("kafka", "broker-0", at("2026-01-01T10:00:02Z"), "third");
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        assert_eq!(line, "2026-01-01T10:00:02Z third\n");
+        api.append_log_and_cut("kafka", "broker-0", at("2026-01-01T10:00:03Z"), "fourth", 24);
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "2026-01-01T10:00:03Z fou", "the stream ends in the middle of the line");
+        drop(stream);
+        let since = LogParams { since_time: Some("2026-01-01T10:00:03Z".parse().unwrap()), ..params("kafka") };
+        assert_eq!(pods.logs("broker-0", &since).await.unwrap(), "2026-01-01T10:00:03Z fourth\n", "the line is whole for the next request");
+
+        // A follow stream ends when the pod is deleted.
+        let mut stream = pods.log_stream("broker-0", &follow).await.unwrap();
+        pod.metadata.resource_version = None;
+        api.delete(&pod);
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "");
     }
 
     #[test]

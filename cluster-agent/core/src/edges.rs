@@ -4,12 +4,17 @@
 //! what changed since the last `take_delta` (for the upload, which the cloud adds to what it has,
 //! so a delta carries only new connections). An edge that expires, or is forgotten by `reset`,
 //! before its changes were taken keeps them until the next `take_delta`.
+//!
+//! HTTP paths (with their methods) and Kafka topics (with their operations) accumulate on the
+//! edge like ports do, sorted, and travel in deltas too. An edge keeps at most
+//! [`EdgeStoreConfig::max_details_per_edge`] of each; past that new ones are counted in
+//! `dropped_details` (paths with ids in them would otherwise grow an edge for ever).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use model::{AwsTarget, Edge, InternetTarget, PortSpec, ServiceRef, Target};
+use model::{AwsTarget, Edge, HttpResource, InternetTarget, KafkaTopic, PortSpec, ServiceRef, Target};
 
 use crate::identity::Workload;
 use crate::index::Name;
@@ -20,11 +25,14 @@ pub struct EdgeStoreConfig {
     pub ttl: Option<TimeDelta>,
     /// At most this many edges; past it new edges are refused and counted in `dropped_edges`.
     pub max_edges: usize,
+    /// At most this many HTTP paths, and this many Kafka topics, on one edge; past it new ones
+    /// are left off and counted in `dropped_details` (the call itself is still recorded).
+    pub max_details_per_edge: usize,
 }
 
 impl Default for EdgeStoreConfig {
     fn default() -> Self {
-        Self { ttl: None, max_edges: 100_000 }
+        Self { ttl: None, max_edges: 100_000, max_details_per_edge: 1_000 }
     }
 }
 
@@ -45,6 +53,19 @@ pub enum ObservedTarget<'a> {
         arn: &'a str,
         action: Option<&'a str>,
     },
+    /// A Kafka broker's workload, called through the Kafka protocol.
+    Kafka(&'a Workload),
+}
+
+/// What an observation says about the call beyond its two ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Detail<'a> {
+    #[default]
+    None,
+    /// An HTTP request to `path` (from Istio telemetry); `method` upper case, as in the CRD.
+    Http { path: &'a str, method: Option<&'a str> },
+    /// A Kafka operation on a topic, in the CRD's names (`consume`, `produce`, ...).
+    Kafka { topic: &'a str, operation: &'a str, denied: bool },
 }
 
 /// One observation of an edge.
@@ -54,7 +75,9 @@ pub struct Observation<'a> {
     pub target: ObservedTarget<'a>,
     pub port: Option<PortSpec>,
     pub at: DateTime<Utc>,
+    /// Connections (or requests, or Kafka accesses) this observation stands for.
     pub connections: u64,
+    pub detail: Detail<'a>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +104,7 @@ enum TargetKey {
     Domain(Name),
     Ip(IpAddr),
     Aws(Box<str>),
+    Kafka(Name, Name),
 }
 
 impl SlotKey {
@@ -93,6 +117,7 @@ impl SlotKey {
                 None => TargetKey::Ip(ip),
             },
             ObservedTarget::Aws { arn, .. } => TargetKey::Aws(arn.into()),
+            ObservedTarget::Kafka(w) => TargetKey::Kafka(w.namespace.clone(), w.name.clone()),
         };
         Self { client_namespace: observation.client.namespace.clone(), client_name: observation.client.name.clone(), target }
     }
@@ -113,6 +138,7 @@ impl Tracked {
             // Domains, addresses and actions are added by `fold`.
             ObservedTarget::Internet { .. } => Target::Internet(InternetTarget::default()),
             ObservedTarget::Aws { arn, .. } => Target::Aws(AwsTarget { arn: arn.to_owned(), actions: Vec::new() }),
+            ObservedTarget::Kafka(w) => Target::Kafka(w.to_ref()),
         };
         let edge = Edge {
             client: observation.client.to_ref(),
@@ -138,7 +164,9 @@ impl Tracked {
             insert_sorted(&mut edge.ports, port);
         }
         match (&mut edge.target, observation.target) {
-            (Target::Kubernetes(w), ObservedTarget::Workload(seen)) if w.kind.as_deref() != Some(&*seen.kind) => w.kind = Some(seen.kind.to_string()),
+            (Target::Kubernetes(w), ObservedTarget::Workload(seen)) if !seen.kind.is_empty() && w.kind.as_deref() != Some(&*seen.kind) => {
+                w.kind = Some(seen.kind.to_string())
+            }
             (Target::Internet(internet), ObservedTarget::Internet { domains, ip }) => {
                 for domain in domains {
                     insert_sorted_str(&mut internet.domains, domain);
@@ -149,7 +177,47 @@ impl Tracked {
                 }
             }
             (Target::Aws(aws), ObservedTarget::Aws { action: Some(action), .. }) => insert_sorted_str(&mut aws.actions, action),
+            (Target::Kafka(w), ObservedTarget::Kafka(seen)) if !seen.kind.is_empty() && w.kind.as_deref() != Some(&*seen.kind) => {
+                w.kind = Some(seen.kind.to_string())
+            }
             _ => {}
+        }
+        match observation.detail {
+            Detail::None => {}
+            Detail::Http { path, method } => {
+                let at = match edge.http.binary_search_by(|r| r.path.as_str().cmp(path)) {
+                    Ok(at) => at,
+                    Err(at) => {
+                        edge.http.insert(at, HttpResource { path: path.to_owned(), methods: Vec::new() });
+                        at
+                    }
+                };
+                if let Some(method) = method {
+                    insert_sorted_str(&mut edge.http[at].methods, method);
+                }
+            }
+            Detail::Kafka { topic, operation, denied } => {
+                let at = match edge.kafka.binary_search_by(|t| t.name.as_str().cmp(topic)) {
+                    Ok(at) => at,
+                    Err(at) => {
+                        edge.kafka.insert(at, KafkaTopic { name: topic.to_owned(), operations: Vec::new(), denied: Vec::new() });
+                        at
+                    }
+                };
+                insert_sorted_str(&mut edge.kafka[at].operations, operation);
+                if denied {
+                    insert_sorted_str(&mut edge.kafka[at].denied, operation);
+                }
+            }
+        }
+    }
+
+    /// Whether `detail` is already on the edge or there is room for it.
+    fn has_room_for(&self, detail: &Detail<'_>, max: usize) -> bool {
+        match *detail {
+            Detail::None => true,
+            Detail::Http { path, .. } => self.edge.http.len() < max || self.edge.http.binary_search_by(|r| r.path.as_str().cmp(path)).is_ok(),
+            Detail::Kafka { topic, .. } => self.edge.kafka.len() < max || self.edge.kafka.binary_search_by(|t| t.name.as_str().cmp(topic)).is_ok(),
         }
     }
 }
@@ -181,6 +249,7 @@ pub struct EdgeStore {
     live: usize,
     dropped_edges: u64,
     expired_edges: u64,
+    dropped_details: u64,
 }
 
 impl EdgeStore {
@@ -191,37 +260,52 @@ impl EdgeStore {
     pub fn record(&mut self, observation: &Observation<'_>) -> Recorded {
         let key = SlotKey::of(observation);
         let full = self.live >= self.config.max_edges;
-        if let Some(slot) = self.slots.get_mut(&key) {
-            let recorded = match &mut slot.current {
-                Some(current) => {
-                    current.fold(observation);
-                    Recorded::Updated
-                }
-                None if full => {
-                    self.dropped_edges += 1;
-                    return Recorded::Refused;
-                }
-                None => {
-                    slot.current = Some(Tracked::new(observation));
-                    self.live += 1;
-                    Recorded::New
-                }
-            };
-            match &mut slot.unsent {
-                Some(unsent) => unsent.fold(observation),
-                None => slot.unsent = Some(Tracked::new(observation)),
-            }
-            return recorded;
-        }
-        // Slots kept only for their unsent changes count against twice the limit.
-        if full || self.slots.len() >= self.config.max_edges.saturating_mul(2) {
+        let max_details = self.config.max_details_per_edge;
+        let slots = self.slots.len();
+        let slot = self.slots.get_mut(&key);
+        let refused = match &slot {
+            Some(slot) => slot.current.is_none() && full,
+            // Slots kept only for their unsent changes count against twice the limit.
+            None => full || slots >= self.config.max_edges.saturating_mul(2),
+        };
+        if refused {
             self.dropped_edges += 1;
             return Recorded::Refused;
         }
-        let tracked = Tracked::new(observation);
-        self.slots.insert(key, Slot { current: Some(tracked.clone()), unsent: Some(tracked) });
-        self.live += 1;
-        Recorded::New
+        let room = match &slot {
+            Some(slot) => [&slot.current, &slot.unsent].into_iter().flatten().all(|t| t.has_room_for(&observation.detail, max_details)),
+            None => max_details > 0 || observation.detail == Detail::None,
+        };
+        let stripped;
+        let observation = if room {
+            observation
+        } else {
+            self.dropped_details += 1;
+            stripped = Observation { detail: Detail::None, ..*observation };
+            &stripped
+        };
+        let Some(slot) = slot else {
+            let tracked = Tracked::new(observation);
+            self.slots.insert(key, Slot { current: Some(tracked.clone()), unsent: Some(tracked) });
+            self.live += 1;
+            return Recorded::New;
+        };
+        let recorded = match &mut slot.current {
+            Some(current) => {
+                current.fold(observation);
+                Recorded::Updated
+            }
+            None => {
+                slot.current = Some(Tracked::new(observation));
+                self.live += 1;
+                Recorded::New
+            }
+        };
+        match &mut slot.unsent {
+            Some(unsent) => unsent.fold(observation),
+            None => slot.unsent = Some(Tracked::new(observation)),
+        }
+        recorded
     }
 
     /// Drops edges last seen more than the TTL before `now`; returns how many.
@@ -289,6 +373,11 @@ impl EdgeStore {
     pub fn expired_edges(&self) -> u64 {
         self.expired_edges
     }
+
+    /// HTTP paths and Kafka topics left off edges that had `max_details_per_edge` of them.
+    pub fn dropped_details(&self) -> u64 {
+        self.dropped_details
+    }
 }
 
 #[cfg(test)]
@@ -304,7 +393,14 @@ mod tests {
     }
 
     fn call<'a>(client: &'a Workload, server: &'a Workload, at: &str) -> Observation<'a> {
-        Observation { client, target: ObservedTarget::Workload(server), port: Some("7070/TCP".parse().unwrap()), at: t(at), connections: 1 }
+        Observation {
+            client,
+            target: ObservedTarget::Workload(server),
+            port: Some("7070/TCP".parse().unwrap()),
+            at: t(at),
+            connections: 1,
+            detail: Detail::None,
+        }
     }
 
     #[test]
@@ -329,7 +425,7 @@ mod tests {
     #[test]
     fn expired_and_reset_edges_still_deliver_their_unsent_changes() {
         let (front, cart) = (workload("frontend"), workload("cartservice"));
-        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: Some(TimeDelta::minutes(10)), max_edges: 10 });
+        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: Some(TimeDelta::minutes(10)), max_edges: 10, ..EdgeStoreConfig::default() });
         store.record(&call(&front, &cart, "2026-01-01T10:00:00Z"));
         assert_eq!(store.expire(t("2026-01-01T10:05:00Z")), 0);
         assert_eq!(store.expire(t("2026-01-01T10:11:00Z")), 1);
@@ -346,11 +442,72 @@ mod tests {
     #[test]
     fn a_full_store_refuses_and_counts_new_edges_but_updates_known_ones() {
         let (front, cart, pay) = (workload("frontend"), workload("cartservice"), workload("paymentservice"));
-        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: None, max_edges: 1 });
+        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: None, max_edges: 1, ..EdgeStoreConfig::default() });
         assert_eq!(store.record(&call(&front, &cart, "2026-01-01T10:00:00Z")), Recorded::New);
         assert_eq!(store.record(&call(&front, &pay, "2026-01-01T10:00:00Z")), Recorded::Refused);
         assert_eq!(store.record(&call(&front, &cart, "2026-01-01T10:00:01Z")), Recorded::Updated);
         assert_eq!(store.dropped_edges(), 1);
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn paths_and_topics_accumulate_sorted_and_deltas_carry_only_the_new_ones() {
+        let (front, cart, kafka) = (workload("frontend"), workload("cartservice"), workload("kafka"));
+        let mut store = EdgeStore::new(EdgeStoreConfig::default());
+        let http = |path, method, at| Observation { detail: Detail::Http { path, method: Some(method) }, port: None, ..call(&front, &cart, at) };
+        store.record(&http("/cart", "POST", "2026-01-01T10:00:00Z"));
+        store.record(&http("/api", "GET", "2026-01-01T10:00:01Z"));
+        store.record(&http("/cart", "GET", "2026-01-01T10:00:02Z"));
+        let topic = |topic, operation, denied| Observation {
+            target: ObservedTarget::Kafka(&kafka),
+            detail: Detail::Kafka { topic, operation, denied },
+            port: None,
+            ..call(&front, &kafka, "2026-01-01T10:00:03Z")
+        };
+        store.record(&topic("orders", "produce", false));
+        store.record(&topic("orders", "describe", true));
+        store.record(&topic("audit", "consume", false));
+
+        let delta = store.take_delta();
+        let to_cart = delta.iter().find(|e| matches!(e.target, Target::Kubernetes(_))).unwrap();
+        assert_eq!(
+            to_cart.http,
+            vec![
+                HttpResource { path: "/api".into(), methods: vec!["GET".into()] },
+                HttpResource { path: "/cart".into(), methods: vec!["GET".into(), "POST".into()] }
+            ]
+        );
+        let to_kafka = delta.iter().find(|e| matches!(e.target, Target::Kafka(_))).unwrap();
+        assert_eq!(
+            to_kafka.kafka,
+            vec![
+                KafkaTopic { name: "audit".into(), operations: vec!["consume".into()], denied: vec![] },
+                KafkaTopic { name: "orders".into(), operations: vec!["describe".into(), "produce".into()], denied: vec!["describe".into()] },
+            ]
+        );
+        assert_eq!(to_kafka.connections, 3);
+        assert!(to_kafka.ports.is_empty());
+
+        store.record(&http("/checkout", "PUT", "2026-01-01T10:01:00Z"));
+        let second = store.take_delta();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].http, vec![HttpResource { path: "/checkout".into(), methods: vec!["PUT".into()] }]);
+        let listed = store.snapshot();
+        let listed_cart = listed.iter().find(|e| matches!(e.target, Target::Kubernetes(_))).unwrap();
+        assert_eq!(listed_cart.http.len(), 3, "the listing keeps every path");
+        assert_eq!(model::merge_edges(listed.clone()), listed, "the store's order is the model's");
+    }
+
+    #[test]
+    fn past_the_detail_limit_new_paths_are_left_off_and_counted_but_the_call_is_recorded() {
+        let (front, cart) = (workload("frontend"), workload("cartservice"));
+        let mut store = EdgeStore::new(EdgeStoreConfig { max_details_per_edge: 2, ..EdgeStoreConfig::default() });
+        for path in ["/a", "/b", "/c", "/a"] {
+            store.record(&Observation { detail: Detail::Http { path, method: Some("GET") }, ..call(&front, &cart, "2026-01-01T10:00:00Z") });
+        }
+        let edge = &store.snapshot()[0];
+        assert_eq!(edge.http.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), vec!["/a", "/b"]);
+        assert_eq!(edge.connections, 4);
+        assert_eq!(store.dropped_details(), 1);
     }
 }

@@ -39,12 +39,19 @@ const MAX_OWNER_DEPTH: usize = 8;
 pub struct Workload {
     pub namespace: Name,
     pub name: Name,
+    /// Empty for a workload known only by name (from Istio telemetry or a Kafka log file's
+    /// configuration) that the index does not hold.
     pub kind: Name,
 }
 
 impl Workload {
     pub fn to_ref(&self) -> WorkloadRef {
-        WorkloadRef::new(&self.namespace, &self.name, Some(&self.kind))
+        WorkloadRef::new(&self.namespace, &self.name, Some(&*self.kind).filter(|k| !k.is_empty()))
+    }
+
+    /// A workload known only by its name, of unknown kind.
+    pub fn named(namespace: &str, name: &str, kind: Option<&str>) -> Self {
+        Workload { namespace: namespace.into(), name: name.into(), kind: kind.unwrap_or("").into() }
     }
 
     /// Whether this is the workload `r` names (kinds are not compared, as in `model::EdgeKey`).

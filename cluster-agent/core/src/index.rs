@@ -28,6 +28,18 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Kinds the index holds as full objects: `apply_meta` refuses them.
 const FULL_OBJECT_KINDS: [&str; 5] = ["Pod", "Service", "EndpointSlice", "Node", "Ingress"];
 
+/// A running pod that carries a given label (see [`Index::pods_labelled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledPod {
+    pub pod: ObjectKey,
+    pub uid: Option<Name>,
+    /// Its first address.
+    pub ip: IpAddr,
+    /// When it started (else was created).
+    pub started: Option<DateTime<Utc>>,
+    pub workload: Arc<Workload>,
+}
+
 /// A namespaced object's name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -502,6 +514,46 @@ impl Index {
             (Some(found), Some(wanted)) => found == wanted,
             (found, None) => found.is_some(),
             (None, Some(_)) => false,
+        })
+    }
+
+    /// Running pods (with an address, not on the host network) that carry the label `key`.
+    pub fn pods_labelled(&self, key: &str) -> Vec<LabelledPod> {
+        let mut pods: Vec<LabelledPod> = self
+            .pods
+            .iter()
+            .filter(|(_, _, pod)| pod.end == LeaseEnd::Open && !pod.host_network && pod.labels.get(key).is_some())
+            .filter_map(|(namespace, name, pod)| {
+                Some(LabelledPod {
+                    pod: ObjectKey { namespace: namespace.clone(), name: name.clone() },
+                    uid: pod.uid.clone(),
+                    ip: *pod.ips.first()?,
+                    started: pod.from,
+                    workload: pod.workload.clone(),
+                })
+            })
+            .collect();
+        pods.sort_by(|a, b| a.pod.cmp(&b.pod));
+        pods
+    }
+
+    /// The workload another system names `name` in `namespace` (Istio's `source_workload`, the
+    /// workload given for a Kafka log file): the workload of a live pod of that name, or of a
+    /// pod whose root controller has that name (an annotation may rename the workload), else a
+    /// root owner object (Deployment, StatefulSet...) of that name; `None` if the index knows none.
+    pub fn workload_named(&self, namespace: &str, name: &str) -> Option<Arc<Workload>> {
+        let mut by_controller = None;
+        for (_, pod) in self.pods.in_namespace(namespace) {
+            if *pod.workload.name == *name {
+                return Some(pod.workload.clone());
+            }
+            if by_controller.is_none() && pod.controller.as_ref().is_some_and(|c| *self.root_controller(namespace, c).name == *name) {
+                by_controller = Some(pod.workload.clone());
+            }
+        }
+        by_controller.or_else(|| {
+            let root = self.owners.get(namespace, name)?.iter().find(|r| r.controller.is_none())?;
+            Some(Arc::new(Workload { namespace: namespace.into(), name: name.into(), kind: root.kind.clone() }))
         })
     }
 

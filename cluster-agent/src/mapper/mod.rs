@@ -1,9 +1,12 @@
 //! `cluster-agent mapper`: the per-cluster half. Watches the Kubernetes API into an index,
-//! turns node agents' observations into edges, serves them on its local API and uploads what
+//! turns node agents' observations, Kafka brokers' authorizer logs ([`kafka`]) and Istio
+//! sidecars' metrics ([`istio`]) into edges, serves them on its local API and uploads what
 //! changed to the cloud through a persistent outbox.
 
 pub mod api;
 pub mod auth;
+pub mod istio;
+pub mod kafka;
 pub mod watch;
 
 use std::collections::VecDeque;
@@ -61,6 +64,54 @@ pub struct MapperArgs {
     /// Where reports wait until the cloud acknowledges them (a volume in Kubernetes).
     #[arg(long, env = "OUTBOX_DIR", default_value = "/var/lib/intentmap/outbox")]
     pub outbox_dir: PathBuf,
+    /// Kafka broker pods whose authorizer log to follow (the `kafka.authorizer.logger` at DEBUG,
+    /// to stdout): NAMESPACE/POD or NAMESPACE/LABEL-SELECTOR, e.g. `kafka/kafka-0` or
+    /// `kafka/app.kubernetes.io/name=kafka`. Repeatable; in the environment, separated by `;`.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", value_delimiter = ';', value_name = "NAMESPACE/POD|NAMESPACE/SELECTOR")]
+    pub kafka_brokers: Vec<kafka::BrokerSelector>,
+    /// A Kafka broker log file to follow, for brokers outside the cluster, with the workload the
+    /// broker is recorded as: PATH=NAMESPACE/WORKLOAD. Repeatable; in the environment, separated by `;`.
+    #[arg(long = "kafka-log-file", env = "KAFKA_LOG_FILES", value_delimiter = ';', value_name = "PATH=NAMESPACE/WORKLOAD")]
+    pub kafka_log_files: Vec<kafka::BrokerLogFile>,
+    /// Also count what broker logs hold from before the mapper started (by default only lines
+    /// logged from then on are read; brokers that start later are always read from their start).
+    #[arg(long, env = "KAFKA_READ_FROM_START")]
+    pub kafka_read_from_start: bool,
+    /// The broker pods' Kafka container (default: the one named `kafka`, else the first).
+    #[arg(long, env = "KAFKA_CONTAINER")]
+    pub kafka_container: Option<String>,
+    /// Seconds between scrapes of the Istio sidecars (pods labelled `security.istio.io/tlsMode`)
+    /// for `istio_requests_total`; 0 turns the Istio watcher off.
+    #[arg(long, env = "ISTIO_SCRAPE_INTERVAL_SECONDS", default_value_t = 30.0)]
+    pub istio_scrape_interval_seconds: f64,
+    /// The sidecars' Prometheus port.
+    #[arg(long, env = "ISTIO_METRICS_PORT", default_value_t = 15090)]
+    pub istio_metrics_port: u16,
+    /// The sidecars' Prometheus path.
+    #[arg(long, env = "ISTIO_METRICS_PATH", default_value = "/stats/prometheus")]
+    pub istio_metrics_path: String,
+}
+
+impl MapperArgs {
+    pub fn kafka(&self) -> kafka::KafkaConfig {
+        kafka::KafkaConfig {
+            brokers: self.kafka_brokers.clone(),
+            files: self.kafka_log_files.clone(),
+            read_from_start: self.kafka_read_from_start,
+            container: self.kafka_container.clone(),
+        }
+    }
+
+    /// `None` when the Istio watcher is off.
+    pub fn istio(&self) -> Option<istio::IstioConfig> {
+        let interval = self.istio_scrape_interval_seconds;
+        (interval > 0.0 && interval.is_finite()).then(|| istio::IstioConfig {
+            interval: Duration::from_secs_f64(interval.max(0.1)),
+            port: self.istio_metrics_port,
+            path: self.istio_metrics_path.clone(),
+            ..istio::IstioConfig::default()
+        })
+    }
 }
 
 /// Hands the uploader what changed since the last report, at most one report's worth at a time.
@@ -101,6 +152,7 @@ pub fn new_mapper(args: &MapperArgs) -> SharedMapper {
         edges: EdgeStoreConfig {
             ttl: (args.edge_ttl_seconds > 0).then(|| TimeDelta::seconds(args.edge_ttl_seconds.min(i64::MAX as u64 / 1000) as i64)),
             max_edges: args.max_edges,
+            ..EdgeStoreConfig::default()
         },
         ..Default::default()
     };
@@ -121,6 +173,13 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
     let mut uploading = None;
     let watches = Arc::new(watch::WatchProgress::default());
     watch::spawn_all(client.clone(), mapper.clone(), watches.clone());
+    let kafka = args.kafka();
+    if !kafka.is_empty() {
+        kafka::spawn(client.clone(), mapper.clone(), watches.clone(), kafka);
+    }
+    if let Some(istio) = args.istio() {
+        tokio::spawn(istio::run(mapper.clone(), watches.clone(), istio));
+    }
 
     let upload = match (&args.cloud_url, &args.cloud_client_id, &args.cloud_client_secret) {
         (Some(url), Some(id), Some(secret)) => {

@@ -20,11 +20,14 @@ use serde::de::DeserializeOwned;
 
 use super::SharedMapper;
 
-/// How many watchers there are, and how many have finished their first list.
+/// How many watchers there are, and how many have finished their first list; the Kafka and
+/// Istio watchers' counters.
 #[derive(Debug, Default)]
 pub struct WatchProgress {
     pub total: AtomicUsize,
     pub synced: AtomicUsize,
+    pub kafka: super::kafka::KafkaWatchStats,
+    pub istio: super::istio::IstioWatchStats,
 }
 
 impl WatchProgress {

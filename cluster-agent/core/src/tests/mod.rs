@@ -4,6 +4,7 @@ mod ecom_demo;
 mod identity;
 mod pipeline;
 mod resolution;
+mod watchers;
 
 use std::net::IpAddr;
 

@@ -52,7 +52,8 @@ fn external_addresses_are_named_by_the_domain_the_client_was_given() {
 
 #[test]
 fn edges_expire_after_their_ttl() {
-    let config = MapperConfig { edges: EdgeStoreConfig { ttl: Some(TimeDelta::hours(1)), max_edges: 100 }, ..MapperConfig::default() };
+    let config =
+        MapperConfig { edges: EdgeStoreConfig { ttl: Some(TimeDelta::hours(1)), max_edges: 100, ..EdgeStoreConfig::default() }, ..MapperConfig::default() };
     let mut mapper = Mapper::new(config);
     deploy(&mut mapper.index, "shop", "web", &["10.244.0.5"]);
     deploy(&mut mapper.index, "shop", "cart", &["10.244.0.6"]);
@@ -70,7 +71,7 @@ fn edges_expire_after_their_ttl() {
 
 #[test]
 fn past_the_edge_limit_new_edges_are_refused_and_counted() {
-    let config = MapperConfig { edges: EdgeStoreConfig { ttl: None, max_edges: 2 }, ..MapperConfig::default() };
+    let config = MapperConfig { edges: EdgeStoreConfig { ttl: None, max_edges: 2, ..EdgeStoreConfig::default() }, ..MapperConfig::default() };
     let mut mapper = Mapper::new(config);
     deploy(&mut mapper.index, "shop", "web", &["10.244.0.5"]);
     let at = "2026-01-01T10:00:00Z";
