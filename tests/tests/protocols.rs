@@ -1,0 +1,153 @@
+//! Beyond TCP, end to end through the cloud: the `cluster-agent mapper` binary follows a Kafka
+//! broker's authorizer log through the (stand-in) Kubernetes API and scrapes an Istio sidecar's
+//! Prometheus endpoint (an HTTP server in the test serving Envoy's text format), uploads to the
+//! real `cloud-api` binary, and the access graph JSON and the exported ClientIntents carry the
+//! Kafka topics and operations and the HTTP paths and methods, valid against the CRD.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::{binary, free_port, run_ok, spawn, wait_ready, write_kubeconfig};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use mapper_core::fixtures::*;
+use serde_json::Value;
+use testkit::kube_api::FakeApiServer;
+
+/// The sidecar of `orders-api`: one `istio_requests_total` series (POST /api/orders from
+/// checkout), whose value is read from `count` at each scrape. Returns the scrape counter.
+async fn sidecar(ip: &str, port: u16, count: Arc<AtomicU64>) -> Arc<AtomicUsize> {
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let seen = scrapes.clone();
+    let app = axum::Router::new().route(
+        "/stats/prometheus",
+        axum::routing::get(move || {
+            let (count, seen) = (count.clone(), seen.clone());
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                format!(
+                    "# TYPE istio_requests_total counter\n\
+                     istio_requests_total{{reporter=\"destination\",source_workload=\"checkout\",source_workload_namespace=\"shop\",source_principal=\"spiffe://cluster.local/ns/shop/sa/checkout\",source_app=\"checkout\",source_canonical_service=\"checkout\",destination_workload=\"orders-api\",destination_workload_namespace=\"shop\",destination_service=\"orders-api.shop.svc.cluster.local\",destination_service_name=\"orders-api\",destination_service_namespace=\"shop\",destination_app=\"orders-api\",request_protocol=\"http\",response_code=\"201\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"mutual_tls\",request_method=\"POST\",request_path=\"/api/orders\"}} {}\n",
+                    count.load(Ordering::SeqCst)
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    scrapes
+}
+
+fn deploy(api: &FakeApiServer, name: &str, ip: &str, sidecar: bool) {
+    api.apply(&Deployment { metadata: mk_deployment("shop", name), ..Default::default() });
+    let rs = format!("{name}-5d8f7c9b4");
+    api.apply(&ReplicaSet { metadata: mk_replicaset("shop", &rs, name), ..Default::default() });
+    let pod = mk_pod("shop", &format!("{rs}-x1"), &[ip]).owned_by("ReplicaSet", &rs).labelled("app", name);
+    api.apply::<Pod>(&if sidecar { pod.labelled("security.istio.io/tlsMode", "istio") } else { pod });
+}
+
+async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() {
+    // The cloud.
+    let pg = testkit::pg::server().await.expect("PostgreSQL");
+    let db = pg.fresh_database("e2e_protocols").await.unwrap();
+    let admin = |args: &[&str]| -> Value {
+        serde_json::from_slice(&run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", &db])).stdout)
+            .unwrap()
+    };
+    let org = admin(&["create-org", "acme"]);
+    let creds = admin(&["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let cloud_port = free_port();
+    let cloud = format!("http://127.0.0.1:{cloud_port}");
+    let _cloud =
+        spawn(Command::new(binary("cloud-api")).args(["serve", "--listen", &format!("127.0.0.1:{cloud_port}"), "--database-url", &db]).env("RUST_LOG", "warn"));
+    wait_ready(&format!("{cloud}/readyz"), Duration::from_secs(30)).await;
+
+    // The cluster: checkout (127.0.0.3) calls orders-api (127.0.0.2, with a sidecar) over HTTP
+    // and the Kafka broker kafka-0 (infra, StatefulSet) over the Kafka protocol.
+    let api = FakeApiServer::start().await.unwrap();
+    deploy(&api, "orders-api", "127.0.0.2", true);
+    deploy(&api, "checkout", "127.0.0.3", false);
+    api.apply(&StatefulSet { metadata: mk_statefulset("infra", "kafka"), ..Default::default() });
+    api.apply::<Pod>(&mk_pod("infra", "kafka-0", &["10.244.9.9"]).owned_by("StatefulSet", "kafka").labelled("app", "kafka"));
+    let metrics_port = free_port();
+    let count = Arc::new(AtomicU64::new(40));
+    let scrapes = sidecar("127.0.0.2", metrics_port, count.clone()).await;
+
+    let dir = std::env::temp_dir().join(format!("e2e-protocols-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mapper = format!("http://127.0.0.1:{port}");
+    let _mapper = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
+            .arg(dir.join("outbox"))
+            .args(["--upload-interval-seconds", "0.5", "--cloud-url", &cloud])
+            .args(["--cloud-client-id", creds["client_id"].as_str().unwrap(), "--cloud-client-secret", creds["client_secret"].as_str().unwrap()])
+            .args(["--kafka-brokers", "infra/app=kafka"])
+            .args(["--istio-scrape-interval-seconds", "1", "--istio-metrics-port", &metrics_port.to_string()])
+            .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+
+    // Kafka: the broker logs what it authorised, once the mapper follows its log.
+    until("the mapper follows the broker's log", || async { (api.log_streams("infra", "kafka-0") > 0).then_some(()) }).await;
+    let now = chrono::Utc::now();
+    for (verdict, operation) in [("Allowed", "Write"), ("Allowed", "Read"), ("Denied", "Describe"), ("Allowed", "Write")] {
+        api.append_log("infra", "kafka-0", now, &format!(
+            "[2026-11-24 21:00:00,000] INFO Principal = User:CN=checkout is {verdict} Operation = {operation} from host = 127.0.0.3 on resource = Topic:LITERAL:orders for request = Produce with resourceRefCount = 1 (kafka.authorizer.logger)"
+        ));
+    }
+    api.append_log("infra", "kafka-0", now, "[2026-11-24 21:00:01,000] INFO some unrelated broker line (kafka.server.KafkaServer)");
+    // Istio: after the first scrape (a baseline), 7 more requests.
+    until("the sidecar is scraped", || async { (scrapes.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    count.fetch_add(7, Ordering::SeqCst);
+
+    let http = reqwest::Client::new();
+    let token = org["api_token"].as_str().unwrap().to_owned();
+    let graph = until("the cloud's graph has the Kafka topic and the HTTP path", || async {
+        let g: Value = http.get(format!("{cloud}/api/v1/access-graph")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+        let text = g.to_string();
+        (text.contains("\"orders\"") && text.contains("/api/orders")).then_some(g)
+    })
+    .await;
+    let edges = graph["edges"].as_array().unwrap();
+    let kafka = edges.iter().find(|e| e["target"] == "prod/infra/kafka").unwrap_or_else(|| panic!("{graph:#}"));
+    assert_eq!(kafka["source"], "prod/shop/checkout");
+    assert_eq!(kafka["kafka"], serde_json::json!([{"name": "orders", "operations": ["consume", "describe", "produce"], "denied": ["describe"]}]), "{kafka}");
+    let web = edges.iter().find(|e| e["target"] == "prod/shop/orders-api").unwrap_or_else(|| panic!("{graph:#}"));
+    assert_eq!(web["source"], "prod/shop/checkout");
+    assert_eq!(web["http"], serde_json::json!([{"path": "/api/orders", "methods": ["POST"]}]), "{web}");
+    assert_eq!(web["connections"], 7, "only the increase since the baseline scrape counts");
+
+    for version in ["v2beta1", "v1alpha3"] {
+        let yaml =
+            http.get(format!("{cloud}/api/v1/clusters/prod/client-intents?version={version}")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+        assert!(yaml.contains("name: orders") && yaml.contains("/api/orders") && yaml.contains("produce"), "{yaml}");
+        if let Some(crd) = testkit::crd::CrdSchemas::clientintents_reference() {
+            for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
+                let doc: Value = serde_yaml::from_str(doc).unwrap();
+                crd.validate(&doc).unwrap_or_else(|e| panic!("{version} ClientIntents do not validate: {e:?}\n{yaml}"));
+            }
+        }
+    }
+    let listed = run_ok(Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]));
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("    - Kafka topic: orders, operations: [consume describe produce], denied: [describe]"), "{listed}");
+    assert!(listed.contains("    - path /api/orders, methods: [POST]"), "{listed}");
+    std::fs::remove_dir_all(&dir).ok();
+}
