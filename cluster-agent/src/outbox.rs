@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use model::report::MAX_EDGES_PER_REPORT;
+use model::report::{MAX_EDGES_PER_REPORT, MAX_RESOURCES_PER_EDGE};
 use model::{merge_edges, Edge, EdgeReport};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
@@ -471,7 +471,10 @@ impl Outbox {
                 }
             };
             let trial = merge_edges(edges.iter().cloned().chain(report.edges.iter().cloned()));
-            if !taken.is_empty() && trial.len() > MAX_EDGES_PER_REPORT {
+            // A merge must stay a report the cloud accepts: not too many edges, and no edge with
+            // more paths or topics than a report may carry (else the merged report is refused).
+            let too_detailed = trial.iter().any(|e| e.http.len() > MAX_RESOURCES_PER_EDGE || e.kafka.len() > MAX_RESOURCES_PER_EDGE);
+            if !taken.is_empty() && (trial.len() > MAX_EDGES_PER_REPORT || too_detailed) {
                 break;
             }
             edges = trial;
@@ -622,6 +625,27 @@ mod tests {
         assert!(pending.windows(2).all(|w| w[0].generated_at <= w[1].generated_at), "order is kept");
         assert!(outbox.stats().compactions.load(Ordering::Relaxed) > 0);
         assert_eq!(outbox.stats().dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_merge_never_makes_an_edge_with_more_paths_than_the_cloud_accepts() {
+        let tmp = TempDir::new();
+        let limits = OutboxLimits { max_reports: 2, ..OutboxLimits::default() };
+        let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
+        // Each report's edge has 600 distinct paths: two merged would carry 1,200.
+        let with_paths = |generated: i64| {
+            let mut r = report("frontend", 1, generated);
+            r.edges[0].http = (0..600).map(|i| model::HttpResource { path: format!("/item/{generated}/{i}"), methods: vec!["GET".into()] }).collect();
+            r
+        };
+        for i in 1..=3 {
+            outbox.push(&with_paths(i)).unwrap();
+        }
+        let pending = outbox.pending().unwrap();
+        assert!(pending.iter().all(|r| r.edges.iter().all(|e| e.http.len() <= MAX_RESOURCES_PER_EDGE)), "every pending report stays acceptable");
+        let paths: usize = pending.iter().flat_map(|r| &r.edges).map(|e| e.http.len()).sum();
+        let dropped = outbox.stats().dropped_edges.load(Ordering::Relaxed) as usize;
+        assert_eq!(paths + dropped * 600, 1_800, "every path is pending, or its edge is counted as dropped");
     }
 
     #[test]

@@ -227,11 +227,22 @@ impl Product {
         Ok(product)
     }
 
-    /// Starts (or restarts) the cloud API binary.
+    /// Starts (or restarts) the cloud API binary, with a signing key kept across restarts (as
+    /// the chart's Secret keeps it), so the clusters' tokens stay valid.
     pub async fn start_cloud(&mut self) -> anyhow::Result<()> {
+        let key = self.options.work_dir.join("jwt-signing-key.pem");
+        if !key.exists() {
+            let out = Command::new(self.options.bin_dir.join("cloud-api")).args(["admin", "generate-jwt-key"]).output()?;
+            if !out.status.success() {
+                bail!("cloud-api admin generate-jwt-key failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::fs::write(&key, &out.stdout).with_context(|| format!("writing {}", key.display()))?;
+        }
         let cloud = spawn(
             Command::new(self.options.bin_dir.join("cloud-api"))
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", self.options.cloud_port), "--database-url", &self.options.database_url])
+                .arg("--jwt-key-files")
+                .arg(&key)
                 .env("RUST_LOG", "warn"),
         )?;
         self.cloud = Some(cloud);

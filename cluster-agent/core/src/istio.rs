@@ -25,8 +25,8 @@ pub const ISTIO_SIDECAR_LABEL: &str = "security.istio.io/tlsMode";
 /// The metric read.
 pub const REQUESTS_METRIC: &str = "istio_requests_total";
 const UPTIME_METRIC: &str = "envoy_server_uptime";
-/// HTTP methods the ClientIntents CRD names.
-pub const HTTP_METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT"];
+/// HTTP methods the ClientIntents CRD names (the model's list, which reports are checked against).
+pub use model::edge::HTTP_METHODS;
 /// Longer paths are not recorded (the call still is).
 pub const MAX_PATH_LEN: usize = 1024;
 /// Series kept per sidecar; more are not followed (and counted).
