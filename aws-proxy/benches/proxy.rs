@@ -28,7 +28,11 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use support::free_port;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const HOST: &str = "invoices.s3.us-east-1.amazonaws.com";
 const OBJECT: usize = 1024;
@@ -70,33 +74,6 @@ async fn start_emulator(ca: &CertificateAuthority) -> SocketAddr {
     addr
 }
 
-/// moto in server mode behind TLS for the S3 names, with the bucket and objects the GETs read.
-/// `None` when moto is not installed.
-async fn start_moto(ca: &CertificateAuthority, dir: &Path) -> Option<(SocketAddr, std::process::Child)> {
-    let moto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin/moto_server");
-    if !moto.exists() {
-        println!("moto: skipped ({} is missing; scripts/setup.sh installs it)", moto.display());
-        return None;
-    }
-    let leaf = ca.issue(&["*.s3.us-east-1.amazonaws.com".to_owned()]).unwrap();
-    std::fs::write(dir.join("moto.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(dir.join("moto.key"), &leaf.key_pem).unwrap();
-    let port = free_port();
-    let child = std::process::Command::new(moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-c", dir.join("moto.crt").to_str().unwrap(), "-k", dir.join("moto.key").to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some((addr, child))
-}
-
 /// Creates the bucket and the 100 objects the GETs read, straight at `addr`.
 async fn seed_objects(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
     for (n, path) in std::iter::once("/".to_owned()).chain((0..100).map(|n| format!("/2026/11/inv-{n}.pdf"))).enumerate() {
@@ -131,10 +108,6 @@ async fn start_sink(received: Arc<AtomicU64>) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     addr
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct ProxyProcess {
@@ -188,18 +161,7 @@ fn start_proxy(dir: &Path, emulator: SocketAddr, emulator_ca: &Path, sink: Socke
 }
 
 fn client_config(ca_pem_file: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca_pem_file).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    support::client_tls(&std::fs::read_to_string(ca_pem_file).unwrap(), &[b"http/1.1"])
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
@@ -352,18 +314,17 @@ async fn main() {
     let received = Arc::new(AtomicU64::new(0));
     let sink = start_sink(received.clone()).await;
 
-    let mut moto = start_moto(&emulator_ca, &dir).await;
-    if let Some((addr, _)) = &moto {
-        seed_objects(*addr, direct_tls.clone()).await;
-        let proxy = start_proxy(&dir.join("moto"), *addr, &emulator_ca_file, sink);
-        let proxy_tls = client_config(&proxy.ca_file);
-        compare("moto (the tests' AWS emulator)", *addr, direct_tls.clone(), proxy.tls, proxy_tls).await;
-        let (_, peak) = proxy.rss_mib();
-        println!("aws-proxy peak RSS: {peak:.1} MiB");
-    }
-    if let Some((_, child)) = &mut moto {
-        let _ = child.kill();
-        let _ = child.wait();
+    match support::start_moto(&dir, &["*.s3.us-east-1.amazonaws.com"]) {
+        Ok(moto) => {
+            let moto_tls = client_config(&moto.ca_file);
+            seed_objects(moto.addr, moto_tls.clone()).await;
+            let proxy = start_proxy(&dir.join("moto"), moto.addr, &moto.ca_file, sink);
+            let proxy_tls = client_config(&proxy.ca_file);
+            compare("moto (the tests' AWS emulator)", moto.addr, moto_tls, proxy.tls, proxy_tls).await;
+            let (_, peak) = proxy.rss_mib();
+            println!("aws-proxy peak RSS: {peak:.1} MiB");
+        }
+        Err(reason) => println!("moto: skipped ({reason})"),
     }
 
     let stand_in = start_emulator(&emulator_ca).await;

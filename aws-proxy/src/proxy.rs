@@ -400,7 +400,8 @@ async fn forward(req: Request<Incoming>, client_ip: IpAddr, tls_host: &str, shar
         }
         Err(e) => {
             shared.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-            let reason = error_chain(&e);
+            // `{:#}` prints the error with its causes, "outer: inner: ...".
+            let reason = format!("{:#}", anyhow::Error::new(e));
             warn!(host = %authority, error = %reason, "could not reach the AWS endpoint");
             plain(StatusCode::BAD_GATEWAY, &format!("aws-proxy could not reach {authority}: {reason}\n"))
         }
@@ -473,17 +474,6 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
 
 fn empty() -> Body {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn parse_connect_to(entries: &[String]) -> anyhow::Result<Vec<(String, SocketAddr)>> {

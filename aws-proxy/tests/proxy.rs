@@ -23,6 +23,8 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+mod support;
+
 /// An HTTPS stand-in for S3: `GET /denied/...` answers 403 with an S3 error document; anything
 /// else 200 with the request's path and Host echoed. Counts requests.
 async fn start_upstream(ca: &CertificateAuthority) -> (SocketAddr, Arc<AtomicUsize>) {
@@ -102,24 +104,9 @@ async fn lab(name: &str, trust_upstream: bool) -> Lab {
     Lab { proxy, proxy_ca, outgoing, served, _dir: dir }
 }
 
-fn client_tls(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
 async fn tls_to(addr: SocketAddr, host: &str, lab: &Lab, alpn: &[&[u8]]) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(client_tls(lab.proxy_ca.ca_pem(), alpn)).connect(ServerName::try_from(host.to_owned()).unwrap(), tcp).await
+    tokio_rustls::TlsConnector::from(support::client_tls(lab.proxy_ca.ca_pem(), alpn)).connect(ServerName::try_from(host.to_owned()).unwrap(), tcp).await
 }
 
 /// One HTTP/1.1 request over TLS to the proxy's SNI port: (status, body).

@@ -9,9 +9,8 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_proxy::ca::CertificateAuthority;
 use aws_proxy::proxy::{Proxy, ProxyArgs};
@@ -22,78 +21,26 @@ use mapper_core::Mapper;
 use model::{Edge, Target};
 use observation_ship::{Credentials, Outgoing, Shipper};
 
+use support::Moto;
+
+mod support;
+
 const ACCOUNT: &str = "123456789012";
 const ACCESS_KEY_ID: &str = "AKIAINTENTMAPTEST0001";
 
-fn tools() -> Result<PathBuf, String> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin");
-    for tool in ["python", "moto_server"] {
-        if !dir.join(tool).exists() {
-            return Err(format!("{} is missing; run scripts/setup.sh (it installs boto3 and moto)", dir.join(tool).display()));
-        }
-    }
-    Ok(dir)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// moto in server mode on TLS, with a certificate for the AWS names from its own test CA.
-struct Emulator {
-    child: Child,
-    addr: SocketAddr,
-    ca_file: PathBuf,
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_emulator(tools: &Path, dir: &Path) -> Emulator {
-    let ca = CertificateAuthority::generate().unwrap();
-    let names: Vec<String> = [
-        "s3.amazonaws.com",
-        "*.s3.amazonaws.com",
-        "s3.us-east-1.amazonaws.com",
-        "*.s3.us-east-1.amazonaws.com",
-        "dynamodb.us-east-1.amazonaws.com",
-        "sqs.us-east-1.amazonaws.com",
-        "sts.us-east-1.amazonaws.com",
-        "sts.amazonaws.com",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let leaf = ca.issue(&names).unwrap();
-    let (cert, key, ca_file) = (dir.join("emulator.crt"), dir.join("emulator.key"), dir.join("emulator-ca.crt"));
-    std::fs::write(&cert, &leaf.cert_pem).unwrap();
-    std::fs::write(&key, &leaf.key_pem).unwrap();
-    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
-    let port = free_port();
-    let child = Command::new(tools.join("moto_server"))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-c"])
-        .arg(&cert)
-        .arg("-k")
-        .arg(&key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting moto_server");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start listening on {addr} within 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Emulator { child, addr, ca_file }
-}
+const EMULATED_NAMES: &[&str] = &[
+    "s3.amazonaws.com",
+    "*.s3.amazonaws.com",
+    "s3.us-east-1.amazonaws.com",
+    "*.s3.us-east-1.amazonaws.com",
+    "dynamodb.us-east-1.amazonaws.com",
+    "sqs.us-east-1.amazonaws.com",
+    "sts.us-east-1.amazonaws.com",
+    "sts.amazonaws.com",
+];
 
 struct Setup {
-    _emulator: Emulator,
+    _emulator: Moto,
     proxy: Proxy,
     proxy_ca_file: PathBuf,
     mapper: Arc<Mutex<Mapper>>,
@@ -104,17 +51,21 @@ struct Setup {
 }
 
 async fn setup(name: &str) -> Option<Setup> {
-    let tools = match tools() {
-        Ok(t) => t,
+    let tools = support::pytools();
+    if !tools.join("python").exists() {
+        println!("skipped: {} is missing; run scripts/setup.sh (it installs boto3 and moto)", tools.join("python").display());
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("aws-proxy-sdk-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let emulator = match support::start_moto(&dir, EMULATED_NAMES) {
+        Ok(moto) => moto,
         Err(reason) => {
             println!("skipped: {reason}");
             return None;
         }
     };
-    let dir = std::env::temp_dir().join(format!("aws-proxy-sdk-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let emulator = start_emulator(&tools, &dir);
 
     let proxy_ca = Arc::new(CertificateAuthority::generate().unwrap());
     let proxy_ca_file = dir.join("proxy-ca.crt");

@@ -280,7 +280,7 @@ impl CloudClient {
                 .await;
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => return Ok(SendOutcome::Retry { reason: format!("could not reach {url}: {}", error_chain(&e)), retry_after: None }),
+                Err(e) => return Ok(SendOutcome::Retry { reason: format!("could not reach {url}: {:#}", anyhow::Error::new(e)), retry_after: None }),
             };
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
@@ -322,17 +322,6 @@ async fn classify(status: StatusCode, response: reqwest::Response) -> SendOutcom
         400..=499 => SendOutcome::Rejected(message(&body)),
         _ => SendOutcome::Retry { reason: message(&body), retry_after: after },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Exponential backoff with full jitter: the n-th consecutive failure waits a random time

@@ -71,15 +71,38 @@ pub fn write_kubeconfig(dir: &std::path::Path, server: &str) -> PathBuf {
     path
 }
 
+/// `cloud-api admin <args> --output json` against `database_url`: what it printed.
+pub fn admin(database_url: &str, args: &[&str]) -> serde_json::Value {
+    let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", database_url]));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `cloud-api serve` on a free port against `database_url`; ready when this returns.
+pub async fn start_cloud(database_url: &str) -> (Running, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let cloud = spawn(
+        Command::new(binary("cloud-api")).args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", database_url]).env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{url}/readyz"), Duration::from_secs(30)).await;
+    (cloud, url)
+}
+
 /// `cluster-agent mapper` on a free port against the API server of `kubeconfig`, with the
 /// shared observation token `node-secret` and its outbox in `dir`; ready when this returns.
 pub async fn start_mapper(dir: &std::path::Path, kubeconfig: &std::path::Path) -> (Running, String) {
+    start_mapper_with(dir, kubeconfig, &[]).await
+}
+
+/// [`start_mapper`] with more flags (cloud upload, watchers).
+pub async fn start_mapper_with(dir: &std::path::Path, kubeconfig: &std::path::Path, flags: &[&str]) -> (Running, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mapper = spawn(
         Command::new(binary("cluster-agent"))
             .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
             .arg(dir.join("outbox"))
+            .args(flags)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn"),
     );

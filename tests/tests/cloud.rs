@@ -5,13 +5,8 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{binary, free_port, run_ok, spawn, wait_ready};
+use e2e::{admin, binary, free_port, run_ok, spawn, wait_ready};
 use serde_json::{json, Value};
-
-fn admin(database_url: &str, args: &[&str]) -> Value {
-    let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", database_url]));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
 
 #[tokio::test]
 async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{binary, free_port, run_ok, spawn, wait_ready, write_kubeconfig};
+use e2e::{admin, binary, free_port, run_ok, spawn, start_cloud, wait_ready, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
@@ -186,17 +186,9 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     // The cloud, as the cloud-api binary.
     let pg = testkit::pg::server().await.expect("PostgreSQL");
     let db = pg.fresh_database("e2e_upload").await.unwrap();
-    let admin = |args: &[&str]| -> Value {
-        let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", &db]));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let org = admin(&["create-org", "acme"]);
-    let creds = admin(&["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
-    let cloud_port = free_port();
-    let cloud = format!("http://127.0.0.1:{cloud_port}");
-    let _cloud =
-        spawn(Command::new(binary("cloud-api")).args(["serve", "--listen", &format!("127.0.0.1:{cloud_port}"), "--database-url", &db]).env("RUST_LOG", "warn"));
-    wait_ready(&format!("{cloud}/readyz"), Duration::from_secs(30)).await;
+    let org = admin(&db, &["create-org", "acme"]);
+    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let (_cloud, cloud) = start_cloud(&db).await;
 
     let api = FakeApiServer::start().await.unwrap();
     load_shop(&api);

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{binary, free_port, run_ok, spawn, wait_ready, write_kubeconfig};
+use e2e::{admin, binary, free_port, run_ok, start_cloud, start_mapper_with, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use mapper_core::fixtures::*;
@@ -64,17 +64,9 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     // The cloud.
     let pg = testkit::pg::server().await.expect("PostgreSQL");
     let db = pg.fresh_database("e2e_protocols").await.unwrap();
-    let admin = |args: &[&str]| -> Value {
-        serde_json::from_slice(&run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", &db])).stdout)
-            .unwrap()
-    };
-    let org = admin(&["create-org", "acme"]);
-    let creds = admin(&["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
-    let cloud_port = free_port();
-    let cloud = format!("http://127.0.0.1:{cloud_port}");
-    let _cloud =
-        spawn(Command::new(binary("cloud-api")).args(["serve", "--listen", &format!("127.0.0.1:{cloud_port}"), "--database-url", &db]).env("RUST_LOG", "warn"));
-    wait_ready(&format!("{cloud}/readyz"), Duration::from_secs(30)).await;
+    let org = admin(&db, &["create-org", "acme"]);
+    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let (_cloud, cloud) = start_cloud(&db).await;
 
     // The cluster: checkout (127.0.0.3) calls orders-api (127.0.0.2, with a sidecar) over HTTP
     // and the Kafka broker kafka-0 (infra, StatefulSet) over the Kafka protocol.
@@ -89,20 +81,24 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
 
     let dir = std::env::temp_dir().join(format!("e2e-protocols-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let mapper = format!("http://127.0.0.1:{port}");
-    let _mapper = spawn(
-        Command::new(binary("cluster-agent"))
-            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
-            .arg(dir.join("outbox"))
-            .args(["--upload-interval-seconds", "0.5", "--cloud-url", &cloud])
-            .args(["--cloud-client-id", creds["client_id"].as_str().unwrap(), "--cloud-client-secret", creds["client_secret"].as_str().unwrap()])
-            .args(["--kafka-brokers", "infra/app=kafka"])
-            .args(["--istio-scrape-interval-seconds", "1", "--istio-metrics-port", &metrics_port.to_string()])
-            .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
-            .env("RUST_LOG", "warn"),
-    );
-    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let metrics_port = metrics_port.to_string();
+    let flags = [
+        "--upload-interval-seconds",
+        "0.5",
+        "--cloud-url",
+        &cloud,
+        "--cloud-client-id",
+        creds["client_id"].as_str().unwrap(),
+        "--cloud-client-secret",
+        creds["client_secret"].as_str().unwrap(),
+        "--kafka-brokers",
+        "infra/app=kafka",
+        "--istio-scrape-interval-seconds",
+        "1",
+        "--istio-metrics-port",
+        &metrics_port,
+    ];
+    let (_mapper, mapper) = start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
 
     // Kafka: the broker logs what it authorised, once the mapper follows its log.
     until("the mapper follows the broker's log", || async { (api.log_streams("infra", "kafka-0") > 0).then_some(()) }).await;

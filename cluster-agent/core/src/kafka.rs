@@ -551,28 +551,9 @@ mod tests {
             "[2023-03-12 13:51:55,904] INFO Principal = User:CN=myclient is Denied Operation = Describe from host = 10.244.0.27 on resource = Topic:LITERAL:mytopic for request = Metadata with resourceRefCount = 1 (kafka.authorizer.logger)",
             "2023-03-12T13:51:55.904Z [2023-03-12 13:51:55,904] DEBUG Principal = User:a is Allowed operation = IDEMPOTENT_WRITE from host = fe80::1%eth0 via listener X on resource = Topic:orders (kafka.authorizer.logger)",
         ];
-        let alphabet: Vec<char> = " :=()[]%/*.-_,AaZz09é\u{0}\tPrincipal is Allowed Denied Operation from host on resource for request".chars().collect();
-        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let alphabet = " :=()[]%/*.-_,AaZz09é\u{0}\tPrincipal is Allowed Denied Operation from host on resource for request";
         let mut entries = 0;
-        for round in 0..20_000 {
-            let mut chars: Vec<char> = seeds[round % seeds.len()].chars().collect();
-            for _ in 0..=(next() % 6) {
-                let at = (next() as usize) % (chars.len() + 1);
-                match next() % 3 {
-                    0 if at < chars.len() => {
-                        chars.remove(at);
-                    }
-                    1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
-                    _ => chars.truncate(at),
-                }
-            }
-            let line: String = chars.into_iter().collect();
+        for line in crate::tests::mutations(&seeds, alphabet, 20_000, 6, 0x9E37_79B9_7F4A_7C15) {
             if let AuthorizerLine::Entry(e) = parse_authorizer_line(&line) {
                 entries += 1;
                 let _ = crd_operation(e.operation);

@@ -216,28 +216,9 @@ mod tests {
     #[test]
     fn mutated_lines_never_panic() {
         let seed = "istio_requests_total{reporter=\"destination\",source_workload=\"frontend\",request_path=\"/a\\\"b\",response_code=\"200\"} 42";
-        let alphabet: Vec<char> = "{}=\",\\n 0123456789.eE+-#aZ_:é\t".chars().collect();
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let alphabet = "{}=\",\\n 0123456789.eE+-#aZ_:é\t";
         let mut parsed = 0;
-        for _ in 0..20_000 {
-            let mut chars: Vec<char> = seed.chars().collect();
-            for _ in 0..=(next() % 4) {
-                let at = (next() as usize) % (chars.len() + 1);
-                match next() % 3 {
-                    0 if at < chars.len() => {
-                        chars.remove(at);
-                    }
-                    1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
-                    _ => chars.truncate(at),
-                }
-            }
-            let line: String = chars.into_iter().collect();
+        for line in crate::tests::mutations(&[seed], alphabet, 20_000, 4, 0x2545_F491_4F6C_DD1D) {
             if let Ok(Some(sample)) = parse_line(&line) {
                 parsed += 1;
                 let _ = sample.series_key();

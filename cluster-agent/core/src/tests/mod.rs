@@ -15,6 +15,33 @@ use model::{Edge, EdgeReport};
 use crate::fixtures::*;
 use crate::{Index, Mapper};
 
+/// `rounds` mutations of `seeds` (taken in turn): up to `max_edits` removals, insertions from
+/// `alphabet` or truncations each, from a fixed-seed xorshift generator so failures reproduce.
+pub(crate) fn mutations<'a>(seeds: &'a [&'a str], alphabet: &'a str, rounds: usize, max_edits: u64, seed: u64) -> impl Iterator<Item = String> + 'a {
+    let alphabet: Vec<char> = alphabet.chars().collect();
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..rounds).map(move |round| {
+        let mut chars: Vec<char> = seeds[round % seeds.len()].chars().collect();
+        for _ in 0..=(next() % max_edits) {
+            let at = (next() as usize) % (chars.len() + 1);
+            match next() % 3 {
+                0 if at < chars.len() => {
+                    chars.remove(at);
+                }
+                1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                _ => chars.truncate(at),
+            }
+        }
+        chars.into_iter().collect()
+    })
+}
+
 pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap_or_else(|e| panic!("test address {s:?}: {e}"))
 }
