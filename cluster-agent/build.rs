@@ -15,6 +15,7 @@ const SETUP_HINT: &str = "clang and bpftool are needed to build the eBPF program
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 fn main() {
+    declare_unprivileged();
     if let Err(error) = build() {
         // Just the message (with its causes): a backtrace of the build script helps nobody.
         eprintln!("error: {error:#}");
@@ -122,3 +123,6 @@ fn run(command: &mut Command, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+// Declares the `unprivileged` cfg of root-only tests.
+include!("../testkit/build/unprivileged.rs");

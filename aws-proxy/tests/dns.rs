@@ -35,16 +35,13 @@ struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    /// `None` (after printing `skipped: ...`) when dnsmasq is not installed.
-    async fn start(records: &[String]) -> Option<Dnsmasq> {
-        let Some(program) = ["/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/sbin/dnsmasq"].into_iter().find(|path| std::path::Path::new(path).exists()) else {
-            println!("skipped: dnsmasq is not installed (apt-get install dnsmasq-base)");
-            return None;
-        };
+    /// A dnsmasq on a free port; a test fails naming the package when it is not installed.
+    async fn start(records: &[String]) -> Dnsmasq {
+        let program = testkit::need::command("dnsmasq", "dnsmasq-base");
         for _ in 0..5 {
             let port = free_udp_port();
             let pid_file = std::env::temp_dir().join(format!("aws-proxy-dns-test-{}-{port}.pid", std::process::id()));
-            let child = Command::new(program)
+            let child = Command::new(&program)
                 .args([
                     "--no-daemon",
                     "--conf-file=/dev/null",
@@ -62,10 +59,10 @@ impl Dnsmasq {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+                .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
             let mut dnsmasq = Dnsmasq { child, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), pid_file };
             if dnsmasq.ready().await {
-                return Some(dnsmasq);
+                return dnsmasq;
             }
         }
         panic!("dnsmasq did not start on a free port in 5 tries");
@@ -307,9 +304,7 @@ async fn a_family_without_proxy_ips_is_nodata() {
 
 #[tokio::test]
 async fn a_proxy_name_is_a_cname_with_its_upstream_addresses() {
-    let Some(dnsmasq) = Dnsmasq::start(&["--host-record=aws-proxy.svc.test,10.96.0.10,fd00::10,60".to_owned()]).await else {
-        return;
-    };
+    let dnsmasq = Dnsmasq::start(&["--host-record=aws-proxy.svc.test,10.96.0.10,fd00::10,60".to_owned()]).await;
     let server = start(args(&["aws-proxy.svc.test"], vec![dnsmasq.addr])).await;
     let addr = server.udp_addr();
 
@@ -346,9 +341,7 @@ async fn a_proxy_name_is_a_cname_with_its_upstream_addresses() {
 
 #[tokio::test]
 async fn a_proxy_name_that_does_not_exist_gives_nxdomain_after_the_cname() {
-    let Some(dnsmasq) = Dnsmasq::start(&[]).await else {
-        return;
-    };
+    let dnsmasq = Dnsmasq::start(&[]).await;
     let server = start(args(&["missing.svc.test."], vec![dnsmasq.addr])).await;
     let reply = ask_udp(server.udp_addr(), &query("s3.amazonaws.com", RecordType::A, None)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
@@ -360,16 +353,13 @@ async fn a_proxy_name_that_does_not_exist_gives_nxdomain_after_the_cname() {
 
 #[tokio::test]
 async fn other_names_are_forwarded_as_the_upstream_answers_them() {
-    let Some(dnsmasq) = Dnsmasq::start(&[
+    let dnsmasq = Dnsmasq::start(&[
         "--host-record=ttl.test,192.0.2.8,300".to_owned(),
         "--address=/example.test/192.0.2.7".to_owned(),
         "--cname=alias.test,ttl.test".to_owned(),
         "--txt-record=txt.test,hello world".to_owned(),
     ])
-    .await
-    else {
-        return;
-    };
+    .await;
     let server = start(args(&["10.1.2.3"], vec![dnsmasq.addr])).await;
     let addr = server.udp_addr();
 
@@ -416,9 +406,7 @@ async fn other_names_are_forwarded_as_the_upstream_answers_them() {
 
 #[tokio::test]
 async fn truncated_answers_go_over_tcp() {
-    let Some(dnsmasq) = Dnsmasq::start(&host_records("big.test", 100)).await else {
-        return;
-    };
+    let dnsmasq = Dnsmasq::start(&host_records("big.test", 100)).await;
     let server = start(args(&["10.1.2.3"], vec![dnsmasq.addr])).await;
 
     // The premise: dnsmasq's UDP answer is cut even for a client taking 4096 bytes.
@@ -484,9 +472,7 @@ async fn a_dead_upstream_gives_servfail_within_the_deadline() {
 
 #[tokio::test]
 async fn upstreams_are_tried_in_order() {
-    let Some(dnsmasq) = Dnsmasq::start(&["--host-record=ttl.test,192.0.2.8,300".to_owned()]).await else {
-        return;
-    };
+    let dnsmasq = Dnsmasq::start(&["--host-record=ttl.test,192.0.2.8,300".to_owned()]).await;
     let dead = dead_upstream();
     let mut args = args(&["10.1.2.3"], vec![dead.addr, dnsmasq.addr]);
     args.upstream_timeout_ms = 300;
@@ -504,12 +490,8 @@ async fn upstreams_are_tried_in_order() {
 
 #[tokio::test]
 async fn a_declining_upstream_hands_over_to_the_next() {
-    let Some(first) = Dnsmasq::start(&[]).await else {
-        return;
-    };
-    let Some(second) = Dnsmasq::start(&["--address=/second.example/192.0.2.9".to_owned()]).await else {
-        return;
-    };
+    let first = Dnsmasq::start(&[]).await;
+    let second = Dnsmasq::start(&["--address=/second.example/192.0.2.9".to_owned()]).await;
     let server = start(args(&["10.1.2.3"], vec![first.addr, second.addr])).await;
 
     // The first refuses names outside .test; the second knows this one.
@@ -635,13 +617,8 @@ async fn start_errors_say_what_to_do() {
 
 #[tokio::test]
 async fn dig_sees_the_same() {
-    if Command::new("dig").arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
-        println!("skipped: dig is not installed (scripts/setup.sh installs dnsutils)");
-        return;
-    }
-    let Some(dnsmasq) = Dnsmasq::start(&[host_records("big.test", 100), vec!["--host-record=ttl.test,192.0.2.8,300".to_owned()]].concat()).await else {
-        return;
-    };
+    testkit::need::command("dig", "dnsutils");
+    let dnsmasq = Dnsmasq::start(&[host_records("big.test", 100), vec!["--host-record=ttl.test,192.0.2.8,300".to_owned()]].concat()).await;
     let server = start(args(&["10.1.2.3", "fd00::53"], vec![dnsmasq.addr])).await;
     let port = server.udp_addr().port();
     assert_eq!(dig(port, &["+short", "s3.us-east-1.amazonaws.com", "A"]).await.trim(), "10.1.2.3");

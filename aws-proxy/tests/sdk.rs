@@ -50,22 +50,13 @@ struct Setup {
     dir: PathBuf,
 }
 
-async fn setup(name: &str) -> Option<Setup> {
+async fn setup(name: &str) -> Setup {
     let tools = support::pytools();
-    if !tools.join("python").exists() {
-        println!("skipped: {} is missing; run scripts/setup.sh (it installs boto3 and moto)", tools.join("python").display());
-        return None;
-    }
+    testkit::need::target_file("pytools/bin/python", "scripts/ensure-python-tools.sh (boto3 and moto from PyPI)");
     let dir = std::env::temp_dir().join(format!("aws-proxy-sdk-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let emulator = match support::start_moto(&dir, EMULATED_NAMES) {
-        Ok(moto) => moto,
-        Err(reason) => {
-            println!("skipped: {reason}");
-            return None;
-        }
-    };
+    let emulator = support::start_moto(&dir, EMULATED_NAMES).unwrap_or_else(|reason| panic!("{reason}"));
 
     let proxy_ca = Arc::new(CertificateAuthority::generate().unwrap());
     let proxy_ca_file = dir.join("proxy-ca.crt");
@@ -94,7 +85,7 @@ async fn setup(name: &str) -> Option<Setup> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mapper_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-    Some(Setup { _emulator: emulator, proxy, proxy_ca_file, mapper, mapper_addr, outgoing, tools, dir })
+    Setup { _emulator: emulator, proxy, proxy_ca_file, mapper, mapper_addr, outgoing, tools, dir }
 }
 
 impl Setup {
@@ -179,16 +170,14 @@ fn check_edges(edges: &[Edge], prefix: &str) {
         assert_eq!(docs.len(), 1);
         let text = serde_json::to_string(&docs[0]).unwrap();
         assert!(text.contains(&format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{prefix}-orders")) && text.contains("s3:PutObject"), "{text}");
-        match testkit::crd::CrdSchemas::clientintents_reference() {
-            Some(crd) => crd.validate(&docs[0]).unwrap_or_else(|errors| panic!("{version:?} ClientIntents do not validate: {errors:?}\n{text}")),
-            None => println!("skipped CRD validation: ../shared/reference/clientintents-crd.yaml not found"),
-        }
+        let crd = testkit::crd::CrdSchemas::clientintents_reference();
+        crd.validate(&docs[0]).unwrap_or_else(|errors| panic!("{version:?} ClientIntents do not validate: {errors:?}\n{text}"));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_through_https_proxy_connect() {
-    let Some(setup) = setup("connect").await else { return };
+    let setup = setup("connect").await;
     let answers = setup.run_sdk("connect", "viaconnect").await;
     check_answers(&answers, "viaconnect");
     let edges = setup.ship().await;
@@ -201,7 +190,7 @@ async fn boto3_through_https_proxy_connect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_to_aws_names_answered_with_the_proxy_address_sni() {
-    let Some(setup) = setup("sni").await else { return };
+    let setup = setup("sni").await;
     let answers = setup.run_sdk("sni", "viasni").await;
     check_answers(&answers, "viasni");
     check_edges(&setup.ship().await, "viasni");

@@ -1,12 +1,11 @@
 //! `intentmap`: what people run. It asks a cluster's mapper (its local API on :9090) for the
 //! traffic it has seen and lists it, exports it as ClientIntents, draws it, or resets it.
 
-mod picture;
-
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use intentmap::picture;
 use model::intents::{self, IntentsVersion};
 use model::Edge;
 
@@ -31,6 +30,23 @@ struct Filters {
     /// Leave out clients whose pods carry any of these labels (`key=value`, comma-separated or repeated).
     #[arg(long = "exclude-labels", value_delimiter = ',')]
     exclude_labels: Vec<String>,
+}
+
+impl Filters {
+    /// Where a picture's edges came from: the mapper, and the filters that narrowed them.
+    fn describe(&self, mapper: &str) -> String {
+        let mut out = format!("mapper {mapper}");
+        if !self.namespaces.is_empty() {
+            out.push_str(&format!(" · namespaces {}", self.namespaces.join(", ")));
+        }
+        if let Some(server) = &self.server {
+            out.push_str(&format!(" · calls to {server}"));
+        }
+        if !self.exclude_labels.is_empty() {
+            out.push_str(&format!(" · without {}", self.exclude_labels.join(", ")));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
@@ -166,7 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Visualize { filters, output } => {
-            let svg = picture::render_svg(&mapper.edges(&filters).await?);
+            let svg = picture::render_svg(&mapper.edges(&filters).await?, &filters.describe(&mapper.base));
             let png = output.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
             if png { std::fs::write(&output, picture::svg_to_png(&svg)?) } else { std::fs::write(&output, svg) }
                 .with_context(|| format!("writing {}", output.display()))?;

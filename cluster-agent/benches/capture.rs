@@ -2,7 +2,7 @@
 //! possible between two network namespaces (a veth pair) for `BENCH_SECONDS` (10), while
 //! `EbpfCapture` runs in this process on its own thread and runtime and drains its events.
 //! Prints connections/s, events received and lost, the capture thread's CPU and the process's
-//! peak RSS against the targets in issue 6. Needs root; prints "skipped: needs root" otherwise.
+//! peak RSS against the targets in issue 6. Needs root; fails saying so otherwise.
 //!
 //! `cargo bench -p cluster-agent --bench capture`
 //! Optional: `BENCH_CLIENTS` (client threads, 2), `BENCH_RATE` (cap on connections/s, none).
@@ -242,8 +242,8 @@ fn verdict(ok: bool) -> &'static str {
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root");
-        return;
+        eprintln!("the capture benchmark needs root (network namespaces and eBPF): run it as root");
+        std::process::exit(1);
     }
     let seconds: f64 = env_or("BENCH_SECONDS", 10.0);
     let clients: usize = env_or("BENCH_CLIENTS", 2).max(1);

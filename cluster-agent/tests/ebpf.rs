@@ -18,21 +18,13 @@ use cluster_agent::node::events::{DnsPacket, DnsTransport, Event, TcpEvent, TcpE
 
 const WAIT: Duration = Duration::from_secs(5);
 
-/// The capture, or `None` (after saying why) where this machine cannot load BPF and we are not
-/// root. As root the programs must load.
-fn load_or_skip(test: &str) -> Option<EbpfCapture> {
+/// The capture, loaded and attached; as root (where these tests run) the programs must load.
+fn load(test: &str) -> EbpfCapture {
+    testkit::need::root("loading eBPF programs");
     let started = Instant::now();
-    match EbpfCapture::load() {
-        Ok(capture) => {
-            println!("{test}: loaded and attached in {:?}", started.elapsed());
-            Some(capture)
-        }
-        Err(e) if e.is_unavailable() && !nix::unistd::geteuid().is_root() => {
-            println!("skipped: {test}: not root, and the eBPF programs cannot load here: {e}");
-            None
-        }
-        Err(e) => panic!("the eBPF programs must load on this machine: {e}"),
-    }
+    let capture = EbpfCapture::load().unwrap_or_else(|e| panic!("the eBPF programs must load on this machine: {e}"));
+    println!("{test}: loaded and attached in {:?}", started.elapsed());
+    capture
 }
 
 // === network namespaces ===
@@ -147,15 +139,17 @@ async fn collect(capture: &mut EbpfCapture, keep: impl Fn(&Event) -> bool, done:
 // === tests ===
 
 #[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: eBPF and network namespaces")]
 async fn programs_pass_the_verifier() {
-    let Some(capture) = load_or_skip("programs_pass_the_verifier") else { return };
+    let capture = load("programs_pass_the_verifier");
     assert_eq!(capture.malformed_events(), 0);
     println!("lost so far: {}", capture.lost_events());
 }
 
 #[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: eBPF and network namespaces")]
 async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
-    let Some(mut capture) = load_or_skip("tcp") else { return };
+    let mut capture = load("tcp");
     let started = Instant::now();
     let mut lab = Lab::new("tcp", 1);
     let (client_cgroup, client_cgroup_id) = lab.cgroup("client");
@@ -267,8 +261,9 @@ fn ask_tcp(server: SocketAddr, id: u16) -> SocketAddr {
 }
 
 #[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: eBPF and network namespaces")]
 async fn dns_answers_from_dnsmasq_in_another_namespace() {
-    let Some(mut capture) = load_or_skip("dns") else { return };
+    let mut capture = load("dns");
     let started = Instant::now();
     let mut lab = Lab::new("dns", 2);
     let (server_v4, server_v6) = (lab.v4(1), lab.v6(1));
@@ -331,4 +326,59 @@ async fn dns_answers_from_dnsmasq_in_another_namespace() {
     }
     assert_eq!(capture.lost_dns_events(), 0);
     println!("dns test took {:?}", started.elapsed());
+}
+
+/// Two agents can start at once on one node (an upgrade's old and new pod), each mounting
+/// tracefs if it finds it missing. In a mount namespace of its own where tracefs is not mounted
+/// (as on a fresh machine), eight `cluster-agent node --check-ebpf` start at the same moment:
+/// every one loads and attaches, and tracefs ends up mounted once.
+#[test]
+#[cfg_attr(unprivileged, ignore = "needs root: mount namespaces and eBPF")]
+fn loaders_racing_to_mount_tracefs_all_load() {
+    testkit::need::root("mount namespaces and eBPF");
+    testkit::need::command("unshare", "util-linux");
+    const LOADERS: usize = 8;
+    const ROUNDS: usize = 4;
+    // A few rounds, as the race is a matter of microseconds: each round unmounts tracefs (and
+    // debugfs, which would offer its own copy), releases the loaders together and counts.
+    let script = format!(
+        r#"set -u
+for round in $(seq {ROUNDS}); do
+  for point in /sys/kernel/debug/tracing /sys/kernel/tracing /sys/kernel/debug; do
+    while mountpoint -q "$point"; do umount -l "$point" || exit 90; done
+  done
+  if grep -q ' - tracefs ' /proc/self/mountinfo; then echo "tracefs is still mounted"; exit 91; fi
+  # Every loader waits at a FIFO; opening it for writing releases them all at the same moment.
+  rm -f "$1/go"; mkfifo "$1/go"
+  pids=""
+  for i in $(seq {LOADERS}); do (read _ < "$1/go"; exec "$0" node --check-ebpf) > "$1/loader-$round-$i.log" 2>&1 & pids="$pids $!"; done
+  sleep 0.3
+  : > "$1/go"
+  failed=0
+  for pid in $pids; do wait "$pid" || failed=$((failed + 1)); done
+  echo "round $round: failed=$failed tracefs_mounts=$(grep -c ' /sys/kernel/tracing .* - tracefs ' /proc/self/mountinfo)"
+done"#
+    );
+    let dir = std::env::temp_dir().join(format!("ebpf-tracefs-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, env!("CARGO_BIN_EXE_cluster-agent")])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("running unshare (util-linux)");
+    let logs: Vec<String> = (1..=ROUNDS)
+        .flat_map(|round| (1..=LOADERS).map(move |i| (round, i)))
+        .map(|(round, i)| std::fs::read_to_string(dir.join(format!("loader-{round}-{i}.log"))).unwrap_or_default())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the mount namespace script failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    for round in 1..=ROUNDS {
+        assert!(stdout.contains(&format!("round {round}: failed=0 tracefs_mounts=1\n")), "every loader loads and tracefs is mounted once: {stdout}\n{logs:#?}");
+    }
+    for log in &logs {
+        assert!(log.contains("the eBPF capture loads and attaches on this node"), "{logs:#?}");
+    }
 }

@@ -2,7 +2,7 @@
 //! `AF_PACKET` DNS capture and pod attribution, with pods played by network namespaces joined
 //! by a veth pair, their processes in their own cgroups, and dnsmasq as the DNS server.
 //!
-//! Needs root, iproute2 and /usr/sbin/dnsmasq, as CI has. Each test builds and removes its own
+//! Needs root, iproute2 and dnsmasq, as CI has. Each test builds and removes its own
 //! namespaces, so they run in parallel.
 
 use std::fs::File;
@@ -27,7 +27,6 @@ const SERVER4: &str = "10.201.0.1";
 const CLIENT4: &str = "10.201.0.2";
 const SERVER6: &str = "fd00:201::1";
 const CLIENT6: &str = "fd00:201::2";
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
 // === Fixture ===
 
@@ -78,7 +77,7 @@ impl Pods {
 
     fn dnsmasq(&mut self, ns: &str, listen: &[&str]) {
         let mut args = vec![
-            DNSMASQ.to_string(),
+            testkit::need::command("dnsmasq", "dnsmasq-base").display().to_string(),
             "--keep-in-foreground".into(),
             "--conf-file=/dev/null".into(),
             "--no-resolv".into(),
@@ -123,10 +122,9 @@ impl Drop for Pods {
 }
 
 fn require_root_and_tools() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1)).unwrap();
-    assert_eq!(euid, "0", "these tests create network namespaces and raw sockets: run them as root (CI does)");
-    assert!(Path::new(DNSMASQ).exists(), "{DNSMASQ} is missing: apt-get install dnsmasq-base");
+    testkit::need::root("network namespaces and raw sockets");
+    testkit::need::command("dnsmasq", "dnsmasq-base");
+    testkit::need::command("ip", "iproute2");
 }
 
 fn ip(args: &[&str]) {
@@ -236,6 +234,7 @@ fn ip_of(s: &str) -> IpAddr {
 // === Tests ===
 
 #[test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and a raw socket")]
 fn dns_answers_over_veth_are_captured_in_the_client_namespace() {
     let mut pods = Pods::new("d");
     pods.dnsmasq(&pods.server.clone(), &[SERVER4, SERVER6]);
@@ -262,6 +261,7 @@ fn dns_answers_over_veth_are_captured_in_the_client_namespace() {
 }
 
 #[test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and a raw socket")]
 fn answers_on_loopback_are_reported_once() {
     let mut pods = Pods::new("l");
     let ns = pods.server.clone();
@@ -284,6 +284,7 @@ fn answers_on_loopback_are_reported_once() {
 }
 
 #[test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and a raw socket")]
 fn tcp_connections_between_namespaces_are_found_once_per_namespace() {
     const POD_UID: &str = "5d1c7a6e-2b3f-4c8d-9e0a-1b2c3d4e5f60";
     let mut pods = Pods::new("t");

@@ -1,14 +1,14 @@
 //! Pods as network namespaces: one bridge (the machine's network), a veth per pod, each pod its
-//! own IP. Programs run inside a pod with `ip netns exec`. Needs root; removed on drop.
+//! own IP. Programs run inside a pod with `ip netns exec`. Needs root. Every name is written to
+//! the run's ledger before it is made and every program runs in the run's process group (see
+//! [`crate::cleanup`]); the lab stops its programs and removes its network on drop.
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 
-/// Whether this process may create network namespaces and load eBPF (root).
-pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
+use crate::cleanup::Tracker;
 
 fn sh(script: &str) -> anyhow::Result<()> {
     let out = Command::new("sh").arg("-c").arg(script).output().context("running sh")?;
@@ -22,44 +22,49 @@ pub struct Lab {
     tag: String,
     pods: Vec<String>,
     children: Vec<Child>,
+    tracker: Arc<Tracker>,
 }
 
 impl Lab {
-    /// A bridge named after `tag` (at most 8 characters) holding `prefix`.0/16's pods.
-    pub fn new(tag: &str) -> anyhow::Result<Lab> {
-        let _ = sh(&format!("ip link del {tag}br 2>/dev/null"));
-        sh(&format!("ip link add {tag}br type bridge && ip link set {tag}br up")).context("creating the lab bridge (needs root and iproute2)")?;
-        Ok(Lab { tag: tag.to_owned(), pods: Vec::new(), children: Vec::new() })
+    /// A bridge `<tag>-br`; pods are namespaces `<tag>-<n>` with a veth `<tag>-<n>v` on it.
+    /// `tag` is at most 11 characters (interface names are at most 15) and unique on the
+    /// machine: whatever already carries its names is removed.
+    pub fn new(tag: &str, tracker: Arc<Tracker>) -> anyhow::Result<Lab> {
+        anyhow::ensure!(tag.len() <= 11, "lab tag {tag} is longer than 11 characters");
+        let bridge = format!("{tag}-br");
+        tracker.note_link(&bridge)?;
+        let _ = sh(&format!("ip link del {bridge} 2>/dev/null"));
+        sh(&format!("ip link add {bridge} type bridge && ip link set {bridge} up")).context("creating the lab bridge (needs root and iproute2)")?;
+        Ok(Lab { tag: tag.to_owned(), pods: Vec::new(), children: Vec::new(), tracker })
     }
 
     /// A pod namespace with `ip`/16 on the bridge.
     pub fn add_pod(&mut self, ip: &str) -> anyhow::Result<String> {
-        let ns = format!("{}{}", self.tag, self.pods.len());
+        anyhow::ensure!(self.pods.len() < 10, "a lab holds at most 10 pods");
+        let ns = format!("{}-{}", self.tag, self.pods.len());
         let tag = &self.tag;
-        let _ = sh(&format!("ip netns del {ns} 2>/dev/null"));
+        self.tracker.note_namespace(&ns)?;
+        self.tracker.note_link(&format!("{ns}v"))?;
+        self.pods.push(ns.clone());
+        let _ = sh(&format!("ip link del {ns}v 2>/dev/null; ip netns del {ns} 2>/dev/null"));
         sh(&format!(
             "set -e
              ip netns add {ns}
              ip link add {ns}v type veth peer name eth0 netns {ns}
-             ip link set {ns}v master {tag}br up
+             ip link set {ns}v master {tag}-br up
              ip -n {ns} link set lo up
              ip -n {ns} link set eth0 up
              ip -n {ns} addr add {ip}/16 dev eth0"
         ))?;
-        self.pods.push(ns.clone());
         Ok(ns)
     }
 
     /// Runs `program args` inside pod `ns` until the lab is dropped.
     pub fn run(&mut self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, program])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("running {program} in {ns}"))?;
+        let child = self.tracker.spawn(
+            Command::new("ip").args(["netns", "exec", ns, program]).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
+            &format!("{program} in {ns}"),
+        )?;
         self.children.push(child);
         Ok(())
     }
@@ -67,14 +72,16 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // The programs first: a namespace (and the veth in it) lives as long as a process in it.
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Deleting a veth's host end deletes the pair at once; a namespace's own cleanup is lazy.
         for ns in &self.pods {
-            let _ = sh(&format!("ip netns del {ns}"));
+            let _ = sh(&format!("ip link del {ns}v 2>/dev/null; ip netns del {ns}"));
         }
-        let _ = sh(&format!("ip link del {}br", self.tag));
+        let _ = sh(&format!("ip link del {}-br", self.tag));
     }
 }
 

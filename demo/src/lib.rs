@@ -1,5 +1,6 @@
 //! The local demo and the whole product on one machine (used by `intentmap-demo` and the
 //! end-to-end tests).
 
+pub mod cleanup;
 pub mod lab;
 pub mod product;

@@ -3,15 +3,24 @@
 //! mappers and node agents, real traffic between network-namespace pods (as root; replayed
 //! otherwise). Prints the access-graph URL, each cluster's `list` and where the exported
 //! ClientIntents are, then serves until Ctrl-C (or exits with `--exit`).
+//!
+//! However it ends (done, an error, a panic, SIGINT, SIGTERM or SIGHUP, also during the set-up)
+//! it stops every process it started and removes every network namespace and link it made, then
+//! the throwaway PostgreSQL. If it is killed outright (SIGKILL) its processes still die with it
+//! (they are one process group, see `demo::cleanup`) and the next start with the same `--out`, or
+//! `--clean`, removes what is left.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use demo::product::{Options, Product, Traffic, CLUSTERS};
 use serde_json::Value;
+use testkit::pg::ThrowawayPg;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, Parser)]
 #[command(name = "intentmap-demo", about = "Run the whole intentmap product locally: cloud, two clusters, real traffic")]
@@ -31,34 +40,133 @@ struct Args {
     /// Replay the traffic to the mappers even when running as root.
     #[arg(long, env = "DEMO_REPLAY")]
     replay: bool,
+    /// Only remove what an earlier run with this --out left behind when it was killed
+    /// (processes, network namespaces), then exit. A normal start does this too.
+    #[arg(long)]
+    clean: bool,
+}
+
+/// SIGINT (Ctrl-C), SIGTERM (kill, timeout, systemd) and SIGHUP (the terminal went away).
+/// Once installed, none of them ends the process by itself any more: it gets to clean up.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())?, hangup: signal(SignalKind::hangup())? })
+    }
+
+    /// The next signal's name and number.
+    async fn recv(&mut self) -> (&'static str, u8) {
+        tokio::select! {
+            _ = self.interrupt.recv() => ("SIGINT", 2),
+            _ = self.terminate.recv() => ("SIGTERM", 15),
+            _ = self.hangup.recv() => ("SIGHUP", 1),
+        }
+    }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     if std::env::var_os("RUST_LOG").is_none() {
         std::env::set_var("RUST_LOG", "warn");
     }
     cloud_api::init_tracing(cloud_api::LogFormat::Text);
+    // First of all, so that a signal at any later point is handled (and cleaned up after).
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => return fail(anyhow::Error::new(e).context("installing the signal handlers")),
+    };
+    let out = match std::path::absolute(&args.out) {
+        Ok(out) => out,
+        Err(e) => return fail(anyhow::Error::new(e).context(format!("resolving {}", args.out.display()))),
+    };
+    let work_dir = out.join("work");
+    match demo::cleanup::clean_leftovers(&work_dir) {
+        Ok(Some(said)) => println!("{said}"),
+        Ok(None) if args.clean => println!("Nothing left from an earlier demo run in {}.", out.display()),
+        Ok(None) => {}
+        Err(e) => return fail(e),
+    }
+    if args.clean {
+        return ExitCode::SUCCESS;
+    }
+
+    // What `run` starts lands here, so that it is stopped in order however `run` ends.
+    let mut throwaway: Option<ThrowawayPg> = None;
+    let mut product: Option<Product> = None;
+    let mut serving = false;
+    let code = tokio::select! {
+        result = run(&args, &out, &mut throwaway, &mut product, &mut serving) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        (name, number) = signals.recv() => {
+            if serving {
+                say(&format!("\n{name}: stopping."));
+                ExitCode::SUCCESS
+            } else {
+                say(&format!("\n{name} during the set-up: stopping."));
+                ExitCode::from(128 + number)
+            }
+        }
+    };
+    // Signals arriving from here on are caught and ignored: cleaning up takes a few seconds.
+    // (A panic in `run` skips what follows, but unwinding drops `product`, then `throwaway`,
+    // which stops and removes everything just the same.)
+    if product.is_some() || throwaway.is_some() {
+        say("Stopping every process the demo started and removing its network namespaces...");
+    }
+    drop(product.take());
+    if let Some(pg) = throwaway.take() {
+        pg.stop();
+    }
+    if work_dir.join(demo::cleanup::LEDGER).exists() {
+        say(&format!("Not everything could be removed (see the warnings above); as root, run: intentmap-demo --clean --out {}", out.display()));
+        return ExitCode::FAILURE;
+    }
+    say("Stopped; nothing of the demo is left running.");
+    code
+}
+
+/// Prints a line, even to a terminal that hung up or a closed pipe (where `println!` panics):
+/// for the messages printed while stopping, which must not keep it from cleaning up.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Sets everything up, prints where to look, and (without `--exit`) serves until cancelled.
+/// Everything it starts goes into `throwaway` and `product`, which the caller stops.
+async fn run(args: &Args, out: &Path, throwaway: &mut Option<ThrowawayPg>, product: &mut Option<Product>, serving: &mut bool) -> anyhow::Result<()> {
     let bin_dir = std::env::current_exe()?.parent().context("the demo binary has a directory")?.to_owned();
     for bin in ["cloud-api", "cluster-agent", "intentmap"] {
         anyhow::ensure!(bin_dir.join(bin).exists(), "{} is missing; build everything first: cargo build --workspace --bins", bin_dir.join(bin).display());
     }
 
-    let mut throwaway = None;
     let database_url = match &args.database_url {
         Some(url) => url.clone(),
         None => {
             println!("Starting a throwaway PostgreSQL (set DATABASE_URL to use your own)...");
-            let pg = testkit::pg::start_throwaway().await.context("starting PostgreSQL; run scripts/ensure-postgres.sh to install it")?;
-            let url = pg.fresh_database("intentmap_demo").await?;
-            throwaway = Some(pg);
-            url
+            let pg = throwaway.insert(testkit::pg::start_throwaway().await.context("starting PostgreSQL; run scripts/ensure-postgres.sh to install it")?);
+            pg.fresh_database("intentmap_demo").await?
         }
     };
     let traffic = if args.replay {
         Traffic::Replayed
-    } else if demo::lab::is_root() {
+    } else if testkit::need::is_root() {
         Traffic::Real
     } else {
         println!("Not root: network namespaces and eBPF need root, so the demo replays the traffic to the mappers as node agents would report it.");
@@ -71,10 +179,9 @@ async fn main() -> anyhow::Result<()> {
             std::net::TcpListener::bind(SocketAddr::new(args.listen.ip(), 0))?.local_addr()?.port()
         }
     };
-    let out = std::path::absolute(&args.out)?;
     println!("Starting the cloud API, two clusters (us-east, eu-west) with a mapper and a node agent each...");
     let options = Options { bin_dir: bin_dir.clone(), work_dir: out.join("work"), database_url, cloud_port, traffic, upload_interval: 1.0 };
-    let mut product = Product::start(options).await?;
+    let product = product.insert(Product::start(options).await?);
     println!("Sending traffic ({})...", if traffic == Traffic::Real { "real TCP and DNS between network-namespace pods" } else { "replayed" });
     product.send_traffic(3).await?;
     let graph = product.wait_until_uploaded(Duration::from_secs(90)).await?;
@@ -106,24 +213,16 @@ async fn main() -> anyhow::Result<()> {
     for cluster in &product.clusters {
         println!("  {}: intentmap --mapper-url {} list", cluster.name, cluster.mapper_url);
     }
+    if args.exit {
+        return Ok(());
+    }
 
-    if !args.exit {
-        println!("\nServing; more traffic every 10 s. Ctrl-C to stop.");
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(10)) => {
-                    if let Err(e) = product.send_traffic(1).await {
-                        println!("sending traffic failed: {e:#}");
-                    }
-                }
-                _ = tokio::signal::ctrl_c() => break,
-            }
+    println!("\nServing; more traffic every 10 s. Ctrl-C (or SIGTERM) stops it and everything it started.");
+    *serving = true;
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if let Err(e) = product.send_traffic(1).await {
+            println!("sending traffic failed: {e:#}");
         }
-        println!("stopping");
     }
-    drop(product);
-    if let Some(pg) = throwaway {
-        pg.stop();
-    }
-    Ok(())
 }

@@ -9,10 +9,18 @@
 //! `eu-west` runs payment-gateway (behind a LoadBalancer) and ledger. checkoutservice calls
 //! payment-gateway through its load balancer address (a cross-cluster call the cloud resolves),
 //! and payment-gateway calls `api.stripe.example`, resolved through DNS (an internet target).
+//!
+//! Every process a [`Product`] starts runs in one process group and everything it makes is in
+//! its ledger (see [`crate::cleanup`]): dropping the product (an error, a panic, a signal the
+//! caller turns into a return) stops them all and removes the network namespaces; if the
+//! process is killed outright, the group still dies with it and the next start in the same work
+//! directory removes the rest.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -23,6 +31,7 @@ use model::observation::{DnsAnswer, ObservationBatch, TcpConnection};
 use serde_json::Value;
 use testkit::kube_api::FakeApiServer;
 
+use crate::cleanup::Tracker;
 use crate::lab::{self, Lab};
 
 /// A workload of the demo shop: one pod with one IP, listening on one port.
@@ -85,7 +94,7 @@ pub enum Traffic {
 pub struct Options {
     /// Where the binaries are (`cloud-api`, `cluster-agent`).
     pub bin_dir: PathBuf,
-    /// Working files: outboxes, kubeconfigs.
+    /// Working files: outboxes, kubeconfigs, the ledger of what the run made.
     pub work_dir: PathBuf,
     pub database_url: String,
     pub cloud_port: u16,
@@ -120,14 +129,24 @@ pub struct Product {
     lab: Option<Lab>,
     pods: Vec<(&'static str, String)>,
     http: reqwest::Client,
+    /// Last: dropped after everything above, it removes what is left and the ledger.
+    tracker: Arc<Tracker>,
+}
+
+impl Drop for Product {
+    /// Stops every process first (the fields' own drops then only reap them and remove the
+    /// network, which needs the processes in it gone).
+    fn drop(&mut self) {
+        self.tracker.stop_processes();
+    }
 }
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-fn spawn(cmd: &mut Command) -> anyhow::Result<Child_> {
-    Ok(Child_(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().with_context(|| format!("starting {cmd:?}"))?))
+fn spawn(tracker: &Tracker, cmd: &mut Command, what: &str) -> anyhow::Result<Child_> {
+    Ok(Child_(tracker.spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()), what)?))
 }
 
 async fn wait_ready(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -178,11 +197,13 @@ impl Product {
     pub async fn start(options: Options) -> anyhow::Result<Product> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
         std::fs::create_dir_all(&options.work_dir).with_context(|| format!("creating {}", options.work_dir.display()))?;
+        let tracker = Arc::new(Tracker::start(&options.work_dir)?);
         let org = admin(&options.bin_dir, &options.database_url, &["create-org", "demo"])?;
         let org_id = org["org_id"].as_str().context("create-org printed no org_id")?.to_owned();
         let api_token = org["api_token"].as_str().context("create-org printed no api_token")?.to_owned();
         let cloud_url = format!("http://127.0.0.1:{}", options.cloud_port);
-        let mut product = Product { options, cloud_url, api_token, clusters: Vec::new(), cloud: None, lab: None, pods: Vec::new(), http: http.clone() };
+        let mut product =
+            Product { options, cloud_url, api_token, clusters: Vec::new(), cloud: None, lab: None, pods: Vec::new(), http: http.clone(), tracker };
         product.start_cloud().await?;
 
         if product.options.traffic == Traffic::Real {
@@ -199,6 +220,7 @@ impl Product {
             let port = free_port();
             let mapper_url = format!("http://127.0.0.1:{port}");
             let mapper = spawn(
+                &product.tracker,
                 Command::new(product.options.bin_dir.join("cluster-agent"))
                     .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
                     .arg(dir.join("outbox"))
@@ -207,15 +229,18 @@ impl Product {
                     .args(["--cloud-client-secret", creds["client_secret"].as_str().unwrap_or_default()])
                     .env("KUBECONFIG", &kubeconfig)
                     .env("RUST_LOG", "warn"),
+                &format!("cluster-agent mapper ({name})"),
             )?;
             wait_ready(&http, &format!("{mapper_url}/readyz"), Duration::from_secs(30)).await?;
             let node = if product.options.traffic == Traffic::Real {
                 let health = free_port();
                 let node = spawn(
+                    &product.tracker,
                     Command::new(product.options.bin_dir.join("cluster-agent"))
                         .args(["node", "--mapper-url", &mapper_url, "--shared-token", "node-secret", "--node-name", &format!("{name}-node-1")])
                         .args(["--ship-interval-seconds", "0.3", "--scan-interval-seconds", "0.5", "--listen", &format!("127.0.0.1:{health}")])
                         .env("RUST_LOG", "warn"),
+                    &format!("cluster-agent node ({name})"),
                 )?;
                 wait_ready(&http, &format!("http://127.0.0.1:{health}/healthz"), Duration::from_secs(60)).await?;
                 Some(node)
@@ -239,11 +264,13 @@ impl Product {
             std::fs::write(&key, &out.stdout).with_context(|| format!("writing {}", key.display()))?;
         }
         let cloud = spawn(
+            &self.tracker,
             Command::new(self.options.bin_dir.join("cloud-api"))
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", self.options.cloud_port), "--database-url", &self.options.database_url])
                 .arg("--jwt-key-files")
                 .arg(&key)
                 .env("RUST_LOG", "warn"),
+            "cloud-api",
         )?;
         self.cloud = Some(cloud);
         wait_ready(&self.http, &format!("{}/readyz", self.cloud_url), Duration::from_secs(30)).await
@@ -255,7 +282,13 @@ impl Product {
     }
 
     fn build_lab(&mut self) -> anyhow::Result<()> {
-        let mut lab = Lab::new(&format!("im{}", std::process::id() % 100_000))?;
+        // Named after this process (so two demos never share names), and which lab of it.
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let tag = match LABS.fetch_add(1, Ordering::Relaxed) {
+            0 => format!("im{}", std::process::id()),
+            n => format!("im{}n{n}", std::process::id()),
+        };
+        let mut lab = Lab::new(&tag, self.tracker.clone())?;
         for w in WORKLOADS {
             let ns = lab.add_pod(w.ip)?;
             lab.run(&ns, "python3", &["-c", lab::PY_SERVER, w.ip, &w.port.to_string()])?;
@@ -296,10 +329,12 @@ impl Product {
                     } else {
                         cmd.args([lab::PY_CLIENT, call.target, &call.port.to_string(), &per_call.to_string()]);
                     }
-                    runs.push(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?);
+                    self.tracker.adopt(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()));
+                    // Killed if this is cancelled (the caller stopping on a signal).
+                    runs.push(tokio::process::Command::from(cmd).kill_on_drop(true).spawn()?);
                 }
                 for run in runs {
-                    let out = tokio::task::spawn_blocking(move || run.wait_with_output()).await??;
+                    let out = run.wait_with_output().await?;
                     if !out.status.success() {
                         bail!("a demo client failed: {}", String::from_utf8_lossy(&out.stderr));
                     }

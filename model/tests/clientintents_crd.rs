@@ -6,12 +6,8 @@ use model::{client_intents, to_yaml, AwsTarget, Edge, IntentsVersion, InternetTa
 use serde_json::{json, Value};
 use testkit::crd::CrdSchemas;
 
-fn reference() -> Option<CrdSchemas> {
-    let crd = CrdSchemas::clientintents_reference();
-    if crd.is_none() {
-        println!("skipped: ../shared/reference/clientintents-crd.yaml not found");
-    }
-    crd
+fn reference() -> CrdSchemas {
+    CrdSchemas::clientintents_reference()
 }
 
 fn edge(client: (&str, &str, Option<&str>), target: Target, ports: &[(u16, Protocol)]) -> Edge {
@@ -113,7 +109,7 @@ fn assert_valid(crd: &CrdSchemas, doc: &Value) {
 
 #[test]
 fn every_version_we_write_validates_against_the_reference_crd() {
-    let Some(crd) = reference() else { return };
+    let crd = reference();
     for version in IntentsVersion::ALL {
         let docs = client_intents(&rich_edges(), version);
         assert_eq!(docs.len(), 3, "{version}: one document per client");
@@ -133,7 +129,7 @@ fn every_version_we_write_validates_against_the_reference_crd() {
 
 #[test]
 fn http_paths_and_kafka_topics_are_written_where_each_version_declares_them() {
-    let Some(crd) = reference() else { return };
+    let crd = reference();
     let docs = |version| client_intents(&protocol_edges(), version);
 
     let v2 = docs(IntentsVersion::V2beta1);
@@ -162,7 +158,7 @@ fn http_paths_and_kafka_topics_are_written_where_each_version_declares_them() {
 
 #[test]
 fn the_validator_refuses_documents_the_crd_does_not_allow() {
-    let Some(crd) = reference() else { return };
+    let crd = reference();
     let v2 = || client_intents(&rich_edges(), IntentsVersion::V2beta1).into_iter().find(|d| d["metadata"]["name"] == "frontend").unwrap();
     let v1 = || client_intents(&rich_edges(), IntentsVersion::V1alpha3).into_iter().find(|d| d["metadata"]["name"] == "frontend").unwrap();
 

@@ -13,13 +13,13 @@
 //! `x-kubernetes-int-or-string`. The root `metadata` is the API server's business: any map passes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _};
 use serde_json::Value;
 
 /// Where the published ClientIntents CRD lives, relative to a directory beside the checkout.
-const CLIENTINTENTS_REFERENCE: &str = "shared/reference/clientintents-crd.yaml";
+const CLIENTINTENTS_REFERENCE: &str = "reference/clientintents-crd.yaml";
 
 /// The schemas of one CRD, by version name.
 #[derive(Debug, Clone)]
@@ -59,13 +59,12 @@ impl CrdSchemas {
         Ok(CrdSchemas { group, kind, versions })
     }
 
-    /// The published ClientIntents CRD, `shared/reference/clientintents-crd.yaml` in a directory
-    /// beside the checkout, found by walking up from this crate, the crate under test and the
-    /// current directory. `None` when it is not there; a panic when it is there but unreadable.
-    pub fn clientintents_reference() -> Option<Self> {
-        let starts = [Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))), std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from), std::env::current_dir().ok()];
-        let path = starts.iter().flatten().flat_map(|start| start.ancestors()).map(|dir| dir.join(CLIENTINTENTS_REFERENCE)).find(|p| p.is_file())?;
-        Some(Self::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display())))
+    /// The published ClientIntents CRD, `shared/reference/clientintents-crd.yaml` in the shared
+    /// folder beside the checkout. A panic saying where to put it when it is not there (see
+    /// [`crate::need::shared_file`]), or naming the problem when it is there but unreadable.
+    pub fn clientintents_reference() -> Self {
+        let path = crate::need::shared_file(CLIENTINTENTS_REFERENCE);
+        Self::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
     }
 
     fn load(path: &Path) -> anyhow::Result<Self> {
@@ -535,10 +534,7 @@ spec:
 
     #[test]
     fn the_clientintents_reference_loads() {
-        let Some(crd) = CrdSchemas::clientintents_reference() else {
-            println!("skipped: ../shared/reference/clientintents-crd.yaml not found");
-            return;
-        };
+        let crd = CrdSchemas::clientintents_reference();
         assert_eq!(crd.group(), "k8s.otterize.com");
         assert_eq!(crd.kind(), "ClientIntents");
         for version in ["v1alpha3", "v2beta1"] {

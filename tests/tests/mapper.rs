@@ -2,7 +2,6 @@
 //! Kubernetes API, node observations over HTTP, the `intentmap` CLI's list, export, visualize
 //! and reset, and the upload to the real `cloud-api` binary.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -77,21 +76,13 @@ fn shop_observations() -> Value {
     json!({"source": "node-1", "tcp": tcp})
 }
 
-/// The `list` block of the seeds' README, when `../shared` is beside the checkout.
-fn seeds_list() -> Option<String> {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let candidate = dir.join("shared/seeds/network-mapper-readme.txt");
-        if candidate.exists() {
-            let text = std::fs::read_to_string(candidate).ok()?;
-            let start = text.find("cartservice in namespace otterize-ecom-demo calls:")?;
-            let end = start + text[start..].find("\n\n")?;
-            return Some(format!("{}\n", &text[start..end]));
-        }
-        if !dir.pop() {
-            return None;
-        }
-    }
+/// The `list` block of the seeds' README (`../shared/seeds`).
+fn seeds_list() -> String {
+    let readme = testkit::need::shared_file("seeds/network-mapper-readme.txt");
+    let text = std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
+    let start = text.find("cartservice in namespace otterize-ecom-demo calls:").expect("the seeds' README has the list example");
+    let end = start + text[start..].find("\n\n").expect("the list example ends with a blank line");
+    format!("{}\n", &text[start..end])
 }
 
 fn intentmap(mapper: &str, args: &[&str]) -> String {
@@ -133,10 +124,7 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
     assert_eq!(api.request_count("/apis/authentication.k8s.io/v1/tokenreviews"), 3, "the node's token is reviewed once, then cached");
 
     let listed = intentmap(&mapper, &["list"]);
-    match seeds_list() {
-        Some(expected) => assert_eq!(listed, expected, "the list output is exactly the seeds'"),
-        None => eprintln!("seeds comparison skipped: ../shared/seeds/network-mapper-readme.txt not found"),
-    }
+    assert_eq!(listed, seeds_list(), "the list output is exactly the seeds'");
     assert!(listed.starts_with("cartservice in namespace otterize-ecom-demo calls:\n  - redis-cart\n"), "{listed}");
     assert_eq!(
         intentmap(&mapper, &["list", "--server", &format!("cartservice.{NS}")]),
@@ -158,9 +146,7 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
         for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
             let doc: Value = serde_yaml::from_str(doc).unwrap();
             assert_eq!(doc["apiVersion"], format!("k8s.otterize.com/{version}"));
-            if let Some(s) = &schemas {
-                s.validate(&doc).unwrap_or_else(|e| panic!("{e:?}\n{doc}"));
-            }
+            schemas.validate(&doc).unwrap_or_else(|e| panic!("{e:?}\n{doc}"));
         }
     }
     let json: Value = serde_json::from_str(&intentmap(&mapper, &["export", "--format", "json", "-n", NS, "--server", &format!("redis-cart.{NS}")])).unwrap();
@@ -267,6 +253,58 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     assert_eq!(connections(&graph().await), 2 * 16 * 3, "nothing counted twice");
 
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The seeds: "If an otterize/service-name label is present, that name is used." A pod of
+/// Deployment `web-v2` labelled `otterize/service-name: storefront` is listed as `storefront`,
+/// and relabelling the running pod renames its later calls.
+#[tokio::test]
+async fn the_otterize_service_name_label_names_the_workload_in_list() {
+    let api = FakeApiServer::start().await.unwrap();
+    api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
+    for (name, ip) in [("web-v2", "10.244.1.10"), ("cart", "10.244.1.11")] {
+        api.apply(&Deployment { metadata: mk_deployment("shop", name), ..Default::default() });
+        api.apply(&ReplicaSet { metadata: mk_replicaset("shop", &format!("{name}-7c9d"), name), ..Default::default() });
+        let pod = mk_pod("shop", &format!("{name}-7c9d-a1b2c"), &[ip]).owned_by("ReplicaSet", &format!("{name}-7c9d"));
+        api.apply::<Pod>(&if name == "web-v2" { pod.labelled("otterize/service-name", "storefront") } else { pod });
+    }
+    let dir = std::env::temp_dir().join(format!("e2e-mapper-label-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mapper = format!("http://127.0.0.1:{port}");
+    let _agent = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "t", "--outbox-dir"])
+            .arg(dir.join("outbox"))
+            .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let http = reqwest::Client::new();
+    let call = |at: String| {
+        let http = http.clone();
+        let url = format!("{mapper}/v1/observations");
+        let tcp = json!([{"src_ip": "10.244.1.10", "src_port": 40000, "dst_ip": "10.244.1.11", "dst_port": 7070, "at": at, "count": 1}]);
+        async move { http.post(url).bearer_auth("t").json(&json!({"source": "node-1", "tcp": tcp})).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(call(chrono::Utc::now().to_rfc3339()).await, 202);
+    assert_eq!(intentmap(&mapper, &["list"]), "storefront in namespace shop calls:\n  - cart\n");
+
+    // Relabelled: calls after the change carry the new name; the old edge stays as it was seen.
+    let pod = mk_pod("shop", "web-v2-7c9d-a1b2c", &["10.244.1.10"]).owned_by("ReplicaSet", "web-v2-7c9d").labelled("otterize/service-name", "shopfront");
+    api.apply::<Pod>(&pod);
+    let started = std::time::Instant::now();
+    loop {
+        assert_eq!(call(chrono::Utc::now().to_rfc3339()).await, 202);
+        let listed = intentmap(&mapper, &["list"]);
+        if listed.contains("shopfront in namespace shop calls:\n  - cart\n") {
+            assert!(listed.contains("storefront in namespace shop calls:\n  - cart\n"), "{listed}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the relabelled pod is never listed as shopfront: {listed}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The same path against a real cluster: the mapper's watches sync with a real API server, and

@@ -15,10 +15,6 @@ fn sh(cmd: &str) -> std::process::Output {
     Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs")
 }
 
-fn is_root() -> bool {
-    String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0"
-}
-
 /// Two pod namespaces on a bridge: `a` (10.210.x.2, the client) and `b` (10.210.x.3, the server
 /// and a DNS server). Removed on drop.
 struct Node {
@@ -69,10 +65,7 @@ const PY_CLIENT: &str = "import socket,sys,time\ns=socket.create_connection((sys
 const PY_DNS: &str = "import socket,struct,sys,time\nq=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\nfor _ in range(3):\n  s.sendto(q,(sys.argv[1],53)); s.recv(512); time.sleep(0.5)";
 
 async fn scenario(no_ebpf: bool, subnet: u8) {
-    if !is_root() {
-        eprintln!("skipped: capturing traffic needs root (CI runs as root)");
-        return;
-    }
+    testkit::need::root("network namespaces and traffic capture");
     let node = Node::new(subnet);
     let (a, b) = (node.ip('a'), node.ip('b'));
 
@@ -162,11 +155,9 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
 /// The client's address here is unknown to the cluster, and only the pod UID in the
 /// kubepods-style cgroup of its process names it.
 #[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and eBPF")]
 async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unknown() {
-    if !is_root() {
-        eprintln!("skipped: capturing traffic needs root (CI runs as root)");
-        return;
-    }
+    testkit::need::root("network namespaces and eBPF");
     const UID: &str = "0f4c2a9e-5b7d-4c1e-9a3b-2d6e8f1a7c55";
     let cgroup_root = String::from_utf8(sh("awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts").stdout).unwrap().trim().to_owned();
     assert!(!cgroup_root.is_empty(), "a cgroup2 mount");
@@ -225,11 +216,13 @@ async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unk
 }
 
 #[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and eBPF")]
 async fn ebpf_capture_names_tcp_and_dns_between_pods() {
     scenario(false, 61).await;
 }
 
 #[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and a raw socket")]
 async fn fallback_capture_names_tcp_and_dns_between_pods() {
     scenario(true, 62).await;
 }

@@ -24,7 +24,7 @@ async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_
     let database_url = pg.fresh_database("e2e_product").await.unwrap();
     let bin_dir = e2e::binary("cloud-api").parent().unwrap().to_owned();
     let work_dir = std::env::temp_dir().join(format!("e2e-product-{}", uuid::Uuid::new_v4()));
-    let traffic = if demo::lab::is_root() { Traffic::Real } else { Traffic::Replayed };
+    let traffic = if testkit::need::is_root() { Traffic::Real } else { Traffic::Replayed };
     if traffic == Traffic::Replayed {
         println!("not root: the traffic is replayed to the mappers instead of captured (CI runs as root)");
     }
@@ -56,12 +56,11 @@ async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_
     }
     let west = product.client_intents("eu-west").await.unwrap();
     assert!(west.contains("name: payment-gateway") && west.contains("name: ledger") && west.contains("api.stripe.example"), "{west}");
-    if let Some(crd) = testkit::crd::CrdSchemas::clientintents_reference() {
-        for yaml in [&east, &west] {
-            for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
-                let doc: Value = serde_yaml::from_str(doc).unwrap();
-                crd.validate(&doc).unwrap_or_else(|e| panic!("ClientIntents do not validate: {e:?}\n{doc:#}"));
-            }
+    let crd = testkit::crd::CrdSchemas::clientintents_reference();
+    for yaml in [&east, &west] {
+        for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
+            let doc: Value = serde_yaml::from_str(doc).unwrap();
+            crd.validate(&doc).unwrap_or_else(|e| panic!("ClientIntents do not validate: {e:?}\n{doc:#}"));
         }
     }
 

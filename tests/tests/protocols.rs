@@ -134,11 +134,10 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
         let yaml =
             http.get(format!("{cloud}/api/v1/clusters/prod/client-intents?version={version}")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
         assert!(yaml.contains("name: orders") && yaml.contains("/api/orders") && yaml.contains("produce"), "{yaml}");
-        if let Some(crd) = testkit::crd::CrdSchemas::clientintents_reference() {
-            for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
-                let doc: Value = serde_yaml::from_str(doc).unwrap();
-                crd.validate(&doc).unwrap_or_else(|e| panic!("{version} ClientIntents do not validate: {e:?}\n{yaml}"));
-            }
+        let crd = testkit::crd::CrdSchemas::clientintents_reference();
+        for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
+            let doc: Value = serde_yaml::from_str(doc).unwrap();
+            crd.validate(&doc).unwrap_or_else(|e| panic!("{version} ClientIntents do not validate: {e:?}\n{yaml}"));
         }
     }
     let listed = run_ok(Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]));

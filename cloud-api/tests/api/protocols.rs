@@ -123,13 +123,9 @@ async fn export(app: &TestApp, token: &str, version: &str) -> (Value, Value) {
     let reply = app.get(&format!("/api/v1/clusters/prod/client-intents?version={version}"), token).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let docs: Vec<Value> = reply.text().split("---\n").filter(|d| !d.trim().is_empty()).map(|d| serde_yaml::from_str(d).unwrap()).collect();
-    match testkit::crd::CrdSchemas::clientintents_reference() {
-        Some(schemas) => {
-            for doc in &docs {
-                schemas.validate(doc).unwrap_or_else(|errs| panic!("{version} document does not validate: {errs:?}\n{doc:#}"));
-            }
-        }
-        None => eprintln!("CRD validation skipped: ../shared/reference/clientintents-crd.yaml not found"),
+    let schemas = testkit::crd::CrdSchemas::clientintents_reference();
+    for doc in &docs {
+        schemas.validate(doc).unwrap_or_else(|errs| panic!("{version} document does not validate: {errs:?}\n{doc:#}"));
     }
     let by_name = |name: &str| docs.iter().find(|d| d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {name} in {docs:?}")).clone();
     (by_name("checkout"), by_name("frontend"))

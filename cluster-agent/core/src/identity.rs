@@ -1,11 +1,13 @@
 //! Which workload a pod belongs to.
 //!
-//! 1. An annotation on the pod names it, first match wins:
-//!    `intents.otterize.com/workload-name`, the deprecated `intents.otterize.com/service-name`,
-//!    then our own `intentmap.dev/workload-name`. Only the pod's annotations are read (set them in
-//!    the pod template); a value that is not a Kubernetes name is ignored, counted in
+//! 1. A name on the pod names it, first match wins: the annotation
+//!    `intents.otterize.com/workload-name`, the deprecated annotation
+//!    `intents.otterize.com/service-name`, the label `otterize/service-name` (the name Otterize's
+//!    network mapper documents), then our own annotation `intentmap.dev/workload-name`. Only the
+//!    pod's own metadata is read (set it in the pod template); a value that is not a Kubernetes
+//!    name is ignored, counted in
 //!    [`IndexStats::invalid_workload_annotations`](crate::IndexStats), and the next one is tried.
-//!    The annotation replaces the name only: the kind is still the root controller's.
+//!    The name replaces the name only: the kind is still the root controller's.
 //! 2. Otherwise the controller owner references are followed to the root: Pod → ReplicaSet →
 //!    Deployment, Pod → Job → CronJob, Pod → StatefulSet, Pod → ReplicaSet → Rollout, any kind.
 //!    The walk stops at an owner the index does not hold and names the workload by that
@@ -21,8 +23,20 @@ use model::WorkloadRef;
 use crate::index::{Index, Name};
 use crate::names::{is_kind, is_kubernetes_name};
 
-/// Pod annotations that name the pod's workload, in order of precedence.
-pub const WORKLOAD_NAME_ANNOTATIONS: [&str; 3] = ["intents.otterize.com/workload-name", "intents.otterize.com/service-name", "intentmap.dev/workload-name"];
+/// Where on a pod a workload name can be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSource {
+    Annotation(&'static str),
+    Label(&'static str),
+}
+
+/// Pod annotations and labels that name the pod's workload, in order of precedence.
+pub const WORKLOAD_NAME_SOURCES: [NameSource; 4] = [
+    NameSource::Annotation("intents.otterize.com/workload-name"),
+    NameSource::Annotation("intents.otterize.com/service-name"),
+    NameSource::Label("otterize/service-name"),
+    NameSource::Annotation("intentmap.dev/workload-name"),
+];
 
 /// Nodes (and host processes on them) appear as workloads of kind [`NODE_KIND`] in this
 /// namespace: a report needs a namespace, nodes have none, and `kube-` names are reserved for
@@ -74,12 +88,15 @@ pub(crate) fn controller_reference(meta: &ObjectMeta) -> Option<&OwnerReference>
     refs.iter().find(|r| r.controller == Some(true)).or_else(|| refs.first()).filter(|r| is_kind(&r.kind) && is_kubernetes_name(&r.name))
 }
 
-/// The workload name the pod's annotations give, and how many annotations were unusable.
+/// The workload name the pod's annotations or labels give, and how many of them were unusable.
 pub(crate) fn annotated_workload_name(meta: &ObjectMeta) -> (Option<&str>, u64) {
-    let Some(annotations) = meta.annotations.as_ref() else { return (None, 0) };
     let mut invalid = 0;
-    for key in WORKLOAD_NAME_ANNOTATIONS {
-        if let Some(value) = annotations.get(key) {
+    for source in WORKLOAD_NAME_SOURCES {
+        let value = match source {
+            NameSource::Annotation(key) => meta.annotations.as_ref().and_then(|a| a.get(key)),
+            NameSource::Label(key) => meta.labels.as_ref().and_then(|l| l.get(key)),
+        };
+        if let Some(value) = value {
             let value = value.trim();
             if is_kubernetes_name(value) {
                 return (Some(value), invalid);

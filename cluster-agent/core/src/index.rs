@@ -83,7 +83,8 @@ pub struct IndexStats {
     pub pod_ip_leases: usize,
     /// Objects without a name, or full-object kinds given to `apply_meta`.
     pub skipped_objects: u64,
-    /// Workload-name annotations whose value is not a Kubernetes name.
+    /// Workload-name annotations (and `otterize/service-name` labels) whose value is not a
+    /// Kubernetes name.
     pub invalid_workload_annotations: u64,
 }
 

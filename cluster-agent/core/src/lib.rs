@@ -27,7 +27,7 @@ mod tests;
 pub use dns_memory::{DnsMemory, DnsMemoryConfig};
 pub use edges::{Detail, EdgeStore, EdgeStoreConfig, Observation, ObservedTarget, Recorded};
 pub use filter::{EdgeFilter, FilterError, LabelSelector, ServerSelector};
-pub use identity::{Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND, WORKLOAD_NAME_ANNOTATIONS};
+pub use identity::{NameSource, Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND, WORKLOAD_NAME_SOURCES};
 pub use index::{Index, IndexConfig, IndexStats, Indexed, LabelledPod, Name, ObjectKey};
 pub use istio::{read_metrics, SidecarMetrics, SidecarScrape, ISTIO_SIDECAR_LABEL};
 pub use kafka::{LineSplitter, LogCursor, StreamStart};

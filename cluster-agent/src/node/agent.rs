@@ -54,6 +54,10 @@ pub struct NodeArgs {
     /// Observations held while the mapper is unreachable; past it the oldest are dropped and counted.
     #[arg(long, env = "BUFFER", default_value_t = 100_000)]
     pub buffer: usize,
+    /// Load and attach the eBPF programs, say whether capture works on this node, and exit
+    /// (status 0 if it does).
+    #[arg(long)]
+    pub check_ebpf: bool,
 }
 
 /// What the health endpoint and metrics show.
@@ -200,6 +204,13 @@ fn run_fallback(args: &NodeArgs, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    if args.check_ebpf {
+        let capture =
+            EbpfCapture::load().map_err(|e| anyhow::anyhow!("the eBPF capture does not load on this node: {e}; the agent would fall back to /proc scans"))?;
+        drop(capture);
+        println!("the eBPF capture loads and attaches on this node");
+        return Ok(());
+    }
     let outgoing = Outgoing::new(args.buffer);
     let status = Arc::new(NodeStatus::default());
     let cgroup_root = cgroup2_mount(&args.proc_root);

@@ -26,6 +26,8 @@ static TCP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp
 static DNS_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns.bpf.o"));
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+/// Where the kernel mounts tracefs by itself, when debugfs is mounted at /sys/kernel/debug.
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 const TRACEPOINTS: &[(&str, &str, &str)] =
     &[("tcp_state", "sock", "inet_sock_set_state"), ("tcp_accept4", "syscalls", "sys_exit_accept4"), ("tcp_accept", "syscalls", "sys_exit_accept")];
 /// Records taken from one ring buffer before looking at the other, so neither starves.
@@ -266,15 +268,54 @@ fn sum_per_cpu(counter: &PerCpuArray<MapData, u64>) -> u64 {
     counter.get(&0, 0).map(|values| values.iter().sum()).unwrap_or(0)
 }
 
-/// Mounts tracefs at /sys/kernel/tracing unless a tracefs is mounted where aya looks.
+/// Makes sure tracefs is reachable where aya looks (/sys/kernel/tracing, else
+/// /sys/kernel/debug/tracing), mounting it at /sys/kernel/tracing if needed. Safe when another
+/// process (an upgrade's old and new agent on one node, parallel tests) mounts it at the same
+/// moment: the kernel refuses the second mount with EBUSY, and then the first one is there.
 fn ensure_tracefs() -> Result<(), EbpfError> {
-    let mounts = std::fs::read_to_string("/proc/mounts").map_err(|e| EbpfError::step("reading /proc/mounts", &e))?;
-    let mounted = mount_points(&mounts, "tracefs").any(|point| point == Path::new(TRACEFS) || point == Path::new("/sys/kernel/debug/tracing"));
-    if mounted {
+    if tracefs_present() {
         return Ok(());
     }
-    nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(|errno| EbpfError::step(format!("mounting tracefs at {TRACEFS} (needed to attach tracepoints)"), &io::Error::from(errno)))
+    let mounted = nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>);
+    // Whatever the mount said (done, EBUSY/EEXIST because a racing loader won, or a refusal
+    // while debugfs offers it), look again; a mount that another process is finishing shows up
+    // within moments.
+    for _ in 0..TRACEFS_LOOKS {
+        if tracefs_present() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let errno = mounted.err().unwrap_or(nix::errno::Errno::ENOENT);
+    Err(EbpfError::step(
+        format!("mounting tracefs at {TRACEFS} (needed to attach tracepoints; mount it by hand or give the agent CAP_SYS_ADMIN)"),
+        &io::Error::from(errno),
+    ))
+}
+
+/// Looks at /proc/self/mountinfo after a mount attempt before giving up on tracefs.
+const TRACEFS_LOOKS: usize = 50;
+
+/// Whether tracefs is mounted where aya looks, by /proc/self/mountinfo or (for the copy the kernel
+/// mounts automatically under debugfs on first access) by the directory having entries, which is
+/// also aya's own test.
+fn tracefs_present() -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let wanted = [Path::new(TRACEFS), Path::new(DEBUGFS_TRACING)];
+    if mountinfo_points(&mountinfo, "tracefs").any(|point| wanted.contains(&point.as_path())) {
+        return true;
+    }
+    wanted.iter().any(|dir| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()))
+}
+
+/// Mount points of file systems of type `fs_type` in /proc/self/mountinfo text (fields: id,
+/// parent, major:minor, root, mount point, options, optional fields, `-`, type, source, ...).
+fn mountinfo_points<'a>(mountinfo: &'a str, fs_type: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+    mountinfo.lines().filter_map(move |line| {
+        let (before, after) = line.split_once(" - ")?;
+        let point = before.split_whitespace().nth(4)?;
+        (after.split_whitespace().next()? == fs_type).then(|| PathBuf::from(super::attribution::unescape_mount_path(point)))
+    })
 }
 
 /// The first cgroup v2 mount point, preferring /sys/fs/cgroup.
@@ -306,6 +347,17 @@ mod tests {
         let cgroups: Vec<PathBuf> = mount_points(mounts, "cgroup2").collect();
         assert_eq!(cgroups, [PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/mnt/my cgroup")]);
         assert_eq!(mount_points(mounts, "tracefs").collect::<Vec<_>>(), [PathBuf::from("/sys/kernel/tracing")]);
+    }
+
+    #[test]
+    fn finds_tracefs_in_mountinfo() {
+        let mountinfo = "22 1 0:21 / /sys rw,nosuid shared:7 - sysfs sysfs rw\n\
+                         31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                         90 22 0:12 / /sys/kernel/tracing rw,relatime shared:40 master:3 - tracefs tracefs rw\n\
+                         91 22 0:13 / /mnt/with\\040space rw - tracefs nodev rw\n";
+        let points: Vec<PathBuf> = mountinfo_points(mountinfo, "tracefs").collect();
+        assert_eq!(points, [PathBuf::from("/sys/kernel/tracing"), PathBuf::from("/mnt/with space")]);
+        assert_eq!(mountinfo_points(mountinfo, "cgroup2").count(), 0);
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! The Google microservices demo as the network mapper's README lists it.
 
-use std::path::PathBuf;
-
 use super::*;
 use crate::fixtures::{mk_endpoint_slice, mk_service};
 
@@ -57,16 +55,15 @@ fn position(workload: &str) -> usize {
     SERVICES.iter().position(|(name, _)| *name == workload).unwrap_or_else(|| panic!("{workload} is not in the demo"))
 }
 
-/// The list block of the README in `shared/seeds`, or `None` when the seeds are not here.
-fn readme_example() -> Option<String> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let readme = manifest.ancestors().map(|dir| dir.join("shared/seeds/network-mapper-readme.txt")).find(|p| p.is_file())?;
+/// The list block of the README in `shared/seeds`.
+fn readme_example() -> String {
+    let readme = testkit::need::shared_file("seeds/network-mapper-readme.txt");
     let text = std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
     let start = text.find(START).unwrap_or_else(|| panic!("{} has no {START:?}", readme.display()));
     let last = start + text[start..].find(LAST_CLIENT).unwrap_or_else(|| panic!("{} has no {LAST_CLIENT:?}", readme.display()));
     let after_last = last + LAST_CLIENT.len() + 1;
     let end = after_last + text[after_last..].find('\n').unwrap_or(text.len() - after_last);
-    Some(format!("{}\n", &text[start..end]))
+    format!("{}\n", &text[start..end])
 }
 
 fn demo_mapper() -> Mapper {
@@ -84,10 +81,7 @@ fn demo_mapper() -> Mapper {
 
 #[test]
 fn the_readme_list_is_reproduced_from_connections_to_service_addresses() {
-    let Some(expected) = readme_example() else {
-        println!("skipped: ../shared/seeds not found");
-        return;
-    };
+    let expected = readme_example();
     let mut mapper = demo_mapper();
     let connections = CALLS
         .iter()

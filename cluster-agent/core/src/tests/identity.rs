@@ -48,6 +48,7 @@ fn each_workload_annotation_overrides_the_name_in_order_and_keeps_the_kind() {
     const OTTERIZE: &str = "intents.otterize.com/workload-name";
     const OTTERIZE_OLD: &str = "intents.otterize.com/service-name";
     const OURS: &str = "intentmap.dev/workload-name";
+    const LABEL: &str = "otterize/service-name";
     let mut index = Index::default();
     index.apply_meta("Deployment", &mk_deployment("shop", "web"));
     index.apply_meta("ReplicaSet", &mk_replicaset("shop", "web-1", "web"));
@@ -59,13 +60,20 @@ fn each_workload_annotation_overrides_the_name_in_order_and_keeps_the_kind() {
     index.apply(&pod("ours", &[(OURS, "ours")]));
     index.apply(&pod("unusable", &[(OTTERIZE, "Not A Name"), (OURS, "ours")]));
     index.apply(&mk_pod("shop", "bare-annotated", &[]).annotated(OTTERIZE, "tool"));
+    index.apply(&pod("labelled", &[(OURS, "ours")]).labelled(LABEL, "shop-web"));
+    index.apply(&pod("labelled-and-annotated", &[(OTTERIZE_OLD, "legacy")]).labelled(LABEL, "shop-web"));
+    index.apply(&pod("bad-label", &[(OURS, "ours")]).labelled(LABEL, "-bad-"));
 
     assert_eq!(workload_of(&index, "shop", "all-three"), expect("shop", "storefront", "Deployment"));
     assert_eq!(workload_of(&index, "shop", "old-and-ours"), expect("shop", "legacy", "Deployment"));
     assert_eq!(workload_of(&index, "shop", "ours"), expect("shop", "ours", "Deployment"));
     assert_eq!(workload_of(&index, "shop", "unusable"), expect("shop", "ours", "Deployment"));
     assert_eq!(workload_of(&index, "shop", "bare-annotated"), expect("shop", "tool", "Pod"));
-    assert_eq!(index.stats().invalid_workload_annotations, 1);
+    // The label comes after Otterize's annotations and before ours.
+    assert_eq!(workload_of(&index, "shop", "labelled"), expect("shop", "shop-web", "Deployment"));
+    assert_eq!(workload_of(&index, "shop", "labelled-and-annotated"), expect("shop", "legacy", "Deployment"));
+    assert_eq!(workload_of(&index, "shop", "bad-label"), expect("shop", "ours", "Deployment"));
+    assert_eq!(index.stats().invalid_workload_annotations, 2);
 }
 
 #[test]

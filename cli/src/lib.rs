@@ -1,0 +1,4 @@
+//! The `intentmap` CLI's library part: the picture `intentmap visualize` draws, so tests can
+//! look at it.
+
+pub mod picture;
