@@ -316,7 +316,7 @@ fn group_members(pgid: i32) -> Vec<u32> {
 }
 
 /// Polls `done` every 50 ms for up to `timeout`; whether it became true.
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if done() {

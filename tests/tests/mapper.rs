@@ -270,22 +270,13 @@ async fn the_otterize_service_name_label_names_the_workload_in_list() {
     }
     let dir = std::env::temp_dir().join(format!("e2e-mapper-label-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let mapper = format!("http://127.0.0.1:{port}");
-    let _agent = spawn(
-        Command::new(binary("cluster-agent"))
-            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "t", "--outbox-dir"])
-            .arg(dir.join("outbox"))
-            .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
-            .env("RUST_LOG", "warn"),
-    );
-    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
+    let (_agent, mapper) = e2e::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
     let http = reqwest::Client::new();
     let call = |at: String| {
         let http = http.clone();
         let url = format!("{mapper}/v1/observations");
         let tcp = json!([{"src_ip": "10.244.1.10", "src_port": 40000, "dst_ip": "10.244.1.11", "dst_port": 7070, "at": at, "count": 1}]);
-        async move { http.post(url).bearer_auth("t").json(&json!({"source": "node-1", "tcp": tcp})).send().await.unwrap().status().as_u16() }
+        async move { http.post(url).bearer_auth("node-secret").json(&json!({"source": "node-1", "tcp": tcp})).send().await.unwrap().status().as_u16() }
     };
     assert_eq!(call(chrono::Utc::now().to_rfc3339()).await, 202);
     assert_eq!(intentmap(&mapper, &["list"]), "storefront in namespace shop calls:\n  - cart\n");
