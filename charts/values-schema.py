@@ -92,18 +92,36 @@ CLOUD["if"] = nonempty("address")
 CLOUD["then"] = {"anyOf": [nonempty("existingSecret"), nonempty("clientId", "clientSecret")]}
 
 AWS = obj({
-    "visibility": obj({"enabled": {"type": "boolean"}}, ["enabled"]),
+    "visibility": obj({
+        "enabled": {"type": "boolean"},
+        "namespaces": {"type": "array", "uniqueItems": True,
+                       "items": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                       "description": "The opted-in namespaces: the only ones the webhook patches and aws-proxy writes in."},
+    }, ["enabled", "namespaces"]),
     "dnsClusterIP": {"type": "string", "pattern": f"^$|{IP}"},
+    "clusterDNSFallback": {"type": "boolean"},
+    "clusterDNSIP": {"type": "string", "pattern": f"^$|{IP}"},
     "accountId": {"type": "string", "pattern": r"^([0-9]{12})?$"},
     "passthroughHosts": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z0-9.-]+$"}},
     "image": IMAGE,
     "replicas": {"type": "integer", "minimum": 1},
+    "podDisruptionBudget": obj({"maxUnavailable": {"oneOf": [{"type": "integer", "minimum": 1},
+                                                             {"type": "string", "pattern": r"^[0-9]+%$"}]}},
+                               ["maxUnavailable"]),
+    "maxConnections": {"type": "integer", "minimum": 1},
+    "idleTimeoutSeconds": {"type": "integer", "minimum": 1},
+    "networkPolicy": obj({"enabled": {"type": "boolean"},
+                          "webhookFrom": {"type": "array", "items": {"type": "object", "minProperties": 1}}},
+                         ["enabled", "webhookFrom"]),
+    "webhookClientCA": {"type": "string", "pattern": f"^$|{PEM_CERTS}", "description": "PEM certificate(s)."},
     "webhookTimeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 30},
     **placement(),
-}, ["visibility", "dnsClusterIP", "image"])
-# Patched pods resolve through the DNS server's fixed ClusterIP: there is no default for it.
+}, ["visibility", "dnsClusterIP", "image", "podDisruptionBudget", "networkPolicy"])
+# Patched pods resolve through the DNS server's fixed ClusterIP: there is no default for it; and
+# the webhook patches only in the namespaces named.
 AWS["if"] = {"properties": {"visibility": {"properties": {"enabled": {"const": True}}}}}
 AWS["then"] = nonempty("dnsClusterIP")
+AWS["then"]["properties"]["visibility"] = {"properties": {"namespaces": {"minItems": 1}}}
 
 KAFKA = obj({
     "enabled": {"type": "boolean"},
@@ -130,13 +148,23 @@ CLUSTER_AGENT = chart("intentmap cluster-agent values", {
             "storageClass": {"type": "string"},
         }, ["enabled", "size"])}, ["persistence"]),
         "service": obj({"port": PORT}, ["port"]),
+        "tokenAudience": {"type": "string", "minLength": 1, "pattern": r"^\S+$"},
+        "loopbackAccess": {"type": "boolean"},
+        "networkPolicy": obj({
+            "enabled": {"type": "boolean"},
+            "from": {"type": "array", "items": {"type": "object", "minProperties": 1}},
+            "nodeCIDRs": {"type": "array", "items": {"type": "string", "pattern": r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$"}},
+        }, ["enabled"]),
         **placement(),
-    }, ["image", "outbox", "service"]),
+    }, ["image", "outbox", "service", "tokenAudience", "networkPolicy"]),
     "node": obj({
         "image": IMAGE,
         "ebpf": {"type": "boolean"},
         "hostNetwork": {"type": "boolean"},
         "hostPID": {"type": "boolean"},
+        "fallbackCapabilities": {"type": "boolean"},
+        "networkPolicy": obj({"enabled": {"type": "boolean"},
+                              "from": {"type": "array", "items": {"type": "object", "minProperties": 1}}}, ["enabled"]),
         "mountDebugfs": {"type": "boolean"},
         "scanIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
         "healthPort": PORT,
@@ -147,19 +175,32 @@ CLUSTER_AGENT = chart("intentmap cluster-agent values", {
     }, ["image", "ebpf", "hostNetwork", "hostPID", "healthPort"]),
     "aws": AWS,
     "kafka": KAFKA,
-    "istio": obj({"enabled": {"type": "boolean"}, "scrapeIntervalSeconds": {"type": "integer", "minimum": 1}, "metricsPort": PORT},
+    "istio": obj({"enabled": {"type": "boolean"}, "scrapeIntervalSeconds": {"type": "integer", "minimum": 1}, "metricsPort": PORT,
+                  "namespace": {"type": "string", "maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}},
                  ["enabled"]),
 }, ["clusterDomain", "logFormat", "cloud", "mapper", "node", "aws", "kafka", "istio"])
+# Node agents on the host's network reach the mapper from their nodes' addresses: the mapper's
+# NetworkPolicy must name them, or it would shut the agents out.
+CLUSTER_AGENT["if"] = {"properties": {"node": {"properties": {"hostNetwork": {"const": True}}, "required": ["hostNetwork"]},
+                                      "mapper": {"properties": {"networkPolicy": {"properties": {"enabled": {"const": True}}}}}}}
+CLUSTER_AGENT["then"] = {"properties": {"mapper": {"properties": {"networkPolicy": {"required": ["nodeCIDRs"],
+                                                                                    "properties": {"nodeCIDRs": {"minItems": 1}}}}}}}
 
 # === charts/cloud-api ===
 
 DATABASE = obj({
-    "url": {"type": "string", "pattern": r"^(postgres(ql)?://\S+)?$"},
+    "url": {"type": "string", "pattern": r"^(postgres(ql)?://\S+)?$", "description": "The schema owner's URL (migrations only)."},
+    "appUrl": {"type": "string", "pattern": r"^(postgres(ql)?://[^\s/@]+@\S+)?$",
+               "description": "The serving login role's URL, naming its role: postgres://<role>:<password>@<host>/<database>."},
     "existingSecret": {"type": "string", "pattern": DNS_NAME},
     "existingSecretKey": {"type": "string", "pattern": r"^[-._a-zA-Z0-9]+$"},
+    "existingSecretAppKey": {"type": "string", "pattern": r"^[-._a-zA-Z0-9]+$"},
     "maxConnections": {"type": "integer", "minimum": 1},
-}, ["url", "existingSecret", "existingSecretKey"])
+}, ["url", "appUrl", "existingSecret", "existingSecretKey", "existingSecretAppKey"])
+# Both URLs in values, or a Secret with both.
 DATABASE["anyOf"] = [nonempty("url"), nonempty("existingSecret")]
+DATABASE["if"] = nonempty("url")
+DATABASE["then"] = nonempty("appUrl")
 
 JWT = obj({
     "existingSecret": {"type": "string", "pattern": DNS_NAME},
@@ -171,6 +212,20 @@ JWT = obj({
     "lifetimeSeconds": {"type": "integer", "minimum": 1},
 }, ["existingSecret", "keys", "generate"])
 
+TOKEN_HASH_KEY = obj({
+    "existingSecret": {"type": "string", "pattern": DNS_NAME},
+    "existingSecretKeys": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^[-._a-zA-Z0-9]+$"}},
+    "generate": {"type": "boolean"},
+}, ["existingSecret", "generate"])
+
+AUTH = obj({
+    "ratePerAddress": {"type": "number", "exclusiveMinimum": 0, "maximum": 1000000},
+    "burstPerAddress": {"type": "integer", "minimum": 1},
+    "clientFailuresPerMinute": {"type": "integer", "minimum": 1},
+    "concurrency": {"type": "integer", "minimum": 1},
+    "trustForwardedFor": {"type": "boolean"},
+}, ["ratePerAddress", "burstPerAddress", "clientFailuresPerMinute", "concurrency", "trustForwardedFor"])
+
 CLOUD_API = chart("intentmap cloud-api values", {
     "image": IMAGE,
     "imagePullSecrets": PULL_SECRETS,
@@ -179,6 +234,13 @@ CLOUD_API = chart("intentmap cloud-api values", {
     "database": DATABASE,
     "migrations": obj({"enabled": {"type": "boolean"}, "resources": RESOURCES}, ["enabled"]),
     "jwt": JWT,
+    "tokenHashKey": TOKEN_HASH_KEY,
+    "auth": AUTH,
+    "reads": obj({"maxEdges": {"type": "integer", "minimum": 1}, "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0}},
+                 ["maxEdges", "timeoutSeconds"]),
+    "metrics": obj({"enabled": {"type": "boolean"}, "port": PORT}, ["enabled", "port"]),
+    "allowPlainHTTP": {"type": "boolean",
+                       "description": "Let an Ingress without TLS, or a NodePort/LoadBalancer Service, serve plain HTTP."},
     "maxBodyBytes": {"type": "integer", "minimum": 1},
     "maxDecompressedBytes": {"type": "integer", "minimum": 1},
     "service": obj({"type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]}, "port": PORT, "annotations": STRING_MAP},
@@ -193,11 +255,20 @@ CLOUD_API = chart("intentmap cloud-api values", {
     "podDisruptionBudget": obj({"maxUnavailable": {"oneOf": [{"type": "integer", "minimum": 1},
                                                              {"type": "string", "pattern": r"^[0-9]+%$"}]}}),
     **placement(),
-}, ["image", "replicaCount", "logFormat", "database", "migrations", "jwt", "service"])
+}, ["image", "replicaCount", "logFormat", "database", "migrations", "jwt", "tokenHashKey", "auth", "reads", "metrics",
+    "allowPlainHTTP", "service"])
 # Replicas verify each other's tokens only with shared keys.
 CLOUD_API["if"] = {"properties": {"replicaCount": {"minimum": 2}}}
 CLOUD_API["then"] = {"properties": {"jwt": {"anyOf": [nonempty("existingSecret"), {"properties": {"keys": {"minItems": 1}}},
                                                       {"properties": {"generate": {"const": True}}}]}}}
+# Secrets and tokens cross the network: plain HTTP outside the cluster only when asked for.
+PLAIN_HTTP_ALLOWED = {"properties": {"allowPlainHTTP": {"const": True}}, "required": ["allowPlainHTTP"]}
+CLOUD_API["allOf"] = [
+    {"if": {"properties": {"ingress": {"properties": {"enabled": {"const": True}, "tlsSecretName": {"maxLength": 0}}}}},
+     "then": PLAIN_HTTP_ALLOWED},
+    {"if": {"properties": {"service": {"properties": {"type": {"enum": ["NodePort", "LoadBalancer"]}}}}},
+     "then": PLAIN_HTTP_ALLOWED},
+]
 
 SCHEMAS = {"cluster-agent": CLUSTER_AGENT, "cloud-api": CLOUD_API}
 

@@ -3,7 +3,9 @@
 # all is there): PostgreSQL for the cloud and the tests; clang, llvm, libbpf-dev and bpftool to
 # build the eBPF programs; iproute2 and dnsmasq for the network-namespace tests; dig (dnsutils) for
 # the DNS tests; chromium for the access-graph page's browser test; boto3 and moto (PyPI, in
-# target/pytools) for the AWS proxy tests.
+# target/pytools) for the AWS proxy tests; containerd, runc, the CNI plugins, iptables and
+# busybox-static for the real test cluster (scripts/k8s/install-node-packages.sh; its
+# Kubernetes binaries are built by scripts/k8s/build.sh when a test first starts it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
@@ -22,4 +24,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/ensure-python-tools.sh
+bash scripts/k8s/install-node-packages.sh
 echo "build tools: $(clang --version | head -n 1), $(bpftool version 2>/dev/null | head -n 1)"

@@ -10,7 +10,7 @@ use axum::routing::get;
 use clap::{Parser, Subcommand};
 use observation_ship::{Credentials, Outgoing, Shipper};
 
-use crate::ca::{CaStore, CertificateAuthority};
+use crate::ca::{CaKeeper, CaStore};
 use crate::dns::{DnsArgs, DnsServer};
 use crate::proxy::{Proxy, ProxyArgs};
 use crate::webhook::{Webhook, WebhookArgs};
@@ -35,6 +35,14 @@ pub struct CommonArgs {
     /// Keep the CA in this directory (`ca.crt`, `ca.key`); used when no --ca-secret is given.
     #[arg(long, env = "AWS_PROXY_CA_DIR", default_value = "/var/lib/intentmap/aws-proxy", global = true)]
     pub ca_dir: PathBuf,
+    /// DNS names the CA may vouch for besides amazonaws.com and amazonaws.com.cn (its Name
+    /// Constraints). The webhook role adds its Service names itself; give them here too when the
+    /// proxy and the webhook run as separate processes sharing one CA.
+    #[arg(long, env = "AWS_PROXY_CA_PERMITTED_NAMES", value_delimiter = ',', global = true)]
+    pub ca_permitted_names: Vec<String>,
+    /// How often the stored CA is checked for rotation (and another replica's rotation picked up).
+    #[arg(long, env = "AWS_PROXY_CA_CHECK_INTERVAL_SECS", default_value_t = 3600, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ca_check_interval_secs: u64,
     /// The mapper that receives the recorded calls.
     #[arg(long, env = "MAPPER_URL", default_value = "http://intentmap-mapper:9090", global = true)]
     pub mapper_url: String,
@@ -86,7 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Role::All(all) => (Some(all.proxy), Some(all.webhook), Some(all.dns)),
     };
     let kube = if proxy_args.is_some() || webhook_args.is_some() { kube_client(&common).await? } else { None };
-    let ca = if proxy_args.is_some() || webhook_args.is_some() {
+    let (ca, ca_keeper) = if proxy_args.is_some() || webhook_args.is_some() {
         let store = match &common.ca_secret {
             Some(s) => {
                 let (namespace, name) = s.split_once('/').with_context(|| format!("--ca-secret {s:?} is not namespace/name"))?;
@@ -94,9 +102,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             None => CaStore::Directory(common.ca_dir.clone()),
         };
-        Some(Arc::new(CertificateAuthority::load_or_create(&store, kube.clone()).await?))
+        let mut names = common.ca_permitted_names.clone();
+        names.extend(webhook_args.iter().flat_map(WebhookArgs::serving_names));
+        let keeper = CaKeeper::new(store, kube.clone(), &names);
+        let (ca, task) = keeper.start(Duration::from_secs(common.ca_check_interval_secs)).await.context("loading the CA")?;
+        (Some(ca), Some(task))
     } else {
-        None
+        (None, None)
     };
 
     let outgoing = Outgoing::new(common.buffer);
@@ -131,7 +143,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let metrics = Arc::new(Metrics { proxy: proxy.as_ref().map(Proxy::stats), dns: dns.as_ref().map(DnsServer::stats_handle), outgoing: outgoing.clone() });
+    let metrics = Arc::new(Metrics {
+        proxy: proxy.as_ref().map(Proxy::stats),
+        webhook: webhook.as_ref().map(Webhook::stats),
+        dns: dns.as_ref().map(DnsServer::stats_handle),
+        outgoing: outgoing.clone(),
+    });
     let health = tokio::net::TcpListener::bind(common.health_listen)
         .await
         .with_context(|| format!("binding the health listener on {} (pick another with --health-listen)", common.health_listen))?;
@@ -156,6 +173,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = s.await;
     }
     health_server.abort();
+    if let Some(task) = ca_keeper {
+        task.abort();
+    }
     Ok(())
 }
 
@@ -172,6 +192,7 @@ async fn kube_client(common: &CommonArgs) -> anyhow::Result<Option<kube::Client>
 
 struct Metrics {
     proxy: Option<Arc<crate::proxy::ProxyStats>>,
+    webhook: Option<Arc<crate::webhook::WebhookStats>>,
     dns: Option<Arc<crate::dns::DnsStats>>,
     outgoing: Outgoing,
 }
@@ -194,6 +215,25 @@ impl Metrics {
             counter("aws_proxy_refused_hosts", "Connections or requests for hosts that are not AWS.", s.refused_hosts);
             counter("aws_proxy_upstream_errors", "Requests whose AWS endpoint could not be reached.", s.upstream_errors);
             counter("aws_proxy_tunnels", "Pass-through CONNECT tunnels.", s.tunnels);
+            counter("aws_proxy_bad_authorities", "Requests refused for a Host with user information or a port other than 443.", s.bad_authorities);
+            counter("aws_proxy_refused_connections", "Connections closed at once because --max-connections were open.", s.refused_connections);
+            counter("aws_proxy_idle_closed", "Connections and tunnels closed for being idle.", s.idle_closed);
+        }
+        if let Some(stats) = &self.webhook {
+            let s = stats.snapshot();
+            counter("aws_proxy_webhook_reviews", "AdmissionReviews answered.", s.reviews);
+            counter("aws_proxy_webhook_patched", "Pods patched.", s.patched);
+            counter("aws_proxy_webhook_not_opted_in", "Labelled pods in namespaces not opted in (admitted unpatched, nothing written).", s.not_opted_in);
+            counter(
+                "aws_proxy_webhook_configmap_failures",
+                "Labelled pods admitted unpatched because the CA ConfigMap could not be written.",
+                s.configmap_failures,
+            );
+            counter(
+                "aws_proxy_webhook_handshake_failures",
+                "Webhook TLS handshakes that failed (a missing or wrong client certificate among them).",
+                s.handshake_failures,
+            );
         }
         if let Some(stats) = &self.dns {
             let s = stats.snapshot();

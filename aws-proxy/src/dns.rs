@@ -195,7 +195,7 @@ fn parse_proxy_name(value: &str) -> Result<Name, DnsSetupError> {
 
 /// The `nameserver` lines of a resolv.conf, port 53. Link-local IPv6 addresses need a numeric
 /// zone (`fe80::1%2`); named zones are skipped.
-fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+pub(crate) fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
     text.lines()
         .filter_map(|line| {
             let mut words = line.split_whitespace();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use aws_proxy::ca::CertificateAuthority;
 use aws_proxy::proxy::{Proxy, ProxyArgs};
 use cluster_agent::mapper::api::{router, ApiState};
-use cluster_agent::mapper::auth::ObservationAuth;
+use cluster_agent::mapper::auth::{ApiAuth, AuthConfig};
 use mapper_core::fixtures::*;
 use mapper_core::Mapper;
 use model::{Edge, Target};
@@ -78,7 +78,7 @@ async fn setup(name: &str) -> Setup {
     let mapper = Arc::new(Mutex::new(mapper));
     let state = Arc::new(ApiState {
         mapper: mapper.clone(),
-        auth: ObservationAuth::new(Some("proxy-token".into()), None, vec![]),
+        auth: ApiAuth::new(AuthConfig { shared_token: Some("proxy-token".into()), ..AuthConfig::default() }, None),
         watches: Arc::default(),
         upload: None,
     });

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use testkit::kube_api::FakeApiServer;
 
 const DNS_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 96, 0, 53));
+const CLUSTER_DNS_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10));
 const SERVICE_HOST: &str = "aws-proxy.intentmap.svc";
 const BUNDLE: &str = "/etc/intentmap/aws-ca/bundle.crt";
 const CA_CRT: &str = "/etc/intentmap/aws-ca/ca.crt";
@@ -152,7 +153,7 @@ fn pod_review(pod: &Pod) -> Value {
 }
 
 fn config() -> MutationConfig {
-    MutationConfig::new(DNS_IP)
+    MutationConfig::new(DNS_IP, &["shop"])
 }
 
 /// The JSON patch in a review response, if any, checking the response's shape.
@@ -458,16 +459,20 @@ fn args(roots: &std::path::Path, patch_configuration: Option<&str>) -> WebhookAr
         webhook_listen: "127.0.0.1:0".parse().unwrap(),
         webhook_service: "aws-proxy".into(),
         webhook_namespace: "intentmap".into(),
+        opted_in_namespaces: vec!["shop".into()],
         dns_server_ip: DNS_IP,
+        cluster_dns_ip: Some(CLUSTER_DNS_IP),
+        no_cluster_dns_fallback: false,
         cluster_domain: "cluster.local".into(),
         ca_configmap_name: "intentmap-aws-ca".into(),
         system_roots: roots.to_owned(),
         patch_webhook_configuration: patch_configuration.map(str::to_owned),
+        client_ca_file: None,
     }
 }
 
 async fn start(server: FakeApiServer, patch_configuration: Option<&str>) -> Running {
-    let ca = Arc::new(CertificateAuthority::generate().expect("a CA"));
+    let ca = Arc::new(CertificateAuthority::generate_for(&[SERVICE_HOST.into(), format!("{SERVICE_HOST}.cluster.local")]).expect("a CA"));
     let roots = tempfile_path::TempFile::new(SYSTEM_ROOTS);
     let webhook = Webhook::start(&args(&roots.0, patch_configuration), ca.clone(), Some(server.client())).await.expect("the webhook starts");
     Running { server, ca, webhook, roots }

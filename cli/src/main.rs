@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use intentmap::picture;
 use model::intents::{self, IntentsVersion};
@@ -15,6 +15,15 @@ struct Cli {
     /// The mapper's local API (e.g. after `kubectl port-forward svc/intentmap-mapper 9090`).
     #[arg(long, env = "INTENTMAP_MAPPER_URL", default_value = "http://localhost:9090", global = true)]
     mapper_url: String,
+    /// Needed only when the mapper is reached other than through `kubectl port-forward` (e.g.
+    /// from a pod): a ServiceAccount token made for the mapper's audience, whose account may
+    /// read (`get`) or reset (`delete`) `edges.intentmap.dev` in the mapper's namespace, e.g.
+    /// `$(kubectl create token ci -n ci --audience intentmap-mapper)`.
+    #[arg(long, env = "INTENTMAP_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A file holding that token (a projected ServiceAccount token in a pod).
+    #[arg(long, env = "INTENTMAP_TOKEN_FILE", global = true, conflicts_with = "token")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -101,9 +110,30 @@ enum Command {
 struct Mapper {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Mapper {
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// What to say when the mapper refuses: its own message, and what to do about it.
+    async fn refused(&self, what: &str, reply: reqwest::Response) -> anyhow::Error {
+        let status = reply.status();
+        let body = reply.text().await.unwrap_or_default();
+        let hint = match status.as_u16() {
+            401 => "\nReach the mapper through `kubectl port-forward -n intentmap svc/intentmap-mapper 9090:9090` (then no token is needed), or pass --token / INTENTMAP_TOKEN: a token made for the mapper's audience (`kubectl create token <serviceaccount> --audience intentmap-mapper`).",
+            403 => "\nThe token's account needs `get` (list, export, visualize) or `delete` (reset) on `edges.intentmap.dev` in the mapper's namespace: bind it to the chart's edges-viewer or edges-admin Role.",
+            _ => "",
+        };
+        anyhow::anyhow!("the mapper refused to {what} ({status}): {body}{hint}")
+    }
+
     fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
         anyhow::anyhow!(
             "cannot reach the mapper at {}: {e}\nIs it running? In a cluster: kubectl port-forward -n intentmap svc/intentmap-mapper 9090:9090 (or set --mapper-url / INTENTMAP_MAPPER_URL)",
@@ -122,19 +152,17 @@ impl Mapper {
         if !f.exclude_labels.is_empty() {
             query.push(("exclude_labels", f.exclude_labels.join(",")));
         }
-        let reply = self.http.get(format!("{}/v1/edges", self.base)).query(&query).send().await.map_err(|e| self.unreachable(e))?;
-        let status = reply.status();
-        if !status.is_success() {
-            let body = reply.text().await.unwrap_or_default();
-            bail!("the mapper refused the request ({status}): {body}");
+        let reply = self.request(reqwest::Method::GET, "/v1/edges").query(&query).send().await.map_err(|e| self.unreachable(e))?;
+        if !reply.status().is_success() {
+            return Err(self.refused("list its edges", reply).await);
         }
         reply.json().await.context("the mapper's answer is not a list of edges; are --mapper-url and the mapper's version right?")
     }
 
     async fn reset(&self) -> anyhow::Result<()> {
-        let reply = self.http.post(format!("{}/v1/reset", self.base)).send().await.map_err(|e| self.unreachable(e))?;
+        let reply = self.request(reqwest::Method::POST, "/v1/reset").send().await.map_err(|e| self.unreachable(e))?;
         if !reply.status().is_success() {
-            bail!("the mapper refused to reset ({})", reply.status());
+            return Err(self.refused("reset", reply).await);
         }
         Ok(())
     }
@@ -151,8 +179,13 @@ fn write_out(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mapper =
-        Mapper { base: cli.mapper_url.trim_end_matches('/').to_owned(), http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()? };
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(token), _) => Some(token.trim().to_owned()),
+        (None, Some(file)) => Some(std::fs::read_to_string(file).with_context(|| format!("reading the token in {}", file.display()))?.trim().to_owned()),
+        (None, None) => None,
+    };
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let mapper = Mapper { base: cli.mapper_url.trim_end_matches('/').to_owned(), http, token: token.filter(|t| !t.is_empty()) };
     match cli.command {
         Command::List { filters } => print!("{}", model::list::render_list(&mapper.edges(&filters).await?)),
         Command::Export { filters, output_version, format, output, output_type } => {

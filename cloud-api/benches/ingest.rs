@@ -97,7 +97,9 @@ async fn run(options: Options) -> Result<()> {
     // Long enough that no token expires during a slow run.
     let jwt = JwtIssuer::new("https://bench.local".into(), "intentmap-ingest".into(), Duration::from_secs(6 * 3600), vec![key])?;
     let pool_size = u32::try_from(concurrency + 2).unwrap_or(u32::MAX);
-    let state = cloud_api::state(&url, jwt, Config::default(), pool_size).await?;
+    // One organisation sends every report: let it have as many in flight as asked for.
+    let ingest = cloud_api::http::ingest::IngestLimits { concurrent: concurrency.max(4), concurrent_per_org: concurrency, ..Default::default() };
+    let state = cloud_api::state(&url, jwt, Config { ingest, ..Config::default() }, pool_size).await?;
     let router = cloud_api::app(state.clone());
 
     println!("PostgreSQL {version} ({}), {} CPUs", if server.is_owned() { "throwaway cluster" } else { "DATABASE_URL" }, cpus());

@@ -1,4 +1,5 @@
-//! Prometheus metrics served at `/metrics`.
+//! Prometheus metrics, served at `/metrics` on the separate `--metrics-listen` address only:
+//! they count across every organisation, so they are no tenant's business.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,12 +17,19 @@ pub struct Method {
     pub method: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reports: Family<Outcome, Counter>,
     pub edges_merged: Counter,
     pub tokens_issued: Counter,
     pub auth_failures: Family<Method, Counter>,
+    pub auth_throttled: Family<Reason, Counter>,
+    pub secrets_rehashed: Family<Method, Counter>,
     pub ingest_seconds: Histogram,
 }
 
@@ -36,9 +44,13 @@ impl Default for Metrics {
         registry.register("tokens_issued", "Cluster access tokens issued", tokens_issued.clone());
         let auth_failures = Family::<Method, Counter>::default();
         registry.register("auth_failures", "Refused credentials, by method", auth_failures.clone());
+        let auth_throttled = Family::<Reason, Counter>::default();
+        registry.register("auth_throttled", "Credential checks refused before they ran: rate_limited (429) or busy (503)", auth_throttled.clone());
+        let secrets_rehashed = Family::<Method, Counter>::default();
+        registry.register("secrets_rehashed", "Stored secret hashes replaced by a keyed hash under the current key, by method", secrets_rehashed.clone());
         let ingest_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register("ingest_seconds", "Time to store one accepted report", ingest_seconds.clone());
-        Self { registry, reports, edges_merged, tokens_issued, auth_failures, ingest_seconds }
+        Self { registry, reports, edges_merged, tokens_issued, auth_failures, auth_throttled, secrets_rehashed, ingest_seconds }
     }
 }
 
@@ -49,6 +61,18 @@ impl Metrics {
 
     pub fn auth_failure(&self, method: &str) {
         self.auth_failures.get_or_create(&Method { method: method.into() }).inc();
+    }
+
+    pub fn throttled(&self, refusal: crate::limits::Refusal) {
+        let reason = match refusal {
+            crate::limits::Refusal::TooMany { .. } => "rate_limited",
+            crate::limits::Refusal::Busy => "busy",
+        };
+        self.auth_throttled.get_or_create(&Reason { reason: reason.into() }).inc();
+    }
+
+    pub fn secret_rehashed(&self, method: &str) {
+        self.secrets_rehashed.get_or_create(&Method { method: method.into() }).inc();
     }
 
     pub fn encode(&self) -> String {

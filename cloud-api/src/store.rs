@@ -1,22 +1,33 @@
-//! PostgreSQL: every tenant query runs in a transaction that names its organisation, as a role
-//! that row-level security applies to, and filters by `org_id` itself as well.
+//! PostgreSQL: every tenant query runs in a transaction that names its organisation, as a login
+//! role that row-level security applies to, and filters by `org_id` itself as well.
+//!
+//! - `credentials`: organisations, clusters and API tokens;
+//! - `reads`: the bounded reads behind the access graph and ClientIntents;
+//! - `roles`: the serving login role (created by `migrate`, checked by `serve`).
+
+mod credentials;
+mod reads;
+pub mod roles;
+
+pub use credentials::{ApiTokenInfo, NewApiToken};
+pub use reads::{GraphData, ReadError, ReadLimits};
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use model::edge::{merge_http, merge_kafka, HttpResource, KafkaTopic};
-use model::graph::{ClusterEdge, ClusterExposure};
-use model::{merge_edges, AwsTarget, Edge, EdgeReport, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef};
+use model::{merge_edges, Edge, EdgeReport, ExposedWorkload, Target};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::tokens;
+use crate::secrets::{HashKey, SecretHasher};
 
-/// The role the API's connections act as: neither superuser nor table owner, so row-level
-/// security always applies to it.
+/// The role holding the API's grants: neither superuser nor table owner, so row-level security
+/// always applies to it. The serving login role is a member of it (see `roles`).
 pub const APP_ROLE: &str = "intentmap_app";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -32,6 +43,7 @@ pub async fn migrate(database_url: &str) -> Result<(), sqlx::migrate::MigrateErr
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    hasher: Arc<SecretHasher>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,23 +80,28 @@ pub struct IngestOutcome {
 }
 
 impl Store {
+    /// Connects as the URL's role (no `SET ROLE`: the serving role is a login role of its own,
+    /// so a pooler in transaction mode changes nothing). Secrets are hashed with the database's
+    /// key.
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        Self::connect_with_keys(database_url, max_connections, Vec::new()).await
+    }
+
+    /// [`Store::connect`], hashing secrets with the first of `keys` (verifying with all of them
+    /// and the database's key); without keys, with the database's key.
+    pub async fn connect_with_keys(database_url: &str, max_connections: u32, keys: Vec<HashKey>) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(database_url)?.application_name("cloud-api");
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(format!("SET ROLE {APP_ROLE}").as_str()).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(options)
-            .await?;
-        Ok(Self { pool })
+        let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        let hasher = credentials::load_hasher(&pool, keys).await?;
+        Ok(Self { pool, hasher: Arc::new(hasher) })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
@@ -96,110 +113,6 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
         Ok(tx)
-    }
-
-    // === organisations and credentials ===
-
-    pub async fn create_org(&self, name: &str) -> Result<NewOrg, sqlx::Error> {
-        let org_id = Uuid::new_v4();
-        let mut tx = self.tenant(org_id).await?;
-        sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2)").bind(org_id).bind(name).execute(&mut *tx).await?;
-        let api_token = insert_api_token(&mut tx, org_id, "first token").await?;
-        tx.commit().await?;
-        Ok(NewOrg { org_id, name: name.to_owned(), api_token })
-    }
-
-    pub async fn org_exists(&self, org: Uuid) -> Result<bool, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        let found = sqlx::query("SELECT 1 FROM organizations WHERE id = $1").bind(org).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(found.is_some())
-    }
-
-    pub async fn create_cluster(&self, org: Uuid, name: &str) -> Result<ClusterCredentials, sqlx::Error> {
-        let cluster_id = Uuid::new_v4();
-        let client_id = format!("cl_{}", cluster_id.simple());
-        let client_secret = tokens::random_secret();
-        let mut tx = self.tenant(org).await?;
-        sqlx::query("INSERT INTO clusters (org_id, id, name, client_id, secret_hash) VALUES ($1, $2, $3, $4, $5)")
-            .bind(org)
-            .bind(cluster_id)
-            .bind(name)
-            .bind(&client_id)
-            .bind(tokens::hash_secret(&client_secret))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(ClusterCredentials { cluster_id, name: name.to_owned(), client_id, client_secret })
-    }
-
-    pub async fn list_clusters(&self, org: Uuid) -> Result<Vec<ClusterInfo>, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        let rows = sqlx::query_as("SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters WHERE org_id = $1 ORDER BY name")
-            .bind(org)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(rows)
-    }
-
-    /// A cluster of `org` by id or by name.
-    pub async fn find_cluster(&self, org: Uuid, id_or_name: &str) -> Result<Option<ClusterInfo>, sqlx::Error> {
-        let id = Uuid::try_parse(id_or_name).ok();
-        let mut tx = self.tenant(org).await?;
-        let row = sqlx::query_as(
-            "SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters
-             WHERE org_id = $1 AND (name = $2 OR id = $3)",
-        )
-        .bind(org)
-        .bind(id_or_name)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(row)
-    }
-
-    /// Revoking stops the cluster's secret and every token issued from it.
-    pub async fn revoke_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        let done = sqlx::query("UPDATE clusters SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(cluster)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Deletes the cluster with all its edges and reports.
-    pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        sqlx::query("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
-        let done = sqlx::query("DELETE FROM clusters WHERE org_id = $1 AND id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// `(org, cluster, secret hash)` for an active client ID. Runs before the tenant is known,
-    /// through a narrow SECURITY DEFINER function.
-    pub async fn cluster_client(&self, client_id: &str) -> Result<Option<(Uuid, Uuid, String)>, sqlx::Error> {
-        let row = sqlx::query("SELECT org_id, cluster_id, secret_hash FROM auth_cluster_client($1)").bind(client_id).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
-    }
-
-    /// `(org, secret hash)` for an active API token id.
-    pub async fn api_token(&self, token_id: Uuid) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-        let row = sqlx::query("SELECT org_id, secret_hash FROM auth_api_token($1)").bind(token_id).fetch_optional(&self.pool).await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
-    }
-
-    pub async fn cluster_is_active(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        let row =
-            sqlx::query("SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL").bind(org).bind(cluster).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(row.is_some())
     }
 
     // === ingest ===
@@ -230,65 +143,6 @@ impl Store {
         tx.commit().await?;
         Ok(IngestOutcome { duplicate: false, edges_merged: edges.len() })
     }
-
-    // === reads ===
-
-    /// The org's edges, optionally of one cluster and seen since a time, named by cluster.
-    pub async fn edges(&self, org: Uuid, cluster: Option<Uuid>, since: Option<DateTime<Utc>>) -> Result<Vec<ClusterEdge>, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        let rows = sqlx::query(
-            "SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
-                    e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
-             FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
-             WHERE e.org_id = $1 AND ($2::uuid IS NULL OR e.cluster_id = $2) AND ($3::timestamptz IS NULL OR e.last_seen >= $3)",
-        )
-        .bind(org)
-        .bind(cluster)
-        .bind(since)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter().map(edge_from_row).collect()
-    }
-
-    pub async fn exposures(&self, org: Uuid) -> Result<Vec<ClusterExposure>, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
-        let rows = sqlx::query(
-            "SELECT c.name AS cluster, x.namespace, x.name, x.kind, x.addresses, x.hostnames
-             FROM exposed_workloads x JOIN clusters c ON c.org_id = x.org_id AND c.id = x.cluster_id
-             WHERE x.org_id = $1 ORDER BY c.name, x.namespace, x.name",
-        )
-        .bind(org)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(rows
-            .iter()
-            .map(|r| ClusterExposure {
-                cluster: r.get("cluster"),
-                exposed: ExposedWorkload {
-                    namespace: r.get("namespace"),
-                    name: r.get("name"),
-                    kind: r.get("kind"),
-                    addresses: r.get("addresses"),
-                    hostnames: r.get("hostnames"),
-                },
-            })
-            .collect())
-    }
-}
-
-async fn insert_api_token(tx: &mut PgConnection, org: Uuid, name: &str) -> Result<String, sqlx::Error> {
-    let id = Uuid::new_v4();
-    let secret = tokens::random_secret();
-    sqlx::query("INSERT INTO api_tokens (org_id, id, name, secret_hash) VALUES ($1, $2, $3, $4)")
-        .bind(org)
-        .bind(id)
-        .bind(name)
-        .bind(tokens::hash_secret(&secret))
-        .execute(tx)
-        .await?;
-    Ok(tokens::format_api_token(id, &secret))
 }
 
 // === edge rows ===
@@ -364,6 +218,13 @@ impl EdgeColumns {
     }
 }
 
+/// A stored edge keeps at most this many ports, domains, IPs, internet ports and actions (the
+/// alphabetically first): the wire format's per-edge limit, so that merging reports cannot grow
+/// an edge past what one report may carry.
+const STORED_LIST_MAX: i64 = model::limits::MAX_ADDRESSES_PER_LIST as i64;
+/// ...and at most this many `METHOD /path` and `topic<TAB>operation` entries.
+const STORED_DETAIL_MAX: i64 = 16 * model::limits::MAX_RESOURCES_PER_EDGE as i64;
+
 async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[Edge]) -> Result<(), sqlx::Error> {
     if edges.is_empty() {
         return Ok(());
@@ -387,19 +248,21 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
          ON CONFLICT (org_id, cluster_id, edge_key) DO UPDATE SET
              client_kind = COALESCE(EXCLUDED.client_kind, e.client_kind),
              target_kind = COALESCE(EXCLUDED.target_kind, e.target_kind),
-             ports = ARRAY(SELECT DISTINCT x FROM unnest(e.ports || EXCLUDED.ports) x ORDER BY 1),
-             domains = ARRAY(SELECT DISTINCT x FROM unnest(e.domains || EXCLUDED.domains) x ORDER BY 1),
-             ips = ARRAY(SELECT DISTINCT x FROM unnest(e.ips || EXCLUDED.ips) x ORDER BY 1),
-             internet_ports = ARRAY(SELECT DISTINCT x FROM unnest(e.internet_ports || EXCLUDED.internet_ports) x ORDER BY 1),
-             actions = ARRAY(SELECT DISTINCT x FROM unnest(e.actions || EXCLUDED.actions) x ORDER BY 1),
+             ports = ARRAY(SELECT DISTINCT x FROM unnest(e.ports || EXCLUDED.ports) x ORDER BY 1 LIMIT $21),
+             domains = ARRAY(SELECT DISTINCT x FROM unnest(e.domains || EXCLUDED.domains) x ORDER BY 1 LIMIT $21),
+             ips = ARRAY(SELECT DISTINCT x FROM unnest(e.ips || EXCLUDED.ips) x ORDER BY 1 LIMIT $21),
+             internet_ports = ARRAY(SELECT DISTINCT x FROM unnest(e.internet_ports || EXCLUDED.internet_ports) x ORDER BY 1 LIMIT $21),
+             actions = ARRAY(SELECT DISTINCT x FROM unnest(e.actions || EXCLUDED.actions) x ORDER BY 1 LIMIT $21),
              -- Most edges carry neither; skip the sort for them.
              http = CASE WHEN cardinality(EXCLUDED.http) = 0 THEN e.http
-                         ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.http || EXCLUDED.http) x ORDER BY 1) END,
+                         ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.http || EXCLUDED.http) x ORDER BY 1 LIMIT $22) END,
              kafka = CASE WHEN cardinality(EXCLUDED.kafka) = 0 THEN e.kafka
-                          ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.kafka || EXCLUDED.kafka) x ORDER BY 1) END,
+                          ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.kafka || EXCLUDED.kafka) x ORDER BY 1 LIMIT $22) END,
              first_seen = LEAST(e.first_seen, EXCLUDED.first_seen),
              last_seen = GREATEST(e.last_seen, EXCLUDED.last_seen),
-             connections = e.connections + EXCLUDED.connections",
+             -- Saturating: a count near 2^63 stays there rather than failing every later report.
+             connections = CASE WHEN e.connections > 9223372036854775807 - EXCLUDED.connections THEN 9223372036854775807
+                                ELSE e.connections + EXCLUDED.connections END",
     )
     .bind(org)
     .bind(cluster)
@@ -421,6 +284,8 @@ async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[
     .bind(&c.edge_key)
     .bind(&c.http)
     .bind(&c.kafka)
+    .bind(STORED_LIST_MAX)
+    .bind(STORED_DETAIL_MAX)
     .execute(tx)
     .await?;
     Ok(())
@@ -433,8 +298,9 @@ async fn replace_exposed_if_newer(
     generated_at: DateTime<Utc>,
     exposed: &[ExposedWorkload],
 ) -> Result<(), sqlx::Error> {
+    // A set dated more than a day ahead (stored before timestamps were bounded) is stale, not newest.
     let newer =
-        sqlx::query("UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3) RETURNING 1")
+        sqlx::query("UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3 OR exposed_as_of > now() + interval '1 day') RETURNING 1")
             .bind(org)
             .bind(cluster)
             .bind(generated_at)
@@ -476,44 +342,6 @@ async fn replace_exposed_if_newer(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> {
-    let decode = |e: String| sqlx::Error::Decode(e.into());
-    let ports: Vec<String> = r.try_get("ports")?;
-    let ports = ports.iter().map(|p| p.parse::<PortSpec>()).collect::<Result<Vec<_>, _>>().map_err(decode)?;
-    let target_type: String = r.try_get("target_type")?;
-    let target_namespace: String = r.try_get("target_namespace")?;
-    let target_name: String = r.try_get("target_name")?;
-    let target = match target_type.as_str() {
-        "kubernetes" => Target::Kubernetes(WorkloadRef { namespace: target_namespace, name: target_name, kind: r.try_get("target_kind")? }),
-        "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
-        "internet" => {
-            let iports: Vec<i32> = r.try_get("internet_ports")?;
-            Target::Internet(InternetTarget {
-                domains: r.try_get("domains")?,
-                ips: r.try_get("ips")?,
-                ports: iports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
-            })
-        }
-        "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.try_get("actions")? }),
-        "kafka" => Target::Kafka(WorkloadRef { namespace: target_namespace, name: target_name, kind: r.try_get("target_kind")? }),
-        other => return Err(decode(format!("unknown target_type {other:?}"))),
-    };
-    let connections: i64 = r.try_get("connections")?;
-    Ok(ClusterEdge {
-        cluster: r.try_get("cluster")?,
-        edge: Edge {
-            client: WorkloadRef { namespace: r.try_get("client_namespace")?, name: r.try_get("client_name")?, kind: r.try_get("client_kind")? },
-            target,
-            ports,
-            first_seen: r.try_get("first_seen")?,
-            last_seen: r.try_get("last_seen")?,
-            connections: connections.max(0) as u64,
-            http: decode_http(&r.try_get::<Vec<String>, _>("http")?).map_err(decode)?,
-            kafka: decode_kafka(&r.try_get::<Vec<String>, _>("kafka")?).map_err(decode)?,
-        },
-    })
 }
 
 // === http and kafka entries ===

@@ -1,21 +1,17 @@
-//! Secrets, API tokens and cluster JWTs.
+//! API tokens and cluster JWTs.
 //!
-//! - Cluster client secrets and people's API tokens are random, shown once, and stored only as
-//!   argon2id hashes; checks go through `argon2`'s constant-time comparison.
+//! - People's API tokens are `imt_<token id>_<secret>` with scopes; the secret is stored only as
+//!   a keyed hash (see `secrets`).
 //! - Clusters trade their client ID and secret for short-lived EdDSA (Ed25519) JWTs; the public
 //!   keys are published as a JWKS. Verification pins the algorithm and checks issuer, audience
 //!   and expiry.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::RngCore;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,38 +27,14 @@ pub enum TokenError {
     WrongAudience,
     #[error("the token's signature does not verify")]
     BadSignature,
-    #[error("the token's signing key {0:?} is unknown")]
-    UnknownKey(String),
+    /// The key id is not echoed: it is the caller's input.
+    #[error("the token was not signed by any of this service's keys")]
+    UnknownKey,
     #[error("bad signing key: {0}")]
     BadKey(String),
 }
 
-// === secrets ===
-
-/// A fresh 256-bit secret, URL-safe.
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// The argon2id PHC string for `secret`.
-pub fn hash_secret(secret: &str) -> String {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default().hash_password(secret.as_bytes(), &salt).expect("argon2 with default parameters cannot fail").to_string()
-}
-
-/// Constant-time check of `secret` against a stored hash. A corrupt hash never matches.
-pub fn verify_secret(secret: &str, stored_hash: &str) -> bool {
-    PasswordHash::new(stored_hash).is_ok_and(|h| Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
-}
-
-/// A real hash of nothing anyone knows, checked against when a client id is unknown so that
-/// unknown and known ids take the same time to refuse.
-pub fn dummy_hash() -> &'static str {
-    static DUMMY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hash_secret(&random_secret()));
-    &DUMMY
-}
+// === API tokens ===
 
 const API_TOKEN_PREFIX: &str = "imt_";
 
@@ -73,44 +45,43 @@ pub fn format_api_token(id: Uuid, secret: &str) -> String {
 
 pub fn parse_api_token(token: &str) -> Option<(Uuid, &str)> {
     let (id, secret) = token.strip_prefix(API_TOKEN_PREFIX)?.split_once('_')?;
-    if secret.is_empty() {
+    if secret.is_empty() || secret.len() > 256 {
         return None;
     }
     Some((Uuid::try_parse(id).ok()?, secret))
 }
 
-/// Remembers recently verified API tokens (by SHA-256 of the whole token) so that each request
-/// does not pay for an argon2 hash. Entries live `ttl`; revoking a token clears the cache.
-pub struct VerifiedTokenCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (Uuid, Uuid, Instant)>>,
+/// What an API token may do. Each scope includes the ones before it: `write` can read, `admin`
+/// can do everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The access graph, clusters and ClientIntents.
+    Read,
+    /// Also register, revoke and delete clusters.
+    Write,
+    /// Also list, create and revoke API tokens.
+    Admin,
 }
 
-impl VerifiedTokenCache {
-    pub fn new(ttl: Duration) -> Self {
-        Self { ttl, entries: Mutex::new(HashMap::new()) }
-    }
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
 
-    fn digest(token: &str) -> [u8; 32] {
-        Sha256::digest(token.as_bytes()).into()
-    }
-
-    /// `(org_id, token_id)` of a token verified within the last `ttl`.
-    pub fn get(&self, token: &str) -> Option<(Uuid, Uuid)> {
-        let entries = self.entries.lock().expect("token cache poisoned");
-        entries.get(&Self::digest(token)).filter(|(_, _, at)| at.elapsed() < self.ttl).map(|(org, id, _)| (*org, *id))
-    }
-
-    pub fn insert(&self, token: &str, org_id: Uuid, token_id: Uuid) {
-        let mut entries = self.entries.lock().expect("token cache poisoned");
-        if entries.len() > 10_000 {
-            entries.retain(|_, (_, _, at)| at.elapsed() < self.ttl);
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
         }
-        entries.insert(Self::digest(token), (org_id, token_id, Instant::now()));
     }
 
-    pub fn clear(&self) {
-        self.entries.lock().expect("token cache poisoned").clear();
+    pub fn parse(s: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+
+    /// Whether a token holding `held` may do what needs `self`.
+    pub fn granted_by(self, held: &[Scope]) -> bool {
+        held.iter().any(|h| *h >= self)
     }
 }
 
@@ -225,7 +196,7 @@ impl JwtIssuer {
             return Err(TokenError::BadSignature);
         }
         let kid = header.kid.ok_or(TokenError::Malformed)?;
-        let key = self.decoding.get(&kid).ok_or(TokenError::UnknownKey(kid))?;
+        let key = self.decoding.get(&kid).ok_or(TokenError::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.audience]);
@@ -260,14 +231,14 @@ mod tests {
     }
 
     #[test]
-    fn secrets_verify_only_against_their_own_hash() {
-        let secret = random_secret();
-        let hash = hash_secret(&secret);
-        assert!(hash.starts_with("$argon2id$"), "{hash}");
-        assert!(!hash.contains(&secret));
-        assert!(verify_secret(&secret, &hash));
-        assert!(!verify_secret(&random_secret(), &hash));
-        assert!(!verify_secret(&secret, "not a hash"));
+    fn scopes_include_the_ones_before_them() {
+        assert!(Scope::Read.granted_by(&[Scope::Admin]));
+        assert!(Scope::Write.granted_by(&[Scope::Read, Scope::Write]));
+        assert!(!Scope::Write.granted_by(&[Scope::Read]));
+        assert!(!Scope::Admin.granted_by(&[Scope::Write]));
+        assert!(!Scope::Read.granted_by(&[]));
+        assert_eq!(Scope::parse("write"), Some(Scope::Write));
+        assert_eq!(Scope::parse("Write"), None);
     }
 
     #[test]
@@ -292,7 +263,7 @@ mod tests {
 
         let other = issuer(vec![SigningKey::generate()]);
         let (foreign, _) = other.issue(org, cluster, now());
-        assert!(matches!(jwt.verify(&foreign), Err(TokenError::UnknownKey(_))));
+        assert!(matches!(jwt.verify(&foreign), Err(TokenError::UnknownKey)));
 
         let key = SigningKey::from_pem(&jwt.keys[0].to_pem()).unwrap();
         let wrong_aud = JwtIssuer::new("https://cloud.test".into(), "someone-else".into(), Duration::from_secs(300), vec![key]).unwrap();

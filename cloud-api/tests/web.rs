@@ -44,6 +44,13 @@ mod support {
         }
     }
 
+    /// Served by the test only, never by cloud-api.
+    const SIGN_IN: &str = r##"<!doctype html><script>
+const [token, rest] = location.hash.slice(1).split("#");
+sessionStorage.setItem("intentmap.apiToken", decodeURIComponent(token));
+location.replace("/#" + (rest || ""));
+</script>"##;
+
     pub struct TestApi {
         pub state: AppState,
         pub addr: SocketAddr,
@@ -65,7 +72,7 @@ mod support {
             let state = cloud_api::state(&database_url, jwt, Config::default(), 4).await.expect("connect to the test database");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
             let addr = listener.local_addr().unwrap();
-            let app = cloud_api::app(state.clone());
+            let app = cloud_api::app(state.clone()).route("/test-sign-in", axum::routing::get(|| async { axum::response::Html(SIGN_IN) }));
             let server = tokio::spawn(async move {
                 axum::serve(listener, app).await.expect("the API serves");
             });
@@ -74,6 +81,13 @@ mod support {
 
         pub fn url(&self, fragment: &str) -> String {
             format!("http://{}/{fragment}", self.addr)
+        }
+
+        /// The page with `token` already signed in (as after the user agreed to a link or
+        /// pasted it), then `fragment`: a test-only page of the same origin stores the token
+        /// where the page keeps it and goes on to the page.
+        pub fn signed_in(&self, token: &str, fragment: &str) -> String {
+            format!("http://{}/test-sign-in#{token}#{fragment}", self.addr)
         }
 
         pub async fn call(&self, method: Method, uri: &str, bearer: Option<&str>, body: Option<Body>, content_type: &str) -> Reply {
@@ -232,6 +246,9 @@ impl Browser {
 }
 
 fn redact(url: &str) -> String {
+    if let Some((head, tail)) = url.split_once("test-sign-in#") {
+        return format!("{head}test-sign-in#…{}", tail.find('#').map(|i| &tail[i..]).unwrap_or(""));
+    }
     match url.split_once("token=") {
         Some((head, tail)) => format!("{head}token=…{}", tail.find('&').map(|i| &tail[i..]).unwrap_or("")),
         None => url.to_owned(),
@@ -364,9 +381,19 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     let edge_count = graph["edges"].as_array().unwrap().len();
     assert_eq!(edge_count, 11, "{graph:#}");
 
-    // Signed in through the fragment: the whole graph, grouped by cluster and namespace.
+    // A link with a token is not adopted silently: the page names the organisation and asks.
+    let shot = screenshot_path("access-graph-link.png");
+    let page = browser.load(&api.url(&format!("#token={token}&select=us/shop/checkout")), Some(&shot)).await;
+    assert_eq!(page.state(), "confirm", "{}", page.dom);
+    let confirm = page.section("confirm", "</section>");
+    assert!(confirm.contains(">acme<") && confirm.contains("first token") && confirm.contains("admin"), "{confirm}");
+    assert!(page.attrs("data-node-id").is_empty(), "nothing is loaded before the user agrees");
+    assert!(!page.dom.contains(&token), "the token is not written into the page");
+    assert_png(&shot);
+
+    // Signed in: the whole graph, grouped by cluster and namespace.
     let shot = screenshot_path("access-graph.png");
-    let page = browser.load(&api.url(&format!("#token={token}")), Some(&shot)).await;
+    let page = browser.load(&api.signed_in(&token, ""), Some(&shot)).await;
     assert_eq!(page.state(), "ready", "{}", page.dom);
     let drawn = sorted(page.attrs("data-node-id"));
     assert_eq!(drawn, sorted(node_ids.clone()), "one node element per node of the graph");
@@ -396,7 +423,7 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
 
     // A preselected workload: its calls and callers in the side panel.
     let shot = screenshot_path("access-graph-selected.png");
-    let page = browser.load(&api.url(&format!("#token={token}&select=us/shop/checkout")), Some(&shot)).await;
+    let page = browser.load(&api.signed_in(&token, "select=us/shop/checkout"), Some(&shot)).await;
     assert_eq!(page.state(), "ready");
     let details = page.section("details", "</div>");
     assert_eq!(attrs_in(details, "data-selected"), vec!["us/shop/checkout"]);
@@ -411,17 +438,17 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     assert_png(&shot);
 
     // An AWS target's callers show the actions.
-    let page = browser.load(&api.url(&format!("#token={token}&select=aws/arn:aws:s3:::invoices")), None).await;
+    let page = browser.load(&api.signed_in(&token, "select=aws/arn:aws:s3:::invoices"), None).await;
     let callers = page.section("callers", "</div>");
     assert_eq!(attrs_in(callers, "data-peer"), vec!["us/shop/invoicer"]);
     assert!(callers.contains("s3:GetObject, s3:PutObject"), "{callers}");
 
     // Filters from the fragment reach the API: the last day drops the three-day-old call;
     // one cluster keeps the calls touching it.
-    let page = browser.load(&api.url(&format!("#token={token}&window=24h")), None).await;
+    let page = browser.load(&api.signed_in(&token, "window=24h"), None).await;
     assert_eq!(page.attrs("data-edge").len(), edge_count - 1);
     assert!(!page.attrs("data-node-id").contains(&"us/ops/backup".to_owned()));
-    let page = browser.load(&api.url(&format!("#token={token}&cluster=eu")), None).await;
+    let page = browser.load(&api.signed_in(&token, "cluster=eu"), None).await;
     assert_eq!(
         sorted(page.attrs("data-edge")),
         vec![
@@ -489,7 +516,7 @@ async fn the_page_draws_thousands_of_edges() {
 
     let started = Instant::now();
     let shot = screenshot_path("access-graph-large.png");
-    let page = browser.load(&api.url(&format!("#token={token}&select=prod/team-0/svc-0")), Some(&shot)).await;
+    let page = browser.load(&api.signed_in(&token, "select=prod/team-0/svc-0"), Some(&shot)).await;
     let took = started.elapsed();
     assert_eq!(page.state(), "ready");
     assert_eq!(page.attrs("data-edge").len(), edge_count);
@@ -503,5 +530,6 @@ async fn the_page_draws_thousands_of_edges() {
 fn the_helpers_hide_tokens_and_read_attributes() {
     assert_eq!(redact("http://x/#token=imt_a_b&select=y"), "http://x/#token=…&select=y");
     assert_eq!(redact("http://x/#token=imt_a_b"), "http://x/#token=…");
+    assert_eq!(redact("http://x/test-sign-in#imt_a_b#select=y"), "http://x/test-sign-in#…#select=y");
     assert_eq!(attrs_in(r#"<g data-node-id="a&amp;b"></g><g data-node-id="c">"#, "data-node-id"), vec!["a&b", "c"]);
 }

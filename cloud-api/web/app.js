@@ -1,5 +1,8 @@
 // The access-graph page. It reads the JSON API with the org API token the user signs in with
-// (kept in sessionStorage) and draws the graph as SVG with its own layered layout:
+// (kept in sessionStorage) and draws the graph as SVG with its own layered layout. A token in a
+// link (`#token=...`) is never adopted silently: the page says which organisation it belongs to
+// and asks first, so a link made by someone else cannot sign the user in to their organisation.
+//
 //
 // - each node gets a column by longest path from the callers (cycles broken by a DFS), so calls
 //   run left to right;
@@ -35,6 +38,8 @@
 
   const state = {
     token: null,
+    // A token from a link, until the user agrees to sign in with it.
+    pending: null,
     filters: { cluster: "", namespace: "", window: "all", workload: "" },
     selected: null,
     graph: null,
@@ -153,6 +158,8 @@
 
   function showLogin(message) {
     document.body.dataset.state = "login";
+    state.pending = null;
+    $("confirm").hidden = true;
     $("app").hidden = true;
     $("filters").hidden = true;
     $("logout").hidden = true;
@@ -165,6 +172,7 @@
   }
 
   function showApp() {
+    $("confirm").hidden = true;
     $("login").hidden = true;
     $("app").hidden = false;
     $("filters").hidden = false;
@@ -1005,6 +1013,31 @@
     load();
   }
 
+  // === a token from a link ===
+
+  async function confirmLink(token) {
+    document.body.dataset.state = "checking";
+    let who;
+    try {
+      const res = await fetch("/api/v1/whoami", { headers: { Authorization: `Bearer ${token}`, Accept: "application/json" }, cache: "no-store" });
+      if (!res.ok) throw new Error(await errorText(res));
+      who = await res.json();
+    } catch (e) {
+      showLogin(`That API token was not accepted: ${e.message}. Check the token and sign in again.`);
+      return;
+    }
+    state.pending = token;
+    $("login").hidden = true;
+    $("app").hidden = true;
+    $("confirm-org").textContent = who.org_name;
+    $("confirm-org-button").textContent = who.org_name;
+    $("confirm-token-name").textContent = who.token.name;
+    $("confirm-scopes").textContent = who.token.scopes.join(", ");
+    $("confirm").hidden = false;
+    $("confirm-no").focus();
+    document.body.dataset.state = "confirm";
+  }
+
   // === start ===
 
   function bind() {
@@ -1016,6 +1049,14 @@
       $("login-error").hidden = true;
       load();
     });
+    $("confirm-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      if (!state.pending) return;
+      saveToken(state.pending);
+      state.pending = null;
+      load();
+    });
+    $("confirm-no").addEventListener("click", () => showLogin(""));
     $("logout").addEventListener("click", () => {
       clearToken();
       state.request++;
@@ -1051,14 +1092,16 @@
 
   function start() {
     const params = readFragment();
-    if (params.get("token")) saveToken(params.get("token").trim());
+    const linked = (params.get("token") || "").trim();
     for (const key of ["cluster", "namespace", "workload"]) if (params.has(key)) state.filters[key] = params.get(key);
     if (WINDOWS.includes(params.get("window"))) state.filters.window = params.get("window");
     if (params.get("select")) state.selected = params.get("select");
+    // The token leaves the address bar (and the history) at once, adopted or not.
     writeFragment();
     bind();
     state.token = loadToken() || state.token;
-    if (state.token) load();
+    if (linked && linked !== state.token) confirmLink(linked);
+    else if (state.token) load();
     else showLogin("");
   }
 

@@ -9,8 +9,11 @@
 //! the time of the push in Unix nanoseconds, zero-padded to 20 digits and forced to increase
 //! strictly, so the names sort oldest first. A report is written to `<name>.tmp`, fsynced,
 //! renamed into place and the directory fsynced: a file with the final name is always complete.
-//! Files that cannot be read back are renamed to `*.corrupt`; reports the cloud refuses for good
-//! are renamed to `*.rejected` (see [`Outbox::reject`]). Both are kept for inspection, at most
+//! Files are created 0600 (reports name every workload and what it calls), and older files are
+//! made so on opening. Files that cannot be read back are renamed to `*.corrupt`; reports the
+//! cloud refuses for good are renamed to `*.rejected` (see [`Outbox::reject`]), and reports it
+//! keeps failing on while later ones go through to `*.failed` (see
+//! [`Outbox::set_aside_failed`]). All are kept for inspection, at most
 //! [`OutboxLimits::max_quarantined`] of them, the oldest removed first.
 //!
 //! **Only the oldest report is ever sent** (the uploader drains strictly in order), so it is
@@ -22,8 +25,9 @@
 //! either bound, the oldest pending reports after the first are merged into one report with a
 //! new id: edges with [`model::merge_edges`] (windows widen, counts add, so nothing observed is
 //! lost and nothing is counted twice), `generated_at` and `exposed` from the newest of them. A
-//! merge takes about half of the mergeable reports, capped at [`MAX_EDGES_PER_REPORT`] merged
-//! edges and [`MAX_MERGED_BYTES`] of input, so the result is still a report the cloud accepts.
+//! merge takes about half of the mergeable reports, capped at the cloud's limits on edges and
+//! list entries a report and on each edge's lists, and at [`MAX_MERGED_BYTES`] of input, so
+//! the result is still a report the cloud accepts.
 //! A merge is crash-safe: a small journal names the merged file and the files it replaces, so
 //! reopening the outbox either completes the merge or forgets it, never keeping both. Only
 //! when merging cannot bring the outbox back under its bounds (reports too large or too
@@ -41,8 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use model::report::{MAX_EDGES_PER_REPORT, MAX_RESOURCES_PER_EDGE};
-use model::{merge_edges, Edge, EdgeReport};
+use model::EdgeReport;
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
@@ -55,6 +58,7 @@ const REPORT_SUFFIX: &str = ".json";
 const TMP_SUFFIX: &str = ".tmp";
 const CORRUPT_SUFFIX: &str = ".corrupt";
 const REJECTED_SUFFIX: &str = ".rejected";
+const FAILED_SUFFIX: &str = ".failed";
 const JOURNAL: &str = "compaction.journal";
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +92,7 @@ pub struct OutboxLimits {
     pub max_reports: usize,
     /// Total size of the pending report files.
     pub max_bytes: u64,
-    /// `*.corrupt` and `*.rejected` files kept for inspection.
+    /// `*.corrupt`, `*.rejected` and `*.failed` files kept for inspection.
     pub max_quarantined: usize,
 }
 
@@ -149,6 +153,28 @@ fn parse_name(name: &str) -> Option<(u64, Uuid)> {
 
 fn file_name(seq: u64, id: Uuid) -> String {
     format!("{seq:020}-{id}{REPORT_SUFFIX}")
+}
+
+/// Files written by versions that left them readable by everyone (0644) become 0600.
+fn make_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+                let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+/// A new file only its owner can read: reports name every workload and what it calls.
+fn private_file(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 fn now_nanos() -> u64 {
@@ -263,6 +289,23 @@ impl Outbox {
         Ok(())
     }
 
+    /// The readable pending report right after `report_id` (which stays where it is).
+    pub fn next_after(&self, report_id: Uuid) -> Result<Option<EdgeReport>> {
+        let entries = self.scan()?;
+        let Some(at) = entries.iter().position(|e| e.id == report_id) else { return Ok(None) };
+        Ok(entries[at + 1..].iter().find_map(|entry| self.read_or_quarantine(entry)))
+    }
+
+    /// Sets aside a report the cloud keeps failing on (renamed to `*.failed`), so that it
+    /// cannot block the reports behind it. Kept for inspection; renamed back to `.json`, it is
+    /// sent again.
+    pub fn set_aside_failed(&mut self, report_id: Uuid) -> Result<()> {
+        for entry in self.scan()?.into_iter().filter(|e| e.id == report_id) {
+            self.quarantine(&entry.name, FAILED_SUFFIX)?;
+        }
+        Ok(())
+    }
+
     // === internals ===
 
     /// Pending report files, oldest first. Stray `*.json` files with names this outbox does not
@@ -334,7 +377,7 @@ impl Outbox {
         let Ok(listing) = fs::read_dir(&self.dir) else { return };
         let mut names: Vec<String> = listing
             .filter_map(|item| item.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(CORRUPT_SUFFIX) || n.ends_with(REJECTED_SUFFIX))
+            .filter(|n| n.ends_with(CORRUPT_SUFFIX) || n.ends_with(REJECTED_SUFFIX) || n.ends_with(FAILED_SUFFIX))
             .collect();
         if names.len() <= self.limits.max_quarantined {
             return;
@@ -352,7 +395,7 @@ impl Outbox {
         let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
         let path = self.dir.join(name);
         let written = (|| {
-            let mut file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+            let mut file = private_file(&tmp).map_err(io_err("creating", &tmp))?;
             file.write_all(bytes).map_err(io_err("writing", &tmp))?;
             file.sync_all().map_err(io_err("syncing", &tmp))?;
             fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))
@@ -410,288 +453,15 @@ impl Outbox {
                 if name.ends_with(TMP_SUFFIX) {
                     debug!(file = %name, "removing a half-written file");
                     self.remove(&name)?;
+                } else {
+                    make_private(&item.path());
                 }
             }
         }
         Ok(())
     }
-
-    fn enforce_limits(&mut self) -> Result<()> {
-        loop {
-            let entries = self.scan()?;
-            let bytes: u64 = entries.iter().map(|e| e.size).sum();
-            if entries.len() <= self.limits.max_reports && bytes <= self.limits.max_bytes {
-                return Ok(());
-            }
-            if entries.len() <= 1 {
-                warn!(bytes, max_bytes = self.limits.max_bytes, "a single pending report is larger than the outbox limit; keeping it");
-                return Ok(());
-            }
-            if self.compact(&entries)? {
-                continue;
-            }
-            let oldest = &entries[0];
-            let edges = self.read(oldest).map(|r| r.edges.len()).unwrap_or(0);
-            self.remove(&oldest.name)?;
-            self.sync_dir();
-            let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            self.stats.dropped_edges.fetch_add(edges as u64, Ordering::Relaxed);
-            error!(
-                report_id = %oldest.id,
-                edges,
-                dropped_total = dropped,
-                pending = entries.len() - 1,
-                bytes,
-                max_reports = self.limits.max_reports,
-                max_bytes = self.limits.max_bytes,
-                "OUTBOX FULL: DROPPED the oldest report, its edges are lost; the cloud has been unreachable too long or the limits are too small"
-            );
-        }
-    }
-
-    /// Merges the oldest reports after the first into one. Returns whether anything changed.
-    fn compact(&mut self, entries: &[Entry]) -> Result<bool> {
-        let candidates = &entries[1..];
-        let want = (candidates.len() / 2).max(2);
-        let mut taken: Vec<&Entry> = Vec::new();
-        let mut edges: Vec<Edge> = Vec::new();
-        let mut newest: Option<EdgeReport> = None;
-        let mut input_bytes = 0u64;
-        for entry in candidates.iter().take(want) {
-            if !taken.is_empty() && input_bytes + entry.size > MAX_MERGED_BYTES {
-                break;
-            }
-            let report = match self.read(entry) {
-                Ok(r) => r,
-                Err(problem) => {
-                    warn!(file = %entry.name, problem, "unreadable report in the outbox; set aside as *.corrupt");
-                    self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                    self.quarantine(&entry.name, CORRUPT_SUFFIX)?;
-                    return Ok(true);
-                }
-            };
-            let trial = merge_edges(edges.iter().cloned().chain(report.edges.iter().cloned()));
-            // A merge must stay a report the cloud accepts: not too many edges, and no edge with
-            // more paths or topics than a report may carry (else the merged report is refused).
-            let too_detailed = trial.iter().any(|e| e.http.len() > MAX_RESOURCES_PER_EDGE || e.kafka.len() > MAX_RESOURCES_PER_EDGE);
-            if !taken.is_empty() && (trial.len() > MAX_EDGES_PER_REPORT || too_detailed) {
-                break;
-            }
-            edges = trial;
-            input_bytes += entry.size;
-            taken.push(entry);
-            let newer = newest.as_ref().is_none_or(|n| report.generated_at >= n.generated_at);
-            if newer {
-                newest = Some(EdgeReport { edges: Vec::new(), ..report });
-            }
-        }
-        let Some(newest) = newest.filter(|_| taken.len() >= 2) else { return Ok(false) };
-        let merged = EdgeReport::new(Uuid::new_v4(), newest.generated_at, edges, newest.exposed);
-        let name = file_name(taken[0].seq, merged.report_id);
-        let bytes = serde_json::to_vec(&merged).map_err(|source| OutboxError::Encode { report_id: merged.report_id, source })?;
-        let journal = Journal { merged: name.clone(), replaces: taken.iter().map(|e| e.name.clone()).collect() };
-        let journal_bytes = serde_json::to_vec(&journal).map_err(|source| OutboxError::Encode { report_id: merged.report_id, source })?;
-
-        self.write_atomic(JOURNAL, &journal_bytes)?;
-        self.write_atomic(&name, &bytes)?;
-        for entry in &taken {
-            self.remove(&entry.name)?;
-        }
-        self.sync_dir();
-        self.remove(JOURNAL)?;
-        self.sync_dir();
-
-        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
-        self.stats.merged.fetch_add(taken.len() as u64, Ordering::Relaxed);
-        warn!(
-            report_id = %merged.report_id,
-            merged_reports = taken.len(),
-            edges = merged.edges.len(),
-            pending = entries.len() - taken.len() + 1,
-            "outbox over its limit: merged the oldest pending reports into one (nothing dropped)"
-        );
-        Ok(true)
-    }
 }
 
+mod compact;
 #[cfg(test)]
-mod tests {
-    use chrono::{DateTime, Utc};
-    use model::{ExposedWorkload, Target, WorkloadRef};
-
-    use super::*;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("outbox-unit-{}", Uuid::new_v4()));
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn at(secs: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_000 + secs, 0).unwrap()
-    }
-
-    fn report(client: &str, connections: u64, generated: i64) -> EdgeReport {
-        let edge = Edge {
-            client: WorkloadRef::new("shop", client, Some("Deployment")),
-            target: Target::Kubernetes(WorkloadRef::new("shop", "cart", Some("Deployment"))),
-            ports: vec![],
-            first_seen: at(generated - 10),
-            last_seen: at(generated),
-            connections,
-            http: Vec::new(),
-            kafka: Vec::new(),
-        };
-        let exposed = ExposedWorkload {
-            namespace: "shop".into(),
-            name: "frontend".into(),
-            kind: None,
-            addresses: vec![format!("198.51.100.{generated}")],
-            hostnames: vec![],
-        };
-        EdgeReport::new(Uuid::new_v4(), at(generated), vec![edge], vec![exposed])
-    }
-
-    fn files(dir: &Path, suffix: &str) -> Vec<String> {
-        let mut names: Vec<String> =
-            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(suffix)).collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn reports_come_back_oldest_first_until_acknowledged() {
-        let tmp = TempDir::new();
-        let mut outbox = Outbox::open(&tmp.0).unwrap();
-        let reports: Vec<EdgeReport> = (1..=5).map(|i| report("frontend", i, i as i64)).collect();
-        for r in &reports {
-            outbox.push(r).unwrap();
-        }
-        assert_eq!(outbox.pending().unwrap(), reports);
-        assert_eq!(outbox.oldest().unwrap().as_ref(), Some(&reports[0]));
-        outbox.ack(reports[0].report_id).unwrap();
-        outbox.ack(reports[0].report_id).unwrap();
-        assert_eq!(outbox.len().unwrap(), 4);
-        drop(outbox);
-        let reopened = Outbox::open(&tmp.0).unwrap();
-        assert_eq!(reopened.pending().unwrap(), reports[1..].to_vec());
-        assert!(files(&tmp.0, TMP_SUFFIX).is_empty());
-    }
-
-    #[test]
-    fn unreadable_files_are_set_aside_and_skipped() {
-        let tmp = TempDir::new();
-        let mut outbox = Outbox::open(&tmp.0).unwrap();
-        let good = report("frontend", 1, 1);
-        fs::write(tmp.0.join(file_name(1, Uuid::new_v4())), b"{\"schema_version\": 1, \"rep").unwrap();
-        fs::write(tmp.0.join("notes.json"), b"{}").unwrap();
-        let other = report("frontend", 2, 2);
-        fs::write(tmp.0.join(file_name(2, Uuid::new_v4())), serde_json::to_vec(&other).unwrap()).unwrap();
-        outbox.push(&good).unwrap();
-        assert_eq!(outbox.pending().unwrap(), vec![good.clone()]);
-        assert_eq!(files(&tmp.0, CORRUPT_SUFFIX).len(), 3, "truncated, misnamed and mislabelled files");
-        assert_eq!(outbox.stats().corrupt.load(Ordering::Relaxed), 3);
-        outbox.reject(good.report_id, "422: bad name").unwrap();
-        assert!(outbox.is_empty().unwrap());
-        assert_eq!(files(&tmp.0, REJECTED_SUFFIX).len(), 1);
-    }
-
-    #[test]
-    fn overflow_merges_the_oldest_reports_but_never_the_first() {
-        let tmp = TempDir::new();
-        let limits = OutboxLimits { max_reports: 3, ..OutboxLimits::default() };
-        let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
-        let reports: Vec<EdgeReport> = (1..=10).map(|i| report(if i % 2 == 0 { "frontend" } else { "checkout" }, i, i as i64)).collect();
-        for r in &reports {
-            outbox.push(r).unwrap();
-        }
-        let pending = outbox.pending().unwrap();
-        assert!(pending.len() <= 3, "{} pending", pending.len());
-        assert_eq!(pending[0], reports[0], "the first report may be in flight: it is never merged");
-        let total: u64 = pending.iter().flat_map(|r| &r.edges).map(|e| e.connections).sum();
-        assert_eq!(total, (1..=10).sum::<u64>(), "merging keeps every connection exactly once");
-        let newest = pending.iter().max_by_key(|r| r.generated_at).unwrap();
-        assert_eq!(newest.exposed, reports[9].exposed, "the newest exposed set survives");
-        assert!(pending.windows(2).all(|w| w[0].generated_at <= w[1].generated_at), "order is kept");
-        assert!(outbox.stats().compactions.load(Ordering::Relaxed) > 0);
-        assert_eq!(outbox.stats().dropped.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn a_merge_never_makes_an_edge_with_more_paths_than_the_cloud_accepts() {
-        let tmp = TempDir::new();
-        let limits = OutboxLimits { max_reports: 2, ..OutboxLimits::default() };
-        let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
-        // Each report's edge has 600 distinct paths: two merged would carry 1,200.
-        let with_paths = |generated: i64| {
-            let mut r = report("frontend", 1, generated);
-            r.edges[0].http = (0..600).map(|i| model::HttpResource { path: format!("/item/{generated}/{i}"), methods: vec!["GET".into()] }).collect();
-            r
-        };
-        for i in 1..=3 {
-            outbox.push(&with_paths(i)).unwrap();
-        }
-        let pending = outbox.pending().unwrap();
-        assert!(pending.iter().all(|r| r.edges.iter().all(|e| e.http.len() <= MAX_RESOURCES_PER_EDGE)), "every pending report stays acceptable");
-        let paths: usize = pending.iter().flat_map(|r| &r.edges).map(|e| e.http.len()).sum();
-        let dropped = outbox.stats().dropped_edges.load(Ordering::Relaxed) as usize;
-        assert_eq!(paths + dropped * 600, 1_800, "every path is pending, or its edge is counted as dropped");
-    }
-
-    #[test]
-    fn reports_that_cannot_be_merged_are_dropped_and_counted() {
-        let tmp = TempDir::new();
-        let one = serde_json::to_vec(&report("frontend", 1, 1)).unwrap().len() as u64;
-        let limits = OutboxLimits { max_reports: 100, max_bytes: one * 2 + one / 2, max_quarantined: 10 };
-        let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
-        // Distinct clients: merging cannot make them smaller.
-        for i in 1..=4 {
-            outbox.push(&report(&format!("client-{i}"), 1, i)).unwrap();
-        }
-        let pending = outbox.pending().unwrap();
-        let total: u64 = pending.iter().flat_map(|r| &r.edges).map(|e| e.connections).sum();
-        assert!(outbox.stats().dropped.load(Ordering::Relaxed) > 0);
-        let dropped_edges = outbox.stats().dropped_edges.load(Ordering::Relaxed);
-        assert_eq!(total + dropped_edges, 4, "every edge is either pending or counted as dropped");
-        assert!(pending.iter().any(|r| r.edges.iter().any(|e| e.client.name == "client-4")), "the newest report is kept");
-    }
-
-    #[test]
-    fn an_interrupted_merge_is_completed_or_forgotten() {
-        let tmp = TempDir::new();
-        let mut outbox = Outbox::open(&tmp.0).unwrap();
-        let a = report("frontend", 1, 1);
-        let b = report("frontend", 2, 2);
-        outbox.push(&a).unwrap();
-        outbox.push(&b).unwrap();
-        let names = files(&tmp.0, REPORT_SUFFIX);
-        let merged = EdgeReport::new(Uuid::new_v4(), b.generated_at, merge_edges(a.edges.iter().chain(&b.edges).cloned()), b.exposed.clone());
-        let merged_name = file_name(parse_name(&names[0]).unwrap().0, merged.report_id);
-        let journal = Journal { merged: merged_name.clone(), replaces: names.clone() };
-        fs::write(tmp.0.join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
-        drop(outbox);
-
-        // Crashed before the merged report was in place: the originals stay.
-        fs::write(tmp.0.join(format!("{merged_name}{TMP_SUFFIX}")), b"half").unwrap();
-        let outbox = Outbox::open(&tmp.0).unwrap();
-        assert_eq!(outbox.pending().unwrap(), vec![a.clone(), b.clone()]);
-        assert!(!tmp.0.join(JOURNAL).exists());
-        drop(outbox);
-
-        // Crashed after the merged report was in place: the originals go.
-        fs::write(tmp.0.join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
-        fs::write(tmp.0.join(&merged_name), serde_json::to_vec(&merged).unwrap()).unwrap();
-        let outbox = Outbox::open(&tmp.0).unwrap();
-        assert_eq!(outbox.pending().unwrap(), vec![merged]);
-    }
-}
+mod tests;

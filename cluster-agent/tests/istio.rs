@@ -2,7 +2,8 @@
 //! Prometheus text as Istio's sidecars do (all of `istio_requests_total`'s usual labels,
 //! histograms and Envoy's own metrics around it), one server per pod address (127.0.0.x) on
 //! the same port. Rounds of scrapes are driven one by one ([`scrape_round`]) to check the
-//! windowing, then the whole mapper (`serve`) runs the watcher on its own.
+//! windowing, then the whole mapper (`serve`) runs the watcher on its own. Hostile sidecars are
+//! in `istio_hostile.rs`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,12 +15,12 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
-use cluster_agent::mapper::istio::{client, scrape_round, IstioConfig};
+use cluster_agent::mapper::istio::{client, scrape_round, IstioConfig, IstioWatchStats};
 use cluster_agent::mapper::{serve, MapperArgs, SharedMapper};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
-use mapper_core::{Index, Mapper, ISTIO_SIDECAR_LABEL};
+use mapper_core::{Index, Mapper};
 use model::{Edge, HttpResource, Target, WorkloadRef};
 use testkit::kube_api::FakeApiServer;
 
@@ -144,7 +145,7 @@ fn workload(namespace: &str, name: &str, ip: &str, meshed: bool) -> (Deployment,
     let replicaset = format!("{name}-6b8f9d");
     let mut pod = mk_pod(namespace, &format!("{replicaset}-k4z2p"), &[ip]).owned_by("ReplicaSet", &replicaset).labelled("app", name);
     if meshed {
-        pod = pod.labelled(ISTIO_SIDECAR_LABEL, "istio").labelled("service.istio.io/canonical-name", name);
+        pod = pod.with_istio_sidecar().labelled("service.istio.io/canonical-name", name);
     }
     (
         Deployment { metadata: mk_deployment(namespace, name), ..Default::default() },
@@ -163,7 +164,15 @@ const WORKLOADS: &[(&str, &str, bool)] = &[
     ("ledger", "10.244.0.9", false),
 ];
 
+/// istiod in istio-system: without it nothing is scraped.
+fn control_plane() -> (Namespace, Service) {
+    (Namespace { metadata: mk_namespace("istio-system"), ..Default::default() }, mk_service("istio-system", "istiod", &["10.96.0.40"], &[("app", "istiod")]))
+}
+
 fn index(index: &mut Index) {
+    let (namespace, istiod) = control_plane();
+    index.apply_meta("Namespace", &namespace.metadata);
+    index.apply(&istiod);
     for (name, ip, meshed) in WORKLOADS {
         let (deployment, replicaset, pod) = workload("shop", name, ip, *meshed);
         index.apply_meta("Deployment", &deployment.metadata);
@@ -198,6 +207,24 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     let mapper: SharedMapper = Arc::new(Mutex::new(mapper));
     let config = IstioConfig { port, timeout: Duration::from_secs(2), ..IstioConfig::default() };
     let http = client(&config).unwrap();
+    let stats = IstioWatchStats::default();
+    // A node agent saw web connect to ledger's Service (ledger has no sidecar to vouch for web's counts).
+    let connect = model::observation::ObservationBatch {
+        tcp: vec![model::observation::TcpConnection {
+            src_ip: "127.0.0.2".parse().unwrap(),
+            src_port: 40000,
+            dst_ip: "10.96.0.9".parse().unwrap(),
+            dst_port: 8080,
+            at: chrono::Utc::now(),
+            count: 1,
+            pid: None,
+            netns: None,
+            pod: None,
+        }],
+        ..Default::default()
+    };
+    mapper.lock().unwrap().observe(&connect, chrono::Utc::now());
+    let ledger_connections = 1;
 
     let get_cart = Some(("GET", "/api/cart"));
     let post_cart = Some(("POST", "/api/cart"));
@@ -225,28 +252,28 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     web.set(4000, &web_round(10, 6, 2, 0));
     cart.set(4000, &cart_round(10, 4));
     catalog.set(4000, &[(series("destination", "web", "catalog", None), 6)]);
-    assert_eq!(scrape_round(&mapper, &http, &config).await, 4, "four pods have a sidecar");
-    assert!(mapper.lock().unwrap().snapshot().is_empty(), "nothing before the first scrape counts");
+    assert_eq!(scrape_round(&mapper, &http, &config, &stats).await, Some(4), "four pods have a sidecar");
+    assert_eq!(mapper.lock().unwrap().snapshot().len(), 1, "nothing before the first scrape counts (the one edge is the connection to ledger)");
 
     // Round 2: what grew, once: cart's and catalog's own counts, not web's copies of them.
     web.set(4030, &web_round(13, 8, 5, 1));
     cart.set(4030, &cart_round(13, 4));
     catalog.set(4030, &[(series("destination", "web", "catalog", None), 8)]);
-    scrape_round(&mapper, &http, &config).await;
+    scrape_round(&mapper, &http, &config, &stats).await;
     let edges = mapper.lock().unwrap().snapshot();
     assert_eq!(summary(from_web(&edges, "cart")), (vec![res("/api/cart", &["GET"])], 3), "POST did not grow");
     assert_eq!(summary(from_web(&edges, "catalog")), (vec![], 2), "default telemetry: an edge without paths");
     assert_eq!(
         summary(from_web(&edges, "ledger")),
-        (vec![res("/ledger/balance", &["GET"]), res("/ledger/entries", &["POST"])], 4),
-        "no sidecar at ledger: web's side counts, to the workload behind the Service"
+        (vec![res("/ledger/balance", &["GET"]), res("/ledger/entries", &["POST"])], ledger_connections + 4),
+        "no sidecar at ledger: web's side counts, to the workload behind the Service, vouched for by the connection"
     );
     assert_eq!(edges.len(), 3, "{edges:#?}");
     let delta = mapper.lock().unwrap().take_delta();
     assert_eq!(delta, edges, "the first upload carries exactly this");
 
     // Round 3: nothing moved: no new call, nothing to upload.
-    scrape_round(&mapper, &http, &config).await;
+    scrape_round(&mapper, &http, &config, &stats).await;
     assert_eq!(mapper.lock().unwrap().snapshot(), edges, "counters that stay are no calls");
     assert!(mapper.lock().unwrap().take_delta().is_empty());
 
@@ -261,8 +288,13 @@ async fn counter_increases_between_scrapes_become_http_edges() {
             (series("destination", "web", "cart", Some(("HEAD", "/api/cart"))), 2),
         ],
     );
-    web.set(4060, &web_round(19, 8, 5, 1));
-    scrape_round(&mapper, &http, &config).await;
+    // web's own sidecar counts those calls too: what vouches for cart's paths.
+    let mut web_calls = web_round(19, 8, 5, 1);
+    for call in [("PUT", "/api/cart/items?id=3"), ("GET", "/files/a\\\\b")] {
+        web_calls.push((series("source", "web", "cart", Some(call)), 1));
+    }
+    web.set(4060, &web_calls);
+    scrape_round(&mapper, &http, &config, &stats).await;
     let edges = mapper.lock().unwrap().snapshot();
     let to_cart = from_web(&edges, "cart");
     assert_eq!(
@@ -276,11 +308,14 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     assert_eq!(delta[0].connections, 7);
     assert_eq!(delta[0].http.len(), 3);
 
+    let watched = stats;
+    assert_eq!(watched.oversized.load(std::sync::atomic::Ordering::Relaxed), 0);
     let stats = mapper.lock().unwrap().stats();
     assert_eq!(stats.istio_baselines, 3);
     assert_eq!(stats.istio_scrapes, 12);
     assert_eq!(stats.istio_scrape_failures, 4, "the sidecar that never answers, once a round");
     assert_eq!(stats.istio_counter_resets, 2, "cart's GET 200 and POST went down (the 503 series is gone)");
+    assert_eq!(stats.istio_uncorroborated, 0, "web's sidecar vouched for every call to cart, a connection for those to ledger");
     assert_eq!(stats.istio_unknown_methods, 1);
     assert_eq!(stats.http_requests, 9 + 7);
     assert!(stats.istio_left_to_destination >= 3);
@@ -298,6 +333,9 @@ async fn the_mapper_scrapes_sidecars_on_its_own() {
     let (port, sidecars) = sidecars(&["127.0.0.2", "127.0.0.3"]).await;
     let [web, cart] = [&sidecars[0], &sidecars[1]];
     let api = FakeApiServer::start().await.unwrap();
+    let (namespace, istiod) = control_plane();
+    api.apply(&namespace);
+    api.apply(&istiod);
     for (name, ip, meshed) in &WORKLOADS[..2] {
         let (deployment, replicaset, pod) = workload("shop", name, ip, *meshed);
         api.apply(&deployment);

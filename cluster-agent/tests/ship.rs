@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cluster_agent::mapper::api::{router, ApiState};
-use cluster_agent::mapper::auth::ObservationAuth;
+use cluster_agent::mapper::auth::{ApiAuth, AuthConfig};
 use cluster_agent::node::ship::{Credentials, Observed, Outgoing, Shipper};
 use mapper_core::fixtures::*;
 use mapper_core::Mapper;
@@ -33,7 +33,8 @@ fn mapper() -> Arc<Mutex<Mapper>> {
 }
 
 async fn serve(addr: SocketAddr, mapper: Arc<Mutex<Mapper>>) -> tokio::task::JoinHandle<()> {
-    let state = Arc::new(ApiState { mapper, auth: ObservationAuth::new(Some("node-token".into()), None, vec![]), watches: Arc::default(), upload: None });
+    let auth = ApiAuth::new(AuthConfig { shared_token: Some("node-token".into()), ..AuthConfig::default() }, None);
+    let state = Arc::new(ApiState { mapper, auth, watches: Arc::default(), upload: None });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
         axum::serve(listener, router(state)).await.unwrap();

@@ -266,7 +266,11 @@ impl Product {
         let cloud = spawn(
             &self.tracker,
             Command::new(self.options.bin_dir.join("cloud-api"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{}", self.options.cloud_port), "--database-url", &self.options.database_url])
+                .args(["serve", "--listen", &format!("127.0.0.1:{}", self.options.cloud_port)])
+                // Serves as a login role of its own (row-level security applies to it); the
+                // owner's URL only migrates and sets that role up.
+                .args(["--database-url", &cloud_api::store::roles::dedicated_login_url(&self.options.database_url)?])
+                .args(["--migrate-database-url", &self.options.database_url])
                 .arg("--jwt-key-files")
                 .arg(&key)
                 .env("RUST_LOG", "warn"),

@@ -6,6 +6,7 @@
 pub mod edge;
 pub mod graph;
 pub mod intents;
+pub mod limits;
 pub mod list;
 pub mod observation;
 pub mod report;

@@ -1,5 +1,13 @@
 //! The `EdgeReport`: what a cluster uploads to the cloud. Versioned by `schema_version`.
+//!
+//! Parsing ([`EdgeReport::from_json_at`], [`EdgeReport::from_reader_at`]) enforces the limits in
+//! [`crate::limits`] as it goes (see `wire`); validation then checks values and timestamps.
+//! Senders fit their reports to the limits with [`fit`].
 
+pub mod fit;
+mod wire;
+
+use std::io::Read;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -7,19 +15,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::edge::{Edge, HttpResource, KafkaTopic, Target, WorkloadRef, HTTP_METHODS, KAFKA_OPERATIONS};
+use crate::limits::*;
+pub use crate::limits::{MAX_EDGES_PER_REPORT, MAX_HTTP_PATH_BYTES, MAX_RESOURCES_PER_EDGE, MAX_TOPIC_NAME_CHARS};
 
 /// The only schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
-/// Reports larger than this must be split by the sender.
-pub const MAX_EDGES_PER_REPORT: usize = 50_000;
-/// HTTP paths, and Kafka topics, on one edge of one report.
-pub const MAX_RESOURCES_PER_EDGE: usize = 1_000;
-/// The longest HTTP path accepted, in bytes.
-pub const MAX_HTTP_PATH_BYTES: usize = 2_048;
-/// Kafka's own limit on topic names.
-pub const MAX_TOPIC_NAME_CHARS: usize = 249;
-/// Methods listed for one path, or operations for one topic (duplicates included).
-const MAX_VERBS: usize = 32;
 
 /// A batch of edges observed by one cluster, plus the addresses that cluster exposes.
 ///
@@ -60,6 +60,9 @@ pub enum ReportError {
     UnsupportedVersion(u32),
     #[error("the report has {0} edges; split it into reports of at most {MAX_EDGES_PER_REPORT}")]
     TooManyEdges(usize),
+    /// A list, or the report as a whole, past one of the limits in [`crate::limits`].
+    #[error("{path}: {problem}")]
+    OverLimit { path: String, problem: String },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
 }
@@ -74,56 +77,145 @@ impl EdgeReport {
         Self { schema_version: SCHEMA_VERSION, report_id, generated_at, edges, exposed }
     }
 
-    /// Parses and validates a report. The version is checked first so that a newer agent gets
-    /// "unsupported version" rather than a confusing complaint about a field it added.
+    /// [`Self::from_json_at`] against the current clock.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ReportError> {
-        // One parse on the happy path; only a refused report pays for a second look at its version.
-        let report: EdgeReport = match serde_json::from_slice(bytes) {
+        Self::from_json_at(bytes, Utc::now())
+    }
+
+    /// Parses and validates a report, `now` being the receiver's clock. Lists and strings are
+    /// refused at their limit while parsing. The version is checked as soon as it is read, and
+    /// again if the report is refused, so that a newer agent gets "unsupported version" rather
+    /// than a confusing complaint about a field it added.
+    pub fn from_json_at(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, ReportError> {
+        let parsed = wire::parse(|| serde_json::from_slice(bytes));
+        let report = match parsed {
             Ok(report) => report,
-            Err(e) => {
+            Err(ReportError::Malformed(e)) => {
+                // Only a refused report pays for a second look at its version.
                 return Err(match serde_json::from_slice::<VersionProbe>(bytes) {
                     Ok(VersionProbe { schema_version: Some(v) }) if v != SCHEMA_VERSION => ReportError::UnsupportedVersion(v),
-                    _ => ReportError::Malformed(e.to_string()),
-                })
+                    _ => ReportError::Malformed(e),
+                });
             }
+            Err(e) => return Err(e),
         };
-        report.validate()?;
+        report.validate_at(now)?;
         Ok(report)
     }
 
+    /// [`Self::from_json_at`] from a stream (a decompressor), so that a report refused early
+    /// is never held whole. The version is only recognised when it comes before anything the
+    /// parser refuses, as senders write it.
+    pub fn from_reader_at(reader: impl Read, now: DateTime<Utc>) -> Result<Self, ReportError> {
+        let report = wire::parse(|| {
+            let mut de = serde_json::Deserializer::from_reader(reader);
+            let report = serde::Deserialize::deserialize(&mut de)?;
+            de.end()?;
+            Ok(report)
+        })?;
+        report.validate_at(now)?;
+        Ok(report)
+    }
+
+    /// [`Self::validate_at`] against the current clock.
     pub fn validate(&self) -> Result<(), ReportError> {
+        self.validate_at(Utc::now())
+    }
+
+    /// Checks everything the cloud checks, `now` being its clock: the version, every limit,
+    /// names, addresses, and that every timestamp lies between 2000-01-01 and a day after `now`.
+    pub fn validate_at(&self, now: DateTime<Utc>) -> Result<(), ReportError> {
         if self.schema_version != SCHEMA_VERSION {
             return Err(ReportError::UnsupportedVersion(self.schema_version));
         }
         if self.edges.len() > MAX_EDGES_PER_REPORT {
             return Err(ReportError::TooManyEdges(self.edges.len()));
         }
+        if self.exposed.len() > MAX_EXPOSED_PER_REPORT {
+            let problem = format!("{} exposed workloads; at most {MAX_EXPOSED_PER_REPORT}", self.exposed.len());
+            return Err(ReportError::OverLimit { path: "exposed".into(), problem });
+        }
+        let entries = fit::list_entries(self);
+        if entries > MAX_LIST_ENTRIES_PER_REPORT {
+            let problem = format!("the report holds {entries} list entries in all; at most {MAX_LIST_ENTRIES_PER_REPORT}: split it into smaller reports");
+            return Err(ReportError::OverLimit { path: "edges".into(), problem });
+        }
+        let times = TimeBounds::at(now);
+        times.check(self.generated_at).map_err(|problem| ReportError::Invalid { path: "generated_at".into(), problem })?;
         for (i, edge) in self.edges.iter().enumerate() {
-            validate_edge(edge).map_err(|(field, problem)| ReportError::Invalid { path: format!("edges[{i}].{field}"), problem })?;
+            validate_edge(edge, &times).map_err(|(field, problem)| ReportError::Invalid { path: format!("edges[{i}].{field}"), problem })?;
         }
         for (i, exposed) in self.exposed.iter().enumerate() {
-            let at = |field: &str, problem: String| ReportError::Invalid { path: format!("exposed[{i}].{field}"), problem };
-            check_name(&exposed.namespace).map_err(|p| at("namespace", p))?;
-            check_name(&exposed.name).map_err(|p| at("name", p))?;
-            for (j, a) in exposed.addresses.iter().enumerate() {
-                check_ip(a).map_err(|p| at(&format!("addresses[{j}]"), p))?;
-            }
-            for (j, h) in exposed.hostnames.iter().enumerate() {
-                check_hostname(h).map_err(|p| at(&format!("hostnames[{j}]"), p))?;
-            }
+            validate_exposed(exposed).map_err(|(field, problem)| ReportError::Invalid { path: format!("exposed[{i}].{field}"), problem })?;
         }
         Ok(())
     }
 }
 
-fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
+/// The timestamps the cloud can store and order: from 2000-01-01 to a day after its clock.
+pub(crate) struct TimeBounds {
+    now: DateTime<Utc>,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+}
+
+impl TimeBounds {
+    pub(crate) fn at(now: DateTime<Utc>) -> Self {
+        Self { now, earliest: earliest_timestamp(), latest: now + MAX_CLOCK_AHEAD }
+    }
+
+    fn check(&self, at: DateTime<Utc>) -> Result<(), String> {
+        if at < self.earliest {
+            return Err(format!("{} is before 2000-01-01; check the cluster's clock", at.to_rfc3339()));
+        }
+        if at > self.latest {
+            return Err(format!(
+                "{} is more than a day ahead of the cloud's clock ({}); check the cluster's clock",
+                at.to_rfc3339(),
+                self.now.format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_count(field: &str, len: usize, max: usize, what: &str) -> Result<(), (String, String)> {
+    if len > max {
+        return Err((field.to_owned(), format!("{len} {what}; at most {max}")));
+    }
+    Ok(())
+}
+
+fn validate_exposed(exposed: &ExposedWorkload) -> Result<(), (String, String)> {
+    let at = |field: &str, problem: String| (field.to_owned(), problem);
+    check_name(&exposed.namespace).map_err(|p| at("namespace", p))?;
+    check_name(&exposed.name).map_err(|p| at("name", p))?;
+    if let Some(kind) = &exposed.kind {
+        check_kind(kind).map_err(|p| at("kind", p))?;
+    }
+    check_count("addresses", exposed.addresses.len(), MAX_ADDRESSES_PER_LIST, "addresses")?;
+    check_count("hostnames", exposed.hostnames.len(), MAX_ADDRESSES_PER_LIST, "hostnames")?;
+    for (j, a) in exposed.addresses.iter().enumerate() {
+        check_ip(a).map_err(|p| at(&format!("addresses[{j}]"), p))?;
+    }
+    for (j, h) in exposed.hostnames.iter().enumerate() {
+        check_hostname(h).map_err(|p| at(&format!("hostnames[{j}]"), p))?;
+    }
+    Ok(())
+}
+
+/// One edge's values.
+pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (String, String)> {
     fn at(field: &'static str) -> impl Fn(String) -> (String, String) {
         move |p| (field.to_owned(), p)
     }
     check_workload(&edge.client).map_err(|(f, p)| (format!("client.{f}"), p))?;
+    times.check(edge.first_seen).map_err(at("first_seen"))?;
+    times.check(edge.last_seen).map_err(at("last_seen"))?;
     if edge.first_seen > edge.last_seen {
         return Err(("first_seen".into(), "first_seen is later than last_seen".into()));
     }
+    check_count("ports", edge.ports.len(), MAX_PORTS_PER_EDGE, "ports")?;
     for p in &edge.ports {
         if p.port == 0 {
             return Err(("ports".into(), "port 0 is not a destination port".into()));
@@ -148,6 +240,9 @@ fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
             if i.domains.is_empty() && i.ips.is_empty() {
                 return Err(("target.internet".into(), "an internet target needs at least one domain or IP".into()));
             }
+            check_count("target.internet.domains", i.domains.len(), MAX_ADDRESSES_PER_LIST, "domains")?;
+            check_count("target.internet.ips", i.ips.len(), MAX_ADDRESSES_PER_LIST, "IPs")?;
+            check_count("target.internet.ports", i.ports.len(), MAX_PORTS_PER_EDGE, "ports")?;
             for d in &i.domains {
                 check_hostname(d).map_err(at("target.internet.domains"))?;
             }
@@ -160,13 +255,17 @@ fn validate_edge(edge: &Edge) -> Result<(), (String, String)> {
             Ok(())
         }
         Target::Aws(a) => {
-            if !a.arn.starts_with("arn:") || a.arn.split(':').count() < 6 {
-                return Err(("target.aws.arn".into(), format!("{:?} is not an ARN (arn:partition:service:region:account:resource)", a.arn)));
+            if a.arn.len() > MAX_ARN_BYTES {
+                return Err(("target.aws.arn".into(), format!("the ARN is {} bytes long; at most {MAX_ARN_BYTES}", a.arn.len())));
             }
+            if !a.arn.starts_with("arn:") || a.arn.split(':').count() < 6 || a.arn.chars().any(char::is_control) {
+                return Err(("target.aws.arn".into(), format!("{:?} is not an ARN (arn:partition:service:region:account:resource)", truncated(&a.arn))));
+            }
+            check_count("target.aws.actions", a.actions.len(), MAX_ACTIONS_PER_EDGE, "actions")?;
             for action in &a.actions {
                 let charset_ok = action.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '*' | '-' | '_'));
-                if !action.contains(':') || action.len() > 256 || !charset_ok {
-                    return Err(("target.aws.actions".into(), format!("{action:?} is not an IAM action such as s3:GetObject")));
+                if !action.contains(':') || action.len() > MAX_ACTION_BYTES || !charset_ok {
+                    return Err(("target.aws.actions".into(), format!("{:?} is not an IAM action such as s3:GetObject", truncated(action))));
                 }
             }
             Ok(())
@@ -257,9 +356,14 @@ fn check_workload(w: &WorkloadRef) -> Result<(), (String, String)> {
     check_name(&w.namespace).map_err(|p| ("namespace".to_owned(), p))?;
     check_name(&w.name).map_err(|p| ("name".to_owned(), p))?;
     if let Some(kind) = &w.kind {
-        if kind.is_empty() || kind.len() > 63 || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(("kind".into(), format!("{kind:?} is not a Kubernetes kind")));
-        }
+        check_kind(kind).map_err(|p| ("kind".to_owned(), p))?;
+    }
+    Ok(())
+}
+
+fn check_kind(kind: &str) -> Result<(), String> {
+    if kind.is_empty() || kind.len() > MAX_KIND_BYTES || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("{:?} is not a Kubernetes kind", truncated(kind)));
     }
     Ok(())
 }
@@ -267,14 +371,14 @@ fn check_workload(w: &WorkloadRef) -> Result<(), (String, String)> {
 /// Kubernetes object names: DNS-1123 subdomains (lowercase alphanumerics, `-` and `.`, at most 253).
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
-        && name.len() <= 253
+        && name.len() <= MAX_NAME_BYTES
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.', at most 253 characters)"))
+        Err(format!("{:?} is not a Kubernetes name (lowercase letters, digits, '-' and '.', at most {MAX_NAME_BYTES} characters)", truncated(name)))
     }
 }
 
@@ -288,175 +392,15 @@ fn check_hostname(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} is not a DNS name"))
+        Err(format!("{:?} is not a DNS name", truncated(name)))
     }
 }
 
 fn check_ip(ip: &str) -> Result<(), String> {
-    ip.parse::<IpAddr>().map(|_| ()).map_err(|_| format!("{ip:?} is not an IPv4 or IPv6 address"))
+    ip.parse::<IpAddr>().map(|_| ()).map_err(|_| format!("{:?} is not an IPv4 or IPv6 address", truncated(ip)))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = r#"{"schema_version": 1, "report_id": "6f1d3b5e-7c53-4d63-9a43-2d0c5b1b9a10", "generated_at": "2026-11-24T18:00:00Z",
-      "edges": [
-        {"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"},
-         "target": {"kubernetes": {"namespace": "shop", "name": "cartservice", "kind": "Deployment"}},
-         "ports": [{"port": 7070, "protocol": "TCP"}], "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z", "connections": 12},
-        {"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"},
-         "target": {"internet": {"domains": ["api.stripe.com"], "ips": ["203.0.113.7"], "ports": [443]}},
-         "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z", "connections": 1},
-        {"client": {"namespace": "shop", "name": "invoicer", "kind": "CronJob"},
-         "target": {"aws": {"arn": "arn:aws:s3:::invoices", "actions": ["s3:GetObject"]}},
-         "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"}],
-      "exposed": [{"namespace": "shop", "name": "frontend", "kind": "Deployment", "addresses": ["198.51.100.10"], "hostnames": ["shop.example.com"]}]}"#;
-
-    #[test]
-    fn the_documented_sample_parses_and_round_trips() {
-        let report = EdgeReport::from_json(SAMPLE.as_bytes()).unwrap();
-        assert_eq!(report.edges.len(), 3);
-        assert_eq!(report.edges[2].connections, 0);
-        let again = EdgeReport::from_json(&serde_json::to_vec(&report).unwrap()).unwrap();
-        assert_eq!(again, report);
-    }
-
-    #[test]
-    fn a_newer_schema_version_is_named_as_such() {
-        let newer = SAMPLE.replace("\"schema_version\": 1", "\"schema_version\": 2");
-        assert_eq!(EdgeReport::from_json(newer.as_bytes()), Err(ReportError::UnsupportedVersion(2)));
-    }
-
-    #[test]
-    fn unknown_fields_and_broken_json_are_refused_with_the_reason() {
-        let extra = SAMPLE.replace("\"connections\": 12", "\"connections\": 12, \"bytes\": 5");
-        let err = EdgeReport::from_json(extra.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("unknown field `bytes`"), "{err}");
-        let cut = &SAMPLE[..SAMPLE.len() / 2];
-        assert!(matches!(EdgeReport::from_json(cut.as_bytes()), Err(ReportError::Malformed(_))));
-    }
-
-    #[test]
-    fn invalid_values_are_refused_with_their_path() {
-        let bad_ip = SAMPLE.replace("203.0.113.7", "203.0.113.777");
-        let err = EdgeReport::from_json(bad_ip.as_bytes()).unwrap_err();
-        assert!(err.to_string().starts_with("edges[1].target.internet.ips"), "{err}");
-
-        let bad_name = SAMPLE.replace("\"name\": \"cartservice\"", "\"name\": \"Cart Service\"");
-        let err = EdgeReport::from_json(bad_name.as_bytes()).unwrap_err();
-        assert!(err.to_string().starts_with("edges[0].target.kubernetes.name"), "{err}");
-
-        let backwards = SAMPLE.replace("\"last_seen\": \"2026-11-24T17:59:00Z\"", "\"last_seen\": \"2026-11-24T16:00:00Z\"");
-        assert!(EdgeReport::from_json(backwards.as_bytes()).unwrap_err().to_string().contains("first_seen is later"));
-
-        let bad_arn = SAMPLE.replace("arn:aws:s3:::invoices", "invoices");
-        assert!(EdgeReport::from_json(bad_arn.as_bytes()).unwrap_err().to_string().contains("not an ARN"));
-    }
-
-    /// A report with a kafka edge and HTTP edges to a workload and a Service, as the mapper's
-    /// Kafka and Istio watchers send them.
-    fn with_protocols() -> serde_json::Value {
-        serde_json::json!({"schema_version": 1, "report_id": "6f1d3b5e-7c53-4d63-9a43-2d0c5b1b9a10", "generated_at": "2026-11-24T18:00:00Z",
-          "edges": [
-            {"client": {"namespace": "shop", "name": "checkout"}, "target": {"kafka": {"namespace": "infra", "name": "kafka", "kind": "StatefulSet"}},
-             "kafka": [{"name": "orders", "operations": ["produce", "describe"], "denied": ["describe"]}, {"name": "audit.log_v2-eu", "operations": ["consume"]}],
-             "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"},
-            {"client": {"namespace": "shop", "name": "frontend"}, "target": {"kubernetes": {"namespace": "shop", "name": "cart"}},
-             "http": [{"path": "/api/cart", "methods": ["GET", "POST"]}, {"path": "/healthz"}],
-             "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"},
-            {"client": {"namespace": "shop", "name": "frontend"}, "target": {"service": {"namespace": "shop", "name": "currency"}},
-             "http": [{"path": "/convert", "methods": ["PUT"]}],
-             "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:00:00Z"}]})
-    }
-
-    fn refusal(report: &serde_json::Value) -> String {
-        EdgeReport::from_json(report.to_string().as_bytes()).expect_err("this report should be refused").to_string()
-    }
-
-    #[test]
-    fn http_paths_and_kafka_topics_parse_and_round_trip() {
-        let report = EdgeReport::from_json(with_protocols().to_string().as_bytes()).unwrap();
-        assert_eq!(report.edges[0].target.type_name(), "kafka");
-        assert_eq!(report.edges[0].kafka[0].denied, vec!["describe"]);
-        assert_eq!(report.edges[1].http[1], HttpResource { path: "/healthz".into(), methods: vec![] });
-        let again = EdgeReport::from_json(&serde_json::to_vec(&report).unwrap()).unwrap();
-        assert_eq!(again, report);
-        // Without them, edges serialise exactly as before: older readers see nothing new.
-        let plain = EdgeReport::from_json(SAMPLE.as_bytes()).unwrap();
-        let text = serde_json::to_string(&plain).unwrap();
-        assert!(!text.contains("\"http\"") && !text.contains("\"kafka\""), "{text}");
-    }
-
-    #[test]
-    fn http_and_kafka_only_on_the_targets_that_have_them() {
-        let mut r = with_protocols();
-        r["edges"][1]["target"] = serde_json::json!({"internet": {"domains": ["api.stripe.com"]}});
-        let err = refusal(&r);
-        assert_eq!(err, "edges[1].http: HTTP paths are only recorded for kubernetes and service targets, not for internet targets");
-
-        let mut r = with_protocols();
-        r["edges"][0]["target"] = serde_json::json!({"kubernetes": {"namespace": "infra", "name": "kafka"}});
-        let err = refusal(&r);
-        assert_eq!(err, "edges[0].kafka: Kafka topics are only recorded for kafka targets, not for kubernetes targets");
-
-        let mut r = with_protocols();
-        r["edges"][2]["target"] = serde_json::json!({"aws": {"arn": "arn:aws:s3:::invoices"}});
-        assert!(refusal(&r).starts_with("edges[2].http: "));
-
-        let mut r = with_protocols();
-        r["edges"][1]["target"] = serde_json::json!({"kafka": {"namespace": "infra", "name": "kafka"}});
-        assert!(refusal(&r).starts_with("edges[1].http: "));
-    }
-
-    #[test]
-    fn methods_operations_paths_and_topic_names_are_checked() {
-        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-            ("/edges/1/http/0/methods/1", serde_json::json!("get"), "edges[1].http[0].methods[1]: \"get\" is not one of the methods"),
-            ("/edges/1/http/0/methods/1", serde_json::json!("HEAD"), "edges[1].http[0].methods[1]: \"HEAD\" is not one of the methods"),
-            ("/edges/1/http/0/path", serde_json::json!(""), "edges[1].http[0].path: \"\" is not an HTTP path"),
-            ("/edges/1/http/0/path", serde_json::json!("api/cart"), "edges[1].http[0].path: \"api/cart\" is not an HTTP path"),
-            ("/edges/1/http/0/path", serde_json::json!("/api\ncart"), "edges[1].http[0].path: \"/api\\ncart\" contains control characters"),
-            ("/edges/1/http/0/path", serde_json::json!(format!("/{}", "a".repeat(2048))), "edges[1].http[0].path: the path is 2049 bytes long"),
-            ("/edges/0/kafka/0/operations/0", serde_json::json!("Write"), "edges[0].kafka[0].operations[0]: \"Write\" is not one of the Kafka operations"),
-            ("/edges/0/kafka/0/denied/0", serde_json::json!("consume"), "edges[0].kafka[0].denied[0]: \"consume\" is denied but not listed in operations"),
-            ("/edges/0/kafka/0/denied/0", serde_json::json!("read"), "edges[0].kafka[0].denied[0]: \"read\" is not one of the Kafka operations"),
-            ("/edges/0/kafka/1/name", serde_json::json!("orders/eu"), "edges[0].kafka[1].name: \"orders/eu\" is not a Kafka topic name"),
-            ("/edges/0/kafka/1/name", serde_json::json!(""), "edges[0].kafka[1].name: \"\" is not a Kafka topic name"),
-            ("/edges/0/kafka/1/name", serde_json::json!(".."), "edges[0].kafka[1].name: \"..\" is not a Kafka topic name"),
-            ("/edges/0/kafka/1/name", serde_json::json!("t".repeat(250)), "edges[0].kafka[1].name: \"tttt"),
-        ];
-        for (pointer, value, expected) in cases {
-            let mut r = with_protocols();
-            *r.pointer_mut(pointer).unwrap() = value;
-            let err = refusal(&r);
-            assert!(err.starts_with(expected), "{pointer}: expected {expected:?}, got {err:?}");
-        }
-
-        // The longest allowed values are accepted, and every operation and method the CRD knows.
-        let mut r = with_protocols();
-        r["edges"][0]["kafka"][1]["name"] = serde_json::json!("t".repeat(249));
-        r["edges"][0]["kafka"][1]["operations"] = serde_json::json!(KAFKA_OPERATIONS);
-        r["edges"][1]["http"][0]["path"] = serde_json::json!(format!("/{}", "a".repeat(2047)));
-        r["edges"][1]["http"][0]["methods"] = serde_json::json!(HTTP_METHODS);
-        EdgeReport::from_json(r.to_string().as_bytes()).unwrap();
-
-        // A path is any text after the slash (spaces, commas, unicode), a query string included.
-        let mut r = with_protocols();
-        r["edges"][1]["http"][0]["path"] = serde_json::json!("/search?q=a,b c&l=é");
-        EdgeReport::from_json(r.to_string().as_bytes()).unwrap();
-    }
-
-    #[test]
-    fn counts_are_capped() {
-        let mut r = with_protocols();
-        r["edges"][1]["http"] = (0..=MAX_RESOURCES_PER_EDGE).map(|i| serde_json::json!({"path": format!("/p{i}")})).collect();
-        assert!(refusal(&r).starts_with("edges[1].http: 1001 paths on one edge"));
-        let mut r = with_protocols();
-        r["edges"][0]["kafka"] = (0..=MAX_RESOURCES_PER_EDGE).map(|i| serde_json::json!({"name": format!("t{i}")})).collect();
-        assert!(refusal(&r).starts_with("edges[0].kafka: 1001 topics on one edge"));
-        let mut r = with_protocols();
-        r["edges"][1]["http"][0]["methods"] = serde_json::json!(vec!["GET"; 33]);
-        assert!(refusal(&r).starts_with("edges[1].http[0].methods: 33 methods listed"));
-    }
-}
+mod limits_tests;
+#[cfg(test)]
+mod tests;

@@ -46,7 +46,10 @@
 //!   [`FakeApiServer::apply`] and [`FakeApiServer::delete`]; [`FakeApiServer::get`] reads what
 //!   was written.
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`, answered from
-//!   [`FakeApiServer::set_token_review`].
+//!   [`FakeApiServer::set_token_review`] and [`FakeApiServer::set_token_identity`] (audiences
+//!   and `user.extra`, as projected tokens have), and
+//!   `POST /apis/authorization.k8s.io/v1/subjectaccessreviews`, answered from
+//!   [`FakeApiServer::grant`] (see `kube_api/reviews.rs`).
 //! - The pod log subresource, `GET /api/v1/namespaces/{ns}/pods/{name}/log`, serving the lines
 //!   tests add with [`FakeApiServer::append_log`]: `timestamps=true` prefixes each line with
 //!   its time as the kubelet does (RFC 3339 with up to nine fractional digits, trailing zeros
@@ -90,6 +93,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
+
+mod reviews;
+use reviews::Grant;
+pub use reviews::{TokenIdentity, API_AUDIENCE};
 
 /// How long a watch with `allowWatchBookmarks` may be quiet before it gets a `BOOKMARK`.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(2);
@@ -229,10 +236,24 @@ impl FakeApiServer {
         self.shared.changes.send_replace(rv);
     }
 
-    /// How `POST .../tokenreviews` answers for `token`: authenticated as `(username, groups)`,
-    /// or not authenticated for `None`. Tokens never set are not authenticated either.
+    /// How `POST .../tokenreviews` answers for `token`: authenticated as `(username, groups)`
+    /// whatever audiences are asked for, or not authenticated for `None`. Tokens never set are
+    /// not authenticated either.
     pub fn set_token_review(&self, token: &str, user: Option<(&str, Vec<String>)>) {
-        self.shared.store().token_reviews.insert(token.to_owned(), user.map(|(name, groups)| (name.to_owned(), groups)));
+        let identity = user.map(|(name, groups)| TokenIdentity { username: name.to_owned(), groups, ..TokenIdentity::default() });
+        self.shared.store().token_reviews.insert(token.to_owned(), identity);
+    }
+
+    /// `token` authenticates as `identity`, for its audiences only (see [`TokenIdentity`]).
+    pub fn set_token_identity(&self, token: &str, identity: TokenIdentity) {
+        self.shared.store().token_reviews.insert(token.to_owned(), Some(identity));
+    }
+
+    /// `POST .../subjectaccessreviews` allows `user` to `verb` the `resource` of API `group` in
+    /// `namespace` (`None`: every namespace). Anything not granted is denied.
+    pub fn grant(&self, user: &str, verb: &str, group: &str, resource: &str, namespace: Option<&str>) {
+        let grant = Grant { user: user.into(), verb: verb.into(), group: group.into(), resource: resource.into(), namespace: namespace.map(str::to_owned) };
+        self.shared.store().grants.push(grant);
     }
 
     /// Adds a line to the log of pod `pod` in `namespace`, stamped `at` (what `timestamps=true`
@@ -362,7 +383,8 @@ struct Store {
     /// Watches from a version older than this get 410 Gone.
     compacted: u64,
     history: VecDeque<Change>,
-    token_reviews: HashMap<String, Option<(String, Vec<String>)>>,
+    token_reviews: HashMap<String, Option<TokenIdentity>>,
+    grants: Vec<Grant>,
     requests: HashMap<String, usize>,
     /// Pod logs by (namespace, pod).
     pod_logs: HashMap<(String, String), PodLog>,
@@ -487,6 +509,7 @@ impl Shared {
             compacted: 1,
             history: VecDeque::new(),
             token_reviews: HashMap::new(),
+            grants: Vec::new(),
             requests: HashMap::new(),
             pod_logs: HashMap::new(),
         };
@@ -513,7 +536,13 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     };
     if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         return match method {
-            Method::POST => token_review(&shared, &body),
+            Method::POST => reviews::token_review(&shared, &body),
+            _ => method_not_allowed(&method),
+        };
+    }
+    if path == "/apis/authorization.k8s.io/v1/subjectaccessreviews" {
+        return match method {
+            Method::POST => reviews::subject_access_review(&shared, &body),
             _ => method_not_allowed(&method),
         };
     }
@@ -1338,31 +1367,6 @@ fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
         }
         _ => Err("the path does not exist".to_owned()),
     }
-}
-
-fn token_review(shared: &Shared, body: &[u8]) -> Response {
-    let review: Value = match serde_json::from_slice(body) {
-        Ok(review @ Value::Object(_)) => review,
-        _ => return status(StatusCode::BAD_REQUEST, "BadRequest", "the body is not a TokenReview".into()),
-    };
-    let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
-    let token = spec.get("token").and_then(Value::as_str).unwrap_or_default();
-    let answer = shared.store().token_reviews.get(token).cloned().flatten();
-    let mut status = match answer {
-        Some((username, groups)) => json!({"authenticated": true, "user": {"username": username, "groups": groups}}),
-        None => json!({"authenticated": false, "user": {}, "error": "invalid bearer token"}),
-    };
-    if let Some(audiences) = spec.get("audiences").filter(|a| a.is_array()) {
-        status["audiences"] = audiences.clone();
-    }
-    let body = json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "metadata": review.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        "spec": spec,
-        "status": status,
-    });
-    json_response(StatusCode::CREATED, &body)
 }
 
 fn method_not_allowed(method: &Method) -> Response {

@@ -7,9 +7,12 @@
 //! - [`kube_api`]: a stand-in Kubernetes API server (list, watch with resourceVersions,
 //!   bookmarks and 410 Gone, metadata-only requests, TokenReview) that the real `kube::Client`
 //!   talks to over HTTP on 127.0.0.1. For tests and the local demo only; not a real API server.
+//! - [`cluster`]: a real single-node Kubernetes cluster (etcd, the control plane, containerd, the
+//!   kubelet, kube-proxy, CoreDNS) built from registries by `scripts/k8s/build.sh`, as root.
 //! - [`need`]: whether a test can run here (root, installed programs, `../shared`); a missing
 //!   prerequisite fails the test naming what provides it.
 
+pub mod cluster;
 pub mod crd;
 pub mod kube_api;
 pub mod need;

@@ -77,12 +77,27 @@ pub fn admin(database_url: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-/// `cloud-api serve` on a free port against `database_url`; ready when this returns.
+/// The URL `cloud-api serve` connects with for the database of `database_url` (an owner's
+/// URL): a login role of that database's own, which `serve --migrate-database-url` creates.
+pub fn serving_url(database_url: &str) -> String {
+    cloud_api::store::roles::dedicated_login_url(database_url).expect("a postgres:// URL")
+}
+
+/// `cloud-api serve` on a free port against `database_url` (the owner's URL: it migrates, and
+/// serves as [`serving_url`]); ready when this returns.
 pub async fn start_cloud(database_url: &str) -> (Running, String) {
+    start_cloud_with(database_url, &[]).await
+}
+
+/// [`start_cloud`] with more flags.
+pub async fn start_cloud_with(database_url: &str, flags: &[&str]) -> (Running, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let cloud = spawn(
-        Command::new(binary("cloud-api")).args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", database_url]).env("RUST_LOG", "warn"),
+        Command::new(binary("cloud-api"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &serving_url(database_url), "--migrate-database-url", database_url])
+            .args(flags)
+            .env("RUST_LOG", "warn"),
     );
     wait_ready(&format!("{url}/readyz"), Duration::from_secs(30)).await;
     (cloud, url)
@@ -96,11 +111,19 @@ pub async fn start_mapper(dir: &std::path::Path, kubeconfig: &std::path::Path) -
 
 /// [`start_mapper`] with more flags (cloud upload, watchers).
 pub async fn start_mapper_with(dir: &std::path::Path, kubeconfig: &std::path::Path, flags: &[&str]) -> (Running, String) {
+    let mut all = vec!["--shared-token", "node-secret"];
+    all.extend_from_slice(flags);
+    start_mapper_only_with(dir, kubeconfig, &all).await
+}
+
+/// `cluster-agent mapper` on a free port with exactly these flags (no shared token: node
+/// agents must bring tokens the stand-in API server reviews); ready when this returns.
+pub async fn start_mapper_only_with(dir: &std::path::Path, kubeconfig: &std::path::Path, flags: &[&str]) -> (Running, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mapper = spawn(
         Command::new(binary("cluster-agent"))
-            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
+            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--outbox-dir"])
             .arg(dir.join("outbox"))
             .args(flags)
             .env("KUBECONFIG", kubeconfig)

@@ -2,7 +2,8 @@
 //! process) next to the `cluster-agent mapper` binary watching a (stand-in) Kubernetes API.
 //! A workload's S3 call through the proxy (HTTPS_PROXY, real TLS with the proxy's CA) lands in
 //! the mapper as an `aws` edge named by the workload's Deployment; the DNS role answers AWS names
-//! with the proxy's address; the webhook patches a labelled pod; SIGTERM stops it cleanly.
+//! with the proxy's address; the webhook patches a labelled pod in an opted-in namespace and
+//! writes nothing for a forged review naming another; SIGTERM stops it cleanly.
 //!
 //! The AWS endpoint itself is absent here (the SDK against a real emulator is in
 //! `aws-proxy/tests/sdk.rs`): the proxy answers 502 and still records the call it forwarded.
@@ -10,6 +11,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use base64::Engine as _;
 use e2e::{binary, free_port, spawn, start_mapper, wait_ready, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -38,6 +40,7 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
             .args(["all", "--tls-listen", &format!("127.0.0.1:{}", free_port()), "--connect-listen", &format!("127.0.0.1:{connect}")])
             .args(["--connect-to", &format!("amazonaws.com=127.0.0.1:{closed}")])
             .args(["--webhook-listen", &format!("127.0.0.1:{webhook}"), "--webhook-namespace", "intentmap", "--dns-server-ip", "10.96.0.53"])
+            .args(["--opted-in-namespaces", "billing", "--cluster-dns-ip", "10.96.0.10"])
             .args(["--dns-listen", &format!("127.0.0.1:{dns}"), "--proxy-address", "10.96.0.80", "--upstream", &format!("127.0.0.1:{closed}")])
             .args(["--upstream-deadline-ms", "500"])
             .env("KUBECONFIG", &kubeconfig)
@@ -110,10 +113,25 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
     assert!(api.get::<ConfigMap>("billing", "intentmap-aws-ca").is_some(), "the CA bundle ConfigMap is kept in the pod's namespace");
+    let patch: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap()).unwrap();
+    let dns = patch.as_array().unwrap().iter().find(|op| op["path"] == "/spec/dnsConfig").expect("the pod's DNS is set");
+    assert_eq!(dns["value"]["nameservers"], json!(["10.96.0.53", "10.96.0.10"]), "the cluster's DNS is the fallback");
+
+    // A forged review naming kube-system (where, on EKS, aws-auth lives): answered, nothing written.
+    let mut forged = review.clone();
+    forged["request"]["namespace"] = "kube-system".into();
+    forged["request"]["object"]["metadata"]["namespace"] = "kube-system".into();
+    let answer: Value = https.post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate")).json(&forged).send().await.unwrap().json().await.unwrap();
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    assert!(answer["response"]["warnings"][0].as_str().unwrap().contains("kube-system"), "{answer}");
+    assert!(api.get::<ConfigMap>("kube-system", "intentmap-aws-ca").is_none(), "nothing is written outside the opted-in namespaces");
+    assert_eq!(api.request_count("/api/v1/namespaces/kube-system/"), 0);
 
     let metrics = reqwest::get(format!("http://127.0.0.1:{health}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("aws_proxy_recorded_calls_total 1"), "{metrics}");
     assert!(metrics.contains("aws_proxy_upstream_errors_total 1"), "{metrics}");
+    assert!(metrics.contains("aws_proxy_webhook_not_opted_in_total 1"), "{metrics}");
 
     let pid = proxy.0.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();

@@ -175,15 +175,20 @@ fn values_schemas_refuse_wrong_values() {
         ("uploads without a client ID", "cluster-agent", "cloud: {address: https://cloud.example.com, clientSecret: s3cret}", "cloud"),
         ("an unknown top-level key", "cluster-agent", "clustername: prod", "clustername"),
         ("AWS visibility without the DNS ClusterIP", "cluster-agent", "aws: {visibility: {enabled: true}}", "dnsClusterIP"),
+        ("AWS visibility in no namespace", "cluster-agent", "aws: {visibility: {enabled: true}, dnsClusterIP: 10.96.0.53}", "aws.visibility.namespaces"),
         ("an extra CA that is not PEM", "cluster-agent", "cloud: {extraCA: not-a-certificate}", "cloud.extraCA"),
         ("an unknown key in the node agent", "cluster-agent", "node: {privileged: true}", "privileged"),
         ("Kafka visibility without brokers", "cluster-agent", "kafka: {enabled: true}", "kafka.brokers"),
         ("a seccomp profile that is not offered", "cluster-agent", "node: {seccompProfile: Localhost}", "node.seccompProfile"),
+        ("host-network agents the mapper's NetworkPolicy would shut out", "cluster-agent", "node: {hostNetwork: true}", "nodeCIDRs"),
         ("no database URL and no Secret", "cloud-api", "database: {url: '', existingSecret: ''}", "database"),
         ("a database URL that is not PostgreSQL", "cloud-api", "database: {url: 'mysql://db/x'}", "database.url"),
         ("replicas without shared JWT keys", "cloud-api", "replicaCount: 3\njwt: {generate: false}", "jwt"),
         ("an image tag with a space", "cloud-api", "image: {tag: 'v1 beta'}", "image.tag"),
         ("an unknown top-level key", "cloud-api", "databse: {url: 'postgres://db/x'}", "databse"),
+        ("the owner's URL without the serving role's", "cloud-api", "database: {url: 'postgres://owner@db/x'}", "database.appUrl"),
+        ("an Ingress without TLS", "cloud-api", "ingress: {enabled: true, host: intentmap.example.com}", "allowPlainHTTP"),
+        ("a LoadBalancer serving plain HTTP", "cloud-api", "service: {type: LoadBalancer, port: 80}", "allowPlainHTTP"),
     ];
     let mut failures = Vec::new();
     for (i, (what, chart, values, mentions)) in cases.iter().enumerate() {
@@ -204,6 +209,7 @@ fn values_schemas_refuse_wrong_values() {
         ("cluster-agent", "cloud: {address: https://cloud.example.com, existingSecret: intentmap-cloud-credentials}"),
         ("cluster-agent", "mapper: {image: {tag: '1.2'}}"),
         ("cloud-api", "replicaCount: 3\njwt: {generate: false, existingSecret: intentmap-jwt}"),
+        ("cloud-api", "ingress: {enabled: true, host: intentmap.example.com}\nallowPlainHTTP: true"),
     ] {
         let file = tools.home.join("good.yaml");
         std::fs::write(&file, values).unwrap();
@@ -274,7 +280,8 @@ fn mentions(haystack: &str, needle: &str, ends: impl Fn(char) -> bool) -> bool {
 #[test]
 fn node_agent_gets_only_the_privileges_capture_needs() {
     let tools = tools("privileges");
-    for (ebpf, want) in [(true, vec!["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_PTRACE"]), (false, vec!["NET_RAW", "SYS_PTRACE"])] {
+    // eBPF names pods by cgroup: no SYS_PTRACE (nor the fallback's NET_RAW) unless asked for.
+    for (ebpf, want) in [(true, vec!["BPF", "PERFMON", "NET_ADMIN"]), (false, vec!["NET_RAW", "SYS_PTRACE"])] {
         let docs = documents(&tools.render("cluster-agent", &["--set".into(), format!("node.ebpf={ebpf}")]));
         let pod = &find(&docs, "DaemonSet", "intentmap-node")["spec"]["template"]["spec"];
         let node = &pod["containers"][0];
@@ -289,7 +296,14 @@ fn node_agent_gets_only_the_privileges_capture_needs() {
         let mut mounts: Vec<(String, bool)> =
             strings_of(&node["volumeMounts"]).iter().map(|m| (m["mountPath"].as_str().unwrap().to_owned(), m["readOnly"] == true)).collect();
         mounts.sort();
-        let mut expected = vec![("/host/proc".to_owned(), true)];
+        // The mapper's projected token, made for its audience; no API token.
+        let mut expected = vec![("/host/proc".to_owned(), true), ("/var/run/secrets/intentmap".to_owned(), true)];
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        let token = &strings_of(&pod["volumes"]).into_iter().find(|v| v["name"] == "mapper-token").expect("the mapper token volume")["projected"]["sources"][0];
+        assert_eq!(token["serviceAccountToken"]["audience"], "intentmap-mapper");
+        // Off the host's network, health on the pod's own addresses.
+        assert_eq!(pod["hostNetwork"], false);
+        assert!(strings(&node["args"]).contains(&"--listen=0.0.0.0:9091".to_owned()));
         if ebpf {
             expected.extend([("/sys/fs/cgroup".to_owned(), true), ("/sys/kernel/tracing".to_owned(), true)]);
         }
@@ -298,8 +312,15 @@ fn node_agent_gets_only_the_privileges_capture_needs() {
         assert_eq!(strings(&node["args"]).contains(&"--no-ebpf".to_owned()), !ebpf);
     }
 
-    // The other workloads run as non-root with nothing added.
+    // On the host's network (all features): health on the loopback, probed there; the fallback's
+    // capabilities when asked for.
     let docs = documents(&tools.render("cluster-agent", &tools.all_features("cluster-agent")));
+    let node = &find(&docs, "DaemonSet", "intentmap-node")["spec"]["template"]["spec"]["containers"][0];
+    assert!(strings(&node["args"]).contains(&"--listen=127.0.0.1:9091".to_owned()), "{:?}", node["args"]);
+    assert_eq!(node["livenessProbe"]["httpGet"]["host"], "127.0.0.1");
+    assert_eq!(strings(&node["securityContext"]["capabilities"]["add"]), ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_PTRACE"]);
+
+    // The other workloads run as non-root with nothing added.
     for name in ["intentmap-mapper", "intentmap-aws-proxy"] {
         let pod = &find(&docs, "Deployment", name)["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
@@ -312,16 +333,159 @@ fn node_agent_gets_only_the_privileges_capture_needs() {
     assert_eq!(webhooks.as_sequence().unwrap().len(), 2);
     for webhook in webhooks.as_sequence().unwrap() {
         assert_eq!(webhook["failurePolicy"], "Ignore");
-        assert_eq!(webhook["sideEffects"], "None");
+        assert_eq!(webhook["sideEffects"], "NoneOnDryRun", "it writes the CA ConfigMap, never for a dry run");
         assert_eq!(webhook["clientConfig"]["service"]["path"], "/mutate");
-        assert_eq!(strings(&webhook["namespaceSelector"]["matchExpressions"][0]["values"]), [NAMESPACE], "never its own namespace");
+        let expressions = webhook["namespaceSelector"]["matchExpressions"].as_sequence().unwrap();
+        let values = |operator: &str| expressions.iter().filter(|e| e["operator"] == operator).flat_map(|e| strings(&e["values"])).collect::<Vec<_>>();
+        assert_eq!(values("In"), ["shop", "billing"], "only the opted-in namespaces");
+        assert_eq!(values("NotIn"), [NAMESPACE], "never its own namespace");
     }
-    // The mapper may list and watch, create TokenReviews, and (Kafka on) read pod logs; nothing else.
+    // The mapper may list and watch, create TokenReviews and SubjectAccessReviews, and (Kafka on)
+    // read pod logs; nothing else.
     for rule in find(&docs, "ClusterRole", "intentmap-mapper")["rules"].as_sequence().unwrap() {
         let verbs = strings(&rule["verbs"]);
         let ok = verbs == ["list", "watch"]
             || (strings(&rule["resources"]) == ["tokenreviews"] && verbs == ["create"])
+            || (strings(&rule["resources"]) == ["subjectaccessreviews"] && verbs == ["create"])
             || (strings(&rule["resources"]) == ["pods/log"] && verbs == ["get"]);
         assert!(ok, "the mapper's ClusterRole grants more than it uses: {rule:?}");
     }
+}
+
+// === aws-proxy's reach ===
+
+#[test]
+fn aws_proxy_reaches_only_the_opted_in_namespaces_and_stays_up() {
+    let tools = tools("aws-reach");
+    let values = |extra: &str| {
+        let file = tools.home.join("aws.yaml");
+        std::fs::write(&file, format!("aws: {{visibility: {{enabled: true, namespaces: [shop, billing]}}, dnsClusterIP: 10.96.0.53{extra}}}")).unwrap();
+        vec!["--values".to_owned(), file.display().to_string()]
+    };
+    let docs = documents(&tools.render("cluster-agent", &values("")));
+    let subject = |doc: &Value| doc["subjects"].as_sequence().unwrap().iter().any(|s| s["name"] == "intentmap-aws-proxy" && s["namespace"] == NAMESPACE);
+
+    // Every rule bound to aws-proxy's ServiceAccount, with the namespace it applies in.
+    let mut rules = Vec::new();
+    for binding in docs.iter().filter(|d| matches!(d["kind"].as_str(), Some("RoleBinding" | "ClusterRoleBinding")) && subject(d)) {
+        let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
+        let namespace = binding["metadata"]["namespace"].as_str().unwrap_or("*").to_owned();
+        let role = docs
+            .iter()
+            .find(|d| {
+                d["kind"] == role_kind
+                    && d["metadata"]["name"] == binding["roleRef"]["name"]
+                    && (role_kind == "ClusterRole" || d["metadata"]["namespace"].as_str() == Some(&namespace))
+            })
+            .unwrap_or_else(|| panic!("{binding:?} binds a role that is not rendered"));
+        for rule in role["rules"].as_sequence().unwrap() {
+            rules.push((namespace.clone(), rule.clone()));
+        }
+    }
+    let mut configmaps: Vec<(String, Vec<String>, Vec<String>)> = rules
+        .iter()
+        .filter(|(_, rule)| strings(&rule["resources"]).contains(&"configmaps".to_owned()))
+        .map(|(ns, rule)| (ns.clone(), strings(&rule["verbs"]), strings(&rule["resourceNames"])))
+        .collect();
+    configmaps.sort();
+    let by_name = |ns: &str| (ns.to_owned(), vec!["get".to_owned(), "update".to_owned()], vec!["intentmap-aws-ca".to_owned()]);
+    let create = |ns: &str| (ns.to_owned(), vec!["create".to_owned()], vec![]);
+    assert_eq!(configmaps, [create("billing"), by_name("billing"), create("shop"), by_name("shop")], "ConfigMaps only in the opted-in namespaces");
+    for (namespace, rule) in &rules {
+        let resources = strings(&rule["resources"]);
+        match resources.as_slice() {
+            [r] if r == "configmaps" => {}
+            [r] if r == "mutatingwebhookconfigurations" => assert_eq!(strings(&rule["resourceNames"]), ["intentmap-aws-visibility"]),
+            [r] if r == "secrets" => {
+                assert_eq!(namespace, NAMESPACE);
+                let verbs = strings(&rule["verbs"]);
+                assert!(verbs == ["create"] || strings(&rule["resourceNames"]) == ["intentmap-aws-proxy-ca"], "{rule:?}");
+            }
+            other => panic!("aws-proxy is granted {other:?} in {namespace}"),
+        }
+    }
+
+    // Two replicas, a disruption budget, spread over nodes.
+    let deployment = find(&docs, "Deployment", "intentmap-aws-proxy");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(find(&docs, "PodDisruptionBudget", "intentmap-aws-proxy")["spec"]["maxUnavailable"], 1);
+    assert_eq!(deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
+    let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    for flag in ["--opted-in-namespaces=shop,billing", "--max-connections=4096", "--idle-timeout-secs=60"] {
+        assert!(args.contains(&flag.to_owned()), "{flag} not in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--no-cluster-dns-fallback") || a.starts_with("--client-ca-file")), "{args:?}");
+
+    // The proxy and DNS ports only from the opted-in namespaces.
+    let policy = find(&docs, "NetworkPolicy", "intentmap-aws-proxy");
+    let ingress = policy["spec"]["ingress"].as_sequence().unwrap();
+    let proxy_rule = ingress.iter().find(|r| r["ports"][0]["port"] == "tls").expect("a rule for the proxy port");
+    assert_eq!(strings(&proxy_rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]), ["shop", "billing"]);
+    let ports: Vec<&str> = proxy_rule["ports"].as_sequence().unwrap().iter().filter_map(|p| p["port"].as_str()).collect();
+    assert_eq!(ports, ["tls", "connect", "dns-udp", "dns-tcp"]);
+
+    // Options: the webhook's callers, its client CA, no DNS fallback.
+    let file = tools.home.join("client-ca.pem");
+    std::fs::write(&file, extra_ca_of_all_features(&tools)).unwrap();
+    let docs = documents(
+        &tools.render(
+            "cluster-agent",
+            &[
+                values(", clusterDNSFallback: false, networkPolicy: {enabled: true, webhookFrom: [{ipBlock: {cidr: 172.16.0.0/28}}]}"),
+                vec!["--set-file".into(), format!("aws.webhookClientCA={}", file.display())],
+            ]
+            .concat(),
+        ),
+    );
+    let deployment = find(&docs, "Deployment", "intentmap-aws-proxy");
+    let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.contains(&"--no-cluster-dns-fallback".to_owned()) && args.contains(&"--client-ca-file=/etc/intentmap/webhook-client-ca/ca.crt".to_owned()),
+        "{args:?}"
+    );
+    assert!(find(&docs, "ConfigMap", "intentmap-aws-proxy-webhook-client-ca")["data"]["ca.crt"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    let ingress = find(&docs, "NetworkPolicy", "intentmap-aws-proxy")["spec"]["ingress"].as_sequence().unwrap().clone();
+    let webhook_rule = ingress.iter().find(|r| r["ports"][0]["port"] == "webhook").expect("a rule for the webhook port");
+    assert_eq!(webhook_rule["from"][0]["ipBlock"]["cidr"], "172.16.0.0/28");
+
+    // Its own namespace is never opted in.
+    let file = tools.home.join("own.yaml");
+    std::fs::write(&file, "aws: {visibility: {enabled: true, namespaces: [shop, intentmap]}, dnsClusterIP: 10.96.0.53}").unwrap();
+    let out = tools.template("cluster-agent", &["--values".into(), file.display().to_string()]);
+    assert!(!out.status.success() && text(&out).contains("must not name the release namespace"), "{}", text(&out));
+}
+
+/// The PEM CA of ci/all-features.yaml (a real certificate, so no new one is committed).
+fn extra_ca_of_all_features(tools: &Tools) -> String {
+    let values: Value = serde_yaml::from_str(&std::fs::read_to_string(tools.chart("cluster-agent").join("ci/all-features.yaml")).unwrap()).unwrap();
+    values["cloud"]["extraCA"].as_str().expect("all-features has a PEM CA").to_owned()
+}
+
+// === The mapper's and node agents' network policies ===
+
+#[test]
+fn only_node_agents_and_aws_proxy_reach_the_mapper_and_nothing_reaches_node_agents() {
+    let tools = tools("mapper-policy");
+    let component = |peer: &Value| peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str().map(str::to_owned);
+    let docs = documents(&tools.render("cluster-agent", &[]));
+    let mapper = &find(&docs, "NetworkPolicy", "intentmap-mapper")["spec"];
+    assert_eq!(mapper["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "mapper");
+    assert_eq!(strings(&mapper["policyTypes"]), ["Ingress"]);
+    let rules = mapper["ingress"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1, "one rule, on the API port");
+    assert_eq!(rules[0]["ports"][0]["port"], "http");
+    let peers: Vec<Option<String>> = strings_of(&rules[0]["from"]).iter().map(component).collect();
+    assert_eq!(peers, [Some("node".to_owned())], "aws-proxy off: node agents alone");
+    let node = &find(&docs, "NetworkPolicy", "intentmap-node")["spec"];
+    assert_eq!(node["ingress"].as_sequence().map(Vec::len), Some(0), "nothing reaches a node agent");
+
+    // All features: agents on the host's network come from the nodes' CIDRs, aws-proxy by its
+    // labels, and the extra peers given; no policy selects host-network agents.
+    let docs = documents(&tools.render("cluster-agent", &tools.all_features("cluster-agent")));
+    let from = strings_of(&find(&docs, "NetworkPolicy", "intentmap-mapper")["spec"]["ingress"][0]["from"]);
+    let cidrs: Vec<&str> = from.iter().filter_map(|p| p["ipBlock"]["cidr"].as_str()).collect();
+    assert_eq!(cidrs, ["10.0.0.0/16", "fd00:10::/64"]);
+    assert_eq!(from.iter().filter_map(component).collect::<Vec<_>>(), ["aws-proxy"]);
+    assert!(from.iter().any(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring"));
+    assert!(!docs.iter().any(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "intentmap-node"));
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{admin, binary, free_port, run_ok, spawn, wait_ready};
+use e2e::{admin, binary, free_port, run_ok, serving_url, spawn, wait_ready};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -28,12 +28,13 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("jwt.pem");
     std::fs::write(&key, run_ok(Command::new(binary("cloud-api")).args(["admin", "generate-jwt-key"])).stdout).unwrap();
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{port}");
     let serve = |db: &str| {
         spawn(
             Command::new(binary("cloud-api"))
-                .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", db])
+                .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &serving_url(db)])
+                .args(["--migrate-database-url", db, "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
                 .env("JWT_KEY_FILES", &key)
                 .env("RUST_LOG", "warn"),
         )
@@ -94,7 +95,8 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     assert_eq!(graph["edges"][0]["connections"], 12);
     let yaml = http.get(format!("{base}/api/v1/clusters/prod/client-intents")).bearer_auth(api_token).send().await.unwrap().text().await.unwrap();
     assert!(yaml.contains("apiVersion: k8s.otterize.com/v2beta1") && yaml.contains("name: cartservice"), "{yaml}");
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(http.get(format!("{base}/metrics")).send().await.unwrap().status(), 404, "metrics are not on the API's address");
+    let metrics = http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("intentmap_cloud_tokens_issued_total 0"), "the restarted server issued none yet: {metrics}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
-use testkit::kube_api::FakeApiServer;
+use testkit::kube_api::{FakeApiServer, TokenIdentity};
 
 const NS: &str = "otterize-ecom-demo";
 const SERVICES: &[&str] = &[
@@ -56,7 +56,7 @@ fn load_shop(api: &FakeApiServer) {
             api.apply(&ReplicaSet { metadata: mk_replicaset(NS, &format!("{name}-5d8f7c9b4"), name), ..Default::default() });
             mk_pod(NS, &pod_name, &[&pod_ip(i)]).owned_by("ReplicaSet", &format!("{name}-5d8f7c9b4"))
         };
-        api.apply::<Pod>(&pod.labelled("app", name).labelled("tier", if *name == "loadgenerator" { "test" } else { "shop" }));
+        api.apply::<Pod>(&pod.labelled("app", name).labelled("tier", if *name == "loadgenerator" { "test" } else { "shop" }).on_node("node-1"));
         let mut service: Service = mk_service(NS, name, &[&service_ip(i)], &[("app", name)]);
         if *name == "frontend" {
             service = service.load_balancer(&["198.51.100.10"]);
@@ -94,7 +94,9 @@ fn intentmap(mapper: &str, args: &[&str]) -> String {
 async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draws_and_resets_it() {
     let api = FakeApiServer::start().await.unwrap();
     load_shop(&api);
-    api.set_token_review("node-sa-token", Some(("system:serviceaccount:intentmap:intentmap-node", vec![])));
+    // node-1's agent: a projected token made for the mapper, naming its node.
+    let node_token = TokenIdentity::projected("intentmap", "intentmap-node", "intentmap-mapper", ("intentmap-node-x7k2p", "uid-agent-1"), Some("node-1"));
+    api.set_token_identity("node-sa-token", node_token);
     api.set_token_review("other-sa-token", Some(("system:serviceaccount:default:default", vec![])));
     let dir = std::env::temp_dir().join(format!("e2e-mapper-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -104,7 +106,7 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
         Command::new(binary("cluster-agent"))
             .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--outbox-dir"])
             .arg(dir.join("outbox"))
-            .args(["--observation-service-accounts", "system:serviceaccount:intentmap:intentmap-node"])
+            .args(["--node-service-accounts", "system:serviceaccount:intentmap:intentmap-node"])
             .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
             .env("RUST_LOG", "warn"),
     );
@@ -117,7 +119,7 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
         async move { http.post(url).bearer_auth(token).json(&shop_observations()).send().await.unwrap().status().as_u16() }
     };
     assert_eq!(post("bogus").await, 401, "an unknown token is refused");
-    assert_eq!(post("other-sa-token").await, 401, "a ServiceAccount that is not a node agent's is refused");
+    assert_eq!(post("other-sa-token").await, 403, "a ServiceAccount that is not a node agent's is refused");
     assert_eq!(intentmap(&mapper, &["list"]), "No connections found.\n");
     assert_eq!(post("node-sa-token").await, 202);
     assert_eq!(post("node-sa-token").await, 202);

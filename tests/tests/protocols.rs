@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use e2e::{admin, binary, free_port, run_ok, start_cloud, start_mapper_with, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use mapper_core::fixtures::*;
 use serde_json::Value;
 use testkit::kube_api::FakeApiServer;
@@ -45,7 +45,7 @@ fn deploy(api: &FakeApiServer, name: &str, ip: &str, sidecar: bool) {
     let rs = format!("{name}-5d8f7c9b4");
     api.apply(&ReplicaSet { metadata: mk_replicaset("shop", &rs, name), ..Default::default() });
     let pod = mk_pod("shop", &format!("{rs}-x1"), &[ip]).owned_by("ReplicaSet", &rs).labelled("app", name);
-    api.apply::<Pod>(&if sidecar { pod.labelled("security.istio.io/tlsMode", "istio") } else { pod });
+    api.apply::<Pod>(&if sidecar { pod.with_istio_sidecar() } else { pod });
 }
 
 async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
@@ -71,7 +71,11 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     // The cluster: checkout (127.0.0.3) calls orders-api (127.0.0.2, with a sidecar) over HTTP
     // and the Kafka broker kafka-0 (infra, StatefulSet) over the Kafka protocol.
     let api = FakeApiServer::start().await.unwrap();
+    // Istio is installed (istiod in istio-system): the mapper scrapes injected sidecars.
+    api.apply(&Namespace { metadata: mk_namespace("istio-system"), ..Default::default() });
+    api.apply(&mk_service("istio-system", "istiod", &["10.96.0.40"], &[("app", "istiod")]));
     deploy(&api, "orders-api", "127.0.0.2", true);
+    api.apply(&mk_service("shop", "orders-api", &["10.96.0.12"], &[("app", "orders-api")]));
     deploy(&api, "checkout", "127.0.0.3", false);
     api.apply(&StatefulSet { metadata: mk_statefulset("infra", "kafka"), ..Default::default() });
     api.apply::<Pod>(&mk_pod("infra", "kafka-0", &["10.244.9.9"]).owned_by("StatefulSet", "kafka").labelled("app", "kafka"));
@@ -109,11 +113,17 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
         ));
     }
     api.append_log("infra", "kafka-0", now, "[2026-11-24 21:00:01,000] INFO some unrelated broker line (kafka.server.KafkaServer)");
-    // Istio: after the first scrape (a baseline), 7 more requests.
+    // Istio: a node agent saw checkout (no sidecar of its own) connect to orders-api's Service, which
+    // vouches for orders-api's count of checkout's requests; after the first scrape (a
+    // baseline), 7 more requests.
+    let http = reqwest::Client::new();
+    let connection =
+        serde_json::json!({"tcp": [{"src_ip": "127.0.0.3", "src_port": 40000, "dst_ip": "10.96.0.12", "dst_port": 8080, "at": chrono::Utc::now()}]});
+    let status = http.post(format!("{mapper}/v1/observations")).bearer_auth("node-secret").json(&connection).send().await.unwrap().status();
+    assert_eq!(status.as_u16(), 202);
     until("the sidecar is scraped", || async { (scrapes.load(Ordering::SeqCst) > 0).then_some(()) }).await;
     count.fetch_add(7, Ordering::SeqCst);
 
-    let http = reqwest::Client::new();
     let token = org["api_token"].as_str().unwrap().to_owned();
     let graph = until("the cloud's graph has the Kafka topic and the HTTP path", || async {
         let g: Value = http.get(format!("{cloud}/api/v1/access-graph")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
@@ -128,7 +138,7 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     let web = edges.iter().find(|e| e["target"] == "prod/shop/orders-api").unwrap_or_else(|| panic!("{graph:#}"));
     assert_eq!(web["source"], "prod/shop/checkout");
     assert_eq!(web["http"], serde_json::json!([{"path": "/api/orders", "methods": ["POST"]}]), "{web}");
-    assert_eq!(web["connections"], 7, "only the increase since the baseline scrape counts");
+    assert_eq!(web["connections"], 1 + 7, "the connection, and only the requests since the baseline scrape");
 
     for version in ["v2beta1", "v1alpha3"] {
         let yaml =

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use aws_proxy::ca::CertificateAuthority;
 
+pub mod lab;
+
 /// Where `scripts/setup.sh` installs the Python tools (boto3, moto).
 pub fn pytools() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin")

@@ -46,12 +46,48 @@ app.kubernetes.io/component: cloud-api
 {{- if .Values.database.url -}}database-url{{- else -}}{{ .Values.database.existingSecretKey }}{{- end -}}
 {{- end -}}
 
-{{- define "cloud.databaseEnv" -}}
+{{- define "cloud.databaseAppSecretKey" -}}
+{{- if .Values.database.url -}}app-database-url{{- else -}}{{ .Values.database.existingSecretAppKey }}{{- end -}}
+{{- end -}}
+
+{{/* The migration init container: the owner's URL, and the serving role's to create it. */}}
+{{- define "cloud.migrateDatabaseEnv" -}}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "cloud.databaseSecret" . }}
       key: {{ include "cloud.databaseSecretKey" . }}
+- name: APP_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloud.databaseSecret" . }}
+      key: {{ include "cloud.databaseAppSecretKey" . }}
+{{- end -}}
+
+{{/* The serving container: the serving role's URL only. */}}
+{{- define "cloud.databaseEnv" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "cloud.databaseSecret" . }}
+      key: {{ include "cloud.databaseAppSecretKey" . }}
+{{- end -}}
+
+{{/* The Secret with the token hash keys; empty when the database's key is used. */}}
+{{- define "cloud.tokenHashSecret" -}}
+{{- if .Values.tokenHashKey.existingSecret -}}
+{{ .Values.tokenHashKey.existingSecret }}
+{{- else if .Values.tokenHashKey.generate -}}
+{{ include "cloud.fullname" . }}-token-hash
+{{- end -}}
+{{- end -}}
+
+{{- define "cloud.tokenHashFiles" -}}
+{{- if .Values.tokenHashKey.existingSecret -}}
+{{ join "," .Values.tokenHashKey.existingSecretKeys }}
+{{- else -}}
+token-hash.key
+{{- end -}}
 {{- end -}}
 
 {{/* The Secret with the JWT signing keys; empty when each pod makes its own. */}}

@@ -10,18 +10,27 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     Unauthorized(String),
+    /// The caller's own organisation, but the token's scopes do not allow it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 408: the body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// 429 with `Retry-After`.
+    #[error("{0}")]
+    TooManyRequests(String, std::time::Duration),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -31,12 +40,15 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +77,12 @@ impl IntoResponse for ApiError {
         let body = Json(serde_json::json!({"error": self.to_string(), "status": status.as_u16()}));
         if status == StatusCode::UNAUTHORIZED {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+        if let ApiError::TooManyRequests(_, retry_after) = &self {
+            return (status, [(header::RETRY_AFTER, retry_after.as_secs().max(1).to_string())], body).into_response();
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return (status, [(header::RETRY_AFTER, "1".to_owned())], body).into_response();
         }
         (status, body).into_response()
     }

@@ -1,4 +1,5 @@
-//! Reads: the merged access graph and per-cluster ClientIntents.
+//! Reads: the merged access graph and per-cluster ClientIntents, bounded in edges
+//! (`--graph-max-edges`) and time (`--read-timeout-seconds`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -10,9 +11,10 @@ use model::intents::{self, IntentsVersion};
 use model::AccessGraph;
 use serde::Deserialize;
 
-use super::auth::OrgAuth;
+use super::auth::CanRead;
 use super::error::ApiError;
 use super::{cluster_of, AppState};
+use crate::store::ReadError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,13 +46,23 @@ fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     Ok(now - window)
 }
 
+fn read_error(e: ReadError, narrow: &str) -> ApiError {
+    match e {
+        ReadError::TooManyEdges { limit } => {
+            ApiError::Unprocessable(format!("more than {limit} edges match, more than one read returns (--graph-max-edges); {narrow}"))
+        }
+        ReadError::Timeout(t) => ApiError::Unavailable(format!("the read took longer than {} s and was stopped; {narrow}, or retry later", t.as_secs_f64())),
+        ReadError::Database(e) => e.into(),
+    }
+}
+
 fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
 
 pub async fn access_graph(
     State(state): State<AppState>,
-    auth: OrgAuth,
+    auth: CanRead,
     q: Result<Query<GraphQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
@@ -58,11 +70,9 @@ pub async fn access_graph(
     if let Some(name) = &q.cluster {
         cluster_of(&state, auth.org_id, name).await?;
     }
-    let clusters: Vec<String> = state.store.list_clusters(auth.org_id).await?.into_iter().map(|c| c.name).collect();
-    let edges = state.store.edges(auth.org_id, None, since).await?;
-    let exposures = state.store.exposures(auth.org_id).await?;
+    let data = state.store.graph(auth.org_id, since, &state.reads).await.map_err(|e| read_error(e, "read a shorter window with since= (e.g. since=24h)"))?;
     let filter = GraphFilter { cluster: q.cluster, namespace: q.namespace, workload: q.workload, since };
-    let graph = AccessGraph::build(&clusters, &edges, &exposures, &filter);
+    let graph = AccessGraph::build(&data.clusters, &data.edges, &data.exposures, &filter);
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(graph).into_response()),
         "dot" => Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], graph.to_dot()).into_response()),
@@ -82,7 +92,7 @@ pub struct IntentsQuery {
 
 pub async fn client_intents(
     State(state): State<AppState>,
-    auth: OrgAuth,
+    auth: CanRead,
     Path(cluster): Path<String>,
     q: Result<Query<IntentsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -94,11 +104,11 @@ pub async fn client_intents(
     let cluster = cluster_of(&state, auth.org_id, &cluster).await?;
     let edges: Vec<model::Edge> = state
         .store
-        .edges(auth.org_id, Some(cluster.id), None)
-        .await?
+        .cluster_edges(auth.org_id, cluster.id, q.namespace.as_deref(), &state.reads)
+        .await
+        .map_err(|e| read_error(e, "export one namespace at a time with namespace="))?
         .into_iter()
         .map(|ce| ce.edge)
-        .filter(|e| q.namespace.as_ref().is_none_or(|ns| &e.client.namespace == ns))
         .collect();
     let docs = intents::client_intents(&edges, version);
     match q.format.as_deref().unwrap_or("yaml") {

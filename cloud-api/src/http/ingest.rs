@@ -1,18 +1,33 @@
 //! `POST /api/v1/reports`: a cluster's EdgeReport, JSON, optionally gzip-encoded.
+//!
+//! A report is taken on only when its organisation and the server have a free slot ([`gate`]);
+//! its body is read, then decompressed and parsed on a blocking thread ([`decode`]), refusing
+//! it at the first list past its limit; the merge into the database saturates counts, and a
+//! value the database cannot store is a 422 naming the problem, never a 500.
 
-use std::io::Read;
-use std::time::Instant;
+pub mod decode;
+pub mod gate;
 
-use axum::body::{Body, Bytes};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use model::{EdgeReport, ReportError};
+use chrono::Utc;
+use model::EdgeReport;
 
+pub use self::gate::{IngestArgs, IngestGate, IngestLimits};
 use super::auth::ClusterAuth;
 use super::error::ApiError;
 use super::AppState;
 use crate::store::IngestOutcome;
+
+/// What a refused report is told to wait before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long a report's body may take to arrive: it holds an ingest slot meanwhile, so a sender
+/// trickling bytes must not keep it for ever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn ingest(
     State(state): State<AppState>,
@@ -21,8 +36,25 @@ pub async fn ingest(
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let started = Instant::now();
-    let result = receive(&state, &headers, body).await;
-    let report = match result {
+    // Before the body is read: a report waiting for a slot costs a socket, not its body.
+    let _admitted = state.ingest_gate.admit(auth.org_id).await.map_err(|refusal| {
+        let limits = state.ingest_gate.limits();
+        match refusal {
+            gate::Refusal::OrgBusy(n) => {
+                state.metrics.report("throttled");
+                ApiError::TooManyRequests(
+                    format!("this organisation already has {n} reports being ingested (at most {}); retry later", limits.concurrent_per_org),
+                    RETRY_AFTER,
+                )
+            }
+            gate::Refusal::Busy => {
+                state.metrics.report("overloaded");
+                tracing::warn!(org = %auth.org_id, concurrent = limits.concurrent, "every ingest slot stayed busy; answering 503");
+                ApiError::Unavailable("the cloud is busy ingesting other reports; retry later".into())
+            }
+        }
+    })?;
+    let report = match receive(&state, &headers, body).await {
         Ok(r) => r,
         Err(e) => {
             state.metrics.report("rejected");
@@ -30,7 +62,14 @@ pub async fn ingest(
             return Err(e);
         }
     };
-    let IngestOutcome { duplicate, edges_merged } = state.store.ingest(auth.org_id, auth.cluster_id, &report).await?;
+    let IngestOutcome { duplicate, edges_merged } = state.store.ingest(auth.org_id, auth.cluster_id, &report).await.map_err(|e| {
+        let e = stored(e);
+        if !matches!(e, ApiError::Internal(_)) {
+            state.metrics.report("rejected");
+            tracing::warn!(org = %auth.org_id, cluster = %auth.cluster_id, report_id = %report.report_id, error = %e, "report refused by the database");
+        }
+        e
+    })?;
     state.metrics.report(if duplicate { "duplicate" } else { "accepted" });
     state.metrics.edges_merged.inc_by(edges_merged as u64);
     state.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
@@ -45,27 +84,25 @@ async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Ed
     if !content_type.starts_with("application/json") {
         return Err(ApiError::UnsupportedMediaType(format!("Content-Type {content_type:?} is not accepted; send application/json")));
     }
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let encoding = match encoding.trim().to_ascii_lowercase().as_str() {
+        "identity" | "" => decode::Encoding::Identity,
+        "gzip" | "x-gzip" => decode::Encoding::Gzip,
+        other => return Err(ApiError::UnsupportedMediaType(format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"))),
+    };
     let too_large = || ApiError::PayloadTooLarge(format!("the report is larger than {limit} bytes; send smaller reports"));
     if headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if is_length_limit(&e) {
-            too_large()
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {e}"))
-        }
-    })?;
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
-    let json = match encoding.trim().to_ascii_lowercase().as_str() {
-        "identity" | "" => bytes,
-        "gzip" | "x-gzip" => gunzip(&bytes, state.config.max_decompressed_bytes)?,
-        other => return Err(ApiError::UnsupportedMediaType(format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"))),
-    };
-    EdgeReport::from_json(&json).map_err(|e| match e {
-        ReportError::Malformed(_) => ApiError::BadRequest(e.to_string()),
-        _ => ApiError::Unprocessable(e.to_string()),
-    })
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(format!("the report did not arrive within {} s; send it again", BODY_TIMEOUT.as_secs())))?;
+    let bytes = read.map_err(|e| if is_length_limit(&e) { too_large() } else { ApiError::BadRequest(format!("could not read the request body: {e}")) })?;
+    let max_decompressed = state.config.max_decompressed_bytes;
+    let now = Utc::now();
+    tokio::task::spawn_blocking(move || decode::decode(&bytes, encoding, max_decompressed, now))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the report's parser stopped: {e}")))?
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
@@ -79,15 +116,18 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-/// Decompresses at most `limit` bytes, so a small bomb cannot become a large allocation.
-fn gunzip(bytes: &[u8], limit: usize) -> Result<Bytes, ApiError> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not valid gzip: {e}")))?;
-    if out.len() > limit {
-        return Err(ApiError::PayloadTooLarge(format!("the report is larger than {limit} bytes once decompressed; send smaller reports")));
+/// A database error while storing a report. One caused by the report's values (SQLSTATE class
+/// 22, data exception; 23, integrity constraint) would fail again on every retry, so it is a
+/// 422 that says so (but a cluster deleted meanwhile is a 404); anything else is the server's
+/// problem.
+pub fn stored(e: sqlx::Error) -> ApiError {
+    if let Some(db) = e.as_database_error().filter(|db| !db.is_foreign_key_violation()) {
+        if let Some(code) = db.code().filter(|c| c.starts_with("22") || c.starts_with("23")) {
+            return ApiError::Unprocessable(format!(
+                "the database cannot store a value in this report ({}, SQLSTATE {code}); the report was not applied: fix or drop it, retrying will not help",
+                db.message()
+            ));
+        }
     }
-    Ok(out.into())
+    ApiError::from(e)
 }

@@ -1,5 +1,6 @@
 //! Routes. `app(state)` is the whole HTTP surface; tests drive it without a socket.
 
+pub mod api_tokens;
 pub mod auth;
 pub mod clusters;
 pub mod error;
@@ -19,9 +20,10 @@ use tower_http::trace::TraceLayer;
 use uuid::Uuid;
 
 use self::error::ApiError;
+use crate::limits::AuthGuard;
 use crate::metrics::Metrics;
-use crate::store::{ClusterInfo, Store};
-use crate::tokens::{JwtIssuer, VerifiedTokenCache};
+use crate::store::{ClusterInfo, ReadLimits, Store};
+use crate::tokens::JwtIssuer;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,20 +31,27 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest report accepted once decompressed.
     pub max_decompressed_bytes: usize,
+    /// Reports worked on at once, in all and per organisation.
+    pub ingest: ingest::IngestLimits,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_body_bytes: 16 << 20, max_decompressed_bytes: 64 << 20 }
+        Self { max_body_bytes: 16 << 20, max_decompressed_bytes: 64 << 20, ingest: Default::default() }
     }
 }
 
 pub struct Shared {
     pub store: Store,
     pub jwt: JwtIssuer,
-    pub token_cache: VerifiedTokenCache,
     pub metrics: Metrics,
     pub config: Config,
+    /// Rate limits and concurrency caps on credential checks.
+    pub guard: AuthGuard,
+    /// Bounds on graph and ClientIntents reads.
+    pub reads: ReadLimits,
+    /// Caps on reports being ingested at once.
+    pub ingest_gate: ingest::IngestGate,
 }
 
 pub type AppState = Arc<Shared>;
@@ -51,7 +60,6 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth/token", post(oauth::token))
         .route("/api/v1/reports", post(ingest::ingest).layer(DefaultBodyLimit::disable()))
@@ -60,6 +68,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/clusters/{cluster}/revoke", post(clusters::revoke))
         .route("/api/v1/clusters/{cluster}/client-intents", get(graph::client_intents))
         .route("/api/v1/access-graph", get(graph::access_graph))
+        .route("/api/v1/whoami", get(api_tokens::whoami))
+        .route("/api/v1/tokens", get(api_tokens::list).post(api_tokens::create))
+        .route("/api/v1/tokens/{token}", get(api_tokens::show))
+        .route("/api/v1/tokens/{token}/revoke", post(api_tokens::revoke))
         .merge(web::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint; see the API section of README.md".into()) })
         .layer(DefaultBodyLimit::max(1 << 20))
@@ -73,6 +85,11 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
         ApiError::Unavailable("the database is unreachable".into())
     })?;
     Ok("ready")
+}
+
+/// `/metrics` alone, for the `--metrics-listen` address: the counters span every organisation.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics)).fallback(|| async { ApiError::NotFound("this address serves /metrics only".into()) }).with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

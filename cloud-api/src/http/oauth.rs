@@ -8,8 +8,10 @@ use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::AppState;
-use crate::tokens;
+use crate::limits::Refusal;
+use crate::secrets::{self, Check, Purpose};
 
 #[derive(Debug, Default, Deserialize)]
 struct TokenRequest {
@@ -37,7 +39,31 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((id.to_owned(), secret.to_owned()))
 }
 
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+/// The most a client ID can be: ours are `cl_` and 32 hex digits.
+const MAX_CLIENT_ID: usize = 64;
+
+fn refused(state: &AppState, r: Refusal, what: &str) -> Response {
+    state.metrics.throttled(r);
+    match r {
+        Refusal::TooMany { retry_after } => {
+            let mut res = oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", &format!("too many {what}; retry in {} s", retry_after.as_secs()));
+            res.headers_mut().insert(header::RETRY_AFTER, retry_after.as_secs().max(1).into());
+            res
+        }
+        Refusal::Busy => {
+            let mut res =
+                oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many token requests are being checked; retry in a second");
+            res.headers_mut().insert(header::RETRY_AFTER, 1.into());
+            res
+        }
+    }
+}
+
+pub async fn token(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Bytes) -> Response {
+    // Before anything else, so a flood from one address costs a map look-up per request.
+    if let Err(r) = state.guard.per_address.take(&caller.0) {
+        return refused(&state, r, "token requests from this address");
+    }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let parsed: Result<TokenRequest, String> = if content_type.starts_with("application/json") {
         serde_json::from_slice(&body).map_err(|e| e.to_string())
@@ -64,9 +90,23 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
     let (Some(client_id), Some(secret)) = (req.client_id, req.client_secret) else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required (in the body or HTTP Basic auth)");
     };
-    let invalid = || {
+    let invalid = |client_id: Option<&String>| {
         state.metrics.auth_failure("client_credentials");
+        if let Some(id) = client_id {
+            state.guard.client_failures.charge(id);
+        }
         oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client, wrong secret, or revoked cluster; check the cluster's credentials")
+    };
+    if client_id.len() > MAX_CLIENT_ID || secret.len() > 256 {
+        return invalid(None);
+    }
+    if let Err(r) = state.guard.client_failures.check(&client_id) {
+        tracing::warn!(client_id, "token requests refused: too many failed attempts for this client ID");
+        return refused(&state, r, "failed attempts for this client ID");
+    }
+    let _permit = match state.guard.admit().await {
+        Ok(permit) => permit,
+        Err(r) => return refused(&state, r, "token requests"),
     };
     let found = match state.store.cluster_client(&client_id).await {
         Ok(found) => found,
@@ -75,14 +115,28 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
             return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the database is unavailable; retry shortly");
         }
     };
-    let Some((org, cluster, hash)) = found else {
-        // Same work as a real check, so that timing does not tell which client ids exist.
-        let _ = tokio::task::spawn_blocking(move || tokens::verify_secret(&secret, tokens::dummy_hash())).await;
-        return invalid();
+    // An unknown id costs the same HMAC as a known one with a wrong secret.
+    let stale = match state.store.hasher().check(Purpose::ClusterSecret, &secret, found.as_ref().map(|(_, _, h)| h.as_str())) {
+        Check::Matches { stale } => stale,
+        Check::Mismatch => return invalid(Some(&client_id)),
+        Check::Legacy => {
+            let _slow = match state.guard.admit_legacy().await {
+                Ok(permit) => permit,
+                Err(r) => return refused(&state, r, "token requests"),
+            };
+            let (secret, hash) = (secret.clone(), found.as_ref().map(|(_, _, h)| h.clone()).unwrap_or_default());
+            if !tokio::task::spawn_blocking(move || secrets::verify_legacy(&secret, &hash)).await.unwrap_or(false) {
+                return invalid(Some(&client_id));
+            }
+            true
+        }
     };
-    let ok = tokio::task::spawn_blocking(move || tokens::verify_secret(&secret, &hash)).await.unwrap_or(false);
-    if !ok {
-        return invalid();
+    let Some((org, cluster, hash)) = found else { return invalid(Some(&client_id)) };
+    if stale {
+        match state.store.rehash_cluster_secret(org, cluster, &hash, &secret).await {
+            Ok(()) => state.metrics.secret_rehashed("client_secret"),
+            Err(e) => tracing::warn!(error = %e, %cluster, "could not store the client secret's new hash; it stays on the old one"),
+        }
     }
     let (access_token, claims) = state.jwt.issue(org, cluster, chrono::Utc::now().timestamp());
     state.metrics.tokens_issued.inc();

@@ -174,13 +174,14 @@ async fn api_tokens_are_checked_and_stored_only_as_hashes() {
     }
     assert_eq!(app.get("/api/v1/clusters", &org.api_token).await.status, StatusCode::OK);
 
-    // The database holds argon2id hashes, never the token or the client secret.
-    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&app.database_url).await.unwrap();
+    // The database holds keyed hashes (HMAC-SHA256 under the server's key), never the token or
+    // the client secret.
+    let mut conn = app.owner().await;
     let hashes: Vec<String> =
         sqlx::query_scalar("SELECT secret_hash FROM api_tokens UNION ALL SELECT secret_hash FROM clusters").fetch_all(&mut conn).await.unwrap();
     assert_eq!(hashes.len(), 2);
     for h in hashes {
-        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(h.starts_with(&format!("hmac-sha256${}$", app.state.store.hasher().primary_kid())), "{h}");
         assert!(!h.contains(&creds.client_secret) && !org.api_token.contains(&h));
     }
 }

@@ -43,7 +43,7 @@ async fn replaying_a_report_changes_nothing_and_new_reports_merge() {
     assert_eq!(e["last_seen"], "2026-11-24T19:00:00Z");
     assert_eq!(e["ports"], json!([{"port": 7070, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}]));
 
-    let metrics = app.call(axum::http::Method::GET, "/metrics", None, None).await.text();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("intentmap_cloud_reports_total{outcome=\"accepted\"} 2"), "{metrics}");
     assert!(metrics.contains("intentmap_cloud_reports_total{outcome=\"duplicate\"} 1"), "{metrics}");
 }
@@ -64,7 +64,7 @@ fn raw_report(jwt: &str, body: Vec<u8>, encoding: Option<&str>) -> Request<Body>
 
 #[tokio::test]
 async fn gzip_reports_are_accepted_and_bombs_and_oversized_bodies_are_refused() {
-    let app = test_app_with(Config { max_body_bytes: 64 * 1024, max_decompressed_bytes: 256 * 1024 }).await;
+    let app = test_app_with(Config { max_body_bytes: 64 * 1024, max_decompressed_bytes: 256 * 1024, ..Config::default() }).await;
     let (org, _, jwt) = app.tenant("acme", "prod").await;
 
     let body = report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1)], vec![]).to_string();
@@ -134,7 +134,7 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
 
     let graph = app.get("/api/v1/access-graph", &org.api_token).await.json();
     assert_eq!(graph["edges"].as_array().unwrap().len(), 0, "nothing half-written");
-    let metrics = app.call(axum::http::Method::GET, "/metrics", None, None).await.text();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("intentmap_cloud_reports_total{outcome=\"rejected\"} 7"), "{metrics}");
     // The same report id, once valid, is still accepted: refusals don't burn ids.
     assert_eq!(app.post_report(&jwt, &good).await.status, StatusCode::ACCEPTED);

@@ -3,7 +3,11 @@
 mod common;
 
 mod auth;
+mod hostile;
 mod ingest;
+mod ingest_limits;
 mod protocols;
 mod reads;
+mod roles;
 mod tenancy;
+mod tokens;

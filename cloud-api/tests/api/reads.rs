@@ -149,7 +149,7 @@ async fn health_readiness_and_metrics() {
     let app = test_app().await;
     assert_eq!(app.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
     assert_eq!(app.call(Method::GET, "/readyz", None, None).await.text(), "ready");
-    let metrics = app.call(Method::GET, "/metrics", None, None).await.text();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("# TYPE intentmap_cloud_reports counter"), "{metrics}");
     let missing = app.call(Method::GET, "/nope", None, None).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);

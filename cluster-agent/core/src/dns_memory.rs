@@ -68,7 +68,7 @@ impl DnsMemory {
         let key = (client.to_canonical(), address.to_canonical());
         let expires = at + TimeDelta::seconds(i64::from(ttl_seconds)) + self.config.linger;
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1);
         if !self.entries.contains_key(&key) {
             while self.entries.len() >= self.config.max_entries {
                 self.evict_oldest();
@@ -132,14 +132,14 @@ impl DnsMemory {
         while let Some((seq, key)) = self.answer_order.pop_front() {
             if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
                 self.entries.remove(&key);
-                self.evictions += 1;
+                self.evictions = self.evictions.saturating_add(1);
                 return;
             }
         }
         // The order lost track (it never should); forget an arbitrary entry rather than grow.
         if let Some(key) = self.entries.keys().next().copied() {
             self.entries.remove(&key);
-            self.evictions += 1;
+            self.evictions = self.evictions.saturating_add(1);
         }
     }
 

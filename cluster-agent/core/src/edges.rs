@@ -78,6 +78,9 @@ pub struct Observation<'a> {
     /// Connections (or requests, or Kafka accesses) this observation stands for.
     pub connections: u64,
     pub detail: Detail<'a>,
+    /// A node agent saw the client's socket connect (a TCP observation): what Istio's
+    /// request counters are checked against (see [`EdgeStore::connected_since`]).
+    pub connection: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,8 @@ struct Tracked {
     edge: Edge,
     /// The internet target's addresses, to test membership without formatting them.
     ips: Vec<IpAddr>,
+    /// The latest observed connection (not a request counter, a DNS lookup or a log line).
+    last_connected: Option<DateTime<Utc>>,
 }
 
 impl Tracked {
@@ -150,7 +155,7 @@ impl Tracked {
             http: Vec::new(),
             kafka: Vec::new(),
         };
-        let mut tracked = Tracked { edge, ips: Vec::new() };
+        let mut tracked = Tracked { edge, ips: Vec::new(), last_connected: None };
         tracked.fold(observation);
         tracked
     }
@@ -160,6 +165,9 @@ impl Tracked {
         edge.first_seen = edge.first_seen.min(observation.at);
         edge.last_seen = edge.last_seen.max(observation.at);
         edge.connections = edge.connections.saturating_add(observation.connections);
+        if observation.connection {
+            self.last_connected = self.last_connected.max(Some(observation.at));
+        }
         if let Some(port) = observation.port {
             insert_sorted(&mut edge.ports, port);
         }
@@ -269,7 +277,7 @@ impl EdgeStore {
             None => full || slots >= self.config.max_edges.saturating_mul(2),
         };
         if refused {
-            self.dropped_edges += 1;
+            self.dropped_edges = self.dropped_edges.saturating_add(1);
             return Recorded::Refused;
         }
         let room = match &slot {
@@ -280,7 +288,7 @@ impl EdgeStore {
         let observation = if room {
             observation
         } else {
-            self.dropped_details += 1;
+            self.dropped_details = self.dropped_details.saturating_add(1);
             stripped = Observation { detail: Detail::None, ..*observation };
             &stripped
         };
@@ -320,7 +328,7 @@ impl EdgeStore {
             slot.current.is_some() || slot.unsent.is_some()
         });
         self.live -= expired;
-        self.expired_edges += expired as u64;
+        self.expired_edges = self.expired_edges.saturating_add(expired as u64);
         expired
     }
 
@@ -355,6 +363,13 @@ impl EdgeStore {
         self.live = 0;
     }
 
+    /// Whether a connection from `client` to `target` was observed at or after `since` and the
+    /// edge is still current.
+    pub fn connected_since(&self, client: &Workload, target: ObservedTarget<'_>, since: DateTime<Utc>) -> bool {
+        let probe = Observation { client, target, port: None, at: since, connections: 0, detail: Detail::None, connection: false };
+        self.slots.get(&SlotKey::of(&probe)).and_then(|slot| slot.current.as_ref()).and_then(|t| t.last_connected).is_some_and(|at| at >= since)
+    }
+
     /// Current edges.
     pub fn len(&self) -> usize {
         self.live
@@ -381,133 +396,4 @@ impl EdgeStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        s.parse().unwrap()
-    }
-
-    fn workload(name: &str) -> Workload {
-        Workload { namespace: "shop".into(), name: name.into(), kind: "Deployment".into() }
-    }
-
-    fn call<'a>(client: &'a Workload, server: &'a Workload, at: &str) -> Observation<'a> {
-        Observation {
-            client,
-            target: ObservedTarget::Workload(server),
-            port: Some("7070/TCP".parse().unwrap()),
-            at: t(at),
-            connections: 1,
-            detail: Detail::None,
-        }
-    }
-
-    #[test]
-    fn deltas_carry_only_new_connections() {
-        let (front, cart) = (workload("frontend"), workload("cartservice"));
-        let mut store = EdgeStore::new(EdgeStoreConfig::default());
-        store.record(&call(&front, &cart, "2026-01-01T10:00:00Z"));
-        store.record(&call(&front, &cart, "2026-01-01T10:00:05Z"));
-        let first = store.take_delta();
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].connections, 2);
-        assert!(store.take_delta().is_empty(), "nothing new since");
-
-        store.record(&call(&front, &cart, "2026-01-01T10:01:00Z"));
-        let second = store.take_delta();
-        assert_eq!(second[0].connections, 1);
-        assert_eq!(second[0].first_seen, t("2026-01-01T10:01:00Z"));
-        assert_eq!(store.snapshot()[0].connections, 3, "the listing keeps the whole history");
-        assert_eq!(first[0].connections + second[0].connections, store.snapshot()[0].connections);
-    }
-
-    #[test]
-    fn expired_and_reset_edges_still_deliver_their_unsent_changes() {
-        let (front, cart) = (workload("frontend"), workload("cartservice"));
-        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: Some(TimeDelta::minutes(10)), max_edges: 10, ..EdgeStoreConfig::default() });
-        store.record(&call(&front, &cart, "2026-01-01T10:00:00Z"));
-        assert_eq!(store.expire(t("2026-01-01T10:05:00Z")), 0);
-        assert_eq!(store.expire(t("2026-01-01T10:11:00Z")), 1);
-        assert!(store.snapshot().is_empty());
-        assert_eq!(store.take_delta().len(), 1);
-
-        store.record(&call(&front, &cart, "2026-01-01T10:12:00Z"));
-        store.reset();
-        assert!(store.is_empty());
-        assert_eq!(store.take_delta()[0].connections, 1);
-        assert!(store.take_delta().is_empty());
-    }
-
-    #[test]
-    fn a_full_store_refuses_and_counts_new_edges_but_updates_known_ones() {
-        let (front, cart, pay) = (workload("frontend"), workload("cartservice"), workload("paymentservice"));
-        let mut store = EdgeStore::new(EdgeStoreConfig { ttl: None, max_edges: 1, ..EdgeStoreConfig::default() });
-        assert_eq!(store.record(&call(&front, &cart, "2026-01-01T10:00:00Z")), Recorded::New);
-        assert_eq!(store.record(&call(&front, &pay, "2026-01-01T10:00:00Z")), Recorded::Refused);
-        assert_eq!(store.record(&call(&front, &cart, "2026-01-01T10:00:01Z")), Recorded::Updated);
-        assert_eq!(store.dropped_edges(), 1);
-        assert_eq!(store.len(), 1);
-    }
-
-    #[test]
-    fn paths_and_topics_accumulate_sorted_and_deltas_carry_only_the_new_ones() {
-        let (front, cart, kafka) = (workload("frontend"), workload("cartservice"), workload("kafka"));
-        let mut store = EdgeStore::new(EdgeStoreConfig::default());
-        let http = |path, method, at| Observation { detail: Detail::Http { path, method: Some(method) }, port: None, ..call(&front, &cart, at) };
-        store.record(&http("/cart", "POST", "2026-01-01T10:00:00Z"));
-        store.record(&http("/api", "GET", "2026-01-01T10:00:01Z"));
-        store.record(&http("/cart", "GET", "2026-01-01T10:00:02Z"));
-        let topic = |topic, operation, denied| Observation {
-            target: ObservedTarget::Kafka(&kafka),
-            detail: Detail::Kafka { topic, operation, denied },
-            port: None,
-            ..call(&front, &kafka, "2026-01-01T10:00:03Z")
-        };
-        store.record(&topic("orders", "produce", false));
-        store.record(&topic("orders", "describe", true));
-        store.record(&topic("audit", "consume", false));
-
-        let delta = store.take_delta();
-        let to_cart = delta.iter().find(|e| matches!(e.target, Target::Kubernetes(_))).unwrap();
-        assert_eq!(
-            to_cart.http,
-            vec![
-                HttpResource { path: "/api".into(), methods: vec!["GET".into()] },
-                HttpResource { path: "/cart".into(), methods: vec!["GET".into(), "POST".into()] }
-            ]
-        );
-        let to_kafka = delta.iter().find(|e| matches!(e.target, Target::Kafka(_))).unwrap();
-        assert_eq!(
-            to_kafka.kafka,
-            vec![
-                KafkaTopic { name: "audit".into(), operations: vec!["consume".into()], denied: vec![] },
-                KafkaTopic { name: "orders".into(), operations: vec!["describe".into(), "produce".into()], denied: vec!["describe".into()] },
-            ]
-        );
-        assert_eq!(to_kafka.connections, 3);
-        assert!(to_kafka.ports.is_empty());
-
-        store.record(&http("/checkout", "PUT", "2026-01-01T10:01:00Z"));
-        let second = store.take_delta();
-        assert_eq!(second.len(), 1);
-        assert_eq!(second[0].http, vec![HttpResource { path: "/checkout".into(), methods: vec!["PUT".into()] }]);
-        let listed = store.snapshot();
-        let listed_cart = listed.iter().find(|e| matches!(e.target, Target::Kubernetes(_))).unwrap();
-        assert_eq!(listed_cart.http.len(), 3, "the listing keeps every path");
-        assert_eq!(model::merge_edges(listed.clone()), listed, "the store's order is the model's");
-    }
-
-    #[test]
-    fn past_the_detail_limit_new_paths_are_left_off_and_counted_but_the_call_is_recorded() {
-        let (front, cart) = (workload("frontend"), workload("cartservice"));
-        let mut store = EdgeStore::new(EdgeStoreConfig { max_details_per_edge: 2, ..EdgeStoreConfig::default() });
-        for path in ["/a", "/b", "/c", "/a"] {
-            store.record(&Observation { detail: Detail::Http { path, method: Some("GET") }, ..call(&front, &cart, "2026-01-01T10:00:00Z") });
-        }
-        let edge = &store.snapshot()[0];
-        assert_eq!(edge.http.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), vec!["/a", "/b"]);
-        assert_eq!(edge.connections, 4);
-        assert_eq!(store.dropped_details(), 1);
-    }
-}
+mod tests;

@@ -140,6 +140,9 @@ pub trait PodBuilder: Sized {
     fn host_network(self, ports: &[u16]) -> Self;
     /// A container port published on the node as this `hostPort`.
     fn host_port(self, port: u16) -> Self;
+    /// As Istio's sidecar injector leaves it: an `istio-proxy` container, the
+    /// `sidecar.istio.io/status` annotation and the `security.istio.io/tlsMode` label.
+    fn with_istio_sidecar(self) -> Self;
 }
 
 impl PodBuilder for Pod {
@@ -206,6 +209,16 @@ impl PodBuilder for Pod {
         let spec = self.spec.get_or_insert_with(PodSpec::default);
         add_ports(spec, std::iter::once(ContainerPort { container_port: 8080, host_port: Some(i32::from(port)), ..ContainerPort::default() }));
         self
+    }
+
+    fn with_istio_sidecar(mut self) -> Self {
+        let spec = self.spec.get_or_insert_with(PodSpec::default);
+        spec.containers.push(Container { name: "istio-proxy".to_owned(), ..Container::default() });
+        self.annotated(
+            "sidecar.istio.io/status",
+            r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"volumes":["istio-envoy"],"revision":"default"}"#,
+        )
+        .labelled("security.istio.io/tlsMode", "istio")
     }
 }
 

@@ -20,6 +20,8 @@ use model::{PortSpec, Protocol, WorkloadRef};
 use crate::identity::{annotated_workload_name, controller_reference, node_workload, OwnerLink, Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND};
 use crate::names::{normalize_dns_name, Interner};
 
+mod nodes;
+
 /// Names are shared, immutable strings.
 pub type Name = Arc<str>;
 
@@ -128,6 +130,8 @@ pub(crate) struct IpLease {
     pub workload: Arc<Workload>,
     pub from: Option<DateTime<Utc>>,
     pub end: LeaseEnd,
+    /// The pod's node, which alone may report it as a client (see [`Index::address_node`]).
+    pub node: Option<Name>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,8 @@ pub(crate) struct PodRecord {
     /// `Open` while the pod may hold its IPs; set once it has succeeded or failed.
     pub end: LeaseEnd,
     pub workload: Arc<Workload>,
+    /// Injected by Istio's sidecar injector (see [`crate::istio::is_injected`]).
+    pub istio_sidecar: bool,
 }
 
 impl PodRecord {
@@ -421,7 +427,7 @@ impl Index {
     pub fn apply_meta(&mut self, kind: &str, meta: &ObjectMeta) {
         match kind {
             "Namespace" => self.apply_namespace(meta),
-            _ if FULL_OBJECT_KINDS.contains(&kind) => self.skipped_objects += 1,
+            _ if FULL_OBJECT_KINDS.contains(&kind) => self.skipped_objects = self.skipped_objects.saturating_add(1),
             _ => self.apply_owner(kind, meta),
         }
         self.refresh();
@@ -434,7 +440,7 @@ impl Index {
                     self.namespaces.remove(name);
                 }
             }
-            _ if FULL_OBJECT_KINDS.contains(&kind) => self.skipped_objects += 1,
+            _ if FULL_OBJECT_KINDS.contains(&kind) => self.skipped_objects = self.skipped_objects.saturating_add(1),
             _ => {
                 if let Some(key) = object_key(meta) {
                     self.delete_owner(kind, &key);
@@ -452,7 +458,7 @@ impl Index {
                     self.apply_namespace(meta);
                 }
             }
-            _ if FULL_OBJECT_KINDS.contains(&kind) => self.skipped_objects += metas.len() as u64,
+            _ if FULL_OBJECT_KINDS.contains(&kind) => self.skipped_objects = self.skipped_objects.saturating_add(metas.len() as u64),
             _ => {
                 let keep: HashSet<ObjectKey> = metas.iter().filter_map(object_key).collect();
                 let gone: Vec<ObjectKey> = self
@@ -601,7 +607,7 @@ fn dedup_ips(mut ips: Vec<IpAddr>) -> Box<[IpAddr]> {
 impl Index {
     fn apply_namespace(&mut self, meta: &ObjectMeta) {
         let Some(name) = meta.name.as_deref() else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let name = self.strings.intern(name);
@@ -611,7 +617,7 @@ impl Index {
 
     fn apply_owner(&mut self, kind: &str, meta: &ObjectMeta) {
         let Some(key) = object_key(meta) else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let key = self.intern_key(&key);
@@ -714,7 +720,7 @@ impl Indexed for Pod {
 impl Index {
     fn apply_pod(&mut self, pod: &Pod) {
         let Some(key) = object_key(&pod.metadata) else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let key = self.intern_key(&key);
@@ -738,7 +744,7 @@ impl Index {
         let status = pod.status.as_ref();
 
         let (annotated, invalid) = annotated_workload_name(meta);
-        self.invalid_workload_annotations += invalid;
+        self.invalid_workload_annotations = self.invalid_workload_annotations.saturating_add(invalid);
         let annotated_name = annotated.map(|n| self.strings.intern(n));
         let controller = controller_reference(meta).map(|r| OwnerLink { kind: self.strings.intern(&r.kind), name: self.strings.intern(&r.name) });
 
@@ -784,6 +790,7 @@ impl Index {
             from,
             end,
             workload,
+            istio_sidecar: crate::istio::is_injected(pod),
         }
     }
 
@@ -853,8 +860,16 @@ impl Index {
                     lease.workload = new.workload.clone();
                     lease.from = new.from;
                     lease.end = new.end;
+                    lease.node = new.node.clone();
                 }
-                None => leases.push(IpLease { pod: key.clone(), uid: new.uid.clone(), workload: new.workload.clone(), from: new.from, end: new.end }),
+                None => leases.push(IpLease {
+                    pod: key.clone(),
+                    uid: new.uid.clone(),
+                    workload: new.workload.clone(),
+                    from: new.from,
+                    end: new.end,
+                    node: new.node.clone(),
+                }),
             }
         }
     }
@@ -936,7 +951,7 @@ impl Indexed for EndpointSlice {
 impl Index {
     fn apply_service(&mut self, service: &Service) {
         let Some(key) = object_key(&service.metadata) else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let key = self.intern_key(&key);
@@ -990,7 +1005,7 @@ impl Index {
 
     fn apply_slice(&mut self, slice: &EndpointSlice) {
         let Some(slice_key) = object_key(&slice.metadata) else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let Some(service_name) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
@@ -1130,7 +1145,7 @@ impl Indexed for Node {
 impl Index {
     fn apply_node(&mut self, node: &Node) {
         let Some(name) = node.metadata.name.as_deref() else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let name = self.strings.intern(name);
@@ -1177,7 +1192,7 @@ impl Indexed for Ingress {
 impl Index {
     fn apply_ingress(&mut self, ingress: &Ingress) {
         let Some(key) = object_key(&ingress.metadata) else {
-            self.skipped_objects += 1;
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
             return;
         };
         let key = self.intern_key(&key);

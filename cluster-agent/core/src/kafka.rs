@@ -252,7 +252,7 @@ impl LogCursor {
             Some(since) => StreamStart::Since(since),
             None => StreamStart::Beginning,
         };
-        self.streams += 1;
+        self.streams = self.streams.saturating_add(1);
         self.new_only = start == StreamStart::NewLines;
         start
     }
@@ -284,7 +284,7 @@ impl LogCursor {
             self.seen_at_last = 1;
             return true;
         }
-        self.seen_at_last += 1;
+        self.seen_at_last = self.seen_at_last.saturating_add(1);
         if self.seen_at_last <= self.counted_at_last {
             return false;
         }
@@ -330,7 +330,7 @@ impl LineSplitter {
             bytes = tail;
             if std::mem::take(&mut self.discarding) || self.buffer.len() + head.len() > self.max_line {
                 self.buffer.clear();
-                self.overlong += 1;
+                self.overlong = self.overlong.saturating_add(1);
                 continue;
             }
             self.buffer.extend_from_slice(head);

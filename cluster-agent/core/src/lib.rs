@@ -2,9 +2,10 @@
 //!
 //! - [`Index`]: the inventory watchers keep current (`apply` / `delete` / `reset`), with
 //!   workload [`identity`] and address and name resolution ([`resolve`]).
-//! - [`Mapper`]: turns `model::observation` batches, Kafka authorizer log lines ([`kafka`])
-//!   and Istio sidecar metrics ([`istio`], [`prometheus`]) into edges, kept by the
-//!   [`EdgeStore`] (TTL, limit, deltas for upload).
+//! - [`Mapper`]: turns `model::observation` batches (bound to what their [`Reporter`] may
+//!   speak for), Kafka authorizer log lines ([`kafka`]) and Istio sidecar metrics ([`istio`],
+//!   [`prometheus`], believed only when corroborated) into edges, kept by the [`EdgeStore`]
+//!   (TTL, limit, deltas for upload).
 //! - [`EdgeFilter`]: the CLI's filters. [`fixtures`]: builders for tests, here and elsewhere.
 
 pub mod dns_memory;
@@ -31,5 +32,5 @@ pub use identity::{NameSource, Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND, WO
 pub use index::{Index, IndexConfig, IndexStats, Indexed, LabelledPod, Name, ObjectKey};
 pub use istio::{read_metrics, SidecarMetrics, SidecarScrape, ISTIO_SIDECAR_LABEL};
 pub use kafka::{LineSplitter, LogCursor, StreamStart};
-pub use mapper::{KafkaBroker, Mapper, MapperConfig, MapperStats};
+pub use mapper::{KafkaBroker, Mapper, MapperConfig, MapperStats, Reporter};
 pub use resolve::{Resolution, Via, CLOCK_TOLERANCE};

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 
 /// One sample line.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,19 +22,21 @@ impl Sample<'_> {
         self.labels.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_ref())
     }
 
-    /// The series' identity: its name and labels, sorted, in a canonical form.
-    pub fn series_key(&self) -> String {
+    /// The series' identity: a hash of its name and labels, sorted, each with its length (so a
+    /// value holding what looks like another label does not collide). Keyed by `state`: with a
+    /// [`std::hash::RandomState`], nobody outside the process can aim at a collision.
+    pub fn series_hash(&self, state: &impl BuildHasher) -> u64 {
         let mut labels: Vec<&(&str, Cow<'_, str>)> = self.labels.iter().collect();
         labels.sort_by(|a, b| a.0.cmp(b.0));
-        let mut key = String::with_capacity(self.name.len() + labels.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>());
-        key.push_str(self.name);
+        let mut hasher = state.build_hasher();
+        hasher.write(self.name.as_bytes());
         for (name, value) in labels {
-            key.push('\u{0}');
-            key.push_str(name);
-            key.push('=');
-            key.push_str(value);
+            hasher.write_usize(name.len());
+            hasher.write(name.as_bytes());
+            hasher.write_usize(value.len());
+            hasher.write(value.as_bytes());
         }
-        key
+        hasher.finish()
     }
 }
 
@@ -180,15 +183,16 @@ mod tests {
     }
 
     #[test]
-    fn the_series_key_ignores_label_order() {
+    fn the_series_hash_ignores_label_order() {
+        let state = std::hash::RandomState::new();
         let a = parse_line("m{a=\"1\",b=\"2\"} 1").unwrap().unwrap();
         let b = parse_line("m{b=\"2\",a=\"1\"} 5").unwrap().unwrap();
         let c = parse_line("m{a=\"1\",b=\"3\"} 1").unwrap().unwrap();
-        assert_eq!(a.series_key(), b.series_key());
-        assert_ne!(a.series_key(), c.series_key());
+        assert_eq!(a.series_hash(&state), b.series_hash(&state));
+        assert_ne!(a.series_hash(&state), c.series_hash(&state));
         // A value holding what looks like another label does not collide.
         let d = parse_line("m{a=\"1\\\",b=\\\"2\"} 1").unwrap().unwrap();
-        assert_ne!(a.series_key(), d.series_key());
+        assert_ne!(a.series_hash(&state), d.series_hash(&state));
     }
 
     #[test]
@@ -221,7 +225,7 @@ mod tests {
         for line in crate::tests::mutations(&[seed], alphabet, 20_000, 4, 0x2545_F491_4F6C_DD1D) {
             if let Ok(Some(sample)) = parse_line(&line) {
                 parsed += 1;
-                let _ = sample.series_key();
+                let _ = sample.series_hash(&std::hash::RandomState::new());
             }
         }
         assert!(parsed > 1_000, "many mutations still parse ({parsed})");

@@ -1,28 +1,29 @@
 //! The mapper's local API (`:9090`): observations in from node agents and `aws-proxy`; edges
-//! out to the `intentmap` CLI; health and metrics.
+//! out to the `intentmap` CLI; health and metrics. Who may do what is [`super::auth`]'s; every
+//! request is authenticated from its headers before any of its body is read.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use mapper_core::{EdgeFilter, LabelSelector, ServerSelector};
+use mapper_core::{EdgeFilter, LabelSelector, Reporter, ServerSelector};
 use model::observation::ObservationBatch;
 use serde::Deserialize;
 
-use super::auth::{AuthError, ObservationAuth};
+use super::auth::{ApiAuth, AuthError, Observer, PeopleVerb};
 use super::watch::WatchProgress;
 use super::SharedMapper;
 use crate::upload::UploadStats;
 
 pub struct ApiState {
     pub mapper: SharedMapper,
-    pub auth: ObservationAuth,
+    pub auth: ApiAuth,
     pub watches: Arc<WatchProgress>,
     pub upload: Option<Arc<UploadStats>>,
 }
@@ -32,37 +33,106 @@ pub const MAX_BATCH_BYTES: usize = 8 << 20;
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/v1/observations", post(observations).layer(DefaultBodyLimit::max(MAX_BATCH_BYTES)))
+        .route("/v1/observations", post(observations))
         .route("/v1/edges", get(edges))
         .route("/v1/reset", post(reset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(super::metrics::metrics))
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+/// Every refusal of the local API: 4xx with a message a caller can act on, or 503 to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("an observation batch is at most {MAX_BATCH_BYTES} bytes; send smaller batches")]
+    TooLarge,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the mapper does not know pod {uid} of {user} (yet); retry")]
+    UnknownPod { user: String, uid: String },
+    #[error("the Kubernetes watches have not finished their first list yet")]
+    NotReady,
 }
 
-async fn observations(State(state): State<Arc<ApiState>>, headers: HeaderMap, body: Bytes) -> Response {
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.auth.check(authorization).await {
-        Ok(_) => {}
-        Err(AuthError::Unavailable(e)) => {
-            tracing::warn!(error = %e, "TokenReview failed");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "the token could not be checked right now; retry");
-        }
-        Err(e) => return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Auth(e) => return e.clone().into_response(),
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownPod { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(serde_json::json!({"error": self.to_string()}))).into_response()
     }
-    let batch: ObservationBatch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not an observation batch: {e}")),
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+}
+
+/// The peer, when the server was started with connection info (`serve` does).
+fn peer(request: &Parts) -> Option<SocketAddr> {
+    request.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}
+
+/// Which node (if any) an observer's lines are bound to, resolved through the index for
+/// tokens that name only their pod (Kubernetes before 1.30).
+/// The node a node agent's lines are bound to: the one its token names, else (Kubernetes
+/// before 1.30) the node of the pod its token is bound to, as the index knows it.
+fn reporter_node(state: &ApiState, observer: &Observer) -> Result<Option<String>, ApiError> {
+    let Observer::Node { user, node, pod_uid } = observer else { return Ok(None) };
+    if let Some(node) = node {
+        return Ok(Some(node.clone()));
+    }
+    let uid = pod_uid.clone().unwrap_or_default();
+    match state.mapper.lock().expect("mapper lock poisoned").index.pod_node_by_uid(&uid) {
+        Some(node) => Ok(Some(node.to_string())),
+        None => {
+            tracing::info!(%user, pod_uid = %uid, "a node agent's pod is not in the index (yet)");
+            Err(ApiError::UnknownPod { user: user.clone(), uid })
+        }
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap) -> Result<axum::body::Bytes, ApiError> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BATCH_BYTES as u64) {
+        return Err(ApiError::TooLarge);
+    }
+    axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|_| ApiError::TooLarge)
+}
+
+async fn observations(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let observer = state.auth.observer(authorization(&parts.headers)).await?;
+    let node = reporter_node(&state, &observer)?;
+    let body = read_body(body, &parts.headers).await?;
+    let batch: ObservationBatch = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("not an observation batch: {e}")))?;
+    let reporter = match (&observer, &node) {
+        (Observer::Shared, _) => Reporter::Anyone,
+        (Observer::Node { .. }, Some(node)) => Reporter::Node(node),
+        (Observer::Node { user, .. }, None) => return Err(AuthError::Unbound(user.clone()).into()),
+        (Observer::Aws { .. }, _) => Reporter::AwsCalls,
     };
     let (tcp, dns, aws) = (batch.tcp.len(), batch.dns.len(), batch.aws.len());
-    state.mapper.lock().expect("mapper lock poisoned").observe(&batch, chrono::Utc::now());
+    let refused = {
+        let mut mapper = state.mapper.lock().expect("mapper lock poisoned");
+        let before = mapper.stats();
+        mapper.observe_as(&batch, reporter, chrono::Utc::now());
+        let after = mapper.stats();
+        after
+            .foreign_clients
+            .saturating_sub(before.foreign_clients)
+            .saturating_add(after.unpermitted_observations.saturating_sub(before.unpermitted_observations))
+    };
+    if refused > 0 {
+        tracing::debug!(?observer, refused, "observations about clients the sender does not speak for were refused");
+    }
     tracing::debug!(source = batch.source.as_deref().unwrap_or("-"), tcp, dns, aws, "observations");
-    (StatusCode::ACCEPTED, Json(serde_json::json!({"tcp": tcp, "dns": dns, "aws": aws}))).into_response()
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"tcp": tcp, "dns": dns, "aws": aws, "refused": refused}))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,112 +153,33 @@ fn parse_filter(q: EdgeQuery) -> Result<EdgeFilter, String> {
     Ok(EdgeFilter { namespaces: list(q.namespaces), server, exclude_labels })
 }
 
-async fn edges(State(state): State<Arc<ApiState>>, q: Result<Query<EdgeQuery>, axum::extract::rejection::QueryRejection>) -> Response {
-    let filter = match q.map_err(|e| e.body_text()).and_then(|Query(q)| parse_filter(q)) {
-        Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+async fn person(state: &ApiState, request: &Parts, verb: PeopleVerb) -> Result<String, AuthError> {
+    state.auth.person(peer(request), authorization(&request.headers), verb).await
+}
+
+async fn edges(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
+    let (request, _) = request.into_parts();
+    person(&state, &request, PeopleVerb::Read).await?;
+    let filter =
+        Query::<EdgeQuery>::try_from_uri(&request.uri).map_err(|e| e.body_text()).and_then(|Query(q)| parse_filter(q)).map_err(ApiError::BadRequest)?;
     let mapper = state.mapper.lock().expect("mapper lock poisoned");
     let edges = filter.apply(&mapper.snapshot(), &mapper.index);
     drop(mapper);
-    Json(edges).into_response()
+    Ok(Json(edges).into_response())
 }
 
-async fn reset(State(state): State<Arc<ApiState>>) -> StatusCode {
+async fn reset(State(state): State<Arc<ApiState>>, request: Request) -> Result<StatusCode, ApiError> {
+    let (request, _) = request.into_parts();
+    let who = person(&state, &request, PeopleVerb::Reset).await?;
     state.mapper.lock().expect("mapper lock poisoned").reset();
-    tracing::info!("edges reset on request");
-    StatusCode::NO_CONTENT
+    tracing::info!(%who, "edges reset on request");
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
+async fn readyz(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
     if state.watches.ready() {
-        "ready".into_response()
+        Ok("ready")
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "the Kubernetes watches have not finished their first list yet")
+        Err(ApiError::NotReady)
     }
-}
-
-async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
-    let (stats, edges) = {
-        let m = state.mapper.lock().expect("mapper lock poisoned");
-        (m.stats(), m.edges().len())
-    };
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = write!(out, "# HELP intentmap_mapper_{name} {help}\n# TYPE intentmap_mapper_{name} {kind}\nintentmap_mapper_{name} {value}\n");
-    };
-    metric("edges", "gauge", "Edges currently kept", edges as u64);
-    metric("observation_batches_total", "counter", "Observation batches received", stats.batches);
-    metric("tcp_connections_total", "counter", "TCP connections recorded as edges", stats.tcp_connections);
-    metric("dns_answers_total", "counter", "DNS answers for external names remembered", stats.dns_answers);
-    metric("dns_cluster_answers_total", "counter", "DNS answers for in-cluster names recorded as edges", stats.dns_cluster_answers);
-    metric("aws_operations_total", "counter", "AWS operations recorded", stats.aws_operations);
-    metric("unknown_clients_total", "counter", "Observations whose client is not a known pod or node", stats.unknown_clients);
-    metric("unattributed_targets_total", "counter", "Connections to a pod address no pod held at the time", stats.unattributed_targets);
-    metric("invalid_observations_total", "counter", "Observations with nothing usable", stats.invalid_observations);
-    metric("dropped_edges_total", "counter", "Edges refused because the edge limit was reached (raise --max-edges)", stats.dropped_edges);
-    metric("expired_edges_total", "counter", "Edges dropped after their time to live", stats.expired_edges);
-    metric("dns_evictions_total", "counter", "DNS answers forgotten early because the DNS memory was full", stats.dns_evictions);
-    metric("dropped_details_total", "counter", "HTTP paths and Kafka topics left off edges that had the most allowed", stats.dropped_details);
-    metric("kafka_accesses_total", "counter", "Kafka topic accesses recorded from broker authorizer logs", stats.kafka_accesses);
-    metric("kafka_other_lines_total", "counter", "Broker log lines that are not authorizer lines", stats.kafka_other_lines);
-    metric("kafka_malformed_lines_total", "counter", "Authorizer log lines that could not be read", stats.kafka_malformed_lines);
-    metric("kafka_unknown_operations_total", "counter", "Authorizer log lines with an operation ClientIntents cannot name", stats.kafka_unknown_operations);
-    metric(
-        "kafka_non_topic_lines_total",
-        "counter",
-        "Authorizer log lines about groups, the cluster or transactional ids (skipped)",
-        stats.kafka_non_topic_lines,
-    );
-    metric("kafka_topic_patterns_total", "counter", "Authorizer log lines about topic patterns rather than topics (skipped)", stats.kafka_topic_patterns);
-    metric("kafka_unresolved_hosts_total", "counter", "Authorizer log lines whose client address names no pod or node", stats.kafka_unresolved_hosts);
-    metric("kafka_unknown_brokers_total", "counter", "Authorizer log lines of a broker pod the index does not know", stats.kafka_unknown_brokers);
-    let kafka = &state.watches.kafka;
-    metric("kafka_log_streams", "gauge", "Broker logs followed", kafka.streams.load(Ordering::Relaxed));
-    metric("kafka_log_reconnects_total", "counter", "Broker log streams opened again after they ended", kafka.reconnects.load(Ordering::Relaxed));
-    metric("kafka_log_cut_lines_total", "counter", "Log lines cut by a disconnection (read again in full)", kafka.cut_lines.load(Ordering::Relaxed));
-    metric(
-        "kafka_log_replayed_lines_total",
-        "counter",
-        "Log lines received again after a reconnection, not counted twice",
-        kafka.replayed_lines.load(Ordering::Relaxed),
-    );
-    metric("kafka_log_overlong_lines_total", "counter", "Log lines too long to be authorizer lines (dropped)", kafka.overlong_lines.load(Ordering::Relaxed));
-    metric("kafka_log_file_rotations_total", "counter", "Kafka log files replaced at their path", kafka.file_rotations.load(Ordering::Relaxed));
-    metric("kafka_log_file_truncations_total", "counter", "Kafka log files truncated in place", kafka.file_truncations.load(Ordering::Relaxed));
-    metric("kafka_log_errors_total", "counter", "Failures opening or reading a broker log (retried)", kafka.errors.load(Ordering::Relaxed));
-    metric("istio_rounds_total", "counter", "Rounds of Istio sidecar scrapes", state.watches.istio.rounds.load(Ordering::Relaxed));
-    metric("istio_sidecars", "gauge", "Istio sidecars in the last round", state.watches.istio.sidecars.load(Ordering::Relaxed));
-    metric("istio_scrapes_total", "counter", "Istio sidecar metrics scraped", stats.istio_scrapes);
-    metric("istio_scrape_failures_total", "counter", "Istio sidecar scrapes that failed", stats.istio_scrape_failures);
-    metric("istio_baselines_total", "counter", "First scrapes of a sidecar, taken as a baseline (nothing reported)", stats.istio_baselines);
-    metric("http_requests_total", "counter", "HTTP requests recorded from Istio request counters", stats.http_requests);
-    metric("istio_counter_resets_total", "counter", "Istio request counters that went down (sidecar restarts)", stats.istio_counter_resets);
-    metric("istio_malformed_lines_total", "counter", "Lines of sidecar metrics that could not be read", stats.istio_malformed_lines);
-    metric("istio_untracked_series_total", "counter", "Request series past the per-sidecar limit", stats.istio_untracked_series);
-    metric(
-        "istio_left_to_destination_total",
-        "counter",
-        "Client-side series left to the server's sidecar, which counts the same requests",
-        stats.istio_left_to_destination,
-    );
-    metric("istio_unknown_clients_total", "counter", "Request series whose client workload is unknown", stats.istio_unknown_clients);
-    metric("istio_unknown_targets_total", "counter", "Client-side request series whose destination the index does not know", stats.istio_unknown_targets);
-    metric("istio_unknown_reporters_total", "counter", "Request series from a reporter other than source or destination", stats.istio_unknown_reporters);
-    metric(
-        "istio_unknown_methods_total",
-        "counter",
-        "Request series with a method ClientIntents cannot name (recorded without the path)",
-        stats.istio_unknown_methods,
-    );
-    metric("istio_unusable_paths_total", "counter", "Request series whose path is not one or too long (recorded without it)", stats.istio_unusable_paths);
-    if let Some(upload) = &state.upload {
-        let u = upload.snapshot();
-        metric("reports_sent_total", "counter", "Reports the cloud applied", u.sent);
-        metric("reports_duplicate_total", "counter", "Reports the cloud had already applied", u.duplicates);
-        metric("upload_retries_total", "counter", "Failed uploads that will be retried", u.retries);
-        metric("reports_rejected_total", "counter", "Reports the cloud refused (set aside in the outbox)", u.rejected);
-        metric("reports_pending", "gauge", "Reports waiting in the outbox", u.pending);
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

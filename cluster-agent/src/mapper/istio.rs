@@ -1,17 +1,20 @@
-//! The Istio watcher: every interval, scrapes the Envoy sidecar of every running pod labelled
-//! `security.istio.io/tlsMode` (`http://<pod IP>:15090/stats/prometheus`, plain HTTP, no
-//! `pods/exec`) and hands the round to [`mapper_core::Mapper::observe_istio`], which turns the
-//! increases of `istio_requests_total` into HTTP edges (baselines, resets and the choice of
-//! the reporting side are described there and in [`mapper_core::istio`]).
+//! The Istio watcher: every interval, while istiod runs in its namespace, scrapes the Envoy
+//! sidecar of every running pod Istio's injector injected (`http://<pod IP>:15090/stats/prometheus`,
+//! plain HTTP, no `pods/exec`) and hands each answer to the mapper's round
+//! ([`mapper_core::Mapper::observe_sidecar`]), which turns the increases of
+//! `istio_requests_total` that something vouches for into HTTP edges (see [`mapper_core::istio`]).
+//!
+//! A sidecar's answer is the pod's word: it is read incrementally up to a small limit (larger
+//! answers are refused and counted), never decompressed, never followed through a redirect,
+//! and at most a few are read at once, so the mapper's memory does not depend on what pods say.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::StreamExt;
-use mapper_core::{read_metrics, LabelledPod, SidecarScrape, ISTIO_SIDECAR_LABEL};
+use mapper_core::{read_metrics, LabelledPod};
 
 use super::watch::WatchProgress;
 use super::SharedMapper;
@@ -22,11 +25,13 @@ pub struct IstioConfig {
     /// The sidecar's Prometheus port and path.
     pub port: u16,
     pub path: String,
+    /// Where istiod runs: nothing is scraped while its Service is not there.
+    pub namespace: String,
     /// For one scrape, connection included.
     pub timeout: Duration,
     /// Sidecars scraped at the same time.
     pub concurrency: usize,
-    /// Larger answers are refused (a sidecar with many series answers a few MiB).
+    /// Larger answers are refused (a sidecar with thousands of request series answers about a MiB).
     pub max_body_bytes: usize,
 }
 
@@ -36,9 +41,10 @@ impl Default for IstioConfig {
             interval: Duration::from_secs(30),
             port: 15090,
             path: "/stats/prometheus".to_owned(),
+            namespace: "istio-system".to_owned(),
             timeout: Duration::from_secs(5),
-            concurrency: 16,
-            max_body_bytes: 64 << 20,
+            concurrency: 4,
+            max_body_bytes: 4 << 20,
         }
     }
 }
@@ -49,6 +55,10 @@ pub struct IstioWatchStats {
     pub rounds: AtomicU64,
     /// Sidecars in the last round.
     pub sidecars: AtomicU64,
+    /// 1 when istiod was found at the last round.
+    pub control_plane: AtomicU64,
+    /// Answers past `max_body_bytes`.
+    pub oversized: AtomicU64,
 }
 
 /// Scrapes every interval until the process ends, once the inventory has been listed.
@@ -63,59 +73,104 @@ pub async fn run(mapper: SharedMapper, progress: Arc<WatchProgress>, config: Ist
             return;
         }
     };
-    tracing::info!(interval = ?config.interval, port = config.port, path = %config.path, "scraping Istio sidecars");
+    tracing::info!(interval = ?config.interval, port = config.port, path = %config.path, namespace = %config.namespace, "scraping Istio sidecars");
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut said_absent = false;
     loop {
         tick.tick().await;
-        let sidecars = scrape_round(&mapper, &http, &config).await;
+        let sidecars = scrape_round(&mapper, &http, &config, &progress.istio).await;
+        match sidecars {
+            None if !said_absent => {
+                tracing::info!(namespace = %config.namespace, "no istiod Service in that namespace: Istio is not installed, nothing is scraped");
+                said_absent = true;
+            }
+            None => {}
+            Some(_) => said_absent = false,
+        }
         progress.istio.rounds.fetch_add(1, Ordering::Relaxed);
-        progress.istio.sidecars.store(sidecars as u64, Ordering::Relaxed);
+        progress.istio.sidecars.store(sidecars.unwrap_or(0) as u64, Ordering::Relaxed);
     }
 }
 
-/// The HTTP client for sidecars: no proxy (pod addresses are reached directly), the timeout.
+/// The HTTP client for sidecars: no proxy (pod addresses are reached directly), no redirects
+/// (a pod must not point the mapper elsewhere), no compression (the limit is on what is read).
 pub fn client(config: &IstioConfig) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
+        .no_gzip()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(config.timeout)
         .connect_timeout(config.timeout)
         .user_agent(concat!("intentmap-cluster-agent/", env!("CARGO_PKG_VERSION")))
         .build()
 }
 
-/// One round: scrapes every sidecar the index knows, reads the metrics out of each answer
-/// (outside the mapper's lock), then records what changed. Returns how many sidecars there were.
-pub async fn scrape_round(mapper: &SharedMapper, http: &reqwest::Client, config: &IstioConfig) -> usize {
-    let pods = mapper.lock().expect("mapper lock poisoned").index.pods_labelled(ISTIO_SIDECAR_LABEL);
+/// One round: while istiod is there, scrapes every injected sidecar the index knows, a few at
+/// a time, each answer read into metrics outside the mapper's lock and handed over as it
+/// comes; then ends the round. Returns how many sidecars there were, `None` without Istio.
+pub async fn scrape_round(mapper: &SharedMapper, http: &reqwest::Client, config: &IstioConfig, stats: &IstioWatchStats) -> Option<usize> {
+    let pods = {
+        let mut mapper = mapper.lock().expect("mapper lock poisoned");
+        let present = mapper.index.istio_control_plane(&config.namespace);
+        stats.control_plane.store(u64::from(present), Ordering::Relaxed);
+        if !present {
+            return None;
+        }
+        let pods = mapper.index.istio_sidecars();
+        mapper.begin_istio_round(&pods, chrono::Utc::now());
+        pods
+    };
     let count = pods.len();
-    let scrapes: Vec<SidecarScrape> = futures::stream::iter(pods)
+    let mut scrapes = futures::stream::iter(pods)
         .map(|pod| async move {
-            let text = scrape(http, &pod, config).await;
-            if let Err(e) = &text {
-                tracing::debug!(pod = %pod.pod.name, namespace = %pod.pod.namespace, error = %e, "sidecar scrape failed");
-            }
-            SidecarScrape { pod, metrics: text.map(|text| read_metrics(&text)) }
+            let metrics = match scrape(http, &pod, config).await {
+                Ok(text) => Ok(read_metrics(&text)),
+                Err(e) => {
+                    if matches!(e, ScrapeError::TooLarge(_)) {
+                        stats.oversized.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::debug!(pod = %pod.pod.name, namespace = %pod.pod.namespace, error = %e, "sidecar scrape failed");
+                    Err(e.to_string())
+                }
+            };
+            (pod, metrics)
         })
-        .buffer_unordered(config.concurrency.max(1))
-        .collect()
-        .await;
-    mapper.lock().expect("mapper lock poisoned").observe_istio(&scrapes, Utc::now());
-    count
+        .buffer_unordered(config.concurrency.max(1));
+    while let Some((pod, metrics)) = scrapes.next().await {
+        mapper.lock().expect("mapper lock poisoned").observe_sidecar(&pod, metrics.as_ref().map_err(String::as_str));
+    }
+    mapper.lock().expect("mapper lock poisoned").end_istio_round(chrono::Utc::now());
+    Some(count)
 }
 
-async fn scrape(http: &reqwest::Client, pod: &LabelledPod, config: &IstioConfig) -> Result<String, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("GET {0}: {1}")]
+    Request(String, reqwest::Error),
+    #[error("GET {0}: {1}")]
+    Status(String, reqwest::StatusCode),
+    #[error("{0} answered more than the limit")]
+    TooLarge(String),
+    #[error("{0} answered something that is not UTF-8 text")]
+    NotText(String),
+}
+
+async fn scrape(http: &reqwest::Client, pod: &LabelledPod, config: &IstioConfig) -> Result<String, ScrapeError> {
     let url = format!("http://{}{}", SocketAddr::new(pod.ip, config.port), config.path);
-    let mut response = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let mut response = http.get(&url).send().await.map_err(|e| ScrapeError::Request(url.clone(), e))?;
     if !response.status().is_success() {
-        return Err(format!("GET {url}: {}", response.status()));
+        return Err(ScrapeError::Status(url, response.status()));
+    }
+    if response.content_length().is_some_and(|n| n > config.max_body_bytes as u64) {
+        return Err(ScrapeError::TooLarge(url));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading {url}: {e}"))? {
+    while let Some(chunk) = response.chunk().await.map_err(|e| ScrapeError::Request(url.clone(), e))? {
         if body.len() + chunk.len() > config.max_body_bytes {
-            return Err(format!("{url} answered more than {} bytes", config.max_body_bytes));
+            return Err(ScrapeError::TooLarge(url));
         }
         body.extend_from_slice(&chunk);
     }
-    String::from_utf8(body).map_err(|_| format!("{url} answered something that is not UTF-8 text"))
+    String::from_utf8(body).map_err(|_| ScrapeError::NotText(url))
 }

@@ -28,16 +28,20 @@ pub struct NodeArgs {
     /// The mapper's local API.
     #[arg(long, env = "MAPPER_URL", default_value = "http://intentmap-mapper:9090")]
     pub mapper_url: String,
-    /// A shared token for the mapper; without it the ServiceAccount token file is sent.
+    /// Not for production: a token shared with the mapper (`cluster-agent mapper --shared-token`);
+    /// without it the token file is sent.
     #[arg(long, env = "OBSERVATION_SHARED_TOKEN", hide_env_values = true)]
     pub shared_token: Option<String>,
-    #[arg(long, env = "TOKEN_FILE", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token")]
+    /// A projected ServiceAccount token made for the mapper's audience (the chart mounts one
+    /// here); re-read for every batch, as the kubelet rotates it.
+    #[arg(long, env = "TOKEN_FILE", default_value = "/var/run/secrets/intentmap/token")]
     pub token_file: PathBuf,
     /// This node's name, sent with every batch.
     #[arg(long, env = "NODE_NAME", default_value = "node")]
     pub node_name: String,
-    /// Health (`/healthz` says which capture mode runs) and metrics.
-    #[arg(long, env = "NODE_LISTEN", default_value = "0.0.0.0:9091")]
+    /// Health (`/healthz` says which capture mode runs) and metrics. On the host's network this
+    /// must stay off the node's addresses: the loopback (the default), or the pod's own IP.
+    #[arg(long, env = "NODE_LISTEN", default_value = "127.0.0.1:9091")]
     pub listen: SocketAddr,
     /// Do not load eBPF: scan /proc periodically and capture DNS on a raw socket.
     #[arg(long, env = "NO_EBPF")]

@@ -1,13 +1,14 @@
-//! One real PostgreSQL database per test; the router driven in-process with `oneshot`.
+//! One real PostgreSQL database per test, served as its own login role (as `serve` does); the
+//! router driven in-process with `oneshot`.
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use cloud_api::store::{ClusterCredentials, NewOrg};
+use cloud_api::store::{roles, ClusterCredentials, NewOrg, Store};
 use cloud_api::tokens::{JwtIssuer, SigningKey};
-use cloud_api::{AppState, Config};
+use cloud_api::{AppState, Config, Protections};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -16,7 +17,10 @@ pub const AUDIENCE: &str = "intentmap-ingest";
 
 pub struct TestApp {
     pub state: AppState,
+    /// The schema owner's URL (a superuser here): for looking behind the API's back.
     pub database_url: String,
+    /// The serving login role's URL, which `state` is connected as.
+    pub app_url: String,
     pub signing_key_pem: String,
 }
 
@@ -43,17 +47,47 @@ pub async fn test_app() -> TestApp {
 }
 
 pub async fn test_app_with(config: Config) -> TestApp {
+    test_app_protected(config, Protections::default()).await
+}
+
+/// A fresh database, migrated by its owner, and the app's state connected as a serving login
+/// role of its own that `serve`'s check accepts.
+pub async fn test_app_protected(config: Config, protections: Protections) -> TestApp {
     let server = testkit::pg::server().await.expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
     let database_url = server.fresh_database("cloudapi").await.expect("a fresh test database");
     cloud_api::migrate(&database_url).await.expect("migrations apply");
+    let app_url = roles::dedicated_login_url(&database_url).unwrap();
+    cloud_api::provision_app_login(&database_url, &app_url).await.expect("the serving login role is created");
     let key = SigningKey::generate();
     let signing_key_pem = key.to_pem();
     let jwt = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![key]).unwrap();
-    let state = cloud_api::state(&database_url, jwt, config, 4).await.expect("connect to the test database");
-    TestApp { state, database_url, signing_key_pem }
+    let store = Store::connect(&app_url, 4).await.expect("connect to the test database as the serving role");
+    roles::check_serving_role(store.pool()).await.expect("the serving role passes serve's check");
+    let state = cloud_api::state_from(store, jwt, config, protections);
+    TestApp { state, database_url, app_url, signing_key_pem }
 }
 
 impl TestApp {
+    /// Another replica: its own state (limits, caches) against the same database and role.
+    pub async fn replica(&self) -> TestApp {
+        let jwt = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![SigningKey::from_pem(&self.signing_key_pem).unwrap()]).unwrap();
+        let store = Store::connect(&self.app_url, 4).await.expect("connect as the serving role");
+        let state = cloud_api::state_from(store, jwt, self.state.config.clone(), Protections::default());
+        TestApp { state, database_url: self.database_url.clone(), app_url: self.app_url.clone(), signing_key_pem: self.signing_key_pem.clone() }
+    }
+
+    /// What `/metrics` shows on the `--metrics-listen` address.
+    pub async fn metrics(&self) -> String {
+        let res = cloud_api::metrics_app(self.state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+    }
+
+    /// A connection as the schema owner.
+    pub async fn owner(&self) -> sqlx::PgConnection {
+        sqlx::Connection::connect(&self.database_url).await.expect("connect as the owner")
+    }
+
     pub fn router(&self) -> Router {
         cloud_api::app(self.state.clone())
     }

@@ -2,6 +2,7 @@
 
 mod ecom_demo;
 mod identity;
+mod istio;
 mod pipeline;
 mod resolution;
 mod watchers;
