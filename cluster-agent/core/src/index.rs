@@ -30,7 +30,7 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Kinds the index holds as full objects: `apply_meta` refuses them.
 const FULL_OBJECT_KINDS: [&str; 5] = ["Pod", "Service", "EndpointSlice", "Node", "Ingress"];
 
-/// A running pod that carries a given label (see [`Index::pods_labelled`]).
+/// A running pod with an address of its own (see [`Index::istio_sidecars`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelledPod {
     pub pod: ObjectKey,
@@ -524,12 +524,12 @@ impl Index {
         })
     }
 
-    /// Running pods (with an address, not on the host network) that carry the label `key`.
-    pub fn pods_labelled(&self, key: &str) -> Vec<LabelledPod> {
+    /// Running pods (with an address, not on the host network) that `keep` selects, sorted.
+    pub(crate) fn running_pods_where(&self, keep: impl Fn(&PodRecord) -> bool) -> Vec<LabelledPod> {
         let mut pods: Vec<LabelledPod> = self
             .pods
             .iter()
-            .filter(|(_, _, pod)| pod.end == LeaseEnd::Open && !pod.host_network && pod.labels.get(key).is_some())
+            .filter(|(_, _, pod)| pod.end == LeaseEnd::Open && !pod.host_network && keep(pod))
             .filter_map(|(namespace, name, pod)| {
                 Some(LabelledPod {
                     pod: ObjectKey { namespace: namespace.clone(), name: name.clone() },

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
-use super::{Index, LabelledPod, LeaseEnd, Name, ObjectKey};
+use super::{Index, LabelledPod, Name};
 use crate::resolve::lease_at;
 
 impl Index {
@@ -35,22 +35,7 @@ impl Index {
     /// Running pods that Istio's injector gave a sidecar (see [`crate::istio::is_injected`]),
     /// with an address of their own, sorted.
     pub fn istio_sidecars(&self) -> Vec<LabelledPod> {
-        let mut pods: Vec<LabelledPod> = self
-            .pods
-            .iter()
-            .filter(|(_, _, pod)| pod.istio_sidecar && pod.end == LeaseEnd::Open && !pod.host_network)
-            .filter_map(|(namespace, name, pod)| {
-                Some(LabelledPod {
-                    pod: ObjectKey { namespace: namespace.clone(), name: name.clone() },
-                    uid: pod.uid.clone(),
-                    ip: *pod.ips.first()?,
-                    started: pod.from,
-                    workload: pod.workload.clone(),
-                })
-            })
-            .collect();
-        pods.sort_by(|a, b| a.pod.cmp(&b.pod));
-        pods
+        self.running_pods_where(|pod| pod.istio_sidecar)
     }
 
     /// Whether Istio's control plane is installed in `namespace`: the namespace exists and holds
