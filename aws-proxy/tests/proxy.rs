@@ -18,10 +18,11 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use observation_ship::Outgoing;
+use testkit::process::TempDir;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use support::lab::{get, lab, recorded, signed_get, tls_to, Lab, TempDir};
+use support::lab::{get, lab, recorded, signed_get, tls_to, Lab};
 
 mod support;
 
@@ -69,8 +70,7 @@ async fn an_upstream_with_an_untrusted_certificate_is_never_sent_the_request() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_gives_502_in_bounded_time() {
-    let dir = TempDir(std::env::temp_dir().join(format!("aws-proxy-test-down-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new("aws-proxy-test-down");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let args = ProxyArgs { connect_to: vec![format!("amazonaws.com={closed}")], ..ProxyArgs::loopback() };
     let proxy_ca = Arc::new(CertificateAuthority::generate().unwrap());

@@ -7,17 +7,15 @@
 //! `cargo bench -p cluster-agent --bench capture`
 //! Optional: `BENCH_CLIENTS` (client threads, 2), `BENCH_RATE` (cap on connections/s, none).
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cluster_agent::node::ebpf::EbpfCapture;
 use cluster_agent::node::events::{Event, TcpEventKind};
 use socket2::{Domain, Socket, Type};
+use testkit::netns::{in_netns_named, ip, NetnsPair};
 
 const PORT: u16 = 8080;
 const SERVER_IP: [u8; 4] = [10, 201, 0, 1];
@@ -35,55 +33,14 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 // === network namespaces ===
 
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("running ip (iproute2)");
-    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
-}
-
-/// Two network namespaces joined by a veth pair: `server` has 10.201.0.1, `client` 10.201.0.2.
-/// Deleted on drop.
-struct Lab {
-    server: String,
-    client: String,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let pid = std::process::id();
-        let lab = Lab { server: format!("bench-capture-s-{pid}"), client: format!("bench-capture-c-{pid}") };
-        ip(&["netns", "add", &lab.server]);
-        ip(&["netns", "add", &lab.client]);
-        ip(&["link", "add", "veth0", "netns", &lab.server, "type", "veth", "peer", "name", "veth0", "netns", &lab.client]);
-        for (ns, host) in [(&lab.server, 1), (&lab.client, 2)] {
-            ip(&["-n", ns, "addr", "add", &format!("10.201.0.{host}/24"), "dev", "veth0"]);
-            ip(&["-n", ns, "link", "set", "veth0", "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        // Plenty of source ports; SO_LINGER 0 keeps them out of TIME_WAIT anyway.
-        ip(&["netns", "exec", &lab.client, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"]);
-        lab
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Runs `f` on a thread named `name` inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let netns = File::open(&path).unwrap();
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
-        })
-        .unwrap()
+/// Two network namespaces joined by a veth pair: `a` (the server) has 10.201.0.1, `b` (the
+/// client) 10.201.0.2. Deleted on drop.
+fn lab() -> NetnsPair {
+    let pid = std::process::id();
+    let lab = NetnsPair::new(&format!("bench-capture-s-{pid}"), &format!("bench-capture-c-{pid}"), &["10.201.0.1/24"], &["10.201.0.2/24"]);
+    // Plenty of source ports; SO_LINGER 0 keeps them out of TIME_WAIT anyway.
+    ip(&["netns", "exec", &lab.b, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"]);
+    lab
 }
 
 // === load ===
@@ -241,7 +198,7 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() {
-    if !nix::unistd::geteuid().is_root() {
+    if !testkit::need::is_root() {
         eprintln!("the capture benchmark needs root (network namespaces and eBPF): run it as root");
         std::process::exit(1);
     }
@@ -250,7 +207,7 @@ fn main() {
     let rate: Option<f64> = std::env::var("BENCH_RATE").ok().and_then(|v| v.parse().ok());
 
     let before_load = status_mib("VmRSS");
-    let lab = Lab::new();
+    let lab = lab();
     let server = SocketAddr::new(IpAddr::from(SERVER_IP), PORT);
 
     let (loaded_tx, loaded_rx) = mpsc::channel();
@@ -267,7 +224,7 @@ fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
-    let server_thread = in_netns(&lab.server, "bench-server", {
+    let server_thread = in_netns_named(&lab.a, "bench-server", {
         let stop = stop.clone();
         move || serve(server, ready_tx, stop)
     });
@@ -279,7 +236,7 @@ fn main() {
     let client_threads: Vec<_> = (0..clients)
         .map(|i| {
             let stop = stop.clone();
-            in_netns(&lab.client, &format!("bench-client-{i}"), move || connect_loop(server, stop, per_client))
+            in_netns_named(&lab.b, &format!("bench-client-{i}"), move || connect_loop(server, stop, per_client))
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));

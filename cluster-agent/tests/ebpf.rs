@@ -4,17 +4,16 @@
 //! cgroup and network namespace. The tracepoints are global, so every assertion filters by the
 //! test's own addresses.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster_agent::node::ebpf::{cgroup2_mount, EbpfCapture};
 use cluster_agent::node::events::{DnsPacket, DnsTransport, Event, TcpEvent, TcpEventKind};
+use testkit::netns::{in_netns_named, netns_inode, NetnsPair};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -29,36 +28,21 @@ fn load(test: &str) -> EbpfCapture {
 
 // === network namespaces ===
 
-fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("running ip (iproute2)");
-    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
-}
-
 /// Two network namespaces joined by a veth pair: `a` has x.1 and `b` x.2 in 10.200.<subnet>.0/24
 /// and fd00:200:<subnet>::/64. Everything it made (namespaces, processes, cgroups) goes away on
 /// drop, also when the test fails.
 struct Lab {
-    a: String,
-    b: String,
+    net: NetnsPair,
     subnet: u8,
-    children: Vec<Child>,
-    cgroups: Vec<PathBuf>,
 }
 
 impl Lab {
     fn new(tag: &str, subnet: u8) -> Lab {
         let pid = std::process::id();
-        let lab = Lab { a: format!("ebpf-{tag}-a-{pid}"), b: format!("ebpf-{tag}-b-{pid}"), subnet, children: vec![], cgroups: vec![] };
-        ip(&["netns", "add", &lab.a]);
-        ip(&["netns", "add", &lab.b]);
-        ip(&["link", "add", "veth0", "netns", &lab.a, "type", "veth", "peer", "name", "veth0", "netns", &lab.b]);
-        for (ns, host) in [(lab.a.clone(), 1), (lab.b.clone(), 2)] {
-            ip(&["-n", &ns, "addr", "add", &format!("10.200.{subnet}.{host}/24"), "dev", "veth0"]);
-            ip(&["-n", &ns, "addr", "add", &format!("fd00:200:{subnet}::{host}/64"), "dev", "veth0", "nodad"]);
-            ip(&["-n", &ns, "link", "set", "veth0", "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        }
-        lab
+        let addrs = |host: u8| [format!("10.200.{subnet}.{host}/24"), format!("fd00:200:{subnet}::{host}/64")];
+        let (a, b) = (addrs(1), addrs(2));
+        let net = NetnsPair::new(&format!("ebpf-{tag}-a-{pid}"), &format!("ebpf-{tag}-b-{pid}"), &[&a[0], &a[1]], &[&b[0], &b[1]]);
+        Lab { net, subnet }
     }
 
     fn v4(&self, host: u8) -> IpAddr {
@@ -69,46 +53,28 @@ impl Lab {
         format!("fd00:200:{}::{host}", self.subnet).parse().unwrap()
     }
 
-    fn netns_ino(ns: &str) -> u64 {
-        std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
-    }
-
     /// A fresh cgroup v2 group for a "pod's" processes, and its id.
     fn cgroup(&mut self, name: &str) -> (PathBuf, u64) {
         let dir = cgroup2_mount().expect("a cgroup v2 mount").join(format!("ebpf-test-{name}-{}", std::process::id()));
         std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
-        self.cgroups.push(dir.clone());
+        self.net.remove_on_drop(dir.clone());
         let id = std::fs::metadata(&dir).unwrap().ino();
         (dir, id)
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        for dir in &self.cgroups {
-            let _ = std::fs::remove_dir(dir);
-        }
+impl std::ops::Deref for Lab {
+    type Target = NetnsPair;
+
+    fn deref(&self) -> &NetnsPair {
+        &self.net
     }
 }
 
-/// Runs `f` on a thread (named `name`, which becomes its comm) inside network namespace `ns`.
-fn in_netns<T: Send + 'static>(ns: &str, name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            let netns = File::open(&path).unwrap();
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
-            f()
-        })
-        .unwrap()
+impl std::ops::DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut NetnsPair {
+        &mut self.net
+    }
 }
 
 /// The cgroup v2 id of this process.
@@ -153,13 +119,13 @@ async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
     let started = Instant::now();
     let mut lab = Lab::new("tcp", 1);
     let (client_cgroup, client_cgroup_id) = lab.cgroup("client");
-    let (server_ns, client_ns) = (Lab::netns_ino(&lab.a), Lab::netns_ino(&lab.b));
+    let (server_ns, client_ns) = (netns_inode(&lab.a), netns_inode(&lab.b));
     let server_cgroup_id = own_cgroup_id();
 
     let mut expected = Vec::new();
     for server_ip in [lab.v4(1), lab.v6(1)] {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
-        let server = in_netns(&lab.a, "tcp-server", move || {
+        let server = in_netns_named(&lab.a, "tcp-server", move || {
             let listener = TcpListener::bind((server_ip, 0)).unwrap();
             port_tx.send(listener.local_addr().unwrap().port()).unwrap();
             let (mut stream, peer) = listener.accept().unwrap();
@@ -283,7 +249,7 @@ async fn dns_answers_from_dnsmasq_in_another_namespace() {
         (SocketAddr::new(server_v6, 53), DnsTransport::Udp, 0x6601),
         (SocketAddr::new(server_v4, 53), DnsTransport::Tcp, 0x4402),
     ];
-    let client = in_netns(&lab.b, "dns-client", move || {
+    let client = in_netns_named(&lab.b, "dns-client", move || {
         queries
             .iter()
             .map(|&(server, transport, id)| {
@@ -298,7 +264,7 @@ async fn dns_answers_from_dnsmasq_in_another_namespace() {
     let asked = client.join().unwrap();
     println!("queries answered in {:?}", started.elapsed());
 
-    let (client_ns, cgroup_id) = (Lab::netns_ino(&lab.b), own_cgroup_id());
+    let (client_ns, cgroup_id) = (netns_inode(&lab.b), own_cgroup_id());
     let answer = |events: &[Event], id: u16, client: SocketAddr| {
         events.iter().find_map(|event| match event {
             Event::Dns(p) if p.client == client && p.bytes.get(..2) == Some(&id.to_be_bytes()[..]) => Some(p.clone()),

@@ -5,7 +5,7 @@
 //! mapper's local API as the CLI reads them.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use mapper_core::fixtures::*;
 use model::{Edge, KafkaTopic, Target, WorkloadRef};
 use testkit::kube_api::FakeApiServer;
+use testkit::process::TempDir;
 use tokio::task::JoinHandle;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -24,22 +25,6 @@ const DEADLINE: Duration = Duration::from_secs(20);
 struct Cli {
     #[command(flatten)]
     args: MapperArgs,
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("kafka-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A mapper serving its local API on a free port, watching `api`.
@@ -58,10 +43,10 @@ impl Drop for RunningMapper {
 
 impl RunningMapper {
     async fn start(api: &FakeApiServer, flags: &[&str]) -> Self {
-        let dir = TempDir::new();
+        let dir = TempDir::new("kafka-test");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let outbox = dir.0.join("outbox");
+        let outbox = dir.path().join("outbox");
         let mut argv = vec!["mapper", "--istio-scrape-interval-seconds", "0", "--outbox-dir", outbox.to_str().unwrap()];
         argv.extend_from_slice(flags);
         let args = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("mapper flags: {e}")).args;
@@ -311,8 +296,8 @@ fn vm_edges(edges: &[Edge]) -> Vec<(String, u64, Vec<KafkaTopic>)> {
 async fn a_log_file_is_followed_across_partial_writes_rotation_and_truncation() {
     let api = FakeApiServer::start().await.unwrap();
     cluster(&api);
-    let dir = TempDir::new();
-    let log = dir.0.join("server.log");
+    let dir = TempDir::new("kafka-test");
+    let log = dir.path().join("server.log");
     // There before the mapper: not counted; the file even ends in the middle of a line.
     append(&log, &lines(&[acl("Allowed", "Read", ORDERS, "Topic:LITERAL:before", "Fetch")]));
     append(&log, &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:cut-at-start", "Fetch")[..60]);
@@ -333,7 +318,7 @@ async fn a_log_file_is_followed_across_partial_writes_rotation_and_truncation() 
 
     // Rotation: the last lines of the old file, then the new file from its start.
     append(&log, &lines(&[acl("Denied", "Describe", BILLING, "Topic:LITERAL:payments", "Metadata")]));
-    std::fs::rename(&log, dir.0.join("server.log.1")).unwrap();
+    std::fs::rename(&log, dir.path().join("server.log.1")).unwrap();
     append(
         &log,
         &lines(&[
@@ -365,8 +350,8 @@ async fn a_log_file_is_followed_across_partial_writes_rotation_and_truncation() 
 async fn read_from_start_counts_what_the_log_already_holds() {
     let api = FakeApiServer::start().await.unwrap();
     cluster(&api);
-    let dir = TempDir::new();
-    let log = dir.0.join("server.log");
+    let dir = TempDir::new("kafka-test");
+    let log = dir.path().join("server.log");
     append(
         &log,
         &lines(&[acl("Allowed", "Read", ORDERS, "Topic:LITERAL:before", "Fetch"), acl("Allowed", "Write", BILLING, "Topic:LITERAL:before", "Produce")]),

@@ -5,11 +5,9 @@
 //! Needs root, iproute2 and dnsmasq, as CI has. Each test builds and removes its own
 //! namespaces, so they run in parallel.
 
-use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -21,7 +19,7 @@ use cluster_agent::node::proc_scan::{self, Direction};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use model::observation::DnsAnswer;
-use nix::sched::{setns, CloneFlags};
+use testkit::netns::{in_netns, netns_inode, NetnsPair};
 
 const SERVER4: &str = "10.201.0.1";
 const CLIENT4: &str = "10.201.0.2";
@@ -34,45 +32,28 @@ const CLIENT6: &str = "fd00:201::2";
 /// joined by a veth pair. Dropping it kills what it started and removes the namespaces and
 /// cgroups, also when a test fails.
 struct Pods {
-    server: String,
-    client: String,
-    children: Vec<Child>,
-    cgroups: Vec<PathBuf>,
+    net: NetnsPair,
 }
 
 impl Pods {
     fn new(tag: &str) -> Pods {
         require_root_and_tools();
         let id = std::process::id();
-        let pods = Pods { server: format!("nf{id}{tag}s"), client: format!("nf{id}{tag}c"), children: Vec::new(), cgroups: Vec::new() };
-        let (s, c) = (pods.server.as_str(), pods.client.as_str());
-        ip(&["netns", "add", s]);
-        ip(&["netns", "add", c]);
-        ip(&["link", "add", s, "type", "veth", "peer", "name", c]);
-        for (ns, v4, v6) in [(s, SERVER4, SERVER6), (c, CLIENT4, CLIENT6)] {
-            ip(&["link", "set", ns, "netns", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", ns]);
-            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", ns, "nodad"]);
-            ip(&["-n", ns, "link", "set", ns, "up"]);
-        }
-        pods
+        let (server, client) = ([format!("{SERVER4}/24"), format!("{SERVER6}/64")], [format!("{CLIENT4}/24"), format!("{CLIENT6}/64")]);
+        Pods { net: NetnsPair::new(&format!("nf{id}{tag}s"), &format!("nf{id}{tag}c"), &[&server[0], &server[1]], &[&client[0], &client[1]]) }
     }
 
-    /// Starts `command` in namespace `ns` (through `ip netns exec`, which execs it: the pid is
-    /// the command's).
+    fn server(&self) -> &str {
+        &self.net.a
+    }
+
+    fn client(&self) -> &str {
+        &self.net.b
+    }
+
+    /// Starts `command` in namespace `ns`; the pid is the command's.
     fn spawn(&mut self, ns: &str, command: &[&str]) -> u32 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?} in {ns}: {e}"));
-        let pid = child.id();
-        self.children.push(child);
-        pid
+        self.net.spawn(ns, command)
     }
 
     fn dnsmasq(&mut self, ns: &str, listen: &[&str]) {
@@ -97,27 +78,14 @@ impl Pods {
     /// Moves `pid` into a fresh cgroup laid out as the kubelet's cgroupfs driver does.
     fn put_in_pod_cgroup(&mut self, pid: u32, uid: &str) -> PathBuf {
         let root = cgroup2_mount(Path::new("/proc")).expect("a cgroup2 mount in /proc/mounts");
-        let top = root.join(format!("kubepods-{}", self.client));
+        let top = root.join(format!("kubepods-{}", self.client()));
         let pod = top.join("besteffort").join(format!("pod{uid}"));
         std::fs::create_dir_all(&pod).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", pod.display()));
-        self.cgroups.extend([pod.clone(), top.join("besteffort"), top]);
+        for dir in [pod.clone(), top.join("besteffort"), top] {
+            self.net.remove_on_drop(dir);
+        }
         std::fs::write(pod.join("cgroup.procs"), pid.to_string()).unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", pod.display()));
         pod
-    }
-}
-
-impl Drop for Pods {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for cgroup in &self.cgroups {
-            let _ = std::fs::remove_dir(cgroup);
-        }
-        for ns in [&self.server, &self.client] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
-        }
     }
 }
 
@@ -125,25 +93,6 @@ fn require_root_and_tools() {
     testkit::need::root("network namespaces and raw sockets");
     testkit::need::command("dnsmasq", "dnsmasq-base");
     testkit::need::command("ip", "iproute2");
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("iproute2 `ip` is installed");
-    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// Runs `f` on a thread that has entered network namespace `ns`; sockets it opens stay there.
-fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
-        f()
-    })
-}
-
-fn netns_inode(ns: &str) -> u64 {
-    std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino()
 }
 
 // === DNS helpers ===
@@ -237,10 +186,11 @@ fn ip_of(s: &str) -> IpAddr {
 #[cfg_attr(unprivileged, ignore = "needs root: network namespaces and a raw socket")]
 fn dns_answers_over_veth_are_captured_in_the_client_namespace() {
     let mut pods = Pods::new("d");
-    pods.dnsmasq(&pods.server.clone(), &[SERVER4, SERVER6]);
-    let capture = RunningCapture::start(&pods.client);
+    let server = pods.server().to_owned();
+    pods.dnsmasq(&server, &[SERVER4, SERVER6]);
+    let capture = RunningCapture::start(pods.client());
 
-    let client = in_netns(&pods.client, || {
+    let client = in_netns(pods.client(), || {
         wait_for_dns(ip_of(SERVER4), "ready.shop.test.");
         let v4 = query_once(ip_of(SERVER4), "shop.test.", RecordType::A, Duration::from_secs(2)).expect("an A answer over IPv4");
         let v6 = query_once(ip_of(SERVER6), "shop.test.", RecordType::AAAA, Duration::from_secs(2)).expect("an AAAA answer over IPv6");
@@ -264,7 +214,7 @@ fn dns_answers_over_veth_are_captured_in_the_client_namespace() {
 #[cfg_attr(unprivileged, ignore = "needs root: network namespaces and a raw socket")]
 fn answers_on_loopback_are_reported_once() {
     let mut pods = Pods::new("l");
-    let ns = pods.server.clone();
+    let ns = pods.server().to_owned();
     pods.dnsmasq(&ns, &["127.0.0.1"]);
     in_netns(&ns, || wait_for_dns(ip_of("127.0.0.1"), "ready.shop.test.")).join().unwrap();
 
@@ -288,7 +238,7 @@ fn answers_on_loopback_are_reported_once() {
 fn tcp_connections_between_namespaces_are_found_once_per_namespace() {
     const POD_UID: &str = "5d1c7a6e-2b3f-4c8d-9e0a-1b2c3d4e5f60";
     let mut pods = Pods::new("t");
-    let (server_ns, client_ns) = (pods.server.clone(), pods.client.clone());
+    let (server_ns, client_ns) = (pods.server().to_owned(), pods.client().to_owned());
     // A process in each namespace, so the scan finds them; the client one is in a pod's cgroup.
     pods.spawn(&server_ns, &["sleep", "60"]);
     let client_pid = pods.spawn(&client_ns, &["sleep", "60"]);

@@ -12,8 +12,8 @@ async fn reports_arrive_and_are_counted() {
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
-    let up = spawn(Outbox::open(&dir.0).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let dir = temp_dir();
+    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
 
     up.give(&report("frontend", 1));
     up.give(&report("frontend", 2));
@@ -26,7 +26,7 @@ async fn reports_arrive_and_are_counted() {
     assert_eq!(connections(&graph, "checkout"), 4);
     let counts = up.stats.snapshot();
     assert_eq!((counts.duplicates, counts.retries, counts.rejected, counts.pending), (0, 0, 0, 0));
-    assert!(files(&dir.0, ".json").is_empty());
+    assert!(files(dir.path(), ".json").is_empty());
     assert_eq!(cloud.tokens_issued(), 1, "the token is reused");
     up.shutdown().await;
     cloud.stop().await;
@@ -39,20 +39,20 @@ async fn reports_wait_in_the_outbox_while_the_cloud_is_down() {
     let state = cloud_state(&db, Duration::from_secs(300)).await;
     let tenant = tenant(&state).await;
     let addr = free_addr();
-    let dir = TempDir::new();
-    let up = spawn(Outbox::open(&dir.0).unwrap(), client(&format!("http://{addr}"), &tenant), fast_config());
+    let dir = temp_dir();
+    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&format!("http://{addr}"), &tenant), fast_config());
 
     for n in [1, 2, 4] {
         up.give(&report("frontend", n));
     }
     eventually("the uploader has retried a few times", || up.taken.load(Ordering::SeqCst) == 3 && up.stats.retries.load(Ordering::SeqCst) >= 3).await;
-    assert_eq!(files(&dir.0, ".json").len(), 3, "every report is kept on disk");
+    assert_eq!(files(dir.path(), ".json").len(), 3, "every report is kept on disk");
     assert_eq!(up.stats.sent.load(Ordering::SeqCst), 0);
     assert_eq!(up.stats.pending.load(Ordering::SeqCst), 3);
 
     let cloud = Cloud::serve(state, addr).await;
     eventually("the outbox drains once the cloud is up", || up.stats.sent.load(Ordering::SeqCst) == 3).await;
-    assert!(files(&dir.0, ".json").is_empty());
+    assert!(files(dir.path(), ".json").is_empty());
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 7, "each report counted exactly once");
     assert_eq!(up.stats.duplicates.load(Ordering::SeqCst), 0);
@@ -67,9 +67,9 @@ async fn a_restarted_mapper_sends_what_it_left_pending() {
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let addr = cloud.addr;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
+    let dir = temp_dir();
 
-    let first = spawn(Outbox::open(&dir.0).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let first = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
     first.give(&report("frontend", 1));
     eventually("the first report is delivered", || first.stats.sent.load(Ordering::SeqCst) == 1).await;
     cloud.stop().await;
@@ -80,7 +80,7 @@ async fn a_restarted_mapper_sends_what_it_left_pending() {
     eventually("both reports are stored and tried", || first.taken.load(Ordering::SeqCst) == 3 && first.stats.retries.load(Ordering::SeqCst) >= 1).await;
     first.kill().await;
 
-    let outbox = Outbox::open(&dir.0).unwrap();
+    let outbox = Outbox::open(dir.path()).unwrap();
     assert_eq!(outbox.pending().unwrap(), pending.to_vec(), "the pending reports survive, in order");
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, addr).await;
     let second = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
@@ -88,7 +88,7 @@ async fn a_restarted_mapper_sends_what_it_left_pending() {
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 7, "nothing lost, nothing doubled");
     assert_eq!(second.stats.duplicates.load(Ordering::SeqCst), 0);
-    assert!(files(&dir.0, ".json").is_empty());
+    assert!(files(dir.path(), ".json").is_empty());
     second.shutdown().await;
     cloud.stop().await;
 }
@@ -99,8 +99,8 @@ async fn a_report_applied_before_its_ack_was_lost_is_counted_once() {
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
-    let mut outbox = Outbox::open(&dir.0).unwrap();
+    let dir = temp_dir();
+    let mut outbox = Outbox::open(dir.path()).unwrap();
     let applied = report("frontend", 5);
     outbox.push(&applied).unwrap();
     // The cloud applies it, but the acknowledgement never reaches the outbox.
@@ -113,7 +113,7 @@ async fn a_report_applied_before_its_ack_was_lost_is_counted_once() {
     outbox.push(&later).unwrap();
     let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
     eventually("the outbox drains", || up.stats.duplicates.load(Ordering::SeqCst) == 1 && up.stats.sent.load(Ordering::SeqCst) == 1).await;
-    assert!(files(&dir.0, ".json").is_empty(), "the already-applied report was acknowledged");
+    assert!(files(dir.path(), ".json").is_empty(), "the already-applied report was acknowledged");
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 6, "the replay changed nothing");
     assert_eq!((cloud.reports("accepted"), cloud.reports("duplicate")), (2, 2));
@@ -135,8 +135,8 @@ async fn an_expired_token_is_replaced() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_ne!(direct.token().await.unwrap(), token, "replaced once expired");
 
-    let dir = TempDir::new();
-    let up = spawn(Outbox::open(&dir.0).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let dir = temp_dir();
+    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
     up.give(&report("frontend", 1));
     eventually("the first report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
     let issued = cloud.tokens_issued();
@@ -156,8 +156,8 @@ async fn a_refused_token_is_replaced_and_the_report_sent_again() {
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
-    let up = spawn(Outbox::open(&dir.0).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let dir = temp_dir();
+    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
     up.give(&report("frontend", 1));
     eventually("the first report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
 
@@ -180,8 +180,8 @@ async fn a_rejected_report_is_set_aside_and_the_queue_moves_on() {
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
-    let mut outbox = Outbox::open(&dir.0).unwrap();
+    let dir = temp_dir();
+    let mut outbox = Outbox::open(dir.path()).unwrap();
     let bad = report("Front End", 1);
     let good = report("frontend", 2);
     outbox.push(&bad).unwrap();
@@ -191,10 +191,10 @@ async fn a_rejected_report_is_set_aside_and_the_queue_moves_on() {
     eventually("the good report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
     assert_eq!(up.stats.rejected.load(Ordering::SeqCst), 1);
     assert_eq!(up.stats.retries.load(Ordering::SeqCst), 0, "a rejection is not retried");
-    let rejected = files(&dir.0, ".rejected");
+    let rejected = files(dir.path(), ".rejected");
     assert_eq!(rejected.len(), 1);
     assert!(rejected[0].contains(&bad.report_id.to_string()), "{rejected:?}");
-    assert!(files(&dir.0, ".json").is_empty());
+    assert!(files(dir.path(), ".json").is_empty());
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(graph.edges.len(), 1);
     assert_eq!(connections(&graph, "frontend"), 2);
@@ -208,18 +208,18 @@ async fn a_corrupt_file_in_the_outbox_is_skipped() {
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
+    let dir = temp_dir();
     // Older than anything the outbox will write, so it is first in line.
     let corrupt = format!("{:020}-{}.json", 1, Uuid::new_v4());
-    std::fs::write(dir.0.join(&corrupt), b"{\"schema_version\": 1, \"report_id\": \"6f1d").unwrap();
-    let mut outbox = Outbox::open(&dir.0).unwrap();
+    std::fs::write(dir.path().join(&corrupt), b"{\"schema_version\": 1, \"report_id\": \"6f1d").unwrap();
+    let mut outbox = Outbox::open(dir.path()).unwrap();
     outbox.push(&report("frontend", 3)).unwrap();
 
     let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
     eventually("the good report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
-    assert_eq!(files(&dir.0, ".corrupt"), vec![format!("{corrupt}.corrupt")]);
+    assert_eq!(files(dir.path(), ".corrupt"), vec![format!("{corrupt}.corrupt")]);
     assert_eq!(up.outbox_stats.corrupt.load(Ordering::SeqCst), 1);
-    assert!(files(&dir.0, ".json").is_empty());
+    assert!(files(dir.path(), ".json").is_empty());
     assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 3);
     up.shutdown().await;
     cloud.stop().await;
@@ -232,20 +232,20 @@ async fn a_full_outbox_merges_its_oldest_reports_without_losing_or_doubling() {
     let state = cloud_state(&db, Duration::from_secs(300)).await;
     let tenant = tenant(&state).await;
     let addr = free_addr();
-    let dir = TempDir::new();
-    let outbox = Outbox::open_with(&dir.0, OutboxLimits { max_reports: 3, ..OutboxLimits::default() }).unwrap();
+    let dir = temp_dir();
+    let outbox = Outbox::open_with(dir.path(), OutboxLimits { max_reports: 3, ..OutboxLimits::default() }).unwrap();
     let up = spawn(outbox, client(&format!("http://{addr}"), &tenant), fast_config());
 
     for n in 1..=8u64 {
         up.give(&report(if n % 2 == 0 { "frontend" } else { "checkout" }, n));
     }
     eventually("all eight reports are stored", || up.taken.load(Ordering::SeqCst) == 8).await;
-    assert!(files(&dir.0, ".json").len() <= 3, "{:?}", files(&dir.0, ".json"));
+    assert!(files(dir.path(), ".json").len() <= 3, "{:?}", files(dir.path(), ".json"));
     assert!(up.outbox_stats.compactions.load(Ordering::SeqCst) > 0);
     assert_eq!(up.outbox_stats.dropped.load(Ordering::SeqCst), 0);
 
     let cloud = Cloud::serve(state, addr).await;
-    eventually("the outbox drains", || files(&dir.0, ".json").is_empty() && up.stats.pending.load(Ordering::SeqCst) == 0).await;
+    eventually("the outbox drains", || files(dir.path(), ".json").is_empty() && up.stats.pending.load(Ordering::SeqCst) == 0).await;
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 2 + 4 + 6 + 8);
     assert_eq!(connections(&graph, "checkout"), 1 + 3 + 5 + 7);
@@ -260,9 +260,9 @@ async fn the_exposed_set_is_sent_again_when_nothing_changes() {
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let config = UploaderConfig { exposed_refresh: Some(Duration::from_millis(100)), ..fast_config() };
-    let up = spawn(Outbox::open(&dir.0).unwrap(), client(&cloud.url(), &tenant), config);
+    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), config);
     let mut first = report("frontend", 1);
     first.exposed = vec![ExposedWorkload {
         namespace: "shop".into(),

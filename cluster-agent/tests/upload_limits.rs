@@ -26,8 +26,8 @@ async fn a_backlog_held_in_memory_while_the_disk_was_full_is_split_for_the_cloud
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
-    let outbox_dir = dir.0.join("outbox");
+    let dir = temp_dir();
+    let outbox_dir = dir.path().join("outbox");
     let outbox = Outbox::open(&outbox_dir).unwrap();
     // The outbox cannot be written: its directory is gone, a file in its place.
     std::fs::remove_dir_all(&outbox_dir).unwrap();
@@ -61,8 +61,8 @@ async fn long_lists_are_trimmed_and_only_the_edges_the_cloud_would_refuse_are_le
     let db = database().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
-    let dir = TempDir::new();
-    let up = spawn(Outbox::open(&dir.0).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let dir = temp_dir();
+    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
 
     let mut r = report("frontend", 2);
     let mut busy = r.edges[0].clone();
@@ -128,8 +128,8 @@ async fn a_report_the_cloud_keeps_failing_on_is_set_aside_once_the_next_one_goes
     init_tracing();
     let cloud = Arc::new(FailingCloud::default());
     let url = serve_failing(cloud.clone()).await;
-    let dir = TempDir::new();
-    let mut outbox = Outbox::open(&dir.0).unwrap();
+    let dir = temp_dir();
+    let mut outbox = Outbox::open(dir.path()).unwrap();
     let poison = report("poison", 1);
     outbox.push(&poison).unwrap();
     outbox.push(&report("frontend", 1)).unwrap();
@@ -137,11 +137,11 @@ async fn a_report_the_cloud_keeps_failing_on_is_set_aside_once_the_next_one_goes
     up.give(&report("checkout", 1));
 
     eventually("the reports behind the failing one are delivered", || up.stats.sent.load(Ordering::SeqCst) == 2).await;
-    let failed = files(&dir.0, ".failed");
-    assert_eq!(failed.len(), 1, "{:?}", files(&dir.0, ""));
+    let failed = files(dir.path(), ".failed");
+    assert_eq!(failed.len(), 1, "{:?}", files(dir.path(), ""));
     assert!(failed[0].contains(&poison.report_id.to_string()), "{failed:?}");
     assert_eq!(up.stats.failed.load(Ordering::SeqCst), 1);
-    assert!(files(&dir.0, ".json").is_empty());
+    assert!(files(dir.path(), ".json").is_empty());
     let posted = cloud.posted.lock().unwrap().clone();
     assert_eq!(
         posted.iter().filter(|c| *c == "poison").count(),
@@ -157,13 +157,13 @@ async fn when_the_cloud_fails_on_every_report_nothing_is_set_aside() {
     let cloud = Arc::new(FailingCloud::default());
     cloud.fail_all.store(true, Ordering::SeqCst);
     let url = serve_failing(cloud.clone()).await;
-    let dir = TempDir::new();
-    let up = spawn(Outbox::open(&dir.0).unwrap(), stand_in_client(&url), fast_config());
+    let dir = temp_dir();
+    let up = spawn(Outbox::open(dir.path()).unwrap(), stand_in_client(&url), fast_config());
     up.give(&report("frontend", 1));
     up.give(&report("checkout", 1));
     eventually("the cloud has been tried many times", || cloud.posted.lock().unwrap().len() >= 12).await;
-    assert_eq!(files(&dir.0, ".json").len(), 2, "both reports are kept");
-    assert!(files(&dir.0, ".failed").is_empty());
+    assert_eq!(files(dir.path(), ".json").len(), 2, "both reports are kept");
+    assert!(files(dir.path(), ".failed").is_empty());
     assert_eq!(up.stats.failed.load(Ordering::SeqCst), 0);
 
     // The cloud recovers: both arrive.

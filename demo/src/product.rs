@@ -18,7 +18,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use mapper_core::fixtures::*;
 use model::observation::{DnsAnswer, ObservationBatch, TcpConnection};
 use serde_json::Value;
 use testkit::kube_api::FakeApiServer;
+use testkit::process::{free_port, wait_ready, Running};
 
 use crate::cleanup::Tracker;
 use crate::lab::{self, Lab};
@@ -103,21 +104,12 @@ pub struct Options {
     pub upload_interval: f64,
 }
 
-struct Child_(Child);
-
-impl Drop for Child_ {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub struct ClusterRun {
     pub name: &'static str,
     pub api: FakeApiServer,
     pub mapper_url: String,
-    _mapper: Child_,
-    _node: Option<Child_>,
+    _mapper: Running,
+    _node: Option<Running>,
 }
 
 pub struct Product {
@@ -125,7 +117,7 @@ pub struct Product {
     pub cloud_url: String,
     pub api_token: String,
     pub clusters: Vec<ClusterRun>,
-    cloud: Option<Child_>,
+    cloud: Option<Running>,
     lab: Option<Lab>,
     pods: Vec<(&'static str, String)>,
     http: reqwest::Client,
@@ -141,27 +133,8 @@ impl Drop for Product {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
-}
-
-fn spawn(tracker: &Tracker, cmd: &mut Command, what: &str) -> anyhow::Result<Child_> {
-    Ok(Child_(tracker.spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()), what)?))
-}
-
-async fn wait_ready(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
-        }
-        if started.elapsed() > timeout {
-            bail!("{url} did not become ready within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+fn spawn(tracker: &Tracker, cmd: &mut Command, what: &str) -> anyhow::Result<Running> {
+    Ok(Running(tracker.spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()), what)?))
 }
 
 fn admin(bin: &Path, db: &str, args: &[&str]) -> anyhow::Result<Value> {

@@ -11,9 +11,15 @@
 //!   kubelet, kube-proxy, CoreDNS) built from registries by `scripts/k8s/build.sh`, as root.
 //! - [`need`]: whether a test can run here (root, installed programs, `../shared`); a missing
 //!   prerequisite fails the test naming what provides it.
+//! - [`netns`]: network namespaces standing in for pods (a pair joined by a veth), and threads
+//!   that run inside one; as root.
+//! - [`process`]: child processes killed on drop, readiness polling, free ports and temporary
+//!   directories.
 
 pub mod cluster;
 pub mod crd;
 pub mod kube_api;
 pub mod need;
+pub mod netns;
 pub mod pg;
+pub mod process;

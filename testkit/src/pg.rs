@@ -492,7 +492,7 @@ async fn initdb(bins: &PgBins, run_as: &RunAs, dir: &Path) -> Result<()> {
 async fn pg_ctl_start(bins: &PgBins, run_as: &RunAs, dir: &Path) -> Result<u16> {
     let log = dir.join("log");
     for attempt in 1..=PORT_ATTEMPTS {
-        let port = free_port()?;
+        let port = crate::process::free_port();
         let options = format!(
             "-p {port} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
@@ -522,12 +522,6 @@ async fn pg_ctl_start(bins: &PgBins, run_as: &RunAs, dir: &Path) -> Result<u16> 
         bail!("pg_ctl start failed for {}: {}\n--- server log ({}) ---\n{log_tail}", dir.display(), describe_output(&out), log.display());
     }
     unreachable!("the last attempt returns")
-}
-
-/// A port nothing listens on right now (the kernel's pick for port 0, released again).
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).context("binding 127.0.0.1:0 to find a free port")?;
-    Ok(listener.local_addr()?.port())
 }
 
 async fn wait_until_accepting(url: &str, dir: &Path) -> Result<()> {

@@ -1,9 +1,8 @@
 //! Running the workspace's real binaries from end-to-end tests.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// A workspace binary, from the same target directory as the running test. `cargo test
 /// --workspace` builds them all before any test runs.
@@ -28,37 +27,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
-}
+pub use testkit::process::{free_port, spawn, Running};
 
-/// A child process killed when dropped, so a failing test leaves nothing running.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn spawn(cmd: &mut Command) -> Running {
-    Running(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}")))
-}
-
-/// Polls `url` until it answers 200, or panics after `timeout`.
+/// Polls `url` until it answers 2xx, or panics after `timeout`.
 pub async fn wait_ready(url: &str, timeout: Duration) {
-    let started = Instant::now();
-    let http = reqwest::Client::new();
-    loop {
-        if let Ok(r) = http.get(url).send().await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(started.elapsed() < timeout, "{url} did not become ready within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::process::wait_ready(&reqwest::Client::new(), url, timeout).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A kubeconfig in `dir` for an API server at `server` without authentication (the stand-in).

@@ -24,10 +24,6 @@ use std::time::{Duration, Instant};
 /// time is plenty for a small machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn is_root() -> bool {
-    testkit::need::is_root()
-}
-
 // ---- /proc ----
 
 /// A process as /proc shows it.
@@ -100,6 +96,7 @@ fn environ_has(pid: u32, entry: &str) -> bool {
 }
 
 use demo::cleanup::wait_until;
+use testkit::need::is_root;
 
 // ---- the network ----
 

@@ -13,6 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use observation_ship::Outgoing;
 use rustls::pki_types::ServerName;
+use testkit::process::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 
 /// An HTTPS stand-in for S3: `GET /denied/...` answers 403 with an S3 error document; anything
@@ -64,14 +65,6 @@ pub struct Lab {
     pub _dir: TempDir,
 }
 
-pub struct TempDir(pub std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The proxy in front of the stand-in upstream. `trust_upstream: false` leaves the upstream's CA
 /// out of the proxy's trust.
 pub async fn lab(name: &str, trust_upstream: bool) -> Lab {
@@ -80,11 +73,10 @@ pub async fn lab(name: &str, trust_upstream: bool) -> Lab {
 
 /// [`lab`] with the proxy's arguments adjusted by `adjust`.
 pub async fn lab_with(name: &str, trust_upstream: bool, adjust: impl FnOnce(&mut ProxyArgs)) -> Lab {
-    let dir = TempDir(std::env::temp_dir().join(format!("aws-proxy-test-{name}-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = TempDir::new(&format!("aws-proxy-test-{name}"));
     let upstream_ca = CertificateAuthority::generate().unwrap();
     let (upstream, served) = start_upstream(&upstream_ca).await;
-    let ca_file = dir.0.join("upstream-ca.crt");
+    let ca_file = dir.path().join("upstream-ca.crt");
     let trusted = if trust_upstream { upstream_ca.ca_pem().to_owned() } else { CertificateAuthority::generate().unwrap().ca_pem().to_owned() };
     std::fs::write(&ca_file, trusted).unwrap();
     let mut args = ProxyArgs {

@@ -11,16 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_proxy::ca::CertificateAuthority;
+pub use testkit::process::free_port;
 
 pub mod lab;
 
 /// Where `scripts/setup.sh` installs the Python tools (boto3, moto).
 pub fn pytools() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin")
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A rustls client trusting only the CA certificates in `ca_pem`, offering `alpn`.

@@ -17,14 +17,15 @@ use model::observation::ObservationBatch;
 use serde::Deserialize;
 
 use super::auth::{ApiAuth, AuthError, Observer, PeopleVerb};
-use super::watch::WatchProgress;
-use super::SharedMapper;
-use crate::upload::UploadStats;
+use super::telemetry::Telemetry;
+use super::upload::UploadStats;
+use super::{LockMapper, SharedMapper};
 
 pub struct ApiState {
     pub mapper: SharedMapper,
     pub auth: ApiAuth,
-    pub watches: Arc<WatchProgress>,
+    /// Every counter of the watchers (`/readyz`, `/metrics`).
+    pub watches: Arc<Telemetry>,
     pub upload: Option<Arc<UploadStats>>,
 }
 
@@ -88,7 +89,7 @@ fn reporter_node(state: &ApiState, observer: &Observer) -> Result<Option<String>
         return Ok(Some(node.clone()));
     }
     let uid = pod_uid.clone().unwrap_or_default();
-    match state.mapper.lock().expect("mapper lock poisoned").index.pod_node_by_uid(&uid) {
+    match state.mapper.lock().index.pod_node_by_uid(&uid) {
         Some(node) => Ok(Some(node.to_string())),
         None => {
             tracing::info!(%user, pod_uid = %uid, "a node agent's pod is not in the index (yet)");
@@ -119,7 +120,7 @@ async fn observations(State(state): State<Arc<ApiState>>, request: Request) -> R
     };
     let (tcp, dns, aws) = (batch.tcp.len(), batch.dns.len(), batch.aws.len());
     let refused = {
-        let mut mapper = state.mapper.lock().expect("mapper lock poisoned");
+        let mut mapper = state.mapper.lock();
         let before = mapper.stats();
         mapper.observe_as(&batch, reporter, chrono::Utc::now());
         let after = mapper.stats();
@@ -162,7 +163,7 @@ async fn edges(State(state): State<Arc<ApiState>>, request: Request) -> Result<R
     person(&state, &request, PeopleVerb::Read).await?;
     let filter =
         Query::<EdgeQuery>::try_from_uri(&request.uri).map_err(|e| e.body_text()).and_then(|Query(q)| parse_filter(q)).map_err(ApiError::BadRequest)?;
-    let mapper = state.mapper.lock().expect("mapper lock poisoned");
+    let mapper = state.mapper.lock();
     let edges = filter.apply(&mapper.snapshot(), &mapper.index);
     drop(mapper);
     Ok(Json(edges).into_response())
@@ -171,7 +172,7 @@ async fn edges(State(state): State<Arc<ApiState>>, request: Request) -> Result<R
 async fn reset(State(state): State<Arc<ApiState>>, request: Request) -> Result<StatusCode, ApiError> {
     let (request, _) = request.into_parts();
     let who = person(&state, &request, PeopleVerb::Reset).await?;
-    state.mapper.lock().expect("mapper lock poisoned").reset();
+    state.mapper.lock().reset();
     tracing::info!(%who, "edges reset on request");
     Ok(StatusCode::NO_CONTENT)
 }

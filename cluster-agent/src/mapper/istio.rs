@@ -9,15 +9,15 @@
 //! and at most a few are read at once, so the mapper's memory does not depend on what pods say.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use mapper_core::{read_metrics, LabelledPod};
 
-use super::watch::WatchProgress;
-use super::SharedMapper;
+use super::telemetry::{IstioWatchStats, Telemetry};
+use super::{LockMapper, SharedMapper};
 
 #[derive(Debug, Clone)]
 pub struct IstioConfig {
@@ -49,21 +49,9 @@ impl Default for IstioConfig {
     }
 }
 
-/// The watcher's own counters (what the metrics said is in [`mapper_core::MapperStats`]).
-#[derive(Debug, Default)]
-pub struct IstioWatchStats {
-    pub rounds: AtomicU64,
-    /// Sidecars in the last round.
-    pub sidecars: AtomicU64,
-    /// 1 when istiod was found at the last round.
-    pub control_plane: AtomicU64,
-    /// Answers past `max_body_bytes`.
-    pub oversized: AtomicU64,
-}
-
 /// Scrapes every interval until the process ends, once the inventory has been listed.
-pub async fn run(mapper: SharedMapper, progress: Arc<WatchProgress>, config: IstioConfig) {
-    while !progress.ready() {
+pub async fn run(mapper: SharedMapper, telemetry: Arc<Telemetry>, config: IstioConfig) {
+    while !telemetry.ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let http = match client(&config) {
@@ -79,7 +67,7 @@ pub async fn run(mapper: SharedMapper, progress: Arc<WatchProgress>, config: Ist
     let mut said_absent = false;
     loop {
         tick.tick().await;
-        let sidecars = scrape_round(&mapper, &http, &config, &progress.istio).await;
+        let sidecars = scrape_round(&mapper, &http, &config, &telemetry.istio).await;
         match sidecars {
             None if !said_absent => {
                 tracing::info!(namespace = %config.namespace, "no istiod Service in that namespace: Istio is not installed, nothing is scraped");
@@ -88,8 +76,8 @@ pub async fn run(mapper: SharedMapper, progress: Arc<WatchProgress>, config: Ist
             None => {}
             Some(_) => said_absent = false,
         }
-        progress.istio.rounds.fetch_add(1, Ordering::Relaxed);
-        progress.istio.sidecars.store(sidecars.unwrap_or(0) as u64, Ordering::Relaxed);
+        telemetry.istio.rounds.fetch_add(1, Ordering::Relaxed);
+        telemetry.istio.sidecars.store(sidecars.unwrap_or(0) as u64, Ordering::Relaxed);
     }
 }
 
@@ -111,7 +99,7 @@ pub fn client(config: &IstioConfig) -> reqwest::Result<reqwest::Client> {
 /// comes; then ends the round. Returns how many sidecars there were, `None` without Istio.
 pub async fn scrape_round(mapper: &SharedMapper, http: &reqwest::Client, config: &IstioConfig, stats: &IstioWatchStats) -> Option<usize> {
     let pods = {
-        let mut mapper = mapper.lock().expect("mapper lock poisoned");
+        let mut mapper = mapper.lock();
         let present = mapper.index.istio_control_plane(&config.namespace);
         stats.control_plane.store(u64::from(present), Ordering::Relaxed);
         if !present {
@@ -138,9 +126,9 @@ pub async fn scrape_round(mapper: &SharedMapper, http: &reqwest::Client, config:
         })
         .buffer_unordered(config.concurrency.max(1));
     while let Some((pod, metrics)) = scrapes.next().await {
-        mapper.lock().expect("mapper lock poisoned").observe_sidecar(&pod, metrics.as_ref().map_err(String::as_str));
+        mapper.lock().observe_sidecar(&pod, metrics.as_ref().map_err(String::as_str));
     }
-    mapper.lock().expect("mapper lock poisoned").end_istio_round(chrono::Utc::now());
+    mapper.lock().end_istio_round(chrono::Utc::now());
     Some(count)
 }
 

@@ -37,8 +37,8 @@ use mapper_core::{KafkaBroker, LineSplitter, LogCursor, StreamStart};
 use model::WorkloadRef;
 use tokio::task::JoinHandle;
 
-use super::watch::WatchProgress;
-use super::SharedMapper;
+use super::telemetry::Telemetry;
+use super::{LockMapper, SharedMapper};
 
 /// Lines longer than this are dropped (an authorizer line is a few hundred bytes).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -115,46 +115,26 @@ impl KafkaConfig {
     }
 }
 
-/// The watcher's own counters (what the lines said is in [`mapper_core::MapperStats`]).
-#[derive(Debug, Default)]
-pub struct KafkaWatchStats {
-    /// Broker log streams (pods and files) followed now.
-    pub streams: AtomicU64,
-    /// Log streams opened again after they ended or failed.
-    pub reconnects: AtomicU64,
-    /// Lines left unfinished by a disconnection (read again in full after it).
-    pub cut_lines: AtomicU64,
-    /// Lines received again after a reconnection and not counted twice.
-    pub replayed_lines: AtomicU64,
-    /// Lines longer than [`MAX_LINE_BYTES`], dropped.
-    pub overlong_lines: AtomicU64,
-    /// Log files replaced (rotated) or truncated under the watcher.
-    pub file_rotations: AtomicU64,
-    pub file_truncations: AtomicU64,
-    /// Errors opening or reading a log (the API refused, a file unreadable); retried.
-    pub errors: AtomicU64,
-}
-
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Starts a follower for every broker selector and log file; they run until the process ends.
-pub fn spawn(client: kube::Client, mapper: SharedMapper, progress: Arc<WatchProgress>, config: KafkaConfig) -> Vec<JoinHandle<()>> {
+pub fn spawn(client: kube::Client, mapper: SharedMapper, telemetry: Arc<Telemetry>, config: KafkaConfig) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for selector in config.brokers.clone() {
-        let (client, mapper, progress, config) = (client.clone(), mapper.clone(), progress.clone(), config.clone());
-        tasks.push(tokio::spawn(watch_brokers(client, selector, mapper, progress, config)));
+        let (client, mapper, telemetry, config) = (client.clone(), mapper.clone(), telemetry.clone(), config.clone());
+        tasks.push(tokio::spawn(watch_brokers(client, selector, mapper, telemetry, config)));
     }
     for file in config.files.clone() {
-        tasks.push(tokio::spawn(follow_file(file, config.read_from_start, mapper.clone(), progress.clone())));
+        tasks.push(tokio::spawn(follow_file(file, config.read_from_start, mapper.clone(), telemetry.clone())));
     }
     tasks
 }
 
 /// Resolving hosts needs the inventory: nothing is read before every watch has listed.
-async fn until_ready(progress: &WatchProgress) {
-    while !progress.ready() {
+async fn until_ready(telemetry: &Telemetry) {
+    while !telemetry.ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -165,25 +145,25 @@ async fn until_ready(progress: &WatchProgress) {
 struct Followed {
     uid: String,
     task: JoinHandle<()>,
-    progress: Arc<WatchProgress>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Followed {
-    fn new(uid: String, task: JoinHandle<()>, progress: Arc<WatchProgress>) -> Self {
-        progress.kafka.streams.fetch_add(1, Ordering::Relaxed);
-        Self { uid, task, progress }
+    fn new(uid: String, task: JoinHandle<()>, telemetry: Arc<Telemetry>) -> Self {
+        telemetry.kafka.streams.fetch_add(1, Ordering::Relaxed);
+        Self { uid, task, telemetry }
     }
 }
 
 impl Drop for Followed {
     fn drop(&mut self) {
         self.task.abort();
-        self.progress.kafka.streams.fetch_sub(1, Ordering::Relaxed);
+        self.telemetry.kafka.streams.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: SharedMapper, progress: Arc<WatchProgress>, config: KafkaConfig) {
-    until_ready(&progress).await;
+async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: SharedMapper, telemetry: Arc<Telemetry>, config: KafkaConfig) {
+    until_ready(&telemetry).await;
     let (namespace, watch_config) = match &selector {
         BrokerSelector::Pod { namespace, name } => (namespace, watcher::Config::default().fields(&format!("metadata.name={name}"))),
         BrokerSelector::Labels { namespace, selector } => (namespace, watcher::Config::default().labels(selector)),
@@ -204,10 +184,16 @@ async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: S
             return;
         };
         tracing::info!(%namespace, pod = %name, %container, from_start, "following the broker's authorizer log");
-        let broker =
-            BrokerFollower { api: api.clone(), pod: name.clone(), container, namespace: namespace.clone(), mapper: mapper.clone(), progress: progress.clone() };
+        let broker = BrokerFollower {
+            api: api.clone(),
+            pod: name.clone(),
+            container,
+            namespace: namespace.clone(),
+            mapper: mapper.clone(),
+            telemetry: telemetry.clone(),
+        };
         let cursor = if from_start { LogCursor::from_start() } else { LogCursor::from(Utc::now()) };
-        followed.insert(name, Followed::new(uid, tokio::spawn(broker.run(cursor)), progress.clone()));
+        followed.insert(name, Followed::new(uid, tokio::spawn(broker.run(cursor)), telemetry.clone()));
     };
     while let Some(event) = stream.next().await {
         match event {
@@ -255,17 +241,17 @@ struct BrokerFollower {
     pod: String,
     container: String,
     mapper: SharedMapper,
-    progress: Arc<WatchProgress>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl BrokerFollower {
     async fn run(self, mut cursor: LogCursor) {
         // The broker's workload comes from the index: wait until its pod watch has the pod.
-        while self.mapper.lock().expect("mapper lock poisoned").index.pod_workload(&self.namespace, &self.pod).is_none() {
+        while self.mapper.lock().index.pod_workload(&self.namespace, &self.pod).is_none() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let broker = KafkaBroker::Pod { namespace: self.namespace.clone(), name: self.pod.clone() };
-        let stats = &self.progress.kafka;
+        let stats = &self.telemetry.kafka;
         let mut first = true;
         let mut failures: u32 = 0;
         loop {
@@ -301,7 +287,7 @@ impl BrokerFollower {
 
     /// Reads one stream to its end, feeding complete, new lines to the mapper.
     async fn read(&self, reader: impl futures::AsyncBufRead + Unpin, broker: &KafkaBroker, cursor: &mut LogCursor) -> std::io::Result<()> {
-        let stats = &self.progress.kafka;
+        let stats = &self.telemetry.kafka;
         let mut reader = reader;
         let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
         let overlong = |splitter: &LineSplitter, reported: &mut u64| {
@@ -325,7 +311,7 @@ impl BrokerFollower {
             reader.consume_unpin(read);
             overlong(&splitter, &mut reported);
             if !lines.is_empty() {
-                let mut mapper = self.mapper.lock().expect("mapper lock poisoned");
+                let mut mapper = self.mapper.lock();
                 mapper.observe_kafka_log(broker, lines.iter().map(|(at, line)| (*at, line.as_str())), Utc::now());
             }
         };
@@ -338,11 +324,11 @@ impl BrokerFollower {
 
 // === Files ===
 
-async fn follow_file(file: BrokerLogFile, from_start: bool, mapper: SharedMapper, progress: Arc<WatchProgress>) {
-    until_ready(&progress).await;
+async fn follow_file(file: BrokerLogFile, from_start: bool, mapper: SharedMapper, telemetry: Arc<Telemetry>) {
+    until_ready(&telemetry).await;
     tracing::info!(path = %file.path.display(), broker = %file.broker, from_start, "following a Kafka log file");
     let broker = KafkaBroker::Workload(file.broker.clone());
-    let mut tail = FileTail::new(file.path.clone(), from_start, progress.clone());
+    let mut tail = FileTail::new(file.path.clone(), from_start, telemetry.clone());
     let mut warned = false;
     let mut opened = false;
     loop {
@@ -355,18 +341,18 @@ async fn follow_file(file: BrokerLogFile, from_start: bool, mapper: SharedMapper
         tail = back;
         if !opened && tail.file.is_some() {
             opened = true;
-            progress.kafka.streams.fetch_add(1, Ordering::Relaxed);
+            telemetry.kafka.streams.fetch_add(1, Ordering::Relaxed);
         }
         match result {
             Ok(lines) if !lines.is_empty() => {
                 warned = false;
                 let now = Utc::now();
-                mapper.lock().expect("mapper lock poisoned").observe_kafka_log(&broker, lines.iter().map(|l| (now, l.as_str())), now);
+                mapper.lock().observe_kafka_log(&broker, lines.iter().map(|l| (now, l.as_str())), now);
                 continue;
             }
             Ok(_) => {}
             Err(e) => {
-                bump(&progress.kafka.errors);
+                bump(&telemetry.kafka.errors);
                 if !std::mem::replace(&mut warned, true) {
                     tracing::warn!(path = %file.path.display(), error = %e, "cannot read the Kafka log file; retrying");
                 }
@@ -388,15 +374,15 @@ struct FileTail {
     skip_partial: bool,
     /// The first open reads from the start (else from the end); later ones always do.
     from_start: bool,
-    progress: Arc<WatchProgress>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// At most this much is read per poll, so a huge backlog is fed in steps.
 const MAX_READ_PER_POLL: u64 = 4 << 20;
 
 impl FileTail {
-    fn new(path: PathBuf, from_start: bool, progress: Arc<WatchProgress>) -> Self {
-        Self { path, file: None, identity: (0, 0), offset: 0, splitter: LineSplitter::new(MAX_LINE_BYTES), skip_partial: false, from_start, progress }
+    fn new(path: PathBuf, from_start: bool, telemetry: Arc<Telemetry>) -> Self {
+        Self { path, file: None, identity: (0, 0), offset: 0, splitter: LineSplitter::new(MAX_LINE_BYTES), skip_partial: false, from_start, telemetry }
     }
 
     /// The complete lines added since the last poll.
@@ -413,7 +399,7 @@ impl FileTail {
             self.splitter.finish();
             self.file = None;
             self.from_start = true;
-            bump(&self.progress.kafka.file_rotations);
+            bump(&self.telemetry.kafka.file_rotations);
         }
         if self.file.is_none() {
             if at_path.is_none() {
@@ -445,7 +431,7 @@ impl FileTail {
             self.offset = 0;
             self.splitter.finish();
             self.skip_partial = false;
-            bump(&self.progress.kafka.file_truncations);
+            bump(&self.telemetry.kafka.file_truncations);
         }
         self.read_available(&mut lines)?;
         Ok(lines)
@@ -474,7 +460,7 @@ impl FileTail {
             }
             let before = self.splitter.overlong();
             self.splitter.push(chunk, |line| lines.push(line.to_owned()));
-            self.progress.kafka.overlong_lines.fetch_add(self.splitter.overlong() - before, Ordering::Relaxed);
+            self.telemetry.kafka.overlong_lines.fetch_add(self.splitter.overlong() - before, Ordering::Relaxed);
         }
         Ok(())
     }

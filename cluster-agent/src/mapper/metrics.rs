@@ -9,10 +9,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::api::ApiState;
+use super::LockMapper;
 
 pub async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let (stats, edges) = {
-        let m = state.mapper.lock().expect("mapper lock poisoned");
+        let m = state.mapper.lock();
         (m.stats(), m.edges().len())
     };
     let mut out = String::new();

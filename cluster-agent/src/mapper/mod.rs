@@ -1,7 +1,8 @@
 //! `cluster-agent mapper`: the per-cluster half. Watches the Kubernetes API into an index,
 //! turns node agents' observations, Kafka brokers' authorizer logs ([`kafka`]) and Istio
 //! sidecars' metrics ([`istio`]) into edges, serves them on its local API ([`api`], behind
-//! [`auth`]) and uploads what changed to the cloud through a persistent outbox.
+//! [`auth`]) and uploads what changed to the cloud ([`upload`]) through a persistent
+//! [`outbox`]. Its own counters are in [`telemetry`].
 
 pub mod api;
 pub mod args;
@@ -9,11 +10,14 @@ pub mod auth;
 pub mod istio;
 pub mod kafka;
 mod metrics;
+pub mod outbox;
+pub mod telemetry;
+pub mod upload;
 pub mod watch;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,10 +27,23 @@ use mapper_core::{EdgeStoreConfig, IndexConfig, Mapper, MapperConfig};
 use model::report::MAX_EDGES_PER_REPORT;
 use model::{Edge, EdgeReport, ExposedWorkload};
 
-use crate::outbox::Outbox;
-use crate::upload::{CloudClient, CloudConfig, ReportSource, Uploader, UploaderConfig};
+use self::outbox::Outbox;
+use self::telemetry::Telemetry;
+use self::upload::{CloudClient, CloudConfig, ReportSource, Uploader, UploaderConfig};
 
 pub type SharedMapper = Arc<Mutex<Mapper>>;
+
+/// `SharedMapper::lock()`: the mapper's state, for as long as the guard lives. A panic while
+/// holding it leaves the state half-changed, so the next locker panics too.
+pub trait LockMapper {
+    fn lock(&self) -> MutexGuard<'_, Mapper>;
+}
+
+impl LockMapper for SharedMapper {
+    fn lock(&self) -> MutexGuard<'_, Mapper> {
+        Mutex::lock(self).expect("mapper lock poisoned")
+    }
+}
 
 /// Hands the uploader what changed since the last report, at most one report's worth at a time.
 pub struct DeltaSource {
@@ -43,7 +60,7 @@ impl DeltaSource {
 impl ReportSource for DeltaSource {
     fn next_report(&mut self) -> Option<EdgeReport> {
         let exposed = {
-            let mut mapper = self.mapper.lock().expect("mapper lock poisoned");
+            let mut mapper = self.mapper.lock();
             self.backlog.extend(mapper.take_delta());
             mapper.exposed()
         };
@@ -56,7 +73,7 @@ impl ReportSource for DeltaSource {
     }
 
     fn exposed(&mut self) -> Option<Vec<ExposedWorkload>> {
-        Some(self.mapper.lock().expect("mapper lock poisoned").exposed())
+        Some(self.mapper.lock().exposed())
     }
 }
 
@@ -86,14 +103,14 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
     // On SIGTERM the API stops first, then the uploader stores what is left and flushes it.
     let (shutdown, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut uploading = None;
-    let watches = Arc::new(watch::WatchProgress::default());
-    watch::spawn_all(client.clone(), mapper.clone(), watches.clone());
+    let telemetry = Arc::new(Telemetry::default());
+    watch::spawn_all(client.clone(), mapper.clone(), telemetry.clone());
     let kafka = args.kafka();
     if !kafka.is_empty() {
-        kafka::spawn(client.clone(), mapper.clone(), watches.clone(), kafka);
+        kafka::spawn(client.clone(), mapper.clone(), telemetry.clone(), kafka);
     }
     if let Some(istio) = args.istio() {
-        tokio::spawn(istio::run(mapper.clone(), watches.clone(), istio));
+        tokio::spawn(istio::run(mapper.clone(), telemetry.clone(), istio));
     }
 
     let upload = match (&args.cloud_url, &args.cloud_client_id, &args.cloud_client_secret) {
@@ -125,36 +142,20 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         loop {
             tick.tick().await;
-            expiring.lock().expect("mapper lock poisoned").expire(Utc::now());
+            expiring.lock().expire(Utc::now());
         }
     });
 
     let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let auth = auth::ApiAuth::new(args.auth(namespace), Some(client));
-    let state = Arc::new(api::ApiState { mapper, auth, watches, upload });
+    let state = Arc::new(api::ApiState { mapper, auth, watches: telemetry, upload });
     tracing::info!(listen = %listener.local_addr()?, "mapper serving");
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(termination()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(crate::termination()).await?;
     let _ = shutdown.send(());
     if let Some(task) = uploading {
         tracing::info!("flushing edges to the cloud before exiting");
         let _ = task.await;
     }
     Ok(())
-}
-
-pub(crate) async fn termination() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("stopping");
 }

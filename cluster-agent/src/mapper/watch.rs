@@ -2,7 +2,7 @@
 //! their spec or status, metadata only (owner references, labels, annotations) elsewhere.
 
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -18,44 +18,28 @@ use kube::{Api, Resource};
 use mapper_core::Indexed;
 use serde::de::DeserializeOwned;
 
-use super::SharedMapper;
-
-/// How many watchers there are, and how many have finished their first list; the Kafka and
-/// Istio watchers' counters.
-#[derive(Debug, Default)]
-pub struct WatchProgress {
-    pub total: AtomicUsize,
-    pub synced: AtomicUsize,
-    pub kafka: super::kafka::KafkaWatchStats,
-    pub istio: super::istio::IstioWatchStats,
-}
-
-impl WatchProgress {
-    pub fn ready(&self) -> bool {
-        let total = self.total.load(Ordering::Relaxed);
-        total > 0 && self.synced.load(Ordering::Relaxed) >= total
-    }
-}
+use super::telemetry::{Telemetry, WatchProgress};
+use super::{LockMapper, SharedMapper};
 
 /// Starts every watcher; they run until the process ends, re-listing after errors with backoff.
-pub fn spawn_all(client: kube::Client, mapper: SharedMapper, progress: Arc<WatchProgress>) {
+pub fn spawn_all(client: kube::Client, mapper: SharedMapper, telemetry: Arc<Telemetry>) {
     macro_rules! full {
         ($($k:ty),*) => {$(
-            progress.total.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(watch_full::<$k>(Api::all(client.clone()), mapper.clone(), progress.clone()));
+            telemetry.watches.total.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(watch_full::<$k>(Api::all(client.clone()), mapper.clone(), telemetry.clone()));
         )*};
     }
     macro_rules! meta {
         ($($k:ty),*) => {$(
-            progress.total.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(watch_meta::<$k>(Api::all(client.clone()), mapper.clone(), progress.clone()));
+            telemetry.watches.total.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(watch_meta::<$k>(Api::all(client.clone()), mapper.clone(), telemetry.clone()));
         )*};
     }
     full!(Pod, Service, EndpointSlice, Node, Ingress);
     meta!(ReplicaSet, Deployment, StatefulSet, DaemonSet, Job, CronJob, Namespace);
 }
 
-async fn watch_full<K>(api: Api<K>, mapper: SharedMapper, progress: Arc<WatchProgress>)
+async fn watch_full<K>(api: Api<K>, mapper: SharedMapper, telemetry: Arc<Telemetry>)
 where
     K: Indexed + Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -68,19 +52,19 @@ where
             Ok(Event::Init) => initial.clear(),
             Ok(Event::InitApply(obj)) => initial.push(obj),
             Ok(Event::InitDone) => {
-                mapper.lock().expect("mapper lock poisoned").index.reset(&initial);
+                mapper.lock().index.reset(&initial);
                 tracing::info!(%kind, objects = initial.len(), "watch synced");
                 initial.clear();
-                mark_synced(&progress, &mut synced);
+                mark_synced(&telemetry.watches, &mut synced);
             }
-            Ok(Event::Apply(obj)) => mapper.lock().expect("mapper lock poisoned").index.apply(&obj),
-            Ok(Event::Delete(obj)) => mapper.lock().expect("mapper lock poisoned").index.delete(&obj),
+            Ok(Event::Apply(obj)) => mapper.lock().index.apply(&obj),
+            Ok(Event::Delete(obj)) => mapper.lock().index.delete(&obj),
             Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
         }
     }
 }
 
-async fn watch_meta<K>(api: Api<PartialObjectMeta<K>>, mapper: SharedMapper, progress: Arc<WatchProgress>)
+async fn watch_meta<K>(api: Api<PartialObjectMeta<K>>, mapper: SharedMapper, telemetry: Arc<Telemetry>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -93,13 +77,13 @@ where
             Ok(Event::Init) => initial.clear(),
             Ok(Event::InitApply(obj)) => initial.push(obj.metadata),
             Ok(Event::InitDone) => {
-                mapper.lock().expect("mapper lock poisoned").index.reset_meta(&kind, &initial);
+                mapper.lock().index.reset_meta(&kind, &initial);
                 tracing::info!(%kind, objects = initial.len(), "watch synced");
                 initial.clear();
-                mark_synced(&progress, &mut synced);
+                mark_synced(&telemetry.watches, &mut synced);
             }
-            Ok(Event::Apply(obj)) => mapper.lock().expect("mapper lock poisoned").index.apply_meta(&kind, &obj.metadata),
-            Ok(Event::Delete(obj)) => mapper.lock().expect("mapper lock poisoned").index.delete_meta(&kind, &obj.metadata),
+            Ok(Event::Apply(obj)) => mapper.lock().index.apply_meta(&kind, &obj.metadata),
+            Ok(Event::Delete(obj)) => mapper.lock().index.delete_meta(&kind, &obj.metadata),
             Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
         }
     }

@@ -275,7 +275,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         max_batch: 5_000,
     };
-    shipper.run(outgoing, Duration::from_secs_f64(args.ship_interval_seconds.max(0.05)), crate::mapper::termination()).await;
+    shipper.run(outgoing, Duration::from_secs_f64(args.ship_interval_seconds.max(0.05)), crate::termination()).await;
     stop.store(true, Ordering::Relaxed);
     Ok(())
 }

@@ -11,9 +11,10 @@ pub use std::time::Duration;
 pub use chrono::{DateTime, Utc};
 pub use cloud_api::tokens::{JwtIssuer, SigningKey};
 pub use cloud_api::{AppState, Config};
-pub use cluster_agent::outbox::{Outbox, OutboxLimits, OutboxStats};
-pub use cluster_agent::upload::{Backoff, CloudClient, CloudConfig, SendOutcome, UploadStats, Uploader, UploaderConfig};
+pub use cluster_agent::mapper::outbox::{Outbox, OutboxLimits, OutboxStats};
+pub use cluster_agent::mapper::upload::{Backoff, CloudClient, CloudConfig, SendOutcome, UploadStats, Uploader, UploaderConfig};
 pub use model::{AccessGraph, Edge, EdgeReport, ExposedWorkload, PortSpec, Protocol, Target, WorkloadRef};
+pub use testkit::process::TempDir;
 pub use tokio::sync::oneshot;
 pub use tokio::task::JoinHandle;
 pub use uuid::Uuid;
@@ -26,20 +27,9 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("upload-test-{}", Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory for an outbox, removed on drop.
+pub fn temp_dir() -> TempDir {
+    TempDir::new("upload-test")
 }
 
 /// Names of the files in `dir` ending with `suffix`, sorted.

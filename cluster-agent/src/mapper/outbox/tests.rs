@@ -3,23 +3,12 @@
 use chrono::{DateTime, Utc};
 use model::report::MAX_RESOURCES_PER_EDGE;
 use model::{merge_edges, Edge, ExposedWorkload, InternetTarget, Target, WorkloadRef};
+use testkit::process::TempDir;
 
 use super::*;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("outbox-unit-{}", Uuid::new_v4()));
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+fn temp_dir() -> TempDir {
+    TempDir::new("outbox-unit")
 }
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -55,8 +44,8 @@ fn files(dir: &Path, suffix: &str) -> Vec<String> {
 
 #[test]
 fn reports_come_back_oldest_first_until_acknowledged() {
-    let tmp = TempDir::new();
-    let mut outbox = Outbox::open(&tmp.0).unwrap();
+    let tmp = temp_dir();
+    let mut outbox = Outbox::open(tmp.path()).unwrap();
     let reports: Vec<EdgeReport> = (1..=5).map(|i| report("frontend", i, i as i64)).collect();
     for r in &reports {
         outbox.push(r).unwrap();
@@ -67,34 +56,34 @@ fn reports_come_back_oldest_first_until_acknowledged() {
     outbox.ack(reports[0].report_id).unwrap();
     assert_eq!(outbox.len().unwrap(), 4);
     drop(outbox);
-    let reopened = Outbox::open(&tmp.0).unwrap();
+    let reopened = Outbox::open(tmp.path()).unwrap();
     assert_eq!(reopened.pending().unwrap(), reports[1..].to_vec());
-    assert!(files(&tmp.0, TMP_SUFFIX).is_empty());
+    assert!(files(tmp.path(), TMP_SUFFIX).is_empty());
 }
 
 #[test]
 fn unreadable_files_are_set_aside_and_skipped() {
-    let tmp = TempDir::new();
-    let mut outbox = Outbox::open(&tmp.0).unwrap();
+    let tmp = temp_dir();
+    let mut outbox = Outbox::open(tmp.path()).unwrap();
     let good = report("frontend", 1, 1);
-    fs::write(tmp.0.join(file_name(1, Uuid::new_v4())), b"{\"schema_version\": 1, \"rep").unwrap();
-    fs::write(tmp.0.join("notes.json"), b"{}").unwrap();
+    fs::write(tmp.path().join(file_name(1, Uuid::new_v4())), b"{\"schema_version\": 1, \"rep").unwrap();
+    fs::write(tmp.path().join("notes.json"), b"{}").unwrap();
     let other = report("frontend", 2, 2);
-    fs::write(tmp.0.join(file_name(2, Uuid::new_v4())), serde_json::to_vec(&other).unwrap()).unwrap();
+    fs::write(tmp.path().join(file_name(2, Uuid::new_v4())), serde_json::to_vec(&other).unwrap()).unwrap();
     outbox.push(&good).unwrap();
     assert_eq!(outbox.pending().unwrap(), vec![good.clone()]);
-    assert_eq!(files(&tmp.0, CORRUPT_SUFFIX).len(), 3, "truncated, misnamed and mislabelled files");
+    assert_eq!(files(tmp.path(), CORRUPT_SUFFIX).len(), 3, "truncated, misnamed and mislabelled files");
     assert_eq!(outbox.stats().corrupt.load(Ordering::Relaxed), 3);
     outbox.reject(good.report_id, "422: bad name").unwrap();
     assert!(outbox.is_empty().unwrap());
-    assert_eq!(files(&tmp.0, REJECTED_SUFFIX).len(), 1);
+    assert_eq!(files(tmp.path(), REJECTED_SUFFIX).len(), 1);
 }
 
 #[test]
 fn overflow_merges_the_oldest_reports_but_never_the_first() {
-    let tmp = TempDir::new();
+    let tmp = temp_dir();
     let limits = OutboxLimits { max_reports: 3, ..OutboxLimits::default() };
-    let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
+    let mut outbox = Outbox::open_with(tmp.path(), limits).unwrap();
     let reports: Vec<EdgeReport> = (1..=10).map(|i| report(if i % 2 == 0 { "frontend" } else { "checkout" }, i, i as i64)).collect();
     for r in &reports {
         outbox.push(r).unwrap();
@@ -113,9 +102,9 @@ fn overflow_merges_the_oldest_reports_but_never_the_first() {
 
 #[test]
 fn a_merge_never_makes_an_edge_with_more_paths_than_the_cloud_accepts() {
-    let tmp = TempDir::new();
+    let tmp = temp_dir();
     let limits = OutboxLimits { max_reports: 2, ..OutboxLimits::default() };
-    let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
+    let mut outbox = Outbox::open_with(tmp.path(), limits).unwrap();
     // Each report's edge has 600 distinct paths: two merged would carry 1,200.
     let with_paths = |generated: i64| {
         let mut r = report("frontend", 1, generated);
@@ -134,10 +123,10 @@ fn a_merge_never_makes_an_edge_with_more_paths_than_the_cloud_accepts() {
 
 #[test]
 fn reports_that_cannot_be_merged_are_dropped_and_counted() {
-    let tmp = TempDir::new();
+    let tmp = temp_dir();
     let one = serde_json::to_vec(&report("frontend", 1, 1)).unwrap().len() as u64;
     let limits = OutboxLimits { max_reports: 100, max_bytes: one * 2 + one / 2, max_quarantined: 10 };
-    let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
+    let mut outbox = Outbox::open_with(tmp.path(), limits).unwrap();
     // Distinct clients: merging cannot make them smaller.
     for i in 1..=4 {
         outbox.push(&report(&format!("client-{i}"), 1, i)).unwrap();
@@ -152,30 +141,30 @@ fn reports_that_cannot_be_merged_are_dropped_and_counted() {
 
 #[test]
 fn an_interrupted_merge_is_completed_or_forgotten() {
-    let tmp = TempDir::new();
-    let mut outbox = Outbox::open(&tmp.0).unwrap();
+    let tmp = temp_dir();
+    let mut outbox = Outbox::open(tmp.path()).unwrap();
     let a = report("frontend", 1, 1);
     let b = report("frontend", 2, 2);
     outbox.push(&a).unwrap();
     outbox.push(&b).unwrap();
-    let names = files(&tmp.0, REPORT_SUFFIX);
+    let names = files(tmp.path(), REPORT_SUFFIX);
     let merged = EdgeReport::new(Uuid::new_v4(), b.generated_at, merge_edges(a.edges.iter().chain(&b.edges).cloned()), b.exposed.clone());
     let merged_name = file_name(parse_name(&names[0]).unwrap().0, merged.report_id);
     let journal = Journal { merged: merged_name.clone(), replaces: names.clone() };
-    fs::write(tmp.0.join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
+    fs::write(tmp.path().join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
     drop(outbox);
 
     // Crashed before the merged report was in place: the originals stay.
-    fs::write(tmp.0.join(format!("{merged_name}{TMP_SUFFIX}")), b"half").unwrap();
-    let outbox = Outbox::open(&tmp.0).unwrap();
+    fs::write(tmp.path().join(format!("{merged_name}{TMP_SUFFIX}")), b"half").unwrap();
+    let outbox = Outbox::open(tmp.path()).unwrap();
     assert_eq!(outbox.pending().unwrap(), vec![a.clone(), b.clone()]);
-    assert!(!tmp.0.join(JOURNAL).exists());
+    assert!(!tmp.path().join(JOURNAL).exists());
     drop(outbox);
 
     // Crashed after the merged report was in place: the originals go.
-    fs::write(tmp.0.join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
-    fs::write(tmp.0.join(&merged_name), serde_json::to_vec(&merged).unwrap()).unwrap();
-    let outbox = Outbox::open(&tmp.0).unwrap();
+    fs::write(tmp.path().join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
+    fs::write(tmp.path().join(&merged_name), serde_json::to_vec(&merged).unwrap()).unwrap();
+    let outbox = Outbox::open(tmp.path()).unwrap();
     assert_eq!(outbox.pending().unwrap(), vec![merged]);
 }
 
@@ -184,24 +173,24 @@ fn an_interrupted_merge_is_completed_or_forgotten() {
 fn reports_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    let tmp = TempDir::new();
+    let tmp = temp_dir();
     // A report left by an older version, readable by everyone.
     let old = report("frontend", 1, 1);
-    let old_path = tmp.0.join(file_name(1, old.report_id));
+    let old_path = tmp.path().join(file_name(1, old.report_id));
     fs::write(&old_path, serde_json::to_vec(&old).unwrap()).unwrap();
     fs::set_permissions(&old_path, fs::Permissions::from_mode(0o644)).unwrap();
-    let mut outbox = Outbox::open(&tmp.0).unwrap();
+    let mut outbox = Outbox::open(tmp.path()).unwrap();
     assert_eq!(mode(&old_path), 0o600, "made private on opening");
     outbox.push(&report("frontend", 2, 2)).unwrap();
-    for name in files(&tmp.0, REPORT_SUFFIX) {
-        assert_eq!(mode(&tmp.0.join(&name)), 0o600, "{name}");
+    for name in files(tmp.path(), REPORT_SUFFIX) {
+        assert_eq!(mode(&tmp.path().join(&name)), 0o600, "{name}");
     }
 }
 
 #[test]
 fn a_failing_report_is_set_aside_and_the_next_one_comes_up() {
-    let tmp = TempDir::new();
-    let mut outbox = Outbox::open(&tmp.0).unwrap();
+    let tmp = temp_dir();
+    let mut outbox = Outbox::open(tmp.path()).unwrap();
     let reports: Vec<EdgeReport> = (1..=3).map(|i| report("frontend", i, i as i64)).collect();
     for r in &reports {
         outbox.push(r).unwrap();
@@ -211,16 +200,16 @@ fn a_failing_report_is_set_aside_and_the_next_one_comes_up() {
     assert_eq!(outbox.next_after(Uuid::new_v4()).unwrap(), None);
     outbox.set_aside_failed(reports[0].report_id).unwrap();
     assert_eq!(outbox.oldest().unwrap(), Some(reports[1].clone()));
-    let failed = files(&tmp.0, FAILED_SUFFIX);
+    let failed = files(tmp.path(), FAILED_SUFFIX);
     assert_eq!(failed.len(), 1);
     assert!(failed[0].contains(&reports[0].report_id.to_string()), "{failed:?}");
 }
 
 #[test]
 fn a_merge_never_makes_an_edge_with_more_addresses_than_the_cloud_accepts() {
-    let tmp = TempDir::new();
+    let tmp = temp_dir();
     let limits = OutboxLimits { max_reports: 2, ..OutboxLimits::default() };
-    let mut outbox = Outbox::open_with(&tmp.0, limits).unwrap();
+    let mut outbox = Outbox::open_with(tmp.path(), limits).unwrap();
     // The same internet target, 700 distinct IPs a report: two merged would carry 1,400.
     let with_ips = |generated: i64| {
         let mut r = report("frontend", 1, generated);

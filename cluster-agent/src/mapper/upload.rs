@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 pub use self::client::{check_cloud_url, http_client, CloudClient, CloudConfig, SendOutcome, UploadError};
 pub use self::drain::Drained;
-use crate::outbox::{Outbox, OutboxStats};
+use super::outbox::{Outbox, OutboxStats};
 
 /// Edges held in memory while the outbox cannot store them (a full disk).
 pub const MAX_UNSAVED_EDGES: usize = 4 * MAX_EDGES_PER_REPORT;

@@ -95,7 +95,7 @@ pub enum SendOutcome {
     Rejected(String),
     /// The cloud failed on this report (500, or another 5xx than 502/503/504, which are about
     /// reaching it): retry, but a report that keeps failing the same way while the reports
-    /// behind it go through is set aside (see [`crate::upload::Uploader::drain`]).
+    /// behind it go through is set aside (see [`super::Uploader::drain`]).
     ServerError { reason: String, retry_after: Option<Duration> },
     /// The cloud is unreachable, overloaded or failing (5xx, 408, 429, network errors), the
     /// endpoint is missing (404, 405: a wrong URL), or the cluster could not authenticate (401

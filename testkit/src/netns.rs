@@ -1,0 +1,114 @@
+//! Network namespaces standing in for pods, as root: two joined by a veth pair, and threads that
+//! run inside one.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// Runs `ip <args>` (iproute2), panicking with its stderr if it fails.
+pub fn ip(args: &[&str]) {
+    let output = Command::new("ip").args(args).output().expect("running ip (iproute2)");
+    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+}
+
+/// Runs `f` on a new thread that has entered network namespace `ns` (from `ip netns add`);
+/// sockets it opens stay there. The thread is unnamed: its comm is the test process's.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    in_netns_with(std::thread::Builder::new(), ns, f)
+}
+
+/// [`in_netns`] on a thread named `name`, which becomes its comm (what the kernel reports as
+/// the process name of the sockets it opens).
+pub fn in_netns_named<T: Send + 'static>(ns: &str, name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    in_netns_with(std::thread::Builder::new().name(name.into()), ns, f)
+}
+
+fn in_netns_with<T: Send + 'static>(thread: std::thread::Builder, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    thread
+        .spawn(move || {
+            let netns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            f()
+        })
+        .expect("starting a thread")
+}
+
+/// The inode of network namespace `ns`: the id the kernel (and eBPF) reports for it.
+pub fn netns_inode(ns: &str) -> u64 {
+    std::fs::metadata(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("/run/netns/{ns}: {e}")).ino()
+}
+
+/// Two network namespaces `a` and `b` joined by a veth pair, `veth0` in each, with it and `lo`
+/// up. Dropping it kills and reaps [`children`](Self::children), removes the cgroups handed to
+/// [`remove_on_drop`](Self::remove_on_drop) and deletes the namespaces, also when a test fails.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    /// Processes running in the namespaces (they keep a namespace alive).
+    pub children: Vec<Child>,
+    cgroups: Vec<PathBuf>,
+}
+
+impl NetnsPair {
+    /// Namespaces named `a` and `b` (unique on the machine) with the addresses `a_addrs` and
+    /// `b_addrs` (`address/prefix`; IPv6 ones without duplicate address detection, so they are
+    /// usable at once).
+    pub fn new(a: &str, b: &str, a_addrs: &[&str], b_addrs: &[&str]) -> NetnsPair {
+        let pair = NetnsPair { a: a.to_owned(), b: b.to_owned(), children: Vec::new(), cgroups: Vec::new() };
+        ip(&["netns", "add", a]);
+        ip(&["netns", "add", b]);
+        ip(&["link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b]);
+        for (ns, addrs) in [(a, a_addrs), (b, b_addrs)] {
+            for addr in addrs {
+                let mut args = vec!["-n", ns, "addr", "add", addr, "dev", "veth0"];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                ip(&args);
+            }
+            ip(&["-n", ns, "link", "set", "veth0", "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// Starts `command` in namespace `ns` with no stdio, through `ip netns exec` (which execs
+    /// it: the pid is the command's); it runs until the pair is dropped.
+    pub fn spawn(&mut self, ns: &str, command: &[&str]) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?} in {ns}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Removes the (empty, by then) cgroup directory `dir` on drop, after the children are gone;
+    /// directories are removed in the order given.
+    pub fn remove_on_drop(&mut self, dir: PathBuf) {
+        self.cgroups.push(dir);
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for dir in &self.cgroups {
+            let _ = std::fs::remove_dir(dir);
+        }
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        }
+    }
+}
