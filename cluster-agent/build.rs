@@ -25,7 +25,8 @@ fn main() {
 
 fn build() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
-    let ebpf_dir = manifest_dir.parent().context("cluster-agent has a parent directory")?.join("ebpf");
+    let ebpf_dir =
+        manifest_dir.parent().context("cluster-agent has a parent directory")?.join("ebpf");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     println!("cargo:rerun-if-changed={}", ebpf_dir.join("src").display());
@@ -34,7 +35,10 @@ fn build() -> Result<()> {
         println!("cargo:rerun-if-env-changed={var}");
     }
 
-    let clang = find_tool("CLANG", &["clang", "clang-14", "clang-15", "clang-16", "clang-17", "clang-18", "clang-19"]);
+    let clang = find_tool(
+        "CLANG",
+        &["clang", "clang-14", "clang-15", "clang-16", "clang-17", "clang-18", "clang-19"],
+    );
     let bpftool = find_tool("BPFTOOL", &["bpftool"]);
     let (Some(clang), Some(bpftool)) = (clang, bpftool) else {
         bail!("{SETUP_HINT}");
@@ -50,7 +54,18 @@ fn build() -> Result<()> {
         "aarch64" => "arm64",
         other => bail!("no eBPF target architecture is known for {other}"),
     };
-    let strip = find_tool("LLVM_STRIP", &["llvm-strip", "llvm-strip-14", "llvm-strip-15", "llvm-strip-16", "llvm-strip-17", "llvm-strip-18", "llvm-strip-19"]);
+    let strip = find_tool(
+        "LLVM_STRIP",
+        &[
+            "llvm-strip",
+            "llvm-strip-14",
+            "llvm-strip-15",
+            "llvm-strip-16",
+            "llvm-strip-17",
+            "llvm-strip-18",
+            "llvm-strip-19",
+        ],
+    );
     for program in PROGRAMS {
         let source = ebpf_dir.join("src").join(format!("{program}.bpf.c"));
         let object = out_dir.join(format!("{program}.bpf.o"));
@@ -71,7 +86,9 @@ fn find_tool(var: &str, names: &[&str]) -> Option<PathBuf> {
         Err(_) => names.iter().map(|name| name.to_string()).collect(),
     };
     let path = env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = env::split_paths(&path).chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from)).collect();
+    let dirs: Vec<PathBuf> = env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .collect();
     candidates.iter().find_map(|candidate| {
         if candidate.contains('/') {
             Some(PathBuf::from(candidate)).filter(|path| path.is_file())
@@ -82,19 +99,34 @@ fn find_tool(var: &str, names: &[&str]) -> Option<PathBuf> {
 }
 
 fn generate_vmlinux_h(bpftool: &Path, header: &Path) -> Result<()> {
-    let output =
-        Command::new(bpftool).args(["btf", "dump", "file", KERNEL_BTF, "format", "c"]).output().with_context(|| format!("running {}", bpftool.display()))?;
+    let output = Command::new(bpftool)
+        .args(["btf", "dump", "file", KERNEL_BTF, "format", "c"])
+        .output()
+        .with_context(|| format!("running {}", bpftool.display()))?;
     if !output.status.success() {
-        bail!("{} btf dump failed ({}): {}", bpftool.display(), output.status, String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{} btf dump failed ({}): {}",
+            bpftool.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     // Only rewrite when it changed, so the file's timestamp does not trigger needless rebuilds.
     if std::fs::read(header).ok().as_deref() != Some(output.stdout.as_slice()) {
-        std::fs::write(header, &output.stdout).with_context(|| format!("writing {}", header.display()))?;
+        std::fs::write(header, &output.stdout)
+            .with_context(|| format!("writing {}", header.display()))?;
     }
     Ok(())
 }
 
-fn compile(clang: &Path, arch: &str, source: &Path, object: &Path, include: &Path, out_dir: &Path) -> Result<()> {
+fn compile(
+    clang: &Path,
+    arch: &str,
+    source: &Path,
+    object: &Path,
+    include: &Path,
+    out_dir: &Path,
+) -> Result<()> {
     let mut command = Command::new(clang);
     command
         .args(["-O2", "-g", "-target", "bpf", "-Wall"])
@@ -110,7 +142,11 @@ fn compile(clang: &Path, arch: &str, source: &Path, object: &Path, include: &Pat
     let output = command.output().with_context(|| format!("running {}", clang.display()))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let hint = if stderr.contains("bpf/bpf_helpers.h") { format!("\n{SETUP_HINT}") } else { String::new() };
+        let hint = if stderr.contains("bpf/bpf_helpers.h") {
+            format!("\n{SETUP_HINT}")
+        } else {
+            String::new()
+        };
         bail!("compiling {} failed ({}):\n{stderr}{hint}", source.display(), output.status);
     }
     Ok(())
@@ -119,7 +155,12 @@ fn compile(clang: &Path, arch: &str, source: &Path, object: &Path, include: &Pat
 fn run(command: &mut Command, what: &str) -> Result<()> {
     let output = command.output().with_context(|| format!("running {what}"))?;
     if !output.status.success() {
-        bail!("{what} failed ({}):\n{}{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     Ok(())
 }

@@ -59,15 +59,20 @@ async fn start_emulator(ca: &CertificateAuthority) -> SocketAddr {
             let (acceptor, object) = (acceptor.clone(), object.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else { return };
-                let service = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    let object = object.clone();
-                    async move {
-                        let mut response = Response::new(Full::new(object));
-                        response.headers_mut().insert("etag", "\"0123456789abcdef\"".parse().unwrap());
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                let service =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        let object = object.clone();
+                        async move {
+                            let mut response = Response::new(Full::new(object));
+                            response
+                                .headers_mut()
+                                .insert("etag", "\"0123456789abcdef\"".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
             });
         }
     });
@@ -76,7 +81,10 @@ async fn start_emulator(ca: &CertificateAuthority) -> SocketAddr {
 
 /// Creates the bucket and the 100 objects the GETs read, straight at `addr`.
 async fn seed_objects(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) {
-    for (n, path) in std::iter::once("/".to_owned()).chain((0..100).map(|n| format!("/2026/11/inv-{n}.pdf"))).enumerate() {
+    for (n, path) in std::iter::once("/".to_owned())
+        .chain((0..100).map(|n| format!("/2026/11/inv-{n}.pdf")))
+        .enumerate()
+    {
         let body = if n == 0 { Bytes::new() } else { Bytes::from(vec![b'x'; OBJECT]) };
         let request = Request::put(path)
             .header("host", HOST)
@@ -98,7 +106,8 @@ async fn start_sink(received: Arc<AtomicU64>) -> SocketAddr {
         axum::routing::post(move |body: axum::body::Bytes| {
             let received = received.clone();
             async move {
-                let batch: model::observation::ObservationBatch = serde_json::from_slice(&body).unwrap();
+                let batch: model::observation::ObservationBatch =
+                    serde_json::from_slice(&body).unwrap();
                 received.fetch_add(batch.aws.len() as u64, Ordering::Relaxed);
                 "{}"
             }
@@ -126,15 +135,27 @@ impl Drop for ProxyProcess {
 impl ProxyProcess {
     /// `(VmRSS, VmHWM)` in MiB.
     fn rss_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
-            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
         };
         (field("VmRSS:"), field("VmHWM:"))
     }
 }
 
-fn start_proxy(dir: &Path, emulator: SocketAddr, emulator_ca: &Path, sink: SocketAddr) -> ProxyProcess {
+fn start_proxy(
+    dir: &Path,
+    emulator: SocketAddr,
+    emulator_ca: &Path,
+    sink: SocketAddr,
+) -> ProxyProcess {
     std::fs::create_dir_all(dir).unwrap();
     let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_aws-proxy"))
@@ -167,7 +188,10 @@ fn client_config(ca_pem_file: &Path) -> Arc<rustls::ClientConfig> {
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 /// One keep-alive HTTP/1.1 connection to `addr`, TLS for `HOST`.
-async fn connect<B>(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> hyper::client::conn::http1::SendRequest<B>
+async fn connect<B>(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> hyper::client::conn::http1::SendRequest<B>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -175,7 +199,10 @@ where
 {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    let stream = tokio_rustls::TlsConnector::from(tls).connect(ServerName::try_from(HOST).unwrap(), tcp).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await
+        .unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
     sender
@@ -223,9 +250,13 @@ impl Conn {
             )
             .body(Empty::new())
             .unwrap();
-        let response = self.sender.as_mut().expect("connected").send_request(request).await.unwrap();
+        let response =
+            self.sender.as_mut().expect("connected").send_request(request).await.unwrap();
         assert!(response.status().is_success(), "{}", response.status());
-        let closing = response.headers().get("connection").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let closing = response
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), OBJECT);
         if closing {
@@ -239,7 +270,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Sequential requests on one kept-alive connection: (p50, p99) in ms and the TLS connections opened.
-async fn latency(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, requests: usize) -> (f64, f64, usize) {
+async fn latency(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    requests: usize,
+) -> (f64, f64, usize) {
     let mut conn = Conn::open(addr, tls).await;
     for n in 0..200 {
         conn.get_object(n).await;
@@ -255,7 +290,12 @@ async fn latency(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, requests: usi
 }
 
 /// `connections` keep-alive connections for `seconds`: requests/s.
-async fn throughput(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, connections: usize, seconds: f64) -> f64 {
+async fn throughput(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    connections: usize,
+    seconds: f64,
+) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let start = Instant::now();
@@ -279,12 +319,19 @@ async fn throughput(addr: SocketAddr, tls: Arc<rustls::ClientConfig>, connection
 }
 
 /// Latency and throughput, direct to `upstream` and through the proxy, printed.
-async fn compare(label: &str, upstream: SocketAddr, direct_tls: Arc<rustls::ClientConfig>, proxy: SocketAddr, proxy_tls: Arc<rustls::ClientConfig>) {
+async fn compare(
+    label: &str,
+    upstream: SocketAddr,
+    direct_tls: Arc<rustls::ClientConfig>,
+    proxy: SocketAddr,
+    proxy_tls: Arc<rustls::ClientConfig>,
+) {
     let connections: usize = env_or("BENCH_CONNECTIONS", 16);
     let seconds: f64 = env_or("BENCH_SECONDS", 5.0);
     let requests: usize = env_or("BENCH_LATENCY_REQUESTS", LATENCY_REQUESTS);
     println!("\n== {label}: small S3 GETs ({OBJECT} B objects, keep-alive), direct vs through aws-proxy (SNI) ==");
-    let (direct_p50, direct_p99, direct_opened) = latency(upstream, direct_tls.clone(), requests).await;
+    let (direct_p50, direct_p99, direct_opened) =
+        latency(upstream, direct_tls.clone(), requests).await;
     let (proxy_p50, proxy_p99, proxy_opened) = latency(proxy, proxy_tls.clone(), requests).await;
     println!("latency, 1 client, {requests} sequential requests:");
     println!("  direct  p50 {direct_p50:.3} ms  p99 {direct_p99:.3} ms   ({direct_opened} TLS connections opened by the client)");
@@ -300,7 +347,10 @@ async fn compare(label: &str, upstream: SocketAddr, direct_tls: Arc<rustls::Clie
     println!("throughput, {connections} connections, {seconds} s each:");
     println!("  direct  {direct_rps:.0} requests/s");
     println!("  proxied {proxy_rps:.0} requests/s");
-    println!("  ratio   {ratio:.2}   (target >= {TARGET_THROUGHPUT_RATIO}: {})", if ratio >= TARGET_THROUGHPUT_RATIO { "met" } else { "NOT met" });
+    println!(
+        "  ratio   {ratio:.2}   (target >= {TARGET_THROUGHPUT_RATIO}: {})",
+        if ratio >= TARGET_THROUGHPUT_RATIO { "met" } else { "NOT met" }
+    );
 }
 
 #[tokio::main]
@@ -320,7 +370,8 @@ async fn main() {
             seed_objects(moto.addr, moto_tls.clone()).await;
             let proxy = start_proxy(&dir.join("moto"), moto.addr, &moto.ca_file, sink);
             let proxy_tls = client_config(&proxy.ca_file);
-            compare("moto (the tests' AWS emulator)", moto.addr, moto_tls, proxy.tls, proxy_tls).await;
+            compare("moto (the tests' AWS emulator)", moto.addr, moto_tls, proxy.tls, proxy_tls)
+                .await;
             let (_, peak) = proxy.rss_mib();
             println!("aws-proxy peak RSS: {peak:.1} MiB");
         }
@@ -331,10 +382,16 @@ async fn main() {
     let proxy = start_proxy(&dir.join("stand-in"), stand_in, &emulator_ca_file, sink);
     let proxy_tls = client_config(&proxy.ca_file);
     let (idle_rss, _) = proxy.rss_mib();
-    compare("in-process S3 stand-in (fast upstream)", stand_in, direct_tls, proxy.tls, proxy_tls).await;
+    compare("in-process S3 stand-in (fast upstream)", stand_in, direct_tls, proxy.tls, proxy_tls)
+        .await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let (rss, peak) = proxy.rss_mib();
-    println!("aws-proxy RSS: {idle_rss:.1} MiB idle, {rss:.1} MiB after the run, {peak:.1} MiB peak");
-    println!("calls recorded and shipped to the mapper stand-in (both runs): {}", received.load(Ordering::Relaxed));
+    println!(
+        "aws-proxy RSS: {idle_rss:.1} MiB idle, {rss:.1} MiB after the run, {peak:.1} MiB peak"
+    );
+    println!(
+        "calls recorded and shipped to the mapper stand-in (both runs): {}",
+        received.load(Ordering::Relaxed)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

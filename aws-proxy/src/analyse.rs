@@ -47,7 +47,10 @@ impl fmt::Debug for RequestParts<'_> {
             .field("host", &self.host)
             .field("path", &self.path)
             .field("query_len", &self.query.map(str::len))
-            .field("header_names", &self.headers.keys().map(http::HeaderName::as_str).collect::<Vec<_>>())
+            .field(
+                "header_names",
+                &self.headers.keys().map(http::HeaderName::as_str).collect::<Vec<_>>(),
+            )
             .field("body_len", &self.body.map(<[u8]>::len))
             .finish()
     }
@@ -66,7 +69,20 @@ pub struct AwsCall {
 }
 
 /// Services whose resource is named in a JSON body.
-const BODY_RESOURCE_SERVICES: &[&str] = &["dynamodb", "sqs", "sns", "kms", "secretsmanager", "sts", "ssm", "kinesis", "logs", "events", "states", "firehose"];
+const BODY_RESOURCE_SERVICES: &[&str] = &[
+    "dynamodb",
+    "sqs",
+    "sns",
+    "kms",
+    "secretsmanager",
+    "sts",
+    "ssm",
+    "kinesis",
+    "logs",
+    "events",
+    "states",
+    "firehose",
+];
 
 /// Whether peeking at the body (at most [`MAX_BODY_PEEK`] bytes, decided by `Content-Length`)
 /// helps: form-encoded bodies (Query protocol: `Action=...`), and JSON bodies
@@ -104,7 +120,10 @@ pub fn analyse(req: &RequestParts<'_>, account: Option<&str>) -> AwsCall {
     let endpoint = Endpoint::parse(req.host);
     let scope = Scope::of_request(req);
     let target = header_str(req.headers, "x-amz-target").and_then(Target::parse);
-    let service = scope.service.or_else(|| endpoint.service.clone()).or_else(|| target.as_ref().and_then(|t| t.service).map(str::to_owned));
+    let service = scope
+        .service
+        .or_else(|| endpoint.service.clone())
+        .or_else(|| target.as_ref().and_then(|t| t.service).map(str::to_owned));
     let region = scope.region.or_else(|| endpoint.region.clone());
     let Some(service) = service else {
         return AwsCall { region, ..AwsCall::default() };
@@ -120,7 +139,12 @@ pub fn analyse(req: &RequestParts<'_>, account: Option<&str>) -> AwsCall {
         "execute-api" => (Some("Invoke".to_owned()), execute_api_resource(req, &endpoint, &arns)),
         _ => rpc(req, &service, target, &arns),
     };
-    AwsCall { action: action.map(|action| format!("{}:{action}", iam_prefix(&service))), service: Some(service), region, resource }
+    AwsCall {
+        action: action.map(|action| format!("{}:{action}", iam_prefix(&service))),
+        service: Some(service),
+        region,
+        resource,
+    }
 }
 
 // === Signature and endpoint ===
@@ -135,14 +159,21 @@ struct Scope {
 impl Scope {
     fn of_request(req: &RequestParts<'_>) -> Scope {
         let query = req.query.map(str::as_bytes);
-        let signed = header_str(req.headers, "authorization").and_then(Scope::from_authorization).or_else(|| {
-            let credential = form_value(query?, "X-Amz-Credential")?;
-            Scope::from_credential(&credential, form_value(query?, "X-Amz-Algorithm").as_deref())
-        });
+        let signed = header_str(req.headers, "authorization")
+            .and_then(Scope::from_authorization)
+            .or_else(|| {
+                let credential = form_value(query?, "X-Amz-Credential")?;
+                Scope::from_credential(
+                    &credential,
+                    form_value(query?, "X-Amz-Algorithm").as_deref(),
+                )
+            });
         let mut scope = signed.unwrap_or_default();
         if scope.region.is_none() {
             // SigV4a signs for a set of regions; a single one is the region of the call.
-            let region_set = header_str(req.headers, "x-amz-region-set").map(str::to_owned).or_else(|| form_value(query?, "X-Amz-Region-Set"));
+            let region_set = header_str(req.headers, "x-amz-region-set")
+                .map(str::to_owned)
+                .or_else(|| form_value(query?, "X-Amz-Region-Set"));
             scope.region = region_set.map(|r| r.trim().to_owned()).filter(|r| is_region(r));
         }
         scope
@@ -151,7 +182,8 @@ impl Scope {
     /// `AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/s3/aws4_request, SignedHeaders=..., Signature=...`
     fn from_authorization(value: &str) -> Option<Scope> {
         let (algorithm, params) = value.trim_start().split_once(char::is_whitespace)?;
-        let credential = params.split(',').find_map(|param| param.trim().strip_prefix("Credential="))?;
+        let credential =
+            params.split(',').find_map(|param| param.trim().strip_prefix("Credential="))?;
         Scope::from_credential(credential.trim(), Some(algorithm))
     }
 
@@ -162,11 +194,16 @@ impl Scope {
         }
         let access_key_id = credential.split('/').next().unwrap_or_default();
         // Never let a malformed scope carry the access key id out as a service name.
-        let service = parts.next().filter(|s| is_service_name(s) && !s.eq_ignore_ascii_case(access_key_id)).map(str::to_owned);
+        let service = parts
+            .next()
+            .filter(|s| is_service_name(s) && !s.eq_ignore_ascii_case(access_key_id))
+            .map(str::to_owned);
         let region = match algorithm {
             // SigV4a: `AKID/20260101/s3/aws4_request`, the regions are in `X-Amz-Region-Set`.
             Some("AWS4-ECDSA-P256-SHA256") => None,
-            Some("AWS4-HMAC-SHA256") | None => parts.next().filter(|r| is_region(r)).map(str::to_owned),
+            Some("AWS4-HMAC-SHA256") | None => {
+                parts.next().filter(|r| is_region(r)).map(str::to_owned)
+            }
             Some(_) => return None,
         };
         Some(Scope { service, region })
@@ -198,11 +235,12 @@ impl Endpoint {
             return Endpoint::default();
         }
         let name = name.to_ascii_lowercase();
-        let (labels, china) = match (name.strip_suffix(".amazonaws.com.cn"), name.strip_suffix(".amazonaws.com")) {
-            (Some(labels), _) => (labels, true),
-            (None, Some(labels)) => (labels, false),
-            (None, None) => return Endpoint::default(),
-        };
+        let (labels, china) =
+            match (name.strip_suffix(".amazonaws.com.cn"), name.strip_suffix(".amazonaws.com")) {
+                (Some(labels), _) => (labels, true),
+                (None, Some(labels)) => (labels, false),
+                (None, None) => return Endpoint::default(),
+            };
         let labels: Vec<&str> = labels.split('.').collect();
         if labels.iter().any(|label| label.is_empty()) {
             return Endpoint::default();
@@ -228,8 +266,10 @@ impl Endpoint {
         };
         let label = label.strip_suffix("-fips").unwrap_or(label);
         // Legacy `s3-us-west-2`, `s3-website-us-west-2`, `s3-fips-us-gov-west-1`.
-        let legacy_s3_region =
-            label.strip_prefix("s3-").map(|r| r.strip_prefix("website-").or_else(|| r.strip_prefix("fips-")).unwrap_or(r)).filter(|r| is_region(r));
+        let legacy_s3_region = label
+            .strip_prefix("s3-")
+            .map(|r| r.strip_prefix("website-").or_else(|| r.strip_prefix("fips-")).unwrap_or(r))
+            .filter(|r| is_region(r));
         let service = match label {
             "s3" | "s3-accelerate" | "s3-website" => {
                 endpoint.bucket = bucket_from_labels(prefix);
@@ -242,7 +282,9 @@ impl Endpoint {
             }
             "s3-accesspoint" => {
                 endpoint.access_point = match prefix {
-                    [label] => label.rsplit_once('-').filter(|(name, account)| is_access_point_name(name) && is_account_id(account)),
+                    [label] => label.rsplit_once('-').filter(|(name, account)| {
+                        is_access_point_name(name) && is_account_id(account)
+                    }),
                     _ => None,
                 }
                 .map(|(name, account)| (name.to_owned(), account.to_owned()));
@@ -329,7 +371,8 @@ impl Target {
             ("AmazonEC2ContainerServiceV", "ecs"),
             ("GraniteServiceVersion", "monitoring"),
         ];
-        let service = PREFIXES.iter().find(|(p, _)| prefix.starts_with(p)).map(|(_, service)| *service);
+        let service =
+            PREFIXES.iter().find(|(p, _)| prefix.starts_with(p)).map(|(_, service)| *service);
         Some(Target { operation: operation.to_owned(), service })
     }
 }
@@ -357,7 +400,10 @@ fn partition(region: Option<&str>, china_host: bool) -> &'static str {
         ("eu-isoe-", "aws-iso-e"),
         ("us-isof-", "aws-iso-f"),
     ];
-    PARTITIONS.iter().find(|(prefix, _)| region.starts_with(prefix)).map_or("aws", |(_, partition)| partition)
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map_or("aws", |(_, partition)| partition)
 }
 
 /// The parts of an ARN the request does not tell itself.
@@ -373,14 +419,20 @@ struct Arns<'a> {
 impl Arns<'_> {
     fn arn(&self, service: &str, resource: &str) -> Option<String> {
         let resource = clean(resource)?;
-        let arn = format!("arn:{}:{service}:{}:{}:{resource}", self.partition, self.region, self.account);
+        let arn =
+            format!("arn:{}:{service}:{}:{}:{resource}", self.partition, self.region, self.account);
         (arn.len() <= MAX_ARN_LEN).then_some(arn)
     }
 }
 
 // === RPC protocols: JSON (X-Amz-Target), Query (Action=), Smithy RPCv2 ===
 
-fn rpc(req: &RequestParts<'_>, service: &str, target: Option<Target>, arns: &Arns<'_>) -> (Option<String>, Option<String>) {
+fn rpc(
+    req: &RequestParts<'_>,
+    service: &str,
+    target: Option<Target>,
+    arns: &Arns<'_>,
+) -> (Option<String>, Option<String>) {
     let params = Params::new(req);
     let operation = target
         .map(|t| t.operation)
@@ -407,19 +459,29 @@ fn rpc_v2_operation(path: &str) -> Option<String> {
     is_operation_name(operation).then(|| operation.to_owned())
 }
 
-fn rpc_resource(service: &str, operation: &str, params: &Params<'_>, path: &str, arns: &Arns<'_>) -> Option<String> {
+fn rpc_resource(
+    service: &str,
+    operation: &str,
+    params: &Params<'_>,
+    path: &str,
+    arns: &Arns<'_>,
+) -> Option<String> {
     match service {
         "dynamodb" => dynamodb_resource(params, arns),
         "sqs" => sqs_resource(params, path, arns),
-        "sns" => {
-            ["TopicArn", "TargetArn", "SubscriptionArn", "ResourceArn"].iter().find_map(|name| params.get(name)).and_then(|arn| arn_value(&arn)).or_else(|| {
+        "sns" => ["TopicArn", "TargetArn", "SubscriptionArn", "ResourceArn"]
+            .iter()
+            .find_map(|name| params.get(name))
+            .and_then(|arn| arn_value(&arn))
+            .or_else(|| {
                 let name = params.get("Name").filter(|_| operation == "CreateTopic")?;
                 arns.arn("sns", token(&name, 256, "-_.")?)
-            })
-        }
+            }),
         "kms" => kms_key(&params.get("KeyId")?, arns),
         "secretsmanager" => {
-            let id = params.get("SecretId").or_else(|| params.get("Name").filter(|_| operation == "CreateSecret"))?;
+            let id = params
+                .get("SecretId")
+                .or_else(|| params.get("Name").filter(|_| operation == "CreateSecret"))?;
             if id.starts_with("arn:") {
                 arn_value(&id)
             } else {
@@ -427,15 +489,26 @@ fn rpc_resource(service: &str, operation: &str, params: &Params<'_>, path: &str,
             }
         }
         "sts" => match operation {
-            "AssumeRole" | "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML" => arn_value(&params.get("RoleArn")?),
+            "AssumeRole" | "AssumeRoleWithWebIdentity" | "AssumeRoleWithSAML" => {
+                arn_value(&params.get("RoleArn")?)
+            }
             _ => None,
         },
         "ssm" if operation.contains("Parameter") => {
-            let name = params.get("Name").or_else(|| params.get("Path")).or_else(|| params.json_array_first("Names")?.as_str().map(str::to_owned))?;
+            let name = params
+                .get("Name")
+                .or_else(|| params.get("Path"))
+                .or_else(|| params.json_array_first("Names")?.as_str().map(str::to_owned))?;
             if name.starts_with("arn:") {
                 arn_value(&name)
             } else {
-                arns.arn("ssm", &format!("parameter/{}", token(&name, MAX_VALUE_LEN, "/_.-")?.trim_start_matches('/')))
+                arns.arn(
+                    "ssm",
+                    &format!(
+                        "parameter/{}",
+                        token(&name, MAX_VALUE_LEN, "/_.-")?.trim_start_matches('/')
+                    ),
+                )
             }
         }
         "kinesis" => params.get("StreamARN").and_then(|arn| arn_value(&arn)).or_else(|| {
@@ -450,7 +523,9 @@ fn rpc_resource(service: &str, operation: &str, params: &Params<'_>, path: &str,
             let group = params.get("logGroupName")?;
             let group = token(&group, 512, "_-/.#")?;
             match params.get("logStreamName") {
-                Some(stream) if !stream.contains([':', '*']) => arns.arn("logs", &format!("log-group:{group}:log-stream:{stream}")),
+                Some(stream) if !stream.contains([':', '*']) => {
+                    arns.arn("logs", &format!("log-group:{group}:log-stream:{stream}"))
+                }
                 Some(_) => None,
                 None => arns.arn("logs", &format!("log-group:{group}")),
             }
@@ -458,7 +533,13 @@ fn rpc_resource(service: &str, operation: &str, params: &Params<'_>, path: &str,
         "events" if operation == "PutEvents" => {
             let bus = params
                 .get("EventBusName")
-                .or_else(|| params.json_array_first("Entries")?.get("EventBusName")?.as_str().map(str::to_owned))
+                .or_else(|| {
+                    params
+                        .json_array_first("Entries")?
+                        .get("EventBusName")?
+                        .as_str()
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| "default".to_owned());
             if bus.starts_with("arn:") {
                 arn_value(&bus)
@@ -466,21 +547,30 @@ fn rpc_resource(service: &str, operation: &str, params: &Params<'_>, path: &str,
                 arns.arn("events", &format!("event-bus/{}", token(&bus, 256, "/_.-")?))
             }
         }
-        "states" => params.get("stateMachineArn").or_else(|| params.get("executionArn")).and_then(|arn| arn_value(&arn)),
+        "states" => params
+            .get("stateMachineArn")
+            .or_else(|| params.get("executionArn"))
+            .and_then(|arn| arn_value(&arn)),
         _ => None,
     }
 }
 
 fn dynamodb_resource(params: &Params<'_>, arns: &Arns<'_>) -> Option<String> {
     let json = params.json.as_ref();
-    let table = params.get("TableName").or_else(|| json?.get("RequestItems")?.as_object()?.keys().next().cloned()).or_else(|| {
-        let item = json?.get("TransactItems")?.as_array()?.first()?.as_object()?;
-        item.values().find_map(|op| op.get("TableName")?.as_str()).map(str::to_owned)
-    });
+    let table = params
+        .get("TableName")
+        .or_else(|| json?.get("RequestItems")?.as_object()?.keys().next().cloned())
+        .or_else(|| {
+            let item = json?.get("TransactItems")?.as_array()?.first()?.as_object()?;
+            item.values().find_map(|op| op.get("TableName")?.as_str()).map(str::to_owned)
+        });
     match table {
         Some(table) if table.starts_with("arn:") => arn_value(&table),
         Some(table) => arns.arn("dynamodb", &format!("table/{}", token(&table, 255, "_.-")?)),
-        None => params.get("StreamArn").or_else(|| params.get("ResourceArn")).and_then(|arn| arn_value(&arn)),
+        None => params
+            .get("StreamArn")
+            .or_else(|| params.get("ResourceArn"))
+            .and_then(|arn| arn_value(&arn)),
     }
 }
 
@@ -510,7 +600,9 @@ fn sqs_queue_url(url: &str, arns: &Arns<'_>) -> Option<String> {
     let endpoint = Endpoint::parse(host);
     let region = endpoint.region.as_deref().filter(|_| endpoint.service.as_deref() == Some("sqs"));
     let arns = match region {
-        Some(region) => Arns { partition: partition(Some(region), endpoint.china), region, account },
+        Some(region) => {
+            Arns { partition: partition(Some(region), endpoint.china), region, account }
+        }
         None => Arns { account, ..*arns },
     };
     arns.arn("sqs", token(name, 80, "-_.")?)
@@ -527,7 +619,11 @@ fn kms_key(id: &str, arns: &Arns<'_>) -> Option<String> {
 }
 
 /// `{api id}/{stage}/{METHOD}/{path}`, the resource IAM checks `execute-api:Invoke` against.
-fn execute_api_resource(req: &RequestParts<'_>, endpoint: &Endpoint, arns: &Arns<'_>) -> Option<String> {
+fn execute_api_resource(
+    req: &RequestParts<'_>,
+    endpoint: &Endpoint,
+    arns: &Arns<'_>,
+) -> Option<String> {
     let api = endpoint.api_id.as_deref()?;
     let path = percent_decode_str(req.path.strip_prefix('/')?, false)?;
     let (stage, rest) = path.split_once('/').unwrap_or((path.as_str(), ""));
@@ -559,7 +655,11 @@ impl<'a> Params<'a> {
             },
             _ => None,
         };
-        Params { json, form: body.filter(|_| kind == Some(BodyKind::Form)), query: req.query.map(str::as_bytes) }
+        Params {
+            json,
+            form: body.filter(|_| kind == Some(BodyKind::Form)),
+            query: req.query.map(str::as_bytes),
+        }
     }
 
     /// A string field, wherever it is.
@@ -596,7 +696,8 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     if media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         Some(BodyKind::Form)
-    } else if media_type.get(..22).is_some_and(|p| p.eq_ignore_ascii_case("application/x-amz-json")) {
+    } else if media_type.get(..22).is_some_and(|p| p.eq_ignore_ascii_case("application/x-amz-json"))
+    {
         Some(BodyKind::AmzJson)
     } else if media_type.eq_ignore_ascii_case("application/json") {
         Some(BodyKind::Json)
@@ -608,7 +709,10 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
 // === S3 ===
 
 mod s3 {
-    use super::{is_account_id, is_bucket_name, percent_decode, percent_decode_str, Arns, Endpoint, RequestParts, MAX_VALUE_LEN};
+    use super::{
+        is_account_id, is_bucket_name, percent_decode, percent_decode_str, Arns, Endpoint,
+        RequestParts, MAX_VALUE_LEN,
+    };
 
     /// Sub-resources of a bucket and the IAM actions of GET, PUT and DELETE on them ("" when there is none).
     const BUCKET_SUBRESOURCES: &[(&str, &str, &str, &str)] = &[
@@ -617,22 +721,67 @@ mod s3 {
         ("versioning", "GetBucketVersioning", "PutBucketVersioning", ""),
         ("tagging", "GetBucketTagging", "PutBucketTagging", "PutBucketTagging"),
         ("cors", "GetBucketCORS", "PutBucketCORS", "PutBucketCORS"),
-        ("lifecycle", "GetLifecycleConfiguration", "PutLifecycleConfiguration", "PutLifecycleConfiguration"),
-        ("encryption", "GetEncryptionConfiguration", "PutEncryptionConfiguration", "PutEncryptionConfiguration"),
+        (
+            "lifecycle",
+            "GetLifecycleConfiguration",
+            "PutLifecycleConfiguration",
+            "PutLifecycleConfiguration",
+        ),
+        (
+            "encryption",
+            "GetEncryptionConfiguration",
+            "PutEncryptionConfiguration",
+            "PutEncryptionConfiguration",
+        ),
         ("website", "GetBucketWebsite", "PutBucketWebsite", "DeleteBucketWebsite"),
         ("logging", "GetBucketLogging", "PutBucketLogging", ""),
         ("notification", "GetBucketNotification", "PutBucketNotification", ""),
-        ("replication", "GetReplicationConfiguration", "PutReplicationConfiguration", "PutReplicationConfiguration"),
-        ("publicAccessBlock", "GetBucketPublicAccessBlock", "PutBucketPublicAccessBlock", "PutBucketPublicAccessBlock"),
-        ("ownershipControls", "GetBucketOwnershipControls", "PutBucketOwnershipControls", "PutBucketOwnershipControls"),
+        (
+            "replication",
+            "GetReplicationConfiguration",
+            "PutReplicationConfiguration",
+            "PutReplicationConfiguration",
+        ),
+        (
+            "publicAccessBlock",
+            "GetBucketPublicAccessBlock",
+            "PutBucketPublicAccessBlock",
+            "PutBucketPublicAccessBlock",
+        ),
+        (
+            "ownershipControls",
+            "GetBucketOwnershipControls",
+            "PutBucketOwnershipControls",
+            "PutBucketOwnershipControls",
+        ),
         ("policyStatus", "GetBucketPolicyStatus", "", ""),
         ("object-lock", "GetBucketObjectLockConfiguration", "PutBucketObjectLockConfiguration", ""),
         ("requestPayment", "GetBucketRequestPayment", "PutBucketRequestPayment", ""),
         ("accelerate", "GetAccelerateConfiguration", "PutAccelerateConfiguration", ""),
-        ("analytics", "GetAnalyticsConfiguration", "PutAnalyticsConfiguration", "PutAnalyticsConfiguration"),
-        ("metrics", "GetMetricsConfiguration", "PutMetricsConfiguration", "PutMetricsConfiguration"),
-        ("inventory", "GetInventoryConfiguration", "PutInventoryConfiguration", "PutInventoryConfiguration"),
-        ("intelligent-tiering", "GetIntelligentTieringConfiguration", "PutIntelligentTieringConfiguration", "PutIntelligentTieringConfiguration"),
+        (
+            "analytics",
+            "GetAnalyticsConfiguration",
+            "PutAnalyticsConfiguration",
+            "PutAnalyticsConfiguration",
+        ),
+        (
+            "metrics",
+            "GetMetricsConfiguration",
+            "PutMetricsConfiguration",
+            "PutMetricsConfiguration",
+        ),
+        (
+            "inventory",
+            "GetInventoryConfiguration",
+            "PutInventoryConfiguration",
+            "PutInventoryConfiguration",
+        ),
+        (
+            "intelligent-tiering",
+            "GetIntelligentTieringConfiguration",
+            "PutIntelligentTieringConfiguration",
+            "PutIntelligentTieringConfiguration",
+        ),
         ("location", "GetBucketLocation", "", ""),
         // ListMultipartUploads, ListObjectVersions.
         ("uploads", "ListBucketMultipartUploads", "", ""),
@@ -640,8 +789,17 @@ mod s3 {
     ];
 
     /// Parameters of ListObjects and ListObjectsV2.
-    const LIST_PARAMS: &[&str] =
-        &["list-type", "prefix", "delimiter", "marker", "max-keys", "encoding-type", "continuation-token", "fetch-owner", "start-after"];
+    const LIST_PARAMS: &[&str] = &[
+        "list-type",
+        "prefix",
+        "delimiter",
+        "marker",
+        "max-keys",
+        "encoding-type",
+        "continuation-token",
+        "fetch-owner",
+        "start-after",
+    ];
 
     /// What an action applies to.
     #[derive(Clone, Copy)]
@@ -660,37 +818,61 @@ mod s3 {
     }
 
     /// API names and IAM action names differ: HeadObject is `s3:GetObject`, ListObjectsV2 `s3:ListBucket`, ...
-    pub(super) fn analyse(req: &RequestParts<'_>, endpoint: &Endpoint, arns: &Arns<'_>) -> (Option<String>, Option<String>) {
+    pub(super) fn analyse(
+        req: &RequestParts<'_>,
+        endpoint: &Endpoint,
+        arns: &Arns<'_>,
+    ) -> (Option<String>, Option<String>) {
         if endpoint.s3_control {
             return (None, None);
         }
         let path = req.path.strip_prefix('/').unwrap_or(req.path);
         let (has_bucket, container, key) = if let Some((name, account)) = &endpoint.access_point {
-            (true, Some(Container::AccessPoint { name: name.clone(), account: account.clone() }), path)
+            (
+                true,
+                Some(Container::AccessPoint { name: name.clone(), account: account.clone() }),
+                path,
+            )
         } else if let Some(bucket) = &endpoint.bucket {
             (true, Some(Container::Bucket(bucket.clone())), path)
         } else {
             let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
-            let container = percent_decode_str(bucket, false).filter(|b| is_bucket_name(b)).map(Container::Bucket);
+            let container = percent_decode_str(bucket, false)
+                .filter(|b| is_bucket_name(b))
+                .map(Container::Bucket);
             (!bucket.is_empty(), container, key)
         };
         let has_key = !key.is_empty();
         let query = Query::parse(req.query);
-        let Some((action, applies)) = action(req.method.as_str(), has_bucket, has_key, &query) else {
+        let Some((action, applies)) = action(req.method.as_str(), has_bucket, has_key, &query)
+        else {
             return (None, None);
         };
         let resource = match (applies, container) {
             (Applies::Service, _) | (_, None) => None,
             (Applies::Bucket, Some(container)) => container_arn(&container, arns),
             (Applies::Objects, Some(container)) => object_arn(&container, "*", arns),
-            (Applies::Object, Some(container)) => object_key(key).and_then(|key| object_arn(&container, &key, arns)),
+            (Applies::Object, Some(container)) => {
+                object_key(key).and_then(|key| object_arn(&container, &key, arns))
+            }
         };
         (Some(action.to_owned()), resource)
     }
 
-    fn action(method: &str, has_bucket: bool, has_key: bool, query: &Query) -> Option<(&'static str, Applies)> {
+    fn action(
+        method: &str,
+        has_bucket: bool,
+        has_key: bool,
+        query: &Query,
+    ) -> Option<(&'static str, Applies)> {
         let versioned = query.has("versionId");
-        let version = |plain: &'static str, of_version: &'static str| if versioned { of_version } else { plain };
+        let version = |plain: &'static str, of_version: &'static str| {
+            if versioned {
+                of_version
+            } else {
+                plain
+            }
+        };
         if !has_bucket {
             return (method == "GET").then_some(("ListAllMyBuckets", Applies::Service));
         }
@@ -704,7 +886,9 @@ mod s3 {
                 ("PUT", None) if query.only(&[]) => "CreateBucket",
                 ("DELETE", Some(&(_, _, _, delete))) => delete,
                 ("DELETE", None) if query.only(&[]) => "DeleteBucket",
-                ("POST", _) if query.has("delete") => return Some(("DeleteObject", Applies::Objects)),
+                ("POST", _) if query.has("delete") => {
+                    return Some(("DeleteObject", Applies::Objects))
+                }
                 _ => return None,
             };
             return (!action.is_empty()).then_some((action, Applies::Bucket));
@@ -713,7 +897,9 @@ mod s3 {
             "GET" if query.has("uploadId") => "ListMultipartUploadParts",
             "GET" if query.has("tagging") => version("GetObjectTagging", "GetObjectVersionTagging"),
             "GET" if query.has("acl") => version("GetObjectAcl", "GetObjectVersionAcl"),
-            "GET" if query.has("attributes") => version("GetObjectAttributes", "GetObjectVersionAttributes"),
+            "GET" if query.has("attributes") => {
+                version("GetObjectAttributes", "GetObjectVersionAttributes")
+            }
             "GET" if query.has("retention") => "GetObjectRetention",
             "GET" if query.has("legal-hold") => "GetObjectLegalHold",
             "GET" if query.has("torrent") => version("GetObjectTorrent", "GetObjectVersionTorrent"),
@@ -730,7 +916,9 @@ mod s3 {
             "POST" if query.has("restore") => "RestoreObject",
             "POST" if query.has("select") => "GetObject",
             "DELETE" if query.has("uploadId") => "AbortMultipartUpload",
-            "DELETE" if query.has("tagging") => version("DeleteObjectTagging", "DeleteObjectVersionTagging"),
+            "DELETE" if query.has("tagging") => {
+                version("DeleteObjectTagging", "DeleteObjectVersionTagging")
+            }
             "DELETE" => version("DeleteObject", "DeleteObjectVersion"),
             _ => return None,
         };
@@ -740,9 +928,10 @@ mod s3 {
     fn container_arn(container: &Container, arns: &Arns<'_>) -> Option<String> {
         match container {
             Container::Bucket(bucket) => Some(format!("arn:{}:s3:::{bucket}", arns.partition)),
-            Container::AccessPoint { name, account } if is_account_id(account) => {
-                Some(format!("arn:{}:s3:{}:{account}:accesspoint/{name}", arns.partition, arns.region))
-            }
+            Container::AccessPoint { name, account } if is_account_id(account) => Some(format!(
+                "arn:{}:s3:{}:{account}:accesspoint/{name}",
+                arns.partition, arns.region
+            )),
             Container::AccessPoint { .. } => None,
         }
     }
@@ -750,7 +939,9 @@ mod s3 {
     fn object_arn(container: &Container, key: &str, arns: &Arns<'_>) -> Option<String> {
         let arn = match container {
             Container::Bucket(_) => format!("{}/{key}", container_arn(container, arns)?),
-            Container::AccessPoint { .. } => format!("{}/object/{key}", container_arn(container, arns)?),
+            Container::AccessPoint { .. } => {
+                format!("{}/object/{key}", container_arn(container, arns)?)
+            }
         };
         (arn.len() <= super::MAX_ARN_LEN).then_some(arn)
     }
@@ -773,7 +964,13 @@ mod s3 {
                 .split('&')
                 .filter(|pair| !pair.is_empty())
                 .take(100)
-                .filter_map(|pair| String::from_utf8(percent_decode(pair.split('=').next().unwrap_or_default().as_bytes(), true)).ok())
+                .filter_map(|pair| {
+                    String::from_utf8(percent_decode(
+                        pair.split('=').next().unwrap_or_default().as_bytes(),
+                        true,
+                    ))
+                    .ok()
+                })
                 .collect();
             Query { names }
         }
@@ -785,7 +982,11 @@ mod s3 {
         /// Whether every parameter is in `allowed` or says nothing about the operation
         /// (the signature of a presigned URL, the SDKs' `x-id`).
         fn only(&self, allowed: &[&str]) -> bool {
-            self.names.iter().all(|n| allowed.contains(&n.as_str()) || n == "x-id" || n.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-")))
+            self.names.iter().all(|n| {
+                allowed.contains(&n.as_str())
+                    || n == "x-id"
+                    || n.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("x-amz-"))
+            })
         }
     }
 }
@@ -793,10 +994,16 @@ mod s3 {
 // === Lambda ===
 
 mod lambda {
-    use super::{form_value, is_account_id, is_region, partition, percent_decode_str, token, Arns, RequestParts};
+    use super::{
+        form_value, is_account_id, is_region, partition, percent_decode_str, token, Arns,
+        RequestParts,
+    };
 
     /// The REST paths of the Lambda API (`/2015-03-31/functions/{name}/invocations`), as IAM actions.
-    pub(super) fn analyse(req: &RequestParts<'_>, arns: &Arns<'_>) -> (Option<String>, Option<String>) {
+    pub(super) fn analyse(
+        req: &RequestParts<'_>,
+        arns: &Arns<'_>,
+    ) -> (Option<String>, Option<String>) {
         let Some(path) = req.path.strip_prefix('/') else {
             return (None, None);
         };
@@ -813,7 +1020,9 @@ mod lambda {
             ("POST", [] | [""]) => ("CreateFunction", None),
             ("GET", [name]) => ("GetFunction", Some(*name)),
             ("DELETE", [name]) => ("DeleteFunction", Some(*name)),
-            ("POST", [name, "invocations" | "response-streaming-invocations"]) => ("InvokeFunction", Some(*name)),
+            ("POST", [name, "invocations" | "response-streaming-invocations"]) => {
+                ("InvokeFunction", Some(*name))
+            }
             ("GET", [name, "configuration"]) => ("GetFunctionConfiguration", Some(*name)),
             ("PUT", [name, "configuration"]) => ("UpdateFunctionConfiguration", Some(*name)),
             ("PUT", [name, "code"]) => ("UpdateFunctionCode", Some(*name)),
@@ -824,7 +1033,9 @@ mod lambda {
             _ => return (None, None),
         };
         let qualifier = req.query.and_then(|q| form_value(q.as_bytes(), "Qualifier"));
-        let resource = function.and_then(|name| function_arn(&percent_decode_str(name, false)?, qualifier.as_deref(), arns));
+        let resource = function.and_then(|name| {
+            function_arn(&percent_decode_str(name, false)?, qualifier.as_deref(), arns)
+        });
         (Some(action.to_owned()), resource)
     }
 
@@ -838,9 +1049,15 @@ mod lambda {
                 if *partition_name != partition(Some(region), false) {
                     return None;
                 }
-                (Arns { partition: partition_name, region, account }, *function, rest.first().copied())
+                (
+                    Arns { partition: partition_name, region, account },
+                    *function,
+                    rest.first().copied(),
+                )
             }
-            [account, "function", function, rest @ ..] if rest.len() <= 1 && is_account_id(account) => {
+            [account, "function", function, rest @ ..]
+                if rest.len() <= 1 && is_account_id(account) =>
+            {
                 (Arns { account, ..*arns }, *function, rest.first().copied())
             }
             [function] => (*arns, *function, None),
@@ -849,7 +1066,8 @@ mod lambda {
         };
         let function = token(function, 140, "_-")?;
         match own_qualifier.or(qualifier) {
-            Some(qualifier) => arns.arn("lambda", &format!("function:{function}:{}", token(qualifier, 128, "$_-")?)),
+            Some(qualifier) => arns
+                .arn("lambda", &format!("function:{function}:{}", token(qualifier, 128, "$_-")?)),
             None => arns.arn("lambda", &format!("function:{function}")),
         }
     }
@@ -887,7 +1105,9 @@ fn is_service_name(value: &str) -> bool {
 
 /// An API operation name: `GetItem`, `SendMessage`.
 fn is_operation_name(value: &str) -> bool {
-    (1..=128).contains(&value.len()) && value.starts_with(|c: char| c.is_ascii_alphabetic()) && value.bytes().all(|b| b.is_ascii_alphanumeric())
+    (1..=128).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_alphabetic())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn is_account_id(value: &str) -> bool {
@@ -905,12 +1125,16 @@ fn is_access_point_name(value: &str) -> bool {
 
 /// `value` when it is 1..=`max` bytes of ASCII letters, digits and the bytes of `extra`.
 fn token<'v>(value: &'v str, max: usize, extra: &str) -> Option<&'v str> {
-    (!value.is_empty() && value.len() <= max && value.bytes().all(|b| b.is_ascii_alphanumeric() || extra.as_bytes().contains(&b))).then_some(value)
+    (!value.is_empty()
+        && value.len() <= max
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || extra.as_bytes().contains(&b)))
+    .then_some(value)
 }
 
 /// `value` when it is fit to be part of an ARN: not empty, not too long, no control characters.
 fn clean(value: &str) -> Option<&str> {
-    (!value.is_empty() && value.len() <= MAX_ARN_LEN && !value.chars().any(char::is_control)).then_some(value)
+    (!value.is_empty() && value.len() <= MAX_ARN_LEN && !value.chars().any(char::is_control))
+        .then_some(value)
 }
 
 /// An ARN given in the request (`TopicArn`, `SecretId`, ...), when it looks like one.
@@ -932,7 +1156,10 @@ fn form_value(data: &[u8], name: &str) -> Option<String> {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &pair[pair.len()..]),
         };
-        if key.len() > 3 * name.len() || percent_decode(key, true) != name.as_bytes() || value.len() > 3 * MAX_ARN_LEN {
+        if key.len() > 3 * name.len()
+            || percent_decode(key, true) != name.as_bytes()
+            || value.len() > 3 * MAX_ARN_LEN
+        {
             return None;
         }
         String::from_utf8(percent_decode(value, true)).ok()
@@ -952,7 +1179,10 @@ fn percent_decode(input: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut i = 0;
     while i < input.len() {
         match input[i] {
-            b'%' => match (input.get(i + 1).copied().and_then(hex), input.get(i + 2).copied().and_then(hex)) {
+            b'%' => match (
+                input.get(i + 1).copied().and_then(hex),
+                input.get(i + 2).copied().and_then(hex),
+            ) {
                 (Some(high), Some(low)) => {
                     out.push((high << 4) | low);
                     i += 3;
@@ -976,7 +1206,8 @@ mod tests {
 
     const AKID: &str = "AKIAIOSFODNN7EXAMPLE";
     const SIGNATURE: &str = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024";
-    const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEHYaCXVzLWVhc3QtMSJHMEUCIQDexampleSessionTokenValue";
+    const SESSION_TOKEN: &str =
+        "IQoJb3JpZ2luX2VjEHYaCXVzLWVhc3QtMSJHMEUCIQDexampleSessionTokenValue";
     const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     const ACCOUNT: &str = "123456789012";
     const USER_AGENT: &str = "Boto3/1.35.0 md/Botocore#1.35.0 ua/2.0 os/linux#6.1.0 md/arch#x86_64 lang/python#3.12.3 md/pyimpl#CPython \
@@ -1015,11 +1246,17 @@ mod tests {
 
         /// SigV4 headers as botocore writes them (temporary credentials, so with a session token).
         fn signed(self, service: &str, region: &str) -> Request {
-            let signed_headers =
-                if service == "s3" { "host;x-amz-content-sha256;x-amz-date;x-amz-security-token" } else { "host;x-amz-date;x-amz-security-token" };
+            let signed_headers = if service == "s3" {
+                "host;x-amz-content-sha256;x-amz-date;x-amz-security-token"
+            } else {
+                "host;x-amz-date;x-amz-security-token"
+            };
             let authorization =
                 format!("AWS4-HMAC-SHA256 Credential={AKID}/20260101/{region}/{service}/aws4_request, SignedHeaders={signed_headers}, Signature={SIGNATURE}");
-            let request = self.header("x-amz-date", "20260101T120000Z").header("x-amz-security-token", SESSION_TOKEN).header("authorization", &authorization);
+            let request = self
+                .header("x-amz-date", "20260101T120000Z")
+                .header("x-amz-security-token", SESSION_TOKEN)
+                .header("authorization", &authorization);
             if service == "s3" {
                 request.header("x-amz-content-sha256", EMPTY_SHA256)
             } else {
@@ -1028,18 +1265,23 @@ mod tests {
         }
 
         fn header(mut self, name: &str, value: &str) -> Request {
-            self.headers.insert(HeaderName::from_bytes(name.as_bytes()).expect("header name"), HeaderValue::from_str(value).expect("header value"));
+            self.headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
             self
         }
 
         fn body(mut self, content_type: &str, body: &str) -> Request {
             self.body = body.as_bytes().to_vec();
-            self.header("content-type", content_type).header("content-length", &body.len().to_string())
+            self.header("content-type", content_type)
+                .header("content-length", &body.len().to_string())
         }
 
         /// The AWS JSON protocol: `X-Amz-Target` and an `application/x-amz-json-*` body.
         fn json(self, target: &str, version: &str, body: &str) -> Request {
-            self.header("x-amz-target", target).body(&format!("application/x-amz-json-{version}"), body)
+            self.header("x-amz-target", target)
+                .body(&format!("application/x-amz-json-{version}"), body)
         }
 
         /// The Query protocol: a form body.
@@ -1055,7 +1297,8 @@ mod tests {
                 query: self.query.as_deref(),
                 headers: &self.headers,
                 // As the proxy does: only what `wants_body` asks for.
-                body: (!self.body.is_empty() && wants_body(&self.method, &self.headers)).then_some(self.body.as_slice()),
+                body: (!self.body.is_empty() && wants_body(&self.method, &self.headers))
+                    .then_some(self.body.as_slice()),
             }
         }
 
@@ -1065,18 +1308,32 @@ mod tests {
     }
 
     fn call(service: &str, region: &str, action: Option<&str>, resource: Option<&str>) -> AwsCall {
-        AwsCall { service: Some(service.to_owned()), region: Some(region.to_owned()), action: action.map(str::to_owned), resource: resource.map(str::to_owned) }
+        AwsCall {
+            service: Some(service.to_owned()),
+            region: Some(region.to_owned()),
+            action: action.map(str::to_owned),
+            resource: resource.map(str::to_owned),
+        }
     }
 
     // === STS, SNS and the Query protocol ===
 
     #[test]
     fn sts_get_caller_identity() {
-        let request = Request::new("POST", "sts.amazonaws.com", "/").signed("sts", "us-east-1").form("Action=GetCallerIdentity&Version=2011-06-15");
-        assert_eq!(request.analyse(Some(ACCOUNT)), call("sts", "us-east-1", Some("sts:GetCallerIdentity"), None));
-        let regional =
-            Request::new("POST", "sts.eu-central-1.amazonaws.com", "/").signed("sts", "eu-central-1").form("Action=GetCallerIdentity&Version=2011-06-15");
-        assert_eq!(regional.analyse(None), call("sts", "eu-central-1", Some("sts:GetCallerIdentity"), None));
+        let request = Request::new("POST", "sts.amazonaws.com", "/")
+            .signed("sts", "us-east-1")
+            .form("Action=GetCallerIdentity&Version=2011-06-15");
+        assert_eq!(
+            request.analyse(Some(ACCOUNT)),
+            call("sts", "us-east-1", Some("sts:GetCallerIdentity"), None)
+        );
+        let regional = Request::new("POST", "sts.eu-central-1.amazonaws.com", "/")
+            .signed("sts", "eu-central-1")
+            .form("Action=GetCallerIdentity&Version=2011-06-15");
+        assert_eq!(
+            regional.analyse(None),
+            call("sts", "eu-central-1", Some("sts:GetCallerIdentity"), None)
+        );
     }
 
     #[test]
@@ -1087,7 +1344,15 @@ mod tests {
              &RoleSessionName=botocore-session-1767268800&WebIdentityToken=eyJhbGciOiJSUzI1NiIsImtpZCI6InNlY3JldC10b2tlbiJ9.payload.sig",
         );
         let result = request.analyse(None);
-        assert_eq!(result, call("sts", "us-west-2", Some("sts:AssumeRoleWithWebIdentity"), Some("arn:aws:iam::123456789012:role/orders-reader")));
+        assert_eq!(
+            result,
+            call(
+                "sts",
+                "us-west-2",
+                Some("sts:AssumeRoleWithWebIdentity"),
+                Some("arn:aws:iam::123456789012:role/orders-reader")
+            )
+        );
         assert!(!format!("{result:?}").contains("eyJhbGci"));
     }
 
@@ -1096,7 +1361,15 @@ mod tests {
         let publish = Request::new("POST", "sns.us-east-1.amazonaws.com", "/")
             .signed("sns", "us-east-1")
             .form("Action=Publish&Version=2010-03-31&TopicArn=arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Aorder-events&Message=hello");
-        assert_eq!(publish.analyse(None), call("sns", "us-east-1", Some("sns:Publish"), Some("arn:aws:sns:us-east-1:123456789012:order-events")));
+        assert_eq!(
+            publish.analyse(None),
+            call(
+                "sns",
+                "us-east-1",
+                Some("sns:Publish"),
+                Some("arn:aws:sns:us-east-1:123456789012:order-events")
+            )
+        );
         let batch = Request::new("POST", "sns.us-east-1.amazonaws.com", "/").signed("sns", "us-east-1").form(
             "Action=PublishBatch&Version=2010-03-31&TopicArn=arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Aorder-events\
                  &PublishBatchRequestEntries.member.1.Id=1",
@@ -1105,18 +1378,43 @@ mod tests {
         let target = Request::new("POST", "sns.us-east-1.amazonaws.com", "/")
             .signed("sns", "us-east-1")
             .form("Action=Publish&Version=2010-03-31&TargetArn=arn%3Aaws%3Asns%3Aus-east-1%3A123456789012%3Aendpoint%2FGCM%2Fapp%2Fabc&Message=hi");
-        assert_eq!(target.analyse(None).resource.as_deref(), Some("arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/abc"));
-        let create =
-            Request::new("POST", "sns.eu-west-1.amazonaws.com", "/").signed("sns", "eu-west-1").form("Action=CreateTopic&Version=2010-03-31&Name=order-events");
-        assert_eq!(create.analyse(Some(ACCOUNT)), call("sns", "eu-west-1", Some("sns:CreateTopic"), Some("arn:aws:sns:eu-west-1:123456789012:order-events")));
-        assert_eq!(create.analyse(None).resource.as_deref(), Some("arn:aws:sns:eu-west-1:*:order-events"));
+        assert_eq!(
+            target.analyse(None).resource.as_deref(),
+            Some("arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/abc")
+        );
+        let create = Request::new("POST", "sns.eu-west-1.amazonaws.com", "/")
+            .signed("sns", "eu-west-1")
+            .form("Action=CreateTopic&Version=2010-03-31&Name=order-events");
+        assert_eq!(
+            create.analyse(Some(ACCOUNT)),
+            call(
+                "sns",
+                "eu-west-1",
+                Some("sns:CreateTopic"),
+                Some("arn:aws:sns:eu-west-1:123456789012:order-events")
+            )
+        );
+        assert_eq!(
+            create.analyse(None).resource.as_deref(),
+            Some("arn:aws:sns:eu-west-1:*:order-events")
+        );
     }
 
     #[test]
     fn query_protocol_in_the_query_string() {
-        let request = Request::new("GET", "ec2.eu-west-1.amazonaws.com", "/?Action=DescribeInstances&Version=2016-11-15").signed("ec2", "eu-west-1");
-        assert_eq!(request.analyse(None), call("ec2", "eu-west-1", Some("ec2:DescribeInstances"), None));
-        let iam = Request::new("POST", "iam.amazonaws.com", "/").signed("iam", "us-east-1").form("Action=ListRoles&Version=2010-05-08");
+        let request = Request::new(
+            "GET",
+            "ec2.eu-west-1.amazonaws.com",
+            "/?Action=DescribeInstances&Version=2016-11-15",
+        )
+        .signed("ec2", "eu-west-1");
+        assert_eq!(
+            request.analyse(None),
+            call("ec2", "eu-west-1", Some("ec2:DescribeInstances"), None)
+        );
+        let iam = Request::new("POST", "iam.amazonaws.com", "/")
+            .signed("iam", "us-east-1")
+            .form("Action=ListRoles&Version=2010-05-08");
         assert_eq!(iam.analyse(None), call("iam", "us-east-1", Some("iam:ListRoles"), None));
     }
 
@@ -1125,15 +1423,26 @@ mod tests {
         let metrics = Request::new("POST", "monitoring.us-east-1.amazonaws.com", "/")
             .signed("monitoring", "us-east-1")
             .form("Action=PutMetricData&Version=2010-08-01&Namespace=orders&MetricData.member.1.MetricName=latency");
-        assert_eq!(metrics.analyse(None), call("monitoring", "us-east-1", Some("cloudwatch:PutMetricData"), None));
+        assert_eq!(
+            metrics.analyse(None),
+            call("monitoring", "us-east-1", Some("cloudwatch:PutMetricData"), None)
+        );
         // Recent botocore speaks Smithy RPCv2 CBOR to CloudWatch.
-        let cbor = Request::new("POST", "monitoring.us-east-1.amazonaws.com", "/service/GraniteServiceVersion20100801/operation/PutMetricData")
-            .signed("monitoring", "us-east-1")
-            .header("smithy-protocol", "rpc-v2-cbor")
-            .body("application/cbor", "\u{bf}");
-        assert_eq!(cbor.analyse(None), call("monitoring", "us-east-1", Some("cloudwatch:PutMetricData"), None));
+        let cbor = Request::new(
+            "POST",
+            "monitoring.us-east-1.amazonaws.com",
+            "/service/GraniteServiceVersion20100801/operation/PutMetricData",
+        )
+        .signed("monitoring", "us-east-1")
+        .header("smithy-protocol", "rpc-v2-cbor")
+        .body("application/cbor", "\u{bf}");
+        assert_eq!(
+            cbor.analyse(None),
+            call("monitoring", "us-east-1", Some("cloudwatch:PutMetricData"), None)
+        );
         // SES is signed as `ses` at `email.*`.
-        let ses = Request::new("POST", "email.us-east-1.amazonaws.com", "/").form("Action=SendEmail&Version=2010-12-01&Source=a%40example.com");
+        let ses = Request::new("POST", "email.us-east-1.amazonaws.com", "/")
+            .form("Action=SendEmail&Version=2010-12-01&Source=a%40example.com");
         assert_eq!(ses.analyse(None), call("ses", "us-east-1", Some("ses:SendEmail"), None));
     }
 
@@ -1141,55 +1450,105 @@ mod tests {
 
     #[test]
     fn dynamodb_tables() {
-        let get = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json(
-            "DynamoDB_20120810.GetItem",
-            "1.0",
-            r#"{"TableName": "orders", "Key": {"id": {"S": "42"}}}"#,
-        );
+        let get = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .json(
+                "DynamoDB_20120810.GetItem",
+                "1.0",
+                r#"{"TableName": "orders", "Key": {"id": {"S": "42"}}}"#,
+            );
         assert_eq!(
             get.analyse(Some(ACCOUNT)),
-            call("dynamodb", "us-east-1", Some("dynamodb:GetItem"), Some("arn:aws:dynamodb:us-east-1:123456789012:table/orders"))
+            call(
+                "dynamodb",
+                "us-east-1",
+                Some("dynamodb:GetItem"),
+                Some("arn:aws:dynamodb:us-east-1:123456789012:table/orders")
+            )
         );
-        assert_eq!(get.analyse(None).resource.as_deref(), Some("arn:aws:dynamodb:us-east-1:*:table/orders"));
-        assert_eq!(get.analyse(Some("not-an-account")).resource.as_deref(), Some("arn:aws:dynamodb:us-east-1:*:table/orders"));
+        assert_eq!(
+            get.analyse(None).resource.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:*:table/orders")
+        );
+        assert_eq!(
+            get.analyse(Some("not-an-account")).resource.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:*:table/orders")
+        );
 
-        let put = Request::new("POST", "dynamodb.eu-west-1.amazonaws.com", "/").signed("dynamodb", "eu-west-1").json(
-            "DynamoDB_20120810.PutItem",
-            "1.0",
-            r#"{"TableName":"orders.v2","Item":{"id":{"S":"1"}}}"#,
+        let put = Request::new("POST", "dynamodb.eu-west-1.amazonaws.com", "/")
+            .signed("dynamodb", "eu-west-1")
+            .json(
+                "DynamoDB_20120810.PutItem",
+                "1.0",
+                r#"{"TableName":"orders.v2","Item":{"id":{"S":"1"}}}"#,
+            );
+        assert_eq!(
+            put.analyse(None),
+            call(
+                "dynamodb",
+                "eu-west-1",
+                Some("dynamodb:PutItem"),
+                Some("arn:aws:dynamodb:eu-west-1:*:table/orders.v2")
+            )
         );
-        assert_eq!(put.analyse(None), call("dynamodb", "eu-west-1", Some("dynamodb:PutItem"), Some("arn:aws:dynamodb:eu-west-1:*:table/orders.v2")));
 
-        let batch = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json(
-            "DynamoDB_20120810.BatchWriteItem",
-            "1.0",
-            r#"{"RequestItems": {"orders": [{"PutRequest": {"Item": {"id": {"S": "1"}}}}]}}"#,
+        let batch = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .json(
+                "DynamoDB_20120810.BatchWriteItem",
+                "1.0",
+                r#"{"RequestItems": {"orders": [{"PutRequest": {"Item": {"id": {"S": "1"}}}}]}}"#,
+            );
+        assert_eq!(
+            batch.analyse(None),
+            call(
+                "dynamodb",
+                "us-east-1",
+                Some("dynamodb:BatchWriteItem"),
+                Some("arn:aws:dynamodb:us-east-1:*:table/orders")
+            )
         );
-        assert_eq!(batch.analyse(None), call("dynamodb", "us-east-1", Some("dynamodb:BatchWriteItem"), Some("arn:aws:dynamodb:us-east-1:*:table/orders")));
-        let batch_get = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json(
-            "DynamoDB_20120810.BatchGetItem",
-            "1.0",
-            r#"{"RequestItems": {"orders": {"Keys": [{"id": {"S": "1"}}]}}}"#,
+        let batch_get = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .json(
+                "DynamoDB_20120810.BatchGetItem",
+                "1.0",
+                r#"{"RequestItems": {"orders": {"Keys": [{"id": {"S": "1"}}]}}}"#,
+            );
+        assert_eq!(
+            batch_get.analyse(None).resource.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:*:table/orders")
         );
-        assert_eq!(batch_get.analyse(None).resource.as_deref(), Some("arn:aws:dynamodb:us-east-1:*:table/orders"));
 
         let transact = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json(
             "DynamoDB_20120810.TransactWriteItems",
             "1.0",
             r#"{"TransactItems": [{"Update": {"TableName": "stock", "Key": {}}}, {"Put": {"TableName": "orders"}}]}"#,
         );
-        assert_eq!(transact.analyse(None).resource.as_deref(), Some("arn:aws:dynamodb:us-east-1:*:table/stock"));
-
-        let by_arn = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json(
-            "DynamoDB_20120810.Query",
-            "1.0",
-            r#"{"TableName": "arn:aws:dynamodb:us-east-1:210987654321:table/shared"}"#,
+        assert_eq!(
+            transact.analyse(None).resource.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:*:table/stock")
         );
-        assert_eq!(by_arn.analyse(Some(ACCOUNT)).resource.as_deref(), Some("arn:aws:dynamodb:us-east-1:210987654321:table/shared"));
 
-        let list =
-            Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json("DynamoDB_20120810.ListTables", "1.0", "{}");
-        assert_eq!(list.analyse(None), call("dynamodb", "us-east-1", Some("dynamodb:ListTables"), None));
+        let by_arn = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .json(
+                "DynamoDB_20120810.Query",
+                "1.0",
+                r#"{"TableName": "arn:aws:dynamodb:us-east-1:210987654321:table/shared"}"#,
+            );
+        assert_eq!(
+            by_arn.analyse(Some(ACCOUNT)).resource.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:210987654321:table/shared")
+        );
+
+        let list = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .json("DynamoDB_20120810.ListTables", "1.0", "{}");
+        assert_eq!(
+            list.analyse(None),
+            call("dynamodb", "us-east-1", Some("dynamodb:ListTables"), None)
+        );
     }
 
     #[test]
@@ -1199,34 +1558,70 @@ mod tests {
             "1.0",
             r#"{"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/orders", "MessageBody": "hello"}"#,
         );
-        assert_eq!(send.analyse(None), call("sqs", "us-east-1", Some("sqs:SendMessage"), Some("arn:aws:sqs:us-east-1:123456789012:orders")));
+        assert_eq!(
+            send.analyse(None),
+            call(
+                "sqs",
+                "us-east-1",
+                Some("sqs:SendMessage"),
+                Some("arn:aws:sqs:us-east-1:123456789012:orders")
+            )
+        );
 
         let batch = Request::new("POST", "sqs.us-east-1.amazonaws.com", "/").signed("sqs", "us-east-1").json(
             "AmazonSQS.DeleteMessageBatch",
             "1.0",
             r#"{"QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/orders.fifo", "Entries": []}"#,
         );
-        assert_eq!(batch.analyse(None), call("sqs", "us-east-1", Some("sqs:DeleteMessage"), Some("arn:aws:sqs:us-east-1:123456789012:orders.fifo")));
+        assert_eq!(
+            batch.analyse(None),
+            call(
+                "sqs",
+                "us-east-1",
+                Some("sqs:DeleteMessage"),
+                Some("arn:aws:sqs:us-east-1:123456789012:orders.fifo")
+            )
+        );
 
-        let get_url = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/").signed("sqs", "eu-west-1").json(
-            "AmazonSQS.GetQueueUrl",
-            "1.0",
-            r#"{"QueueName": "orders"}"#,
+        let get_url = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/")
+            .signed("sqs", "eu-west-1")
+            .json("AmazonSQS.GetQueueUrl", "1.0", r#"{"QueueName": "orders"}"#);
+        assert_eq!(
+            get_url.analyse(Some(ACCOUNT)),
+            call(
+                "sqs",
+                "eu-west-1",
+                Some("sqs:GetQueueUrl"),
+                Some("arn:aws:sqs:eu-west-1:123456789012:orders")
+            )
         );
-        assert_eq!(get_url.analyse(Some(ACCOUNT)), call("sqs", "eu-west-1", Some("sqs:GetQueueUrl"), Some("arn:aws:sqs:eu-west-1:123456789012:orders")));
-        assert_eq!(get_url.analyse(None).resource.as_deref(), Some("arn:aws:sqs:eu-west-1:*:orders"));
-        let other_owner = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/").signed("sqs", "eu-west-1").json(
-            "AmazonSQS.GetQueueUrl",
-            "1.0",
-            r#"{"QueueName": "orders", "QueueOwnerAWSAccountId": "210987654321"}"#,
+        assert_eq!(
+            get_url.analyse(None).resource.as_deref(),
+            Some("arn:aws:sqs:eu-west-1:*:orders")
         );
-        assert_eq!(other_owner.analyse(Some(ACCOUNT)).resource.as_deref(), Some("arn:aws:sqs:eu-west-1:210987654321:orders"));
-        let create = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/").signed("sqs", "eu-west-1").json(
-            "AmazonSQS.CreateQueue",
-            "1.0",
-            r#"{"QueueName": "jobs"}"#,
+        let other_owner = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/")
+            .signed("sqs", "eu-west-1")
+            .json(
+                "AmazonSQS.GetQueueUrl",
+                "1.0",
+                r#"{"QueueName": "orders", "QueueOwnerAWSAccountId": "210987654321"}"#,
+            );
+        assert_eq!(
+            other_owner.analyse(Some(ACCOUNT)).resource.as_deref(),
+            Some("arn:aws:sqs:eu-west-1:210987654321:orders")
         );
-        assert_eq!(create.analyse(Some(ACCOUNT)), call("sqs", "eu-west-1", Some("sqs:CreateQueue"), Some("arn:aws:sqs:eu-west-1:123456789012:jobs")));
+        let create = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/")
+            .signed("sqs", "eu-west-1")
+            .json("AmazonSQS.CreateQueue", "1.0", r#"{"QueueName": "jobs"}"#);
+        assert_eq!(
+            create.analyse(Some(ACCOUNT)),
+            call(
+                "sqs",
+                "eu-west-1",
+                Some("sqs:CreateQueue"),
+                Some("arn:aws:sqs:eu-west-1:123456789012:jobs")
+            )
+        );
     }
 
     #[test]
@@ -1234,32 +1629,71 @@ mod tests {
         let send = Request::new("POST", "sqs.eu-west-1.amazonaws.com", "/")
             .signed("sqs", "eu-west-1")
             .form("Action=SendMessage&Version=2012-11-05&QueueUrl=https%3A%2F%2Fsqs.eu-west-1.amazonaws.com%2F123456789012%2Forders&MessageBody=hello+world");
-        assert_eq!(send.analyse(None), call("sqs", "eu-west-1", Some("sqs:SendMessage"), Some("arn:aws:sqs:eu-west-1:123456789012:orders")));
+        assert_eq!(
+            send.analyse(None),
+            call(
+                "sqs",
+                "eu-west-1",
+                Some("sqs:SendMessage"),
+                Some("arn:aws:sqs:eu-west-1:123456789012:orders")
+            )
+        );
         // Older SDKs post to the queue URL itself; the legacy `queue.amazonaws.com` host.
-        let to_queue = Request::new("POST", "us-west-2.queue.amazonaws.com", "/123456789012/orders").form("Action=ReceiveMessage&MaxNumberOfMessages=10");
-        assert_eq!(to_queue.analyse(None), call("sqs", "us-west-2", Some("sqs:ReceiveMessage"), Some("arn:aws:sqs:us-west-2:123456789012:orders")));
+        let to_queue =
+            Request::new("POST", "us-west-2.queue.amazonaws.com", "/123456789012/orders")
+                .form("Action=ReceiveMessage&MaxNumberOfMessages=10");
+        assert_eq!(
+            to_queue.analyse(None),
+            call(
+                "sqs",
+                "us-west-2",
+                Some("sqs:ReceiveMessage"),
+                Some("arn:aws:sqs:us-west-2:123456789012:orders")
+            )
+        );
         let legacy_url = Request::new("POST", "queue.amazonaws.com", "/")
             .form("Action=ChangeMessageVisibilityBatch&QueueUrl=https%3A%2F%2Fqueue.amazonaws.com%2F123456789012%2Forders");
-        assert_eq!(legacy_url.analyse(None), call("sqs", "us-east-1", Some("sqs:ChangeMessageVisibility"), Some("arn:aws:sqs:us-east-1:123456789012:orders")));
+        assert_eq!(
+            legacy_url.analyse(None),
+            call(
+                "sqs",
+                "us-east-1",
+                Some("sqs:ChangeMessageVisibility"),
+                Some("arn:aws:sqs:us-east-1:123456789012:orders")
+            )
+        );
     }
 
     #[test]
     fn kms_keys() {
-        let decrypt =
-            |body: &str| Request::new("POST", "kms.us-east-1.amazonaws.com", "/").signed("kms", "us-east-1").json("TrentService.Decrypt", "1.1", body);
+        let decrypt = |body: &str| {
+            Request::new("POST", "kms.us-east-1.amazonaws.com", "/")
+                .signed("kms", "us-east-1")
+                .json("TrentService.Decrypt", "1.1", body)
+        };
         assert_eq!(
             decrypt(r#"{"CiphertextBlob": "AQICAHh", "KeyId": "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}"#).analyse(None),
             call("kms", "us-east-1", Some("kms:Decrypt"), Some("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"))
         );
-        assert_eq!(decrypt(r#"{"CiphertextBlob": "AQICAHh"}"#).analyse(None), call("kms", "us-east-1", Some("kms:Decrypt"), None));
+        assert_eq!(
+            decrypt(r#"{"CiphertextBlob": "AQICAHh"}"#).analyse(None),
+            call("kms", "us-east-1", Some("kms:Decrypt"), None)
+        );
         let generate = |key: &str| {
             Request::new("POST", "kms.us-east-1.amazonaws.com", "/")
                 .signed("kms", "us-east-1")
-                .json("TrentService.GenerateDataKey", "1.1", &format!(r#"{{"KeyId": "{key}", "KeySpec": "AES_256"}}"#))
+                .json(
+                    "TrentService.GenerateDataKey",
+                    "1.1",
+                    &format!(r#"{{"KeyId": "{key}", "KeySpec": "AES_256"}}"#),
+                )
                 .analyse(Some(ACCOUNT))
                 .resource
         };
-        assert_eq!(generate("alias/orders").as_deref(), Some("arn:aws:kms:us-east-1:123456789012:alias/orders"));
+        assert_eq!(
+            generate("alias/orders").as_deref(),
+            Some("arn:aws:kms:us-east-1:123456789012:alias/orders")
+        );
         assert_eq!(
             generate("1234abcd-12ab-34cd-56ef-1234567890ab").as_deref(),
             Some("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab")
@@ -1274,28 +1708,36 @@ mod tests {
     #[test]
     fn secrets_manager_secrets() {
         let get = |id: &str| {
-            Request::new("POST", "secretsmanager.eu-west-1.amazonaws.com", "/").signed("secretsmanager", "eu-west-1").json(
-                "secretsmanager.GetSecretValue",
-                "1.1",
-                &format!(r#"{{"SecretId": "{id}"}}"#),
-            )
+            Request::new("POST", "secretsmanager.eu-west-1.amazonaws.com", "/")
+                .signed("secretsmanager", "eu-west-1")
+                .json("secretsmanager.GetSecretValue", "1.1", &format!(r#"{{"SecretId": "{id}"}}"#))
         };
         assert_eq!(
             get("prod/db").analyse(Some(ACCOUNT)),
-            call("secretsmanager", "eu-west-1", Some("secretsmanager:GetSecretValue"), Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db"))
+            call(
+                "secretsmanager",
+                "eu-west-1",
+                Some("secretsmanager:GetSecretValue"),
+                Some("arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db")
+            )
         );
-        assert_eq!(get("prod/db").analyse(None).resource.as_deref(), Some("arn:aws:secretsmanager:eu-west-1:*:secret:prod/db"));
+        assert_eq!(
+            get("prod/db").analyse(None).resource.as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:*:secret:prod/db")
+        );
         let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf";
         assert_eq!(get(arn).analyse(None).resource.as_deref(), Some(arn));
     }
 
     #[test]
     fn other_json_services() {
-        let logs = Request::new("POST", "logs.us-east-1.amazonaws.com", "/").signed("logs", "us-east-1").json(
-            "Logs_20140328.PutLogEvents",
-            "1.1",
-            r#"{"logGroupName": "/aws/eks/orders", "logStreamName": "pod-1", "logEvents": []}"#,
-        );
+        let logs = Request::new("POST", "logs.us-east-1.amazonaws.com", "/")
+            .signed("logs", "us-east-1")
+            .json(
+                "Logs_20140328.PutLogEvents",
+                "1.1",
+                r#"{"logGroupName": "/aws/eks/orders", "logStreamName": "pod-1", "logEvents": []}"#,
+            );
         assert_eq!(
             logs.analyse(Some(ACCOUNT)),
             call("logs", "us-east-1", Some("logs:PutLogEvents"), Some("arn:aws:logs:us-east-1:123456789012:log-group:/aws/eks/orders:log-stream:pod-1"))
@@ -1305,49 +1747,113 @@ mod tests {
             "1.1",
             r#"{"Entries": [{"Source": "orders", "DetailType": "created", "Detail": "{}", "EventBusName": "orders-bus"}]}"#,
         );
-        assert_eq!(events.analyse(None), call("events", "us-east-1", Some("events:PutEvents"), Some("arn:aws:events:us-east-1:*:event-bus/orders-bus")));
-        let default_bus = Request::new("POST", "events.us-east-1.amazonaws.com", "/").signed("events", "us-east-1").json(
-            "AWSEvents.PutEvents",
-            "1.1",
-            r#"{"Entries": [{"Source": "orders"}]}"#,
+        assert_eq!(
+            events.analyse(None),
+            call(
+                "events",
+                "us-east-1",
+                Some("events:PutEvents"),
+                Some("arn:aws:events:us-east-1:*:event-bus/orders-bus")
+            )
         );
-        assert_eq!(default_bus.analyse(None).resource.as_deref(), Some("arn:aws:events:us-east-1:*:event-bus/default"));
-        let kinesis = Request::new("POST", "kinesis.us-east-1.amazonaws.com", "/").signed("kinesis", "us-east-1").json(
-            "Kinesis_20131202.PutRecord",
-            "1.1",
-            r#"{"StreamName": "clicks", "Data": "aGk=", "PartitionKey": "a"}"#,
+        let default_bus = Request::new("POST", "events.us-east-1.amazonaws.com", "/")
+            .signed("events", "us-east-1")
+            .json("AWSEvents.PutEvents", "1.1", r#"{"Entries": [{"Source": "orders"}]}"#);
+        assert_eq!(
+            default_bus.analyse(None).resource.as_deref(),
+            Some("arn:aws:events:us-east-1:*:event-bus/default")
         );
-        assert_eq!(kinesis.analyse(None), call("kinesis", "us-east-1", Some("kinesis:PutRecord"), Some("arn:aws:kinesis:us-east-1:*:stream/clicks")));
-        let ssm = Request::new("POST", "ssm.us-east-1.amazonaws.com", "/").signed("ssm", "us-east-1").json(
-            "AmazonSSM.GetParameter",
-            "1.1",
-            r#"{"Name": "/orders/db-url", "WithDecryption": true}"#,
+        let kinesis = Request::new("POST", "kinesis.us-east-1.amazonaws.com", "/")
+            .signed("kinesis", "us-east-1")
+            .json(
+                "Kinesis_20131202.PutRecord",
+                "1.1",
+                r#"{"StreamName": "clicks", "Data": "aGk=", "PartitionKey": "a"}"#,
+            );
+        assert_eq!(
+            kinesis.analyse(None),
+            call(
+                "kinesis",
+                "us-east-1",
+                Some("kinesis:PutRecord"),
+                Some("arn:aws:kinesis:us-east-1:*:stream/clicks")
+            )
         );
+        let ssm = Request::new("POST", "ssm.us-east-1.amazonaws.com", "/")
+            .signed("ssm", "us-east-1")
+            .json(
+                "AmazonSSM.GetParameter",
+                "1.1",
+                r#"{"Name": "/orders/db-url", "WithDecryption": true}"#,
+            );
         assert_eq!(
             ssm.analyse(Some(ACCOUNT)),
-            call("ssm", "us-east-1", Some("ssm:GetParameter"), Some("arn:aws:ssm:us-east-1:123456789012:parameter/orders/db-url"))
+            call(
+                "ssm",
+                "us-east-1",
+                Some("ssm:GetParameter"),
+                Some("arn:aws:ssm:us-east-1:123456789012:parameter/orders/db-url")
+            )
         );
         let states = Request::new("POST", "states.us-east-1.amazonaws.com", "/").signed("states", "us-east-1").json(
             "AWSStepFunctions.StartExecution",
             "1.0",
             r#"{"stateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:orders"}"#,
         );
-        assert_eq!(states.analyse(None).resource.as_deref(), Some("arn:aws:states:us-east-1:123456789012:stateMachine:orders"));
+        assert_eq!(
+            states.analyse(None).resource.as_deref(),
+            Some("arn:aws:states:us-east-1:123456789012:stateMachine:orders")
+        );
     }
 
     // === S3 ===
 
     /// (method, host, path and query, extra header, IAM action, resource)
-    type S3Case = (&'static str, &'static str, &'static str, Option<(&'static str, &'static str)>, Option<&'static str>, Option<&'static str>);
+    type S3Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<(&'static str, &'static str)>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
 
     const S3_CASES: &[S3Case] = &[
         ("GET", "s3.us-west-2.amazonaws.com", "/", None, Some("s3:ListAllMyBuckets"), None),
         ("GET", "s3.amazonaws.com", "/?x-id=ListBuckets", None, Some("s3:ListAllMyBuckets"), None),
         // Bucket operations, virtual-hosted and path style.
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/", None, Some("s3:CreateBucket"), Some("arn:aws:s3:::orders")),
-        ("PUT", "s3.us-west-2.amazonaws.com", "/orders", None, Some("s3:CreateBucket"), Some("arn:aws:s3:::orders")),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/", None, Some("s3:DeleteBucket"), Some("arn:aws:s3:::orders")),
-        ("HEAD", "s3.us-west-2.amazonaws.com", "/orders", None, Some("s3:ListBucket"), Some("arn:aws:s3:::orders")),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/",
+            None,
+            Some("s3:CreateBucket"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "PUT",
+            "s3.us-west-2.amazonaws.com",
+            "/orders",
+            None,
+            Some("s3:CreateBucket"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/",
+            None,
+            Some("s3:DeleteBucket"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "HEAD",
+            "s3.us-west-2.amazonaws.com",
+            "/orders",
+            None,
+            Some("s3:ListBucket"),
+            Some("arn:aws:s3:::orders"),
+        ),
         (
             "GET",
             "orders.s3.us-west-2.amazonaws.com",
@@ -1364,28 +1870,168 @@ mod tests {
             Some("s3:ListBucket"),
             Some("arn:aws:s3:::orders"),
         ),
-        ("GET", "s3.us-west-2.amazonaws.com", "/orders/?prefix=a&delimiter=%2F&marker=x", None, Some("s3:ListBucket"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/", None, Some("s3:ListBucket"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?versions&prefix=a", None, Some("s3:ListBucketVersions"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?uploads", None, Some("s3:ListBucketMultipartUploads"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?location", None, Some("s3:GetBucketLocation"), Some("arn:aws:s3:::orders")),
-        ("GET", "s3.amazonaws.com", "/orders?location", None, Some("s3:GetBucketLocation"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?policy", None, Some("s3:GetBucketPolicy"), Some("arn:aws:s3:::orders")),
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/?policy", None, Some("s3:PutBucketPolicy"), Some("arn:aws:s3:::orders")),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/?policy", None, Some("s3:DeleteBucketPolicy"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?acl", None, Some("s3:GetBucketAcl"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?versioning", None, Some("s3:GetBucketVersioning"), Some("arn:aws:s3:::orders")),
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/?versioning", None, Some("s3:PutBucketVersioning"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?tagging", None, Some("s3:GetBucketTagging"), Some("arn:aws:s3:::orders")),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/?tagging", None, Some("s3:PutBucketTagging"), Some("arn:aws:s3:::orders")),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/?cors", None, Some("s3:PutBucketCORS"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?lifecycle", None, Some("s3:GetLifecycleConfiguration"), Some("arn:aws:s3:::orders")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/?encryption", None, Some("s3:GetEncryptionConfiguration"), Some("arn:aws:s3:::orders")),
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/?publicAccessBlock", None, Some("s3:PutBucketPublicAccessBlock"), Some("arn:aws:s3:::orders")),
+        (
+            "GET",
+            "s3.us-west-2.amazonaws.com",
+            "/orders/?prefix=a&delimiter=%2F&marker=x",
+            None,
+            Some("s3:ListBucket"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/",
+            None,
+            Some("s3:ListBucket"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?versions&prefix=a",
+            None,
+            Some("s3:ListBucketVersions"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?uploads",
+            None,
+            Some("s3:ListBucketMultipartUploads"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?location",
+            None,
+            Some("s3:GetBucketLocation"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "s3.amazonaws.com",
+            "/orders?location",
+            None,
+            Some("s3:GetBucketLocation"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?policy",
+            None,
+            Some("s3:GetBucketPolicy"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?policy",
+            None,
+            Some("s3:PutBucketPolicy"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?policy",
+            None,
+            Some("s3:DeleteBucketPolicy"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?acl",
+            None,
+            Some("s3:GetBucketAcl"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?versioning",
+            None,
+            Some("s3:GetBucketVersioning"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?versioning",
+            None,
+            Some("s3:PutBucketVersioning"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?tagging",
+            None,
+            Some("s3:GetBucketTagging"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?tagging",
+            None,
+            Some("s3:PutBucketTagging"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?cors",
+            None,
+            Some("s3:PutBucketCORS"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?lifecycle",
+            None,
+            Some("s3:GetLifecycleConfiguration"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?encryption",
+            None,
+            Some("s3:GetEncryptionConfiguration"),
+            Some("arn:aws:s3:::orders"),
+        ),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?publicAccessBlock",
+            None,
+            Some("s3:PutBucketPublicAccessBlock"),
+            Some("arn:aws:s3:::orders"),
+        ),
         ("GET", "orders.s3.us-west-2.amazonaws.com", "/?unknown-subresource", None, None, None),
         ("PUT", "orders.s3.us-west-2.amazonaws.com", "/?unknown-subresource", None, None, None),
-        ("POST", "orders.s3.us-west-2.amazonaws.com", "/?delete", None, Some("s3:DeleteObject"), Some("arn:aws:s3:::orders/*")),
-        ("POST", "s3.us-west-2.amazonaws.com", "/orders?delete", None, Some("s3:DeleteObject"), Some("arn:aws:s3:::orders/*")),
+        (
+            "POST",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/?delete",
+            None,
+            Some("s3:DeleteObject"),
+            Some("arn:aws:s3:::orders/*"),
+        ),
+        (
+            "POST",
+            "s3.us-west-2.amazonaws.com",
+            "/orders?delete",
+            None,
+            Some("s3:DeleteObject"),
+            Some("arn:aws:s3:::orders/*"),
+        ),
         // Object operations.
         (
             "GET",
@@ -1403,12 +2049,54 @@ mod tests {
             Some("s3:GetObject"),
             Some("arn:aws:s3:::orders/2026/01/report final.csv"),
         ),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/a+b%2Bc?x-id=GetObject", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/a+b+c")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/k?versionId=3HL4kqtJlcpXroDTDmJ", None, Some("s3:GetObjectVersion"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/k?response-content-type=text%2Fplain", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("HEAD", "orders.s3.us-west-2.amazonaws.com", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/k?x-id=PutObject", None, Some("s3:PutObject"), Some("arn:aws:s3:::orders/k")),
-        ("PUT", "s3.us-west-2.amazonaws.com", "/orders/dir/k", None, Some("s3:PutObject"), Some("arn:aws:s3:::orders/dir/k")),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/a+b%2Bc?x-id=GetObject",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/a+b+c"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?versionId=3HL4kqtJlcpXroDTDmJ",
+            None,
+            Some("s3:GetObjectVersion"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?response-content-type=text%2Fplain",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "HEAD",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?x-id=PutObject",
+            None,
+            Some("s3:PutObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "PUT",
+            "s3.us-west-2.amazonaws.com",
+            "/orders/dir/k",
+            None,
+            Some("s3:PutObject"),
+            Some("arn:aws:s3:::orders/dir/k"),
+        ),
         (
             "PUT",
             "orders.s3.us-west-2.amazonaws.com",
@@ -1417,9 +2105,30 @@ mod tests {
             Some("s3:PutObject"),
             Some("arn:aws:s3:::orders/copy"),
         ),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/k?x-id=DeleteObject", None, Some("s3:DeleteObject"), Some("arn:aws:s3:::orders/k")),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/k?versionId=v1", None, Some("s3:DeleteObjectVersion"), Some("arn:aws:s3:::orders/k")),
-        ("POST", "orders.s3.us-west-2.amazonaws.com", "/big.bin?uploads", None, Some("s3:PutObject"), Some("arn:aws:s3:::orders/big.bin")),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?x-id=DeleteObject",
+            None,
+            Some("s3:DeleteObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?versionId=v1",
+            None,
+            Some("s3:DeleteObjectVersion"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "POST",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/big.bin?uploads",
+            None,
+            Some("s3:PutObject"),
+            Some("arn:aws:s3:::orders/big.bin"),
+        ),
         (
             "PUT",
             "orders.s3.us-west-2.amazonaws.com",
@@ -1428,7 +2137,14 @@ mod tests {
             Some("s3:PutObject"),
             Some("arn:aws:s3:::orders/big.bin"),
         ),
-        ("POST", "orders.s3.us-west-2.amazonaws.com", "/big.bin?uploadId=VXBsb2FkSUQ", None, Some("s3:PutObject"), Some("arn:aws:s3:::orders/big.bin")),
+        (
+            "POST",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/big.bin?uploadId=VXBsb2FkSUQ",
+            None,
+            Some("s3:PutObject"),
+            Some("arn:aws:s3:::orders/big.bin"),
+        ),
         (
             "DELETE",
             "orders.s3.us-west-2.amazonaws.com",
@@ -1445,23 +2161,135 @@ mod tests {
             Some("s3:ListMultipartUploadParts"),
             Some("arn:aws:s3:::orders/big.bin"),
         ),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/k?tagging", None, Some("s3:GetObjectTagging"), Some("arn:aws:s3:::orders/k")),
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/k?tagging", None, Some("s3:PutObjectTagging"), Some("arn:aws:s3:::orders/k")),
-        ("PUT", "orders.s3.us-west-2.amazonaws.com", "/k?tagging&versionId=v1", None, Some("s3:PutObjectVersionTagging"), Some("arn:aws:s3:::orders/k")),
-        ("DELETE", "orders.s3.us-west-2.amazonaws.com", "/k?tagging", None, Some("s3:DeleteObjectTagging"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/k?acl", None, Some("s3:GetObjectAcl"), Some("arn:aws:s3:::orders/k")),
-        ("POST", "orders.s3.us-west-2.amazonaws.com", "/k?restore", None, Some("s3:RestoreObject"), Some("arn:aws:s3:::orders/k")),
-        ("POST", "orders.s3.us-west-2.amazonaws.com", "/k?select&select-type=2", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?tagging",
+            None,
+            Some("s3:GetObjectTagging"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?tagging",
+            None,
+            Some("s3:PutObjectTagging"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "PUT",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?tagging&versionId=v1",
+            None,
+            Some("s3:PutObjectVersionTagging"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "DELETE",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?tagging",
+            None,
+            Some("s3:DeleteObjectTagging"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?acl",
+            None,
+            Some("s3:GetObjectAcl"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "POST",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?restore",
+            None,
+            Some("s3:RestoreObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "POST",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/k?select&select-type=2",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
         // Bucket names with dots, other endpoint shapes.
-        ("GET", "my.dotted.bucket.s3.eu-west-1.amazonaws.com", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::my.dotted.bucket/k")),
-        ("GET", "orders.s3.dualstack.eu-west-1.amazonaws.com", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "s3.dualstack.eu-west-1.amazonaws.com", "/orders/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "orders.s3-us-west-2.amazonaws.com", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "s3-us-west-2.amazonaws.com", "/orders/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "orders.s3-fips.us-east-1.amazonaws.com", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "orders.s3-accelerate.amazonaws.com", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "ORDERS.S3.US-WEST-2.AMAZONAWS.COM.:443", "/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")),
-        ("GET", "s3.us-west-2.amazonaws.com", "/Legacy_Bucket/k", None, Some("s3:GetObject"), Some("arn:aws:s3:::Legacy_Bucket/k")),
+        (
+            "GET",
+            "my.dotted.bucket.s3.eu-west-1.amazonaws.com",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::my.dotted.bucket/k"),
+        ),
+        (
+            "GET",
+            "orders.s3.dualstack.eu-west-1.amazonaws.com",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "s3.dualstack.eu-west-1.amazonaws.com",
+            "/orders/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "orders.s3-us-west-2.amazonaws.com",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "s3-us-west-2.amazonaws.com",
+            "/orders/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "orders.s3-fips.us-east-1.amazonaws.com",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "orders.s3-accelerate.amazonaws.com",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "ORDERS.S3.US-WEST-2.AMAZONAWS.COM.:443",
+            "/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::orders/k"),
+        ),
+        (
+            "GET",
+            "s3.us-west-2.amazonaws.com",
+            "/Legacy_Bucket/k",
+            None,
+            Some("s3:GetObject"),
+            Some("arn:aws:s3:::Legacy_Bucket/k"),
+        ),
         // Access points.
         (
             "GET",
@@ -1480,12 +2308,33 @@ mod tests {
             Some("arn:aws:s3:us-west-2:123456789012:accesspoint/reports"),
         ),
         // Keys that cannot be in an ARN: the action is still known.
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/bad%0Akey", None, Some("s3:GetObject"), None),
-        ("GET", "orders.s3.us-west-2.amazonaws.com", "/bad%FFkey", None, Some("s3:GetObject"), None),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/bad%0Akey",
+            None,
+            Some("s3:GetObject"),
+            None,
+        ),
+        (
+            "GET",
+            "orders.s3.us-west-2.amazonaws.com",
+            "/bad%FFkey",
+            None,
+            Some("s3:GetObject"),
+            None,
+        ),
         ("PATCH", "orders.s3.us-west-2.amazonaws.com", "/k", None, None, None),
         ("POST", "s3.us-west-2.amazonaws.com", "/", None, None, None),
         // S3 Control is signed as `s3` but is not the object API.
-        ("GET", "123456789012.s3-control.us-west-2.amazonaws.com", "/v20180820/accesspoint/reports", None, None, None),
+        (
+            "GET",
+            "123456789012.s3-control.us-west-2.amazonaws.com",
+            "/v20180820/accesspoint/reports",
+            None,
+            None,
+            None,
+        ),
     ];
 
     #[test]
@@ -1496,16 +2345,23 @@ mod tests {
                 request = request.header(name, value);
             }
             let result = request.analyse(Some(ACCOUNT));
-            assert_eq!(result, call("s3", "us-west-2", action, resource), "{method} {host}{path_and_query}");
+            assert_eq!(
+                result,
+                call("s3", "us-west-2", action, resource),
+                "{method} {host}{path_and_query}"
+            );
         }
     }
 
     #[test]
     fn s3_key_at_the_size_limit() {
         let long = "k".repeat(MAX_VALUE_LEN);
-        let request = Request::new("GET", "orders.s3.us-west-2.amazonaws.com", &format!("/{long}")).signed("s3", "us-west-2");
+        let request = Request::new("GET", "orders.s3.us-west-2.amazonaws.com", &format!("/{long}"))
+            .signed("s3", "us-west-2");
         assert_eq!(request.analyse(None).resource, Some(format!("arn:aws:s3:::orders/{long}")));
-        let too_long = Request::new("GET", "orders.s3.us-west-2.amazonaws.com", &format!("/{long}k")).signed("s3", "us-west-2");
+        let too_long =
+            Request::new("GET", "orders.s3.us-west-2.amazonaws.com", &format!("/{long}k"))
+                .signed("s3", "us-west-2");
         assert_eq!(too_long.analyse(None), call("s3", "us-west-2", Some("s3:GetObject"), None));
     }
 
@@ -1518,7 +2374,15 @@ mod tests {
              &X-Amz-Date=20260101T120000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host\
              &X-Amz-Signature=fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024",
         );
-        assert_eq!(presigned.analyse(None), call("s3", "us-west-2", Some("s3:GetObject"), Some("arn:aws:s3:::orders/reports/2026/q1.csv")));
+        assert_eq!(
+            presigned.analyse(None),
+            call(
+                "s3",
+                "us-west-2",
+                Some("s3:GetObject"),
+                Some("arn:aws:s3:::orders/reports/2026/q1.csv")
+            )
+        );
         // The legacy global host says us-east-1; the signature says where the bucket is.
         let global = Request::new(
             "PUT",
@@ -1526,31 +2390,60 @@ mod tests {
             "/upload.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=ASIAIOSFODNN7EXAMPLE%2F20260101%2Feu-west-1%2Fs3%2Faws4_request\
              &X-Amz-Date=20260101T120000Z&X-Amz-Expires=900&X-Amz-SignedHeaders=host&X-Amz-Security-Token=IQoJb3JpZ2luX2Vj&X-Amz-Signature=abcdef",
         );
-        assert_eq!(global.analyse(None), call("s3", "eu-west-1", Some("s3:PutObject"), Some("arn:aws:s3:::orders/upload.bin")));
+        assert_eq!(
+            global.analyse(None),
+            call("s3", "eu-west-1", Some("s3:PutObject"), Some("arn:aws:s3:::orders/upload.bin"))
+        );
         // A presigned listing is still a listing.
         let list = Request::new(
             "GET",
             "s3.eu-west-1.amazonaws.com",
             "/orders?list-type=2&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE/20260101/eu-west-1/s3/aws4_request&X-Amz-Signature=ab",
         );
-        assert_eq!(list.analyse(None), call("s3", "eu-west-1", Some("s3:ListBucket"), Some("arn:aws:s3:::orders")));
+        assert_eq!(
+            list.analyse(None),
+            call("s3", "eu-west-1", Some("s3:ListBucket"), Some("arn:aws:s3:::orders"))
+        );
     }
 
     #[test]
     fn s3_anonymous_requests_fall_back_to_the_host() {
-        let anonymous = Request::new("GET", "public-data.s3.eu-central-1.amazonaws.com", "/index.html");
-        assert_eq!(anonymous.analyse(None), call("s3", "eu-central-1", Some("s3:GetObject"), Some("arn:aws:s3:::public-data/index.html")));
+        let anonymous =
+            Request::new("GET", "public-data.s3.eu-central-1.amazonaws.com", "/index.html");
+        assert_eq!(
+            anonymous.analyse(None),
+            call(
+                "s3",
+                "eu-central-1",
+                Some("s3:GetObject"),
+                Some("arn:aws:s3:::public-data/index.html")
+            )
+        );
         let global = Request::new("GET", "s3.amazonaws.com", "/public-data/index.html");
-        assert_eq!(global.analyse(None), call("s3", "us-east-1", Some("s3:GetObject"), Some("arn:aws:s3:::public-data/index.html")));
+        assert_eq!(
+            global.analyse(None),
+            call(
+                "s3",
+                "us-east-1",
+                Some("s3:GetObject"),
+                Some("arn:aws:s3:::public-data/index.html")
+            )
+        );
     }
 
     #[test]
     fn s3_bodies_are_never_peeked() {
-        let put = Request::new("PUT", "orders.s3.us-west-2.amazonaws.com", "/form.txt").signed("s3", "us-west-2").form("Action=DeleteBucket");
+        let put = Request::new("PUT", "orders.s3.us-west-2.amazonaws.com", "/form.txt")
+            .signed("s3", "us-west-2")
+            .form("Action=DeleteBucket");
         assert!(!wants_body(&put.method, &put.headers));
         let parts = RequestParts { body: Some(&put.body), ..put.parts() };
-        assert_eq!(analyse(&parts, None), call("s3", "us-west-2", Some("s3:PutObject"), Some("arn:aws:s3:::orders/form.txt")));
-        let json = Request::new("PUT", "orders.s3.us-west-2.amazonaws.com", "/a.json").body("application/json", r#"{"TableName": "x"}"#);
+        assert_eq!(
+            analyse(&parts, None),
+            call("s3", "us-west-2", Some("s3:PutObject"), Some("arn:aws:s3:::orders/form.txt"))
+        );
+        let json = Request::new("PUT", "orders.s3.us-west-2.amazonaws.com", "/a.json")
+            .body("application/json", r#"{"TableName": "x"}"#);
         assert!(!wants_body(&json.method, &json.headers));
     }
 
@@ -1559,14 +2452,24 @@ mod tests {
     #[test]
     fn lambda_functions() {
         let invoke = |path: &str| {
-            Request::new("POST", "lambda.us-east-1.amazonaws.com", path).signed("lambda", "us-east-1").body("application/json", r#"{"order": 42}"#)
+            Request::new("POST", "lambda.us-east-1.amazonaws.com", path)
+                .signed("lambda", "us-east-1")
+                .body("application/json", r#"{"order": 42}"#)
         };
         assert_eq!(
             invoke("/2015-03-31/functions/resize-image/invocations").analyse(Some(ACCOUNT)),
-            call("lambda", "us-east-1", Some("lambda:InvokeFunction"), Some("arn:aws:lambda:us-east-1:123456789012:function:resize-image"))
+            call(
+                "lambda",
+                "us-east-1",
+                Some("lambda:InvokeFunction"),
+                Some("arn:aws:lambda:us-east-1:123456789012:function:resize-image")
+            )
         );
         assert_eq!(
-            invoke("/2015-03-31/functions/resize-image/invocations").analyse(None).resource.as_deref(),
+            invoke("/2015-03-31/functions/resize-image/invocations")
+                .analyse(None)
+                .resource
+                .as_deref(),
             Some("arn:aws:lambda:us-east-1:*:function:resize-image")
         );
         // botocore percent-encodes the colons of ARNs and qualified names.
@@ -1578,47 +2481,99 @@ mod tests {
             Some("arn:aws:lambda:us-west-2:210987654321:function:resize-image")
         );
         assert_eq!(
-            invoke("/2015-03-31/functions/210987654321%3Afunction%3Aresize-image/invocations").analyse(Some(ACCOUNT)).resource.as_deref(),
+            invoke("/2015-03-31/functions/210987654321%3Afunction%3Aresize-image/invocations")
+                .analyse(Some(ACCOUNT))
+                .resource
+                .as_deref(),
             Some("arn:aws:lambda:us-east-1:210987654321:function:resize-image")
         );
         assert_eq!(
-            invoke("/2015-03-31/functions/resize-image%3Aprod/invocations").analyse(Some(ACCOUNT)).resource.as_deref(),
+            invoke("/2015-03-31/functions/resize-image%3Aprod/invocations")
+                .analyse(Some(ACCOUNT))
+                .resource
+                .as_deref(),
             Some("arn:aws:lambda:us-east-1:123456789012:function:resize-image:prod")
         );
         assert_eq!(
-            invoke("/2015-03-31/functions/resize-image/invocations?Qualifier=%24LATEST").analyse(Some(ACCOUNT)).resource.as_deref(),
+            invoke("/2015-03-31/functions/resize-image/invocations?Qualifier=%24LATEST")
+                .analyse(Some(ACCOUNT))
+                .resource
+                .as_deref(),
             Some("arn:aws:lambda:us-east-1:123456789012:function:resize-image:$LATEST")
         );
         assert_eq!(
-            invoke("/2021-11-15/functions/resize-image/response-streaming-invocations").analyse(Some(ACCOUNT)).action.as_deref(),
+            invoke("/2021-11-15/functions/resize-image/response-streaming-invocations")
+                .analyse(Some(ACCOUNT))
+                .action
+                .as_deref(),
             Some("lambda:InvokeFunction")
         );
         assert_eq!(invoke("/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-west-2%3Ax%3Afunction%3Af/invocations").analyse(None).resource, None);
 
-        let get = Request::new("GET", "lambda.us-east-1.amazonaws.com", "/2015-03-31/functions/resize-image").signed("lambda", "us-east-1");
+        let get = Request::new(
+            "GET",
+            "lambda.us-east-1.amazonaws.com",
+            "/2015-03-31/functions/resize-image",
+        )
+        .signed("lambda", "us-east-1");
         assert_eq!(
             get.analyse(Some(ACCOUNT)),
-            call("lambda", "us-east-1", Some("lambda:GetFunction"), Some("arn:aws:lambda:us-east-1:123456789012:function:resize-image"))
+            call(
+                "lambda",
+                "us-east-1",
+                Some("lambda:GetFunction"),
+                Some("arn:aws:lambda:us-east-1:123456789012:function:resize-image")
+            )
         );
-        let list = Request::new("GET", "lambda.us-east-1.amazonaws.com", "/2015-03-31/functions/").signed("lambda", "us-east-1");
-        assert_eq!(list.analyse(Some(ACCOUNT)), call("lambda", "us-east-1", Some("lambda:ListFunctions"), None));
-        let config = Request::new("GET", "lambda.us-east-1.amazonaws.com", "/2015-03-31/functions/f/configuration").signed("lambda", "us-east-1");
+        let list = Request::new("GET", "lambda.us-east-1.amazonaws.com", "/2015-03-31/functions/")
+            .signed("lambda", "us-east-1");
+        assert_eq!(
+            list.analyse(Some(ACCOUNT)),
+            call("lambda", "us-east-1", Some("lambda:ListFunctions"), None)
+        );
+        let config = Request::new(
+            "GET",
+            "lambda.us-east-1.amazonaws.com",
+            "/2015-03-31/functions/f/configuration",
+        )
+        .signed("lambda", "us-east-1");
         assert_eq!(config.analyse(None).action.as_deref(), Some("lambda:GetFunctionConfiguration"));
-        let unknown = Request::new("GET", "lambda.us-east-1.amazonaws.com", "/2015-03-31/event-source-mappings/").signed("lambda", "us-east-1");
+        let unknown = Request::new(
+            "GET",
+            "lambda.us-east-1.amazonaws.com",
+            "/2015-03-31/event-source-mappings/",
+        )
+        .signed("lambda", "us-east-1");
         assert_eq!(unknown.analyse(None), call("lambda", "us-east-1", None, None));
     }
 
     #[test]
     fn api_gateway_invoke() {
-        let request = Request::new("GET", "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com", "/prod/orders/42").signed("execute-api", "eu-west-1");
+        let request = Request::new(
+            "GET",
+            "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com",
+            "/prod/orders/42",
+        )
+        .signed("execute-api", "eu-west-1");
         assert_eq!(
             request.analyse(Some(ACCOUNT)),
-            call("execute-api", "eu-west-1", Some("execute-api:Invoke"), Some("arn:aws:execute-api:eu-west-1:123456789012:a1b2c3d4e5/prod/GET/orders/42"))
+            call(
+                "execute-api",
+                "eu-west-1",
+                Some("execute-api:Invoke"),
+                Some("arn:aws:execute-api:eu-west-1:123456789012:a1b2c3d4e5/prod/GET/orders/42")
+            )
         );
-        let unsigned = Request::new("POST", "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com", "/prod");
+        let unsigned =
+            Request::new("POST", "a1b2c3d4e5.execute-api.eu-west-1.amazonaws.com", "/prod");
         assert_eq!(
             unsigned.analyse(None),
-            call("execute-api", "eu-west-1", Some("execute-api:Invoke"), Some("arn:aws:execute-api:eu-west-1:*:a1b2c3d4e5/prod/POST/"))
+            call(
+                "execute-api",
+                "eu-west-1",
+                Some("execute-api:Invoke"),
+                Some("arn:aws:execute-api:eu-west-1:*:a1b2c3d4e5/prod/POST/")
+            )
         );
     }
 
@@ -1626,14 +2581,19 @@ mod tests {
 
     #[test]
     fn partitions() {
-        let china = Request::new("GET", "orders.s3.cn-north-1.amazonaws.com.cn", "/k").signed("s3", "cn-north-1");
-        assert_eq!(china.analyse(None), call("s3", "cn-north-1", Some("s3:GetObject"), Some("arn:aws-cn:s3:::orders/k")));
-        let china_table = Request::new("POST", "dynamodb.cn-northwest-1.amazonaws.com.cn", "/").signed("dynamodb", "cn-northwest-1").json(
-            "DynamoDB_20120810.GetItem",
-            "1.0",
-            r#"{"TableName": "orders"}"#,
+        let china = Request::new("GET", "orders.s3.cn-north-1.amazonaws.com.cn", "/k")
+            .signed("s3", "cn-north-1");
+        assert_eq!(
+            china.analyse(None),
+            call("s3", "cn-north-1", Some("s3:GetObject"), Some("arn:aws-cn:s3:::orders/k"))
         );
-        assert_eq!(china_table.analyse(Some(ACCOUNT)).resource.as_deref(), Some("arn:aws-cn:dynamodb:cn-northwest-1:123456789012:table/orders"));
+        let china_table = Request::new("POST", "dynamodb.cn-northwest-1.amazonaws.com.cn", "/")
+            .signed("dynamodb", "cn-northwest-1")
+            .json("DynamoDB_20120810.GetItem", "1.0", r#"{"TableName": "orders"}"#);
+        assert_eq!(
+            china_table.analyse(Some(ACCOUNT)).resource.as_deref(),
+            Some("arn:aws-cn:dynamodb:cn-northwest-1:123456789012:table/orders")
+        );
         let gov_queue = Request::new("POST", "sqs.us-gov-west-1.amazonaws.com", "/").signed("sqs", "us-gov-west-1").json(
             "AmazonSQS.SendMessage",
             "1.0",
@@ -1641,12 +2601,28 @@ mod tests {
         );
         assert_eq!(
             gov_queue.analyse(None),
-            call("sqs", "us-gov-west-1", Some("sqs:SendMessage"), Some("arn:aws-us-gov:sqs:us-gov-west-1:123456789012:orders"))
+            call(
+                "sqs",
+                "us-gov-west-1",
+                Some("sqs:SendMessage"),
+                Some("arn:aws-us-gov:sqs:us-gov-west-1:123456789012:orders")
+            )
         );
         let gov_bucket = Request::new("GET", "s3.us-gov-east-1.amazonaws.com", "/orders/k");
-        assert_eq!(gov_bucket.analyse(None).resource.as_deref(), Some("arn:aws-us-gov:s3:::orders/k"));
-        let gov_function = Request::new("POST", "lambda.us-gov-west-1.amazonaws.com", "/2015-03-31/functions/f/invocations").signed("lambda", "us-gov-west-1");
-        assert_eq!(gov_function.analyse(Some(ACCOUNT)).resource.as_deref(), Some("arn:aws-us-gov:lambda:us-gov-west-1:123456789012:function:f"));
+        assert_eq!(
+            gov_bucket.analyse(None).resource.as_deref(),
+            Some("arn:aws-us-gov:s3:::orders/k")
+        );
+        let gov_function = Request::new(
+            "POST",
+            "lambda.us-gov-west-1.amazonaws.com",
+            "/2015-03-31/functions/f/invocations",
+        )
+        .signed("lambda", "us-gov-west-1");
+        assert_eq!(
+            gov_function.analyse(Some(ACCOUNT)).resource.as_deref(),
+            Some("arn:aws-us-gov:lambda:us-gov-west-1:123456789012:function:f")
+        );
     }
 
     #[test]
@@ -1684,31 +2660,68 @@ mod tests {
         ];
         for &(host, service, region) in cases {
             let result = Request::new("GET", host, "/").analyse(None);
-            assert_eq!((result.service.as_deref(), result.region.as_deref()), (Some(service), Some(region)), "{host}");
+            assert_eq!(
+                (result.service.as_deref(), result.region.as_deref()),
+                (Some(service), Some(region)),
+                "{host}"
+            );
         }
-        for host in
-            ["example.com", "amazonaws.com", "us-east-1.amazonaws.com", "..amazonaws.com", "Ünicode.amazonaws.com", "", "[::1]:443", "S3_X.amazonaws.com"]
-        {
+        for host in [
+            "example.com",
+            "amazonaws.com",
+            "us-east-1.amazonaws.com",
+            "..amazonaws.com",
+            "Ünicode.amazonaws.com",
+            "",
+            "[::1]:443",
+            "S3_X.amazonaws.com",
+        ] {
             assert_eq!(Request::new("GET", host, "/").analyse(None).service, None, "{host}");
         }
         // An unknown host still tells by the signature and the target.
-        let local =
-            Request::new("POST", "localhost:4566", "/").signed("dynamodb", "us-east-1").json("DynamoDB_20120810.GetItem", "1.0", r#"{"TableName": "t1"}"#);
-        assert_eq!(local.analyse(None), call("dynamodb", "us-east-1", Some("dynamodb:GetItem"), Some("arn:aws:dynamodb:us-east-1:*:table/t1")));
-        let unsigned_local = Request::new("POST", "localhost:4566", "/").json("AmazonSQS.ListQueues", "1.0", "{}");
-        assert_eq!(unsigned_local.analyse(None), AwsCall { service: Some("sqs".into()), action: Some("sqs:ListQueues".into()), ..AwsCall::default() });
+        let local = Request::new("POST", "localhost:4566", "/")
+            .signed("dynamodb", "us-east-1")
+            .json("DynamoDB_20120810.GetItem", "1.0", r#"{"TableName": "t1"}"#);
+        assert_eq!(
+            local.analyse(None),
+            call(
+                "dynamodb",
+                "us-east-1",
+                Some("dynamodb:GetItem"),
+                Some("arn:aws:dynamodb:us-east-1:*:table/t1")
+            )
+        );
+        let unsigned_local =
+            Request::new("POST", "localhost:4566", "/").json("AmazonSQS.ListQueues", "1.0", "{}");
+        assert_eq!(
+            unsigned_local.analyse(None),
+            AwsCall {
+                service: Some("sqs".into()),
+                action: Some("sqs:ListQueues".into()),
+                ..AwsCall::default()
+            }
+        );
     }
 
     #[test]
     fn the_signature_wins_over_the_host() {
-        let request = Request::new("GET", "s3.amazonaws.com", "/orders/k").signed("s3", "ap-northeast-1");
+        let request =
+            Request::new("GET", "s3.amazonaws.com", "/orders/k").signed("s3", "ap-northeast-1");
         assert_eq!(request.analyse(None).region.as_deref(), Some("ap-northeast-1"));
         // A scope that is not one is ignored.
-        let garbage = Request::new("GET", "orders.s3.eu-west-1.amazonaws.com", "/k")
-            .header("authorization", &format!("AWS4-HMAC-SHA256 Credential={AKID}/20260101/EU WEST/S3/aws4_request, Signature=x"));
-        assert_eq!(garbage.analyse(None), call("s3", "eu-west-1", Some("s3:GetObject"), Some("arn:aws:s3:::orders/k")));
+        let garbage = Request::new("GET", "orders.s3.eu-west-1.amazonaws.com", "/k").header(
+            "authorization",
+            &format!(
+                "AWS4-HMAC-SHA256 Credential={AKID}/20260101/EU WEST/S3/aws4_request, Signature=x"
+            ),
+        );
+        assert_eq!(
+            garbage.analyse(None),
+            call("s3", "eu-west-1", Some("s3:GetObject"), Some("arn:aws:s3:::orders/k"))
+        );
         // SigV2 has no scope.
-        let v2 = Request::new("GET", "orders.s3.eu-west-1.amazonaws.com", "/k").header("authorization", &format!("AWS {AKID}:frJIUN8DYpKDtOLCwo//yllqDzg="));
+        let v2 = Request::new("GET", "orders.s3.eu-west-1.amazonaws.com", "/k")
+            .header("authorization", &format!("AWS {AKID}:frJIUN8DYpKDtOLCwo//yllqDzg="));
         assert_eq!(v2.analyse(None).region.as_deref(), Some("eu-west-1"));
     }
 
@@ -1719,14 +2732,22 @@ mod tests {
             &format!("AWS4-ECDSA-P256-SHA256 Credential={AKID}/20260101/s3/aws4_request, SignedHeaders=host;x-amz-date;x-amz-region-set, Signature=3045022100"),
         );
         let result = request.analyse(None);
-        assert_eq!((result.service.as_deref(), result.region.as_deref()), (Some("s3"), Some("eu-west-1")));
+        assert_eq!(
+            (result.service.as_deref(), result.region.as_deref()),
+            (Some("s3"), Some("eu-west-1"))
+        );
         let any_region = Request::new("POST", "events.us-east-1.amazonaws.com", "/")
             .header("x-amz-region-set", "*")
             .header("authorization", &format!("AWS4-ECDSA-P256-SHA256 Credential={AKID}/20260101/events/aws4_request, SignedHeaders=host, Signature=3045"))
             .json("AWSEvents.PutEvents", "1.1", r#"{"Entries": [{"EventBusName": "arn:aws:events:us-east-1:123456789012:event-bus/orders"}]}"#);
         assert_eq!(
             any_region.analyse(None),
-            call("events", "us-east-1", Some("events:PutEvents"), Some("arn:aws:events:us-east-1:123456789012:event-bus/orders"))
+            call(
+                "events",
+                "us-east-1",
+                Some("events:PutEvents"),
+                Some("arn:aws:events:us-east-1:123456789012:event-bus/orders")
+            )
         );
     }
 
@@ -1735,45 +2756,85 @@ mod tests {
     #[test]
     fn which_bodies_are_peeked() {
         let peeks = |request: &Request| wants_body(&request.method, &request.headers);
-        assert!(peeks(&Request::new("POST", "sts.amazonaws.com", "/").signed("sts", "us-east-1").form("Action=GetCallerIdentity&Version=2011-06-15")));
-        assert!(peeks(&Request::new("POST", "ec2.us-east-1.amazonaws.com", "/").signed("ec2", "us-east-1").form("Action=DescribeVpcs")));
-        assert!(peeks(&Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json(
+        assert!(peeks(
+            &Request::new("POST", "sts.amazonaws.com", "/")
+                .signed("sts", "us-east-1")
+                .form("Action=GetCallerIdentity&Version=2011-06-15")
+        ));
+        assert!(peeks(
+            &Request::new("POST", "ec2.us-east-1.amazonaws.com", "/")
+                .signed("ec2", "us-east-1")
+                .form("Action=DescribeVpcs")
+        ));
+        assert!(peeks(
+            &Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+                .signed("dynamodb", "us-east-1")
+                .json("DynamoDB_20120810.GetItem", "1.0", "{}")
+        ));
+        assert!(peeks(&Request::new("POST", "x", "/").json(
             "DynamoDB_20120810.GetItem",
             "1.0",
             "{}"
         )));
-        assert!(peeks(&Request::new("POST", "x", "/").json("DynamoDB_20120810.GetItem", "1.0", "{}")));
-        assert!(peeks(&Request::new("POST", "x", "/").header("x-amz-target", "secretsmanager.GetSecretValue").body("application/json", "{}")));
-        assert!(peeks(&Request::new("POST", "kms.us-east-1.amazonaws.com", "/").body("application/json; charset=utf-8", "{}")));
-        // The resource is in the path, the body is the payload.
-        assert!(!peeks(
-            &Request::new("POST", "lambda.us-east-1.amazonaws.com", "/2015-03-31/functions/f/invocations")
-                .signed("lambda", "us-east-1")
+        assert!(peeks(
+            &Request::new("POST", "x", "/")
+                .header("x-amz-target", "secretsmanager.GetSecretValue")
                 .body("application/json", "{}")
         ));
-        assert!(!peeks(&Request::new("POST", "ecs.us-east-1.amazonaws.com", "/").signed("ecs", "us-east-1").json(
-            "AmazonEC2ContainerServiceV20141113.ListTasks",
-            "1.1",
-            "{}"
-        )));
+        assert!(peeks(
+            &Request::new("POST", "kms.us-east-1.amazonaws.com", "/")
+                .body("application/json; charset=utf-8", "{}")
+        ));
+        // The resource is in the path, the body is the payload.
+        assert!(!peeks(
+            &Request::new(
+                "POST",
+                "lambda.us-east-1.amazonaws.com",
+                "/2015-03-31/functions/f/invocations"
+            )
+            .signed("lambda", "us-east-1")
+            .body("application/json", "{}")
+        ));
+        assert!(!peeks(
+            &Request::new("POST", "ecs.us-east-1.amazonaws.com", "/")
+                .signed("ecs", "us-east-1")
+                .json("AmazonEC2ContainerServiceV20141113.ListTasks", "1.1", "{}")
+        ));
         assert!(!peeks(&Request::new("POST", "x", "/").body("application/json", "{}")));
-        assert!(!peeks(&Request::new("POST", "x", "/").body("application/octet-stream", "Action=x")));
-        assert!(!peeks(&Request::new("GET", "sts.amazonaws.com", "/").form("Action=GetCallerIdentity")));
-        let big = Request::new("POST", "sts.amazonaws.com", "/").form("Action=GetCallerIdentity").header("content-length", &(MAX_BODY_PEEK + 1).to_string());
+        assert!(!peeks(
+            &Request::new("POST", "x", "/").body("application/octet-stream", "Action=x")
+        ));
+        assert!(!peeks(
+            &Request::new("GET", "sts.amazonaws.com", "/").form("Action=GetCallerIdentity")
+        ));
+        let big = Request::new("POST", "sts.amazonaws.com", "/")
+            .form("Action=GetCallerIdentity")
+            .header("content-length", &(MAX_BODY_PEEK + 1).to_string());
         assert!(!peeks(&big));
-        let chunked = Request::new("POST", "sts.amazonaws.com", "/").header("content-type", "application/x-www-form-urlencoded");
+        let chunked = Request::new("POST", "sts.amazonaws.com", "/")
+            .header("content-type", "application/x-www-form-urlencoded");
         assert!(!peeks(&chunked));
-        assert!(!peeks(&Request::new("POST", "sts.amazonaws.com", "/").form("").header("content-length", "0")));
-        assert!(!peeks(&Request::new("POST", "sts.amazonaws.com", "/").form("Action=x").header("content-length", "-1")));
+        assert!(!peeks(
+            &Request::new("POST", "sts.amazonaws.com", "/").form("").header("content-length", "0")
+        ));
+        assert!(!peeks(
+            &Request::new("POST", "sts.amazonaws.com", "/")
+                .form("Action=x")
+                .header("content-length", "-1")
+        ));
     }
 
     #[test]
     fn bodies_without_a_content_type_are_sniffed() {
-        let mut request =
-            Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").header("x-amz-target", "DynamoDB_20120810.GetItem");
+        let mut request = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .header("x-amz-target", "DynamoDB_20120810.GetItem");
         request.body = br#" {"TableName": "orders"}"#.to_vec();
         let parts = RequestParts { body: Some(&request.body), ..request.parts() };
-        assert_eq!(analyse(&parts, None).resource.as_deref(), Some("arn:aws:dynamodb:us-east-1:*:table/orders"));
+        assert_eq!(
+            analyse(&parts, None).resource.as_deref(),
+            Some("arn:aws:dynamodb:us-east-1:*:table/orders")
+        );
         let form = b"Action=GetCallerIdentity&Version=2011-06-15".to_vec();
         let sts = Request::new("POST", "sts.amazonaws.com", "/").signed("sts", "us-east-1");
         let parts = RequestParts { body: Some(&form), ..sts.parts() };
@@ -1806,9 +2867,16 @@ mod tests {
         ];
         for request in &requests {
             let parts = RequestParts { body: Some(&request.body), ..request.parts() };
-            for debug in [format!("{:?}", analyse(&parts, Some(ACCOUNT))), format!("{parts:?}"), format!("{:#?}", analyse(&parts, None))] {
+            for debug in [
+                format!("{:?}", analyse(&parts, Some(ACCOUNT))),
+                format!("{parts:?}"),
+                format!("{:#?}", analyse(&parts, None)),
+            ] {
                 for secret in [AKID, SIGNATURE, SESSION_TOKEN, "4111111111111111"] {
-                    assert!(!debug.to_ascii_uppercase().contains(&secret.to_ascii_uppercase()), "{secret} in {debug}");
+                    assert!(
+                        !debug.to_ascii_uppercase().contains(&secret.to_ascii_uppercase()),
+                        "{secret} in {debug}"
+                    );
                 }
             }
         }
@@ -1817,8 +2885,9 @@ mod tests {
     #[test]
     fn malformed_requests_give_what_can_be_told() {
         let dynamodb = |body: &[u8]| {
-            let request =
-                Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json("DynamoDB_20120810.GetItem", "1.0", "");
+            let request = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+                .signed("dynamodb", "us-east-1")
+                .json("DynamoDB_20120810.GetItem", "1.0", "");
             let parts = RequestParts { body: Some(body), ..request.parts() };
             analyse(&parts, None)
         };
@@ -1839,8 +2908,9 @@ mod tests {
         assert_eq!(dynamodb(deep.as_bytes()), no_resource);
         let huge_name = format!(r#"{{"TableName": "{}"}}"#, "t".repeat(MAX_BODY_PEEK));
         assert_eq!(dynamodb(huge_name.as_bytes()), no_resource);
-        let bad_target =
-            Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/").signed("dynamodb", "us-east-1").json("DynamoDB_20120810.Get Item", "1.0", "{}");
+        let bad_target = Request::new("POST", "dynamodb.us-east-1.amazonaws.com", "/")
+            .signed("dynamodb", "us-east-1")
+            .json("DynamoDB_20120810.Get Item", "1.0", "{}");
         assert_eq!(bad_target.analyse(None), call("dynamodb", "us-east-1", None, None));
 
         let sqs = |url: &str| {
@@ -1851,14 +2921,26 @@ mod tests {
                 .resource
         };
         assert_eq!(sqs("https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F123%2Forders"), None);
-        assert_eq!(sqs("https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F123456789012%2Forders%2Fextra"), None);
-        assert_eq!(sqs("https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F123456789012%2Ford%0Aers"), None);
+        assert_eq!(
+            sqs("https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F123456789012%2Forders%2Fextra"),
+            None
+        );
+        assert_eq!(
+            sqs("https%3A%2F%2Fsqs.us-east-1.amazonaws.com%2F123456789012%2Ford%0Aers"),
+            None
+        );
         assert_eq!(sqs("%ZZ%2"), None);
-        assert_eq!(sqs("http://localhost:4566/000000000000/orders").as_deref(), Some("arn:aws:sqs:us-east-1:000000000000:orders"));
+        assert_eq!(
+            sqs("http://localhost:4566/000000000000/orders").as_deref(),
+            Some("arn:aws:sqs:us-east-1:000000000000:orders")
+        );
 
-        let sns = Request::new("POST", "sns.us-east-1.amazonaws.com", "/").signed("sns", "us-east-1").form("Action=Publish&TopicArn=not-an-arn%0A&Message=x");
+        let sns = Request::new("POST", "sns.us-east-1.amazonaws.com", "/")
+            .signed("sns", "us-east-1")
+            .form("Action=Publish&TopicArn=not-an-arn%0A&Message=x");
         assert_eq!(sns.analyse(None), call("sns", "us-east-1", Some("sns:Publish"), None));
-        let bad_path = Request::new("GET", "s3.us-west-2.amazonaws.com", "/%ZZbucket/%E2%82").signed("s3", "us-west-2");
+        let bad_path = Request::new("GET", "s3.us-west-2.amazonaws.com", "/%ZZbucket/%E2%82")
+            .signed("s3", "us-west-2");
         assert_eq!(bad_path.analyse(None), call("s3", "us-west-2", Some("s3:GetObject"), None));
     }
 
@@ -1956,7 +3038,10 @@ mod tests {
     }
 
     fn assert_sane(result: &AwsCall, input: &str) {
-        for value in [&result.service, &result.region, &result.action, &result.resource].into_iter().flatten() {
+        for value in [&result.service, &result.region, &result.action, &result.resource]
+            .into_iter()
+            .flatten()
+        {
             assert!(!value.is_empty() && value.len() <= MAX_ARN_LEN, "{value:?} from {input}");
             assert!(!value.chars().any(char::is_control), "{value:?} from {input}");
             assert!(!value.to_ascii_uppercase().contains(AKID), "{value:?} from {input}");
@@ -1966,14 +3051,26 @@ mod tests {
         }
         if let Some(action) = &result.action {
             let (prefix, operation) = action.split_once(':').expect("prefix:Operation");
-            assert!(is_service_name(prefix) && is_operation_name(operation), "{action} from {input}");
+            assert!(
+                is_service_name(prefix) && is_operation_name(operation),
+                "{action} from {input}"
+            );
         }
     }
 
     #[test]
     fn random_inputs_never_panic() {
-        const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS", "FOO"];
-        const HEADERS: &[&str] = &["authorization", "x-amz-target", "content-type", "content-length", "host", "x-amz-region-set", "x-amz-copy-source"];
+        const METHODS: &[&str] =
+            &["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS", "FOO"];
+        const HEADERS: &[&str] = &[
+            "authorization",
+            "x-amz-target",
+            "content-type",
+            "content-length",
+            "host",
+            "x-amz-region-set",
+            "x-amz-copy-source",
+        ];
         const HOSTS: &[&str] = &[
             "s3.amazonaws.com",
             "orders.s3.us-west-2.amazonaws.com",
@@ -1989,9 +3086,14 @@ mod tests {
         let mut rng = Rng(0x5eed_1234_abcd_ef01);
         for round in 0..20_000 {
             let method = Method::from_bytes(rng.pick(METHODS).as_bytes()).expect("method");
-            let host = if rng.below(2) == 0 { rng.pick(HOSTS).to_owned() } else { String::from_utf8_lossy(&rng.bytes(8)).into_owned() };
+            let host = if rng.below(2) == 0 {
+                rng.pick(HOSTS).to_owned()
+            } else {
+                String::from_utf8_lossy(&rng.bytes(8)).into_owned()
+            };
             let path = String::from_utf8_lossy(&rng.bytes(12)).into_owned();
-            let query = (rng.below(2) == 0).then(|| String::from_utf8_lossy(&rng.bytes(12)).into_owned());
+            let query =
+                (rng.below(2) == 0).then(|| String::from_utf8_lossy(&rng.bytes(12)).into_owned());
             let mut headers = HeaderMap::new();
             for _ in 0..rng.below(6) {
                 let name = HeaderName::from_static(rng.pick(HEADERS));
@@ -2001,12 +3103,20 @@ mod tests {
             }
             // The access key id only ever where credentials go; it must not come out.
             let scope = [AKID.as_bytes(), b"/", &rng.bytes(6)].concat();
-            if let Ok(value) = HeaderValue::from_bytes(&[b"AWS4-HMAC-SHA256 Credential=".as_slice(), &scope].concat()) {
+            if let Ok(value) = HeaderValue::from_bytes(
+                &[b"AWS4-HMAC-SHA256 Credential=".as_slice(), &scope].concat(),
+            ) {
                 if rng.below(2) == 0 {
                     headers.insert(http::header::AUTHORIZATION, value);
                 }
             }
-            let query = query.map(|q| if rng.below(2) == 0 { format!("X-Amz-Credential={}&{q}", String::from_utf8_lossy(&scope)) } else { q });
+            let query = query.map(|q| {
+                if rng.below(2) == 0 {
+                    format!("X-Amz-Credential={}&{q}", String::from_utf8_lossy(&scope))
+                } else {
+                    q
+                }
+            });
             let body = rng.bytes(16);
             let parts = RequestParts {
                 method: &method,
@@ -2067,16 +3177,36 @@ mod tests {
         };
         for round in 0..20_000 {
             let base = &bases[rng.below(bases.len())];
-            let host = String::from_utf8_lossy(&mutate(&mut rng, base.host.as_bytes())).into_owned();
-            let path = String::from_utf8_lossy(&mutate(&mut rng, base.path.as_bytes())).into_owned();
-            let query = base.query.as_ref().map(|q| String::from_utf8_lossy(&mutate(&mut rng, q.as_bytes())).into_owned());
+            let host =
+                String::from_utf8_lossy(&mutate(&mut rng, base.host.as_bytes())).into_owned();
+            let path =
+                String::from_utf8_lossy(&mutate(&mut rng, base.path.as_bytes())).into_owned();
+            let query = base
+                .query
+                .as_ref()
+                .map(|q| String::from_utf8_lossy(&mutate(&mut rng, q.as_bytes())).into_owned());
             let body = mutate(&mut rng, &base.body);
             let mut headers = base.headers.clone();
-            let name = HeaderName::from_static(rng.pick(&["authorization", "x-amz-target", "content-type"]));
-            if let Some(value) = headers.get(&name).map(|v| mutate(&mut rng, v.as_bytes())).and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+            let name = HeaderName::from_static(rng.pick(&[
+                "authorization",
+                "x-amz-target",
+                "content-type",
+            ]));
+            if let Some(value) = headers
+                .get(&name)
+                .map(|v| mutate(&mut rng, v.as_bytes()))
+                .and_then(|v| HeaderValue::from_bytes(&v).ok())
+            {
                 headers.insert(name, value);
             }
-            let parts = RequestParts { method: &base.method, host: &host, path: &path, query: query.as_deref(), headers: &headers, body: Some(&body) };
+            let parts = RequestParts {
+                method: &base.method,
+                host: &host,
+                path: &path,
+                query: query.as_deref(),
+                headers: &headers,
+                body: Some(&body),
+            };
             assert_sane(&analyse(&parts, None), &format!("round {round}: {parts:?}"));
         }
     }

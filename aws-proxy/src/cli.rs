@@ -16,7 +16,11 @@ use crate::proxy::{Proxy, ProxyArgs};
 use crate::webhook::{Webhook, WebhookArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "aws-proxy", version, about = "AWS visibility for intentmap: which workload calls which AWS service, action and resource")]
+#[command(
+    name = "aws-proxy",
+    version,
+    about = "AWS visibility for intentmap: which workload calls which AWS service, action and resource"
+)]
 pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
@@ -33,7 +37,12 @@ pub struct CommonArgs {
     #[arg(long, env = "AWS_PROXY_CA_SECRET", global = true)]
     pub ca_secret: Option<String>,
     /// Keep the CA in this directory (`ca.crt`, `ca.key`); used when no --ca-secret is given.
-    #[arg(long, env = "AWS_PROXY_CA_DIR", default_value = "/var/lib/intentmap/aws-proxy", global = true)]
+    #[arg(
+        long,
+        env = "AWS_PROXY_CA_DIR",
+        default_value = "/var/lib/intentmap/aws-proxy",
+        global = true
+    )]
     pub ca_dir: PathBuf,
     /// DNS names the CA may vouch for besides amazonaws.com and amazonaws.com.cn (its Name
     /// Constraints). The webhook role adds its Service names itself; give them here too when the
@@ -49,7 +58,12 @@ pub struct CommonArgs {
     /// A shared token for the mapper; without it the ServiceAccount token file is sent.
     #[arg(long, env = "OBSERVATION_SHARED_TOKEN", hide_env_values = true, global = true)]
     pub shared_token: Option<String>,
-    #[arg(long, env = "TOKEN_FILE", default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token", global = true)]
+    #[arg(
+        long,
+        env = "TOKEN_FILE",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        global = true
+    )]
     pub token_file: PathBuf,
     /// Seconds between batches to the mapper.
     #[arg(long, env = "SHIP_INTERVAL_SECONDS", default_value_t = 1.0, global = true)]
@@ -93,11 +107,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Role::Dns(d) => (None, None, Some(*d)),
         Role::All(all) => (Some(all.proxy), Some(all.webhook), Some(all.dns)),
     };
-    let kube = if proxy_args.is_some() || webhook_args.is_some() { kube_client(&common).await? } else { None };
+    let kube = if proxy_args.is_some() || webhook_args.is_some() {
+        kube_client(&common).await?
+    } else {
+        None
+    };
     let (ca, ca_keeper) = if proxy_args.is_some() || webhook_args.is_some() {
         let store = match &common.ca_secret {
             Some(s) => {
-                let (namespace, name) = s.split_once('/').with_context(|| format!("--ca-secret {s:?} is not namespace/name"))?;
+                let (namespace, name) = s
+                    .split_once('/')
+                    .with_context(|| format!("--ca-secret {s:?} is not namespace/name"))?;
                 CaStore::Secret { namespace: namespace.to_owned(), name: name.to_owned() }
             }
             None => CaStore::Directory(common.ca_dir.clone()),
@@ -105,7 +125,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let mut names = common.ca_permitted_names.clone();
         names.extend(webhook_args.iter().flat_map(WebhookArgs::serving_names));
         let keeper = CaKeeper::new(store, kube.clone(), &names);
-        let (ca, task) = keeper.start(Duration::from_secs(common.ca_check_interval_secs)).await.context("loading the CA")?;
+        let (ca, task) = keeper
+            .start(Duration::from_secs(common.ca_check_interval_secs))
+            .await
+            .context("loading the CA")?;
         (Some(ca), Some(task))
     } else {
         (None, None)
@@ -125,7 +148,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             mapper_url: common.mapper_url.clone(),
             credentials,
             source: "aws-proxy".to_owned(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().context("building the HTTP client")?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .context("building the HTTP client")?,
             max_batch: 5_000,
         };
         let every = Duration::from_secs_f64(common.ship_interval_seconds.max(0.05));
@@ -149,9 +175,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dns: dns.as_ref().map(DnsServer::stats_handle),
         outgoing: outgoing.clone(),
     });
-    let health = tokio::net::TcpListener::bind(common.health_listen)
-        .await
-        .with_context(|| format!("binding the health listener on {} (pick another with --health-listen)", common.health_listen))?;
+    let health = tokio::net::TcpListener::bind(common.health_listen).await.with_context(|| {
+        format!(
+            "binding the health listener on {} (pick another with --health-listen)",
+            common.health_listen
+        )
+    })?;
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -180,14 +209,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn kube_client(common: &CommonArgs) -> anyhow::Result<Option<kube::Client>> {
-    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() || std::env::var_os("KUBECONFIG").is_some();
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some();
     if !in_cluster {
         if common.ca_secret.is_some() {
             anyhow::bail!("--ca-secret needs Kubernetes access (run in a cluster or set KUBECONFIG), or use --ca-dir");
         }
         return Ok(None);
     }
-    Ok(Some(kube::Client::try_default().await.context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?))
+    Ok(Some(
+        kube::Client::try_default()
+            .await
+            .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?,
+    ))
 }
 
 struct Metrics {
@@ -203,27 +237,60 @@ impl Metrics {
         use std::sync::atomic::Ordering;
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {value}");
+            let _ =
+                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {value}");
         };
         if let Some(stats) = &self.proxy {
             let s = stats.snapshot();
             counter("aws_proxy_connections", "Client connections accepted.", s.connections);
             counter("aws_proxy_requests", "Requests forwarded or refused.", s.requests);
             counter("aws_proxy_recorded_calls", "AWS calls recorded for the mapper.", s.recorded);
-            counter("aws_proxy_unknown_service", "Forwarded requests whose service could not be told.", s.unknown_service);
-            counter("aws_proxy_handshake_failures", "TLS handshakes that failed or timed out.", s.handshake_failures);
-            counter("aws_proxy_refused_hosts", "Connections or requests for hosts that are not AWS.", s.refused_hosts);
-            counter("aws_proxy_upstream_errors", "Requests whose AWS endpoint could not be reached.", s.upstream_errors);
+            counter(
+                "aws_proxy_unknown_service",
+                "Forwarded requests whose service could not be told.",
+                s.unknown_service,
+            );
+            counter(
+                "aws_proxy_handshake_failures",
+                "TLS handshakes that failed or timed out.",
+                s.handshake_failures,
+            );
+            counter(
+                "aws_proxy_refused_hosts",
+                "Connections or requests for hosts that are not AWS.",
+                s.refused_hosts,
+            );
+            counter(
+                "aws_proxy_upstream_errors",
+                "Requests whose AWS endpoint could not be reached.",
+                s.upstream_errors,
+            );
             counter("aws_proxy_tunnels", "Pass-through CONNECT tunnels.", s.tunnels);
-            counter("aws_proxy_bad_authorities", "Requests refused for a Host with user information or a port other than 443.", s.bad_authorities);
-            counter("aws_proxy_refused_connections", "Connections closed at once because --max-connections were open.", s.refused_connections);
-            counter("aws_proxy_idle_closed", "Connections and tunnels closed for being idle.", s.idle_closed);
+            counter(
+                "aws_proxy_bad_authorities",
+                "Requests refused for a Host with user information or a port other than 443.",
+                s.bad_authorities,
+            );
+            counter(
+                "aws_proxy_refused_connections",
+                "Connections closed at once because --max-connections were open.",
+                s.refused_connections,
+            );
+            counter(
+                "aws_proxy_idle_closed",
+                "Connections and tunnels closed for being idle.",
+                s.idle_closed,
+            );
         }
         if let Some(stats) = &self.webhook {
             let s = stats.snapshot();
             counter("aws_proxy_webhook_reviews", "AdmissionReviews answered.", s.reviews);
             counter("aws_proxy_webhook_patched", "Pods patched.", s.patched);
-            counter("aws_proxy_webhook_not_opted_in", "Labelled pods in namespaces not opted in (admitted unpatched, nothing written).", s.not_opted_in);
+            counter(
+                "aws_proxy_webhook_not_opted_in",
+                "Labelled pods in namespaces not opted in (admitted unpatched, nothing written).",
+                s.not_opted_in,
+            );
             counter(
                 "aws_proxy_webhook_configmap_failures",
                 "Labelled pods admitted unpatched because the CA ConfigMap could not be written.",
@@ -237,16 +304,44 @@ impl Metrics {
         }
         if let Some(stats) = &self.dns {
             let s = stats.snapshot();
-            counter("aws_proxy_dns_answered_aws", "amazonaws.com queries answered with the proxy's address.", s.answered_aws);
-            counter("aws_proxy_dns_forwarded", "Queries answered by an upstream resolver.", s.forwarded);
-            counter("aws_proxy_dns_servfail", "SERVFAIL answers made here (no upstream answered in time).", s.servfail);
+            counter(
+                "aws_proxy_dns_answered_aws",
+                "amazonaws.com queries answered with the proxy's address.",
+                s.answered_aws,
+            );
+            counter(
+                "aws_proxy_dns_forwarded",
+                "Queries answered by an upstream resolver.",
+                s.forwarded,
+            );
+            counter(
+                "aws_proxy_dns_servfail",
+                "SERVFAIL answers made here (no upstream answered in time).",
+                s.servfail,
+            );
             counter("aws_proxy_dns_formerr", "Malformed queries answered with FORMERR.", s.formerr);
-            counter("aws_proxy_dns_dropped", "Packets dropped (too short, responses, over the in-flight limit).", s.dropped);
+            counter(
+                "aws_proxy_dns_dropped",
+                "Packets dropped (too short, responses, over the in-flight limit).",
+                s.dropped,
+            );
         }
         let ship = &self.outgoing.stats;
-        counter("aws_proxy_shipped_calls", "Calls delivered to the mapper.", ship.shipped.load(Ordering::Relaxed));
-        counter("aws_proxy_dropped_calls", "Calls dropped because the buffer was full while the mapper was away.", ship.dropped.load(Ordering::Relaxed));
-        counter("aws_proxy_failed_sends", "Batches the mapper did not take (retried).", ship.failed_sends.load(Ordering::Relaxed));
+        counter(
+            "aws_proxy_shipped_calls",
+            "Calls delivered to the mapper.",
+            ship.shipped.load(Ordering::Relaxed),
+        );
+        counter(
+            "aws_proxy_dropped_calls",
+            "Calls dropped because the buffer was full while the mapper was away.",
+            ship.dropped.load(Ordering::Relaxed),
+        );
+        counter(
+            "aws_proxy_failed_sends",
+            "Batches the mapper did not take (retried).",
+            ship.failed_sends.load(Ordering::Relaxed),
+        );
         out
     }
 }

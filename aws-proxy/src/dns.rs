@@ -62,7 +62,12 @@ pub struct DnsArgs {
 
     /// The proxy's address that amazonaws.com names resolve to: IPs (v4 and/or v6) or one DNS
     /// name such as the proxy Service's (repeatable / comma-separated).
-    #[arg(long = "proxy-address", env = "AWS_PROXY_ADDRESS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "proxy-address",
+        env = "AWS_PROXY_ADDRESS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub proxy_address: Vec<String>,
 
     /// Upstream resolvers for every other name, `ip` or `ip:port`, tried in order
@@ -92,7 +97,9 @@ fn parse_upstream(value: &str) -> Result<SocketAddr, String> {
     value
         .parse::<SocketAddr>()
         .or_else(|_| value.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        .map_err(|_| format!("{value:?} is not an IP address or IP:port (e.g. 10.96.0.10 or 10.96.0.10:53)"))
+        .map_err(|_| {
+            format!("{value:?} is not an IP address or IP:port (e.g. 10.96.0.10 or 10.96.0.10:53)")
+        })
 }
 
 // === Config ===
@@ -112,7 +119,11 @@ impl fmt::Display for ProxyAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Ips { v4, v6 } => {
-                let ips: Vec<String> = v4.iter().map(ToString::to_string).chain(v6.iter().map(ToString::to_string)).collect();
+                let ips: Vec<String> = v4
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(v6.iter().map(ToString::to_string))
+                    .collect();
                 f.write_str(&ips.join(","))
             }
             Self::Name(name) => write!(f, "{name}"),
@@ -153,8 +164,10 @@ pub enum DnsSetupError {
 
 /// IPs (any mix of v4 and v6) or exactly one DNS name; blanks are ignored.
 fn parse_proxy_address(values: &[String]) -> Result<ProxyAddress, DnsSetupError> {
-    let values: Vec<&str> = values.iter().map(|value| value.trim()).filter(|value| !value.is_empty()).collect();
-    let (ips, names): (Vec<&str>, Vec<&str>) = values.iter().partition(|value| value.parse::<IpAddr>().is_ok());
+    let values: Vec<&str> =
+        values.iter().map(|value| value.trim()).filter(|value| !value.is_empty()).collect();
+    let (ips, names): (Vec<&str>, Vec<&str>) =
+        values.iter().partition(|value| value.parse::<IpAddr>().is_ok());
     match (ips.is_empty(), names.as_slice()) {
         (true, []) => Err(DnsSetupError::NoProxyAddress),
         (false, []) => {
@@ -177,8 +190,11 @@ fn parse_proxy_address(values: &[String]) -> Result<ProxyAddress, DnsSetupError>
 fn parse_proxy_name(value: &str) -> Result<Name, DnsSetupError> {
     let invalid = || DnsSetupError::InvalidProxyName(value.to_owned());
     let trimmed = value.strip_suffix('.').unwrap_or(value);
-    let plain_labels =
-        trimmed.split('.').all(|label| !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    let plain_labels = trimmed.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
     if trimmed.is_empty() || trimmed.len() > 253 || !plain_labels {
         return Err(invalid());
     }
@@ -215,7 +231,8 @@ pub(crate) fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 }
 
 fn upstreams_from_resolv_conf(path: &str) -> Result<Vec<SocketAddr>, DnsSetupError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DnsSetupError::ResolvConf { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| DnsSetupError::ResolvConf { path: path.to_owned(), source })?;
     let upstreams = parse_resolv_conf(&text);
     if upstreams.is_empty() {
         return Err(DnsSetupError::NoUpstream(path.to_owned()));
@@ -240,7 +257,11 @@ impl DnsServer {
     /// background tasks.
     pub async fn start(args: &DnsArgs) -> anyhow::Result<DnsServer> {
         let proxy = parse_proxy_address(&args.proxy_address)?;
-        let upstreams = if args.upstream.is_empty() { upstreams_from_resolv_conf(RESOLV_CONF)? } else { args.upstream.clone() };
+        let upstreams = if args.upstream.is_empty() {
+            upstreams_from_resolv_conf(RESOLV_CONF)?
+        } else {
+            args.upstream.clone()
+        };
         if let Some(own) = upstreams.iter().find(|upstream| **upstream == args.listen) {
             return Err(DnsSetupError::UpstreamIsSelf(*own).into());
         }
@@ -254,7 +275,13 @@ impl DnsServer {
             deadline: Duration::from_millis(args.upstream_deadline_ms),
         };
         info!(%udp_addr, %tcp_addr, proxy_address = %proxy, upstreams = ?upstream.addrs, ttl = args.ttl, "DNS server listening");
-        let responder = Arc::new(Responder { proxy, upstream, ttl: args.ttl, target_cache: Mutex::default(), stats: stats.clone() });
+        let responder = Arc::new(Responder {
+            proxy,
+            upstream,
+            ttl: args.ttl,
+            target_cache: Mutex::default(),
+            stats: stats.clone(),
+        });
 
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -291,7 +318,9 @@ impl DnsServer {
 
 async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener), DnsSetupError> {
     for _ in 0..BIND_ATTEMPTS {
-        let udp = UdpSocket::bind(listen).await.map_err(|error| bind_error(listen, Transport::Udp, error))?;
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|error| bind_error(listen, Transport::Udp, error))?;
         let addr = udp.local_addr().map_err(|error| bind_error(listen, Transport::Udp, error))?;
         match TcpListener::bind(addr).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -312,7 +341,11 @@ fn bind_error(addr: SocketAddr, protocol: Transport, source: io::Error) -> DnsSe
     }
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, responder: Arc<Responder>, mut stop: watch::Receiver<bool>) {
+async fn serve_udp(
+    socket: Arc<UdpSocket>,
+    responder: Arc<Responder>,
+    mut stop: watch::Receiver<bool>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
     let mut queries = JoinSet::new();
     let mut buf = vec![0; usize::from(u16::MAX)];
@@ -346,7 +379,11 @@ async fn serve_udp(socket: Arc<UdpSocket>, responder: Arc<Responder>, mut stop: 
     while queries.join_next().await.is_some() {}
 }
 
-async fn serve_tcp(listener: TcpListener, responder: Arc<Responder>, mut stop: watch::Receiver<bool>) {
+async fn serve_tcp(
+    listener: TcpListener,
+    responder: Arc<Responder>,
+    mut stop: watch::Receiver<bool>,
+) {
     let connections = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     let mut tasks = JoinSet::new();
     loop {
@@ -375,7 +412,13 @@ async fn serve_tcp(listener: TcpListener, responder: Arc<Responder>, mut stop: w
 
 /// Answers the queries of one connection concurrently (RFC 7766 pipelining), replies in the
 /// order they are ready.
-async fn serve_tcp_connection(stream: TcpStream, src: SocketAddr, responder: Arc<Responder>, mut stop: watch::Receiver<bool>, _permit: OwnedSemaphorePermit) {
+async fn serve_tcp_connection(
+    stream: TcpStream,
+    src: SocketAddr,
+    responder: Arc<Responder>,
+    mut stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (replies, mut to_send) = mpsc::channel::<Vec<u8>>(MAX_TCP_PIPELINE);
@@ -439,8 +482,13 @@ async fn read_frame(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<
     Ok(Some(message))
 }
 
-async fn write_frame(writer: &mut (impl tokio::io::AsyncWrite + Unpin), message: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(message.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "DNS message longer than 65535 bytes"))?;
+async fn write_frame(
+    writer: &mut (impl tokio::io::AsyncWrite + Unpin),
+    message: &[u8],
+) -> io::Result<()> {
+    let len = u16::try_from(message.len()).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "DNS message longer than 65535 bytes")
+    })?;
     let mut frame = Vec::with_capacity(message.len() + 2);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(message);
@@ -526,7 +574,12 @@ struct CachedAnswer {
 
 impl Responder {
     /// The bytes to send back, or `None` to stay silent.
-    async fn handle(&self, packet: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    async fn handle(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let request = match Message::from_vec(packet) {
             Ok(request) => request,
             Err(error) => return self.malformed(packet, src, transport, &error.to_string()),
@@ -543,14 +596,24 @@ impl Responder {
         })
     }
 
-    async fn respond(&self, request: &Message, packet: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    async fn respond(
+        &self,
+        request: &Message,
+        packet: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         if request.metadata.op_code == OpCode::Query {
             if request.queries.len() > 1 {
                 self.stats.formerr.fetch_add(1, Ordering::Relaxed);
                 debug!(%src, %transport, id = request.metadata.id, questions = request.queries.len(), "answering a query with several questions with FORMERR");
                 return encode(&response_to(request, ResponseCode::FormErr));
             }
-            if let Some(query) = request.queries.first().filter(|query| query.query_class() == DNSClass::IN && is_aws_name(query.name())) {
+            if let Some(query) = request
+                .queries
+                .first()
+                .filter(|query| query.query_class() == DNSClass::IN && is_aws_name(query.name()))
+            {
                 return self.answer_aws(request, query).await;
             }
         }
@@ -562,10 +625,16 @@ impl Responder {
         let owner = query.name().clone();
         match (&self.proxy, query.query_type()) {
             (ProxyAddress::Ips { v4, .. }, RecordType::A) => {
-                response.answers = v4.iter().map(|ip| Record::from_rdata(owner.clone(), self.ttl, RData::A(A(*ip)))).collect();
+                response.answers = v4
+                    .iter()
+                    .map(|ip| Record::from_rdata(owner.clone(), self.ttl, RData::A(A(*ip))))
+                    .collect();
             }
             (ProxyAddress::Ips { v6, .. }, RecordType::AAAA) => {
-                response.answers = v6.iter().map(|ip| Record::from_rdata(owner.clone(), self.ttl, RData::AAAA(AAAA(*ip)))).collect();
+                response.answers = v6
+                    .iter()
+                    .map(|ip| Record::from_rdata(owner.clone(), self.ttl, RData::AAAA(AAAA(*ip))))
+                    .collect();
             }
             (ProxyAddress::Name(target), record_type @ (RecordType::A | RecordType::AAAA)) => {
                 let Some((code, records)) = self.resolve_target(target, record_type).await else {
@@ -573,10 +642,20 @@ impl Responder {
                     return encode(&response_to(request, ResponseCode::ServFail));
                 };
                 response.metadata.response_code = code;
-                response.answers = std::iter::once(Record::from_rdata(owner, self.ttl, RData::CNAME(CNAME(target.clone())))).chain(records).collect();
+                response.answers = std::iter::once(Record::from_rdata(
+                    owner,
+                    self.ttl,
+                    RData::CNAME(CNAME(target.clone())),
+                ))
+                .chain(records)
+                .collect();
             }
             (ProxyAddress::Name(target), RecordType::CNAME) => {
-                response.add_answer(Record::from_rdata(owner, self.ttl, RData::CNAME(CNAME(target.clone()))));
+                response.add_answer(Record::from_rdata(
+                    owner,
+                    self.ttl,
+                    RData::CNAME(CNAME(target.clone())),
+                ));
             }
             // NODATA: the name exists, it has no records of this type.
             _ => {}
@@ -587,7 +666,11 @@ impl Responder {
 
     /// The upstream's answer records for the proxy's name (its CNAME chain and addresses) and the
     /// response code, from the cache while their TTL lasts; `None` when the upstream fails.
-    async fn resolve_target(&self, target: &Name, record_type: RecordType) -> Option<(ResponseCode, Vec<Record>)> {
+    async fn resolve_target(
+        &self,
+        target: &Name,
+        record_type: RecordType,
+    ) -> Option<(ResponseCode, Vec<Record>)> {
         if let Some(hit) = self.cached_target(record_type) {
             return Some(hit);
         }
@@ -597,7 +680,10 @@ impl Responder {
         let mut edns = Edns::new();
         edns.set_max_payload(OUR_UDP_PAYLOAD);
         query.set_edns(edns);
-        let reply = self.upstream.exchange(&query.to_vec().ok()?, query.queries.first(), Transport::Udp).await?;
+        let reply = self
+            .upstream
+            .exchange(&query.to_vec().ok()?, query.queries.first(), Transport::Udp)
+            .await?;
         let reply = match Message::from_vec(&reply) {
             Ok(reply) => reply,
             Err(error) => {
@@ -613,10 +699,21 @@ impl Responder {
         // Negative answers are kept for the SOA's TTL (RFC 2308), or ours when there is none.
         let ttl = match reply.answers.iter().map(|record| record.ttl).min() {
             Some(ttl) => ttl,
-            None => reply.authorities.iter().filter(|record| record.record_type() == RecordType::SOA).map(|record| record.ttl).min().unwrap_or(self.ttl),
+            None => reply
+                .authorities
+                .iter()
+                .filter(|record| record.record_type() == RecordType::SOA)
+                .map(|record| record.ttl)
+                .min()
+                .unwrap_or(self.ttl),
         };
         let stored = Instant::now();
-        let entry = CachedAnswer { code, records: reply.answers.clone(), stored, expires: stored + Duration::from_secs(u64::from(ttl)) };
+        let entry = CachedAnswer {
+            code,
+            records: reply.answers.clone(),
+            stored,
+            expires: stored + Duration::from_secs(u64::from(ttl)),
+        };
         self.target_cache.lock().unwrap_or_else(PoisonError::into_inner).insert(record_type, entry);
         Some((code, reply.answers))
     }
@@ -641,7 +738,13 @@ impl Responder {
         Some((entry.code, records))
     }
 
-    async fn forward(&self, request: &Message, packet: &[u8], src: SocketAddr, transport: Transport) -> Option<Vec<u8>> {
+    async fn forward(
+        &self,
+        request: &Message,
+        packet: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         match self.upstream.exchange(packet, request.queries.first(), transport).await {
             Some(mut reply) => {
                 self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -658,7 +761,13 @@ impl Responder {
     }
 
     /// FORMERR when the packet has a query header to answer, else silence.
-    fn malformed(&self, packet: &[u8], src: SocketAddr, transport: Transport, error: &str) -> Option<Vec<u8>> {
+    fn malformed(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+        error: &str,
+    ) -> Option<Vec<u8>> {
         let mut decoder = BinDecoder::new(packet);
         let header = match Header::read(&mut decoder) {
             Ok(header) if header.metadata.message_type == MessageType::Query => header,
@@ -670,7 +779,8 @@ impl Responder {
         };
         self.stats.formerr.fetch_add(1, Ordering::Relaxed);
         debug!(%src, %transport, id = header.metadata.id, len = packet.len(), %error, "answering a malformed DNS query with FORMERR");
-        let mut response = Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr);
+        let mut response =
+            Message::error_msg(header.metadata.id, header.metadata.op_code, ResponseCode::FormErr);
         response.metadata.recursion_desired = header.metadata.recursion_desired;
         response.metadata.checking_disabled = header.metadata.checking_disabled;
         response.metadata.recursion_available = true;
@@ -728,18 +838,27 @@ impl Upstream {
     /// one answers, and returns that answer's bytes (still under the fresh ID). A UDP answer with
     /// TC is asked again over TCP. SERVFAIL, REFUSED and NOTIMP move on to the next upstream but
     /// are returned when no other does better. `None` when nothing answered within the deadline.
-    async fn exchange(&self, query: &[u8], question: Option<&Query>, transport: Transport) -> Option<Vec<u8>> {
+    async fn exchange(
+        &self,
+        query: &[u8],
+        question: Option<&Query>,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         let deadline = Instant::now() + self.deadline;
         let mut query = query.to_vec();
         let mut fallback = None;
         for (index, &upstream) in self.addrs.iter().enumerate() {
             let id = random_id();
             query[..2].copy_from_slice(&id.to_be_bytes());
-            let Some(reply) = self.attempt(upstream, &query, id, question, transport, deadline).await else {
+            let Some(reply) =
+                self.attempt(upstream, &query, id, question, transport, deadline).await
+            else {
                 continue;
             };
             let code = response_code(&reply);
-            if matches!(code, ResponseCode::ServFail | ResponseCode::Refused | ResponseCode::NotImp) && index + 1 < self.addrs.len() {
+            if matches!(code, ResponseCode::ServFail | ResponseCode::Refused | ResponseCode::NotImp)
+                && index + 1 < self.addrs.len()
+            {
                 debug!(%upstream, %code, "upstream declined, trying the next one");
                 fallback = Some(reply);
                 continue;
@@ -749,12 +868,34 @@ impl Upstream {
         fallback
     }
 
-    async fn attempt(&self, upstream: SocketAddr, query: &[u8], id: u16, question: Option<&Query>, transport: Transport, deadline: Instant) -> Option<Vec<u8>> {
-        let reply = self.bounded(upstream, transport, deadline, exchange_once(upstream, query, id, question, transport)).await?;
+    async fn attempt(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        id: u16,
+        question: Option<&Query>,
+        transport: Transport,
+        deadline: Instant,
+    ) -> Option<Vec<u8>> {
+        let reply = self
+            .bounded(
+                upstream,
+                transport,
+                deadline,
+                exchange_once(upstream, query, id, question, transport),
+            )
+            .await?;
         if transport == Transport::Udp && is_truncated(&reply) {
             debug!(%upstream, "upstream UDP answer is truncated, asking again over TCP");
             // The truncated answer still tells the client to retry over TCP itself.
-            let full = self.bounded(upstream, Transport::Tcp, deadline, exchange_once(upstream, query, id, question, Transport::Tcp)).await;
+            let full = self
+                .bounded(
+                    upstream,
+                    Transport::Tcp,
+                    deadline,
+                    exchange_once(upstream, query, id, question, Transport::Tcp),
+                )
+                .await;
             return full.or(Some(reply));
         }
         Some(reply)
@@ -786,7 +927,13 @@ impl Upstream {
     }
 }
 
-async fn exchange_once(upstream: SocketAddr, query: &[u8], id: u16, question: Option<&Query>, transport: Transport) -> io::Result<Vec<u8>> {
+async fn exchange_once(
+    upstream: SocketAddr,
+    query: &[u8],
+    id: u16,
+    question: Option<&Query>,
+    transport: Transport,
+) -> io::Result<Vec<u8>> {
     match transport {
         Transport::Udp => {
             let local: SocketAddr = match upstream {
@@ -810,11 +957,17 @@ async fn exchange_once(upstream: SocketAddr, query: &[u8], id: u16, question: Op
             let mut stream = TcpStream::connect(upstream).await?;
             stream.set_nodelay(true)?;
             write_frame(&mut stream, query).await?;
-            let reply = read_frame(&mut stream)
-                .await?
-                .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed the connection without answering"))?;
+            let reply = read_frame(&mut stream).await?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream closed the connection without answering",
+                )
+            })?;
             if !is_reply_to(&reply, id, question) {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "upstream TCP answer does not match the query"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "upstream TCP answer does not match the query",
+                ));
             }
             Ok(reply)
         }
@@ -840,7 +993,9 @@ fn is_reply_to(reply: &[u8], id: u16, question: Option<&Query>) -> bool {
     };
     header.counts.queries == 1
         && Query::read(&mut decoder).is_ok_and(|echoed| {
-            echoed.name() == question.name() && echoed.query_type() == question.query_type() && echoed.query_class() == question.query_class()
+            echoed.name() == question.name()
+                && echoed.query_type() == question.query_type()
+                && echoed.query_class() == question.query_class()
         })
 }
 
@@ -861,7 +1016,10 @@ fn fit_udp(response: Vec<u8>, limit: usize) -> Vec<u8> {
     if response.len() <= limit {
         return response;
     }
-    Message::from_vec(&response).ok().and_then(|message| truncate(&message, limit)).unwrap_or_else(|| header_and_question(&response))
+    Message::from_vec(&response)
+        .ok()
+        .and_then(|message| truncate(&message, limit))
+        .unwrap_or_else(|| header_and_question(&response))
 }
 
 fn truncate(message: &Message, limit: usize) -> Option<Vec<u8>> {
@@ -911,7 +1069,9 @@ fn header_and_question(response: &[u8]) -> Vec<u8> {
     }
     let mut decoder = BinDecoder::new(response);
     let end = match Header::read(&mut decoder) {
-        Ok(header) if header.counts.queries == 1 && Query::read(&mut decoder).is_ok() => decoder.index(),
+        Ok(header) if header.counts.queries == 1 && Query::read(&mut decoder).is_ok() => {
+            decoder.index()
+        }
         _ => DNS_HEADER_LEN,
     };
     let mut bytes = response[..end].to_vec();
@@ -933,10 +1093,16 @@ mod tests {
     #[test]
     fn proxy_address_ips_or_one_name() {
         assert_eq!(
-            parse_proxy_address(&strings(&["10.0.0.1", " fd00::1 ", "10.0.0.2", "10.0.0.1", ""])).unwrap(),
-            ProxyAddress::Ips { v4: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)], v6: vec!["fd00::1".parse().unwrap()] }
+            parse_proxy_address(&strings(&["10.0.0.1", " fd00::1 ", "10.0.0.2", "10.0.0.1", ""]))
+                .unwrap(),
+            ProxyAddress::Ips {
+                v4: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+                v6: vec!["fd00::1".parse().unwrap()]
+            }
         );
-        let ProxyAddress::Name(name) = parse_proxy_address(&strings(&["aws-proxy.intentmap.svc.cluster.local"])).unwrap() else {
+        let ProxyAddress::Name(name) =
+            parse_proxy_address(&strings(&["aws-proxy.intentmap.svc.cluster.local"])).unwrap()
+        else {
             panic!("a DNS name should give ProxyAddress::Name");
         };
         assert_eq!(name.to_ascii(), "aws-proxy.intentmap.svc.cluster.local.");
@@ -964,7 +1130,11 @@ mod tests {
                     options ndots:5\nnameserver fe80::1%2\nnameserver fe80::2%eth0\nnameserver bogus\n;nameserver 1.1.1.1\n";
         assert_eq!(
             parse_resolv_conf(text),
-            vec!["10.96.0.10:53".parse().unwrap(), "[fd00::a]:53".parse().unwrap(), SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 53, 0, 2)),]
+            vec![
+                "10.96.0.10:53".parse().unwrap(),
+                "[fd00::a]:53".parse().unwrap(),
+                SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 53, 0, 2)),
+            ]
         );
         assert!(parse_resolv_conf("search cluster.local\n").is_empty());
     }
@@ -985,7 +1155,11 @@ mod tests {
         }
         let mut response = response_to(&request, ResponseCode::NoError);
         for i in 0..records {
-            response.add_answer(Record::from_rdata(Name::from_ascii("big.test.").unwrap(), 60, RData::A(A(Ipv4Addr::new(10, 0, 0, i)))));
+            response.add_answer(Record::from_rdata(
+                Name::from_ascii("big.test.").unwrap(),
+                60,
+                RData::A(A(Ipv4Addr::new(10, 0, 0, i))),
+            ));
         }
         response
     }
@@ -1001,10 +1175,18 @@ mod tests {
                 assert!(cut.len() <= limit, "{} > {limit}", cut.len());
                 let message = Message::from_vec(&cut).unwrap();
                 assert!(message.metadata.truncation);
-                assert!(!message.answers.is_empty() && message.answers.len() < 100, "{}", message.answers.len());
+                assert!(
+                    !message.answers.is_empty() && message.answers.len() < 100,
+                    "{}",
+                    message.answers.len()
+                );
                 assert_eq!(message.queries.len(), 1);
                 assert_eq!(message.edns.is_some(), edns);
-                assert_eq!(message.to_vec().unwrap().len(), cut.len(), "nothing after the last record");
+                assert_eq!(
+                    message.to_vec().unwrap().len(),
+                    cut.len(),
+                    "nothing after the last record"
+                );
             }
         }
     }
@@ -1031,7 +1213,8 @@ mod tests {
         assert!(!is_reply_to(&bytes, id.wrapping_add(1), Some(&question)));
         let other = Query::query(Name::from_ascii("BIG.test.").unwrap(), RecordType::AAAA);
         assert!(!is_reply_to(&bytes, id, Some(&other)));
-        let same_in_other_case = Query::query(Name::from_ascii("BIG.TEST.").unwrap(), RecordType::A);
+        let same_in_other_case =
+            Query::query(Name::from_ascii("BIG.TEST.").unwrap(), RecordType::A);
         assert!(is_reply_to(&bytes, id, Some(&same_in_other_case)));
         assert!(!is_reply_to(&bytes[..11], id, None));
     }
@@ -1042,13 +1225,18 @@ mod tests {
         let responder = Responder {
             proxy: ProxyAddress::Ips { v4: vec![Ipv4Addr::new(10, 0, 0, 1)], v6: vec![] },
             // No upstreams: forwards fail at once with SERVFAIL.
-            upstream: Upstream { addrs: vec![], attempt_timeout: Duration::from_millis(1), deadline: Duration::from_millis(1) },
+            upstream: Upstream {
+                addrs: vec![],
+                attempt_timeout: Duration::from_millis(1),
+                deadline: Duration::from_millis(1),
+            },
             ttl: 30,
             target_cache: Mutex::default(),
             stats: Arc::new(DnsStats::default()),
         };
         let mut query = Message::query();
-        query.add_query(Query::query(Name::from_ascii("s3.amazonaws.com.").unwrap(), RecordType::A));
+        query
+            .add_query(Query::query(Name::from_ascii("s3.amazonaws.com.").unwrap(), RecordType::A));
         query.set_edns(Edns::new());
         let query = query.to_vec().unwrap();
         let src: SocketAddr = "127.0.0.1:5300".parse().unwrap();

@@ -31,7 +31,9 @@ pub fn strip_port(host: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
         _ => host,
     }
 }
@@ -42,10 +44,23 @@ mod tests {
 
     #[test]
     fn aws_hosts() {
-        for host in ["amazonaws.com", "s3.amazonaws.com", "S3.US-EAST-1.AmazonAWS.com.", "sqs.cn-north-1.amazonaws.com.cn", "s3.amazonaws.com:443"] {
+        for host in [
+            "amazonaws.com",
+            "s3.amazonaws.com",
+            "S3.US-EAST-1.AmazonAWS.com.",
+            "sqs.cn-north-1.amazonaws.com.cn",
+            "s3.amazonaws.com:443",
+        ] {
             assert!(is_aws_host(host), "{host}");
         }
-        for host in ["notamazonaws.com", "amazonaws.com.evil.org", "example.com", "amazonaws.co", "", "[::1]:443"] {
+        for host in [
+            "notamazonaws.com",
+            "amazonaws.com.evil.org",
+            "example.com",
+            "amazonaws.co",
+            "",
+            "[::1]:443",
+        ] {
             assert!(!is_aws_host(host), "{host}");
         }
         assert_eq!(strip_port("[::1]:443"), "::1");

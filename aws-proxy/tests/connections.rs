@@ -50,13 +50,21 @@ async fn idle_http2_connections_are_closed_and_the_cap_refuses_the_excess() {
     // 200 HTTP/2 connections that say hello, take the server's SETTINGS, and then say nothing.
     let mut idle = Vec::new();
     for i in 0..200 {
-        let mut tls = tls_to(lab.proxy.tls_addr(), HOST, &lab, &[b"h2"]).await.unwrap_or_else(|e| panic!("connection {i} is under the cap: {e}"));
+        let mut tls = tls_to(lab.proxy.tls_addr(), HOST, &lab, &[b"h2"])
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} is under the cap: {e}"));
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         tls.write_all(H2_HELLO).await.unwrap();
         let mut frame = [0u8; 9];
-        tls.read_exact(&mut frame).await.unwrap_or_else(|e| panic!("connection {i}: no SETTINGS from the server: {e}"));
+        tls.read_exact(&mut frame)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: no SETTINGS from the server: {e}"));
         assert_eq!(frame[3], 4, "the server's first frame is SETTINGS: {frame:?}");
-        let mut payload = vec![0u8; usize::from(frame[2]) | usize::from(frame[1]) << 8 | usize::from(frame[0]) << 16];
+        let mut payload =
+            vec![
+                0u8;
+                usize::from(frame[2]) | usize::from(frame[1]) << 8 | usize::from(frame[0]) << 16
+            ];
         tls.read_exact(&mut payload).await.unwrap();
         tls.write_all(SETTINGS_ACK).await.unwrap();
         idle.push(tls);
@@ -76,16 +84,30 @@ async fn idle_http2_connections_are_closed_and_the_cap_refuses_the_excess() {
             still_open += 1;
         }
     }
-    assert_eq!(still_open, 0, "{still_open} of 200 idle HTTP/2 connections still open 15 s after they were opened");
-    assert!(opened.elapsed() >= Duration::from_millis(1500), "closed before the idle timeout: {:?}", opened.elapsed());
+    assert_eq!(
+        still_open, 0,
+        "{still_open} of 200 idle HTTP/2 connections still open 15 s after they were opened"
+    );
+    assert!(
+        opened.elapsed() >= Duration::from_millis(1500),
+        "closed before the idle timeout: {:?}",
+        opened.elapsed()
+    );
     assert_eq!(lab.proxy.stats().snapshot().idle_closed, 200);
 
     // Their permits are back: new connections are served again.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), async { get(&lab, HOST, signed_get(HOST, "/after")).await }).await {
+        match tokio::time::timeout(Duration::from_secs(5), async {
+            get(&lab, HOST, signed_get(HOST, "/after")).await
+        })
+        .await
+        {
             Ok((StatusCode::OK, _)) => break,
-            other => assert!(Instant::now() < deadline, "no connection served after the idle ones closed: {other:?}"),
+            other => assert!(
+                Instant::now() < deadline,
+                "no connection served after the idle ones closed: {other:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -95,41 +117,64 @@ async fn idle_http2_connections_are_closed_and_the_cap_refuses_the_excess() {
 async fn a_request_in_flight_is_not_cut_by_the_idle_timeout() {
     let lab = lab_with("in-flight", true, |args| args.idle_timeout_secs = 1).await;
     let tls = tls_to(lab.proxy.tls_addr(), HOST, &lab, &[b"h2"]).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(connection);
     // An upload whose body trickles in over three idle timeouts.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let body = StreamBody::new(Box::pin(tokio_stream_from(rx)));
-    let request = Request::put(format!("https://{HOST}/slow/upload.bin")).header("content-length", "3").body(body).unwrap();
+    let request = Request::put(format!("https://{HOST}/slow/upload.bin"))
+        .header("content-length", "3")
+        .body(body)
+        .unwrap();
     let sending = tokio::spawn(async move {
         for chunk in [b"a", b"b", b"c"] {
             tokio::time::sleep(Duration::from_millis(1000)).await;
             tx.send(Ok(Frame::data(Bytes::from_static(chunk)))).await.unwrap();
         }
     });
-    let response = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request)).await.expect("an answer").expect("the connection stayed up");
+    let response = tokio::time::timeout(Duration::from_secs(15), sender.send_request(request))
+        .await
+        .expect("an answer")
+        .expect("the connection stayed up");
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(&response.into_body().collect().await.unwrap().to_bytes()[..], b"/slow/upload.bin 3", "the whole body went through");
+    assert_eq!(
+        &response.into_body().collect().await.unwrap().to_bytes()[..],
+        b"/slow/upload.bin 3",
+        "the whole body went through"
+    );
     sending.await.unwrap();
     assert_eq!(lab.proxy.stats().snapshot().idle_closed, 0);
 }
 
 /// An mpsc receiver as a `Stream`, for `StreamBody`.
-fn tokio_stream_from<T: Send + 'static>(rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
 }
 
 #[tokio::test]
 async fn a_host_with_user_information_is_refused_and_nothing_is_forwarded() {
     let lab = lab("userinfo", true).await;
-    for host in [format!("evil.example@{HOST}"), format!("{HOST}@evil.example"), format!("user:secret@{HOST}:443")] {
+    for host in [
+        format!("evil.example@{HOST}"),
+        format!("{HOST}@evil.example"),
+        format!("user:secret@{HOST}:443"),
+    ] {
         let (status, body) = get(&lab, HOST, signed_get(&host, "/a.pdf")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "Host {host}: {body}");
         assert!(body.contains("user information"), "{body}");
     }
     // The same in a CONNECT target.
     let mut tcp = TcpStream::connect(lab.proxy.connect_addr()).await.unwrap();
-    tcp.write_all(format!("CONNECT evil.example@{HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(
+        format!("CONNECT evil.example@{HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut reply = vec![0u8; 512];
     let n = tcp.read(&mut reply).await.unwrap();
     let reply = String::from_utf8_lossy(&reply[..n]);
@@ -170,15 +215,23 @@ async fn the_upstream_port_is_always_443() {
 
     // A CONNECT naming another port is intercepted as usual: the requests inside go to 443.
     let mut tcp = TcpStream::connect(lab.proxy.connect_addr()).await.unwrap();
-    tcp.write_all(format!("CONNECT {HOST}:{port} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(
+        format!("CONNECT {HOST}:{port} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut reply = vec![0u8; 256];
     let n = tcp.read(&mut reply).await.unwrap();
     assert!(reply[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply[..n]));
-    let tls = tokio_rustls::TlsConnector::from(support::client_tls(lab.proxy_ca.ca_pem(), &[b"http/1.1"]))
-        .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(support::client_tls(
+        lab.proxy_ca.ca_pem(),
+        &[b"http/1.1"],
+    ))
+    .connect(rustls::pki_types::ServerName::try_from(HOST).unwrap(), tcp)
+    .await
+    .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     let request = Request::get("/c.pdf").header("host", HOST).body(Empty::<Bytes>::new()).unwrap();
     assert_eq!(sender.send_request(request).await.unwrap().status(), StatusCode::OK);

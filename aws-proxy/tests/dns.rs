@@ -40,7 +40,8 @@ impl Dnsmasq {
         let program = testkit::need::command("dnsmasq", "dnsmasq-base");
         for _ in 0..5 {
             let port = free_udp_port();
-            let pid_file = std::env::temp_dir().join(format!("aws-proxy-dns-test-{}-{port}.pid", std::process::id()));
+            let pid_file = std::env::temp_dir()
+                .join(format!("aws-proxy-dns-test-{}-{port}.pid", std::process::id()));
             let child = Command::new(&program)
                 .args([
                     "--no-daemon",
@@ -60,7 +61,8 @@ impl Dnsmasq {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap_or_else(|error| panic!("cannot run {}: {error}", program.display()));
-            let mut dnsmasq = Dnsmasq { child, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), pid_file };
+            let mut dnsmasq =
+                Dnsmasq { child, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), pid_file };
             if dnsmasq.ready().await {
                 return dnsmasq;
             }
@@ -92,7 +94,10 @@ impl Drop for Dnsmasq {
 }
 
 fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|socket| socket.local_addr()).expect("cannot find a free UDP port").port()
+    std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|socket| socket.local_addr())
+        .expect("cannot find a free UDP port")
+        .port()
 }
 
 /// An upstream that never answers: a bound UDP socket nobody reads and a TCP listener nobody
@@ -105,7 +110,8 @@ struct DeadUpstream {
 
 fn dead_upstream() -> DeadUpstream {
     for _ in 0..16 {
-        let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind a UDP socket");
+        let udp =
+            std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("cannot bind a UDP socket");
         let addr = udp.local_addr().unwrap();
         if let Ok(tcp) = std::net::TcpListener::bind(addr) {
             return DeadUpstream { _udp: udp, _tcp: tcp, addr };
@@ -129,7 +135,9 @@ fn args(proxy_address: &[&str], upstream: Vec<SocketAddr>) -> DnsArgs {
 
 async fn start(args: DnsArgs) -> DnsServer {
     init_logs();
-    let server = DnsServer::start(&args).await.unwrap_or_else(|error| panic!("the DNS server does not start: {error:#}"));
+    let server = DnsServer::start(&args)
+        .await
+        .unwrap_or_else(|error| panic!("the DNS server does not start: {error:#}"));
     assert_eq!(server.udp_addr().port(), server.tcp_addr().port(), "UDP and TCP share one port");
     assert_ne!(server.udp_addr().port(), 0);
     server
@@ -137,7 +145,10 @@ async fn start(args: DnsArgs) -> DnsServer {
 
 /// `RUST_LOG=aws_proxy=debug cargo test -p aws-proxy --test dns -- --nocapture` shows the server's logs.
 fn init_logs() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
 }
 
 // === Queries ===
@@ -160,7 +171,8 @@ async fn udp_exchange(server: SocketAddr, packet: &[u8], wait: Duration) -> Opti
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("cannot bind a UDP socket");
     socket.send_to(packet, server).await.expect("cannot send a UDP query");
     let mut buf = vec![0; 65535];
-    let (len, _) = timeout(wait, socket.recv_from(&mut buf)).await.ok()?.expect("UDP receive failed");
+    let (len, _) =
+        timeout(wait, socket.recv_from(&mut buf)).await.ok()?.expect("UDP receive failed");
     buf.truncate(len);
     Some(buf)
 }
@@ -189,7 +201,9 @@ async fn tcp_exchange(server: SocketAddr, packet: &[u8]) -> Vec<u8> {
 
 /// Sends `request` over UDP and checks the answer belongs to it.
 async fn ask_udp(server: SocketAddr, request: &Message) -> Message {
-    let reply = udp_exchange(server, &request.to_vec().unwrap(), ANSWER_WAIT).await.unwrap_or_else(|| panic!("no UDP answer for {:?}", request.queries));
+    let reply = udp_exchange(server, &request.to_vec().unwrap(), ANSWER_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no UDP answer for {:?}", request.queries));
     parse_reply(request, &reply)
 }
 
@@ -199,7 +213,8 @@ async fn ask_tcp(server: SocketAddr, request: &Message) -> Message {
 }
 
 fn parse_reply(request: &Message, reply: &[u8]) -> Message {
-    let reply = Message::from_vec(reply).unwrap_or_else(|error| panic!("unparsable answer for {:?}: {error}", request.queries));
+    let reply = Message::from_vec(reply)
+        .unwrap_or_else(|error| panic!("unparsable answer for {:?}: {error}", request.queries));
     assert_eq!(reply.metadata.message_type, MessageType::Response);
     assert_eq!(reply.metadata.id, request.metadata.id, "the answer carries the query's ID");
     assert_eq!(reply.queries.len(), 1, "the answer echoes the question");
@@ -247,7 +262,12 @@ async fn aws_names_get_the_proxy_ips() {
     let server = start(args(&["10.1.2.3", "fd00::53", "10.1.2.4"], vec![dead.addr])).await;
     let addr = server.udp_addr();
 
-    for name in ["s3.us-east-1.amazonaws.com", "AMAZONAWS.COM", "sqs.cn-north-1.amazonaws.com.cn", "Dynamodb.EU-West-1.AmazonAWS.com."] {
+    for name in [
+        "s3.us-east-1.amazonaws.com",
+        "AMAZONAWS.COM",
+        "sqs.cn-north-1.amazonaws.com.cn",
+        "Dynamodb.EU-West-1.AmazonAWS.com.",
+    ] {
         let request = query(name, RecordType::A, None);
         let reply = ask_udp(addr, &request).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError, "{name}");
@@ -255,12 +275,27 @@ async fn aws_names_get_the_proxy_ips() {
         assert!(reply.metadata.recursion_available, "{name}: RA is set");
         assert!(reply.metadata.recursion_desired, "{name}: RD is echoed");
         assert!(!reply.metadata.truncation);
-        assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 1, 2, 4)], "{name}");
-        assert!(reply.answers.iter().all(|record| record.ttl == 30 && record.name.eq_case(request.queries[0].name())), "{name}: {:?}", reply.answers);
+        assert_eq!(
+            reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+            [Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 1, 2, 4)],
+            "{name}"
+        );
+        assert!(
+            reply
+                .answers
+                .iter()
+                .all(|record| record.ttl == 30 && record.name.eq_case(request.queries[0].name())),
+            "{name}: {:?}",
+            reply.answers
+        );
 
         let reply = ask_udp(addr, &query(name, RecordType::AAAA, Some(1232))).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
-        assert_eq!(reply.answers.iter().filter_map(aaaa).collect::<Vec<_>>(), ["fd00::53".parse::<Ipv6Addr>().unwrap()], "{name}");
+        assert_eq!(
+            reply.answers.iter().filter_map(aaaa).collect::<Vec<_>>(),
+            ["fd00::53".parse::<Ipv6Addr>().unwrap()],
+            "{name}"
+        );
         assert!(reply.edns.is_some(), "{name}: an EDNS query gets an EDNS answer");
     }
 
@@ -277,12 +312,18 @@ async fn aws_names_get_the_proxy_ips() {
     assert!(!reply.metadata.recursion_desired, "RD is echoed when clear too");
     assert_eq!(reply.answers.len(), 2);
 
-    let reply = ask_tcp(server.tcp_addr(), &query("kms.us-west-2.amazonaws.com", RecordType::A, None)).await;
+    let reply =
+        ask_tcp(server.tcp_addr(), &query("kms.us-west-2.amazonaws.com", RecordType::A, None))
+            .await;
     assert_eq!(reply.answers.iter().filter_map(a).count(), 2, "TCP answers too");
 
     let stats = server.stats();
     assert_eq!(stats.answered_aws, 13, "{stats:?}");
-    assert_eq!((stats.forwarded, stats.servfail, stats.formerr, stats.dropped), (0, 0, 0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.forwarded, stats.servfail, stats.formerr, stats.dropped),
+        (0, 0, 0, 0),
+        "{stats:?}"
+    );
     server.shutdown().await;
 }
 
@@ -293,18 +334,25 @@ async fn a_family_without_proxy_ips_is_nodata() {
     args.ttl = 7;
     let server = start(args).await;
 
-    let reply = ask_udp(server.udp_addr(), &query("s3.amazonaws.com", RecordType::AAAA, None)).await;
+    let reply =
+        ask_udp(server.udp_addr(), &query("s3.amazonaws.com", RecordType::AAAA, None)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert!(reply.answers.is_empty(), "{:?}", reply.answers);
 
     let reply = ask_udp(server.udp_addr(), &query("s3.amazonaws.com", RecordType::A, None)).await;
-    assert_eq!(reply.answers.iter().map(|record| (a(record), record.ttl)).collect::<Vec<_>>(), [(Some(Ipv4Addr::new(10, 1, 2, 3)), 7)], "--dns-ttl applies");
+    assert_eq!(
+        reply.answers.iter().map(|record| (a(record), record.ttl)).collect::<Vec<_>>(),
+        [(Some(Ipv4Addr::new(10, 1, 2, 3)), 7)],
+        "--dns-ttl applies"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_proxy_name_is_a_cname_with_its_upstream_addresses() {
-    let dnsmasq = Dnsmasq::start(&["--host-record=aws-proxy.svc.test,10.96.0.10,fd00::10,60".to_owned()]).await;
+    let dnsmasq =
+        Dnsmasq::start(&["--host-record=aws-proxy.svc.test,10.96.0.10,fd00::10,60".to_owned()])
+            .await;
     let server = start(args(&["aws-proxy.svc.test"], vec![dnsmasq.addr])).await;
     let addr = server.udp_addr();
 
@@ -320,11 +368,22 @@ async fn a_proxy_name_is_a_cname_with_its_upstream_addresses() {
     assert_eq!(alias.ttl, 30);
     assert_eq!(address.name.to_ascii(), "aws-proxy.svc.test.");
     assert_eq!(a(address), Some(Ipv4Addr::new(10, 96, 0, 10)));
-    assert!(address.ttl <= 60 && address.ttl >= 55, "the upstream's TTL, counting down: {}", address.ttl);
+    assert!(
+        address.ttl <= 60 && address.ttl >= 55,
+        "the upstream's TTL, counting down: {}",
+        address.ttl
+    );
 
-    let reply = ask_tcp(server.tcp_addr(), &query("sqs.cn-north-1.amazonaws.com.cn", RecordType::AAAA, None)).await;
+    let reply = ask_tcp(
+        server.tcp_addr(),
+        &query("sqs.cn-north-1.amazonaws.com.cn", RecordType::AAAA, None),
+    )
+    .await;
     assert_eq!(reply.answers.iter().filter_map(cname).collect::<Vec<_>>(), ["aws-proxy.svc.test."]);
-    assert_eq!(reply.answers.iter().filter_map(aaaa).collect::<Vec<_>>(), ["fd00::10".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(
+        reply.answers.iter().filter_map(aaaa).collect::<Vec<_>>(),
+        ["fd00::10".parse::<Ipv6Addr>().unwrap()]
+    );
 
     let reply = ask_udp(addr, &query("s3.amazonaws.com", RecordType::TXT, None)).await;
     assert!(reply.answers.is_empty(), "other types stay NODATA: {:?}", reply.answers);
@@ -332,7 +391,11 @@ async fn a_proxy_name_is_a_cname_with_its_upstream_addresses() {
     // Cached for its TTL: the answer outlives the upstream.
     drop(dnsmasq);
     let reply = ask_udp(addr, &query("ec2.amazonaws.com", RecordType::A, None)).await;
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(10, 96, 0, 10)], "answered from the cache");
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(10, 96, 0, 10)],
+        "answered from the cache"
+    );
 
     let stats = server.stats();
     assert_eq!((stats.answered_aws, stats.servfail), (4, 0), "{stats:?}");
@@ -384,17 +447,27 @@ async fn other_names_are_forwarded_as_the_upstream_answers_them() {
 
     let reply = ask_udp(addr, &query("alias.test", RecordType::A, None)).await;
     assert_eq!(reply.answers.iter().filter_map(cname).collect::<Vec<_>>(), ["ttl.test."]);
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(192, 0, 2, 8)]);
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(192, 0, 2, 8)]
+    );
 
     let reply = ask_tcp(server.tcp_addr(), &query("foo.example.test", RecordType::A, None)).await;
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(192, 0, 2, 7)], "forwarded over TCP");
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(192, 0, 2, 7)],
+        "forwarded over TCP"
+    );
 
     // Byte for byte what the upstream says, but for the ID.
-    for (name, record_type, edns) in
-        [("txt.test", RecordType::TXT, Some(1232)), ("example.test", RecordType::AAAA, None), ("alias.test", RecordType::A, Some(4096))]
-    {
+    for (name, record_type, edns) in [
+        ("txt.test", RecordType::TXT, Some(1232)),
+        ("example.test", RecordType::AAAA, None),
+        ("alias.test", RecordType::A, Some(4096)),
+    ] {
         let request = query(name, record_type, edns).to_vec().unwrap();
-        let direct = udp_exchange(dnsmasq.addr, &request, ANSWER_WAIT).await.expect("dnsmasq answers");
+        let direct =
+            udp_exchange(dnsmasq.addr, &request, ANSWER_WAIT).await.expect("dnsmasq answers");
         let relayed = udp_exchange(addr, &request, ANSWER_WAIT).await.expect("our server answers");
         assert_eq!(relayed, direct, "{name} {record_type}");
     }
@@ -410,9 +483,20 @@ async fn truncated_answers_go_over_tcp() {
     let server = start(args(&["10.1.2.3"], vec![dnsmasq.addr])).await;
 
     // The premise: dnsmasq's UDP answer is cut even for a client taking 4096 bytes.
-    let direct =
-        Message::from_vec(&udp_exchange(dnsmasq.addr, &query("big.test", RecordType::A, Some(4096)).to_vec().unwrap(), ANSWER_WAIT).await.unwrap()).unwrap();
-    assert!(direct.metadata.truncation && direct.answers.len() < 100, "dnsmasq should truncate 100 A records over UDP");
+    let direct = Message::from_vec(
+        &udp_exchange(
+            dnsmasq.addr,
+            &query("big.test", RecordType::A, Some(4096)).to_vec().unwrap(),
+            ANSWER_WAIT,
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        direct.metadata.truncation && direct.answers.len() < 100,
+        "dnsmasq should truncate 100 A records over UDP"
+    );
 
     // Our server asked again over TCP, and the whole answer fits the client's 4096 bytes.
     let reply = ask_udp(server.udp_addr(), &query("big.test", RecordType::A, Some(4096))).await;
@@ -421,7 +505,9 @@ async fn truncated_answers_go_over_tcp() {
 
     // A client without EDNS takes 512 bytes: TC, then the client retries over TCP and gets all.
     let request = query("big.test", RecordType::A, None);
-    let cut = udp_exchange(server.udp_addr(), &request.to_vec().unwrap(), ANSWER_WAIT).await.expect("an answer");
+    let cut = udp_exchange(server.udp_addr(), &request.to_vec().unwrap(), ANSWER_WAIT)
+        .await
+        .expect("an answer");
     assert!(cut.len() <= 512, "{} bytes over UDP for a client without EDNS", cut.len());
     let cut = parse_reply(&request, &cut);
     assert!(cut.metadata.truncation, "TC tells the client to retry over TCP");
@@ -432,7 +518,9 @@ async fn truncated_answers_go_over_tcp() {
 
     // A client taking 1232 bytes gets at most that.
     let request = query("big.test", RecordType::A, Some(1232));
-    let cut = udp_exchange(server.udp_addr(), &request.to_vec().unwrap(), ANSWER_WAIT).await.expect("an answer");
+    let cut = udp_exchange(server.udp_addr(), &request.to_vec().unwrap(), ANSWER_WAIT)
+        .await
+        .expect("an answer");
     assert!(cut.len() <= 1232, "{} bytes", cut.len());
     let cut = parse_reply(&request, &cut);
     assert!(cut.metadata.truncation);
@@ -481,10 +569,22 @@ async fn upstreams_are_tried_in_order() {
 
     let started = Instant::now();
     let reply = ask_udp(server.udp_addr(), &query("ttl.test", RecordType::A, None)).await;
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(192, 0, 2, 8)], "the second upstream answers");
-    assert!(started.elapsed() >= Duration::from_millis(250), "the first upstream had its try: {:?}", started.elapsed());
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(192, 0, 2, 8)],
+        "the second upstream answers"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "the first upstream had its try: {:?}",
+        started.elapsed()
+    );
     let reply = ask_tcp(server.tcp_addr(), &query("ttl.test", RecordType::A, None)).await;
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(192, 0, 2, 8)], "over TCP too");
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(192, 0, 2, 8)],
+        "over TCP too"
+    );
     server.shutdown().await;
 }
 
@@ -496,12 +596,16 @@ async fn a_declining_upstream_hands_over_to_the_next() {
 
     // The first refuses names outside .test; the second knows this one.
     let reply = ask_udp(server.udp_addr(), &query("www.second.example", RecordType::A, None)).await;
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(192, 0, 2, 9)]);
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(192, 0, 2, 9)]
+    );
     // When every upstream declines, the client hears it as the upstreams said it.
     let reply = ask_udp(server.udp_addr(), &query("nobody.example", RecordType::A, None)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
     // NXDOMAIN is an answer, not a failure: no second opinion.
-    let reply = ask_udp(server.udp_addr(), &query("second.example.test", RecordType::A, None)).await;
+    let reply =
+        ask_udp(server.udp_addr(), &query("second.example.test", RecordType::A, None)).await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
     server.shutdown().await;
 }
@@ -510,8 +614,11 @@ async fn a_declining_upstream_hands_over_to_the_next() {
 async fn one_tcp_connection_carries_several_queries() {
     let dead = dead_upstream();
     let server = start(args(&["10.1.2.3", "fd00::53"], vec![dead.addr])).await;
-    let requests =
-        [query("s3.amazonaws.com", RecordType::A, None), query("sqs.amazonaws.com", RecordType::AAAA, None), query("sts.amazonaws.com", RecordType::TXT, None)];
+    let requests = [
+        query("s3.amazonaws.com", RecordType::A, None),
+        query("sqs.amazonaws.com", RecordType::AAAA, None),
+        query("sts.amazonaws.com", RecordType::TXT, None),
+    ];
 
     let mut stream = TcpStream::connect(server.tcp_addr()).await.unwrap();
     for request in &requests {
@@ -520,8 +627,14 @@ async fn one_tcp_connection_carries_several_queries() {
     let mut answered = Vec::new();
     for _ in &requests {
         let reply = Message::from_vec(&tcp_receive(&mut stream).await).unwrap();
-        let request = requests.iter().find(|request| request.metadata.id == reply.metadata.id).expect("an answer to one of our queries");
-        answered.push((parse_reply(request, &reply.to_vec().unwrap()).queries[0].query_type().to_string(), reply.answers.len()));
+        let request = requests
+            .iter()
+            .find(|request| request.metadata.id == reply.metadata.id)
+            .expect("an answer to one of our queries");
+        answered.push((
+            parse_reply(request, &reply.to_vec().unwrap()).queries[0].query_type().to_string(),
+            reply.answers.len(),
+        ));
     }
     answered.sort();
     assert_eq!(answered, [("A".to_owned(), 1), ("AAAA".to_owned(), 1), ("TXT".to_owned(), 0)]);
@@ -537,21 +650,35 @@ async fn malformed_packets_get_formerr_or_silence() {
     let addr = server.udp_addr();
     let silence = Duration::from_millis(500);
 
-    assert_eq!(udp_exchange(addr, b"\x12\x34\x01", silence).await, None, "too short for a header: no answer");
+    assert_eq!(
+        udp_exchange(addr, b"\x12\x34\x01", silence).await,
+        None,
+        "too short for a header: no answer"
+    );
 
     let valid = query("s3.amazonaws.com", RecordType::A, None).to_vec().unwrap();
     // Header and half the question.
     let mut cut = valid[..20].to_vec();
     cut[..2].copy_from_slice(&0x1234u16.to_be_bytes());
-    let reply = Message::from_vec(&udp_exchange(addr, &cut, ANSWER_WAIT).await.expect("FORMERR for a cut question")).unwrap();
+    let reply = Message::from_vec(
+        &udp_exchange(addr, &cut, ANSWER_WAIT).await.expect("FORMERR for a cut question"),
+    )
+    .unwrap();
     assert_eq!((reply.metadata.id, reply.metadata.response_code), (0x1234, ResponseCode::FormErr));
 
     // A whole question, but the header promises an answer record that is not there.
     let mut lying = valid.clone();
     lying[6..8].copy_from_slice(&1u16.to_be_bytes());
-    let reply = Message::from_vec(&udp_exchange(addr, &lying, ANSWER_WAIT).await.expect("FORMERR for a missing record")).unwrap();
+    let reply = Message::from_vec(
+        &udp_exchange(addr, &lying, ANSWER_WAIT).await.expect("FORMERR for a missing record"),
+    )
+    .unwrap();
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
-    assert_eq!(reply.queries.first().map(|query| query.name().to_ascii()).as_deref(), Some("s3.amazonaws.com."), "the intact question is echoed");
+    assert_eq!(
+        reply.queries.first().map(|query| query.name().to_ascii()).as_deref(),
+        Some("s3.amazonaws.com."),
+        "the intact question is echoed"
+    );
 
     // A response sent to us is not answered (no loops between servers).
     let mut response = valid.clone();
@@ -568,7 +695,11 @@ async fn malformed_packets_get_formerr_or_silence() {
     assert_eq!(reply.metadata.response_code, ResponseCode::FormErr);
     tcp_send(&mut stream, &valid).await;
     let reply = Message::from_vec(&tcp_receive(&mut stream).await).unwrap();
-    assert_eq!(reply.answers.iter().filter_map(a).collect::<Vec<_>>(), [Ipv4Addr::new(10, 1, 2, 3)], "the connection still serves");
+    assert_eq!(
+        reply.answers.iter().filter_map(a).collect::<Vec<_>>(),
+        [Ipv4Addr::new(10, 1, 2, 3)],
+        "the connection still serves"
+    );
 
     // And UDP still serves.
     let reply = ask_udp(addr, &query("s3.amazonaws.com", RecordType::A, None)).await;
@@ -588,9 +719,14 @@ async fn shutdown_stops_serving() {
     let dead = dead_upstream();
     let server = start(args(&["10.1.2.3"], vec![dead.addr])).await;
     let (udp_addr, tcp_addr) = (server.udp_addr(), server.tcp_addr());
-    assert_eq!(ask_udp(udp_addr, &query("s3.amazonaws.com", RecordType::A, None)).await.answers.len(), 1);
+    assert_eq!(
+        ask_udp(udp_addr, &query("s3.amazonaws.com", RecordType::A, None)).await.answers.len(),
+        1
+    );
 
-    timeout(Duration::from_secs(5), server.shutdown()).await.expect("shutdown takes at most the upstream deadline");
+    timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .expect("shutdown takes at most the upstream deadline");
     assert!(TcpStream::connect(tcp_addr).await.is_err(), "nothing listens on TCP any more");
     UdpSocket::bind(udp_addr).await.expect("the UDP port is free again");
     TcpListener::bind(tcp_addr).await.expect("the TCP port is free again");
@@ -599,10 +735,12 @@ async fn shutdown_stops_serving() {
 #[tokio::test]
 async fn start_errors_say_what_to_do() {
     let dead = dead_upstream();
-    for (proxy, expected) in
-        [(&["10.1.2.3", "proxy.svc"][..], "either IPs or one DNS name"), (&["s3.amazonaws.com"][..], "give the proxy Service's name or IPs")]
-    {
-        let error = DnsServer::start(&args(proxy, vec![dead.addr])).await.err().expect("start fails");
+    for (proxy, expected) in [
+        (&["10.1.2.3", "proxy.svc"][..], "either IPs or one DNS name"),
+        (&["s3.amazonaws.com"][..], "give the proxy Service's name or IPs"),
+    ] {
+        let error =
+            DnsServer::start(&args(proxy, vec![dead.addr])).await.err().expect("start fails");
         assert!(error.to_string().contains(expected), "{error}");
     }
 
@@ -618,7 +756,11 @@ async fn start_errors_say_what_to_do() {
 #[tokio::test]
 async fn dig_sees_the_same() {
     testkit::need::command("dig", "dnsutils");
-    let dnsmasq = Dnsmasq::start(&[host_records("big.test", 100), vec!["--host-record=ttl.test,192.0.2.8,300".to_owned()]].concat()).await;
+    let dnsmasq = Dnsmasq::start(
+        &[host_records("big.test", 100), vec!["--host-record=ttl.test,192.0.2.8,300".to_owned()]]
+            .concat(),
+    )
+    .await;
     let server = start(args(&["10.1.2.3", "fd00::53"], vec![dnsmasq.addr])).await;
     let port = server.udp_addr().port();
     assert_eq!(dig(port, &["+short", "s3.us-east-1.amazonaws.com", "A"]).await.trim(), "10.1.2.3");
@@ -631,8 +773,17 @@ async fn dig_sees_the_same() {
 
 /// Runs dig against our server without blocking the runtime the server runs on.
 async fn dig(port: u16, extra: &[&str]) -> String {
-    let output =
-        tokio::process::Command::new("dig").args(["@127.0.0.1", "-p", &port.to_string(), "+time=5", "+tries=1"]).args(extra).output().await.expect("dig runs");
-    assert!(output.status.success(), "dig {extra:?}: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = tokio::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+time=5", "+tries=1"])
+        .args(extra)
+        .output()
+        .await
+        .expect("dig runs");
+    assert!(
+        output.status.success(),
+        "dig {extra:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }

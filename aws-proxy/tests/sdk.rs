@@ -52,11 +52,15 @@ struct Setup {
 
 async fn setup(name: &str) -> Setup {
     let tools = support::pytools();
-    testkit::need::target_file("pytools/bin/python", "scripts/ensure-python-tools.sh (boto3 and moto from PyPI)");
+    testkit::need::target_file(
+        "pytools/bin/python",
+        "scripts/ensure-python-tools.sh (boto3 and moto from PyPI)",
+    );
     let dir = std::env::temp_dir().join(format!("aws-proxy-sdk-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let emulator = support::start_moto(&dir, EMULATED_NAMES).unwrap_or_else(|reason| panic!("{reason}"));
+    let emulator =
+        support::start_moto(&dir, EMULATED_NAMES).unwrap_or_else(|reason| panic!("{reason}"));
 
     let proxy_ca = Arc::new(CertificateAuthority::generate().unwrap());
     let proxy_ca_file = dir.join("proxy-ca.crt");
@@ -74,11 +78,17 @@ async fn setup(name: &str) -> Setup {
     let mut mapper = Mapper::default();
     mapper.index.apply_meta("Deployment", &mk_deployment("billing", "invoicer"));
     mapper.index.apply_meta("ReplicaSet", &mk_replicaset("billing", "invoicer-7d9f", "invoicer"));
-    mapper.index.apply(&mk_pod("billing", "invoicer-7d9f-x2x9q", &["127.0.0.1"]).owned_by("ReplicaSet", "invoicer-7d9f"));
+    mapper.index.apply(
+        &mk_pod("billing", "invoicer-7d9f-x2x9q", &["127.0.0.1"])
+            .owned_by("ReplicaSet", "invoicer-7d9f"),
+    );
     let mapper = Arc::new(Mutex::new(mapper));
     let state = Arc::new(ApiState {
         mapper: mapper.clone(),
-        auth: ApiAuth::new(AuthConfig { shared_token: Some("proxy-token".into()), ..AuthConfig::default() }, None),
+        auth: ApiAuth::new(
+            AuthConfig { shared_token: Some("proxy-token".into()), ..AuthConfig::default() },
+            None,
+        ),
         watches: Arc::default(),
         upload: None,
     });
@@ -110,9 +120,18 @@ impl Setup {
         if mode == "connect" {
             command.env("HTTPS_PROXY", format!("http://{}", self.proxy.connect_addr()));
         }
-        let output = tokio::time::timeout(Duration::from_secs(120), command.output()).await.expect("boto3 finished within 120 s").unwrap();
-        assert!(output.status.success(), "boto3 failed:\n{}", String::from_utf8_lossy(&output.stderr));
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("boto3 printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout)))
+        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+            .await
+            .expect("boto3 finished within 120 s")
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "boto3 failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!("boto3 printed no JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
+        })
     }
 
     async fn ship(&self) -> Vec<Edge> {
@@ -132,8 +151,17 @@ fn aws_actions(edges: &[Edge], arn: &str) -> Vec<String> {
     let edge = edges
         .iter()
         .find(|e| matches!(&e.target, Target::Aws(a) if a.arn == arn))
-        .unwrap_or_else(|| panic!("no edge to {arn}; edges: {:#?}", edges.iter().map(|e| &e.target).collect::<Vec<_>>()));
-    assert_eq!((edge.client.namespace.as_str(), edge.client.name.as_str()), ("billing", "invoicer"), "the caller is named by its Deployment");
+        .unwrap_or_else(|| {
+            panic!(
+                "no edge to {arn}; edges: {:#?}",
+                edges.iter().map(|e| &e.target).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        (edge.client.namespace.as_str(), edge.client.name.as_str()),
+        ("billing", "invoicer"),
+        "the caller is named by its Deployment"
+    );
     match &edge.target {
         Target::Aws(a) => a.actions.clone(),
         _ => unreachable!(),
@@ -141,18 +169,30 @@ fn aws_actions(edges: &[Edge], arn: &str) -> Vec<String> {
 }
 
 fn check_answers(answers: &serde_json::Value, prefix: &str) {
-    assert_eq!(answers["s3_body"], "%PDF-1.7 invoice one", "the object came back through the proxy unchanged");
+    assert_eq!(
+        answers["s3_body"], "%PDF-1.7 invoice one",
+        "the object came back through the proxy unchanged"
+    );
     assert_eq!(answers["s3_keys"], serde_json::json!(["2026/11/inv-1.pdf"]));
     assert_eq!(answers["ddb_item"]["total"]["N"], "42");
     assert_eq!(answers["sqs_bodies"], serde_json::json!(["ship order o-1"]));
-    assert_eq!(answers["sqs_queue_url"], format!("https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/{prefix}-jobs"));
+    assert_eq!(
+        answers["sqs_queue_url"],
+        format!("https://sqs.us-east-1.amazonaws.com/{ACCOUNT}/{prefix}-jobs")
+    );
     assert_eq!(answers["sts_account"], ACCOUNT, "the emulator's own answer");
 }
 
 fn check_edges(edges: &[Edge], prefix: &str) {
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert_eq!(aws_actions(edges, &format!("arn:aws:s3:::{prefix}-invoices")), strings(&["s3:CreateBucket", "s3:ListBucket"]));
-    assert_eq!(aws_actions(edges, &format!("arn:aws:s3:::{prefix}-invoices/2026/11/inv-1.pdf")), strings(&["s3:GetObject", "s3:PutObject"]));
+    assert_eq!(
+        aws_actions(edges, &format!("arn:aws:s3:::{prefix}-invoices")),
+        strings(&["s3:CreateBucket", "s3:ListBucket"])
+    );
+    assert_eq!(
+        aws_actions(edges, &format!("arn:aws:s3:::{prefix}-invoices/2026/11/inv-1.pdf")),
+        strings(&["s3:GetObject", "s3:PutObject"])
+    );
     assert_eq!(
         aws_actions(edges, &format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{prefix}-orders")),
         strings(&["dynamodb:CreateTable", "dynamodb:GetItem", "dynamodb:PutItem"])
@@ -169,9 +209,15 @@ fn check_edges(edges: &[Edge], prefix: &str) {
         let docs = model::client_intents(edges, version);
         assert_eq!(docs.len(), 1);
         let text = serde_json::to_string(&docs[0]).unwrap();
-        assert!(text.contains(&format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{prefix}-orders")) && text.contains("s3:PutObject"), "{text}");
+        assert!(
+            text.contains(&format!("arn:aws:dynamodb:us-east-1:{ACCOUNT}:table/{prefix}-orders"))
+                && text.contains("s3:PutObject"),
+            "{text}"
+        );
         let crd = testkit::crd::CrdSchemas::clientintents_reference();
-        crd.validate(&docs[0]).unwrap_or_else(|errors| panic!("{version:?} ClientIntents do not validate: {errors:?}\n{text}"));
+        crd.validate(&docs[0]).unwrap_or_else(|errors| {
+            panic!("{version:?} ClientIntents do not validate: {errors:?}\n{text}")
+        });
     }
 }
 

@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_proxy::ca::CertificateAuthority;
-use aws_proxy::webhook::{mutate, MutationConfig, Webhook, WebhookArgs, WebhookError, INJECTED_ANNOTATION};
+use aws_proxy::webhook::{
+    mutate, MutationConfig, Webhook, WebhookArgs, WebhookError, INJECTED_ANNOTATION,
+};
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, WebhookClientConfig};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, ContainerPort, EnvVar, KeyToPath, PodDNSConfig, PodDNSConfigOption, PodSpec, ProjectedVolumeSource, ResourceRequirements,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    ConfigMap, Container, ContainerPort, EnvVar, KeyToPath, PodDNSConfig, PodDNSConfigOption,
+    PodSpec, ProjectedVolumeSource, ResourceRequirements, ServiceAccountTokenProjection, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::core::v1::{ConfigMapProjection, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -51,13 +56,21 @@ fn replicaset_pod(pod_labels: &[(&str, &str)]) -> Pod {
             default_user: None,
             sources: Some(vec![
                 VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection { expiration_seconds: Some(3607), path: "token".into(), ..Default::default() }),
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        expiration_seconds: Some(3607),
+                        path: "token".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
                 VolumeProjection {
                     config_map: Some(ConfigMapProjection {
                         name: "kube-root-ca.crt".into(),
-                        items: Some(vec![KeyToPath { key: "ca.crt".into(), path: "ca.crt".into(), ..Default::default() }]),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..Default::default()
+                        }]),
                         optional: None,
                     }),
                     ..Default::default()
@@ -70,10 +83,22 @@ fn replicaset_pod(pod_labels: &[(&str, &str)]) -> Pod {
         name: "app".into(),
         image: Some("registry.example/shop/orders:1.4.2".into()),
         image_pull_policy: Some("IfNotPresent".into()),
-        ports: Some(vec![ContainerPort { container_port: 8080, name: Some("http".into()), protocol: Some("TCP".into()), ..Default::default() }]),
+        ports: Some(vec![ContainerPort {
+            container_port: 8080,
+            name: Some("http".into()),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
         env: Some(vec![env("AWS_REGION", "eu-west-1"), env("QUEUE", "orders")]),
         resources: Some(ResourceRequirements {
-            requests: Some([("cpu".to_owned(), Quantity("100m".into())), ("memory".to_owned(), Quantity("128Mi".into()))].into_iter().collect()),
+            requests: Some(
+                [
+                    ("cpu".to_owned(), Quantity("100m".into())),
+                    ("memory".to_owned(), Quantity("128Mi".into())),
+                ]
+                .into_iter()
+                .collect(),
+            ),
             ..Default::default()
         }),
         volume_mounts: Some(vec![VolumeMount {
@@ -90,7 +115,9 @@ fn replicaset_pod(pod_labels: &[(&str, &str)]) -> Pod {
         metadata: ObjectMeta {
             generate_name: Some("orders-7d4b9c6f5-".into()),
             namespace: Some("shop".into()),
-            labels: Some(labels(&[&[("app", "orders"), ("pod-template-hash", "7d4b9c6f5")], pod_labels].concat())),
+            labels: Some(labels(
+                &[&[("app", "orders"), ("pod-template-hash", "7d4b9c6f5")], pod_labels].concat(),
+            )),
             owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
                 kind: "ReplicaSet".into(),
@@ -149,7 +176,12 @@ fn review_of(object: Value, kind: (&str, &str, &str), resource: &str, operation:
 }
 
 fn pod_review(pod: &Pod) -> Value {
-    review_of(serde_json::to_value(pod).expect("a Pod serializes"), ("", "v1", "Pod"), "pods", "CREATE")
+    review_of(
+        serde_json::to_value(pod).expect("a Pod serializes"),
+        ("", "v1", "Pod"),
+        "pods",
+        "CREATE",
+    )
 }
 
 fn config() -> MutationConfig {
@@ -160,11 +192,16 @@ fn config() -> MutationConfig {
 fn patch_of(response: &Value) -> Option<json_patch::Patch> {
     assert_eq!(response["apiVersion"], "admission.k8s.io/v1", "{response}");
     assert_eq!(response["kind"], "AdmissionReview", "{response}");
-    assert_eq!(response["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002", "the uid is echoed: {response}");
+    assert_eq!(
+        response["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "the uid is echoed: {response}"
+    );
     assert_eq!(response["response"]["allowed"], true, "{response}");
     let patch = response["response"].get("patch")?;
     assert_eq!(response["response"]["patchType"], "JSONPatch", "{response}");
-    let bytes = base64::engine::general_purpose::STANDARD.decode(patch.as_str().expect("the patch is a base64 string")).expect("the patch is base64");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch.as_str().expect("the patch is a base64 string"))
+        .expect("the patch is base64");
     Some(serde_json::from_slice(&bytes).expect("the patch is an RFC 6902 JSON patch"))
 }
 
@@ -174,7 +211,9 @@ fn admit(pod: &Pod, config: &MutationConfig) -> (Pod, Option<json_patch::Patch>)
     let patch = patch_of(&response);
     let mut doc = serde_json::to_value(pod).unwrap();
     if let Some(patch) = &patch {
-        json_patch::patch(&mut doc, patch).unwrap_or_else(|err| panic!("the API server could not apply the patch: {err}\n{patch:?}"));
+        json_patch::patch(&mut doc, patch).unwrap_or_else(|err| {
+            panic!("the API server could not apply the patch: {err}\n{patch:?}")
+        });
     }
     let patched: Pod = serde_json::from_value(doc).expect("the patched object is still a Pod");
     (patched, patch)
@@ -182,19 +221,38 @@ fn admit(pod: &Pod, config: &MutationConfig) -> (Pod, Option<json_patch::Patch>)
 
 fn assert_unchanged_on_second_admission(patched: &Pod, config: &MutationConfig) {
     let (again, patch) = admit(patched, config);
-    assert!(patch.as_ref().is_none_or(|p| p.0.is_empty()), "a patched pod is not patched again: {patch:?}");
+    assert!(
+        patch.as_ref().is_none_or(|p| p.0.is_empty()),
+        "a patched pod is not patched again: {patch:?}"
+    );
     assert_eq!(&again, patched);
 }
 
 fn env_of(container: &Container) -> BTreeMap<String, String> {
-    container.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect()
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
 }
 
 fn assert_has_ca(container: &Container) {
-    let mount = container.volume_mounts.iter().flatten().find(|m| m.name == "intentmap-aws-ca").unwrap_or_else(|| panic!("{} has no CA mount", container.name));
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "intentmap-aws-ca")
+        .unwrap_or_else(|| panic!("{} has no CA mount", container.name));
     assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/intentmap/aws-ca", Some(true)));
     let env = env_of(container);
-    for name in ["AWS_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+    for name in [
+        "AWS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
         assert!(env.contains_key(name), "{} lacks {name}: {env:?}", container.name);
     }
 }
@@ -212,7 +270,12 @@ fn a_labelled_pod_gets_the_ca_the_variables_our_dns_and_the_annotation() {
     assert!(patch.is_some(), "a labelled pod is patched");
     let spec = spec(&patched);
 
-    let volume = spec.volumes.iter().flatten().find(|v| v.name == "intentmap-aws-ca").expect("the CA volume was added");
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "intentmap-aws-ca")
+        .expect("the CA volume was added");
     assert_eq!(volume.config_map.as_ref().map(|c| c.name.as_str()), Some("intentmap-aws-ca"));
     assert_eq!(spec.volumes.as_ref().unwrap().len(), 2, "the token volume stays");
 
@@ -225,17 +288,30 @@ fn a_labelled_pod_gets_the_ca_the_variables_our_dns_and_the_annotation() {
     assert_eq!(env["REQUESTS_CA_BUNDLE"], BUNDLE);
     assert_eq!(env["CURL_CA_BUNDLE"], BUNDLE);
     assert_eq!(env["NODE_EXTRA_CA_CERTS"], CA_CRT);
-    assert_eq!((env["AWS_REGION"].as_str(), env["QUEUE"].as_str()), ("eu-west-1", "orders"), "their variables stay");
+    assert_eq!(
+        (env["AWS_REGION"].as_str(), env["QUEUE"].as_str()),
+        ("eu-west-1", "orders"),
+        "their variables stay"
+    );
     assert_eq!(app.env.as_ref().unwrap()[0].name, "AWS_REGION", "ours are appended");
 
     assert_eq!(spec.dns_policy.as_deref(), Some("None"));
     let dns = spec.dns_config.as_ref().expect("a dnsConfig");
     assert_eq!(dns.nameservers.as_deref(), Some(&["10.96.0.53".to_owned()][..]));
-    assert_eq!(dns.searches.as_deref().unwrap(), ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
-    assert_eq!(dns.options.as_deref().unwrap(), [PodDNSConfigOption { name: Some("ndots".into()), value: Some("5".into()) }]);
+    assert_eq!(
+        dns.searches.as_deref().unwrap(),
+        ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    );
+    assert_eq!(
+        dns.options.as_deref().unwrap(),
+        [PodDNSConfigOption { name: Some("ndots".into()), value: Some("5".into()) }]
+    );
 
     let annotations = patched.metadata.annotations.as_ref().expect("annotations were created");
-    assert_eq!(annotations.get(INJECTED_ANNOTATION).map(String::as_str), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        annotations.get(INJECTED_ANNOTATION).map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
 
     let mut untouched = patched.clone();
     untouched.metadata.annotations = None;
@@ -252,7 +328,10 @@ fn a_labelled_pod_gets_the_ca_the_variables_our_dns_and_the_annotation() {
 
 #[test]
 fn the_otterize_label_opts_in_too_and_other_values_do_not() {
-    let (patched, _) = admit(&replicaset_pod(&[("network-mapper.otterize.com/aws-visibility", "true")]), &config());
+    let (patched, _) = admit(
+        &replicaset_pod(&[("network-mapper.otterize.com/aws-visibility", "true")]),
+        &config(),
+    );
     assert_has_ca(&spec(&patched).containers[0]);
 
     for pod in [
@@ -261,7 +340,10 @@ fn the_otterize_label_opts_in_too_and_other_values_do_not() {
         replicaset_pod(&[("network-mapper.otterize.com/aws-visibility", "yes")]),
     ] {
         let response = mutate(&pod_review(&pod), &config()).expect("an answer");
-        assert!(patch_of(&response).is_none(), "an unlabelled pod is allowed without a patch: {response}");
+        assert!(
+            patch_of(&response).is_none(),
+            "an unlabelled pod is allowed without a patch: {response}"
+        );
         assert!(response["response"].get("patchType").is_none(), "{response}");
     }
 }
@@ -276,7 +358,11 @@ fn a_pod_already_patched_or_carrying_the_volume_is_left_alone() {
     assert!(admit(&annotated, &config()).1.is_none(), "the annotation alone marks a patched pod");
 
     let mut with_volume = labelled_pod();
-    let volume = Volume { name: "intentmap-aws-ca".into(), config_map: Some(Default::default()), ..Volume::default() };
+    let volume = Volume {
+        name: "intentmap-aws-ca".into(),
+        config_map: Some(Default::default()),
+        ..Volume::default()
+    };
     with_volume.spec.as_mut().unwrap().volumes.as_mut().unwrap().push(volume);
     assert!(admit(&with_volume, &config()).1.is_none(), "the volume alone marks a patched pod");
 }
@@ -286,8 +372,15 @@ fn containers_without_env_or_mounts_get_whole_arrays_and_existing_variables_are_
     let mut pod = labelled_pod();
     let spec = pod.spec.as_mut().unwrap();
     spec.volumes = None;
-    spec.containers[0].env = Some(vec![env("AWS_CA_BUNDLE", "/custom/ca.pem"), env("NODE_EXTRA_CA_CERTS", "/custom/node.pem")]);
-    spec.containers.push(Container { name: "sidecar".into(), image: Some("busybox:1.36".into()), ..Container::default() });
+    spec.containers[0].env = Some(vec![
+        env("AWS_CA_BUNDLE", "/custom/ca.pem"),
+        env("NODE_EXTRA_CA_CERTS", "/custom/node.pem"),
+    ]);
+    spec.containers.push(Container {
+        name: "sidecar".into(),
+        image: Some("busybox:1.36".into()),
+        ..Container::default()
+    });
     let (patched, _) = admit(&pod, &config());
     let spec = self::spec(&patched);
 
@@ -308,8 +401,17 @@ fn containers_without_env_or_mounts_get_whole_arrays_and_existing_variables_are_
 #[test]
 fn init_containers_get_the_ca_too() {
     let mut pod = labelled_pod();
-    let init = Container { name: "migrate".into(), image: Some("registry.example/shop/migrate:1".into()), env: Some(vec![]), ..Container::default() };
-    let sidecar = Container { name: "log-shipper".into(), restart_policy: Some("Always".into()), ..Container::default() };
+    let init = Container {
+        name: "migrate".into(),
+        image: Some("registry.example/shop/migrate:1".into()),
+        env: Some(vec![]),
+        ..Container::default()
+    };
+    let sidecar = Container {
+        name: "log-shipper".into(),
+        restart_policy: Some("Always".into()),
+        ..Container::default()
+    };
     pod.spec.as_mut().unwrap().init_containers = Some(vec![init, sidecar]);
     let (patched, _) = admit(&pod, &config());
     let init_containers = spec(&patched).init_containers.as_ref().unwrap();
@@ -330,11 +432,19 @@ fn host_network_pods_and_pods_already_using_our_server_keep_their_dns() {
     assert_has_ca(&spec(&patched).containers[0]);
 
     let mut pod = labelled_pod();
-    let own = PodDNSConfig { nameservers: Some(vec!["10.96.0.53".into()]), searches: Some(vec!["corp.example".into()]), options: None };
+    let own = PodDNSConfig {
+        nameservers: Some(vec!["10.96.0.53".into()]),
+        searches: Some(vec!["corp.example".into()]),
+        options: None,
+    };
     pod.spec.as_mut().unwrap().dns_policy = Some("None".into());
     pod.spec.as_mut().unwrap().dns_config = Some(own.clone());
     let (patched, _) = admit(&pod, &config());
-    assert_eq!(spec(&patched).dns_config.as_ref(), Some(&own), "a pod that already lists our server is left as is");
+    assert_eq!(
+        spec(&patched).dns_config.as_ref(),
+        Some(&own),
+        "a pod that already lists our server is left as is"
+    );
     assert!(patched.metadata.annotations.is_some());
 }
 
@@ -344,15 +454,22 @@ fn an_existing_dns_config_is_merged() {
     pod.spec.as_mut().unwrap().dns_config = Some(PodDNSConfig {
         nameservers: Some(vec!["192.0.2.10".into()]),
         searches: Some(vec!["corp.example".into()]),
-        options: Some(vec![PodDNSConfigOption { name: Some("single-request-reopen".into()), value: None }]),
+        options: Some(vec![PodDNSConfigOption {
+            name: Some("single-request-reopen".into()),
+            value: None,
+        }]),
     });
     let (patched, _) = admit(&pod, &config());
     let spec = spec(&patched);
     assert_eq!(spec.dns_policy.as_deref(), Some("None"));
     let dns = spec.dns_config.as_ref().unwrap();
     assert_eq!(dns.nameservers.as_deref().unwrap(), ["10.96.0.53", "192.0.2.10"]);
-    assert_eq!(dns.searches.as_deref().unwrap(), ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]);
-    let options: Vec<&str> = dns.options.iter().flatten().filter_map(|o| o.name.as_deref()).collect();
+    assert_eq!(
+        dns.searches.as_deref().unwrap(),
+        ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]
+    );
+    let options: Vec<&str> =
+        dns.options.iter().flatten().filter_map(|o| o.name.as_deref()).collect();
     assert_eq!(options, ["ndots", "single-request-reopen"]);
     assert_unchanged_on_second_admission(&patched, &config());
 }
@@ -360,22 +477,33 @@ fn an_existing_dns_config_is_merged() {
 #[test]
 fn existing_annotations_get_ours_added_with_an_escaped_pointer() {
     let mut pod = labelled_pod();
-    pod.metadata.annotations = Some(labels(&[("kubectl.kubernetes.io/restartedAt", "2024-05-01T10:00:00Z")]));
+    pod.metadata.annotations =
+        Some(labels(&[("kubectl.kubernetes.io/restartedAt", "2024-05-01T10:00:00Z")]));
     let (patched, patch) = admit(&pod, &config());
     let annotations = patched.metadata.annotations.unwrap();
     assert_eq!(annotations.len(), 2);
     assert_eq!(annotations["kubectl.kubernetes.io/restartedAt"], "2024-05-01T10:00:00Z");
     assert!(annotations.contains_key(INJECTED_ANNOTATION));
     let paths = serde_json::to_string(&patch.unwrap()).unwrap();
-    assert!(paths.contains("/metadata/annotations/intentmap.dev~1aws-visibility-injected"), "{paths}");
+    assert!(
+        paths.contains("/metadata/annotations/intentmap.dev~1aws-visibility-injected"),
+        "{paths}"
+    );
 }
 
 #[test]
 fn the_cluster_domain_and_configmap_name_are_configurable() {
-    let config = MutationConfig { cluster_domain: "k8s.internal".into(), ca_configmap_name: "aws-ca".into(), ..config() };
+    let config = MutationConfig {
+        cluster_domain: "k8s.internal".into(),
+        ca_configmap_name: "aws-ca".into(),
+        ..config()
+    };
     let (patched, _) = admit(&labelled_pod(), &config);
     let spec = spec(&patched);
-    assert_eq!(spec.dns_config.as_ref().unwrap().searches.as_deref().unwrap(), ["shop.svc.k8s.internal", "svc.k8s.internal", "k8s.internal"]);
+    assert_eq!(
+        spec.dns_config.as_ref().unwrap().searches.as_deref().unwrap(),
+        ["shop.svc.k8s.internal", "svc.k8s.internal", "k8s.internal"]
+    );
     let volume = spec.volumes.iter().flatten().find(|v| v.name == "intentmap-aws-ca").unwrap();
     assert_eq!(volume.config_map.as_ref().unwrap().name, "aws-ca");
 }
@@ -418,7 +546,9 @@ fn malformed_reviews_are_errors_with_a_reason() {
     cases.push(("not a Pod", v));
     for (expected, review) in cases {
         match mutate(&review, &config()) {
-            Err(WebhookError::MalformedReview(message)) => assert!(message.contains(expected), "{expected:?} not in {message:?}"),
+            Err(WebhookError::MalformedReview(message)) => {
+                assert!(message.contains(expected), "{expected:?} not in {message:?}")
+            }
             other => panic!("expected a malformed review ({expected}), got {other:?}"),
         }
     }
@@ -440,7 +570,8 @@ mod tempfile_path {
         pub fn new(contents: &str) -> Self {
             static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("aws-proxy-webhook-test-{}-{n}.pem", std::process::id()));
+            let path = std::env::temp_dir()
+                .join(format!("aws-proxy-webhook-test-{}-{n}.pem", std::process::id()));
             std::fs::write(&path, contents).expect("write a temp file");
             Self(path)
         }
@@ -452,7 +583,8 @@ mod tempfile_path {
     }
 }
 
-const SYSTEM_ROOTS: &str = "# system roots\n-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n";
+const SYSTEM_ROOTS: &str =
+    "# system roots\n-----BEGIN CERTIFICATE-----\nTUlJQg==\n-----END CERTIFICATE-----\n";
 
 fn args(roots: &std::path::Path, patch_configuration: Option<&str>) -> WebhookArgs {
     WebhookArgs {
@@ -472,9 +604,18 @@ fn args(roots: &std::path::Path, patch_configuration: Option<&str>) -> WebhookAr
 }
 
 async fn start(server: FakeApiServer, patch_configuration: Option<&str>) -> Running {
-    let ca = Arc::new(CertificateAuthority::generate_for(&[SERVICE_HOST.into(), format!("{SERVICE_HOST}.cluster.local")]).expect("a CA"));
+    let ca = Arc::new(
+        CertificateAuthority::generate_for(&[
+            SERVICE_HOST.into(),
+            format!("{SERVICE_HOST}.cluster.local"),
+        ])
+        .expect("a CA"),
+    );
     let roots = tempfile_path::TempFile::new(SYSTEM_ROOTS);
-    let webhook = Webhook::start(&args(&roots.0, patch_configuration), ca.clone(), Some(server.client())).await.expect("the webhook starts");
+    let webhook =
+        Webhook::start(&args(&roots.0, patch_configuration), ca.clone(), Some(server.client()))
+            .await
+            .expect("the webhook starts");
     Running { server, ca, webhook, roots }
 }
 
@@ -490,7 +631,9 @@ fn https_client(ca: &CertificateAuthority, addr: SocketAddr) -> reqwest::Client 
     reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).expect("the CA PEM"))
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).expect("the CA PEM"),
+        )
         .resolve(SERVICE_HOST, addr)
         .resolve(&format!("{SERVICE_HOST}.cluster.local"), addr)
         .timeout(Duration::from_secs(10))
@@ -499,7 +642,12 @@ fn https_client(ca: &CertificateAuthority, addr: SocketAddr) -> reqwest::Client 
 }
 
 async fn post_review(client: &reqwest::Client, addr: SocketAddr, review: &Value) -> Value {
-    let response = client.post(format!("https://{SERVICE_HOST}:{}/mutate", addr.port())).json(review).send().await.expect("the webhook answers over HTTPS");
+    let response = client
+        .post(format!("https://{SERVICE_HOST}:{}/mutate", addr.port()))
+        .json(review)
+        .send()
+        .await
+        .expect("the webhook answers over HTTPS");
     assert_eq!(response.status(), 200);
     response.json().await.expect("a JSON AdmissionReview")
 }
@@ -514,29 +662,46 @@ async fn over_https_a_labelled_pod_is_patched_and_the_ca_configmap_written() {
     let addr = webhook.local_addr();
     let client = https_client(&ca, addr);
 
-    let health = client.get(format!("https://{SERVICE_HOST}:{}/healthz", addr.port())).send().await.expect("healthz");
+    let health = client
+        .get(format!("https://{SERVICE_HOST}:{}/healthz", addr.port()))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
 
     let response = post_review(&client, addr, &pod_review(&labelled_pod())).await;
     let patch = patch_of(&response).expect("a labelled pod is patched");
     assert!(!patch.0.is_empty());
-    let data = configmap_data(&server, "shop").expect("the CA ConfigMap was created in the pod's namespace");
+    let data = configmap_data(&server, "shop")
+        .expect("the CA ConfigMap was created in the pod's namespace");
     assert_eq!(data["ca.crt"], ca.ca_pem());
-    assert_eq!(data["bundle.crt"], format!("{}{SYSTEM_ROOTS}", ca.ca_pem()), "the CA, then the system roots");
+    assert_eq!(
+        data["bundle.crt"],
+        format!("{}{SYSTEM_ROOTS}", ca.ca_pem()),
+        "the CA, then the system roots"
+    );
     assert!(data["bundle.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
 
     // The namespace is cached: the next pod costs no API request.
     let requests = server.request_count("/api/v1/namespaces/shop/configmaps");
     let response = post_review(&client, addr, &pod_review(&labelled_pod())).await;
     assert!(patch_of(&response).is_some());
-    assert_eq!(server.request_count("/api/v1/namespaces/shop/configmaps"), requests, "no API request on the hot path");
+    assert_eq!(
+        server.request_count("/api/v1/namespaces/shop/configmaps"),
+        requests,
+        "no API request on the hot path"
+    );
 
     // Unlabelled pods neither get a patch nor cost an API request.
     let response = post_review(&client, addr, &pod_review(&replicaset_pod(&[]))).await;
     assert!(patch_of(&response).is_none());
 
     // The longer Service name is in the certificate too.
-    let health = client.get(format!("https://{SERVICE_HOST}.cluster.local:{}/healthz", addr.port())).send().await.expect("healthz by the FQDN");
+    let health = client
+        .get(format!("https://{SERVICE_HOST}.cluster.local:{}/healthz", addr.port()))
+        .send()
+        .await
+        .expect("healthz by the FQDN");
     assert_eq!(health.text().await.unwrap(), "ok");
 
     let malformed = client
@@ -548,10 +713,15 @@ async fn over_https_a_labelled_pod_is_patched_and_the_ca_configmap_written() {
         .expect("an answer to a malformed body");
     assert_eq!(malformed.status(), 400);
     let message = malformed.text().await.unwrap();
-    assert!(message.contains("malformed AdmissionReview") && message.contains("not JSON"), "{message}");
+    assert!(
+        message.contains("malformed AdmissionReview") && message.contains("not JSON"),
+        "{message}"
+    );
     let no_uid = client
         .post(format!("https://{SERVICE_HOST}:{}/mutate", addr.port()))
-        .json(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}))
+        .json(
+            &json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}),
+        )
         .send()
         .await
         .unwrap();
@@ -559,7 +729,8 @@ async fn over_https_a_labelled_pod_is_patched_and_the_ca_configmap_written() {
     assert!(no_uid.text().await.unwrap().contains("request.uid"));
 
     webhook.shutdown().await;
-    let refused = client.get(format!("https://{SERVICE_HOST}:{}/healthz", addr.port())).send().await;
+    let refused =
+        client.get(format!("https://{SERVICE_HOST}:{}/healthz", addr.port())).send().await;
     assert!(refused.is_err(), "the webhook stopped: {refused:?}");
 }
 
@@ -578,7 +749,12 @@ async fn a_stale_ca_configmap_is_replaced() {
     };
     server.apply(&stale);
     let Running { server, ca, webhook, roots: _roots } = start(server, None).await;
-    let response = post_review(&https_client(&ca, webhook.local_addr()), webhook.local_addr(), &pod_review(&labelled_pod())).await;
+    let response = post_review(
+        &https_client(&ca, webhook.local_addr()),
+        webhook.local_addr(),
+        &pod_review(&labelled_pod()),
+    )
+    .await;
     assert!(patch_of(&response).is_some());
     let replaced = server.get::<ConfigMap>("shop", "intentmap-aws-ca").expect("the ConfigMap");
     assert_eq!(replaced.data.as_ref().unwrap()["ca.crt"], ca.ca_pem());
@@ -591,8 +767,16 @@ async fn when_the_configmap_cannot_be_written_the_pod_is_admitted_unpatched() {
     // A stand-in server that does not serve ConfigMaps: every write fails with a 404.
     let server = FakeApiServer::start().await.expect("the stand-in API server starts");
     let Running { server: _server, ca, webhook, roots: _roots } = start(server, None).await;
-    let response = post_review(&https_client(&ca, webhook.local_addr()), webhook.local_addr(), &pod_review(&labelled_pod())).await;
-    assert!(patch_of(&response).is_none(), "no patch, or the pod would wait forever for a missing ConfigMap: {response}");
+    let response = post_review(
+        &https_client(&ca, webhook.local_addr()),
+        webhook.local_addr(),
+        &pod_review(&labelled_pod()),
+    )
+    .await;
+    assert!(
+        patch_of(&response).is_none(),
+        "no patch, or the pod would wait forever for a missing ConfigMap: {response}"
+    );
     webhook.shutdown().await;
 }
 
@@ -605,13 +789,21 @@ fn webhook_configuration(names: &[&str]) -> MutatingWebhookConfiguration {
             side_effects: "None".into(),
             failure_policy: Some("Ignore".into()),
             client_config: WebhookClientConfig {
-                service: Some(ServiceReference { name: "aws-proxy".into(), namespace: "intentmap".into(), path: Some("/mutate".into()), port: Some(443) }),
+                service: Some(ServiceReference {
+                    name: "aws-proxy".into(),
+                    namespace: "intentmap".into(),
+                    path: Some("/mutate".into()),
+                    port: Some(443),
+                }),
                 ..Default::default()
             },
             ..Default::default()
         })
         .collect();
-    MutatingWebhookConfiguration { metadata: ObjectMeta { name: Some("intentmap-aws-proxy".into()), ..Default::default() }, webhooks: Some(webhooks) }
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta { name: Some("intentmap-aws-proxy".into()), ..Default::default() },
+        webhooks: Some(webhooks),
+    }
 }
 
 async fn ca_bundles_become(server: &FakeApiServer, ca_pem: &str) -> Vec<Option<Vec<u8>>> {
@@ -635,18 +827,27 @@ async fn ca_bundles_become(server: &FakeApiServer, ca_pem: &str) -> Vec<Option<V
 #[tokio::test]
 async fn the_webhook_configuration_gets_the_ca_bundle() {
     let server = fake_api().await;
-    server.apply(&webhook_configuration(&["pods.aws-proxy.intentmap.dev", "pods-otterize.aws-proxy.intentmap.dev"]));
-    let Running { server, ca, webhook, roots: _roots } = start(server, Some("intentmap-aws-proxy")).await;
+    server.apply(&webhook_configuration(&[
+        "pods.aws-proxy.intentmap.dev",
+        "pods-otterize.aws-proxy.intentmap.dev",
+    ]));
+    let Running { server, ca, webhook, roots: _roots } =
+        start(server, Some("intentmap-aws-proxy")).await;
     assert_eq!(ca_bundles_become(&server, ca.ca_pem()).await.len(), 2);
     let stored = server.get::<MutatingWebhookConfiguration>("", "intentmap-aws-proxy").unwrap();
-    let service = stored.webhooks.unwrap()[0].client_config.service.clone().expect("the rest of clientConfig stays");
+    let service = stored.webhooks.unwrap()[0]
+        .client_config
+        .service
+        .clone()
+        .expect("the rest of clientConfig stays");
     assert_eq!(service.path.as_deref(), Some("/mutate"));
     webhook.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_ca_bundle_is_set_once_the_configuration_appears() {
-    let Running { server, ca, webhook, roots: _roots } = start(fake_api().await, Some("intentmap-aws-proxy")).await;
+    let Running { server, ca, webhook, roots: _roots } =
+        start(fake_api().await, Some("intentmap-aws-proxy")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(server.get::<MutatingWebhookConfiguration>("", "intentmap-aws-proxy").is_none());
     server.apply(&webhook_configuration(&["pods.aws-proxy.intentmap.dev"]));
@@ -658,26 +859,40 @@ async fn the_ca_bundle_is_set_once_the_configuration_appears() {
 async fn patching_the_configuration_needs_api_access() {
     let roots = tempfile_path::TempFile::new(SYSTEM_ROOTS);
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
-    let err = Webhook::start(&args(&roots.0, Some("x")), ca, None).await.err().expect("refused without a kube client");
+    let err = Webhook::start(&args(&roots.0, Some("x")), ca, None)
+        .await
+        .err()
+        .expect("refused without a kube client");
     assert!(err.to_string().contains("--patch-webhook-configuration"), "{err:#}");
 }
 
 #[tokio::test]
 async fn http2_is_negotiated_by_alpn() {
-    let Running { server: _server, ca, webhook, roots: _roots } = start(fake_api().await, None).await;
+    let Running { server: _server, ca, webhook, roots: _roots } =
+        start(fake_api().await, None).await;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).expect("the CA PEM")).expect("a usable CA");
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.ca_pem().as_bytes()).expect("the CA PEM"))
+        .expect("a usable CA");
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(webhook.local_addr()).await.expect("connect");
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(ServerName::try_from(SERVICE_HOST).unwrap(), tcp).await.expect("a TLS handshake");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from(SERVICE_HOST).unwrap(), tcp)
+        .await
+        .expect("a TLS handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "the server picks h2");
 
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("an HTTP/2 handshake");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("an HTTP/2 handshake");
     tokio::spawn(connection);
     let body = serde_json::to_vec(&pod_review(&replicaset_pod(&[]))).unwrap();
     let request = http::Request::post(format!("https://{SERVICE_HOST}/mutate"))
@@ -685,7 +900,10 @@ async fn http2_is_negotiated_by_alpn() {
         .body(Full::new(bytes::Bytes::from(body)))
         .unwrap();
     let response = sender.send_request(request).await.expect("an HTTP/2 response");
-    assert_eq!((response.status(), response.version()), (http::StatusCode::OK, http::Version::HTTP_2));
+    assert_eq!(
+        (response.status(), response.version()),
+        (http::StatusCode::OK, http::Version::HTTP_2)
+    );
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let review: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(review["response"]["allowed"], true);

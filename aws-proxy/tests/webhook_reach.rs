@@ -12,7 +12,9 @@ use std::time::Duration;
 use aws_proxy::ca::{generate_ca, permitted_names, CaKeeper, CaStore, CertificateAuthority};
 use aws_proxy::webhook::{mutate, MutationConfig, Webhook, WebhookArgs};
 use base64::Engine as _;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, WebhookClientConfig};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
@@ -79,8 +81,16 @@ async fn fake_api() -> FakeApiServer {
     server
 }
 
-fn client_trusting(ca_pem: &str, addr: SocketAddr, identity: Option<reqwest::Identity>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().use_rustls_tls().tls_built_in_root_certs(false).resolve(SERVICE_HOST, addr).timeout(Duration::from_secs(10));
+fn client_trusting(
+    ca_pem: &str,
+    addr: SocketAddr,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .resolve(SERVICE_HOST, addr)
+        .timeout(Duration::from_secs(10));
     for cert in reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).unwrap() {
         builder = builder.add_root_certificate(cert);
     }
@@ -90,8 +100,19 @@ fn client_trusting(ca_pem: &str, addr: SocketAddr, identity: Option<reqwest::Ide
     builder.build().unwrap()
 }
 
-async fn post(client: &reqwest::Client, addr: SocketAddr, review: &Value) -> reqwest::Result<Value> {
-    client.post(format!("https://{SERVICE_HOST}:{}/mutate", addr.port())).json(review).send().await?.error_for_status()?.json().await
+async fn post(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    review: &Value,
+) -> reqwest::Result<Value> {
+    client
+        .post(format!("https://{SERVICE_HOST}:{}/mutate", addr.port()))
+        .json(review)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
 }
 
 #[tokio::test]
@@ -103,16 +124,31 @@ async fn a_forged_review_for_a_namespace_not_opted_in_writes_nothing_there() {
     let client = client_trusting(ca.ca_pem(), webhook.local_addr(), None);
 
     // The attack: anyone reaching the port posts a review naming kube-system.
-    for (claimed, object_namespace) in [("kube-system", "kube-system"), ("kube-system", "shop"), ("default", "default")] {
+    for (claimed, object_namespace) in
+        [("kube-system", "kube-system"), ("kube-system", "shop"), ("default", "default")]
+    {
         let mut forged = review(claimed);
         forged["request"]["object"]["metadata"]["namespace"] = object_namespace.into();
         let answer = post(&client, webhook.local_addr(), &forged).await.expect("an answer");
         assert_eq!(answer["response"]["allowed"], true, "the pod is never blocked: {answer}");
-        assert!(answer["response"].get("patch").is_none(), "no patch for namespace {claimed}: {answer}");
+        assert!(
+            answer["response"].get("patch").is_none(),
+            "no patch for namespace {claimed}: {answer}"
+        );
         let warning = answer["response"]["warnings"][0].as_str().unwrap_or_default();
-        assert!(warning.contains(claimed) && warning.contains("not opted in"), "the user is told why: {answer}");
-        assert!(server.get::<ConfigMap>(claimed, "intentmap-aws-ca").is_none(), "a ConfigMap was written in {claimed}");
-        assert_eq!(server.request_count(&format!("/api/v1/namespaces/{claimed}/")), 0, "the webhook touched namespace {claimed}");
+        assert!(
+            warning.contains(claimed) && warning.contains("not opted in"),
+            "the user is told why: {answer}"
+        );
+        assert!(
+            server.get::<ConfigMap>(claimed, "intentmap-aws-ca").is_none(),
+            "a ConfigMap was written in {claimed}"
+        );
+        assert_eq!(
+            server.request_count(&format!("/api/v1/namespaces/{claimed}/")),
+            0,
+            "the webhook touched namespace {claimed}"
+        );
     }
     assert_eq!(webhook.stats().snapshot().not_opted_in, 3);
 
@@ -121,21 +157,40 @@ async fn a_forged_review_for_a_namespace_not_opted_in_writes_nothing_there() {
     dry_run["request"]["dryRun"] = true.into();
     let answer = post(&client, webhook.local_addr(), &dry_run).await.unwrap();
     assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
-    assert!(server.get::<ConfigMap>("shop", "intentmap-aws-ca").is_none(), "a dry run wrote the ConfigMap");
+    assert!(
+        server.get::<ConfigMap>("shop", "intentmap-aws-ca").is_none(),
+        "a dry run wrote the ConfigMap"
+    );
 
     // The same review for the opted-in namespace is patched and writes the ConfigMap there.
     let answer = post(&client, webhook.local_addr(), &review("shop")).await.unwrap();
     assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
     assert!(server.get::<ConfigMap>("shop", "intentmap-aws-ca").is_some());
-    let patch: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap()).unwrap();
-    let dns = patch.as_array().unwrap().iter().find(|op| op["path"] == "/spec/dnsConfig").expect("a dnsConfig");
-    assert_eq!(dns["value"]["nameservers"], json!(["10.96.0.53", "10.96.0.10"]), "the cluster DNS stays as the fallback");
+    let patch: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let dns = patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["path"] == "/spec/dnsConfig")
+        .expect("a dnsConfig");
+    assert_eq!(
+        dns["value"]["nameservers"],
+        json!(["10.96.0.53", "10.96.0.10"]),
+        "the cluster DNS stays as the fallback"
+    );
 
     // And the pure function says the same.
     let config = MutationConfig::new(DNS_IP, &["shop"]);
     let answer = mutate(&review("kube-system"), &config).unwrap();
-    assert!(answer["response"].get("patch").is_none() && answer["response"]["warnings"].is_array(), "{answer}");
+    assert!(
+        answer["response"].get("patch").is_none() && answer["response"]["warnings"].is_array(),
+        "{answer}"
+    );
     webhook.shutdown().await;
     let _ = std::fs::remove_file(roots);
 }
@@ -166,18 +221,33 @@ async fn with_a_client_ca_only_callers_holding_its_certificates_are_answered() {
     let (_, stranger_identity) = client_credentials("kube-apiserver");
     let client_ca = temp_file("client-ca.crt", &apiserver_ca);
     let ca = Arc::new(CertificateAuthority::generate_for(&names()).unwrap());
-    let webhook = Webhook::start(&WebhookArgs { client_ca_file: Some(client_ca.clone()), ..args(&roots) }, ca.clone(), Some(server.client())).await.unwrap();
+    let webhook = Webhook::start(
+        &WebhookArgs { client_ca_file: Some(client_ca.clone()), ..args(&roots) },
+        ca.clone(),
+        Some(server.client()),
+    )
+    .await
+    .unwrap();
     let addr = webhook.local_addr();
 
     let anonymous = post(&client_trusting(ca.ca_pem(), addr, None), addr, &review("shop")).await;
-    assert!(anonymous.is_err(), "a caller without a client certificate was answered: {anonymous:?}");
+    assert!(
+        anonymous.is_err(),
+        "a caller without a client certificate was answered: {anonymous:?}"
+    );
     let stranger = reqwest::Identity::from_pem(stranger_identity.as_bytes()).unwrap();
-    let forged = post(&client_trusting(ca.ca_pem(), addr, Some(stranger)), addr, &review("shop")).await;
+    let forged =
+        post(&client_trusting(ca.ca_pem(), addr, Some(stranger)), addr, &review("shop")).await;
     assert!(forged.is_err(), "a certificate from another CA was accepted: {forged:?}");
-    assert!(server.get::<ConfigMap>("shop", "intentmap-aws-ca").is_none(), "nothing was written for the refused callers");
+    assert!(
+        server.get::<ConfigMap>("shop", "intentmap-aws-ca").is_none(),
+        "nothing was written for the refused callers"
+    );
 
     let apiserver = reqwest::Identity::from_pem(apiserver_identity.as_bytes()).unwrap();
-    let answer = post(&client_trusting(ca.ca_pem(), addr, Some(apiserver)), addr, &review("shop")).await.expect("the API server is answered");
+    let answer = post(&client_trusting(ca.ca_pem(), addr, Some(apiserver)), addr, &review("shop"))
+        .await
+        .expect("the API server is answered");
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
     assert!(webhook.stats().snapshot().handshake_failures >= 2);
     webhook.shutdown().await;
@@ -192,12 +262,23 @@ fn webhook_configuration() -> MutatingWebhookConfiguration {
         admission_review_versions: vec!["v1".into()],
         side_effects: "None".into(),
         client_config: WebhookClientConfig {
-            service: Some(ServiceReference { name: "aws-proxy".into(), namespace: "intentmap".into(), path: Some("/mutate".into()), port: Some(8443) }),
+            service: Some(ServiceReference {
+                name: "aws-proxy".into(),
+                namespace: "intentmap".into(),
+                path: Some("/mutate".into()),
+                port: Some(8443),
+            }),
             ..Default::default()
         },
         ..Default::default()
     };
-    MutatingWebhookConfiguration { metadata: ObjectMeta { name: Some("intentmap-aws-visibility".into()), ..Default::default() }, webhooks: Some(vec![webhook]) }
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some("intentmap-aws-visibility".into()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![webhook]),
+    }
 }
 
 /// Waits until `check` holds (the keeper and the sweeps run in the background).
@@ -215,44 +296,94 @@ async fn a_rotation_reaches_the_serving_certificate_the_configmaps_and_the_ca_bu
     server.apply(&webhook_configuration());
     // The CA in the Secret was made 320 days ago: 45 days left.
     let now = OffsetDateTime::now_utc();
-    let old = generate_ca(now - time::Duration::days(320), &permitted_names(&names()), time::Duration::days(365)).unwrap();
-    let data = [("ca.crt", &old.cert_pem), ("ca.key", &old.key_pem)].into_iter().map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes()))).collect();
+    let old = generate_ca(
+        now - time::Duration::days(320),
+        &permitted_names(&names()),
+        time::Duration::days(365),
+    )
+    .unwrap();
+    let data = [("ca.crt", &old.cert_pem), ("ca.key", &old.key_pem)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes())))
+        .collect();
     server.apply(&Secret {
-        metadata: ObjectMeta { name: Some("aws-proxy-ca".into()), namespace: Some("intentmap".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("aws-proxy-ca".into()),
+            namespace: Some("intentmap".into()),
+            ..Default::default()
+        },
         data: Some(data),
         ..Default::default()
     });
 
     let days_ahead = Arc::new(AtomicI64::new(0));
     let ahead = days_ahead.clone();
-    let clock: aws_proxy::ca::Clock = Arc::new(move || OffsetDateTime::now_utc() + time::Duration::days(ahead.load(Ordering::SeqCst)));
+    let clock: aws_proxy::ca::Clock = Arc::new(move || {
+        OffsetDateTime::now_utc() + time::Duration::days(ahead.load(Ordering::SeqCst))
+    });
     let store = CaStore::Secret { namespace: "intentmap".into(), name: "aws-proxy-ca".into() };
     let keeper = CaKeeper::new(store, Some(server.client()), &names()).with_clock(clock);
     let (shared, keeping) = keeper.start(Duration::from_millis(100)).await.unwrap();
 
     let roots = temp_file("roots-rotation", "");
-    let webhook_args = WebhookArgs { patch_webhook_configuration: Some("intentmap-aws-visibility".into()), ..args(&roots) };
-    let webhook = Webhook::start(&webhook_args, shared.clone(), Some(server.client())).await.unwrap();
+    let webhook_args = WebhookArgs {
+        patch_webhook_configuration: Some("intentmap-aws-visibility".into()),
+        ..args(&roots)
+    };
+    let webhook =
+        Webhook::start(&webhook_args, shared.clone(), Some(server.client())).await.unwrap();
     let addr = webhook.local_addr();
-    let bundle =
-        |server: &FakeApiServer| server.get::<ConfigMap>("shop", "intentmap-aws-ca").and_then(|c| c.data).map(|d| d["ca.crt"].clone()).unwrap_or_default();
+    let bundle = |server: &FakeApiServer| {
+        server
+            .get::<ConfigMap>("shop", "intentmap-aws-ca")
+            .and_then(|c| c.data)
+            .map(|d| d["ca.crt"].clone())
+            .unwrap_or_default()
+    };
     let ca_bundle = |server: &FakeApiServer| {
-        let configuration = server.get::<MutatingWebhookConfiguration>("", "intentmap-aws-visibility").unwrap();
-        String::from_utf8(configuration.webhooks.unwrap()[0].client_config.ca_bundle.clone().map(|b| b.0).unwrap_or_default()).unwrap()
+        let configuration =
+            server.get::<MutatingWebhookConfiguration>("", "intentmap-aws-visibility").unwrap();
+        String::from_utf8(
+            configuration.webhooks.unwrap()[0]
+                .client_config
+                .ca_bundle
+                .clone()
+                .map(|b| b.0)
+                .unwrap_or_default(),
+        )
+        .unwrap()
     };
 
     // 45 days left: the next CA is published; the old one still signs.
     let next = shared.current().ca_pem().replace(old.cert_pem.trim(), "").trim().to_owned();
-    assert_eq!(next.matches("BEGIN CERTIFICATE").count(), 1, "the bundle holds the old CA and the next one");
-    post(&client_trusting(&old.cert_pem, addr, None), addr, &review("shop")).await.expect("served by a leaf of the old CA");
-    assert!(bundle(&server).contains(old.cert_pem.trim()) && bundle(&server).contains(&next), "pods get both CAs");
-    eventually("the caBundle holding both CAs", || ca_bundle(&server).contains(&next) && ca_bundle(&server).contains(old.cert_pem.trim())).await;
+    assert_eq!(
+        next.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "the bundle holds the old CA and the next one"
+    );
+    post(&client_trusting(&old.cert_pem, addr, None), addr, &review("shop"))
+        .await
+        .expect("served by a leaf of the old CA");
+    assert!(
+        bundle(&server).contains(old.cert_pem.trim()) && bundle(&server).contains(&next),
+        "pods get both CAs"
+    );
+    eventually("the caBundle holding both CAs", || {
+        ca_bundle(&server).contains(&next) && ca_bundle(&server).contains(old.cert_pem.trim())
+    })
+    .await;
 
     // 20 days on (25 left): the next CA signs; the webhook's certificate follows.
     days_ahead.store(20, Ordering::SeqCst);
-    eventually("the switch to the next CA", || shared.current().signing_ca_pem().trim() == next).await;
-    post(&client_trusting(&next, addr, None), addr, &review("shop")).await.expect("served by a leaf of the next CA");
-    assert!(post(&client_trusting(&old.cert_pem, addr, None), addr, &review("shop")).await.is_err(), "the old CA signs no more");
+    eventually("the switch to the next CA", || shared.current().signing_ca_pem().trim() == next)
+        .await;
+    post(&client_trusting(&next, addr, None), addr, &review("shop"))
+        .await
+        .expect("served by a leaf of the next CA");
+    assert!(
+        post(&client_trusting(&old.cert_pem, addr, None), addr, &review("shop")).await.is_err(),
+        "the old CA signs no more"
+    );
 
     // 50 days on: the old CA expired; every copy of the bundle drops it.
     days_ahead.store(50, Ordering::SeqCst);

@@ -30,7 +30,9 @@ use uuid::Uuid;
 
 fn env_number(name: &str, default: u64) -> Result<u64> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().with_context(|| format!("{name}={v:?} is not a number")),
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().with_context(|| format!("{name}={v:?} is not a number"))
+        }
         _ => Ok(default),
     }
 }
@@ -44,12 +46,19 @@ async fn timed(router: &Router, req: Request<Body>) -> Result<(StatusCode, Durat
 }
 
 fn token_request(client_id: &str, secret: &str) -> Request<Body> {
-    let form = format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
-    Request::post("/oauth/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(form)).expect("a valid request")
+    let form =
+        format!("grant_type=client_credentials&client_id={client_id}&client_secret={secret}");
+    Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .expect("a valid request")
 }
 
 fn api_request(token: &str) -> Request<Body> {
-    Request::get("/api/v1/clusters").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::empty()).expect("a valid request")
+    Request::get("/api/v1/clusters")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("a valid request")
 }
 
 fn summary(label: &str, mut times: Vec<Duration>) -> Duration {
@@ -69,26 +78,50 @@ fn summary(label: &str, mut times: Vec<Duration>) -> Duration {
 
 fn rss_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 async fn run() -> Result<()> {
     let requests = env_number("BENCH_REQUESTS", 2_000)? as usize;
     let seconds = env_number("BENCH_SECONDS", 5)?;
-    let server = testkit::pg::server().await.context("PostgreSQL for the benchmark (set DATABASE_URL or run scripts/ensure-postgres.sh)")?;
+    let server = testkit::pg::server().await.context(
+        "PostgreSQL for the benchmark (set DATABASE_URL or run scripts/ensure-postgres.sh)",
+    )?;
     let owner = server.fresh_database("bench_auth").await?;
     cloud_api::migrate(&owner).await?;
     let app_url = roles::dedicated_login_url(&owner)?;
     cloud_api::provision_app_login(&owner, &app_url).await?;
     let store = Store::connect(&app_url, 16).await?;
-    let jwt = JwtIssuer::new("https://bench.local".into(), "intentmap-ingest".into(), Duration::from_secs(300), vec![SigningKey::generate()])?;
+    let jwt = JwtIssuer::new(
+        "https://bench.local".into(),
+        "intentmap-ingest".into(),
+        Duration::from_secs(300),
+        vec![SigningKey::generate()],
+    )?;
     // No rate limits: this measures the checks themselves.
-    let auth = AuthLimits { per_address_per_second: 1e9, per_address_burst: u32::MAX, client_failures_per_minute: u32::MAX, ..Default::default() };
-    let state = cloud_api::state_from(store, jwt, Default::default(), Protections { auth, ..Default::default() });
+    let auth = AuthLimits {
+        per_address_per_second: 1e9,
+        per_address_burst: u32::MAX,
+        client_failures_per_minute: u32::MAX,
+        ..Default::default()
+    };
+    let state = cloud_api::state_from(
+        store,
+        jwt,
+        Default::default(),
+        Protections { auth, ..Default::default() },
+    );
     let router = cloud_api::app(state.clone());
     let org = state.store.create_org("bench").await?;
     let cluster = state.store.create_cluster(org.org_id, "prod").await?;
-    let (token_id, _) = tokens::parse_api_token(&org.api_token).context("the org's token parses")?;
+    let (token_id, _) =
+        tokens::parse_api_token(&org.api_token).context("the org's token parses")?;
 
     println!("[A] refused credentials, {requests} of each kind, interleaved");
     let mut times: [Vec<Duration>; 4] = Default::default();
@@ -112,7 +145,11 @@ async fn run() -> Result<()> {
     let c = summary("API token, unknown id", unknown_token);
     let d = summary("API token, known id, wrong secret", wrong_token);
     let diff = |x: Duration, y: Duration| (x.as_secs_f64() - y.as_secs_f64()).abs() * 1e3;
-    println!("  median differences: token requests {:.3} ms, API tokens {:.3} ms", diff(a, b), diff(c, d));
+    println!(
+        "  median differences: token requests {:.3} ms, API tokens {:.3} ms",
+        diff(a, b),
+        diff(c, d)
+    );
 
     println!("\n[B] 64 tasks flood /oauth/token with unknown client IDs for {seconds} s; a real cluster asks meanwhile");
     let rss_before = rss_mib("VmRSS");
@@ -134,7 +171,8 @@ async fn run() -> Result<()> {
     let mut real = Vec::new();
     let mut refused = 0;
     while Instant::now() < deadline {
-        let (status, took) = timed(&router, token_request(&cluster.client_id, &cluster.client_secret)).await?;
+        let (status, took) =
+            timed(&router, token_request(&cluster.client_id, &cluster.client_secret)).await?;
         if status == StatusCode::OK {
             real.push(took);
         } else {
@@ -152,7 +190,10 @@ async fn run() -> Result<()> {
     if !real.is_empty() {
         summary("real token request during the flood", real);
     }
-    println!("  RSS {rss_before:.1} MiB before, peak {:.1} MiB (VmHWM, whole run)", rss_mib("VmHWM"));
+    println!(
+        "  RSS {rss_before:.1} MiB before, peak {:.1} MiB (VmHWM, whole run)",
+        rss_mib("VmHWM")
+    );
     Ok(())
 }
 

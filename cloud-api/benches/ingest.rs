@@ -28,7 +28,10 @@ use axum::Router;
 use chrono::{DateTime, TimeZone, Utc};
 use cloud_api::tokens::{JwtIssuer, SigningKey};
 use cloud_api::{AppState, Config};
-use model::{AwsTarget, Edge, EdgeReport, InternetTarget, PortSpec, Protocol, ServiceRef, Target, WorkloadRef};
+use model::{
+    AwsTarget, Edge, EdgeReport, InternetTarget, PortSpec, Protocol, ServiceRef, Target,
+    WorkloadRef,
+};
 use sqlx::{Connection, PgConnection};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -69,10 +72,14 @@ impl Options {
                 "--concurrency" => &mut concurrency,
                 _ => continue,
             };
-            let value = inline.or_else(|| args.next()).with_context(|| format!("{flag} needs a number"))?;
+            let value =
+                inline.or_else(|| args.next()).with_context(|| format!("{flag} needs a number"))?;
             *target = value.parse().with_context(|| format!("{flag} {value:?} is not a number"))?;
         }
-        ensure!(edges > 0 && edges % TARGETS_PER_CLIENT == 0, "the edge count ({edges}) must be a positive multiple of {TARGETS_PER_CLIENT}");
+        ensure!(
+            edges > 0 && edges % TARGETS_PER_CLIENT == 0,
+            "the edge count ({edges}) must be a positive multiple of {TARGETS_PER_CLIENT}"
+        );
         ensure!(concurrency > 0, "--concurrency must be at least 1");
         Ok(Self { edges, concurrency })
     }
@@ -80,7 +87,12 @@ impl Options {
 
 fn env_number(name: &str) -> Result<Option<usize>> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().replace('_', "").parse().with_context(|| format!("{name}={v:?} is not a number"))?)),
+        Ok(v) if !v.trim().is_empty() => Ok(Some(
+            v.trim()
+                .replace('_', "")
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a number"))?,
+        )),
         _ => Ok(None),
     }
 }
@@ -88,21 +100,38 @@ fn env_number(name: &str) -> Result<Option<usize>> {
 async fn run(options: Options) -> Result<()> {
     let Options { edges: total, concurrency } = options;
 
-    let server = testkit::pg::server().await.context("PostgreSQL for the benchmark (set DATABASE_URL or run scripts/ensure-postgres.sh)")?;
+    let server = testkit::pg::server().await.context(
+        "PostgreSQL for the benchmark (set DATABASE_URL or run scripts/ensure-postgres.sh)",
+    )?;
     let url = server.fresh_database("bench").await?;
     cloud_api::migrate(&url).await?;
-    let mut admin = PgConnection::connect(&url).await.context("connecting as the database owner")?;
+    let mut admin =
+        PgConnection::connect(&url).await.context("connecting as the database owner")?;
     let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&mut admin).await?;
     let key = SigningKey::generate();
     // Long enough that no token expires during a slow run.
-    let jwt = JwtIssuer::new("https://bench.local".into(), "intentmap-ingest".into(), Duration::from_secs(6 * 3600), vec![key])?;
+    let jwt = JwtIssuer::new(
+        "https://bench.local".into(),
+        "intentmap-ingest".into(),
+        Duration::from_secs(6 * 3600),
+        vec![key],
+    )?;
     let pool_size = u32::try_from(concurrency + 2).unwrap_or(u32::MAX);
     // One organisation sends every report: let it have as many in flight as asked for.
-    let ingest = cloud_api::http::ingest::IngestLimits { concurrent: concurrency.max(4), concurrent_per_org: concurrency, ..Default::default() };
-    let state = cloud_api::state(&url, jwt, Config { ingest, ..Config::default() }, pool_size).await?;
+    let ingest = cloud_api::http::ingest::IngestLimits {
+        concurrent: concurrency.max(4),
+        concurrent_per_org: concurrency,
+        ..Default::default()
+    };
+    let state =
+        cloud_api::state(&url, jwt, Config { ingest, ..Config::default() }, pool_size).await?;
     let router = cloud_api::app(state.clone());
 
-    println!("PostgreSQL {version} ({}), {} CPUs", if server.is_owned() { "throwaway cluster" } else { "DATABASE_URL" }, cpus());
+    println!(
+        "PostgreSQL {version} ({}), {} CPUs",
+        if server.is_owned() { "throwaway cluster" } else { "DATABASE_URL" },
+        cpus()
+    );
 
     // === data, generated and serialised before any timing ===
     let started = Instant::now();
@@ -110,8 +139,10 @@ async fn run(options: Options) -> Result<()> {
     let cluster = state.store.create_cluster(org.org_id, "bench-cluster").await?;
     let token = cluster_token(&state, org.org_id, cluster.cluster_id);
     let reports = make_reports(total, 0);
-    let bodies: Vec<Bytes> = reports.iter().map(|r| serde_json::to_vec(r).map(Bytes::from)).collect::<Result<_, _>>()?;
-    let copy_data = encode_copy(org.org_id, cluster.cluster_id, reports.iter().flat_map(|r| &r.edges));
+    let bodies: Vec<Bytes> =
+        reports.iter().map(|r| serde_json::to_vec(r).map(Bytes::from)).collect::<Result<_, _>>()?;
+    let copy_data =
+        encode_copy(org.org_id, cluster.cluster_id, reports.iter().flat_map(|r| &r.edges));
     let report_count = reports.len();
     drop(reports);
     let json_bytes: usize = bodies.iter().map(Bytes::len).sum();
@@ -131,7 +162,8 @@ async fn run(options: Options) -> Result<()> {
     let (ingest_time, merged) = ingest_all(&router, &token, bodies.clone(), concurrency).await?;
     let ingest_cpu = process_cpu().zip(cpu_before).map(|(after, before)| after - before);
     ensure!(merged == total as u64, "the replies count {merged} merged edges, expected {total}");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut admin).await?;
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut admin).await?;
     ensure!(stored == total as i64, "edges holds {stored} rows after ingest, expected {total}");
 
     // === B: the COPY baseline ===
@@ -140,7 +172,8 @@ async fn run(options: Options) -> Result<()> {
     checkpoint(&mut admin).await;
     let copy_time = copy_in(&mut admin, &copy_data).await?;
     drop(copy_data);
-    let copied: i64 = sqlx::query_scalar("SELECT count(*) FROM copy_baseline").fetch_one(&mut admin).await?;
+    let copied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM copy_baseline").fetch_one(&mut admin).await?;
     ensure!(copied == total as i64, "copy_baseline holds {copied} rows, expected {total}");
     let differing: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM (SELECT {COLUMNS} FROM edges EXCEPT SELECT {COLUMNS} FROM copy_baseline) d"))
         .fetch_one(&mut admin)
@@ -149,7 +182,10 @@ async fn run(options: Options) -> Result<()> {
     println!("  copy_baseline holds the same {} rows as edges", group(total as u64));
 
     // === C: the access-graph read ===
-    println!("\n[C] GET /api/v1/access-graph of an organisation with {} edges", group(READ_EDGES as u64));
+    println!(
+        "\n[C] GET /api/v1/access-graph of an organisation with {} edges",
+        group(READ_EDGES as u64)
+    );
     let reader = state.store.create_org("bench-read").await?;
     let read_cluster = state.store.create_cluster(reader.org_id, "read-cluster").await?;
     let read_token = cluster_token(&state, reader.org_id, read_cluster.cluster_id);
@@ -161,7 +197,10 @@ async fn run(options: Options) -> Result<()> {
 
     // === D: one report at a time, taken apart ===
     let sample = &bodies[..BREAKDOWN_SAMPLE.min(bodies.len())];
-    println!("\n[D] where one report's time goes: {} reports, one at a time, into clusters of their own", sample.len());
+    println!(
+        "\n[D] where one report's time goes: {} reports, one at a time, into clusters of their own",
+        sample.len()
+    );
     let breakdown = breakdown(&state, &router, sample).await?;
 
     // === summary ===
@@ -172,8 +211,16 @@ async fn run(options: Options) -> Result<()> {
     let ingest_label = format!("ingest  {total} edges in {report_count} reports:");
     let copy_label = format!("COPY    {total} rows (binary):");
     let width = ingest_label.len().max(copy_label.len());
-    println!("{ingest_label:<width$} {:>6.1} s {:>9} edges/s", ingest_time.as_secs_f64(), group(ingest_rate as u64));
-    println!("{copy_label:<width$} {:>6.1} s {:>9} rows/s", copy_time.as_secs_f64(), group(copy_rate as u64));
+    println!(
+        "{ingest_label:<width$} {:>6.1} s {:>9} edges/s",
+        ingest_time.as_secs_f64(),
+        group(ingest_rate as u64)
+    );
+    println!(
+        "{copy_label:<width$} {:>6.1} s {:>9} rows/s",
+        copy_time.as_secs_f64(),
+        group(copy_rate as u64)
+    );
     println!("ratio   {:.2} (target >= 0.5)", ingest_rate / copy_rate);
     println!(
         "access-graph read, {READ_EDGES} edges: min {:.0} ms, median {:.0} ms, p95 {:.0} ms (target < 100 ms)",
@@ -193,13 +240,20 @@ async fn run(options: Options) -> Result<()> {
         );
     }
     let per_report = |d: Duration| ms(d) * breakdown.edges as f64 / total as f64;
-    println!("per report of {} edges, one in flight (median of {}):", group(breakdown.edges as u64), sample.len());
+    println!(
+        "per report of {} edges, one in flight (median of {}):",
+        group(breakdown.edges as u64),
+        sample.len()
+    );
     println!("  parse + validate (EdgeReport::from_json)  {:>6.1} ms", ms(breakdown.parse));
     println!("  merge_edges                                {:>6.1} ms", ms(breakdown.merge));
     println!("  Store::ingest (merge + SQL transaction)    {:>6.1} ms", ms(breakdown.store));
     println!("  POST /api/v1/reports, end to end           {:>6.1} ms", ms(breakdown.http));
     println!("  the same rows' share of the COPY           {:>6.1} ms", per_report(copy_time));
-    println!("  the same rows' share of phase A's wall     {:>6.1} ms ({concurrency} in flight)", per_report(ingest_time));
+    println!(
+        "  the same rows' share of phase A's wall     {:>6.1} ms ({concurrency} in flight)",
+        per_report(ingest_time)
+    );
     Ok(())
 }
 
@@ -232,19 +286,33 @@ fn process_cpu() -> Option<f64> {
 
 /// Posts every body with `concurrency` requests in flight: the wall time from the first request
 /// to the last reply, and the edges merged.
-async fn ingest_all(router: &Router, token: &str, bodies: Arc<Vec<Bytes>>, concurrency: usize) -> Result<(Duration, u64)> {
+async fn ingest_all(
+    router: &Router,
+    token: &str,
+    bodies: Arc<Vec<Bytes>>,
+    concurrency: usize,
+) -> Result<(Duration, u64)> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let merged = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (router, token, bodies, next, done, merged) = (router.clone(), token.to_owned(), bodies.clone(), next.clone(), done.clone(), merged.clone());
+        let (router, token, bodies, next, done, merged) = (
+            router.clone(),
+            token.to_owned(),
+            bodies.clone(),
+            next.clone(),
+            done.clone(),
+            merged.clone(),
+        );
         workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else { return Ok::<_, anyhow::Error>(()) };
-                let edges = post_report(&router, &token, body.clone()).await.with_context(|| format!("report {i}"))?;
+                let edges = post_report(&router, &token, body.clone())
+                    .await
+                    .with_context(|| format!("report {i}"))?;
                 let edges = merged.fetch_add(edges, Ordering::Relaxed) + edges;
                 let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if finished % 10 == 0 || finished == bodies.len() {
@@ -279,7 +347,10 @@ async fn post_report(router: &Router, token: &str, body: Bytes) -> Result<u64> {
     let status = response.status();
     let reply = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
     if status != StatusCode::ACCEPTED {
-        bail!("POST /api/v1/reports answered {status}, not 202 Accepted: {}", String::from_utf8_lossy(&reply));
+        bail!(
+            "POST /api/v1/reports answered {status}, not 202 Accepted: {}",
+            String::from_utf8_lossy(&reply)
+        );
     }
     let reply: serde_json::Value = serde_json::from_slice(&reply)?;
     reply["edges_merged"].as_u64().context("the reply has no edges_merged")
@@ -295,7 +366,9 @@ const COLUMN_COUNT: i16 = 20;
 async fn copy_in(conn: &mut PgConnection, data: &[u8]) -> Result<Duration> {
     const CHUNK: usize = 1 << 20;
     let started = Instant::now();
-    let mut copy = conn.copy_in_raw(&format!("COPY copy_baseline ({COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY copy_baseline ({COLUMNS}) FROM STDIN (FORMAT binary)"))
+        .await?;
     for chunk in data.chunks(CHUNK) {
         copy.send(chunk).await?;
     }
@@ -312,7 +385,9 @@ fn encode_copy<'a>(org: Uuid, cluster: Uuid, edges: impl Iterator<Item = &'a Edg
         let key = edge.key();
         let none: &[String] = &[];
         let (target_kind, domains, ips, internet_ports, actions) = match &edge.target {
-            Target::Kubernetes(w) | Target::Kafka(w) => (w.kind.as_deref(), none, none, &[][..], none),
+            Target::Kubernetes(w) | Target::Kafka(w) => {
+                (w.kind.as_deref(), none, none, &[][..], none)
+            }
             Target::Service(_) => (None, none, none, &[][..], none),
             Target::Internet(i) => (None, &i.domains[..], &i.ips[..], &i.ports[..], none),
             Target::Aws(a) => (None, none, none, &[][..], &a.actions[..]),
@@ -446,12 +521,20 @@ async fn read_graph(router: &Router, api_token: &str) -> Result<Vec<Duration>> {
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
         let elapsed = started.elapsed();
-        ensure!(status == StatusCode::OK, "GET /api/v1/access-graph answered {status}: {}", String::from_utf8_lossy(&body));
+        ensure!(
+            status == StatusCode::OK,
+            "GET /api/v1/access-graph answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
         Ok::<_, anyhow::Error>((elapsed, body))
     };
     let (warm_up, body) = get().await?;
     let graph: model::AccessGraph = serde_json::from_slice(&body)?;
-    ensure!(graph.edges.len() == READ_EDGES, "the access graph has {} edges, expected {READ_EDGES}", graph.edges.len());
+    ensure!(
+        graph.edges.len() == READ_EDGES,
+        "the access graph has {} edges, expected {READ_EDGES}",
+        graph.edges.len()
+    );
     println!(
         "  warm-up {:.0} ms ({:.1} MB of JSON, {} nodes, {} edges)",
         warm_up.as_secs_f64() * 1000.0,
@@ -519,8 +602,15 @@ async fn breakdown(state: &AppState, router: &Router, bodies: &[Bytes]) -> Resul
         v.sort();
         percentile(&v, 50)
     };
-    let edges = bodies.first().map_or(Ok(0), |b| EdgeReport::from_json(b).map(|r| r.edges.len()))?;
-    Ok(Breakdown { edges, parse: median(parse), merge: median(merge), store: median(store), http: median(http) })
+    let edges =
+        bodies.first().map_or(Ok(0), |b| EdgeReport::from_json(b).map(|r| r.edges.len()))?;
+    Ok(Breakdown {
+        edges,
+        parse: median(parse),
+        merge: median(merge),
+        store: median(store),
+        http: median(http),
+    })
 }
 
 /// Nearest-rank percentile of sorted durations.
@@ -659,7 +749,14 @@ fn edge(c: usize, slot: usize) -> Edge {
     let (target, ports) = match slot {
         0..40 => {
             let t = (w % 50 + 1 + slot) % 50;
-            (Target::Kubernetes(WorkloadRef::new(&namespace(ns), &workload(t), Some(workload_kind(t)))), vec![port(APP_PORTS[seed % APP_PORTS.len()])])
+            (
+                Target::Kubernetes(WorkloadRef::new(
+                    &namespace(ns),
+                    &workload(t),
+                    Some(workload_kind(t)),
+                )),
+                vec![port(APP_PORTS[seed % APP_PORTS.len()])],
+            )
         }
         40..70 => {
             let k = slot - 40;
@@ -668,18 +765,32 @@ fn edge(c: usize, slot: usize) -> Edge {
             if seed % 60 < 20 {
                 ports.push(port(9090));
             }
-            (Target::Kubernetes(WorkloadRef::new(&namespace((ns + 1 + k * 7) % NAMESPACES), &workload(t), Some(workload_kind(t)))), ports)
+            (
+                Target::Kubernetes(WorkloadRef::new(
+                    &namespace((ns + 1 + k * 7) % NAMESPACES),
+                    &workload(t),
+                    Some(workload_kind(t)),
+                )),
+                ports,
+            )
         }
         70..80 => {
             let k = slot - 70;
             let (name, p) = INFRA[(k + w) % INFRA.len()];
             let target_ns = if k < 5 { ns } else { (ns + k * 11) % NAMESPACES };
-            (Target::Service(ServiceRef { namespace: namespace(target_ns), name: name.to_owned() }), vec![port(p)])
+            (
+                Target::Service(ServiceRef {
+                    namespace: namespace(target_ns),
+                    name: name.to_owned(),
+                }),
+                vec![port(p)],
+            )
         }
         80..95 => {
             let k = slot - 80;
             let target = if k < 13 {
-                let domain = format!("{}.{}", SUBDOMAINS[k % 3], VENDORS[(k / 3 * 4 + c) % VENDORS.len()]);
+                let domain =
+                    format!("{}.{}", SUBDOMAINS[k % 3], VENDORS[(k / 3 * 4 + c) % VENDORS.len()]);
                 let mut ips = vec![format!("203.0.113.{}", seed % 250 + 1)];
                 if seed % 60 < 15 {
                     ips.push(format!("2001:db8::{:x}", seed % 65_000 + 1));
@@ -687,7 +798,11 @@ fn edge(c: usize, slot: usize) -> Edge {
                 let ports = if seed % 60 < 12 { vec![80, 443] } else { vec![443] };
                 InternetTarget { domains: vec![domain], ips, ports }
             } else {
-                InternetTarget { domains: vec![], ips: vec![format!("198.51.100.{}", (c * 2 + k) % 254 + 1)], ports: vec![if k == 13 { 5432 } else { 8443 }] }
+                InternetTarget {
+                    domains: vec![],
+                    ips: vec![format!("198.51.100.{}", (c * 2 + k) % 254 + 1)],
+                    ports: vec![if k == 13 { 5432 } else { 8443 }],
+                }
             };
             let mut target = target;
             target.ips.sort();
@@ -698,16 +813,38 @@ fn edge(c: usize, slot: usize) -> Edge {
             let team = namespace(ns);
             let (arn, actions): (String, &[&str]) = match slot - 95 {
                 0 => (format!("arn:aws:s3:::{team}-assets"), &["s3:GetObject", "s3:PutObject"]),
-                1 => (format!("arn:aws:sqs:eu-west-1:{account}:{team}-{}-queue", workload(w)), &["sqs:DeleteMessage", "sqs:ReceiveMessage"]),
-                2 => (format!("arn:aws:dynamodb:eu-west-1:{account}:table/{team}-orders"), &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"]),
-                3 => (format!("arn:aws:secretsmanager:eu-west-1:{account}:secret:{team}/db"), &["secretsmanager:GetSecretValue"]),
-                _ => (format!("arn:aws:kms:eu-west-1:{account}:key/{}", Uuid::from_u128(ns as u128 + 1)), &["kms:Decrypt"]),
+                1 => (
+                    format!("arn:aws:sqs:eu-west-1:{account}:{team}-{}-queue", workload(w)),
+                    &["sqs:DeleteMessage", "sqs:ReceiveMessage"],
+                ),
+                2 => (
+                    format!("arn:aws:dynamodb:eu-west-1:{account}:table/{team}-orders"),
+                    &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"],
+                ),
+                3 => (
+                    format!("arn:aws:secretsmanager:eu-west-1:{account}:secret:{team}/db"),
+                    &["secretsmanager:GetSecretValue"],
+                ),
+                _ => (
+                    format!(
+                        "arn:aws:kms:eu-west-1:{account}:key/{}",
+                        Uuid::from_u128(ns as u128 + 1)
+                    ),
+                    &["kms:Decrypt"],
+                ),
             };
-            (Target::Aws(AwsTarget { arn, actions: actions.iter().map(|a| (*a).to_owned()).collect() }), vec![])
+            (
+                Target::Aws(AwsTarget {
+                    arn,
+                    actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+                }),
+                vec![],
+            )
         }
         _ => unreachable!("{TARGETS_PER_CLIENT} targets per client"),
     };
-    let first_seen = base_time() + chrono::Duration::seconds(((c * 37 + slot * 101) % 86_400) as i64);
+    let first_seen =
+        base_time() + chrono::Duration::seconds(((c * 37 + slot * 101) % 86_400) as i64);
     let last_seen = first_seen + chrono::Duration::seconds(((c + slot * 7) % 3_600) as i64);
     Edge {
         client: WorkloadRef::new(&namespace(ns), &workload(w), Some(workload_kind(w))),
@@ -737,7 +874,12 @@ fn make_reports(total: usize, variant: u128) -> Vec<EdgeReport> {
         .enumerate()
         .map(|(r, edges)| {
             let id = Uuid::from_u128((variant << 64) | (0xbe7c_0000 + r as u128));
-            EdgeReport::new(id, base_time() + chrono::Duration::days(1) + chrono::Duration::minutes(r as i64), edges, vec![])
+            EdgeReport::new(
+                id,
+                base_time() + chrono::Duration::days(1) + chrono::Duration::minutes(r as i64),
+                edges,
+                vec![],
+            )
         })
         .collect()
 }
@@ -745,6 +887,11 @@ fn make_reports(total: usize, variant: u128) -> Vec<EdgeReport> {
 /// `1234567` as `1,234,567`.
 fn group(n: u64) -> String {
     let digits = n.to_string();
-    let groups: Vec<&str> = digits.as_bytes().rchunks(3).rev().map(|g| std::str::from_utf8(g).expect("ASCII digits")).collect();
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| std::str::from_utf8(g).expect("ASCII digits"))
+        .collect();
     groups.join(",")
 }

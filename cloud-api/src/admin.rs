@@ -12,12 +12,15 @@ use crate::store::{roles, Store};
 use crate::tokens::SigningKey;
 
 async fn store(database_url: &str, keys: &HashKeyArgs) -> anyhow::Result<Store> {
-    if roles::may_migrate(database_url).await.context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")? {
+    if roles::may_migrate(database_url)
+        .await
+        .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?
+    {
         crate::migrate(database_url).await?;
     }
-    Store::connect_with_keys(database_url, 2, keys.keys()?)
-        .await
-        .context("connecting to PostgreSQL (check --database-url / DATABASE_URL; run `cloud-api migrate`)")
+    Store::connect_with_keys(database_url, 2, keys.keys()?).await.context(
+        "connecting to PostgreSQL (check --database-url / DATABASE_URL; run `cloud-api migrate`)",
+    )
 }
 
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
@@ -26,17 +29,26 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             let org = store(&database_url, &keys).await?.create_org(&name).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&org)?),
-                Output::Text => println!("organisation {} ({})\nAPI token, scope admin (shown once): {}", org.name, org.org_id, org.api_token),
+                Output::Text => println!(
+                    "organisation {} ({})\nAPI token, scope admin (shown once): {}",
+                    org.name, org.org_id, org.api_token
+                ),
             }
         }
         AdminCommand::CreateCluster { org, name, database_url, keys, output } => {
             crate::http::clusters::check_cluster_name(&name).map_err(anyhow::Error::msg)?;
             let store = store(&database_url, &keys).await?;
-            anyhow::ensure!(store.org_exists(org).await?, "no organisation {org}; create one with `cloud-api admin create-org NAME`");
-            let creds = store.create_cluster(org, &name).await.map_err(|e| match ApiError::from(e) {
-                ApiError::Conflict(_) => anyhow::anyhow!("a cluster named {name:?} already exists in organisation {org}"),
-                other => anyhow::anyhow!("{other}"),
-            })?;
+            anyhow::ensure!(
+                store.org_exists(org).await?,
+                "no organisation {org}; create one with `cloud-api admin create-org NAME`"
+            );
+            let creds =
+                store.create_cluster(org, &name).await.map_err(|e| match ApiError::from(e) {
+                    ApiError::Conflict(_) => anyhow::anyhow!(
+                        "a cluster named {name:?} already exists in organisation {org}"
+                    ),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&creds)?),
                 Output::Text => println!(
@@ -49,13 +61,22 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             check_token_name(&name).map_err(anyhow::Error::msg)?;
             let scopes = parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
             let store = store(&database_url, &keys).await?;
-            anyhow::ensure!(store.org_exists(org).await?, "no organisation {org}; create one with `cloud-api admin create-org NAME`");
+            anyhow::ensure!(
+                store.org_exists(org).await?,
+                "no organisation {org}; create one with `cloud-api admin create-org NAME`"
+            );
             let token = store.create_api_token(org, &name, &scopes).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&token)?),
                 Output::Text => {
                     let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-                    println!("API token {} ({}), scopes {}\ntoken (shown once): {}", token.info.name, token.info.id, names.join(", "), token.token)
+                    println!(
+                        "API token {} ({}), scopes {}\ntoken (shown once): {}",
+                        token.info.name,
+                        token.info.id,
+                        names.join(", "),
+                        token.token
+                    )
                 }
             }
         }

@@ -14,7 +14,11 @@ use crate::store::ReadLimits;
 use crate::tokens::{JwtIssuer, SigningKey};
 
 #[derive(Debug, Parser)]
-#[command(name = "cloud-api", version, about = "The intentmap cloud: multi-tenant access graphs and ClientIntents")]
+#[command(
+    name = "cloud-api",
+    version,
+    about = "The intentmap cloud: multi-tenant access graphs and ClientIntents"
+)]
 pub struct Args {
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
@@ -96,8 +100,10 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn read_limits(&self) -> anyhow::Result<ReadLimits> {
         anyhow::ensure!(self.graph_max_edges > 0, "--graph-max-edges must be at least 1");
-        let timeout = Duration::try_from_secs_f64(self.read_timeout_seconds).ok().filter(|t| !t.is_zero());
-        let statement_timeout = timeout.context("--read-timeout-seconds must be a positive number of seconds")?;
+        let timeout =
+            Duration::try_from_secs_f64(self.read_timeout_seconds).ok().filter(|t| !t.is_zero());
+        let statement_timeout =
+            timeout.context("--read-timeout-seconds must be a positive number of seconds")?;
         Ok(ReadLimits { max_edges: self.graph_max_edges, statement_timeout })
     }
 }
@@ -126,9 +132,18 @@ pub struct AuthArgs {
 
 impl AuthArgs {
     pub fn limits(&self) -> anyhow::Result<AuthLimits> {
-        anyhow::ensure!(self.auth_rate_per_address > 0.0 && self.auth_rate_per_address.is_finite(), "--auth-rate-per-address must be positive");
-        anyhow::ensure!(self.auth_burst_per_address > 0, "--auth-burst-per-address must be at least 1");
-        anyhow::ensure!(self.auth_client_failures_per_minute > 0, "--auth-client-failures-per-minute must be at least 1");
+        anyhow::ensure!(
+            self.auth_rate_per_address > 0.0 && self.auth_rate_per_address.is_finite(),
+            "--auth-rate-per-address must be positive"
+        );
+        anyhow::ensure!(
+            self.auth_burst_per_address > 0,
+            "--auth-burst-per-address must be at least 1"
+        );
+        anyhow::ensure!(
+            self.auth_client_failures_per_minute > 0,
+            "--auth-client-failures-per-minute must be at least 1"
+        );
         anyhow::ensure!(self.auth_concurrency > 0, "--auth-concurrency must be at least 1");
         Ok(AuthLimits {
             per_address_per_second: self.auth_rate_per_address,
@@ -161,14 +176,25 @@ impl JwtArgs {
     pub fn issuer(&self) -> anyhow::Result<JwtIssuer> {
         let mut keys = Vec::new();
         for path in &self.jwt_key_files {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("reading JWT key {}", path.display()))?;
-            keys.push(SigningKey::from_pem(&pem).with_context(|| format!("JWT key {}; make one with `cloud-api admin generate-jwt-key`", path.display()))?);
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading JWT key {}", path.display()))?;
+            keys.push(SigningKey::from_pem(&pem).with_context(|| {
+                format!(
+                    "JWT key {}; make one with `cloud-api admin generate-jwt-key`",
+                    path.display()
+                )
+            })?);
         }
         if keys.is_empty() {
             tracing::warn!("no --jwt-key-files given: using an ephemeral signing key; cluster tokens will not survive a restart");
             keys.push(SigningKey::generate());
         }
-        Ok(JwtIssuer::new(self.jwt_issuer.clone(), self.jwt_audience.clone(), Duration::from_secs(self.jwt_lifetime_seconds), keys)?)
+        Ok(JwtIssuer::new(
+            self.jwt_issuer.clone(),
+            self.jwt_audience.clone(),
+            Duration::from_secs(self.jwt_lifetime_seconds),
+            keys,
+        )?)
     }
 }
 
@@ -187,8 +213,10 @@ impl HashKeyArgs {
         self.token_hash_key_files
             .iter()
             .map(|path| {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading token hash key {}", path.display()))?;
-                HashKey::from_file_contents(&text).with_context(|| format!("token hash key {}", path.display()))
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading token hash key {}", path.display()))?;
+                HashKey::from_file_contents(&text)
+                    .with_context(|| format!("token hash key {}", path.display()))
             })
             .collect()
     }

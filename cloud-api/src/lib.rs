@@ -22,7 +22,8 @@ use tokens::JwtIssuer;
 
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -39,14 +40,34 @@ pub struct Protections {
 
 /// Builds the shared state with default limits, hashing secrets with the database's key (for
 /// tests and benchmarks).
-pub async fn state(database_url: &str, jwt: JwtIssuer, config: Config, max_connections: u32) -> anyhow::Result<AppState> {
-    let store = Store::connect(database_url, max_connections).await.context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
+pub async fn state(
+    database_url: &str,
+    jwt: JwtIssuer,
+    config: Config,
+    max_connections: u32,
+) -> anyhow::Result<AppState> {
+    let store = Store::connect(database_url, max_connections)
+        .await
+        .context("connecting to PostgreSQL (check --database-url / DATABASE_URL)")?;
     Ok(state_from(store, jwt, config, Protections::default()))
 }
 
-pub fn state_from(store: Store, jwt: JwtIssuer, config: Config, protections: Protections) -> AppState {
+pub fn state_from(
+    store: Store,
+    jwt: JwtIssuer,
+    config: Config,
+    protections: Protections,
+) -> AppState {
     let ingest_gate = http::ingest::IngestGate::new(config.ingest.clone());
-    Arc::new(Shared { store, jwt, metrics: Default::default(), config, guard: AuthGuard::new(protections.auth), reads: protections.reads, ingest_gate })
+    Arc::new(Shared {
+        store,
+        jwt,
+        metrics: Default::default(),
+        config,
+        guard: AuthGuard::new(protections.auth),
+        reads: protections.reads,
+        ingest_gate,
+    })
 }
 
 /// Applies pending migrations as the schema owner.
@@ -58,7 +79,10 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
 
 /// As the schema owner: creates the serving login role `app_database_url` names (or updates its
 /// password) with only the API's grants. Returns the role's name.
-pub async fn provision_app_login(owner_database_url: &str, app_database_url: &str) -> anyhow::Result<String> {
+pub async fn provision_app_login(
+    owner_database_url: &str,
+    app_database_url: &str,
+) -> anyhow::Result<String> {
     roles::provision_login(owner_database_url, app_database_url)
         .await
         .context("creating the serving login role (the owner needs CREATEROLE, or create the role yourself and GRANT intentmap_app to it)")
@@ -79,21 +103,40 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = Store::connect_with_keys(&args.database_url, args.database_max_connections, keys)
         .await
-        .with_context(|| format!("connecting to PostgreSQL as {} (check --database-url / DATABASE_URL)", roles::redact(&args.database_url)))?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL as {} (check --database-url / DATABASE_URL)",
+                roles::redact(&args.database_url)
+            )
+        })?;
     roles::check_serving_role(store.pool()).await.context("checking the serving role")?;
-    let config = Config { max_body_bytes: args.max_body_bytes, max_decompressed_bytes: args.max_decompressed_bytes, ingest: args.ingest.limits()? };
+    let config = Config {
+        max_body_bytes: args.max_body_bytes,
+        max_decompressed_bytes: args.max_decompressed_bytes,
+        ingest: args.ingest.limits()?,
+    };
     let protections = Protections { auth: args.auth.limits()?, reads: args.read_limits()? };
     let state = state_from(store, args.jwt.issuer()?, config, protections);
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let metrics = match args.metrics_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --metrics-listen {addr}"))?),
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?,
+        ),
         None => None,
     };
     serve_on(listener, metrics, state).await
 }
 
 /// Serves the API on a bound listener (and `/metrics` on another) until SIGINT or SIGTERM.
-pub async fn serve_on(listener: tokio::net::TcpListener, metrics: Option<tokio::net::TcpListener>, state: AppState) -> anyhow::Result<()> {
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
+    state: AppState,
+) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "cloud-api serving");
     let metrics_server = match metrics {
         Some(metrics) => {
@@ -103,7 +146,10 @@ pub async fn serve_on(listener: tokio::net::TcpListener, metrics: Option<tokio::
         }
         None => None,
     };
-    let served = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await;
+    let served =
+        axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await;
     if let Some(task) = metrics_server {
         task.abort();
     }
@@ -116,7 +162,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

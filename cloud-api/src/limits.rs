@@ -72,7 +72,12 @@ pub struct RateLimiter<K> {
 
 impl<K: Eq + Hash + Clone> RateLimiter<K> {
     pub fn new(per_second: f64, burst: u32, max_keys: usize) -> Self {
-        Self { per_second: per_second.max(f64::MIN_POSITIVE), burst: f64::from(burst.max(1)), max_keys, buckets: Mutex::new(HashMap::new()) }
+        Self {
+            per_second: per_second.max(f64::MIN_POSITIVE),
+            burst: f64::from(burst.max(1)),
+            max_keys,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     fn refill(&self, bucket: &mut Bucket, now: Instant) {
@@ -92,7 +97,9 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
         if !buckets.contains_key(key) && buckets.len() >= self.max_keys {
             // Forget the callers whose buckets have refilled: they are as good as new.
             let (per_second, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, b| b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_second < burst
+            });
             if buckets.len() >= self.max_keys {
                 return full;
             }
@@ -108,7 +115,17 @@ impl<K: Eq + Hash + Clone> RateLimiter<K> {
 
     /// Whether `key` has a whole token left, without using it.
     pub fn check(&self, key: &K) -> Result<(), Refusal> {
-        self.with_bucket(key, |b| if b.tokens >= 1.0 { Ok(()) } else { Err(Refusal::TooMany { retry_after: self.retry_after(b) }) }, self.refused())
+        self.with_bucket(
+            key,
+            |b| {
+                if b.tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(Refusal::TooMany { retry_after: self.retry_after(b) })
+                }
+            },
+            self.refused(),
+        )
     }
 
     /// Uses one token of `key`'s, if it has one.
@@ -167,8 +184,16 @@ pub struct AuthGuard {
 impl AuthGuard {
     pub fn new(limits: AuthLimits) -> Self {
         Self {
-            per_address: RateLimiter::new(limits.per_address_per_second, limits.per_address_burst, limits.max_tracked),
-            client_failures: RateLimiter::new(f64::from(limits.client_failures_per_minute) / 60.0, limits.client_failures_per_minute, limits.max_tracked),
+            per_address: RateLimiter::new(
+                limits.per_address_per_second,
+                limits.per_address_burst,
+                limits.max_tracked,
+            ),
+            client_failures: RateLimiter::new(
+                f64::from(limits.client_failures_per_minute) / 60.0,
+                limits.client_failures_per_minute,
+                limits.max_tracked,
+            ),
             in_flight: Semaphore::new(limits.concurrency.max(1)),
             legacy: Semaphore::new(limits.legacy_concurrency.max(1)),
             limits,
@@ -209,7 +234,9 @@ mod tests {
             assert_eq!(limiter.take(&"a"), Ok(()));
         }
         match limiter.take(&"a") {
-            Err(Refusal::TooMany { retry_after }) => assert!(retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(2)),
+            Err(Refusal::TooMany { retry_after }) => assert!(
+                retry_after >= Duration::from_secs(1) && retry_after <= Duration::from_secs(2)
+            ),
             other => panic!("expected a refusal, got {other:?}"),
         }
         assert_eq!(limiter.take(&"b"), Ok(()), "another key has its own bucket");
@@ -232,7 +259,10 @@ mod tests {
         for key in 0..3 {
             assert_eq!(limiter.take(&key), Ok(()));
         }
-        assert!(limiter.take(&99).is_err(), "a fourth caller is refused while the others are still limited");
+        assert!(
+            limiter.take(&99).is_err(),
+            "a fourth caller is refused while the others are still limited"
+        );
         assert_eq!(limiter.len(), 3);
         let refilling = RateLimiter::new(1_000_000.0, 1, 3);
         for key in 0..10 {
@@ -251,7 +281,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_checks_in_flight_are_capped() {
-        let guard = AuthGuard::new(AuthLimits { concurrency: 1, queue_wait: Duration::from_millis(20), ..Default::default() });
+        let guard = AuthGuard::new(AuthLimits {
+            concurrency: 1,
+            queue_wait: Duration::from_millis(20),
+            ..Default::default()
+        });
         let first = guard.admit().await.unwrap();
         assert_eq!(guard.admit().await.err(), Some(Refusal::Busy));
         drop(first);

@@ -37,20 +37,49 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("intentmap_cloud");
         let reports = Family::<Outcome, Counter>::default();
-        registry.register("reports", "Edge reports received, by outcome (accepted, duplicate, rejected)", reports.clone());
+        registry.register(
+            "reports",
+            "Edge reports received, by outcome (accepted, duplicate, rejected)",
+            reports.clone(),
+        );
         let edges_merged = Counter::default();
-        registry.register("edges_merged", "Distinct edges merged from accepted reports", edges_merged.clone());
+        registry.register(
+            "edges_merged",
+            "Distinct edges merged from accepted reports",
+            edges_merged.clone(),
+        );
         let tokens_issued = Counter::default();
         registry.register("tokens_issued", "Cluster access tokens issued", tokens_issued.clone());
         let auth_failures = Family::<Method, Counter>::default();
         registry.register("auth_failures", "Refused credentials, by method", auth_failures.clone());
         let auth_throttled = Family::<Reason, Counter>::default();
-        registry.register("auth_throttled", "Credential checks refused before they ran: rate_limited (429) or busy (503)", auth_throttled.clone());
+        registry.register(
+            "auth_throttled",
+            "Credential checks refused before they ran: rate_limited (429) or busy (503)",
+            auth_throttled.clone(),
+        );
         let secrets_rehashed = Family::<Method, Counter>::default();
-        registry.register("secrets_rehashed", "Stored secret hashes replaced by a keyed hash under the current key, by method", secrets_rehashed.clone());
+        registry.register(
+            "secrets_rehashed",
+            "Stored secret hashes replaced by a keyed hash under the current key, by method",
+            secrets_rehashed.clone(),
+        );
         let ingest_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register("ingest_seconds", "Time to store one accepted report", ingest_seconds.clone());
-        Self { registry, reports, edges_merged, tokens_issued, auth_failures, auth_throttled, secrets_rehashed, ingest_seconds }
+        registry.register(
+            "ingest_seconds",
+            "Time to store one accepted report",
+            ingest_seconds.clone(),
+        );
+        Self {
+            registry,
+            reports,
+            edges_merged,
+            tokens_issued,
+            auth_failures,
+            auth_throttled,
+            secrets_rehashed,
+            ingest_seconds,
+        }
     }
 }
 
@@ -77,7 +106,8 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

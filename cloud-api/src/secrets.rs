@@ -133,11 +133,15 @@ impl SecretHasher {
         let parsed = stored.and_then(|s| {
             let mut parts = s.split('$');
             match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(SCHEME), Some(kid), Some(tag), None) => Some((kid, URL_SAFE_NO_PAD.decode(tag).ok()?)),
+                (Some(SCHEME), Some(kid), Some(tag), None) => {
+                    Some((kid, URL_SAFE_NO_PAD.decode(tag).ok()?))
+                }
                 _ => None,
             }
         });
-        let found = parsed.as_ref().and_then(|(kid, tag)| self.keys.iter().position(|k| k.kid == *kid).map(|i| (i, tag.as_slice())));
+        let found = parsed.as_ref().and_then(|(kid, tag)| {
+            self.keys.iter().position(|k| k.kid == *kid).map(|i| (i, tag.as_slice()))
+        });
         match found {
             Some((index, tag)) => match hmac::verify(&self.keys[index].key, &message, tag) {
                 Ok(()) => Check::Matches { stale: index != 0 },
@@ -164,7 +168,8 @@ impl SecretHasher {
 /// matches.
 pub fn verify_legacy(secret: &str, stored: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(stored).is_ok_and(|h| argon2::Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
+    PasswordHash::new(stored)
+        .is_ok_and(|h| argon2::Argon2::default().verify_password(secret.as_bytes(), &h).is_ok())
 }
 
 #[cfg(test)]
@@ -182,12 +187,28 @@ mod tests {
         let stored = hasher.hash(Purpose::ClusterSecret, &secret);
         assert!(stored.starts_with(&format!("hmac-sha256${}$", hasher.primary_kid())), "{stored}");
         assert!(!stored.contains(&secret));
-        assert_eq!(hasher.check(Purpose::ClusterSecret, &secret, Some(&stored)), Check::Matches { stale: false });
-        assert_eq!(hasher.check(Purpose::ClusterSecret, &random_secret(), Some(&stored)), Check::Mismatch);
-        assert_eq!(hasher.check(Purpose::ApiToken, &secret, Some(&stored)), Check::Mismatch, "a cluster secret's hash is no API token's");
+        assert_eq!(
+            hasher.check(Purpose::ClusterSecret, &secret, Some(&stored)),
+            Check::Matches { stale: false }
+        );
+        assert_eq!(
+            hasher.check(Purpose::ClusterSecret, &random_secret(), Some(&stored)),
+            Check::Mismatch
+        );
+        assert_eq!(
+            hasher.check(Purpose::ApiToken, &secret, Some(&stored)),
+            Check::Mismatch,
+            "a cluster secret's hash is no API token's"
+        );
         assert_eq!(hasher.check(Purpose::ClusterSecret, &secret, None), Check::Mismatch);
-        assert_eq!(hasher.check(Purpose::ClusterSecret, &secret, Some("hmac-sha256$00$AAAA")), Check::Mismatch);
-        assert_eq!(hasher.check(Purpose::ClusterSecret, &secret, Some("not a hash")), Check::Mismatch);
+        assert_eq!(
+            hasher.check(Purpose::ClusterSecret, &secret, Some("hmac-sha256$00$AAAA")),
+            Check::Mismatch
+        );
+        assert_eq!(
+            hasher.check(Purpose::ClusterSecret, &secret, Some("not a hash")),
+            Check::Mismatch
+        );
     }
 
     #[test]
@@ -196,10 +217,20 @@ mod tests {
         let before = SecretHasher::new(vec![HashKey::new(old.as_bytes()).unwrap()]).unwrap();
         let secret = random_secret();
         let stored = before.hash(Purpose::ApiToken, &secret);
-        let after = SecretHasher::new(vec![HashKey::new(new.as_bytes()).unwrap(), HashKey::new(old.as_bytes()).unwrap()]).unwrap();
-        assert_eq!(after.check(Purpose::ApiToken, &secret, Some(&stored)), Check::Matches { stale: true });
+        let after = SecretHasher::new(vec![
+            HashKey::new(new.as_bytes()).unwrap(),
+            HashKey::new(old.as_bytes()).unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(
+            after.check(Purpose::ApiToken, &secret, Some(&stored)),
+            Check::Matches { stale: true }
+        );
         let fresh = after.hash(Purpose::ApiToken, &secret);
-        assert_eq!(after.check(Purpose::ApiToken, &secret, Some(&fresh)), Check::Matches { stale: false });
+        assert_eq!(
+            after.check(Purpose::ApiToken, &secret, Some(&fresh)),
+            Check::Matches { stale: false }
+        );
         let without_old = SecretHasher::new(vec![HashKey::new(new.as_bytes()).unwrap()]).unwrap();
         assert_eq!(without_old.check(Purpose::ApiToken, &secret, Some(&stored)), Check::Mismatch);
     }
@@ -209,7 +240,8 @@ mod tests {
         use argon2::password_hash::{PasswordHasher, SaltString};
         let secret = random_secret();
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        let legacy = argon2::Argon2::default().hash_password(secret.as_bytes(), &salt).unwrap().to_string();
+        let legacy =
+            argon2::Argon2::default().hash_password(secret.as_bytes(), &salt).unwrap().to_string();
         let hasher = SecretHasher::new(vec![key()]).unwrap();
         assert_eq!(hasher.check(Purpose::ClusterSecret, &secret, Some(&legacy)), Check::Legacy);
         assert!(verify_legacy(&secret, &legacy));

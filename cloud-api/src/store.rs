@@ -89,9 +89,14 @@ impl Store {
 
     /// [`Store::connect`], hashing secrets with the first of `keys` (verifying with all of them
     /// and the database's key); without keys, with the database's key.
-    pub async fn connect_with_keys(database_url: &str, max_connections: u32, keys: Vec<HashKey>) -> Result<Self, sqlx::Error> {
+    pub async fn connect_with_keys(
+        database_url: &str,
+        max_connections: u32,
+        keys: Vec<HashKey>,
+    ) -> Result<Self, sqlx::Error> {
         let options = PgConnectOptions::from_str(database_url)?.application_name("cloud-api");
-        let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        let pool =
+            PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         let hasher = credentials::load_hasher(&pool, keys).await?;
         Ok(Self { pool, hasher: Arc::new(hasher) })
     }
@@ -111,7 +116,10 @@ impl Store {
     /// A transaction in which only `org`'s rows are visible or writable.
     pub async fn tenant(&self, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org.to_string()).execute(&mut *tx).await?;
+        sqlx::query("SELECT set_config('app.org_id', $1, true)")
+            .bind(org.to_string())
+            .execute(&mut *tx)
+            .await?;
         Ok(tx)
     }
 
@@ -119,7 +127,12 @@ impl Store {
 
     /// Applies a report exactly once: the report id, the merged edges and the exposed set are
     /// written in one transaction, or nothing is.
-    pub async fn ingest(&self, org: Uuid, cluster: Uuid, report: &EdgeReport) -> Result<IngestOutcome, sqlx::Error> {
+    pub async fn ingest(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        report: &EdgeReport,
+    ) -> Result<IngestOutcome, sqlx::Error> {
         let edges = merge_edges(report.edges.iter().cloned());
         let mut tx = self.tenant(org).await?;
         let fresh = sqlx::query(
@@ -138,8 +151,13 @@ impl Store {
             return Ok(IngestOutcome { duplicate: true, edges_merged: 0 });
         }
         upsert_edges(&mut tx, org, cluster, &edges).await?;
-        replace_exposed_if_newer(&mut tx, org, cluster, report.generated_at, &report.exposed).await?;
-        sqlx::query("UPDATE clusters SET last_report_at = now() WHERE org_id = $1 AND id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
+        replace_exposed_if_newer(&mut tx, org, cluster, report.generated_at, &report.exposed)
+            .await?;
+        sqlx::query("UPDATE clusters SET last_report_at = now() WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(IngestOutcome { duplicate: false, edges_merged: edges.len() })
     }
@@ -177,7 +195,13 @@ struct EdgeColumns {
 /// cannot contain NUL).
 pub fn edge_key_hash(key: &model::EdgeKey) -> [u8; 16] {
     let mut h = Sha256::new();
-    for part in [key.client_namespace.as_str(), key.client_name.as_str(), key.target_type, key.target_namespace.as_str(), key.target_name.as_str()] {
+    for part in [
+        key.client_namespace.as_str(),
+        key.client_name.as_str(),
+        key.target_type,
+        key.target_namespace.as_str(),
+        key.target_name.as_str(),
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -199,9 +223,15 @@ impl EdgeColumns {
         self.target_name.push(key.target_name);
         self.client_kind.push(edge.client.kind.clone());
         let (target_kind, domains, ips, internet_ports, actions) = match &edge.target {
-            Target::Kubernetes(w) | Target::Kafka(w) => (w.kind.clone(), String::new(), String::new(), String::new(), String::new()),
-            Target::Service(_) => (None, String::new(), String::new(), String::new(), String::new()),
-            Target::Internet(i) => (None, join(&i.domains), join(&i.ips), join(&i.ports), String::new()),
+            Target::Kubernetes(w) | Target::Kafka(w) => {
+                (w.kind.clone(), String::new(), String::new(), String::new(), String::new())
+            }
+            Target::Service(_) => {
+                (None, String::new(), String::new(), String::new(), String::new())
+            }
+            Target::Internet(i) => {
+                (None, join(&i.domains), join(&i.ips), join(&i.ports), String::new())
+            }
             Target::Aws(a) => (None, String::new(), String::new(), String::new(), join(&a.actions)),
         };
         self.target_kind.push(target_kind);
@@ -225,7 +255,12 @@ const STORED_LIST_MAX: i64 = model::limits::MAX_ADDRESSES_PER_LIST as i64;
 /// ...and at most this many `METHOD /path` and `topic<TAB>operation` entries.
 const STORED_DETAIL_MAX: i64 = 16 * model::limits::MAX_RESOURCES_PER_EDGE as i64;
 
-async fn upsert_edges(tx: &mut PgConnection, org: Uuid, cluster: Uuid, edges: &[Edge]) -> Result<(), sqlx::Error> {
+async fn upsert_edges(
+    tx: &mut PgConnection,
+    org: Uuid,
+    cluster: Uuid,
+    edges: &[Edge],
+) -> Result<(), sqlx::Error> {
     if edges.is_empty() {
         return Ok(());
     }
@@ -309,17 +344,26 @@ async fn replace_exposed_if_newer(
     if newer.is_none() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM exposed_workloads WHERE org_id = $1 AND cluster_id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM exposed_workloads WHERE org_id = $1 AND cluster_id = $2")
+        .bind(org)
+        .bind(cluster)
+        .execute(&mut *tx)
+        .await?;
     let mut merged: std::collections::BTreeMap<(&str, &str), ExposedWorkload> = Default::default();
     for x in exposed {
-        let entry = merged.entry((&x.namespace, &x.name)).or_insert_with(|| ExposedWorkload { addresses: vec![], hostnames: vec![], ..x.clone() });
+        let entry = merged.entry((&x.namespace, &x.name)).or_insert_with(|| ExposedWorkload {
+            addresses: vec![],
+            hostnames: vec![],
+            ..x.clone()
+        });
         entry.addresses = model::edge::union(&entry.addresses, &x.addresses);
         entry.hostnames = model::edge::union(&entry.hostnames, &x.hostnames);
     }
     if merged.is_empty() {
         return Ok(());
     }
-    let (mut ns, mut name, mut kind, mut addrs, mut hosts) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut ns, mut name, mut kind, mut addrs, mut hosts) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for x in merged.into_values() {
         ns.push(x.namespace);
         name.push(x.name);
@@ -370,8 +414,12 @@ pub fn decode_http(entries: &[String]) -> Result<Vec<HttpResource>, String> {
                 return Ok(HttpResource { path: entry.clone(), methods: vec![] });
             }
             match entry.split_once(' ') {
-                Some((method, path)) if path.starts_with('/') => Ok(HttpResource { path: path.to_owned(), methods: vec![method.to_owned()] }),
-                _ => Err(format!("stored HTTP entry {entry:?} is neither \"METHOD /path\" nor \"/path\"")),
+                Some((method, path)) if path.starts_with('/') => {
+                    Ok(HttpResource { path: path.to_owned(), methods: vec![method.to_owned()] })
+                }
+                _ => Err(format!(
+                    "stored HTTP entry {entry:?} is neither \"METHOD /path\" nor \"/path\""
+                )),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -387,7 +435,11 @@ pub fn encode_kafka(kafka: &[KafkaTopic]) -> Vec<String> {
             out.push(t.name.clone());
         }
         for op in model::edge::union(&t.operations, &t.denied) {
-            out.push(if t.denied.contains(&op) { format!("{}\t{op}\t{DENIED}", t.name) } else { format!("{}\t{op}", t.name) });
+            out.push(if t.denied.contains(&op) {
+                format!("{}\t{op}\t{DENIED}", t.name)
+            } else {
+                format!("{}\t{op}", t.name)
+            });
         }
     }
     out
@@ -421,8 +473,10 @@ mod tests {
 
     #[test]
     fn http_entries_round_trip_and_union_like_the_model_merges() {
-        let a =
-            vec![HttpResource { path: "/api cart,x".into(), methods: strings(&["GET", "POST"]) }, HttpResource { path: "/healthz".into(), methods: vec![] }];
+        let a = vec![
+            HttpResource { path: "/api cart,x".into(), methods: strings(&["GET", "POST"]) },
+            HttpResource { path: "/healthz".into(), methods: vec![] },
+        ];
         let b = vec![
             HttpResource { path: "/api cart,x".into(), methods: strings(&["GET", "PUT"]) },
             HttpResource { path: "/healthz".into(), methods: strings(&["GET"]) },
@@ -442,11 +496,22 @@ mod tests {
     #[test]
     fn kafka_entries_round_trip_and_keep_denied_operations() {
         let a = vec![
-            KafkaTopic { name: "orders".into(), operations: strings(&["describe", "produce"]), denied: strings(&["describe"]) },
+            KafkaTopic {
+                name: "orders".into(),
+                operations: strings(&["describe", "produce"]),
+                denied: strings(&["describe"]),
+            },
             KafkaTopic { name: "empty".into(), operations: vec![], denied: vec![] },
         ];
-        let b = vec![KafkaTopic { name: "orders".into(), operations: strings(&["consume", "describe"]), denied: vec![] }];
-        assert_eq!(encode_kafka(&a), strings(&["orders\tdescribe\tdenied", "orders\tproduce", "empty"]));
+        let b = vec![KafkaTopic {
+            name: "orders".into(),
+            operations: strings(&["consume", "describe"]),
+            denied: vec![],
+        }];
+        assert_eq!(
+            encode_kafka(&a),
+            strings(&["orders\tdescribe\tdenied", "orders\tproduce", "empty"])
+        );
         assert_eq!(decode_kafka(&encode_kafka(&a)).unwrap(), merge_kafka(&a, &[]));
         let mut stored = encode_kafka(&a);
         stored.extend(encode_kafka(&b));

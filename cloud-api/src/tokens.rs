@@ -108,12 +108,14 @@ pub struct SigningKey {
 
 impl SigningKey {
     pub fn generate() -> Self {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("the system RNG works");
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+            .expect("the system RNG works");
         Self::from_pkcs8(pkcs8.as_ref()).expect("a freshly generated key parses")
     }
 
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, TokenError> {
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|e| TokenError::BadKey(format!("not an Ed25519 PKCS#8 key: {e}")))?;
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|e| TokenError::BadKey(format!("not an Ed25519 PKCS#8 key: {e}")))?;
         let public = pair.public_key().as_ref().to_vec();
         let kid = hex(&Sha256::digest(&public)[..8]);
         Ok(Self { kid, pkcs8: der.to_vec(), public })
@@ -122,11 +124,19 @@ impl SigningKey {
     /// Reads a `-----BEGIN PRIVATE KEY-----` PEM file (as written by `cloud-api admin generate-jwt-key`
     /// or `openssl genpkey -algorithm ed25519`).
     pub fn from_pem(pem: &str) -> Result<Self, TokenError> {
-        let body: String = pem.lines().map(str::trim).filter(|l| !l.starts_with("-----") && !l.is_empty()).collect();
+        let body: String = pem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("-----") && !l.is_empty())
+            .collect();
         if !pem.contains("-----BEGIN PRIVATE KEY-----") {
-            return Err(TokenError::BadKey("expected a PEM block `-----BEGIN PRIVATE KEY-----`".into()));
+            return Err(TokenError::BadKey(
+                "expected a PEM block `-----BEGIN PRIVATE KEY-----`".into(),
+            ));
         }
-        let der = base64::engine::general_purpose::STANDARD.decode(body).map_err(|e| TokenError::BadKey(format!("bad base64 in PEM: {e}")))?;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| TokenError::BadKey(format!("bad base64 in PEM: {e}")))?;
         Self::from_pkcs8(&der)
     }
 
@@ -160,13 +170,19 @@ pub struct JwtIssuer {
 }
 
 impl JwtIssuer {
-    pub fn new(issuer: String, audience: String, lifetime: Duration, keys: Vec<SigningKey>) -> Result<Self, TokenError> {
+    pub fn new(
+        issuer: String,
+        audience: String,
+        lifetime: Duration,
+        keys: Vec<SigningKey>,
+    ) -> Result<Self, TokenError> {
         if keys.is_empty() {
             return Err(TokenError::BadKey("at least one signing key is needed".into()));
         }
         let mut decoding = HashMap::new();
         for key in &keys {
-            let dk = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(&key.public)).map_err(|e| TokenError::BadKey(e.to_string()))?;
+            let dk = DecodingKey::from_ed_components(&URL_SAFE_NO_PAD.encode(&key.public))
+                .map_err(|e| TokenError::BadKey(e.to_string()))?;
             decoding.insert(key.kid.clone(), dk);
         }
         Ok(Self { issuer, audience, lifetime, keys, decoding })
@@ -186,7 +202,8 @@ impl JwtIssuer {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&key.pkcs8)).expect("signing with a valid Ed25519 key cannot fail");
+        let token = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&key.pkcs8))
+            .expect("signing with a valid Ed25519 key cannot fail");
         (token, claims)
     }
 
@@ -202,15 +219,23 @@ impl JwtIssuer {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        jsonwebtoken::decode::<ClusterClaims>(token, key, &validation).map(|d| d.claims).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => TokenError::Expired,
-                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => TokenError::BadSignature,
-                _ => TokenError::Malformed,
-            }
-        })
+        jsonwebtoken::decode::<ClusterClaims>(token, key, &validation).map(|d| d.claims).map_err(
+            |e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
+                        TokenError::Expired
+                    }
+                    ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => {
+                        TokenError::WrongAudience
+                    }
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm => {
+                        TokenError::BadSignature
+                    }
+                    _ => TokenError::Malformed,
+                }
+            },
+        )
     }
 
     pub fn jwks(&self) -> serde_json::Value {
@@ -223,7 +248,13 @@ mod tests {
     use super::*;
 
     fn issuer(keys: Vec<SigningKey>) -> JwtIssuer {
-        JwtIssuer::new("https://cloud.test".into(), "intentmap-ingest".into(), Duration::from_secs(300), keys).unwrap()
+        JwtIssuer::new(
+            "https://cloud.test".into(),
+            "intentmap-ingest".into(),
+            Duration::from_secs(300),
+            keys,
+        )
+        .unwrap()
     }
 
     fn now() -> i64 {
@@ -266,20 +297,34 @@ mod tests {
         assert!(matches!(jwt.verify(&foreign), Err(TokenError::UnknownKey)));
 
         let key = SigningKey::from_pem(&jwt.keys[0].to_pem()).unwrap();
-        let wrong_aud = JwtIssuer::new("https://cloud.test".into(), "someone-else".into(), Duration::from_secs(300), vec![key]).unwrap();
+        let wrong_aud = JwtIssuer::new(
+            "https://cloud.test".into(),
+            "someone-else".into(),
+            Duration::from_secs(300),
+            vec![key],
+        )
+        .unwrap();
         let (token2, _) = wrong_aud.issue(org, cluster, now());
         assert!(matches!(jwt.verify(&token2), Err(TokenError::WrongAudience)));
 
         let mut tampered = token.clone();
         tampered.pop();
         tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
-        assert!(matches!(jwt.verify(&tampered), Err(TokenError::BadSignature) | Err(TokenError::Malformed)));
+        assert!(matches!(
+            jwt.verify(&tampered),
+            Err(TokenError::BadSignature) | Err(TokenError::Malformed)
+        ));
 
         // alg=none and HS256 tokens are refused whatever their claims say.
         let body = token.split('.').nth(1).unwrap();
         let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#));
         assert!(jwt.verify(&none).is_err());
-        let hs = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(b"guess")).unwrap();
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"guess"),
+        )
+        .unwrap();
         assert!(matches!(jwt.verify(&hs), Err(TokenError::BadSignature)));
         assert!(matches!(jwt.verify("garbage"), Err(TokenError::Malformed)));
     }

@@ -37,10 +37,14 @@ mod support {
             String::from_utf8_lossy(&self.body).into_owned()
         }
         pub fn json(&self) -> Value {
-            serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("expected JSON ({e}), got {:?}", self.text()))
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|e| panic!("expected JSON ({e}), got {:?}", self.text()))
         }
         pub fn header(&self, name: header::HeaderName) -> String {
-            self.headers.get(&name).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_else(|| panic!("no {name} header"))
+            self.headers
+                .get(&name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("no {name} header"))
         }
     }
 
@@ -65,14 +69,29 @@ location.replace("/#" + (rest || ""));
 
     impl TestApi {
         pub async fn start() -> Self {
-            let server = testkit::pg::server().await.expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
-            let database_url = server.fresh_database("cloudweb").await.expect("a fresh test database");
+            let server = testkit::pg::server()
+                .await
+                .expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
+            let database_url =
+                server.fresh_database("cloudweb").await.expect("a fresh test database");
             cloud_api::migrate(&database_url).await.expect("migrations apply");
-            let jwt = JwtIssuer::new("https://cloud.test".into(), "intentmap-ingest".into(), Duration::from_secs(300), vec![SigningKey::generate()]).unwrap();
-            let state = cloud_api::state(&database_url, jwt, Config::default(), 4).await.expect("connect to the test database");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+            let jwt = JwtIssuer::new(
+                "https://cloud.test".into(),
+                "intentmap-ingest".into(),
+                Duration::from_secs(300),
+                vec![SigningKey::generate()],
+            )
+            .unwrap();
+            let state = cloud_api::state(&database_url, jwt, Config::default(), 4)
+                .await
+                .expect("connect to the test database");
+            let listener =
+                tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
             let addr = listener.local_addr().unwrap();
-            let app = cloud_api::app(state.clone()).route("/test-sign-in", axum::routing::get(|| async { axum::response::Html(SIGN_IN) }));
+            let app = cloud_api::app(state.clone()).route(
+                "/test-sign-in",
+                axum::routing::get(|| async { axum::response::Html(SIGN_IN) }),
+            );
             let server = tokio::spawn(async move {
                 axum::serve(listener, app).await.expect("the API serves");
             });
@@ -90,7 +109,14 @@ location.replace("/#" + (rest || ""));
             format!("http://{}/test-sign-in#{token}#{fragment}", self.addr)
         }
 
-        pub async fn call(&self, method: Method, uri: &str, bearer: Option<&str>, body: Option<Body>, content_type: &str) -> Reply {
+        pub async fn call(
+            &self,
+            method: Method,
+            uri: &str,
+            bearer: Option<&str>,
+            body: Option<Body>,
+            content_type: &str,
+        ) -> Reply {
             let mut req = Request::builder().method(method).uri(uri);
             if let Some(t) = bearer {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -98,7 +124,10 @@ location.replace("/#" + (rest || ""));
             if body.is_some() {
                 req = req.header(header::CONTENT_TYPE, content_type);
             }
-            let res = cloud_api::app(self.state.clone()).oneshot(req.body(body.unwrap_or_else(Body::empty)).unwrap()).await.unwrap();
+            let res = cloud_api::app(self.state.clone())
+                .oneshot(req.body(body.unwrap_or_else(Body::empty)).unwrap())
+                .await
+                .unwrap();
             let (status, headers) = (res.status(), res.headers().clone());
             let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
             Reply { status, headers, body }
@@ -116,7 +145,15 @@ location.replace("/#" + (rest || ""));
         /// Registers a cluster and returns a cluster access token for it.
         pub async fn cluster(&self, api_token: &str, name: &str) -> String {
             let body = Body::from(serde_json::json!({"name": name}).to_string());
-            let reply = self.call(Method::POST, "/api/v1/clusters", Some(api_token), Some(body), "application/json").await;
+            let reply = self
+                .call(
+                    Method::POST,
+                    "/api/v1/clusters",
+                    Some(api_token),
+                    Some(body),
+                    "application/json",
+                )
+                .await;
             assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
             let creds = reply.json();
             let form = format!(
@@ -124,7 +161,15 @@ location.replace("/#" + (rest || ""));
                 creds["client_id"].as_str().unwrap(),
                 creds["client_secret"].as_str().unwrap()
             );
-            let reply = self.call(Method::POST, "/oauth/token", None, Some(Body::from(form)), "application/x-www-form-urlencoded").await;
+            let reply = self
+                .call(
+                    Method::POST,
+                    "/oauth/token",
+                    None,
+                    Some(Body::from(form)),
+                    "application/x-www-form-urlencoded",
+                )
+                .await;
             assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
             reply.json()["access_token"].as_str().unwrap().to_owned()
         }
@@ -134,7 +179,15 @@ location.replace("/#" + (rest || ""));
                 "schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
                 "edges": edges, "exposed": exposed,
             });
-            let reply = self.call(Method::POST, "/api/v1/reports", Some(cluster_jwt), Some(Body::from(report.to_string())), "application/json").await;
+            let reply = self
+                .call(
+                    Method::POST,
+                    "/api/v1/reports",
+                    Some(cluster_jwt),
+                    Some(Body::from(report.to_string())),
+                    "application/json",
+                )
+                .await;
             assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
         }
     }
@@ -149,7 +202,13 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
     assert_eq!(page.status, StatusCode::OK, "the page itself needs no token: it asks for one");
     assert!(page.header(header::CONTENT_TYPE).starts_with("text/html"), "{:?}", page.headers);
     let csp = page.header(header::CONTENT_SECURITY_POLICY);
-    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(directive), "CSP {csp:?} lacks {directive:?}");
     }
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
@@ -160,7 +219,11 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
 
     let js = api.get("/assets/app.js", None).await;
     assert_eq!(js.status, StatusCode::OK);
-    assert!(js.header(header::CONTENT_TYPE).starts_with("application/javascript"), "{:?}", js.headers);
+    assert!(
+        js.header(header::CONTENT_TYPE).starts_with("application/javascript"),
+        "{:?}",
+        js.headers
+    );
     assert!(js.text().contains("/api/v1/access-graph"));
     let css = api.get("/assets/app.css", None).await;
     assert!(css.header(header::CONTENT_TYPE).starts_with("text/css"));
@@ -168,7 +231,11 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
     assert_eq!(icon.header(header::CONTENT_TYPE), "image/svg+xml");
 
     assert_eq!(api.get("/assets/nothing.js", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(api.get("/api/v1/access-graph", None).await.status, StatusCode::UNAUTHORIZED, "the data still needs the token");
+    assert_eq!(
+        api.get("/api/v1/access-graph", None).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the data still needs the token"
+    );
 }
 
 // === in a real browser ===
@@ -182,7 +249,9 @@ fn chromium() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 struct Browser {
@@ -199,7 +268,11 @@ impl Browser {
     /// `screenshot`, also saves a 1400×900 PNG there.
     async fn load(&self, url: &str, screenshot: Option<&Path>) -> Page {
         let _one_at_a_time = BROWSER.lock().await;
-        let profile = std::env::temp_dir().join(format!("intentmap-web-test-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let profile = std::env::temp_dir().join(format!(
+            "intentmap-web-test-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&profile).unwrap();
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args([
@@ -226,7 +299,11 @@ impl Browser {
         if let Some(path) = screenshot {
             cmd.arg(format!("--screenshot={}", path.display()));
         }
-        cmd.arg(url).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        cmd.arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let started = Instant::now();
         let out = tokio::time::timeout(Duration::from_secs(40), cmd.output())
             .await
@@ -234,13 +311,23 @@ impl Browser {
             .expect("run chromium");
         let _ = std::fs::remove_dir_all(&profile);
         let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success() && dom.contains("</html>"), "Chromium failed on {url} ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && dom.contains("</html>"),
+            "Chromium failed on {url} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         println!("loaded {} in {:.1} s", redact(url), started.elapsed().as_secs_f64());
         // The page logs nothing itself: any console line is a script error or a blocked
         // (CSP-violating) load or style.
         let stderr = String::from_utf8_lossy(&out.stderr);
         let console: Vec<&str> = stderr.lines().filter(|l| l.contains(":CONSOLE")).collect();
-        assert!(console.is_empty(), "the page on {} wrote to the console:\n{}", redact(url), console.join("\n"));
+        assert!(
+            console.is_empty(),
+            "the page on {} wrote to the console:\n{}",
+            redact(url),
+            console.join("\n")
+        );
         Page { dom }
     }
 }
@@ -250,13 +337,19 @@ fn redact(url: &str) -> String {
         return format!("{head}test-sign-in#…{}", tail.find('#').map(|i| &tail[i..]).unwrap_or(""));
     }
     match url.split_once("token=") {
-        Some((head, tail)) => format!("{head}token=…{}", tail.find('&').map(|i| &tail[i..]).unwrap_or("")),
+        Some((head, tail)) => {
+            format!("{head}token=…{}", tail.find('&').map(|i| &tail[i..]).unwrap_or(""))
+        }
         None => url.to_owned(),
     }
 }
 
 fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&#39;", "'").replace("&amp;", "&")
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
 
 impl Page {
@@ -271,12 +364,18 @@ impl Page {
 
     fn state(&self) -> String {
         let body = &self.dom[self.dom.find("<body").expect("a body")..];
-        attrs_in(&body[..body.find('>').unwrap()], "data-state").into_iter().next().unwrap_or_default()
+        attrs_in(&body[..body.find('>').unwrap()], "data-state")
+            .into_iter()
+            .next()
+            .unwrap_or_default()
     }
 
     /// The markup from the element with `id` to the next `until`.
     fn section(&self, id: &str, until: &str) -> &str {
-        let start = self.dom.find(&format!(" id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in {}", self.dom));
+        let start = self
+            .dom
+            .find(&format!(" id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no #{id} in {}", self.dom));
         let rest = &self.dom[start..];
         &rest[..rest.find(until).unwrap_or(rest.len())]
     }
@@ -299,7 +398,14 @@ fn ago(minutes: i64) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::minutes(minutes)
 }
 
-fn edge(ns: &str, client: &str, kind: &str, target: Value, port: Option<u16>, last_seen_minutes_ago: i64) -> Value {
+fn edge(
+    ns: &str,
+    client: &str,
+    kind: &str,
+    target: Value,
+    port: Option<u16>,
+    last_seen_minutes_ago: i64,
+) -> Value {
     let mut e = json!({
         "client": {"namespace": ns, "name": client, "kind": kind},
         "target": target,
@@ -325,12 +431,47 @@ async fn shop(api: &TestApi) -> String {
     let eu = api.cluster(&token, "eu").await;
     let us_edges = vec![
         edge("shop", "frontend", "Deployment", workload("shop", "cartservice"), Some(7070), 5),
-        edge("shop", "frontend", "Deployment", workload("catalog", "productcatalog"), Some(3550), 5),
-        edge("shop", "frontend", "Deployment", json!({"service": {"namespace": "shop", "name": "currency"}}), Some(7000), 5),
-        edge("shop", "checkout", "Deployment", json!({"internet": {"domains": ["pay.example.com"], "ips": ["198.51.100.10"], "ports": [443]}}), None, 5),
-        edge("shop", "checkout", "Deployment", json!({"internet": {"domains": ["api.stripe.com"], "ips": ["203.0.113.7"], "ports": [443]}}), None, 5),
+        edge(
+            "shop",
+            "frontend",
+            "Deployment",
+            workload("catalog", "productcatalog"),
+            Some(3550),
+            5,
+        ),
+        edge(
+            "shop",
+            "frontend",
+            "Deployment",
+            json!({"service": {"namespace": "shop", "name": "currency"}}),
+            Some(7000),
+            5,
+        ),
+        edge(
+            "shop",
+            "checkout",
+            "Deployment",
+            json!({"internet": {"domains": ["pay.example.com"], "ips": ["198.51.100.10"], "ports": [443]}}),
+            None,
+            5,
+        ),
+        edge(
+            "shop",
+            "checkout",
+            "Deployment",
+            json!({"internet": {"domains": ["api.stripe.com"], "ips": ["203.0.113.7"], "ports": [443]}}),
+            None,
+            5,
+        ),
         edge("shop", "frontend", "Deployment", workload("shop", "checkout"), Some(5050), 5),
-        edge("shop", "invoicer", "CronJob", json!({"aws": {"arn": "arn:aws:s3:::invoices", "actions": ["s3:GetObject", "s3:PutObject"]}}), None, 5),
+        edge(
+            "shop",
+            "invoicer",
+            "CronJob",
+            json!({"aws": {"arn": "arn:aws:s3:::invoices", "actions": ["s3:GetObject", "s3:PutObject"]}}),
+            None,
+            5,
+        ),
         edge("shop", "cartservice", "Deployment", workload("shop", "redis-cart"), Some(6379), 5),
         edge("ops", "backup", "CronJob", workload("shop", "redis-cart"), Some(6379), 3 * 24 * 60),
     ];
@@ -346,7 +487,9 @@ async fn shop(api: &TestApi) -> String {
             5,
         ),
     ];
-    let exposed = vec![json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": ["198.51.100.10"], "hostnames": ["pay.example.com"]})];
+    let exposed = vec![
+        json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": ["198.51.100.10"], "hostnames": ["pay.example.com"]}),
+    ];
     api.report(&eu, eu_edges, exposed).await;
     token
 }
@@ -365,8 +508,14 @@ fn screenshot_path(name: &str) -> PathBuf {
 }
 
 fn assert_png(path: &Path) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
-    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000, "{} is not a real screenshot ({} bytes)", path.display(), bytes.len());
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
+        "{} is not a real screenshot ({} bytes)",
+        path.display(),
+        bytes.len()
+    );
     println!("screenshot: {}", path.canonicalize().unwrap().display());
 }
 
@@ -377,16 +526,26 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     let api = TestApi::start().await;
     let token = shop(&api).await;
     let graph = api.get("/api/v1/access-graph", Some(&token)).await.json();
-    let node_ids: Vec<String> = graph["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().to_owned()).collect();
+    let node_ids: Vec<String> = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
     let edge_count = graph["edges"].as_array().unwrap().len();
     assert_eq!(edge_count, 11, "{graph:#}");
 
     // A link with a token is not adopted silently: the page names the organisation and asks.
     let shot = screenshot_path("access-graph-link.png");
-    let page = browser.load(&api.url(&format!("#token={token}&select=us/shop/checkout")), Some(&shot)).await;
+    let page = browser
+        .load(&api.url(&format!("#token={token}&select=us/shop/checkout")), Some(&shot))
+        .await;
     assert_eq!(page.state(), "confirm", "{}", page.dom);
     let confirm = page.section("confirm", "</section>");
-    assert!(confirm.contains(">acme<") && confirm.contains("first token") && confirm.contains("admin"), "{confirm}");
+    assert!(
+        confirm.contains(">acme<") && confirm.contains("first token") && confirm.contains("admin"),
+        "{confirm}"
+    );
     assert!(page.attrs("data-node-id").is_empty(), "nothing is loaded before the user agrees");
     assert!(!page.dom.contains(&token), "the token is not written into the page");
     assert_png(&shot);
@@ -410,14 +569,35 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     }
     let edges = page.attrs("data-edge");
     assert_eq!(edges.len(), edge_count, "{edges:?}");
-    assert!(edges.contains(&"us/shop/checkout -> eu/pay/gateway".to_owned()), "the cross-cluster call: {edges:?}");
-    assert!(page.dom.contains("class=\"edge k-workload cross\""), "the cross-cluster call is drawn as one");
+    assert!(
+        edges.contains(&"us/shop/checkout -> eu/pay/gateway".to_owned()),
+        "the cross-cluster call: {edges:?}"
+    );
+    assert!(
+        page.dom.contains("class=\"edge k-workload cross\""),
+        "the cross-cluster call is drawn as one"
+    );
     assert_eq!(page.attr("data-edges").as_deref(), Some("11"));
     assert_eq!(sorted(page.attrs("data-cluster")), vec!["eu", "us"], "a box per cluster");
-    assert_eq!(sorted(page.attrs("data-namespace")), vec!["eu/pay", "us/catalog", "us/ops", "us/shop"], "a box per namespace");
-    assert_eq!(sorted(page.attrs("data-outside")), vec!["aws", "internet"], "internet and AWS targets in boxes of their own");
-    assert!(page.dom.contains("class=\"node internet\"") && page.dom.contains("class=\"node aws\""), "internet and AWS nodes look different");
-    assert_eq!(sorted(page.attrs("data-download-cluster")), vec!["eu", "us"], "a ClientIntents download per cluster");
+    assert_eq!(
+        sorted(page.attrs("data-namespace")),
+        vec!["eu/pay", "us/catalog", "us/ops", "us/shop"],
+        "a box per namespace"
+    );
+    assert_eq!(
+        sorted(page.attrs("data-outside")),
+        vec!["aws", "internet"],
+        "internet and AWS targets in boxes of their own"
+    );
+    assert!(
+        page.dom.contains("class=\"node internet\"") && page.dom.contains("class=\"node aws\""),
+        "internet and AWS nodes look different"
+    );
+    assert_eq!(
+        sorted(page.attrs("data-download-cluster")),
+        vec!["eu", "us"],
+        "a ClientIntents download per cluster"
+    );
     assert!(!page.dom.contains(&token), "the token is not written into the page");
     assert_png(&shot);
 
@@ -428,13 +608,29 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     let details = page.section("details", "</div>");
     assert_eq!(attrs_in(details, "data-selected"), vec!["us/shop/checkout"]);
     let calls = page.section("calls", " id=\"callers\"");
-    assert_eq!(sorted(attrs_in(calls, "data-peer")), vec!["eu/pay/gateway", "internet/api.stripe.com"], "{calls}");
-    assert!(calls.contains("443/TCP") && calls.contains("pay.example.com") && calls.contains("cross-cluster"), "ports, the matched hostname: {calls}");
+    assert_eq!(
+        sorted(attrs_in(calls, "data-peer")),
+        vec!["eu/pay/gateway", "internet/api.stripe.com"],
+        "{calls}"
+    );
+    assert!(
+        calls.contains("443/TCP")
+            && calls.contains("pay.example.com")
+            && calls.contains("cross-cluster"),
+        "ports, the matched hostname: {calls}"
+    );
     let callers = page.section("callers", "</div>");
     assert_eq!(attrs_in(callers, "data-peer"), vec!["us/shop/frontend"], "{callers}");
     assert!(callers.contains("5050/TCP"), "{callers}");
-    assert!(page.dom.contains("class=\"node workload selected\""), "the selection is marked in the drawing");
-    assert_eq!(attrs_in(details, "data-download-cluster"), vec!["us"], "the selected workload's cluster's ClientIntents");
+    assert!(
+        page.dom.contains("class=\"node workload selected\""),
+        "the selection is marked in the drawing"
+    );
+    assert_eq!(
+        attrs_in(details, "data-download-cluster"),
+        vec!["us"],
+        "the selected workload's cluster's ClientIntents"
+    );
     assert_png(&shot);
 
     // An AWS target's callers show the actions.
@@ -461,13 +657,23 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     // No token: the login form. A wrong token: the login form saying so.
     let page = browser.load(&api.url(""), None).await;
     assert_eq!(page.state(), "login", "{}", page.dom);
-    assert!(page.dom.contains("<section id=\"login\" class=\"login\">"), "the login form is shown: {}", page.dom);
+    assert!(
+        page.dom.contains("<section id=\"login\" class=\"login\">"),
+        "the login form is shown: {}",
+        page.dom
+    );
     assert!(page.attrs("data-node-id").is_empty());
     let shot = screenshot_path("access-graph-wrong-token.png");
-    let page = browser.load(&api.url("#token=imt_00000000000000000000000000000000_wrong"), Some(&shot)).await;
+    let page = browser
+        .load(&api.url("#token=imt_00000000000000000000000000000000_wrong"), Some(&shot))
+        .await;
     assert_eq!(page.state(), "login");
     let error = page.section("login-error", "</p>");
-    assert!(error.contains("That API token was not accepted") && error.contains("invalid or revoked API token"), "{error}");
+    assert!(
+        error.contains("That API token was not accepted")
+            && error.contains("invalid or revoked API token"),
+        "{error}"
+    );
     assert!(!error.contains("hidden"), "the error is visible: {error}");
     assert_png(&shot);
 }
@@ -489,7 +695,14 @@ async fn the_page_draws_thousands_of_edges() {
             let (cns, client) = name(ns, w);
             for k in 0..6 {
                 let (tns, target) = name((ns + k * 7 + 1) % 60, (w + 1 + k) % 5);
-                edges.push(edge(&cns, &client, "Deployment", workload(&tns, &target), Some(8080), 5));
+                edges.push(edge(
+                    &cns,
+                    &client,
+                    "Deployment",
+                    workload(&tns, &target),
+                    Some(8080),
+                    5,
+                ));
             }
             edges.push(edge(
                 &cns,
@@ -530,6 +743,12 @@ async fn the_page_draws_thousands_of_edges() {
 fn the_helpers_hide_tokens_and_read_attributes() {
     assert_eq!(redact("http://x/#token=imt_a_b&select=y"), "http://x/#token=…&select=y");
     assert_eq!(redact("http://x/#token=imt_a_b"), "http://x/#token=…");
-    assert_eq!(redact("http://x/test-sign-in#imt_a_b#select=y"), "http://x/test-sign-in#…#select=y");
-    assert_eq!(attrs_in(r#"<g data-node-id="a&amp;b"></g><g data-node-id="c">"#, "data-node-id"), vec!["a&b", "c"]);
+    assert_eq!(
+        redact("http://x/test-sign-in#imt_a_b#select=y"),
+        "http://x/test-sign-in#…#select=y"
+    );
+    assert_eq!(
+        attrs_in(r#"<g data-node-id="a&amp;b"></g><g data-node-id="c">"#, "data-node-id"),
+        vec!["a&b", "c"]
+    );
 }

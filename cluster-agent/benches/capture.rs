@@ -37,7 +37,12 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// client) 10.201.0.2. Deleted on drop.
 fn lab() -> NetnsPair {
     let pid = std::process::id();
-    let lab = NetnsPair::new(&format!("bench-capture-s-{pid}"), &format!("bench-capture-c-{pid}"), &["10.201.0.1/24"], &["10.201.0.2/24"]);
+    let lab = NetnsPair::new(
+        &format!("bench-capture-s-{pid}"),
+        &format!("bench-capture-c-{pid}"),
+        &["10.201.0.1/24"],
+        &["10.201.0.2/24"],
+    );
     // Plenty of source ports; SO_LINGER 0 keeps them out of TIME_WAIT anyway.
     ip(&["netns", "exec", &lab.b, "sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65535"]);
     lab
@@ -61,7 +66,12 @@ fn serve(server: SocketAddr, ready: mpsc::Sender<()>, stop: Arc<AtomicBool>) -> 
                 let _ = stream.set_linger(Some(Duration::ZERO));
                 accepted += 1;
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 if stop.load(Ordering::Relaxed) {
                     return accepted;
                 }
@@ -179,14 +189,22 @@ fn capture_thread(
 /// A `kB` line of /proc/self/status, in MiB.
 fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find_map(|line| line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':'))).unwrap_or_default();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
+        .unwrap_or_default();
     let kb: f64 = line.trim().trim_end_matches("kB").trim().parse().unwrap_or(0.0);
     kb / 1024.0
 }
 
 /// VmRSS split into anonymous, file and shared memory (the ring buffers' mappings count there).
 fn rss_parts() -> String {
-    format!("anon {:.1} + file {:.1} + shmem {:.1}", status_mib("RssAnon"), status_mib("RssFile"), status_mib("RssShmem"))
+    format!(
+        "anon {:.1} + file {:.1} + shmem {:.1}",
+        status_mib("RssAnon"),
+        status_mib("RssFile"),
+        status_mib("RssShmem")
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -213,8 +231,10 @@ fn main() {
     let (loaded_tx, loaded_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel();
     let (expected_tx, expected_rx) = tokio::sync::oneshot::channel();
-    let capture =
-        std::thread::Builder::new().name("capture".into()).spawn(move || capture_thread(server, CLIENT_IP.into(), loaded_tx, go_rx, expected_rx)).unwrap();
+    let capture = std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || capture_thread(server, CLIENT_IP.into(), loaded_tx, go_rx, expected_rx))
+        .unwrap();
     if let Err(e) = loaded_rx.recv().unwrap() {
         panic!("loading the eBPF capture: {e}");
     }
@@ -236,7 +256,9 @@ fn main() {
     let client_threads: Vec<_> = (0..clients)
         .map(|i| {
             let stop = stop.clone();
-            in_netns_named(&lab.b, &format!("bench-client-{i}"), move || connect_loop(server, stop, per_client))
+            in_netns_named(&lab.b, &format!("bench-client-{i}"), move || {
+                connect_loop(server, stop, per_client)
+            })
         })
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));
@@ -265,7 +287,10 @@ fn main() {
     // (cpu / elapsed) of a core at conn_rate / 1000 thousands per second.
     let core_percent_per_1k = cpu_per_1k * 100.0;
 
-    println!("capture benchmark: {seconds} s, {clients} client thread(s){}", rate.map(|r| format!(", capped at {r} connections/s")).unwrap_or_default());
+    println!(
+        "capture benchmark: {seconds} s, {clients} client thread(s){}",
+        rate.map(|r| format!(", capped at {r} connections/s")).unwrap_or_default()
+    );
     println!("  connections generated   {made} in {elapsed:.2} s = {conn_rate:.0}/s ({accepted} accepted, {failed} connects failed)");
     println!(
         "  events received         {received} of {} expected (connect {}, accept {}); other events {}, malformed {}",
@@ -287,6 +312,12 @@ fn main() {
         format!("no loss, but only {conn_rate:.0}/s generated: not shown at 20,000/s")
     };
     println!("  zero loss at 20,000 connections/s             {loss}");
-    println!("  < 2 % of one core per 1,000 connections/s     {}", verdict(core_percent_per_1k < TARGET_CORE_PERCENT_PER_1K));
-    println!("  < 32 MiB RSS                                  {}", verdict(peak_rss < TARGET_RSS_MIB));
+    println!(
+        "  < 2 % of one core per 1,000 connections/s     {}",
+        verdict(core_percent_per_1k < TARGET_CORE_PERCENT_PER_1K)
+    );
+    println!(
+        "  < 32 MiB RSS                                  {}",
+        verdict(peak_rss < TARGET_RSS_MIB)
+    );
 }

@@ -21,7 +21,8 @@ const WAIT: Duration = Duration::from_secs(5);
 fn load(test: &str) -> EbpfCapture {
     testkit::need::root("loading eBPF programs");
     let started = Instant::now();
-    let capture = EbpfCapture::load().unwrap_or_else(|e| panic!("the eBPF programs must load on this machine: {e}"));
+    let capture = EbpfCapture::load()
+        .unwrap_or_else(|e| panic!("the eBPF programs must load on this machine: {e}"));
     println!("{test}: loaded and attached in {:?}", started.elapsed());
     capture
 }
@@ -39,9 +40,16 @@ struct Lab {
 impl Lab {
     fn new(tag: &str, subnet: u8) -> Lab {
         let pid = std::process::id();
-        let addrs = |host: u8| [format!("10.200.{subnet}.{host}/24"), format!("fd00:200:{subnet}::{host}/64")];
+        let addrs = |host: u8| {
+            [format!("10.200.{subnet}.{host}/24"), format!("fd00:200:{subnet}::{host}/64")]
+        };
         let (a, b) = (addrs(1), addrs(2));
-        let net = NetnsPair::new(&format!("ebpf-{tag}-a-{pid}"), &format!("ebpf-{tag}-b-{pid}"), &[&a[0], &a[1]], &[&b[0], &b[1]]);
+        let net = NetnsPair::new(
+            &format!("ebpf-{tag}-a-{pid}"),
+            &format!("ebpf-{tag}-b-{pid}"),
+            &[&a[0], &a[1]],
+            &[&b[0], &b[1]],
+        );
         Lab { net, subnet }
     }
 
@@ -55,8 +63,11 @@ impl Lab {
 
     /// A fresh cgroup v2 group for a "pod's" processes, and its id.
     fn cgroup(&mut self, name: &str) -> (PathBuf, u64) {
-        let dir = cgroup2_mount().expect("a cgroup v2 mount").join(format!("ebpf-test-{name}-{}", std::process::id()));
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
+        let dir = cgroup2_mount()
+            .expect("a cgroup v2 mount")
+            .join(format!("ebpf-test-{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", dir.display()));
         self.net.remove_on_drop(dir.clone());
         let id = std::fs::metadata(&dir).unwrap().ino();
         (dir, id)
@@ -80,12 +91,19 @@ impl std::ops::DerefMut for Lab {
 /// The cgroup v2 id of this process.
 fn own_cgroup_id() -> u64 {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let path = cgroups.lines().find_map(|line| line.strip_prefix("0::")).expect("a cgroup v2 line in /proc/self/cgroup");
+    let path = cgroups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .expect("a cgroup v2 line in /proc/self/cgroup");
     std::fs::metadata(cgroup2_mount().unwrap().join(path.trim_start_matches('/'))).unwrap().ino()
 }
 
 /// Takes events until `done` holds for those kept by `keep`, or panics after [`WAIT`].
-async fn collect(capture: &mut EbpfCapture, keep: impl Fn(&Event) -> bool, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+async fn collect(
+    capture: &mut EbpfCapture,
+    keep: impl Fn(&Event) -> bool,
+    done: impl Fn(&[Event]) -> bool,
+) -> Vec<Event> {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut kept = Vec::new();
     while !done(&kept) {
@@ -147,8 +165,14 @@ async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
     assert!(client_status.iter().all(|s| s.success()), "a client failed: {client_status:?}");
     println!("connections made in {:?}", started.elapsed());
 
-    let ours: Vec<(SocketAddr, SocketAddr)> = expected.iter().map(|(src, dst, _)| (*src, *dst)).collect();
-    let events = collect(&mut capture, |event| matches!(event, Event::Tcp(e) if ours.contains(&(e.src, e.dst))), |events| events.len() >= 2 * ours.len()).await;
+    let ours: Vec<(SocketAddr, SocketAddr)> =
+        expected.iter().map(|(src, dst, _)| (*src, *dst)).collect();
+    let events = collect(
+        &mut capture,
+        |event| matches!(event, Event::Tcp(e) if ours.contains(&(e.src, e.dst))),
+        |events| events.len() >= 2 * ours.len(),
+    )
+    .await;
     println!("events received {:?} after start:", started.elapsed());
     for event in &events {
         println!("  {event:?}");
@@ -159,18 +183,28 @@ async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
             events
                 .iter()
                 .find_map(|event| match event {
-                    Event::Tcp(e) if e.kind == kind && e.src == *src && e.dst == *dst => Some(e.clone()),
+                    Event::Tcp(e) if e.kind == kind && e.src == *src && e.dst == *dst => {
+                        Some(e.clone())
+                    }
                     _ => None,
                 })
                 .unwrap_or_else(|| panic!("no {kind:?} event for {src} -> {dst} in {events:#?}"))
         };
         let connect: TcpEvent = find(TcpEventKind::Connect);
         assert_eq!((connect.pid, connect.comm.as_str()), (*client_pid, "bash"), "{connect:?}");
-        assert_eq!((connect.netns, connect.cgroup_id), (client_ns, client_cgroup_id), "{connect:?}");
+        assert_eq!(
+            (connect.netns, connect.cgroup_id),
+            (client_ns, client_cgroup_id),
+            "{connect:?}"
+        );
         assert_ne!(connect.netns_cookie, 0);
 
         let accept = find(TcpEventKind::Accept);
-        assert_eq!((accept.pid, accept.comm.as_str()), (std::process::id(), "tcp-server"), "{accept:?}");
+        assert_eq!(
+            (accept.pid, accept.comm.as_str()),
+            (std::process::id(), "tcp-server"),
+            "{accept:?}"
+        );
         assert_eq!((accept.netns, accept.cgroup_id), (server_ns, server_cgroup_id), "{accept:?}");
         assert_ne!(accept.netns_cookie, connect.netns_cookie, "two namespaces, two cookies");
         let age = accept.at.elapsed().unwrap_or_default();
@@ -195,7 +229,8 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
 
 /// Asks `server` over UDP until it answers (dnsmasq may still be starting); the client address.
 fn ask_udp(server: SocketAddr, id: u16) -> SocketAddr {
-    let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    let bind: SocketAddr =
+        if server.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
     let socket = UdpSocket::bind(bind).unwrap();
     socket.connect(server).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
@@ -204,7 +239,11 @@ fn ask_udp(server: SocketAddr, id: u16) -> SocketAddr {
         socket.send(&dns_query(id, "web.svc.test")).unwrap();
         let mut answer = [0; 512];
         if let Ok(n) = socket.recv(&mut answer) {
-            assert!(n > 12 && answer[..2] == id.to_be_bytes(), "odd answer from {server}: {:?}", &answer[..n]);
+            assert!(
+                n > 12 && answer[..2] == id.to_be_bytes(),
+                "odd answer from {server}: {:?}",
+                &answer[..n]
+            );
             return socket.local_addr().unwrap();
         }
         assert!(Instant::now() < deadline, "no answer from dnsmasq at {server}");
@@ -234,10 +273,25 @@ async fn dns_answers_from_dnsmasq_in_another_namespace() {
     let mut lab = Lab::new("dns", 2);
     let (server_v4, server_v6) = (lab.v4(1), lab.v6(1));
     let dnsmasq = Command::new("ip")
-        .args(["netns", "exec", &lab.a, "/usr/sbin/dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=53", "--bind-interfaces"])
+        .args([
+            "netns",
+            "exec",
+            &lab.a,
+            "/usr/sbin/dnsmasq",
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--port=53",
+            "--bind-interfaces",
+        ])
         .arg(format!("--listen-address={server_v4}"))
         .arg(format!("--listen-address={server_v6}"))
-        .args(["--address=/svc.test/10.200.2.9", "--no-resolv", "--no-hosts", "--pid-file=", "--log-facility=-"])
+        .args([
+            "--address=/svc.test/10.200.2.9",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--log-facility=-",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -267,7 +321,11 @@ async fn dns_answers_from_dnsmasq_in_another_namespace() {
     let (client_ns, cgroup_id) = (netns_inode(&lab.b), own_cgroup_id());
     let answer = |events: &[Event], id: u16, client: SocketAddr| {
         events.iter().find_map(|event| match event {
-            Event::Dns(p) if p.client == client && p.bytes.get(..2) == Some(&id.to_be_bytes()[..]) => Some(p.clone()),
+            Event::Dns(p)
+                if p.client == client && p.bytes.get(..2) == Some(&id.to_be_bytes()[..]) =>
+            {
+                Some(p.clone())
+            }
             _ => None,
         })
     };
@@ -285,7 +343,10 @@ async fn dns_answers_from_dnsmasq_in_another_namespace() {
     for &(server, transport, id, client) in &asked {
         let packet: DnsPacket = answer(&events, id, client).unwrap();
         assert_eq!((packet.server, packet.transport), (server, transport), "{packet:?}");
-        assert!(packet.bytes.windows(4).any(|w| w == [10, 200, 2, 9]), "the answer's A record is not in {packet:?}");
+        assert!(
+            packet.bytes.windows(4).any(|w| w == [10, 200, 2, 9]),
+            "the answer's A record is not in {packet:?}"
+        );
         assert!(!packet.truncated);
         assert_eq!((packet.netns, packet.cgroup_id), (client_ns, cgroup_id), "{packet:?}");
         assert_ne!(packet.netns_cookie, 0);
@@ -328,7 +389,15 @@ done"#
     let dir = std::env::temp_dir().join(format!("ebpf-tracefs-race-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let output = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script, env!("CARGO_BIN_EXE_cluster-agent")])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_cluster-agent"),
+        ])
         .arg(&dir)
         .env("RUST_LOG", "warn")
         .env("RUST_BACKTRACE", "0")
@@ -336,13 +405,22 @@ done"#
         .expect("running unshare (util-linux)");
     let logs: Vec<String> = (1..=ROUNDS)
         .flat_map(|round| (1..=LOADERS).map(move |i| (round, i)))
-        .map(|(round, i)| std::fs::read_to_string(dir.join(format!("loader-{round}-{i}.log"))).unwrap_or_default())
+        .map(|(round, i)| {
+            std::fs::read_to_string(dir.join(format!("loader-{round}-{i}.log"))).unwrap_or_default()
+        })
         .collect();
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "the mount namespace script failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the mount namespace script failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     for round in 1..=ROUNDS {
-        assert!(stdout.contains(&format!("round {round}: failed=0 tracefs_mounts=1\n")), "every loader loads and tracefs is mounted once: {stdout}\n{logs:#?}");
+        assert!(
+            stdout.contains(&format!("round {round}: failed=0 tracefs_mounts=1\n")),
+            "every loader loads and tracefs is mounted once: {stdout}\n{logs:#?}"
+        );
     }
     for log in &logs {
         assert!(log.contains("the eBPF capture loads and attaches on this node"), "{logs:#?}");

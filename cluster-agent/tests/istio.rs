@@ -47,7 +47,12 @@ struct Series {
     call: Option<(&'static str, &'static str)>,
 }
 
-fn series(reporter: &'static str, source: &'static str, destination: &'static str, call: Option<(&'static str, &'static str)>) -> Series {
+fn series(
+    reporter: &'static str,
+    source: &'static str,
+    destination: &'static str,
+    call: Option<(&'static str, &'static str)>,
+) -> Series {
     let service = if destination == "unknown" { "ledger" } else { destination };
     Series { reporter, source, destination, service, code: "200", call }
 }
@@ -55,7 +60,10 @@ fn series(reporter: &'static str, source: &'static str, destination: &'static st
 /// The sidecar's whole `/stats/prometheus` answer, in Envoy's layout.
 fn envoy_text(counters: &Counters) -> String {
     let mut out = String::from("# TYPE envoy_cluster_upstream_cx_total counter\nenvoy_cluster_upstream_cx_total{cluster_name=\"xds-grpc\"} 3\n");
-    out.push_str(&format!("# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{{}} {}\n", counters.uptime));
+    out.push_str(&format!(
+        "# TYPE envoy_server_uptime gauge\nenvoy_server_uptime{{}} {}\n",
+        counters.uptime
+    ));
     out.push_str("# TYPE istio_build gauge\nistio_build{component=\"proxy\",tag=\"1.22.3\"} 1\n");
     out.push_str("# TYPE istio_requests_total counter\n");
     for (s, value) in &counters.requests {
@@ -118,7 +126,8 @@ async fn metrics(State(sidecar): State<Sidecar>) -> String {
 /// A sidecar server on each of `ips`, all on one port; returns the port and the sidecars.
 async fn sidecars(ips: &[&str]) -> (u16, Vec<Sidecar>) {
     'port: for _ in 0..20 {
-        let first = tokio::net::TcpListener::bind((ips[0].parse::<IpAddr>().unwrap(), 0)).await.unwrap();
+        let first =
+            tokio::net::TcpListener::bind((ips[0].parse::<IpAddr>().unwrap(), 0)).await.unwrap();
         let port = first.local_addr().unwrap().port();
         let mut listeners = vec![first];
         for ip in &ips[1..] {
@@ -144,7 +153,9 @@ async fn sidecars(ips: &[&str]) -> (u16, Vec<Sidecar>) {
 /// A Deployment with one pod at `ip`, with an Istio sidecar if `meshed`.
 fn workload(namespace: &str, name: &str, ip: &str, meshed: bool) -> (Deployment, ReplicaSet, Pod) {
     let replicaset = format!("{name}-6b8f9d");
-    let mut pod = mk_pod(namespace, &format!("{replicaset}-k4z2p"), &[ip]).owned_by("ReplicaSet", &replicaset).labelled("app", name);
+    let mut pod = mk_pod(namespace, &format!("{replicaset}-k4z2p"), &[ip])
+        .owned_by("ReplicaSet", &replicaset)
+        .labelled("app", name);
     if meshed {
         pod = pod.with_istio_sidecar().labelled("service.istio.io/canonical-name", name);
     }
@@ -167,7 +178,10 @@ const WORKLOADS: &[(&str, &str, bool)] = &[
 
 /// istiod in istio-system: without it nothing is scraped.
 fn control_plane() -> (Namespace, Service) {
-    (Namespace { metadata: mk_namespace("istio-system"), ..Default::default() }, mk_service("istio-system", "istiod", &["10.96.0.40"], &[("app", "istiod")]))
+    (
+        Namespace { metadata: mk_namespace("istio-system"), ..Default::default() },
+        mk_service("istio-system", "istiod", &["10.96.0.40"], &[("app", "istiod")]),
+    )
 }
 
 fn index(index: &mut Index) {
@@ -188,7 +202,10 @@ fn target(name: &str) -> Target {
 }
 
 fn from_web<'e>(edges: &'e [Edge], to: &str) -> &'e Edge {
-    edges.iter().find(|e| e.client.name == "web" && e.target == target(to)).unwrap_or_else(|| panic!("no edge web → {to}: {edges:#?}"))
+    edges
+        .iter()
+        .find(|e| e.client.name == "web" && e.target == target(to))
+        .unwrap_or_else(|| panic!("no edge web → {to}: {edges:#?}"))
 }
 
 fn res(path: &str, methods: &[&str]) -> HttpResource {
@@ -239,22 +256,37 @@ async fn counter_increases_between_scrapes_become_http_edges() {
             (series("source", "web", "unknown", Some(("POST", "/ledger/entries"))), entries),
         ];
         if balance > 0 {
-            requests.push((series("source", "web", "unknown", Some(("GET", "/ledger/balance?acct=7"))), balance));
+            requests.push((
+                series("source", "web", "unknown", Some(("GET", "/ledger/balance?acct=7"))),
+                balance,
+            ));
         }
         requests
     };
     let cart_round = |get: u64, post: u64| {
         let mut failed = series("destination", "web", "cart", get_cart);
         failed.code = "503";
-        vec![(series("destination", "web", "cart", get_cart), get), (failed, 1), (series("destination", "web", "cart", post_cart), post)]
+        vec![
+            (series("destination", "web", "cart", get_cart), get),
+            (failed, 1),
+            (series("destination", "web", "cart", post_cart), post),
+        ]
     };
 
     // Round 1: what the sidecars counted before the watcher started is a baseline.
     web.set(4000, &web_round(10, 6, 2, 0));
     cart.set(4000, &cart_round(10, 4));
     catalog.set(4000, &[(series("destination", "web", "catalog", None), 6)]);
-    assert_eq!(scrape_round(&mapper, &http, &config, &stats).await, Some(4), "four pods have a sidecar");
-    assert_eq!(mapper.lock().unwrap().snapshot().len(), 1, "nothing before the first scrape counts (the one edge is the connection to ledger)");
+    assert_eq!(
+        scrape_round(&mapper, &http, &config, &stats).await,
+        Some(4),
+        "four pods have a sidecar"
+    );
+    assert_eq!(
+        mapper.lock().unwrap().snapshot().len(),
+        1,
+        "nothing before the first scrape counts (the one edge is the connection to ledger)"
+    );
 
     // Round 2: what grew, once: cart's and catalog's own counts, not web's copies of them.
     web.set(4030, &web_round(13, 8, 5, 1));
@@ -262,8 +294,16 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     catalog.set(4030, &[(series("destination", "web", "catalog", None), 8)]);
     scrape_round(&mapper, &http, &config, &stats).await;
     let edges = mapper.lock().unwrap().snapshot();
-    assert_eq!(summary(from_web(&edges, "cart")), (vec![res("/api/cart", &["GET"])], 3), "POST did not grow");
-    assert_eq!(summary(from_web(&edges, "catalog")), (vec![], 2), "default telemetry: an edge without paths");
+    assert_eq!(
+        summary(from_web(&edges, "cart")),
+        (vec![res("/api/cart", &["GET"])], 3),
+        "POST did not grow"
+    );
+    assert_eq!(
+        summary(from_web(&edges, "catalog")),
+        (vec![], 2),
+        "default telemetry: an edge without paths"
+    );
     assert_eq!(
         summary(from_web(&edges, "ledger")),
         (vec![res("/ledger/balance", &["GET"]), res("/ledger/entries", &["POST"])], ledger_connections + 4),
@@ -300,7 +340,14 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     let to_cart = from_web(&edges, "cart");
     assert_eq!(
         summary(to_cart),
-        (vec![res("/api/cart", &["GET", "POST"]), res("/api/cart/items", &["PUT"]), res("/files/a\\b", &["GET"])], 3 + 2 + 1 + 1 + 1 + 2),
+        (
+            vec![
+                res("/api/cart", &["GET", "POST"]),
+                res("/api/cart/items", &["PUT"]),
+                res("/files/a\\b", &["GET"])
+            ],
+            3 + 2 + 1 + 1 + 1 + 2
+        ),
         "HEAD is counted as a call but records no path"
     );
     assert!(to_cart.first_seen < to_cart.last_seen);
@@ -315,8 +362,14 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     assert_eq!(stats.istio_baselines, 3);
     assert_eq!(stats.istio_scrapes, 12);
     assert_eq!(stats.istio_scrape_failures, 4, "the sidecar that never answers, once a round");
-    assert_eq!(stats.istio_counter_resets, 2, "cart's GET 200 and POST went down (the 503 series is gone)");
-    assert_eq!(stats.istio_uncorroborated, 0, "web's sidecar vouched for every call to cart, a connection for those to ledger");
+    assert_eq!(
+        stats.istio_counter_resets, 2,
+        "cart's GET 200 and POST went down (the 503 series is gone)"
+    );
+    assert_eq!(
+        stats.istio_uncorroborated, 0,
+        "web's sidecar vouched for every call to cart, a connection for those to ledger"
+    );
     assert_eq!(stats.istio_unknown_methods, 1);
     assert_eq!(stats.http_requests, 9 + 7);
     assert!(stats.istio_left_to_destination >= 3);
@@ -373,7 +426,9 @@ async fn the_mapper_scrapes_sidecars_on_its_own() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let http = reqwest::Client::new();
-    let edges = || async { http.get(format!("{url}/v1/edges")).send().await.unwrap().json::<Vec<Edge>>().await.unwrap() };
+    let edges = || async {
+        http.get(format!("{url}/v1/edges")).send().await.unwrap().json::<Vec<Edge>>().await.unwrap()
+    };
     assert!(edges().await.is_empty(), "40 requests before the mapper started are not news");
 
     cart.set(100, &[(series("destination", "web", "cart", get_cart), 45)]);
@@ -385,7 +440,10 @@ async fn the_mapper_scrapes_sidecars_on_its_own() {
         assert!(tokio::time::Instant::now() < deadline, "no edge from web");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!((edge.target, edge.http, edge.connections), (target("cart"), vec![res("/api/cart", &["GET"])], 5));
+    assert_eq!(
+        (edge.target, edge.http, edge.connections),
+        (target("cart"), vec![res("/api/cart", &["GET"])], 5)
+    );
     // Later rounds find nothing new.
     let scraped = cart.scrapes();
     while cart.scrapes() < scraped + 3 {

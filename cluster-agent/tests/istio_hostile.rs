@@ -25,7 +25,8 @@ async fn hostile_sidecars_are_refused_without_costing_memory_or_reaching_elsewhe
     let (big_ip, redirecting_ip, elsewhere_ip) = ("127.0.0.20", "127.0.0.21", "127.0.0.22");
     let asked = Arc::new(AtomicUsize::new(0));
     let port = 'port: loop {
-        let first = tokio::net::TcpListener::bind((big_ip.parse::<IpAddr>().unwrap(), 0)).await.unwrap();
+        let first =
+            tokio::net::TcpListener::bind((big_ip.parse::<IpAddr>().unwrap(), 0)).await.unwrap();
         let port = first.local_addr().unwrap().port();
         let mut listeners = vec![first];
         for ip in [redirecting_ip, elsewhere_ip] {
@@ -47,7 +48,8 @@ async fn hostile_sidecars_are_refused_without_costing_memory_or_reaching_elsewhe
             }),
         );
         let target = format!("http://{elsewhere_ip}:{port}{PATH}");
-        let redirecting = Router::new().route(PATH, get(move || async move { Redirect::temporary(&target).into_response() }));
+        let redirecting = Router::new()
+            .route(PATH, get(move || async move { Redirect::temporary(&target).into_response() }));
         let hits = Arc::new(AtomicUsize::new(0));
         let elsewhere_hits = hits.clone();
         let elsewhere = Router::new().fallback(move || {
@@ -70,17 +72,33 @@ async fn hostile_sidecars_are_refused_without_costing_memory_or_reaching_elsewhe
     let http = client(&config).unwrap();
     let stats = IstioWatchStats::default();
 
-    assert_eq!(scrape_round(&mapper, &http, &config, &stats).await, None, "no istiod: Istio is not installed");
+    assert_eq!(
+        scrape_round(&mapper, &http, &config, &stats).await,
+        None,
+        "no istiod: Istio is not installed"
+    );
     assert_eq!(asked.load(Ordering::SeqCst), 0, "and no pod was asked anything");
 
     {
         let mut mapper = mapper.lock().unwrap();
-        mapper.index.apply_meta("Namespace", &Namespace { metadata: mk_namespace("istio-system"), ..Default::default() }.metadata);
-        mapper.index.apply(&mk_service("istio-system", "istiod", &["10.96.0.40"], &[("app", "istiod")]));
+        mapper.index.apply_meta(
+            "Namespace",
+            &Namespace { metadata: mk_namespace("istio-system"), ..Default::default() }.metadata,
+        );
+        mapper.index.apply(&mk_service(
+            "istio-system",
+            "istiod",
+            &["10.96.0.40"],
+            &[("app", "istiod")],
+        ));
     }
     assert_eq!(scrape_round(&mapper, &http, &config, &stats).await, Some(2));
     assert_eq!(asked.load(Ordering::SeqCst), 1);
-    assert_eq!(stats.oversized.load(Ordering::SeqCst), 1, "the 64 MiB answer is refused past the limit");
+    assert_eq!(
+        stats.oversized.load(Ordering::SeqCst),
+        1,
+        "the 64 MiB answer is refused past the limit"
+    );
     assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0, "the redirect is not followed");
     let counted = mapper.lock().unwrap().stats();
     assert_eq!((counted.istio_scrape_failures, counted.istio_scrapes), (2, 0));

@@ -47,13 +47,26 @@ impl RunningMapper {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let outbox = dir.path().join("outbox");
-        let mut argv = vec!["mapper", "--istio-scrape-interval-seconds", "0", "--outbox-dir", outbox.to_str().unwrap()];
+        let mut argv = vec![
+            "mapper",
+            "--istio-scrape-interval-seconds",
+            "0",
+            "--outbox-dir",
+            outbox.to_str().unwrap(),
+        ];
         argv.extend_from_slice(flags);
         let args = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("mapper flags: {e}")).args;
         let client = api.client();
-        let task = tokio::spawn(async move { serve(args, client, listener).await.expect("the mapper runs") });
+        let task =
+            tokio::spawn(
+                async move { serve(args, client, listener).await.expect("the mapper runs") },
+            );
         let mapper = RunningMapper { url, task, http: reqwest::Client::new(), _dir: dir };
-        mapper.until("the mapper is ready", || async { mapper.get("/readyz").await.filter(|b| b == "ready") }).await;
+        mapper
+            .until("the mapper is ready", || async {
+                mapper.get("/readyz").await.filter(|b| b == "ready")
+            })
+            .await;
         mapper
     }
 
@@ -64,17 +77,26 @@ impl RunningMapper {
     }
 
     async fn edges(&self) -> Vec<Edge> {
-        serde_json::from_str(&self.get("/v1/edges").await.expect("GET /v1/edges")).expect("edges as JSON")
+        serde_json::from_str(&self.get("/v1/edges").await.expect("GET /v1/edges"))
+            .expect("edges as JSON")
     }
 
     async fn metric(&self, name: &str) -> u64 {
         let text = self.get("/metrics").await.expect("GET /metrics");
         let prefix = format!("intentmap_mapper_{name} ");
-        text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no metric {name} in\n{text}")).parse().unwrap()
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+            .parse()
+            .unwrap()
     }
 
     /// Polls `check` until it gives a value; panics with `what` after the deadline.
-    async fn until<T, F: std::future::Future<Output = Option<T>>>(&self, what: &str, mut check: impl FnMut() -> F) -> T {
+    async fn until<T, F: std::future::Future<Output = Option<T>>>(
+        &self,
+        what: &str,
+        mut check: impl FnMut() -> F,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             if let Some(value) = check().await {
@@ -89,13 +111,24 @@ impl RunningMapper {
     async fn kafka_edges(&self, accesses: u64) -> Vec<Edge> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            let edges: Vec<Edge> = self.edges().await.into_iter().filter(|e| matches!(e.target, Target::Kafka(_))).collect();
+            let edges: Vec<Edge> = self
+                .edges()
+                .await
+                .into_iter()
+                .filter(|e| matches!(e.target, Target::Kafka(_)))
+                .collect();
             let total: u64 = edges.iter().map(|e| e.connections).sum();
             if total == accesses {
                 return edges;
             }
-            assert!(total < accesses, "more Kafka accesses than there were lines ({total} > {accesses}): {edges:#?}");
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {accesses} Kafka accesses; have {edges:#?}");
+            assert!(
+                total < accesses,
+                "more Kafka accesses than there were lines ({total} > {accesses}): {edges:#?}"
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {accesses} Kafka accesses; have {edges:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -106,15 +139,27 @@ impl RunningMapper {
 fn deploy(api: &FakeApiServer, namespace: &str, name: &str, ip: &str) {
     api.apply(&Deployment { metadata: mk_deployment(namespace, name), ..Default::default() });
     let replicaset = format!("{name}-7c9d5b");
-    api.apply(&ReplicaSet { metadata: mk_replicaset(namespace, &replicaset, name), ..Default::default() });
-    api.apply(&mk_pod(namespace, &format!("{replicaset}-q2x8z"), &[ip]).owned_by("ReplicaSet", &replicaset).labelled("app", name));
+    api.apply(&ReplicaSet {
+        metadata: mk_replicaset(namespace, &replicaset, name),
+        ..Default::default()
+    });
+    api.apply(
+        &mk_pod(namespace, &format!("{replicaset}-q2x8z"), &[ip])
+            .owned_by("ReplicaSet", &replicaset)
+            .labelled("app", name),
+    );
 }
 
 /// A broker pod of the `kafka` StatefulSet with the broker container and a JMX exporter beside it.
 fn broker(name: &str, ip: &str) -> Pod {
-    let mut pod = mk_pod("kafka", name, &[ip]).owned_by("StatefulSet", "kafka").labelled("app.kubernetes.io/name", "kafka");
+    let mut pod = mk_pod("kafka", name, &[ip])
+        .owned_by("StatefulSet", "kafka")
+        .labelled("app.kubernetes.io/name", "kafka");
     let spec = pod.spec.as_mut().unwrap();
-    spec.containers = vec![Container { name: "kafka".into(), ..Default::default() }, Container { name: "jmx-exporter".into(), ..Default::default() }];
+    spec.containers = vec![
+        Container { name: "kafka".into(), ..Default::default() },
+        Container { name: "jmx-exporter".into(), ..Default::default() },
+    ];
     pod
 }
 
@@ -154,11 +199,18 @@ fn simple(operation: &str, host: &str, topic: &str) -> String {
 }
 
 fn topic(name: &str, operations: &[&str], denied: &[&str]) -> KafkaTopic {
-    KafkaTopic { name: name.into(), operations: operations.iter().map(|o| (*o).into()).collect(), denied: denied.iter().map(|o| (*o).into()).collect() }
+    KafkaTopic {
+        name: name.into(),
+        operations: operations.iter().map(|o| (*o).into()).collect(),
+        denied: denied.iter().map(|o| (*o).into()).collect(),
+    }
 }
 
 fn kafka_edge<'e>(edges: &'e [Edge], client: &str) -> &'e Edge {
-    edges.iter().find(|e| e.client.name == client).unwrap_or_else(|| panic!("no Kafka edge from {client}: {edges:#?}"))
+    edges
+        .iter()
+        .find(|e| e.client.name == client)
+        .unwrap_or_else(|| panic!("no Kafka edge from {client}: {edges:#?}"))
 }
 
 #[tokio::test]
@@ -166,15 +218,28 @@ async fn broker_logs_through_the_api_become_topic_edges_counted_once_across_disc
     let api = FakeApiServer::start().await.unwrap();
     cluster(&api);
     // Logged before the mapper starts: not counted (only what brokers log from then on is).
-    let before = (Utc::now() - TimeDelta::minutes(5)).duration_trunc(TimeDelta::seconds(1)).unwrap();
-    api.append_log("kafka", "kafka-0", before, &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:yesterday", "Fetch"));
+    let before =
+        (Utc::now() - TimeDelta::minutes(5)).duration_trunc(TimeDelta::seconds(1)).unwrap();
+    api.append_log(
+        "kafka",
+        "kafka-0",
+        before,
+        &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:yesterday", "Fetch"),
+    );
 
-    let mapper = RunningMapper::start(&api, &["--kafka-brokers", "kafka/app.kubernetes.io/name=kafka"]).await;
-    mapper.until("the broker's log is followed", || async { (api.log_streams("kafka", "kafka-0") == 1).then_some(()) }).await;
+    let mapper =
+        RunningMapper::start(&api, &["--kafka-brokers", "kafka/app.kubernetes.io/name=kafka"])
+            .await;
+    mapper
+        .until("the broker's log is followed", || async {
+            (api.log_streams("kafka", "kafka-0") == 1).then_some(())
+        })
+        .await;
 
     // Every line of this part within one second, two of them with the very same stamp, so that
     // a reconnection replays them all.
-    let second = (Utc::now() - TimeDelta::minutes(1)).duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let second =
+        (Utc::now() - TimeDelta::minutes(1)).duration_trunc(TimeDelta::seconds(1)).unwrap();
     let at = |millis: i64| second + TimeDelta::milliseconds(millis);
     let long_topic = "t".repeat(249);
     let lines: Vec<(DateTime<Utc>, String)> = vec![
@@ -210,21 +275,54 @@ async fn broker_logs_through_the_api_become_topic_edges_counted_once_across_disc
 
     // A disconnection in the middle of a line: the half line is not read; the stream resumes
     // from the start of that second, and of what it replays only that line is new.
-    api.append_log_and_cut("kafka", "kafka-0", at(500), &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:orders", "Fetch"), 70);
+    api.append_log_and_cut(
+        "kafka",
+        "kafka-0",
+        at(500),
+        &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:orders", "Fetch"),
+        70,
+    );
     mapper.kafka_edges(12).await;
-    mapper.until("the stream is resumed", || async { (api.log_streams("kafka", "kafka-0") == 1).then_some(()) }).await;
-    api.append_log("kafka", "kafka-0", at(600), &acl("Allowed", "Write", BILLING, "Topic:LITERAL:orders-dlq", "Produce"));
+    mapper
+        .until("the stream is resumed", || async {
+            (api.log_streams("kafka", "kafka-0") == 1).then_some(())
+        })
+        .await;
+    api.append_log(
+        "kafka",
+        "kafka-0",
+        at(600),
+        &acl("Allowed", "Write", BILLING, "Topic:LITERAL:orders-dlq", "Produce"),
+    );
     mapper.kafka_edges(13).await;
 
     // A disconnection between two lines.
     api.cut_log_streams("kafka", "kafka-0");
-    mapper.until("the broker's log is followed again", || async { (mapper.metric("kafka_log_reconnects_total").await >= 2).then_some(()) }).await;
-    mapper.until("the stream is resumed", || async { (api.log_streams("kafka", "kafka-0") == 1).then_some(()) }).await;
+    mapper
+        .until("the broker's log is followed again", || async {
+            (mapper.metric("kafka_log_reconnects_total").await >= 2).then_some(())
+        })
+        .await;
+    mapper
+        .until("the stream is resumed", || async {
+            (api.log_streams("kafka", "kafka-0") == 1).then_some(())
+        })
+        .await;
     let later = second + TimeDelta::seconds(2);
-    api.append_log("kafka", "kafka-0", later, &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:payments", "Fetch"));
+    api.append_log(
+        "kafka",
+        "kafka-0",
+        later,
+        &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:payments", "Fetch"),
+    );
 
     // A broker that starts later is read from its start; its logs were written before it was seen.
-    api.append_log("kafka", "kafka-1", later, &acl("Allowed", "Read", BILLING, "Topic:LITERAL:invoices", "Fetch"));
+    api.append_log(
+        "kafka",
+        "kafka-1",
+        later,
+        &acl("Allowed", "Read", BILLING, "Topic:LITERAL:invoices", "Fetch"),
+    );
     api.apply(&broker("kafka-1", "10.244.1.11"));
     let edges = mapper.kafka_edges(15).await;
 
@@ -234,7 +332,11 @@ async fn broker_logs_through_the_api_become_topic_edges_counted_once_across_disc
     assert_eq!(orders.target, broker_workload);
     assert_eq!(
         orders.kafka,
-        vec![topic("orders", &["consume", "describe", "produce"], &[]), topic("orders-dlq", &["create"], &["create"]), topic("payments", &["consume"], &[])]
+        vec![
+            topic("orders", &["consume", "describe", "produce"], &[]),
+            topic("orders-dlq", &["create"], &["create"]),
+            topic("payments", &["consume"], &[])
+        ]
     );
     assert_eq!((orders.connections, orders.first_seen, orders.last_seen), (5, at(100), later));
     assert!(orders.ports.is_empty() && orders.http.is_empty());
@@ -244,7 +346,11 @@ async fn broker_logs_through_the_api_become_topic_edges_counted_once_across_disc
     assert_eq!(
         billing.kafka,
         vec![
-            topic("audit.log_v2-eu", &["AlterConfigs", "ClusterAction", "DescribeConfigs", "IdempotentWrite", "alter"], &[]),
+            topic(
+                "audit.log_v2-eu",
+                &["AlterConfigs", "ClusterAction", "DescribeConfigs", "IdempotentWrite", "alter"],
+                &[]
+            ),
             topic("invoices", &["consume"], &[]),
             topic("orders", &["consume", "delete"], &["delete"]),
             topic("orders-dlq", &["produce"], &[]),
@@ -266,13 +372,24 @@ async fn broker_logs_through_the_api_become_topic_edges_counted_once_across_disc
     assert_eq!(counted("kafka_unknown_operations_total").await, 1);
     assert_eq!(counted("kafka_unresolved_hosts_total").await, 1);
     assert_eq!(counted("kafka_log_cut_lines_total").await, 1);
-    assert!(counted("kafka_log_replayed_lines_total").await >= 19, "the first reconnection replayed the whole second");
+    assert!(
+        counted("kafka_log_replayed_lines_total").await >= 19,
+        "the first reconnection replayed the whole second"
+    );
 
     // A broker pod deleted is no longer followed.
     assert_eq!(counted("kafka_log_streams").await, 2);
     api.delete(&broker("kafka-0", "10.244.1.10"));
-    mapper.until("the deleted broker is dropped", || async { (mapper.metric("kafka_log_streams").await == 1).then_some(()) }).await;
-    mapper.until("its stream is closed", || async { (api.log_streams("kafka", "kafka-0") == 0).then_some(()) }).await;
+    mapper
+        .until("the deleted broker is dropped", || async {
+            (mapper.metric("kafka_log_streams").await == 1).then_some(())
+        })
+        .await;
+    mapper
+        .until("its stream is closed", || async {
+            (api.log_streams("kafka", "kafka-0") == 0).then_some(())
+        })
+        .await;
 }
 
 // === files ===
@@ -289,7 +406,11 @@ fn lines(lines: &[String]) -> String {
 
 fn vm_edges(edges: &[Edge]) -> Vec<(String, u64, Vec<KafkaTopic>)> {
     let vm = Target::Kafka(WorkloadRef::new("data", "kafka-vm", None));
-    edges.iter().filter(|e| e.target == vm).map(|e| (e.client.name.clone(), e.connections, e.kafka.clone())).collect()
+    edges
+        .iter()
+        .filter(|e| e.target == vm)
+        .map(|e| (e.client.name.clone(), e.connections, e.kafka.clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -304,7 +425,11 @@ async fn a_log_file_is_followed_across_partial_writes_rotation_and_truncation() 
 
     let flag = format!("{}=data/kafka-vm", log.display());
     let mapper = RunningMapper::start(&api, &["--kafka-log-file", &flag]).await;
-    mapper.until("the file is open", || async { (mapper.metric("kafka_log_streams").await == 1).then_some(()) }).await;
+    mapper
+        .until("the file is open", || async {
+            (mapper.metric("kafka_log_streams").await == 1).then_some(())
+        })
+        .await;
     let finish = &acl("Allowed", "Read", ORDERS, "Topic:LITERAL:cut-at-start", "Fetch")[60..];
     append(&log, &format!("{finish}\n"));
 
@@ -317,13 +442,28 @@ async fn a_log_file_is_followed_across_partial_writes_rotation_and_truncation() 
     mapper.kafka_edges(2).await;
 
     // Rotation: the last lines of the old file, then the new file from its start.
-    append(&log, &lines(&[acl("Denied", "Describe", BILLING, "Topic:LITERAL:payments", "Metadata")]));
+    append(
+        &log,
+        &lines(&[acl("Denied", "Describe", BILLING, "Topic:LITERAL:payments", "Metadata")]),
+    );
     std::fs::rename(&log, dir.path().join("server.log.1")).unwrap();
     append(
         &log,
         &lines(&[
-            acl("Allowed", "Describe", ORDERS, "Topic:LITERAL:orders-with-a-rather-long-name-for-the-file-to-be-long", "Metadata"),
-            acl("Allowed", "Create", ORDERS, "Topic:LITERAL:orders-with-a-rather-long-name-for-the-file-to-be-long", "CreateTopics"),
+            acl(
+                "Allowed",
+                "Describe",
+                ORDERS,
+                "Topic:LITERAL:orders-with-a-rather-long-name-for-the-file-to-be-long",
+                "Metadata",
+            ),
+            acl(
+                "Allowed",
+                "Create",
+                ORDERS,
+                "Topic:LITERAL:orders-with-a-rather-long-name-for-the-file-to-be-long",
+                "CreateTopics",
+            ),
         ]),
     );
     mapper.kafka_edges(5).await;
@@ -339,8 +479,20 @@ async fn a_log_file_is_followed_across_partial_writes_rotation_and_truncation() 
     assert_eq!(
         vm_edges(&edges),
         vec![
-            ("billing".to_owned(), 3, vec![topic("orders", &["produce"], &[]), topic("payments", &["describe"], &["describe"]), topic("x", &["consume"], &[])]),
-            ("orders".to_owned(), 3, vec![topic("orders", &["consume"], &[]), topic(long, &["create", "describe"], &[])]),
+            (
+                "billing".to_owned(),
+                3,
+                vec![
+                    topic("orders", &["produce"], &[]),
+                    topic("payments", &["describe"], &["describe"]),
+                    topic("x", &["consume"], &[])
+                ]
+            ),
+            (
+                "orders".to_owned(),
+                3,
+                vec![topic("orders", &["consume"], &[]), topic(long, &["create", "describe"], &[])]
+            ),
         ]
     );
     assert_eq!(mapper.metric("kafka_malformed_lines_total").await, 0, "no half line was ever read");
@@ -354,16 +506,34 @@ async fn read_from_start_counts_what_the_log_already_holds() {
     let log = dir.path().join("server.log");
     append(
         &log,
-        &lines(&[acl("Allowed", "Read", ORDERS, "Topic:LITERAL:before", "Fetch"), acl("Allowed", "Write", BILLING, "Topic:LITERAL:before", "Produce")]),
+        &lines(&[
+            acl("Allowed", "Read", ORDERS, "Topic:LITERAL:before", "Fetch"),
+            acl("Allowed", "Write", BILLING, "Topic:LITERAL:before", "Produce"),
+        ]),
     );
-    let earlier = (Utc::now() - TimeDelta::minutes(10)).duration_trunc(TimeDelta::seconds(1)).unwrap();
-    api.append_log("kafka", "kafka-0", earlier, &acl("Denied", "Read", ORDERS, "Topic:LITERAL:old", "Fetch"));
+    let earlier =
+        (Utc::now() - TimeDelta::minutes(10)).duration_trunc(TimeDelta::seconds(1)).unwrap();
+    api.append_log(
+        "kafka",
+        "kafka-0",
+        earlier,
+        &acl("Denied", "Read", ORDERS, "Topic:LITERAL:old", "Fetch"),
+    );
 
     let flag = format!("{}=data/kafka-vm", log.display());
-    let mapper = RunningMapper::start(&api, &["--kafka-read-from-start", "--kafka-log-file", &flag, "--kafka-brokers", "kafka/kafka-0"]).await;
+    let mapper = RunningMapper::start(
+        &api,
+        &["--kafka-read-from-start", "--kafka-log-file", &flag, "--kafka-brokers", "kafka/kafka-0"],
+    )
+    .await;
     let edges = mapper.kafka_edges(3).await;
     assert_eq!(vm_edges(&edges).len(), 2);
-    let from_pod = edges.iter().find(|e| e.target == Target::Kafka(WorkloadRef::new("kafka", "kafka", Some("StatefulSet")))).expect("the pod's old line");
+    let from_pod = edges
+        .iter()
+        .find(|e| {
+            e.target == Target::Kafka(WorkloadRef::new("kafka", "kafka", Some("StatefulSet")))
+        })
+        .expect("the pod's old line");
     assert_eq!(from_pod.kafka, vec![topic("old", &["consume"], &["consume"])]);
     assert_eq!(from_pod.first_seen, earlier, "stamped with the time the API gave the line");
 }

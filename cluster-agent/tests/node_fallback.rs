@@ -39,8 +39,18 @@ impl Pods {
     fn new(tag: &str) -> Pods {
         require_root_and_tools();
         let id = std::process::id();
-        let (server, client) = ([format!("{SERVER4}/24"), format!("{SERVER6}/64")], [format!("{CLIENT4}/24"), format!("{CLIENT6}/64")]);
-        Pods { net: NetnsPair::new(&format!("nf{id}{tag}s"), &format!("nf{id}{tag}c"), &[&server[0], &server[1]], &[&client[0], &client[1]]) }
+        let (server, client) = (
+            [format!("{SERVER4}/24"), format!("{SERVER6}/64")],
+            [format!("{CLIENT4}/24"), format!("{CLIENT6}/64")],
+        );
+        Pods {
+            net: NetnsPair::new(
+                &format!("nf{id}{tag}s"),
+                &format!("nf{id}{tag}c"),
+                &[&server[0], &server[1]],
+                &[&client[0], &client[1]],
+            ),
+        }
     }
 
     fn server(&self) -> &str {
@@ -66,7 +76,10 @@ impl Pods {
             "--bind-interfaces".into(),
             "--user=root".into(),
             "--local-ttl=60".into(),
-            format!("--pid-file={}", std::env::temp_dir().join(format!("{ns}-dnsmasq.pid")).display()),
+            format!(
+                "--pid-file={}",
+                std::env::temp_dir().join(format!("{ns}-dnsmasq.pid")).display()
+            ),
             "--address=/shop.test/10.201.0.9".into(),
             "--address=/shop.test/fd00:201::9".into(),
         ];
@@ -80,11 +93,13 @@ impl Pods {
         let root = cgroup2_mount(Path::new("/proc")).expect("a cgroup2 mount in /proc/mounts");
         let top = root.join(format!("kubepods-{}", self.client()));
         let pod = top.join("besteffort").join(format!("pod{uid}"));
-        std::fs::create_dir_all(&pod).unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", pod.display()));
+        std::fs::create_dir_all(&pod)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", pod.display()));
         for dir in [pod.clone(), top.join("besteffort"), top] {
             self.net.remove_on_drop(dir);
         }
-        std::fs::write(pod.join("cgroup.procs"), pid.to_string()).unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", pod.display()));
+        std::fs::write(pod.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", pod.display()));
         pod
     }
 }
@@ -132,7 +147,8 @@ impl RunningCapture {
         let (ready_tx, ready) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
-        let config = CaptureConfig { poll_interval: Duration::from_millis(50), ..CaptureConfig::default() };
+        let config =
+            CaptureConfig { poll_interval: Duration::from_millis(50), ..CaptureConfig::default() };
         let thread = in_netns(ns, move || {
             let capture = DnsCapture::open(&config).unwrap_or_else(|e| panic!("{e}"));
             let counters = capture.counters();
@@ -192,17 +208,23 @@ fn dns_answers_over_veth_are_captured_in_the_client_namespace() {
 
     let client = in_netns(pods.client(), || {
         wait_for_dns(ip_of(SERVER4), "ready.shop.test.");
-        let v4 = query_once(ip_of(SERVER4), "shop.test.", RecordType::A, Duration::from_secs(2)).expect("an A answer over IPv4");
-        let v6 = query_once(ip_of(SERVER6), "shop.test.", RecordType::AAAA, Duration::from_secs(2)).expect("an AAAA answer over IPv6");
+        let v4 = query_once(ip_of(SERVER4), "shop.test.", RecordType::A, Duration::from_secs(2))
+            .expect("an A answer over IPv4");
+        let v6 = query_once(ip_of(SERVER6), "shop.test.", RecordType::AAAA, Duration::from_secs(2))
+            .expect("an AAAA answer over IPv6");
         (v4.answers.len(), v6.answers.len())
     });
     assert_eq!(client.join().unwrap(), (1, 1), "dnsmasq answers the client itself");
 
-    let a = capture.wait_for("for shop.test A to 10.201.0.2", |a| a.name == "shop.test" && a.client_ip == ip_of(CLIENT4));
+    let a = capture.wait_for("for shop.test A to 10.201.0.2", |a| {
+        a.name == "shop.test" && a.client_ip == ip_of(CLIENT4)
+    });
     assert_eq!(a.addresses, vec![ip_of("10.201.0.9")]);
     assert!(a.cnames.is_empty());
     assert_eq!(a.ttl_seconds, 60);
-    let aaaa = capture.wait_for("for shop.test AAAA to fd00:201::2", |a| a.name == "shop.test" && a.client_ip == ip_of(CLIENT6));
+    let aaaa = capture.wait_for("for shop.test AAAA to fd00:201::2", |a| {
+        a.name == "shop.test" && a.client_ip == ip_of(CLIENT6)
+    });
     assert_eq!(aaaa.addresses, vec![ip_of("fd00:201::9")]);
 
     let (_, stats) = capture.finish();
@@ -219,10 +241,16 @@ fn answers_on_loopback_are_reported_once() {
     in_netns(&ns, || wait_for_dns(ip_of("127.0.0.1"), "ready.shop.test.")).join().unwrap();
 
     let capture = RunningCapture::start(&ns);
-    let answered = in_netns(&ns, || query_once(ip_of("127.0.0.1"), "once.shop.test.", RecordType::A, Duration::from_secs(2)).is_some());
+    let answered = in_netns(&ns, || {
+        query_once(ip_of("127.0.0.1"), "once.shop.test.", RecordType::A, Duration::from_secs(2))
+            .is_some()
+    });
     assert!(answered.join().unwrap(), "dnsmasq answered over lo");
     let first = capture.wait_for("for once.shop.test", |a| a.name == "once.shop.test");
-    assert_eq!((first.client_ip, first.addresses.clone()), (ip_of("127.0.0.1"), vec![ip_of("10.201.0.9")]));
+    assert_eq!(
+        (first.client_ip, first.addresses.clone()),
+        (ip_of("127.0.0.1"), vec![ip_of("10.201.0.9")])
+    );
     // Give the second copy time to arrive, had it not been dropped.
     std::thread::sleep(Duration::from_millis(200));
 
@@ -252,8 +280,13 @@ fn tcp_connections_between_namespaces_are_found_once_per_namespace() {
     .join()
     .unwrap();
     let targets = [listeners.0.local_addr().unwrap(), listeners.1.local_addr().unwrap()];
-    let streams: Vec<TcpStream> = in_netns(&client_ns, move || targets.iter().map(|t| TcpStream::connect(t).unwrap()).collect()).join().unwrap();
-    let _accepted: Vec<TcpStream> = [&listeners.0, &listeners.1].iter().map(|l| l.accept().unwrap().0).collect();
+    let streams: Vec<TcpStream> = in_netns(&client_ns, move || {
+        targets.iter().map(|t| TcpStream::connect(t).unwrap()).collect()
+    })
+    .join()
+    .unwrap();
+    let _accepted: Vec<TcpStream> =
+        [&listeners.0, &listeners.1].iter().map(|l| l.accept().unwrap().0).collect();
 
     let started = Instant::now();
     let scan = proc_scan::scan(Path::new("/proc")).expect("scan /proc");
@@ -264,26 +297,57 @@ fn tcp_connections_between_namespaces_are_found_once_per_namespace() {
 
     for (stream, target) in streams.iter().zip(targets) {
         let local = stream.local_addr().unwrap();
-        let seen: Vec<_> = scan.connections.iter().filter(|c| (c.local == local && c.remote == target) || (c.local == target && c.remote == local)).collect();
+        let seen: Vec<_> = scan
+            .connections
+            .iter()
+            .filter(|c| {
+                (c.local == local && c.remote == target) || (c.local == target && c.remote == local)
+            })
+            .collect();
         assert_eq!(seen.len(), 2, "{local} -> {target} is seen from both namespaces: {seen:?}");
-        let out = seen.iter().find(|c| c.direction == Direction::Outbound).expect("the client's end");
-        assert_eq!((out.local, out.remote, out.netns, out.pid), (local, target, client_netns, client_pid));
-        let inbound = seen.iter().find(|c| c.direction == Direction::Inbound).expect("the server's end");
+        let out =
+            seen.iter().find(|c| c.direction == Direction::Outbound).expect("the client's end");
+        assert_eq!(
+            (out.local, out.remote, out.netns, out.pid),
+            (local, target, client_netns, client_pid)
+        );
+        let inbound =
+            seen.iter().find(|c| c.direction == Direction::Inbound).expect("the server's end");
         assert_eq!((inbound.local, inbound.remote, inbound.netns), (target, local, server_netns));
     }
 
     let index = PodIndex::build(Path::new("/proc"), cgroup2_mount(Path::new("/proc")).as_deref());
     assert_eq!(index.pod_for_netns(client_netns).and_then(|p| p.uid).as_deref(), Some(POD_UID));
     assert_eq!(index.pod_for_netns(server_netns), None);
-    assert_eq!(index.pod_for_cgroup_id(std::fs::metadata(&pod_cgroup).unwrap().ino()).and_then(|p| p.uid).as_deref(), Some(POD_UID));
+    assert_eq!(
+        index
+            .pod_for_cgroup_id(std::fs::metadata(&pod_cgroup).unwrap().ino())
+            .and_then(|p| p.uid)
+            .as_deref(),
+        Some(POD_UID)
+    );
 
-    let observed = proc_scan::observations(&scan.connections, chrono::Utc::now(), |netns, _pid| index.pod_for_netns(netns));
+    let observed = proc_scan::observations(&scan.connections, chrono::Utc::now(), |netns, _pid| {
+        index.pod_for_netns(netns)
+    });
     for (stream, target) in streams.iter().zip(targets) {
         let local = stream.local_addr().unwrap();
-        let ours: Vec<_> = observed.iter().filter(|o| o.src_port == local.port() && o.dst_port == target.port() && o.dst_ip == target.ip()).collect();
+        let ours: Vec<_> = observed
+            .iter()
+            .filter(|o| {
+                o.src_port == local.port() && o.dst_port == target.port() && o.dst_ip == target.ip()
+            })
+            .collect();
         assert_eq!(ours.len(), 1, "reported once, from the client: {ours:?}");
-        assert_eq!((ours[0].src_ip, ours[0].netns, ours[0].pid), (local.ip(), Some(client_netns), Some(client_pid)));
+        assert_eq!(
+            (ours[0].src_ip, ours[0].netns, ours[0].pid),
+            (local.ip(), Some(client_netns), Some(client_pid))
+        );
         assert_eq!(ours[0].pod.as_ref().and_then(|p| p.uid.as_deref()), Some(POD_UID));
     }
-    eprintln!("scanned {} namespaces, {} connections in {scan_time:?}", scan.namespaces, scan.connections.len());
+    eprintln!(
+        "scanned {} namespaces, {} connections in {scan_time:?}",
+        scan.namespaces,
+        scan.connections.len()
+    );
 }

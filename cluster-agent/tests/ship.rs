@@ -33,7 +33,10 @@ fn mapper() -> Arc<Mutex<Mapper>> {
 }
 
 async fn serve(addr: SocketAddr, mapper: Arc<Mutex<Mapper>>) -> tokio::task::JoinHandle<()> {
-    let auth = ApiAuth::new(AuthConfig { shared_token: Some("node-token".into()), ..AuthConfig::default() }, None);
+    let auth = ApiAuth::new(
+        AuthConfig { shared_token: Some("node-token".into()), ..AuthConfig::default() },
+        None,
+    );
     let state = Arc::new(ApiState { mapper, auth, watches: Arc::default(), upload: None });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
@@ -86,7 +89,11 @@ async fn a_refused_token_keeps_the_observations_and_a_full_buffer_counts_what_it
     for port in [1, 2, 3] {
         outgoing.push(connection(port));
     }
-    assert_eq!(outgoing.stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 1, "the oldest is dropped and counted");
+    assert_eq!(
+        outgoing.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the oldest is dropped and counted"
+    );
     let err = shipper(addr, "wrong").flush(&outgoing).await.unwrap_err();
     assert!(err.contains("401"), "{err}");
     assert_eq!(outgoing.len(), 2);
@@ -99,12 +106,20 @@ async fn shutdown_flushes_what_is_buffered() {
     let _server = serve(addr, m.clone()).await;
     let outgoing = Outgoing::new(100);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(shipper(addr, "node-token").run(outgoing.clone(), Duration::from_secs(3600), async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(shipper(addr, "node-token").run(
+        outgoing.clone(),
+        Duration::from_secs(3600),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     tokio::time::sleep(Duration::from_millis(50)).await;
     outgoing.push(connection(8080));
     stop.send(()).unwrap();
     task.await.unwrap();
-    assert_eq!(m.lock().unwrap().snapshot().len(), 1, "the last observations reach the mapper on shutdown");
+    assert_eq!(
+        m.lock().unwrap().snapshot().len(),
+        1,
+        "the last observations reach the mapper on shutdown"
+    );
 }

@@ -40,18 +40,28 @@ async fn reports_wait_in_the_outbox_while_the_cloud_is_down() {
     let tenant = tenant(&state).await;
     let addr = free_addr();
     let dir = temp_dir();
-    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&format!("http://{addr}"), &tenant), fast_config());
+    let up = spawn(
+        Outbox::open(dir.path()).unwrap(),
+        client(&format!("http://{addr}"), &tenant),
+        fast_config(),
+    );
 
     for n in [1, 2, 4] {
         up.give(&report("frontend", n));
     }
-    eventually("the uploader has retried a few times", || up.taken.load(Ordering::SeqCst) == 3 && up.stats.retries.load(Ordering::SeqCst) >= 3).await;
+    eventually("the uploader has retried a few times", || {
+        up.taken.load(Ordering::SeqCst) == 3 && up.stats.retries.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     assert_eq!(files(dir.path(), ".json").len(), 3, "every report is kept on disk");
     assert_eq!(up.stats.sent.load(Ordering::SeqCst), 0);
     assert_eq!(up.stats.pending.load(Ordering::SeqCst), 3);
 
     let cloud = Cloud::serve(state, addr).await;
-    eventually("the outbox drains once the cloud is up", || up.stats.sent.load(Ordering::SeqCst) == 3).await;
+    eventually("the outbox drains once the cloud is up", || {
+        up.stats.sent.load(Ordering::SeqCst) == 3
+    })
+    .await;
     assert!(files(dir.path(), ".json").is_empty());
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 7, "each report counted exactly once");
@@ -69,22 +79,32 @@ async fn a_restarted_mapper_sends_what_it_left_pending() {
     let tenant = tenant(&cloud.state).await;
     let dir = temp_dir();
 
-    let first = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let first =
+        spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
     first.give(&report("frontend", 1));
-    eventually("the first report is delivered", || first.stats.sent.load(Ordering::SeqCst) == 1).await;
+    eventually("the first report is delivered", || first.stats.sent.load(Ordering::SeqCst) == 1)
+        .await;
     cloud.stop().await;
     let pending = [report("frontend", 2), report("frontend", 4)];
     for r in &pending {
         first.give(r);
     }
-    eventually("both reports are stored and tried", || first.taken.load(Ordering::SeqCst) == 3 && first.stats.retries.load(Ordering::SeqCst) >= 1).await;
+    eventually("both reports are stored and tried", || {
+        first.taken.load(Ordering::SeqCst) == 3 && first.stats.retries.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     first.kill().await;
 
     let outbox = Outbox::open(dir.path()).unwrap();
-    assert_eq!(outbox.pending().unwrap(), pending.to_vec(), "the pending reports survive, in order");
+    assert_eq!(
+        outbox.pending().unwrap(),
+        pending.to_vec(),
+        "the pending reports survive, in order"
+    );
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, addr).await;
     let second = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
-    eventually("the new uploader delivers them", || second.stats.sent.load(Ordering::SeqCst) == 2).await;
+    eventually("the new uploader delivers them", || second.stats.sent.load(Ordering::SeqCst) == 2)
+        .await;
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 7, "nothing lost, nothing doubled");
     assert_eq!(second.stats.duplicates.load(Ordering::SeqCst), 0);
@@ -112,7 +132,10 @@ async fn a_report_applied_before_its_ack_was_lost_is_counted_once() {
     let later = report("frontend", 1);
     outbox.push(&later).unwrap();
     let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
-    eventually("the outbox drains", || up.stats.duplicates.load(Ordering::SeqCst) == 1 && up.stats.sent.load(Ordering::SeqCst) == 1).await;
+    eventually("the outbox drains", || {
+        up.stats.duplicates.load(Ordering::SeqCst) == 1 && up.stats.sent.load(Ordering::SeqCst) == 1
+    })
+    .await;
     assert!(files(dir.path(), ".json").is_empty(), "the already-applied report was acknowledged");
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 6, "the replay changed nothing");
@@ -142,7 +165,8 @@ async fn an_expired_token_is_replaced() {
     let issued = cloud.tokens_issued();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     up.give(&report("frontend", 2));
-    eventually("the second report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 2).await;
+    eventually("the second report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 2)
+        .await;
     assert_eq!(cloud.tokens_issued(), issued + 1, "a new token was fetched for the second report");
     assert_eq!(up.stats.retries.load(Ordering::SeqCst), 0, "no failed attempt");
     assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 3);
@@ -166,7 +190,8 @@ async fn a_refused_token_is_replaced_and_the_report_sent_again() {
     cloud.stop().await;
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, addr).await;
     up.give(&report("frontend", 2));
-    eventually("the second report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 2).await;
+    eventually("the second report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 2)
+        .await;
     assert_eq!(cloud.refused_jwts(), 1, "the old token was refused once");
     assert_eq!(cloud.tokens_issued(), 1, "one new token from the restarted cloud");
     assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 3);
@@ -211,7 +236,8 @@ async fn a_corrupt_file_in_the_outbox_is_skipped() {
     let dir = temp_dir();
     // Older than anything the outbox will write, so it is first in line.
     let corrupt = format!("{:020}-{}.json", 1, Uuid::new_v4());
-    std::fs::write(dir.path().join(&corrupt), b"{\"schema_version\": 1, \"report_id\": \"6f1d").unwrap();
+    std::fs::write(dir.path().join(&corrupt), b"{\"schema_version\": 1, \"report_id\": \"6f1d")
+        .unwrap();
     let mut outbox = Outbox::open(dir.path()).unwrap();
     outbox.push(&report("frontend", 3)).unwrap();
 
@@ -233,7 +259,9 @@ async fn a_full_outbox_merges_its_oldest_reports_without_losing_or_doubling() {
     let tenant = tenant(&state).await;
     let addr = free_addr();
     let dir = temp_dir();
-    let outbox = Outbox::open_with(dir.path(), OutboxLimits { max_reports: 3, ..OutboxLimits::default() }).unwrap();
+    let outbox =
+        Outbox::open_with(dir.path(), OutboxLimits { max_reports: 3, ..OutboxLimits::default() })
+            .unwrap();
     let up = spawn(outbox, client(&format!("http://{addr}"), &tenant), fast_config());
 
     for n in 1..=8u64 {
@@ -245,7 +273,10 @@ async fn a_full_outbox_merges_its_oldest_reports_without_losing_or_doubling() {
     assert_eq!(up.outbox_stats.dropped.load(Ordering::SeqCst), 0);
 
     let cloud = Cloud::serve(state, addr).await;
-    eventually("the outbox drains", || files(dir.path(), ".json").is_empty() && up.stats.pending.load(Ordering::SeqCst) == 0).await;
+    eventually("the outbox drains", || {
+        files(dir.path(), ".json").is_empty() && up.stats.pending.load(Ordering::SeqCst) == 0
+    })
+    .await;
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 2 + 4 + 6 + 8);
     assert_eq!(connections(&graph, "checkout"), 1 + 3 + 5 + 7);
@@ -261,7 +292,8 @@ async fn the_exposed_set_is_sent_again_when_nothing_changes() {
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
     let tenant = tenant(&cloud.state).await;
     let dir = temp_dir();
-    let config = UploaderConfig { exposed_refresh: Some(Duration::from_millis(100)), ..fast_config() };
+    let config =
+        UploaderConfig { exposed_refresh: Some(Duration::from_millis(100)), ..fast_config() };
     let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), config);
     let mut first = report("frontend", 1);
     first.exposed = vec![ExposedWorkload {
@@ -272,11 +304,18 @@ async fn the_exposed_set_is_sent_again_when_nothing_changes() {
         hostnames: vec!["shop.example.com".into()],
     }];
     up.give(&first);
-    eventually("the exposed set is re-sent without new edges", || up.stats.sent.load(Ordering::SeqCst) >= 3).await;
+    eventually("the exposed set is re-sent without new edges", || {
+        up.stats.sent.load(Ordering::SeqCst) >= 3
+    })
+    .await;
     let exposures = cloud.state.store.exposures(tenant.org_id).await.unwrap();
     assert_eq!(exposures.len(), 1);
     assert_eq!(exposures[0].exposed, first.exposed[0]);
-    assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 1, "refreshes carry no edges");
+    assert_eq!(
+        connections(&cloud.graph(&tenant.api_token).await, "frontend"),
+        1,
+        "refreshes carry no edges"
+    );
     up.shutdown().await;
     cloud.stop().await;
 }

@@ -16,7 +16,12 @@ use upload_common::*;
 /// A report of `count` distinct edges, `client-<first>`... to `shop/cart`.
 fn many_edges(first: usize, count: usize) -> EdgeReport {
     let one = report("frontend", 1);
-    let edges = (first..first + count).map(|i| Edge { client: WorkloadRef::new("shop", &format!("client-{i}"), None), ..one.edges[0].clone() }).collect();
+    let edges = (first..first + count)
+        .map(|i| Edge {
+            client: WorkloadRef::new("shop", &format!("client-{i}"), None),
+            ..one.edges[0].clone()
+        })
+        .collect();
     EdgeReport { edges, ..one }
 }
 
@@ -36,7 +41,10 @@ async fn a_backlog_held_in_memory_while_the_disk_was_full_is_split_for_the_cloud
 
     up.give(&many_edges(0, 30_000));
     up.give(&many_edges(30_000, 30_000));
-    eventually("both reports are taken (and held in memory)", || up.taken.load(Ordering::SeqCst) == 2).await;
+    eventually("both reports are taken (and held in memory)", || {
+        up.taken.load(Ordering::SeqCst) == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(up.stats.sent.load(Ordering::SeqCst), 0);
 
@@ -67,7 +75,11 @@ async fn long_lists_are_trimmed_and_only_the_edges_the_cloud_would_refuse_are_le
     let mut r = report("frontend", 2);
     let mut busy = r.edges[0].clone();
     let ips = (0..1_500).map(|i| format!("203.0.{}.{}", i / 250, i % 250 + 1)).collect();
-    busy.target = Target::Internet(InternetTarget { domains: vec!["cdn.example.com".into()], ips, ports: vec![443] });
+    busy.target = Target::Internet(InternetTarget {
+        domains: vec!["cdn.example.com".into()],
+        ips,
+        ports: vec![443],
+    });
     let mut bad = r.edges[0].clone();
     bad.client.name = "Front End".into();
     bad.target = Target::Service(ServiceRef { namespace: "shop".into(), name: "payments".into() });
@@ -77,7 +89,11 @@ async fn long_lists_are_trimmed_and_only_the_edges_the_cloud_would_refuse_are_le
 
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 2, "{graph:?}");
-    let cdn = graph.edges.iter().find(|e| e.target.contains("cdn.example.com")).unwrap_or_else(|| panic!("no edge to the CDN: {graph:?}"));
+    let cdn = graph
+        .edges
+        .iter()
+        .find(|e| e.target.contains("cdn.example.com"))
+        .unwrap_or_else(|| panic!("no edge to the CDN: {graph:?}"));
     assert_eq!(cdn.connections, 2);
     assert!(!graph.edges.iter().any(|e| e.target.contains("payments")), "{graph:?}");
     let counts = up.stats.snapshot();
@@ -95,19 +111,32 @@ struct FailingCloud {
 }
 
 async fn serve_failing(cloud: Arc<FailingCloud>) -> String {
-    let token = post(|| async { axum::Json(serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": 300})) });
+    let token = post(|| async {
+        axum::Json(
+            serde_json::json!({"access_token": "t", "token_type": "Bearer", "expires_in": 300}),
+        )
+    });
     let reports = post(move |body: Bytes| {
         let cloud = cloud.clone();
         async move {
             let mut json = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut json).unwrap();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut json)
+                .unwrap();
             let report: EdgeReport = serde_json::from_slice(&json).unwrap();
             let client = report.edges.first().map_or_else(String::new, |e| e.client.name.clone());
             cloud.posted.lock().unwrap().push(client.clone());
             if client == "poison" || cloud.fail_all.load(Ordering::SeqCst) {
-                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"error": "internal error", "status": 500})));
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(serde_json::json!({"error": "internal error", "status": 500})),
+                );
             }
-            (StatusCode::ACCEPTED, axum::Json(serde_json::json!({"report_id": report.report_id, "duplicate": false, "edges_merged": 1})))
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(
+                    serde_json::json!({"report_id": report.report_id, "duplicate": false, "edges_merged": 1}),
+                ),
+            )
         }
     });
     let app = Router::new().route("/oauth/token", token).route("/api/v1/reports", reports);
@@ -136,7 +165,10 @@ async fn a_report_the_cloud_keeps_failing_on_is_set_aside_once_the_next_one_goes
     let up = spawn(outbox, stand_in_client(&url), fast_config());
     up.give(&report("checkout", 1));
 
-    eventually("the reports behind the failing one are delivered", || up.stats.sent.load(Ordering::SeqCst) == 2).await;
+    eventually("the reports behind the failing one are delivered", || {
+        up.stats.sent.load(Ordering::SeqCst) == 2
+    })
+    .await;
     let failed = files(dir.path(), ".failed");
     assert_eq!(failed.len(), 1, "{:?}", files(dir.path(), ""));
     assert!(failed[0].contains(&poison.report_id.to_string()), "{failed:?}");
@@ -161,7 +193,8 @@ async fn when_the_cloud_fails_on_every_report_nothing_is_set_aside() {
     let up = spawn(Outbox::open(dir.path()).unwrap(), stand_in_client(&url), fast_config());
     up.give(&report("frontend", 1));
     up.give(&report("checkout", 1));
-    eventually("the cloud has been tried many times", || cloud.posted.lock().unwrap().len() >= 12).await;
+    eventually("the cloud has been tried many times", || cloud.posted.lock().unwrap().len() >= 12)
+        .await;
     assert_eq!(files(dir.path(), ".json").len(), 2, "both reports are kept");
     assert!(files(dir.path(), ".failed").is_empty());
     assert_eq!(up.stats.failed.load(Ordering::SeqCst), 0);

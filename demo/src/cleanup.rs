@@ -85,7 +85,8 @@ impl Tracker {
         if let Some(cleaned) = clean_leftovers(work_dir)? {
             warn!("{cleaned}");
         }
-        std::fs::create_dir_all(work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+        std::fs::create_dir_all(work_dir)
+            .with_context(|| format!("creating {}", work_dir.display()))?;
         let mut anchor = Command::new("sh")
             .args(["-c", "trap '' INT TERM HUP; read -r line; kill -9 0", "intentmap-demo-group"])
             .process_group(0)
@@ -102,7 +103,12 @@ impl Tracker {
             processes: Proc::of(anchor.id(), "process group anchor").into_iter().collect(),
             ..Ledger::default()
         };
-        let tracker = Tracker { path: work_dir.join(LEDGER), pgid, anchor: Mutex::new(Some((anchor, stdin))), ledger: Mutex::new(ledger) };
+        let tracker = Tracker {
+            path: work_dir.join(LEDGER),
+            pgid,
+            anchor: Mutex::new(Some((anchor, stdin))),
+            ledger: Mutex::new(ledger),
+        };
         tracker.write()?;
         info!(pgid, ledger = %tracker.path.display(), "demo process group started");
         Ok(tracker)
@@ -138,15 +144,21 @@ impl Tracker {
     }
 
     fn write(&self) -> anyhow::Result<()> {
-        let json = serde_json::to_vec_pretty(&*self.ledger.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let json = serde_json::to_vec_pretty(
+            &*self.ledger.lock().unwrap_or_else(PoisonError::into_inner),
+        )?;
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, json).and_then(|()| std::fs::rename(&tmp, &self.path)).with_context(|| format!("writing {}", self.path.display()))
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .with_context(|| format!("writing {}", self.path.display()))
     }
 
     /// Stops every process of the group: SIGTERM, up to 3 s to exit, then SIGKILL. Returns once
     /// they are gone (or after 5 more seconds, with a warning). Idempotent.
     pub fn stop_processes(&self) {
-        let Some((mut anchor, stdin)) = self.anchor.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+        let Some((mut anchor, stdin)) =
+            self.anchor.lock().unwrap_or_else(PoisonError::into_inner).take()
+        else {
             return;
         };
         let pgid = self.pgid;
@@ -197,9 +209,14 @@ pub fn clean_leftovers(work_dir: &Path) -> anyhow::Result<Option<String>> {
     };
     let Ok(ledger) = serde_json::from_slice::<Ledger>(&text) else {
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        return Ok(Some(format!("Removed {}, an unreadable record of an earlier demo run.", path.display())));
+        return Ok(Some(format!(
+            "Removed {}, an unreadable record of an earlier demo run.",
+            path.display()
+        )));
     };
-    let run = ledger.demo.as_ref().map_or("an earlier demo run".to_owned(), |d| format!("an earlier demo run (pid {})", d.pid));
+    let run = ledger.demo.as_ref().map_or("an earlier demo run".to_owned(), |d| {
+        format!("an earlier demo run (pid {})", d.pid)
+    });
     if let Some(demo) = ledger.demo.as_ref().filter(|d| d.alive()) {
         let out = work_dir.parent().unwrap_or(work_dir).display();
         bail!("{run} is still running with {out}: stop it first (kill {}) or give this one another --out", demo.pid);
@@ -208,19 +225,29 @@ pub fn clean_leftovers(work_dir: &Path) -> anyhow::Result<Option<String>> {
     // The anchor still there means the group is still ours: kill all of it. Otherwise only the
     // recorded processes that are still the same processes.
     let alive: Vec<&Proc> = ledger.processes.iter().filter(|p| p.alive()).collect();
-    if ledger.pgid > 1 && ledger.processes.first().is_some_and(|anchor| anchor.pid as i32 == ledger.pgid && anchor.alive()) {
+    if ledger.pgid > 1
+        && ledger
+            .processes
+            .first()
+            .is_some_and(|anchor| anchor.pid as i32 == ledger.pgid && anchor.alive())
+    {
         let _ = killpg(Pid::from_raw(ledger.pgid), Signal::SIGKILL);
     }
     for p in &alive {
         let _ = kill(Pid::from_raw(p.pid as i32), Signal::SIGKILL);
     }
     wait_until(KILL_WAIT, || alive.iter().all(|p| !p.alive()));
-    let survivors: Vec<String> = alive.iter().filter(|p| p.alive()).map(|p| format!("{} (pid {})", p.what, p.pid)).collect();
+    let survivors: Vec<String> =
+        alive.iter().filter(|p| p.alive()).map(|p| format!("{} (pid {})", p.what, p.pid)).collect();
     if !survivors.is_empty() {
-        bail!("{run} left processes that could not be stopped: {}; stop them (as root) and try again", survivors.join(", "));
+        bail!(
+            "{run} left processes that could not be stopped: {}; stop them (as root) and try again",
+            survivors.join(", ")
+        );
     }
 
-    let (namespaces, links) = (existing(&ledger.namespaces, &netns_names()), existing(&ledger.links, &link_names()));
+    let (namespaces, links) =
+        (existing(&ledger.namespaces, &netns_names()), existing(&ledger.links, &link_names()));
     let left = remove_network(&ledger);
     if !left.is_empty() {
         bail!(
@@ -255,7 +282,10 @@ fn remove_network(ledger: &Ledger) -> Vec<String> {
     }
     let namespaces = netns_names();
     for ns in ledger.namespaces.iter().filter(|n| namespaces.contains(n)) {
-        let in_use = Command::new("ip").args(["netns", "pids", ns]).output().is_ok_and(|o| !o.stdout.trim_ascii().is_empty());
+        let in_use = Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .is_ok_and(|o| !o.stdout.trim_ascii().is_empty());
         if in_use {
             warn!(namespace = %ns, "a process is still in this network namespace; leaving it");
         } else {
@@ -263,13 +293,21 @@ fn remove_network(ledger: &Ledger) -> Vec<String> {
         }
     }
     let (links, namespaces) = (link_names(), netns_names());
-    ledger.links.iter().filter(|l| links.contains(l)).chain(ledger.namespaces.iter().filter(|n| namespaces.contains(n))).cloned().collect()
+    ledger
+        .links
+        .iter()
+        .filter(|l| links.contains(l))
+        .chain(ledger.namespaces.iter().filter(|n| namespaces.contains(n)))
+        .cloned()
+        .collect()
 }
 
 fn ip(args: &[&str]) {
     match Command::new("ip").args(args).stdin(Stdio::null()).output() {
         Ok(out) if out.status.success() => {}
-        Ok(out) => warn!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()),
+        Ok(out) => {
+            warn!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())
+        }
         Err(e) => warn!("could not run ip {}: {e}", args.join(" ")),
     }
 }
@@ -277,14 +315,25 @@ fn ip(args: &[&str]) {
 /// The machine's network namespace names (`ip netns list`).
 pub fn netns_names() -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).stderr(Stdio::null()).output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()).unwrap_or_default()
+    out.map(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The machine's link names (`ip -o link show`; a veth's `@peer` cut off).
 pub fn link_names() -> Vec<String> {
     let out = Command::new("ip").args(["-o", "link", "show"]).stderr(Stdio::null()).output();
     out.map(|o| {
-        String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.split(": ").nth(1)).map(|name| name.split('@').next().unwrap_or(name).to_owned()).collect()
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect()
     })
     .unwrap_or_default()
 }
@@ -306,13 +355,19 @@ fn stat(pid: u32) -> Option<Stat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "<pid> (<comm>) <state> <ppid> <pgrp> ..."; comm may hold spaces and parentheses.
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(Stat { state: fields.first()?.chars().next()?, pgrp: fields.get(2)?.parse().ok()?, start: fields.get(19)?.parse().ok()? })
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// The running (not zombie) processes of process group `pgid`.
 fn group_members(pgid: i32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter(|&pid| stat(pid).is_some_and(|s| s.pgrp == pgid && s.running())).collect()
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| stat(pid).is_some_and(|s| s.pgrp == pgid && s.running()))
+        .collect()
 }
 
 /// Polls `done` every 50 ms for up to `timeout`; whether it became true.
@@ -341,13 +396,18 @@ mod tests {
     fn stopping_kills_the_whole_group_and_removes_the_ledger() {
         let dir = work_dir();
         let tracker = Tracker::start(&dir).unwrap();
-        let mut child = tracker.spawn(Command::new("sleep").arg("600").stdout(Stdio::null()), "sleep").unwrap();
+        let mut child =
+            tracker.spawn(Command::new("sleep").arg("600").stdout(Stdio::null()), "sleep").unwrap();
         // A grandchild, not in the ledger: the group still holds it.
         let mut cmd = Command::new("sh");
         tracker.adopt(cmd.args(["-c", "sleep 600 & echo $!; wait"]).stdout(Stdio::piped()));
         let mut sh = cmd.spawn().unwrap();
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(sh.stdout.take().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sh.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
         let grandchild = Proc::of(line.trim().parse().unwrap(), "sleep").unwrap();
         let recorded = Proc::of(child.id(), "sleep").unwrap();
         assert!(dir.join(LEDGER).exists());
@@ -369,9 +429,16 @@ mod tests {
         let mut other = Command::new("sleep").arg("600").spawn().unwrap();
         let ours_proc = Proc::of(ours.id(), "sleep").unwrap();
         // `other` has the recorded pid but not the recorded start time: a reused pid.
-        let reused = Proc { start: Proc::of(other.id(), "x").unwrap().start + 1, ..Proc::of(other.id(), "sleep").unwrap() };
-        let ledger =
-            Ledger { demo: Some(Proc { pid: 1, start: 0, what: "gone".into() }), pgid: 0, processes: vec![reused, ours_proc.clone()], ..Ledger::default() };
+        let reused = Proc {
+            start: Proc::of(other.id(), "x").unwrap().start + 1,
+            ..Proc::of(other.id(), "sleep").unwrap()
+        };
+        let ledger = Ledger {
+            demo: Some(Proc { pid: 1, start: 0, what: "gone".into() }),
+            pgid: 0,
+            processes: vec![reused, ours_proc.clone()],
+            ..Ledger::default()
+        };
         std::fs::write(dir.join(LEDGER), serde_json::to_vec(&ledger).unwrap()).unwrap();
 
         let said = clean_leftovers(&dir).unwrap().unwrap();
@@ -390,7 +457,8 @@ mod tests {
     fn a_running_demo_is_not_cleaned_up() {
         let dir = work_dir();
         std::fs::create_dir_all(&dir).unwrap();
-        let ledger = Ledger { demo: Proc::of(std::process::id(), "intentmap-demo"), ..Ledger::default() };
+        let ledger =
+            Ledger { demo: Proc::of(std::process::id(), "intentmap-demo"), ..Ledger::default() };
         std::fs::write(dir.join(LEDGER), serde_json::to_vec(&ledger).unwrap()).unwrap();
         let err = clean_leftovers(&dir).unwrap_err().to_string();
         assert!(err.contains("still running"), "{err}");

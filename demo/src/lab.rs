@@ -34,7 +34,8 @@ impl Lab {
         let bridge = format!("{tag}-br");
         tracker.note_link(&bridge)?;
         let _ = sh(&format!("ip link del {bridge} 2>/dev/null"));
-        sh(&format!("ip link add {bridge} type bridge && ip link set {bridge} up")).context("creating the lab bridge (needs root and iproute2)")?;
+        sh(&format!("ip link add {bridge} type bridge && ip link set {bridge} up"))
+            .context("creating the lab bridge (needs root and iproute2)")?;
         Ok(Lab { tag: tag.to_owned(), pods: Vec::new(), children: Vec::new(), tracker })
     }
 
@@ -62,7 +63,12 @@ impl Lab {
     /// Runs `program args` inside pod `ns` until the lab is dropped.
     pub fn run(&mut self, ns: &str, program: &str, args: &[&str]) -> anyhow::Result<()> {
         let child = self.tracker.spawn(
-            Command::new("ip").args(["netns", "exec", ns, program]).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()),
+            Command::new("ip")
+                .args(["netns", "exec", ns, program])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
             &format!("{program} in {ns}"),
         )?;
         self.children.push(child);

@@ -23,7 +23,10 @@ use testkit::pg::ThrowawayPg;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Debug, Parser)]
-#[command(name = "intentmap-demo", about = "Run the whole intentmap product locally: cloud, two clusters, real traffic")]
+#[command(
+    name = "intentmap-demo",
+    about = "Run the whole intentmap product locally: cloud, two clusters, real traffic"
+)]
 struct Args {
     /// Where the cloud API listens. If the port is taken, a free one is used instead.
     #[arg(long, env = "DEMO_LISTEN", default_value = "127.0.0.1:8080")]
@@ -56,7 +59,11 @@ struct Signals {
 
 impl Signals {
     fn install() -> std::io::Result<Signals> {
-        Ok(Signals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())?, hangup: signal(SignalKind::hangup())? })
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
 
     /// The next signal's name and number.
@@ -83,12 +90,16 @@ async fn main() -> ExitCode {
     };
     let out = match std::path::absolute(&args.out) {
         Ok(out) => out,
-        Err(e) => return fail(anyhow::Error::new(e).context(format!("resolving {}", args.out.display()))),
+        Err(e) => {
+            return fail(anyhow::Error::new(e).context(format!("resolving {}", args.out.display())))
+        }
     };
     let work_dir = out.join("work");
     match demo::cleanup::clean_leftovers(&work_dir) {
         Ok(Some(said)) => println!("{said}"),
-        Ok(None) if args.clean => println!("Nothing left from an earlier demo run in {}.", out.display()),
+        Ok(None) if args.clean => {
+            println!("Nothing left from an earlier demo run in {}.", out.display())
+        }
         Ok(None) => {}
         Err(e) => return fail(e),
     }
@@ -150,17 +161,31 @@ fn fail(e: anyhow::Error) -> ExitCode {
 
 /// Sets everything up, prints where to look, and (without `--exit`) serves until cancelled.
 /// Everything it starts goes into `throwaway` and `product`, which the caller stops.
-async fn run(args: &Args, out: &Path, throwaway: &mut Option<ThrowawayPg>, product: &mut Option<Product>, serving: &mut bool) -> anyhow::Result<()> {
-    let bin_dir = std::env::current_exe()?.parent().context("the demo binary has a directory")?.to_owned();
+async fn run(
+    args: &Args,
+    out: &Path,
+    throwaway: &mut Option<ThrowawayPg>,
+    product: &mut Option<Product>,
+    serving: &mut bool,
+) -> anyhow::Result<()> {
+    let bin_dir =
+        std::env::current_exe()?.parent().context("the demo binary has a directory")?.to_owned();
     for bin in ["cloud-api", "cluster-agent", "intentmap"] {
-        anyhow::ensure!(bin_dir.join(bin).exists(), "{} is missing; build everything first: cargo build --workspace --bins", bin_dir.join(bin).display());
+        anyhow::ensure!(
+            bin_dir.join(bin).exists(),
+            "{} is missing; build everything first: cargo build --workspace --bins",
+            bin_dir.join(bin).display()
+        );
     }
 
     let database_url = match &args.database_url {
         Some(url) => url.clone(),
         None => {
             println!("Starting a throwaway PostgreSQL (set DATABASE_URL to use your own)...");
-            let pg = throwaway.insert(testkit::pg::start_throwaway().await.context("starting PostgreSQL; run scripts/ensure-postgres.sh to install it")?);
+            let pg =
+                throwaway.insert(testkit::pg::start_throwaway().await.context(
+                    "starting PostgreSQL; run scripts/ensure-postgres.sh to install it",
+                )?);
             pg.fresh_database("intentmap_demo").await?
         }
     };
@@ -180,24 +205,56 @@ async fn run(args: &Args, out: &Path, throwaway: &mut Option<ThrowawayPg>, produ
         }
     };
     println!("Starting the cloud API, two clusters (us-east, eu-west) with a mapper and a node agent each...");
-    let options = Options { bin_dir: bin_dir.clone(), work_dir: out.join("work"), database_url, cloud_port, traffic, upload_interval: 1.0 };
+    let options = Options {
+        bin_dir: bin_dir.clone(),
+        work_dir: out.join("work"),
+        database_url,
+        cloud_port,
+        traffic,
+        upload_interval: 1.0,
+    };
     let product = product.insert(Product::start(options).await?);
-    println!("Sending traffic ({})...", if traffic == Traffic::Real { "real TCP and DNS between network-namespace pods" } else { "replayed" });
+    println!(
+        "Sending traffic ({})...",
+        if traffic == Traffic::Real {
+            "real TCP and DNS between network-namespace pods"
+        } else {
+            "replayed"
+        }
+    );
     product.send_traffic(3).await?;
     let graph = product.wait_until_uploaded(Duration::from_secs(90)).await?;
 
     let edges = graph["edges"].as_array().cloned().unwrap_or_default();
-    println!("\n== Access graph: {} clusters, {} nodes, {} edges ==", CLUSTERS.len(), graph["nodes"].as_array().map_or(0, Vec::len), edges.len());
+    println!(
+        "\n== Access graph: {} clusters, {} nodes, {} edges ==",
+        CLUSTERS.len(),
+        graph["nodes"].as_array().map_or(0, Vec::len),
+        edges.len()
+    );
     for e in &edges {
-        let via = e["via"]
-            .as_array()
-            .filter(|v| !v.is_empty())
-            .map(|v| format!(" (cross-cluster via {})", v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")));
-        println!("  {} -> {}{}", e["source"].as_str().unwrap_or("?"), e["target"].as_str().unwrap_or("?"), via.unwrap_or_default());
+        let via = e["via"].as_array().filter(|v| !v.is_empty()).map(|v| {
+            format!(
+                " (cross-cluster via {})",
+                v.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+            )
+        });
+        println!(
+            "  {} -> {}{}",
+            e["source"].as_str().unwrap_or("?"),
+            e["target"].as_str().unwrap_or("?"),
+            via.unwrap_or_default()
+        );
     }
     for cluster in &product.clusters {
-        let listed = std::process::Command::new(bin_dir.join("intentmap")).args(["--mapper-url", &cluster.mapper_url, "list"]).output()?;
-        println!("\n== `intentmap list` in cluster {} ==\n{}", cluster.name, String::from_utf8_lossy(&listed.stdout));
+        let listed = std::process::Command::new(bin_dir.join("intentmap"))
+            .args(["--mapper-url", &cluster.mapper_url, "list"])
+            .output()?;
+        println!(
+            "\n== `intentmap list` in cluster {} ==\n{}",
+            cluster.name,
+            String::from_utf8_lossy(&listed.stdout)
+        );
     }
     println!("== ClientIntents, exported from the cloud ==");
     for cluster in CLUSTERS {
@@ -208,7 +265,10 @@ async fn run(args: &Args, out: &Path, throwaway: &mut Option<ThrowawayPg>, produ
     println!("\n== Look ==");
     println!("  access graph page: {}/#token={}", product.cloud_url, product.api_token);
     println!("  export TOKEN={}", product.api_token);
-    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {}/api/v1/access-graph | head -c 600", product.cloud_url);
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" {}/api/v1/access-graph | head -c 600",
+        product.cloud_url
+    );
     println!("  curl -s -H \"Authorization: Bearer $TOKEN\" '{}/api/v1/clusters/us-east/client-intents?version=v1alpha3'", product.cloud_url);
     for cluster in &product.clusters {
         println!("  {}: intentmap --mapper-url {} list", cluster.name, cluster.mapper_url);

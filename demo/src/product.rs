@@ -46,12 +46,54 @@ pub struct Workload {
 }
 
 pub const WORKLOADS: &[Workload] = &[
-    Workload { cluster: "us-east", namespace: "otterize-ecom-demo", name: "frontend", kind: "Deployment", ip: "10.212.1.10", port: 8080 },
-    Workload { cluster: "us-east", namespace: "otterize-ecom-demo", name: "cartservice", kind: "Deployment", ip: "10.212.1.11", port: 7070 },
-    Workload { cluster: "us-east", namespace: "otterize-ecom-demo", name: "checkoutservice", kind: "Deployment", ip: "10.212.1.12", port: 5050 },
-    Workload { cluster: "us-east", namespace: "otterize-ecom-demo", name: "redis-cart", kind: "StatefulSet", ip: "10.212.1.13", port: 6379 },
-    Workload { cluster: "eu-west", namespace: "payments", name: "payment-gateway", kind: "Deployment", ip: "10.212.2.10", port: 8443 },
-    Workload { cluster: "eu-west", namespace: "payments", name: "ledger", kind: "StatefulSet", ip: "10.212.2.11", port: 5432 },
+    Workload {
+        cluster: "us-east",
+        namespace: "otterize-ecom-demo",
+        name: "frontend",
+        kind: "Deployment",
+        ip: "10.212.1.10",
+        port: 8080,
+    },
+    Workload {
+        cluster: "us-east",
+        namespace: "otterize-ecom-demo",
+        name: "cartservice",
+        kind: "Deployment",
+        ip: "10.212.1.11",
+        port: 7070,
+    },
+    Workload {
+        cluster: "us-east",
+        namespace: "otterize-ecom-demo",
+        name: "checkoutservice",
+        kind: "Deployment",
+        ip: "10.212.1.12",
+        port: 5050,
+    },
+    Workload {
+        cluster: "us-east",
+        namespace: "otterize-ecom-demo",
+        name: "redis-cart",
+        kind: "StatefulSet",
+        ip: "10.212.1.13",
+        port: 6379,
+    },
+    Workload {
+        cluster: "eu-west",
+        namespace: "payments",
+        name: "payment-gateway",
+        kind: "Deployment",
+        ip: "10.212.2.10",
+        port: 8443,
+    },
+    Workload {
+        cluster: "eu-west",
+        namespace: "payments",
+        name: "ledger",
+        kind: "StatefulSet",
+        ip: "10.212.2.11",
+        port: 5432,
+    },
 ];
 pub const CLUSTERS: &[&str] = &["us-east", "eu-west"];
 /// payment-gateway's load balancer address (the pod's own address here, so the call lands).
@@ -134,11 +176,18 @@ impl Drop for Product {
 }
 
 fn spawn(tracker: &Tracker, cmd: &mut Command, what: &str) -> anyhow::Result<Running> {
-    Ok(Running(tracker.spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()), what)?))
+    Ok(Running(
+        tracker
+            .spawn(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()), what)?,
+    ))
 }
 
 fn admin(bin: &Path, db: &str, args: &[&str]) -> anyhow::Result<Value> {
-    let out = Command::new(bin.join("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", db]).output()?;
+    let out = Command::new(bin.join("cloud-api"))
+        .arg("admin")
+        .args(args)
+        .args(["--output", "json", "--database-url", db])
+        .output()?;
     if !out.status.success() {
         bail!("cloud-api admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -150,17 +199,30 @@ fn load_cluster(api: &FakeApiServer, cluster: &str) {
     for w in WORKLOADS.iter().filter(|w| w.cluster == cluster) {
         api.apply(&Namespace { metadata: mk_namespace(w.namespace), ..Default::default() });
         let pod = if w.kind == "StatefulSet" {
-            api.apply(&StatefulSet { metadata: mk_statefulset(w.namespace, w.name), ..Default::default() });
+            api.apply(&StatefulSet {
+                metadata: mk_statefulset(w.namespace, w.name),
+                ..Default::default()
+            });
             mk_pod(w.namespace, &format!("{}-0", w.name), &[w.ip]).owned_by("StatefulSet", w.name)
         } else {
             let rs = format!("{}-6c9f8d7b5", w.name);
-            api.apply(&Deployment { metadata: mk_deployment(w.namespace, w.name), ..Default::default() });
-            api.apply(&ReplicaSet { metadata: mk_replicaset(w.namespace, &rs, w.name), ..Default::default() });
+            api.apply(&Deployment {
+                metadata: mk_deployment(w.namespace, w.name),
+                ..Default::default()
+            });
+            api.apply(&ReplicaSet {
+                metadata: mk_replicaset(w.namespace, &rs, w.name),
+                ..Default::default()
+            });
             mk_pod(w.namespace, &format!("{rs}-x2x9q"), &[w.ip]).owned_by("ReplicaSet", &rs)
         };
         api.apply::<Pod>(&pod.labelled("app", w.name));
         let service = mk_service(w.namespace, w.name, &[], &[("app", w.name)]);
-        let service = if w.ip == LOAD_BALANCER_IP { service.load_balancer(&[LOAD_BALANCER_IP]) } else { service };
+        let service = if w.ip == LOAD_BALANCER_IP {
+            service.load_balancer(&[LOAD_BALANCER_IP])
+        } else {
+            service
+        };
         api.apply::<Service>(&service);
     }
 }
@@ -169,21 +231,36 @@ impl Product {
     /// Starts everything; returns once the cloud, the mappers and the node agents are ready.
     pub async fn start(options: Options) -> anyhow::Result<Product> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        std::fs::create_dir_all(&options.work_dir).with_context(|| format!("creating {}", options.work_dir.display()))?;
+        std::fs::create_dir_all(&options.work_dir)
+            .with_context(|| format!("creating {}", options.work_dir.display()))?;
         let tracker = Arc::new(Tracker::start(&options.work_dir)?);
         let org = admin(&options.bin_dir, &options.database_url, &["create-org", "demo"])?;
         let org_id = org["org_id"].as_str().context("create-org printed no org_id")?.to_owned();
-        let api_token = org["api_token"].as_str().context("create-org printed no api_token")?.to_owned();
+        let api_token =
+            org["api_token"].as_str().context("create-org printed no api_token")?.to_owned();
         let cloud_url = format!("http://127.0.0.1:{}", options.cloud_port);
-        let mut product =
-            Product { options, cloud_url, api_token, clusters: Vec::new(), cloud: None, lab: None, pods: Vec::new(), http: http.clone(), tracker };
+        let mut product = Product {
+            options,
+            cloud_url,
+            api_token,
+            clusters: Vec::new(),
+            cloud: None,
+            lab: None,
+            pods: Vec::new(),
+            http: http.clone(),
+            tracker,
+        };
         product.start_cloud().await?;
 
         if product.options.traffic == Traffic::Real {
             product.build_lab()?;
         }
         for name in CLUSTERS {
-            let creds = admin(&product.options.bin_dir, &product.options.database_url, &["create-cluster", "--org", &org_id, name])?;
+            let creds = admin(
+                &product.options.bin_dir,
+                &product.options.database_url,
+                &["create-cluster", "--org", &org_id, name],
+            )?;
             let api = FakeApiServer::start().await?;
             load_cluster(&api, name);
             let dir = product.options.work_dir.join(name);
@@ -195,11 +272,26 @@ impl Product {
             let mapper = spawn(
                 &product.tracker,
                 Command::new(product.options.bin_dir.join("cluster-agent"))
-                    .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "node-secret", "--outbox-dir"])
+                    .args([
+                        "mapper",
+                        "--listen",
+                        &format!("127.0.0.1:{port}"),
+                        "--shared-token",
+                        "node-secret",
+                        "--outbox-dir",
+                    ])
                     .arg(dir.join("outbox"))
-                    .args(["--upload-interval-seconds", &product.options.upload_interval.to_string(), "--cloud-url", &product.cloud_url])
+                    .args([
+                        "--upload-interval-seconds",
+                        &product.options.upload_interval.to_string(),
+                        "--cloud-url",
+                        &product.cloud_url,
+                    ])
                     .args(["--cloud-client-id", creds["client_id"].as_str().unwrap_or_default()])
-                    .args(["--cloud-client-secret", creds["client_secret"].as_str().unwrap_or_default()])
+                    .args([
+                        "--cloud-client-secret",
+                        creds["client_secret"].as_str().unwrap_or_default(),
+                    ])
                     .env("KUBECONFIG", &kubeconfig)
                     .env("RUST_LOG", "warn"),
                 &format!("cluster-agent mapper ({name})"),
@@ -210,17 +302,43 @@ impl Product {
                 let node = spawn(
                     &product.tracker,
                     Command::new(product.options.bin_dir.join("cluster-agent"))
-                        .args(["node", "--mapper-url", &mapper_url, "--shared-token", "node-secret", "--node-name", &format!("{name}-node-1")])
-                        .args(["--ship-interval-seconds", "0.3", "--scan-interval-seconds", "0.5", "--listen", &format!("127.0.0.1:{health}")])
+                        .args([
+                            "node",
+                            "--mapper-url",
+                            &mapper_url,
+                            "--shared-token",
+                            "node-secret",
+                            "--node-name",
+                            &format!("{name}-node-1"),
+                        ])
+                        .args([
+                            "--ship-interval-seconds",
+                            "0.3",
+                            "--scan-interval-seconds",
+                            "0.5",
+                            "--listen",
+                            &format!("127.0.0.1:{health}"),
+                        ])
                         .env("RUST_LOG", "warn"),
                     &format!("cluster-agent node ({name})"),
                 )?;
-                wait_ready(&http, &format!("http://127.0.0.1:{health}/healthz"), Duration::from_secs(60)).await?;
+                wait_ready(
+                    &http,
+                    &format!("http://127.0.0.1:{health}/healthz"),
+                    Duration::from_secs(60),
+                )
+                .await?;
                 Some(node)
             } else {
                 None
             };
-            product.clusters.push(ClusterRun { name, api, mapper_url, _mapper: mapper, _node: node });
+            product.clusters.push(ClusterRun {
+                name,
+                api,
+                mapper_url,
+                _mapper: mapper,
+                _node: node,
+            });
         }
         Ok(product)
     }
@@ -230,11 +348,17 @@ impl Product {
     pub async fn start_cloud(&mut self) -> anyhow::Result<()> {
         let key = self.options.work_dir.join("jwt-signing-key.pem");
         if !key.exists() {
-            let out = Command::new(self.options.bin_dir.join("cloud-api")).args(["admin", "generate-jwt-key"]).output()?;
+            let out = Command::new(self.options.bin_dir.join("cloud-api"))
+                .args(["admin", "generate-jwt-key"])
+                .output()?;
             if !out.status.success() {
-                bail!("cloud-api admin generate-jwt-key failed: {}", String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "cloud-api admin generate-jwt-key failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
-            std::fs::write(&key, &out.stdout).with_context(|| format!("writing {}", key.display()))?;
+            std::fs::write(&key, &out.stdout)
+                .with_context(|| format!("writing {}", key.display()))?;
         }
         let cloud = spawn(
             &self.tracker,
@@ -242,7 +366,10 @@ impl Product {
                 .args(["serve", "--listen", &format!("127.0.0.1:{}", self.options.cloud_port)])
                 // Serves as a login role of its own (row-level security applies to it); the
                 // owner's URL only migrates and sets that role up.
-                .args(["--database-url", &cloud_api::store::roles::dedicated_login_url(&self.options.database_url)?])
+                .args([
+                    "--database-url",
+                    &cloud_api::store::roles::dedicated_login_url(&self.options.database_url)?,
+                ])
                 .args(["--migrate-database-url", &self.options.database_url])
                 .arg("--jwt-key-files")
                 .arg(&key)
@@ -272,7 +399,11 @@ impl Product {
             self.pods.push((w.name, ns));
         }
         let internet = lab.add_pod(INTERNET_IP)?;
-        lab.run(&internet, "python3", &["-c", lab::PY_SERVER, INTERNET_IP, &INTERNET_PORT.to_string()])?;
+        lab.run(
+            &internet,
+            "python3",
+            &["-c", lab::PY_SERVER, INTERNET_IP, &INTERNET_PORT.to_string()],
+        )?;
         let dns = lab.add_pod(DNS_IP)?;
         lab.run(
             &dns,
@@ -298,15 +429,33 @@ impl Product {
             Traffic::Real => {
                 let mut runs = Vec::new();
                 for call in CALLS {
-                    let ns = &self.pods.iter().find(|(name, _)| *name == call.client).expect("a pod per workload").1;
+                    let ns = &self
+                        .pods
+                        .iter()
+                        .find(|(name, _)| *name == call.client)
+                        .expect("a pod per workload")
+                        .1;
                     let mut cmd = Command::new("ip");
                     cmd.args(["netns", "exec", ns, "python3", "-c"]);
                     if call.by_name {
-                        cmd.args([lab::PY_RESOLVE_AND_CONNECT, DNS_IP, call.target, &call.port.to_string(), &per_call.to_string()]);
+                        cmd.args([
+                            lab::PY_RESOLVE_AND_CONNECT,
+                            DNS_IP,
+                            call.target,
+                            &call.port.to_string(),
+                            &per_call.to_string(),
+                        ]);
                     } else {
-                        cmd.args([lab::PY_CLIENT, call.target, &call.port.to_string(), &per_call.to_string()]);
+                        cmd.args([
+                            lab::PY_CLIENT,
+                            call.target,
+                            &call.port.to_string(),
+                            &per_call.to_string(),
+                        ]);
                     }
-                    self.tracker.adopt(cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()));
+                    self.tracker.adopt(
+                        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()),
+                    );
                     // Killed if this is cancelled (the caller stopping on a signal).
                     runs.push(tokio::process::Command::from(cmd).kill_on_drop(true).spawn()?);
                 }
@@ -320,9 +469,19 @@ impl Product {
             Traffic::Replayed => {
                 for cluster in &self.clusters {
                     let batch = replayed_batch(cluster.name, per_call);
-                    let reply = self.http.post(format!("{}/v1/observations", cluster.mapper_url)).bearer_auth("node-secret").json(&batch).send().await?;
+                    let reply = self
+                        .http
+                        .post(format!("{}/v1/observations", cluster.mapper_url))
+                        .bearer_auth("node-secret")
+                        .json(&batch)
+                        .send()
+                        .await?;
                     if !reply.status().is_success() {
-                        bail!("the {} mapper refused the observations: {}", cluster.name, reply.text().await.unwrap_or_default());
+                        bail!(
+                            "the {} mapper refused the observations: {}",
+                            cluster.name,
+                            reply.text().await.unwrap_or_default()
+                        );
                     }
                 }
             }
@@ -332,7 +491,15 @@ impl Product {
 
     /// The cloud's access graph (all clusters).
     pub async fn graph(&self) -> anyhow::Result<Value> {
-        Ok(self.http.get(format!("{}/api/v1/access-graph", self.cloud_url)).bearer_auth(&self.api_token).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/api/v1/access-graph", self.cloud_url))
+            .bearer_auth(&self.api_token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// A cluster's ClientIntents as YAML, from the cloud.
@@ -351,7 +518,14 @@ impl Product {
     /// A mapper's own edges.
     pub async fn mapper_edges(&self, cluster: &str) -> anyhow::Result<Vec<model::Edge>> {
         let run = self.clusters.iter().find(|c| c.name == cluster).context("no such cluster")?;
-        Ok(self.http.get(format!("{}/v1/edges", run.mapper_url)).send().await?.error_for_status()?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/v1/edges", run.mapper_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 
     /// Waits until the cloud's graph has every expected edge and, per edge, the connections
@@ -366,7 +540,10 @@ impl Product {
                 }
             }
             if started.elapsed() > timeout {
-                bail!("the cloud did not receive all edges within {timeout:?}; last graph: {}", graph.unwrap_or_default());
+                bail!(
+                    "the cloud did not receive all edges within {timeout:?}; last graph: {}",
+                    graph.unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -380,7 +557,8 @@ impl Product {
         let cloud_total: u64 = edges.iter().filter_map(|e| e["connections"].as_u64()).sum();
         let mut mapper_total = 0;
         for cluster in CLUSTERS {
-            mapper_total += self.mapper_edges(cluster).await?.iter().map(|e| e.connections).sum::<u64>();
+            mapper_total +=
+                self.mapper_edges(cluster).await?.iter().map(|e| e.connections).sum::<u64>();
         }
         Ok(mapper_total > 0 && cloud_total == mapper_total)
     }
@@ -395,7 +573,8 @@ fn kubeconfig_yaml(server: &str) -> String {
 /// What a cluster's node agent reports for one round of the demo traffic.
 fn replayed_batch(cluster: &str, per_call: u32) -> ObservationBatch {
     let now = chrono::Utc::now();
-    let mut batch = ObservationBatch { source: Some(format!("{cluster}-replay")), ..Default::default() };
+    let mut batch =
+        ObservationBatch { source: Some(format!("{cluster}-replay")), ..Default::default() };
     for (i, call) in CALLS.iter().enumerate() {
         let client = workload(call.client);
         if client.cluster != cluster {

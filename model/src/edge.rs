@@ -19,7 +19,11 @@ pub struct WorkloadRef {
 
 impl WorkloadRef {
     pub fn new(namespace: &str, name: &str, kind: Option<&str>) -> Self {
-        Self { namespace: namespace.to_owned(), name: name.to_owned(), kind: kind.map(str::to_owned) }
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            kind: kind.map(str::to_owned),
+        }
     }
 }
 
@@ -52,7 +56,12 @@ pub struct InternetTarget {
 impl InternetTarget {
     /// The name that identifies this destination: its first DNS name, else its first IP.
     pub fn identity(&self) -> &str {
-        self.domains.iter().min().or_else(|| self.ips.iter().min()).map(String::as_str).unwrap_or("")
+        self.domains
+            .iter()
+            .min()
+            .or_else(|| self.ips.iter().min())
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -66,12 +75,24 @@ pub struct AwsTarget {
 }
 
 /// The HTTP methods the ClientIntents CRD knows, as it spells them.
-pub const HTTP_METHODS: [&str; 8] = ["GET", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT"];
+pub const HTTP_METHODS: [&str; 8] =
+    ["GET", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT"];
 
 /// The Kafka operations the ClientIntents CRD knows, as it spells them (`consume` is Kafka's
 /// Read, `produce` its Write).
-pub const KAFKA_OPERATIONS: [&str; 11] =
-    ["all", "consume", "produce", "create", "alter", "delete", "describe", "ClusterAction", "DescribeConfigs", "AlterConfigs", "IdempotentWrite"];
+pub const KAFKA_OPERATIONS: [&str; 11] = [
+    "all",
+    "consume",
+    "produce",
+    "create",
+    "alter",
+    "delete",
+    "describe",
+    "ClusterAction",
+    "DescribeConfigs",
+    "AlterConfigs",
+    "IdempotentWrite",
+];
 
 /// An HTTP path and the methods called on it (from Istio sidecar metrics). Methods are upper
 /// case, as in the ClientIntents CRD (`GET`, `POST`, ...).
@@ -122,7 +143,9 @@ impl Target {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub enum Protocol {
     #[default]
     #[serde(rename = "TCP")]
@@ -240,7 +263,9 @@ impl Edge {
             self.client.kind.clone_from(&other.client.kind);
         }
         match (&mut self.target, &other.target) {
-            (Target::Kubernetes(a), Target::Kubernetes(b)) if b.kind.is_some() => a.kind.clone_from(&b.kind),
+            (Target::Kubernetes(a), Target::Kubernetes(b)) if b.kind.is_some() => {
+                a.kind.clone_from(&b.kind)
+            }
             (Target::Internet(a), Target::Internet(b)) => {
                 a.domains = union(&a.domains, &b.domains);
                 a.ips = union(&a.ips, &b.ips);
@@ -262,7 +287,10 @@ pub fn merge_http(a: &[HttpResource], b: &[HttpResource]) -> Vec<HttpResource> {
         let methods = paths.entry(r.path.as_str()).or_default();
         *methods = union(methods, &r.methods);
     }
-    paths.into_iter().map(|(path, methods)| HttpResource { path: path.to_owned(), methods }).collect()
+    paths
+        .into_iter()
+        .map(|(path, methods)| HttpResource { path: path.to_owned(), methods })
+        .collect()
 }
 
 /// Topics in order, each with the union of its operations and of its denied operations.
@@ -273,7 +301,14 @@ pub fn merge_kafka(a: &[KafkaTopic], b: &[KafkaTopic]) -> Vec<KafkaTopic> {
         *operations = union(operations, &t.operations);
         *denied = union(denied, &t.denied);
     }
-    topics.into_iter().map(|(name, (operations, denied))| KafkaTopic { name: name.to_owned(), operations, denied }).collect()
+    topics
+        .into_iter()
+        .map(|(name, (operations, denied))| KafkaTopic {
+            name: name.to_owned(),
+            operations,
+            denied,
+        })
+        .collect()
 }
 
 /// Sorted union without duplicates.
@@ -350,8 +385,16 @@ mod tests {
 
     #[test]
     fn internet_targets_are_one_destination_per_name_and_accumulate_ips() {
-        let a = Target::Internet(InternetTarget { domains: vec!["api.stripe.com".into()], ips: vec!["203.0.113.7".into()], ports: vec![443] });
-        let b = Target::Internet(InternetTarget { domains: vec!["api.stripe.com".into()], ips: vec!["203.0.113.8".into()], ports: vec![443] });
+        let a = Target::Internet(InternetTarget {
+            domains: vec!["api.stripe.com".into()],
+            ips: vec!["203.0.113.7".into()],
+            ports: vec![443],
+        });
+        let b = Target::Internet(InternetTarget {
+            domains: vec!["api.stripe.com".into()],
+            ips: vec!["203.0.113.8".into()],
+            ports: vec![443],
+        });
         let merged = merge_edges([
             edge("frontend", a, 443, "2026-01-01T10:00:00Z", "2026-01-01T10:00:00Z", 1),
             edge("frontend", b, 443, "2026-01-01T11:00:00Z", "2026-01-01T11:00:00Z", 1),

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::edge::{merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, PortSpec, Target};
+use crate::edge::{
+    merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, PortSpec, Target,
+};
 use crate::report::ExposedWorkload;
 
 /// An edge as stored by the cloud: which cluster observed it.
@@ -104,7 +106,12 @@ fn workload_id(cluster: &str, namespace: &str, name: &str) -> String {
 impl AccessGraph {
     /// Builds the organisation's graph. A call to an internet address or hostname that another
     /// (or the same) cluster exposes is drawn to that cluster's workload instead.
-    pub fn build(clusters: &[String], edges: &[ClusterEdge], exposures: &[ClusterExposure], filter: &GraphFilter) -> Self {
+    pub fn build(
+        clusters: &[String],
+        edges: &[ClusterEdge],
+        exposures: &[ClusterExposure],
+        filter: &GraphFilter,
+    ) -> Self {
         let mut exposed_by: HashMap<&str, Vec<&ClusterExposure>> = HashMap::new();
         for e in exposures {
             for key in e.exposed.addresses.iter().chain(&e.exposed.hostnames) {
@@ -133,7 +140,11 @@ impl AccessGraph {
             }
             let key = (client.id.clone(), target.id.clone(), ce.cluster.clone());
             let ports = match &edge.target {
-                Target::Internet(i) if edge.ports.is_empty() => i.ports.iter().map(|&port| PortSpec { port, protocol: Default::default() }).collect(),
+                Target::Internet(i) if edge.ports.is_empty() => i
+                    .ports
+                    .iter()
+                    .map(|&port| PortSpec { port, protocol: Default::default() })
+                    .collect(),
                 _ => edge.ports.clone(),
             };
             match merged.get_mut(&key) {
@@ -174,7 +185,10 @@ impl AccessGraph {
         let clusters = clusters
             .iter()
             .filter(|c| filter.cluster.as_ref().is_none_or(|f| f == *c))
-            .map(|name| ClusterSummary { name: name.clone(), edges: edges.iter().filter(|e| &e.observed_in == name).count() })
+            .map(|name| ClusterSummary {
+                name: name.clone(),
+                edges: edges.iter().filter(|e| &e.observed_in == name).count(),
+            })
             .collect();
         AccessGraph { clusters, nodes: nodes.into_values().collect(), edges }
     }
@@ -186,17 +200,34 @@ impl AccessGraph {
         let mut outside = Vec::new();
         for node in &self.nodes {
             match (&node.cluster, &node.namespace) {
-                (Some(c), Some(ns)) => grouped.entry((c.as_str(), ns.as_str())).or_default().push(node),
+                (Some(c), Some(ns)) => {
+                    grouped.entry((c.as_str(), ns.as_str())).or_default().push(node)
+                }
                 _ => outside.push(node),
             }
         }
         let clusters: BTreeSet<&str> = grouped.keys().map(|(c, _)| *c).collect();
         for (ci, cluster) in clusters.iter().enumerate() {
-            let _ = writeln!(out, "  subgraph cluster_{ci} {{\n    label={};\n    style=bold;", quote(&format!("cluster {cluster}")));
-            for (ni, ((_, ns), members)) in grouped.iter().filter(|((c, _), _)| c == cluster).enumerate() {
-                let _ = writeln!(out, "    subgraph cluster_{ci}_{ni} {{\n      label={};\n      style=dashed;", quote(&format!("namespace {ns}")));
+            let _ = writeln!(
+                out,
+                "  subgraph cluster_{ci} {{\n    label={};\n    style=bold;",
+                quote(&format!("cluster {cluster}"))
+            );
+            for (ni, ((_, ns), members)) in
+                grouped.iter().filter(|((c, _), _)| c == cluster).enumerate()
+            {
+                let _ = writeln!(
+                    out,
+                    "    subgraph cluster_{ci}_{ni} {{\n      label={};\n      style=dashed;",
+                    quote(&format!("namespace {ns}"))
+                );
                 for node in members {
-                    let _ = writeln!(out, "      {} [label={}];", quote(&node.id), quote(&node_label(node)));
+                    let _ = writeln!(
+                        out,
+                        "      {} [label={}];",
+                        quote(&node.id),
+                        quote(&node_label(node))
+                    );
                 }
                 out.push_str("    }\n");
             }
@@ -204,10 +235,21 @@ impl AccessGraph {
         }
         for node in outside {
             let shape = if node.kind == NodeKind::Aws { "component" } else { "ellipse" };
-            let _ = writeln!(out, "  {} [label={}, shape={shape}];", quote(&node.id), quote(&node_label(node)));
+            let _ = writeln!(
+                out,
+                "  {} [label={}, shape={shape}];",
+                quote(&node.id),
+                quote(&node_label(node))
+            );
         }
         for edge in &self.edges {
-            let _ = writeln!(out, "  {} -> {} [label={}];", quote(&edge.source), quote(&edge.target), quote(&edge_label(edge)));
+            let _ = writeln!(
+                out,
+                "  {} -> {} [label={}];",
+                quote(&edge.source),
+                quote(&edge.target),
+                quote(&edge_label(edge))
+            );
         }
         out.push_str("}\n");
         out
@@ -237,7 +279,11 @@ fn edge_label(edge: &GraphEdge) -> String {
         lines.push(format!("+{} more topics", edge.kafka.len() - DOT_LABEL_ITEMS));
     }
     for r in edge.http.iter().take(DOT_LABEL_ITEMS) {
-        lines.push(if r.methods.is_empty() { r.path.clone() } else { format!("{} {}", r.methods.join(","), r.path) });
+        lines.push(if r.methods.is_empty() {
+            r.path.clone()
+        } else {
+            format!("{} {}", r.methods.join(","), r.path)
+        });
     }
     if edge.http.len() > DOT_LABEL_ITEMS {
         lines.push(format!("+{} more paths", edge.http.len() - DOT_LABEL_ITEMS));
@@ -292,7 +338,11 @@ fn filter_keeps(filter: &GraphFilter, a: &GraphNode, b: &GraphNode) -> bool {
 }
 
 /// The node a target is drawn as, the exposure keys that moved it across clusters, and its actions.
-fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&ClusterExposure>>) -> (GraphNode, Vec<String>, Vec<String>) {
+fn target_node(
+    cluster: &str,
+    target: &Target,
+    exposed_by: &HashMap<&str, Vec<&ClusterExposure>>,
+) -> (GraphNode, Vec<String>, Vec<String>) {
     match target {
         Target::Kubernetes(w) | Target::Kafka(w) => (
             GraphNode {
@@ -320,12 +370,18 @@ fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&C
         ),
         Target::Internet(i) => {
             let keys: Vec<&String> = i.domains.iter().chain(&i.ips).collect();
-            let hit = keys.iter().find_map(|k| exposed_by.get(k.trim_end_matches('.')).and_then(|v| v.first()));
+            let hit = keys
+                .iter()
+                .find_map(|k| exposed_by.get(k.trim_end_matches('.')).and_then(|v| v.first()));
             match hit {
                 Some(exp) => {
                     let via: Vec<String> = keys
                         .iter()
-                        .filter(|k| exposed_by.get(k.trim_end_matches('.')).is_some_and(|v| v.iter().any(|e| std::ptr::eq(*e, *exp))))
+                        .filter(|k| {
+                            exposed_by
+                                .get(k.trim_end_matches('.'))
+                                .is_some_and(|v| v.iter().any(|e| std::ptr::eq(*e, *exp)))
+                        })
                         .map(|k| (*k).clone())
                         .collect();
                     let via = union(&via, &[]);
@@ -346,7 +402,14 @@ fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&C
                 None => {
                     let name = i.identity().to_owned();
                     (
-                        GraphNode { id: format!("internet/{name}"), kind: NodeKind::Internet, cluster: None, namespace: None, name, workload_kind: None },
+                        GraphNode {
+                            id: format!("internet/{name}"),
+                            kind: NodeKind::Internet,
+                            cluster: None,
+                            namespace: None,
+                            name,
+                            workload_kind: None,
+                        },
                         vec![],
                         vec![],
                     )
@@ -354,7 +417,14 @@ fn target_node(cluster: &str, target: &Target, exposed_by: &HashMap<&str, Vec<&C
             }
         }
         Target::Aws(a) => (
-            GraphNode { id: format!("aws/{}", a.arn), kind: NodeKind::Aws, cluster: None, namespace: None, name: a.arn.clone(), workload_kind: None },
+            GraphNode {
+                id: format!("aws/{}", a.arn),
+                kind: NodeKind::Aws,
+                cluster: None,
+                namespace: None,
+                name: a.arn.clone(),
+                workload_kind: None,
+            },
             vec![],
             a.actions.clone(),
         ),
@@ -387,7 +457,11 @@ mod tests {
     }
 
     fn internet(domain: &str, ip: &str) -> Target {
-        Target::Internet(InternetTarget { domains: vec![domain.into()], ips: vec![ip.into()], ports: vec![443] })
+        Target::Internet(InternetTarget {
+            domains: vec![domain.into()],
+            ips: vec![ip.into()],
+            ports: vec![443],
+        })
     }
 
     #[test]
@@ -403,17 +477,37 @@ mod tests {
             },
         }];
         let edges = vec![
-            edge("us", "frontend", internet("pay.example.com", "198.51.100.10"), "2026-11-02T00:00:00Z"),
-            edge("us", "frontend", internet("api.stripe.com", "203.0.113.7"), "2026-11-02T00:00:00Z"),
+            edge(
+                "us",
+                "frontend",
+                internet("pay.example.com", "198.51.100.10"),
+                "2026-11-02T00:00:00Z",
+            ),
+            edge(
+                "us",
+                "frontend",
+                internet("api.stripe.com", "203.0.113.7"),
+                "2026-11-02T00:00:00Z",
+            ),
         ];
-        let g = AccessGraph::build(&["eu".into(), "us".into()], &edges, &exposures, &GraphFilter::default());
+        let g = AccessGraph::build(
+            &["eu".into(), "us".into()],
+            &edges,
+            &exposures,
+            &GraphFilter::default(),
+        );
         let targets: Vec<&str> = g.edges.iter().map(|e| e.target.as_str()).collect();
         assert_eq!(targets, vec!["eu/pay/gateway", "internet/api.stripe.com"]);
         assert_eq!(g.edges[0].via, vec!["198.51.100.10", "pay.example.com"]);
         let gw = g.nodes.iter().find(|n| n.id == "eu/pay/gateway").unwrap();
         assert_eq!(gw.cluster.as_deref(), Some("eu"));
 
-        let only_eu = AccessGraph::build(&["eu".into(), "us".into()], &edges, &exposures, &GraphFilter { cluster: Some("eu".into()), ..Default::default() });
+        let only_eu = AccessGraph::build(
+            &["eu".into(), "us".into()],
+            &edges,
+            &exposures,
+            &GraphFilter { cluster: Some("eu".into()), ..Default::default() },
+        );
         assert_eq!(only_eu.edges.len(), 1, "the cross-cluster call touches eu");
         assert_eq!(only_eu.clusters.len(), 1);
     }
@@ -421,23 +515,42 @@ mod tests {
     #[test]
     fn filters_by_time_and_workload() {
         let cart = Target::Kubernetes(WorkloadRef::new("shop", "cart", None));
-        let edges = vec![edge("us", "frontend", cart.clone(), "2026-11-02T00:00:00Z"), edge("us", "checkout", cart, "2026-11-20T00:00:00Z")];
-        let recent = AccessGraph::build(&["us".into()], &edges, &[], &GraphFilter { since: Some(t("2026-11-10T00:00:00Z")), ..Default::default() });
+        let edges = vec![
+            edge("us", "frontend", cart.clone(), "2026-11-02T00:00:00Z"),
+            edge("us", "checkout", cart, "2026-11-20T00:00:00Z"),
+        ];
+        let recent = AccessGraph::build(
+            &["us".into()],
+            &edges,
+            &[],
+            &GraphFilter { since: Some(t("2026-11-10T00:00:00Z")), ..Default::default() },
+        );
         assert_eq!(recent.edges.len(), 1);
         assert_eq!(recent.edges[0].source, "us/shop/checkout");
-        let front = AccessGraph::build(&["us".into()], &edges, &[], &GraphFilter { workload: Some("frontend".into()), ..Default::default() });
+        let front = AccessGraph::build(
+            &["us".into()],
+            &edges,
+            &[],
+            &GraphFilter { workload: Some("frontend".into()), ..Default::default() },
+        );
         assert_eq!(front.edges.len(), 1);
         assert_eq!(front.nodes.len(), 2);
     }
 
     #[test]
     fn dot_groups_clusters_and_namespaces_and_escapes_names() {
-        let edges = vec![edge("us", "frontend", internet("api.stripe.com", "203.0.113.7"), "2026-11-02T00:00:00Z")];
+        let edges = vec![edge(
+            "us",
+            "frontend",
+            internet("api.stripe.com", "203.0.113.7"),
+            "2026-11-02T00:00:00Z",
+        )];
         let dot = AccessGraph::build(&["us".into()], &edges, &[], &GraphFilter::default()).to_dot();
         assert!(dot.starts_with("digraph access_graph {"));
         assert!(dot.contains("label=\"cluster us\""));
         assert!(dot.contains("label=\"namespace shop\""));
-        assert!(dot.contains("\"us/shop/frontend\" -> \"internet/api.stripe.com\" [label=\"443/TCP\"];"));
+        assert!(dot
+            .contains("\"us/shop/frontend\" -> \"internet/api.stripe.com\" [label=\"443/TCP\"];"));
         assert_eq!(quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
     }
     fn topic(name: &str, operations: &[&str], denied: &[&str]) -> KafkaTopic {
@@ -452,26 +565,60 @@ mod tests {
     #[test]
     fn a_kafka_target_is_the_broker_workload_and_edges_carry_topics_and_paths() {
         let broker = WorkloadRef::new("infra", "kafka", Some("StatefulSet"));
-        let mut tcp = edge("us", "checkout", Target::Kubernetes(broker.clone()), "2026-11-02T00:00:00Z");
+        let mut tcp =
+            edge("us", "checkout", Target::Kubernetes(broker.clone()), "2026-11-02T00:00:00Z");
         tcp.edge.ports = vec![PortSpec { port: 9092, protocol: Protocol::Tcp }];
-        let mut kafka = edge("us", "checkout", Target::Kafka(broker.clone()), "2026-11-03T00:00:00Z");
+        let mut kafka =
+            edge("us", "checkout", Target::Kafka(broker.clone()), "2026-11-03T00:00:00Z");
         kafka.edge.ports = vec![PortSpec { port: 9092, protocol: Protocol::Tcp }];
         kafka.edge.kafka = vec![topic("orders", &["describe", "produce"], &["describe"])];
         let mut kafka_again = edge("us", "checkout", Target::Kafka(broker), "2026-11-04T00:00:00Z");
-        kafka_again.edge.kafka = vec![topic("orders", &["consume"], &[]), topic("audit", &["produce"], &[])];
-        let mut cart = edge("us", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "cart", None)), "2026-11-02T00:00:00Z");
+        kafka_again.edge.kafka =
+            vec![topic("orders", &["consume"], &[]), topic("audit", &["produce"], &[])];
+        let mut cart = edge(
+            "us",
+            "checkout",
+            Target::Kubernetes(WorkloadRef::new("shop", "cart", None)),
+            "2026-11-02T00:00:00Z",
+        );
         cart.edge.http = vec![path("/api/cart", &["POST", "GET"]), path("/healthz", &[])];
-        let g = AccessGraph::build(&["us".into()], &[tcp, kafka, kafka_again, cart], &[], &GraphFilter::default());
+        let g = AccessGraph::build(
+            &["us".into()],
+            &[tcp, kafka, kafka_again, cart],
+            &[],
+            &GraphFilter::default(),
+        );
 
-        assert_eq!(g.nodes.iter().filter(|n| n.id == "us/infra/kafka").count(), 1, "one node for the broker: {:?}", g.nodes);
+        assert_eq!(
+            g.nodes.iter().filter(|n| n.id == "us/infra/kafka").count(),
+            1,
+            "one node for the broker: {:?}",
+            g.nodes
+        );
         let broker = g.nodes.iter().find(|n| n.id == "us/infra/kafka").unwrap();
-        assert_eq!((broker.kind, broker.workload_kind.as_deref()), (NodeKind::Workload, Some("StatefulSet")));
-        assert_eq!(g.edges.len(), 2, "plain TCP and Kafka calls to the broker are one edge of the graph");
+        assert_eq!(
+            (broker.kind, broker.workload_kind.as_deref()),
+            (NodeKind::Workload, Some("StatefulSet"))
+        );
+        assert_eq!(
+            g.edges.len(),
+            2,
+            "plain TCP and Kafka calls to the broker are one edge of the graph"
+        );
         let to_broker = g.edges.iter().find(|e| e.target == "us/infra/kafka").unwrap();
         assert_eq!(to_broker.connections, 6);
-        assert_eq!(to_broker.kafka, vec![topic("audit", &["produce"], &[]), topic("orders", &["consume", "describe", "produce"], &["describe"])]);
+        assert_eq!(
+            to_broker.kafka,
+            vec![
+                topic("audit", &["produce"], &[]),
+                topic("orders", &["consume", "describe", "produce"], &["describe"])
+            ]
+        );
         let json = serde_json::to_value(to_broker).unwrap();
-        assert_eq!(json["kafka"][1], serde_json::json!({"name": "orders", "operations": ["consume", "describe", "produce"], "denied": ["describe"]}));
+        assert_eq!(
+            json["kafka"][1],
+            serde_json::json!({"name": "orders", "operations": ["consume", "describe", "produce"], "denied": ["describe"]})
+        );
         assert!(json.get("http").is_none());
         let to_cart = g.edges.iter().find(|e| e.target == "us/shop/cart").unwrap();
         assert_eq!(to_cart.http, vec![path("/api/cart", &["GET", "POST"]), path("/healthz", &[])]);
@@ -486,7 +633,12 @@ mod tests {
 
     #[test]
     fn dot_labels_show_a_few_topics_and_paths() {
-        let mut e = edge("us", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "cart", None)), "2026-11-02T00:00:00Z");
+        let mut e = edge(
+            "us",
+            "checkout",
+            Target::Kubernetes(WorkloadRef::new("shop", "cart", None)),
+            "2026-11-02T00:00:00Z",
+        );
         e.edge.ports.clear();
         e.edge.http = (0..5).map(|i| path(&format!("/p{i}"), &["GET"])).collect();
         let dot = AccessGraph::build(&["us".into()], &[e], &[], &GraphFilter::default()).to_dot();

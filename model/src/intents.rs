@@ -38,7 +38,10 @@ use std::str::FromStr;
 
 use serde_json::{json, Map, Value};
 
-use crate::edge::{merge_edges, union, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, Target, WorkloadRef};
+use crate::edge::{
+    merge_edges, union, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, Target,
+    WorkloadRef,
+};
 
 /// The API group of the ClientIntents CRD.
 pub const INTENTS_API_GROUP: &str = "k8s.otterize.com";
@@ -95,7 +98,10 @@ impl FromStr for IntentsVersion {
             Some(_) => return Err(UnknownIntentsVersion(s.to_owned())),
             None => trimmed,
         };
-        IntentsVersion::ALL.into_iter().find(|v| v.name() == version).ok_or_else(|| UnknownIntentsVersion(s.to_owned()))
+        IntentsVersion::ALL
+            .into_iter()
+            .find(|v| v.name() == version)
+            .ok_or_else(|| UnknownIntentsVersion(s.to_owned()))
     }
 }
 
@@ -114,12 +120,16 @@ pub(crate) fn calls_by_client(edges: &[Edge]) -> Vec<ClientCalls> {
     // `merge_edges` lets the last observation that names a kind win; sorting first makes that
     // choice (the greatest kind name) independent of the order the edges arrived in.
     let mut sorted = edges.to_vec();
-    sorted.sort_by_cached_key(|e| (e.key(), e.client.kind.clone(), target_kind(&e.target).map(str::to_owned)));
+    sorted.sort_by_cached_key(|e| {
+        (e.key(), e.client.kind.clone(), target_kind(&e.target).map(str::to_owned))
+    });
 
     let mut by_client: BTreeMap<(String, String), ClientCalls> = BTreeMap::new();
     for edge in merge_edges(sorted) {
         let key = (edge.client.namespace.clone(), edge.client.name.clone());
-        let entry = by_client.entry(key).or_insert_with(|| ClientCalls { client: edge.client.clone(), calls: Vec::new() });
+        let entry = by_client
+            .entry(key)
+            .or_insert_with(|| ClientCalls { client: edge.client.clone(), calls: Vec::new() });
         if edge.client.kind > entry.client.kind {
             entry.client.kind.clone_from(&edge.client.kind);
         }
@@ -144,7 +154,10 @@ fn target_kind(target: &Target) -> Option<&str> {
 /// in-cluster targets (by name, own namespace first, then namespace, then a Kafka broker before
 /// a workload before a Service), then internet destinations, then AWS resources; the edge key
 /// (whose target type orders `kafka`, `kubernetes`, `service`) breaks any tie.
-pub(crate) fn call_order(client_namespace: &str, edge: &Edge) -> (u8, String, bool, String, EdgeKey) {
+pub(crate) fn call_order(
+    client_namespace: &str,
+    edge: &Edge,
+) -> (u8, String, bool, String, EdgeKey) {
     let (rank, name, namespace) = match &edge.target {
         Target::Kubernetes(w) => (0, w.name.clone(), w.namespace.clone()),
         Target::Service(s) => (0, s.name.clone(), s.namespace.clone()),
@@ -228,7 +241,10 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
         }
         Target::Service(s) => {
             let mut svc = Map::new();
-            svc.insert("name".into(), json!(qualified_name(client_namespace, &s.namespace, &s.name)));
+            svc.insert(
+                "name".into(),
+                json!(qualified_name(client_namespace, &s.namespace, &s.name)),
+            );
             insert_nonempty(&mut svc, "http", &http_resources(&edge.http));
             json!({ "service": svc })
         }
@@ -241,7 +257,10 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
         }
         Target::Kafka(w) => {
             let mut kafka = Map::new();
-            kafka.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
+            kafka.insert(
+                "name".into(),
+                json!(qualified_name(client_namespace, &w.namespace, &w.name)),
+            );
             insert_nonempty(&mut kafka, "topics", &kafka_topics(&edge.kafka));
             json!({ "kafka": kafka })
         }
@@ -261,12 +280,18 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
     };
     match &edge.target {
         Target::Kubernetes(w) => {
-            call.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
+            call.insert(
+                "name".into(),
+                json!(qualified_name(client_namespace, &w.namespace, &w.name)),
+            );
             insert_some(&mut call, "kind", w.kind.as_deref());
             http(&mut call);
         }
         Target::Service(s) => {
-            call.insert("name".into(), json!(qualified_name(client_namespace, &s.namespace, &s.name)));
+            call.insert(
+                "name".into(),
+                json!(qualified_name(client_namespace, &s.namespace, &s.name)),
+            );
             call.insert("kind".into(), json!("Service"));
             http(&mut call);
         }
@@ -281,7 +306,10 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
         }
         Target::Kafka(w) => {
             call.insert("type".into(), json!("kafka"));
-            call.insert("name".into(), json!(qualified_name(client_namespace, &w.namespace, &w.name)));
+            call.insert(
+                "name".into(),
+                json!(qualified_name(client_namespace, &w.namespace, &w.name)),
+            );
             insert_nonempty(&mut call, "kafkaTopics", &kafka_topics(&edge.kafka));
         }
     }
@@ -290,13 +318,19 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
 
 /// `[{path, methods}]`, the same in both versions. `methods` is required, so always written.
 fn http_resources(http: &[HttpResource]) -> Vec<Value> {
-    crate::edge::merge_http(http, &[]).into_iter().map(|r| json!({ "path": r.path, "methods": r.methods })).collect()
+    crate::edge::merge_http(http, &[])
+        .into_iter()
+        .map(|r| json!({ "path": r.path, "methods": r.methods }))
+        .collect()
 }
 
 /// `[{name, operations}]`, the same in both versions; denied operations included (see the module
 /// documentation). `operations` is required, so always written.
 fn kafka_topics(kafka: &[KafkaTopic]) -> Vec<Value> {
-    crate::edge::merge_kafka(kafka, &[]).into_iter().map(|t| json!({ "name": t.name, "operations": union(&t.operations, &t.denied) })).collect()
+    crate::edge::merge_kafka(kafka, &[])
+        .into_iter()
+        .map(|t| json!({ "name": t.name, "operations": union(&t.operations, &t.denied) }))
+        .collect()
 }
 
 fn internet(edge: &Edge, i: &InternetTarget) -> Value {
@@ -329,7 +363,8 @@ fn insert_nonempty<T: serde::Serialize>(m: &mut Map<String, Value>, key: &str, v
 pub fn to_yaml(docs: &[Value]) -> String {
     docs.iter()
         .map(|d| {
-            let yaml = serde_yaml::to_string(&mark_yaml11_lookalikes(&sorted_keys(d))).expect("a JSON value always has a YAML form");
+            let yaml = serde_yaml::to_string(&mark_yaml11_lookalikes(&sorted_keys(d)))
+                .expect("a JSON value always has a YAML form");
             format!("---\n{}", yaml.replace(&format!("'{YAML11_MARK}"), "'"))
         })
         .collect()
@@ -340,11 +375,14 @@ pub fn to_yaml(docs: &[Value]) -> String {
 const YAML11_MARK: &str = "*intentmap-quote:";
 
 fn mark_yaml11_lookalikes(v: &Value) -> Value {
-    let mark = |s: &String| if is_yaml11_lookalike(s) { format!("{YAML11_MARK}{s}") } else { s.clone() };
+    let mark =
+        |s: &String| if is_yaml11_lookalike(s) { format!("{YAML11_MARK}{s}") } else { s.clone() };
     match v {
         Value::String(s) => Value::String(mark(s)),
         Value::Array(a) => Value::Array(a.iter().map(mark_yaml11_lookalikes).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (mark(k), mark_yaml11_lookalikes(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (mark(k), mark_yaml11_lookalikes(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -352,8 +390,8 @@ fn mark_yaml11_lookalikes(v: &Value) -> Value {
 /// Whether a YAML 1.1 reader resolves this plain scalar to something other than a string.
 fn is_yaml11_lookalike(s: &str) -> bool {
     const WORDS: &[&str] = &[
-        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF",
-        "null", "Null", "NULL", "~", "",
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL", "~", "",
     ];
     if WORDS.contains(&s) {
         return true;
@@ -425,15 +463,29 @@ mod tests {
         vec![
             edge("frontend", workload(NS, "cartservice", Some("Deployment")), &[7070]),
             edge("frontend", workload("shared", "redis", Some("StatefulSet")), &[6379]),
-            edge("frontend", Target::Service(ServiceRef { namespace: "kube-system".into(), name: "kube-dns".into() }), &[53]),
             edge(
                 "frontend",
-                Target::Internet(InternetTarget { domains: vec!["api.stripe.com".into()], ips: vec!["203.0.113.7".into()], ports: vec![] }),
+                Target::Service(ServiceRef {
+                    namespace: "kube-system".into(),
+                    name: "kube-dns".into(),
+                }),
+                &[53],
+            ),
+            edge(
+                "frontend",
+                Target::Internet(InternetTarget {
+                    domains: vec!["api.stripe.com".into()],
+                    ips: vec!["203.0.113.7".into()],
+                    ports: vec![],
+                }),
                 &[443],
             ),
             edge(
                 "frontend",
-                Target::Aws(AwsTarget { arn: "arn:aws:s3:::ecom-assets".into(), actions: vec!["s3:PutObject".into(), "s3:GetObject".into()] }),
+                Target::Aws(AwsTarget {
+                    arn: "arn:aws:s3:::ecom-assets".into(),
+                    actions: vec!["s3:PutObject".into(), "s3:GetObject".into()],
+                }),
                 &[443],
             ),
             edge("checkoutservice", workload(NS, "paymentservice", None), &[50051]),
@@ -550,10 +602,24 @@ spec:
         // The same internet destination seen again with another IP and port, and S3 again.
         shuffled.push(edge(
             "frontend",
-            Target::Internet(InternetTarget { domains: vec!["api.stripe.com".into()], ips: vec!["203.0.113.7".into()], ports: vec![443] }),
+            Target::Internet(InternetTarget {
+                domains: vec!["api.stripe.com".into()],
+                ips: vec!["203.0.113.7".into()],
+                ports: vec![443],
+            }),
             &[],
         ));
-        shuffled.insert(1, edge("frontend", Target::Aws(AwsTarget { arn: "arn:aws:s3:::ecom-assets".into(), actions: vec!["s3:GetObject".into()] }), &[]));
+        shuffled.insert(
+            1,
+            edge(
+                "frontend",
+                Target::Aws(AwsTarget {
+                    arn: "arn:aws:s3:::ecom-assets".into(),
+                    actions: vec!["s3:GetObject".into()],
+                }),
+                &[],
+            ),
+        );
         for version in IntentsVersion::ALL {
             let expected = client_intents(&demo(), version);
             let actual = client_intents(&shuffled, version);
@@ -593,8 +659,7 @@ spec:
 
     #[test]
     fn strings_a_yaml_1_1_reader_would_misread_are_quoted() {
-        let doc =
-            json!({"on": ["on", "n", "No", "0b101", "1_000", "12", "1e3", "", "true", "online", "10.0.0.1", "2001:db8::1", "*.example.com", "arn:aws:s3:::b"]});
+        let doc = json!({"on": ["on", "n", "No", "0b101", "1_000", "12", "1e3", "", "true", "online", "10.0.0.1", "2001:db8::1", "*.example.com", "arn:aws:s3:::b"]});
         let expected = "---\n'on':\n- 'on'\n- 'n'\n- 'No'\n- '0b101'\n- '1_000'\n- '12'\n- '1e3'\n- ''\n- 'true'\n- online\n- 10.0.0.1\n- 2001:db8::1\n- '*.example.com'\n- arn:aws:s3:::b\n";
         assert_eq!(to_yaml(std::slice::from_ref(&doc)), expected);
         let back: Value = serde_yaml::from_str(expected).unwrap();
@@ -606,7 +671,11 @@ spec:
     }
 
     fn topic(name: &str, operations: &[&str], denied: &[&str]) -> KafkaTopic {
-        KafkaTopic { name: name.into(), operations: operations.iter().map(|o| o.to_string()).collect(), denied: denied.iter().map(|o| o.to_string()).collect() }
+        KafkaTopic {
+            name: name.into(),
+            operations: operations.iter().map(|o| o.to_string()).collect(),
+            denied: denied.iter().map(|o| o.to_string()).collect(),
+        }
     }
 
     /// checkout produces to and consumes from a broker in another namespace (one operation
@@ -615,13 +684,20 @@ spec:
     fn protocols() -> Vec<Edge> {
         let broker = Target::Kafka(WorkloadRef::new("infra", "kafka", Some("StatefulSet")));
         let mut kafka = edge("checkout", broker.clone(), &[9092]);
-        kafka.kafka = vec![topic("orders", &["produce", "describe"], &["describe"]), topic("payments", &["consume"], &[])];
+        kafka.kafka = vec![
+            topic("orders", &["produce", "describe"], &["describe"]),
+            topic("payments", &["consume"], &[]),
+        ];
         // The same broker again, later: topics and operations are unioned.
         let mut kafka_again = edge("checkout", broker, &[9092]);
         kafka_again.kafka = vec![topic("orders", &["consume"], &[])];
         let mut cart = edge("checkout", workload(NS, "cart", Some("Deployment")), &[8080]);
         cart.http = vec![http("/api/cart", &["POST", "GET"]), http("/healthz", &[])];
-        let mut currency = edge("checkout", Target::Service(ServiceRef { namespace: NS.into(), name: "currency".into() }), &[7000]);
+        let mut currency = edge(
+            "checkout",
+            Target::Service(ServiceRef { namespace: NS.into(), name: "currency".into() }),
+            &[7000],
+        );
         currency.http = vec![http("/convert", &["GET"])];
         let tcp = edge("checkout", workload("infra", "kafka", Some("StatefulSet")), &[9092]);
         vec![kafka, cart, currency, tcp, kafka_again]
@@ -717,13 +793,23 @@ spec:
 
     #[test]
     fn http_paths_and_kafka_topics_in_both_versions() {
-        assert_eq!(to_yaml(&client_intents(&protocols(), IntentsVersion::V2beta1)), PROTOCOLS_V2BETA1);
-        assert_eq!(to_yaml(&client_intents(&protocols(), IntentsVersion::V1alpha3)), PROTOCOLS_V1ALPHA3);
+        assert_eq!(
+            to_yaml(&client_intents(&protocols(), IntentsVersion::V2beta1)),
+            PROTOCOLS_V2BETA1
+        );
+        assert_eq!(
+            to_yaml(&client_intents(&protocols(), IntentsVersion::V1alpha3)),
+            PROTOCOLS_V1ALPHA3
+        );
         let mut shuffled = protocols();
         for k in 0..shuffled.len() {
             shuffled.rotate_left(1);
             for version in IntentsVersion::ALL {
-                assert_eq!(client_intents(&shuffled, version), client_intents(&protocols(), version), "{version}, rotated {k}");
+                assert_eq!(
+                    client_intents(&shuffled, version),
+                    client_intents(&protocols(), version),
+                    "{version}, rotated {k}"
+                );
             }
         }
     }

@@ -11,9 +11,15 @@ pub mod list;
 pub mod observation;
 pub mod report;
 
-pub use edge::{merge_edges, AwsTarget, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, PortSpec, Protocol, ServiceRef, Target, WorkloadRef};
+pub use edge::{
+    merge_edges, AwsTarget, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, PortSpec,
+    Protocol, ServiceRef, Target, WorkloadRef,
+};
 pub use graph::{AccessGraph, ClusterSummary, GraphEdge, GraphNode, NodeKind};
 pub use graph::{ClusterEdge, ClusterExposure, GraphFilter};
-pub use intents::{client_intents, to_json, to_yaml, IntentsVersion, UnknownIntentsVersion, INTENTS_API_GROUP, INTENTS_KIND};
+pub use intents::{
+    client_intents, to_json, to_yaml, IntentsVersion, UnknownIntentsVersion, INTENTS_API_GROUP,
+    INTENTS_KIND,
+};
 pub use list::render_list;
 pub use report::{EdgeReport, ExposedWorkload, ReportError, SCHEMA_VERSION};

@@ -59,7 +59,8 @@ pub fn render_list(edges: &[Edge]) -> String {
                     if let Some(done) = current.take() {
                         write_target(&mut out, done);
                     }
-                    current = Some((line, merge_kafka(&edge.kafka, &[]), merge_http(&edge.http, &[])));
+                    current =
+                        Some((line, merge_kafka(&edge.kafka, &[]), merge_http(&edge.http, &[])));
                 }
             }
         }
@@ -70,10 +71,18 @@ pub fn render_list(edges: &[Edge]) -> String {
     out
 }
 
-fn write_target(out: &mut String, (line, kafka, http): (String, Vec<KafkaTopic>, Vec<HttpResource>)) {
+fn write_target(
+    out: &mut String,
+    (line, kafka, http): (String, Vec<KafkaTopic>, Vec<HttpResource>),
+) {
     let _ = writeln!(out, "  - {line}");
     for t in kafka {
-        let _ = write!(out, "    - Kafka topic: {}, operations: [{}]", t.name, union(&t.operations, &t.denied).join(" "));
+        let _ = write!(
+            out,
+            "    - Kafka topic: {}, operations: [{}]",
+            t.name,
+            union(&t.operations, &t.denied).join(" ")
+        );
         if !t.denied.is_empty() {
             let _ = write!(out, ", denied: [{}]", t.denied.join(" "));
         }
@@ -204,18 +213,66 @@ recommendationservice in namespace otterize-ecom-demo calls:
         let mut stripe = edge(
             "shop",
             "frontend",
-            Target::Internet(InternetTarget { domains: vec!["api.stripe.com".into()], ips: vec!["203.0.113.7".into()], ports: vec![443] }),
+            Target::Internet(InternetTarget {
+                domains: vec!["api.stripe.com".into()],
+                ips: vec!["203.0.113.7".into()],
+                ports: vec![443],
+            }),
         );
         stripe.ports = vec![PortSpec { port: 8443, protocol: Protocol::Tcp }];
         let edges = vec![
-            edge("shop", "frontend", Target::Aws(AwsTarget { arn: "arn:aws:s3:::assets".into(), actions: vec!["s3:PutObject".into(), "s3:GetObject".into()] })),
-            edge("shop", "frontend", Target::Aws(AwsTarget { arn: "arn:aws:sqs:eu-west-1:123456789012:orders".into(), actions: vec![] })),
+            edge(
+                "shop",
+                "frontend",
+                Target::Aws(AwsTarget {
+                    arn: "arn:aws:s3:::assets".into(),
+                    actions: vec!["s3:PutObject".into(), "s3:GetObject".into()],
+                }),
+            ),
+            edge(
+                "shop",
+                "frontend",
+                Target::Aws(AwsTarget {
+                    arn: "arn:aws:sqs:eu-west-1:123456789012:orders".into(),
+                    actions: vec![],
+                }),
+            ),
             stripe,
-            edge("shop", "frontend", Target::Internet(InternetTarget { domains: vec![], ips: vec!["198.51.100.4".into()], ports: vec![] })),
-            edge("shop", "frontend", Target::Kubernetes(WorkloadRef::new("shared", "redis", Some("StatefulSet")))),
-            edge("shop", "frontend", Target::Service(ServiceRef { namespace: "shop".into(), name: "cartservice".into() })),
-            edge("shop", "frontend", Target::Kubernetes(WorkloadRef::new("shop", "cartservice", Some("Deployment")))),
-            edge("billing", "invoicer", Target::Service(ServiceRef { namespace: "shop".into(), name: "cartservice".into() })),
+            edge(
+                "shop",
+                "frontend",
+                Target::Internet(InternetTarget {
+                    domains: vec![],
+                    ips: vec!["198.51.100.4".into()],
+                    ports: vec![],
+                }),
+            ),
+            edge(
+                "shop",
+                "frontend",
+                Target::Kubernetes(WorkloadRef::new("shared", "redis", Some("StatefulSet"))),
+            ),
+            edge(
+                "shop",
+                "frontend",
+                Target::Service(ServiceRef {
+                    namespace: "shop".into(),
+                    name: "cartservice".into(),
+                }),
+            ),
+            edge(
+                "shop",
+                "frontend",
+                Target::Kubernetes(WorkloadRef::new("shop", "cartservice", Some("Deployment"))),
+            ),
+            edge(
+                "billing",
+                "invoicer",
+                Target::Service(ServiceRef {
+                    namespace: "shop".into(),
+                    name: "cartservice".into(),
+                }),
+            ),
         ];
         let expected = "\
 invoicer in namespace billing calls:
@@ -232,13 +289,26 @@ frontend in namespace shop calls:
     }
 
     fn with_http(mut e: Edge, http: &[(&str, &[&str])]) -> Edge {
-        e.http = http.iter().map(|(path, methods)| HttpResource { path: path.to_string(), methods: methods.iter().map(|m| m.to_string()).collect() }).collect();
+        e.http = http
+            .iter()
+            .map(|(path, methods)| HttpResource {
+                path: path.to_string(),
+                methods: methods.iter().map(|m| m.to_string()).collect(),
+            })
+            .collect();
         e
     }
 
     fn with_kafka(mut e: Edge, topics: &[(&str, &[&str], &[&str])]) -> Edge {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-        e.kafka = topics.iter().map(|(name, ops, denied)| KafkaTopic { name: name.to_string(), operations: strings(ops), denied: strings(denied) }).collect();
+        e.kafka = topics
+            .iter()
+            .map(|(name, ops, denied)| KafkaTopic {
+                name: name.to_string(),
+                operations: strings(ops),
+                denied: strings(denied),
+            })
+            .collect();
         e
     }
 
@@ -247,8 +317,14 @@ frontend in namespace shop calls:
         // The issue's example: cart is both a Kafka broker and an HTTP server.
         let cart = WorkloadRef::new("shop", "cart", Some("Deployment"));
         let edges = vec![
-            with_http(edge("web", "frontend", Target::Kubernetes(cart.clone())), &[("/api", &["POST", "GET"])]),
-            with_kafka(edge("web", "frontend", Target::Kafka(cart)), &[("orders", &["produce", "consume"], &[])]),
+            with_http(
+                edge("web", "frontend", Target::Kubernetes(cart.clone())),
+                &[("/api", &["POST", "GET"])],
+            ),
+            with_kafka(
+                edge("web", "frontend", Target::Kafka(cart)),
+                &[("orders", &["produce", "consume"], &[])],
+            ),
         ];
         let expected = "\
 frontend in namespace web calls:
@@ -266,12 +342,36 @@ frontend in namespace web calls:
     fn denied_operations_paths_of_a_workload_and_its_service_and_topics_merge() {
         let broker = Target::Kafka(WorkloadRef::new("infra", "kafka", Some("StatefulSet")));
         let edges = vec![
-            with_kafka(edge("shop", "checkout", broker.clone()), &[("orders", &["produce", "describe"], &["describe"]), ("audit", &["produce"], &[])]),
+            with_kafka(
+                edge("shop", "checkout", broker.clone()),
+                &[
+                    ("orders", &["produce", "describe"], &["describe"]),
+                    ("audit", &["produce"], &[]),
+                ],
+            ),
             with_kafka(edge("shop", "checkout", broker.clone()), &[("orders", &["consume"], &[])]),
             // Plain TCP to the broker adds nothing under it.
-            edge("shop", "checkout", Target::Kubernetes(WorkloadRef::new("infra", "kafka", Some("StatefulSet")))),
-            with_http(edge("shop", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "cart", None))), &[("/api/cart", &["GET"]), ("/healthz", &[])]),
-            with_http(edge("shop", "checkout", Target::Service(ServiceRef { namespace: "shop".into(), name: "cart".into() })), &[("/api/cart", &["DELETE"])]),
+            edge(
+                "shop",
+                "checkout",
+                Target::Kubernetes(WorkloadRef::new("infra", "kafka", Some("StatefulSet"))),
+            ),
+            with_http(
+                edge(
+                    "shop",
+                    "checkout",
+                    Target::Kubernetes(WorkloadRef::new("shop", "cart", None)),
+                ),
+                &[("/api/cart", &["GET"]), ("/healthz", &[])],
+            ),
+            with_http(
+                edge(
+                    "shop",
+                    "checkout",
+                    Target::Service(ServiceRef { namespace: "shop".into(), name: "cart".into() }),
+                ),
+                &[("/api/cart", &["DELETE"])],
+            ),
             edge("shop", "checkout", Target::Kubernetes(WorkloadRef::new("shop", "payment", None))),
             with_kafka(edge("shop", "emailer", broker), &[("emails", &["consume"], &["consume"])]),
         ];

@@ -107,7 +107,8 @@ mod tests {
         let batch: ObservationBatch = serde_json::from_str(json).unwrap();
         assert_eq!(batch.tcp[0].count, 1);
         assert!(batch.tcp[0].dst_ip.is_ipv6());
-        let again: ObservationBatch = serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
+        let again: ObservationBatch =
+            serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
         assert_eq!(again, batch);
     }
 }

@@ -14,9 +14,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::edge::{Edge, HttpResource, KafkaTopic, Target, WorkloadRef, HTTP_METHODS, KAFKA_OPERATIONS};
+use crate::edge::{
+    Edge, HttpResource, KafkaTopic, Target, WorkloadRef, HTTP_METHODS, KAFKA_OPERATIONS,
+};
 use crate::limits::*;
-pub use crate::limits::{MAX_EDGES_PER_REPORT, MAX_HTTP_PATH_BYTES, MAX_RESOURCES_PER_EDGE, MAX_TOPIC_NAME_CHARS};
+pub use crate::limits::{
+    MAX_EDGES_PER_REPORT, MAX_HTTP_PATH_BYTES, MAX_RESOURCES_PER_EDGE, MAX_TOPIC_NAME_CHARS,
+};
 
 /// The only schema version this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -73,7 +77,12 @@ struct VersionProbe {
 }
 
 impl EdgeReport {
-    pub fn new(report_id: Uuid, generated_at: DateTime<Utc>, edges: Vec<Edge>, exposed: Vec<ExposedWorkload>) -> Self {
+    pub fn new(
+        report_id: Uuid,
+        generated_at: DateTime<Utc>,
+        edges: Vec<Edge>,
+        exposed: Vec<ExposedWorkload>,
+    ) -> Self {
         Self { schema_version: SCHEMA_VERSION, report_id, generated_at, edges, exposed }
     }
 
@@ -93,7 +102,9 @@ impl EdgeReport {
             Err(ReportError::Malformed(e)) => {
                 // Only a refused report pays for a second look at its version.
                 return Err(match serde_json::from_slice::<VersionProbe>(bytes) {
-                    Ok(VersionProbe { schema_version: Some(v) }) if v != SCHEMA_VERSION => ReportError::UnsupportedVersion(v),
+                    Ok(VersionProbe { schema_version: Some(v) }) if v != SCHEMA_VERSION => {
+                        ReportError::UnsupportedVersion(v)
+                    }
                     _ => ReportError::Malformed(e),
                 });
             }
@@ -132,7 +143,10 @@ impl EdgeReport {
             return Err(ReportError::TooManyEdges(self.edges.len()));
         }
         if self.exposed.len() > MAX_EXPOSED_PER_REPORT {
-            let problem = format!("{} exposed workloads; at most {MAX_EXPOSED_PER_REPORT}", self.exposed.len());
+            let problem = format!(
+                "{} exposed workloads; at most {MAX_EXPOSED_PER_REPORT}",
+                self.exposed.len()
+            );
             return Err(ReportError::OverLimit { path: "exposed".into(), problem });
         }
         let entries = fit::list_entries(self);
@@ -141,12 +155,20 @@ impl EdgeReport {
             return Err(ReportError::OverLimit { path: "edges".into(), problem });
         }
         let times = TimeBounds::at(now);
-        times.check(self.generated_at).map_err(|problem| ReportError::Invalid { path: "generated_at".into(), problem })?;
+        times
+            .check(self.generated_at)
+            .map_err(|problem| ReportError::Invalid { path: "generated_at".into(), problem })?;
         for (i, edge) in self.edges.iter().enumerate() {
-            validate_edge(edge, &times).map_err(|(field, problem)| ReportError::Invalid { path: format!("edges[{i}].{field}"), problem })?;
+            validate_edge(edge, &times).map_err(|(field, problem)| ReportError::Invalid {
+                path: format!("edges[{i}].{field}"),
+                problem,
+            })?;
         }
         for (i, exposed) in self.exposed.iter().enumerate() {
-            validate_exposed(exposed).map_err(|(field, problem)| ReportError::Invalid { path: format!("exposed[{i}].{field}"), problem })?;
+            validate_exposed(exposed).map_err(|(field, problem)| ReportError::Invalid {
+                path: format!("exposed[{i}].{field}"),
+                problem,
+            })?;
         }
         Ok(())
     }
@@ -166,7 +188,10 @@ impl TimeBounds {
 
     fn check(&self, at: DateTime<Utc>) -> Result<(), String> {
         if at < self.earliest {
-            return Err(format!("{} is before 2000-01-01; check the cluster's clock", at.to_rfc3339()));
+            return Err(format!(
+                "{} is before 2000-01-01; check the cluster's clock",
+                at.to_rfc3339()
+            ));
         }
         if at > self.latest {
             return Err(format!(
@@ -225,12 +250,20 @@ pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (Stri
         return Err(("http".into(), format!("HTTP paths are only recorded for kubernetes and service targets, not for {} targets", edge.target.type_name())));
     }
     if !edge.kafka.is_empty() && !matches!(edge.target, Target::Kafka(_)) {
-        return Err(("kafka".into(), format!("Kafka topics are only recorded for kafka targets, not for {} targets", edge.target.type_name())));
+        return Err((
+            "kafka".into(),
+            format!(
+                "Kafka topics are only recorded for kafka targets, not for {} targets",
+                edge.target.type_name()
+            ),
+        ));
     }
     check_http(&edge.http)?;
     check_kafka(&edge.kafka)?;
     match &edge.target {
-        Target::Kubernetes(w) => check_workload(w).map_err(|(f, p)| (format!("target.kubernetes.{f}"), p)),
+        Target::Kubernetes(w) => {
+            check_workload(w).map_err(|(f, p)| (format!("target.kubernetes.{f}"), p))
+        }
         Target::Kafka(w) => check_workload(w).map_err(|(f, p)| (format!("target.kafka.{f}"), p)),
         Target::Service(s) => {
             check_name(&s.namespace).map_err(at("target.service.namespace"))?;
@@ -238,9 +271,17 @@ pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (Stri
         }
         Target::Internet(i) => {
             if i.domains.is_empty() && i.ips.is_empty() {
-                return Err(("target.internet".into(), "an internet target needs at least one domain or IP".into()));
+                return Err((
+                    "target.internet".into(),
+                    "an internet target needs at least one domain or IP".into(),
+                ));
             }
-            check_count("target.internet.domains", i.domains.len(), MAX_ADDRESSES_PER_LIST, "domains")?;
+            check_count(
+                "target.internet.domains",
+                i.domains.len(),
+                MAX_ADDRESSES_PER_LIST,
+                "domains",
+            )?;
             check_count("target.internet.ips", i.ips.len(), MAX_ADDRESSES_PER_LIST, "IPs")?;
             check_count("target.internet.ports", i.ports.len(), MAX_PORTS_PER_EDGE, "ports")?;
             for d in &i.domains {
@@ -250,22 +291,45 @@ pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (Stri
                 check_ip(ip).map_err(at("target.internet.ips"))?;
             }
             if i.ports.contains(&0) {
-                return Err(("target.internet.ports".into(), "port 0 is not a destination port".into()));
+                return Err((
+                    "target.internet.ports".into(),
+                    "port 0 is not a destination port".into(),
+                ));
             }
             Ok(())
         }
         Target::Aws(a) => {
             if a.arn.len() > MAX_ARN_BYTES {
-                return Err(("target.aws.arn".into(), format!("the ARN is {} bytes long; at most {MAX_ARN_BYTES}", a.arn.len())));
+                return Err((
+                    "target.aws.arn".into(),
+                    format!("the ARN is {} bytes long; at most {MAX_ARN_BYTES}", a.arn.len()),
+                ));
             }
-            if !a.arn.starts_with("arn:") || a.arn.split(':').count() < 6 || a.arn.chars().any(char::is_control) {
-                return Err(("target.aws.arn".into(), format!("{:?} is not an ARN (arn:partition:service:region:account:resource)", truncated(&a.arn))));
+            if !a.arn.starts_with("arn:")
+                || a.arn.split(':').count() < 6
+                || a.arn.chars().any(char::is_control)
+            {
+                return Err((
+                    "target.aws.arn".into(),
+                    format!(
+                        "{:?} is not an ARN (arn:partition:service:region:account:resource)",
+                        truncated(&a.arn)
+                    ),
+                ));
             }
             check_count("target.aws.actions", a.actions.len(), MAX_ACTIONS_PER_EDGE, "actions")?;
             for action in &a.actions {
-                let charset_ok = action.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '*' | '-' | '_'));
+                let charset_ok = action
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '*' | '-' | '_'));
                 if !action.contains(':') || action.len() > MAX_ACTION_BYTES || !charset_ok {
-                    return Err(("target.aws.actions".into(), format!("{:?} is not an IAM action such as s3:GetObject", truncated(action))));
+                    return Err((
+                        "target.aws.actions".into(),
+                        format!(
+                            "{:?} is not an IAM action such as s3:GetObject",
+                            truncated(action)
+                        ),
+                    ));
                 }
             }
             Ok(())
@@ -275,27 +339,46 @@ pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (Stri
 
 fn check_http(http: &[HttpResource]) -> Result<(), (String, String)> {
     if http.len() > MAX_RESOURCES_PER_EDGE {
-        return Err(("http".into(), format!("{} paths on one edge; at most {MAX_RESOURCES_PER_EDGE} a report", http.len())));
+        return Err((
+            "http".into(),
+            format!("{} paths on one edge; at most {MAX_RESOURCES_PER_EDGE} a report", http.len()),
+        ));
     }
     for (i, r) in http.iter().enumerate() {
         let at = |field: &str, problem: String| (format!("http[{i}].{field}"), problem);
         if !r.path.starts_with('/') {
-            return Err(at("path", format!("{:?} is not an HTTP path: it must start with '/'", truncated(&r.path))));
+            return Err(at(
+                "path",
+                format!("{:?} is not an HTTP path: it must start with '/'", truncated(&r.path)),
+            ));
         }
         if r.path.len() > MAX_HTTP_PATH_BYTES {
-            return Err(at("path", format!("the path is {} bytes long; at most {MAX_HTTP_PATH_BYTES}", r.path.len())));
+            return Err(at(
+                "path",
+                format!("the path is {} bytes long; at most {MAX_HTTP_PATH_BYTES}", r.path.len()),
+            ));
         }
         if r.path.chars().any(char::is_control) {
-            return Err(at("path", format!("{:?} contains control characters", truncated(&r.path))));
+            return Err(at(
+                "path",
+                format!("{:?} contains control characters", truncated(&r.path)),
+            ));
         }
         if r.methods.len() > MAX_VERBS {
-            return Err(at("methods", format!("{} methods listed; at most {MAX_VERBS}", r.methods.len())));
+            return Err(at(
+                "methods",
+                format!("{} methods listed; at most {MAX_VERBS}", r.methods.len()),
+            ));
         }
         for (j, m) in r.methods.iter().enumerate() {
             if !HTTP_METHODS.contains(&m.as_str()) {
                 return Err(at(
                     &format!("methods[{j}]"),
-                    format!("{:?} is not one of the methods ClientIntents know: {}", truncated(m), HTTP_METHODS.join(", ")),
+                    format!(
+                        "{:?} is not one of the methods ClientIntents know: {}",
+                        truncated(m),
+                        HTTP_METHODS.join(", ")
+                    ),
                 ));
             }
         }
@@ -305,25 +388,40 @@ fn check_http(http: &[HttpResource]) -> Result<(), (String, String)> {
 
 fn check_kafka(kafka: &[KafkaTopic]) -> Result<(), (String, String)> {
     if kafka.len() > MAX_RESOURCES_PER_EDGE {
-        return Err(("kafka".into(), format!("{} topics on one edge; at most {MAX_RESOURCES_PER_EDGE} a report", kafka.len())));
+        return Err((
+            "kafka".into(),
+            format!(
+                "{} topics on one edge; at most {MAX_RESOURCES_PER_EDGE} a report",
+                kafka.len()
+            ),
+        ));
     }
     for (i, t) in kafka.iter().enumerate() {
         let at = |field: &str, problem: String| (format!("kafka[{i}].{field}"), problem);
         check_topic_name(&t.name).map_err(|p| at("name", p))?;
         for (field, ops) in [("operations", &t.operations), ("denied", &t.denied)] {
             if ops.len() > MAX_VERBS {
-                return Err(at(field, format!("{} operations listed; at most {MAX_VERBS}", ops.len())));
+                return Err(at(
+                    field,
+                    format!("{} operations listed; at most {MAX_VERBS}", ops.len()),
+                ));
             }
             for (j, op) in ops.iter().enumerate() {
                 if !KAFKA_OPERATIONS.contains(&op.as_str()) {
                     return Err(at(
                         &format!("{field}[{j}]"),
-                        format!("{:?} is not one of the Kafka operations ClientIntents know: {}", truncated(op), KAFKA_OPERATIONS.join(", ")),
+                        format!(
+                            "{:?} is not one of the Kafka operations ClientIntents know: {}",
+                            truncated(op),
+                            KAFKA_OPERATIONS.join(", ")
+                        ),
                     ));
                 }
             }
         }
-        if let Some((j, op)) = t.denied.iter().enumerate().find(|(_, op)| !t.operations.contains(op)) {
+        if let Some((j, op)) =
+            t.denied.iter().enumerate().find(|(_, op)| !t.operations.contains(op))
+        {
             return Err(at(&format!("denied[{j}]"), format!("{op:?} is denied but not listed in operations; a denied operation is one the client called")));
         }
     }
@@ -362,7 +460,10 @@ fn check_workload(w: &WorkloadRef) -> Result<(), (String, String)> {
 }
 
 fn check_kind(kind: &str) -> Result<(), String> {
-    if kind.is_empty() || kind.len() > MAX_KIND_BYTES || !kind.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if kind.is_empty()
+        || kind.len() > MAX_KIND_BYTES
+        || !kind.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return Err(format!("{:?} is not a Kubernetes kind", truncated(kind)));
     }
     Ok(())
@@ -372,7 +473,9 @@ fn check_kind(kind: &str) -> Result<(), String> {
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -386,9 +489,13 @@ fn check_hostname(name: &str) -> Result<(), String> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
     let ok = !trimmed.is_empty()
         && trimmed.len() <= 253
-        && trimmed
-            .split('.')
-            .all(|label| !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*'));
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '*')
+        });
     if ok {
         Ok(())
     } else {
@@ -397,7 +504,9 @@ fn check_hostname(name: &str) -> Result<(), String> {
 }
 
 fn check_ip(ip: &str) -> Result<(), String> {
-    ip.parse::<IpAddr>().map(|_| ()).map_err(|_| format!("{:?} is not an IPv4 or IPv6 address", truncated(ip)))
+    ip.parse::<IpAddr>()
+        .map(|_| ())
+        .map_err(|_| format!("{:?} is not an IPv4 or IPv6 address", truncated(ip)))
 }
 
 #[cfg(test)]

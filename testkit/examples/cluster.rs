@@ -13,7 +13,10 @@ async fn main() -> anyhow::Result<()> {
     println!("  export PATH={}:$PATH", bin.display());
     println!("  kubectl get pods -A");
     println!("\nImages to run (imagePullPolicy: Never): {}", cluster.versions().traffic_image);
-    println!("Component logs: {}/logs. Ctrl-C stops it and removes everything.", cluster.dir().display());
+    println!(
+        "Component logs: {}/logs. Ctrl-C stops it and removes everything.",
+        cluster.dir().display()
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -45,15 +45,32 @@ impl CrdSchemas {
         if crd.get("apiVersion").and_then(Value::as_str) != Some("apiextensions.k8s.io/v1") {
             bail!("only apiextensions.k8s.io/v1 CustomResourceDefinitions are supported");
         }
-        let str_at = |pointer: &str| crd.pointer(pointer).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| anyhow!("the CRD has no {pointer}"));
+        let str_at = |pointer: &str| {
+            crd.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("the CRD has no {pointer}"))
+        };
         let group = str_at("/spec/group")?;
         let kind = str_at("/spec/names/kind")?;
         let mut versions = BTreeMap::new();
-        for (i, v) in crd.pointer("/spec/versions").and_then(Value::as_array).ok_or_else(|| anyhow!("the CRD has no /spec/versions"))?.iter().enumerate() {
-            let name = v.get("name").and_then(Value::as_str).ok_or_else(|| anyhow!("/spec/versions/{i} has no name"))?;
+        for (i, v) in crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("the CRD has no /spec/versions"))?
+            .iter()
+            .enumerate()
+        {
+            let name = v
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("/spec/versions/{i} has no name"))?;
             let served = v.get("served").and_then(Value::as_bool).unwrap_or(false);
-            let raw = v.pointer("/schema/openAPIV3Schema").ok_or_else(|| anyhow!("version {name} has no schema.openAPIV3Schema"))?;
-            let schema = Schema::parse(raw, &format!("/spec/versions/{i}/schema/openAPIV3Schema")).with_context(|| format!("version {name}"))?;
+            let raw = v
+                .pointer("/schema/openAPIV3Schema")
+                .ok_or_else(|| anyhow!("version {name} has no schema.openAPIV3Schema"))?;
+            let schema = Schema::parse(raw, &format!("/spec/versions/{i}/schema/openAPIV3Schema"))
+                .with_context(|| format!("version {name}"))?;
             versions.insert(name.to_owned(), Version { served, schema });
         }
         Ok(CrdSchemas { group, kind, versions })
@@ -105,13 +122,24 @@ impl CrdSchemas {
         };
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         if group != self.group {
-            return Err(format!("/apiVersion: {api_version:?} is not in the CRD's group {:?}", self.group));
+            return Err(format!(
+                "/apiVersion: {api_version:?} is not in the CRD's group {:?}",
+                self.group
+            ));
         }
         let served = self.served_versions().join(", ");
         let version = match self.versions.get(version) {
             Some(v) if v.served => v,
-            Some(_) => return Err(format!("/apiVersion: version {version} is not served (served: {served})")),
-            None => return Err(format!("/apiVersion: no version {version} in the CRD (served: {served})")),
+            Some(_) => {
+                return Err(format!(
+                    "/apiVersion: version {version} is not served (served: {served})"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "/apiVersion: no version {version} in the CRD (served: {served})"
+                ))
+            }
         };
         match doc.get("kind").and_then(Value::as_str) {
             Some(kind) if kind == self.kind => Ok(version),
@@ -159,7 +187,10 @@ impl Type {
 
     fn admits(self, value: &Value) -> bool {
         match (self, value) {
-            (Type::Object, Value::Object(_)) | (Type::Array, Value::Array(_)) | (Type::String, Value::String(_)) | (Type::Boolean, Value::Bool(_)) => true,
+            (Type::Object, Value::Object(_))
+            | (Type::Array, Value::Array(_))
+            | (Type::String, Value::String(_))
+            | (Type::Boolean, Value::Bool(_)) => true,
             (Type::Number, Value::Number(_)) => true,
             (Type::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
             _ => false,
@@ -202,42 +233,78 @@ struct Schema {
 }
 
 /// Keywords that say nothing about which values are valid.
-const ANNOTATIONS: &[&str] = &["description", "title", "default", "example", "externalDocs", "x-kubernetes-list-map-keys", "x-kubernetes-map-type"];
+const ANNOTATIONS: &[&str] = &[
+    "description",
+    "title",
+    "default",
+    "example",
+    "externalDocs",
+    "x-kubernetes-list-map-keys",
+    "x-kubernetes-map-type",
+];
 
 impl Schema {
     fn parse(raw: &Value, at: &str) -> anyhow::Result<Self> {
         let Value::Object(map) = raw else { bail!("{at}: a schema must be an object") };
         let mut s = Schema::default();
-        let uint = |key: &str, v: &Value| v.as_u64().ok_or_else(|| anyhow!("{at}/{key}: expected a non-negative integer"));
-        let flag = |key: &str, v: &Value| v.as_bool().ok_or_else(|| anyhow!("{at}/{key}: expected a boolean"));
-        let number = |key: &str, v: &Value| v.as_f64().ok_or_else(|| anyhow!("{at}/{key}: expected a number"));
+        let uint = |key: &str, v: &Value| {
+            v.as_u64().ok_or_else(|| anyhow!("{at}/{key}: expected a non-negative integer"))
+        };
+        let flag = |key: &str, v: &Value| {
+            v.as_bool().ok_or_else(|| anyhow!("{at}/{key}: expected a boolean"))
+        };
+        let number = |key: &str, v: &Value| {
+            v.as_f64().ok_or_else(|| anyhow!("{at}/{key}: expected a number"))
+        };
         for (key, v) in map {
             match key.as_str() {
                 "type" => {
                     let name = v.as_str().ok_or_else(|| anyhow!("{at}/type: expected a string"))?;
-                    s.ty = Some(Type::parse(name).ok_or_else(|| anyhow!("{at}/type: unknown type {name:?}"))?);
+                    s.ty = Some(
+                        Type::parse(name)
+                            .ok_or_else(|| anyhow!("{at}/type: unknown type {name:?}"))?,
+                    );
                 }
                 "properties" => {
-                    let props = v.as_object().ok_or_else(|| anyhow!("{at}/properties: expected an object"))?;
+                    let props = v
+                        .as_object()
+                        .ok_or_else(|| anyhow!("{at}/properties: expected an object"))?;
                     for (name, p) in props {
-                        s.properties.insert(name.clone(), Schema::parse(p, &format!("{at}/properties/{}", escape(name)))?);
+                        s.properties.insert(
+                            name.clone(),
+                            Schema::parse(p, &format!("{at}/properties/{}", escape(name)))?,
+                        );
                     }
                 }
                 "additionalProperties" => {
                     s.additional = match v {
                         Value::Bool(true) => Additional::Any,
                         Value::Bool(false) => Additional::Forbidden,
-                        other => Additional::Schema(Box::new(Schema::parse(other, &format!("{at}/additionalProperties"))?)),
+                        other => Additional::Schema(Box::new(Schema::parse(
+                            other,
+                            &format!("{at}/additionalProperties"),
+                        )?)),
                     }
                 }
                 "required" => {
-                    let names = v.as_array().ok_or_else(|| anyhow!("{at}/required: expected an array"))?;
+                    let names =
+                        v.as_array().ok_or_else(|| anyhow!("{at}/required: expected an array"))?;
                     s.required = names
                         .iter()
-                        .map(|n| n.as_str().map(str::to_owned).ok_or_else(|| anyhow!("{at}/required: expected strings")))
+                        .map(|n| {
+                            n.as_str()
+                                .map(str::to_owned)
+                                .ok_or_else(|| anyhow!("{at}/required: expected strings"))
+                        })
                         .collect::<Result<_, _>>()?;
                 }
-                "enum" => s.enumeration = Some(v.as_array().ok_or_else(|| anyhow!("{at}/enum: expected an array"))?.clone()),
+                "enum" => {
+                    s.enumeration = Some(
+                        v.as_array()
+                            .ok_or_else(|| anyhow!("{at}/enum: expected an array"))?
+                            .clone(),
+                    )
+                }
                 "items" => s.items = Some(Box::new(Schema::parse(v, &format!("{at}/items"))?)),
                 "nullable" => s.nullable = flag(key, v)?,
                 "x-kubernetes-preserve-unknown-fields" => s.preserve_unknown = flag(key, v)?,
@@ -283,11 +350,16 @@ impl Schema {
 // === Validation ===
 
 fn validate(schema: &Schema, value: &Value, path: &mut String, errors: &mut Vec<String>) {
-    let mut error = |problem: String| errors.push(format!("{}: {problem}", if path.is_empty() { "/" } else { path.as_str() }));
+    let mut error = |problem: String| {
+        errors.push(format!("{}: {problem}", if path.is_empty() { "/" } else { path.as_str() }))
+    };
 
     if value.is_null() {
         if !schema.nullable {
-            error(format!("null is not allowed{}", schema.ty.map(|t| format!(", expected {}", t.name())).unwrap_or_default()));
+            error(format!(
+                "null is not allowed{}",
+                schema.ty.map(|t| format!(", expected {}", t.name())).unwrap_or_default()
+            ));
         }
         return;
     }
@@ -318,31 +390,52 @@ fn validate(schema: &Schema, value: &Value, path: &mut String, errors: &mut Vec<
                     _ => true,
                 };
                 if !in_range {
-                    error(format!("{n} is out of range for {}", if max == i64::from(i32::MAX) { "int32" } else { "int64" }));
+                    error(format!(
+                        "{n} is out of range for {}",
+                        if max == i64::from(i32::MAX) { "int32" } else { "int64" }
+                    ));
                 }
             }
             let x = n.as_f64().unwrap_or(f64::NAN);
             if let Some((min, exclusive)) = schema.minimum {
                 if x < min || (exclusive && x == min) {
-                    error(format!("{n} is below the minimum {min}{}", if exclusive { " (exclusive)" } else { "" }));
+                    error(format!(
+                        "{n} is below the minimum {min}{}",
+                        if exclusive { " (exclusive)" } else { "" }
+                    ));
                 }
             }
             if let Some((max, exclusive)) = schema.maximum {
                 if x > max || (exclusive && x == max) {
-                    error(format!("{n} is above the maximum {max}{}", if exclusive { " (exclusive)" } else { "" }));
+                    error(format!(
+                        "{n} is above the maximum {max}{}",
+                        if exclusive { " (exclusive)" } else { "" }
+                    ));
                 }
             }
         }
         Value::String(s) => {
             let len = s.chars().count() as u64;
-            if schema.min_length.is_some_and(|min| len < min) || schema.max_length.is_some_and(|max| len > max) {
-                error(format!("length {len} is outside {}..={}", schema.min_length.unwrap_or(0), schema.max_length.map(|m| m.to_string()).unwrap_or_default()));
+            if schema.min_length.is_some_and(|min| len < min)
+                || schema.max_length.is_some_and(|max| len > max)
+            {
+                error(format!(
+                    "length {len} is outside {}..={}",
+                    schema.min_length.unwrap_or(0),
+                    schema.max_length.map(|m| m.to_string()).unwrap_or_default()
+                ));
             }
         }
         Value::Array(items) => {
             let len = items.len() as u64;
-            if schema.min_items.is_some_and(|min| len < min) || schema.max_items.is_some_and(|max| len > max) {
-                error(format!("{len} items is outside {}..={}", schema.min_items.unwrap_or(0), schema.max_items.map(|m| m.to_string()).unwrap_or_default()));
+            if schema.min_items.is_some_and(|min| len < min)
+                || schema.max_items.is_some_and(|max| len > max)
+            {
+                error(format!(
+                    "{len} items is outside {}..={}",
+                    schema.min_items.unwrap_or(0),
+                    schema.max_items.map(|m| m.to_string()).unwrap_or_default()
+                ));
             }
             if schema.set {
                 for (i, item) in items.iter().enumerate() {
@@ -378,8 +471,10 @@ fn validate(schema: &Schema, value: &Value, path: &mut String, errors: &mut Vec<
                     (None, Additional::Any) => {}
                     (None, Additional::Undeclared) if any_field => {}
                     (None, Additional::Undeclared | Additional::Forbidden) => {
-                        let known: Vec<&str> = schema.properties.keys().map(String::as_str).collect();
-                        let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                        let known: Vec<&str> =
+                            schema.properties.keys().map(String::as_str).collect();
+                        let known =
+                            if known.is_empty() { "none".to_owned() } else { known.join(", ") };
                         errors.push(format!("{path}: unknown field (allowed here: {known})"));
                     }
                 }
@@ -465,18 +560,42 @@ spec:
     fn a_valid_document_passes() {
         let spec = json!({"size": 3, "colour": "red", "tags": ["a", "b"], "labels": {"x": "y"}, "extra": {"anything": [1, {"goes": true}]}, "port": "http", "note": null});
         assert_eq!(widgets().validate(&widget(spec)), Ok(()));
-        assert_eq!(widgets().validate(&widget(json!({"size": 1, "colour": "green", "port": 8080}))), Ok(()));
+        assert_eq!(
+            widgets().validate(&widget(json!({"size": 1, "colour": "green", "port": 8080}))),
+            Ok(())
+        );
     }
 
     #[test]
     fn wrong_types_are_named_with_their_path() {
-        assert_eq!(errors(json!({"size": "3", "colour": "red"})), vec![r#"/spec/size: expected integer, found string "3""#]);
-        assert_eq!(errors(json!({"size": 1.5, "colour": "red"})), vec!["/spec/size: expected integer, found number 1.5"]);
-        assert_eq!(errors(json!({"size": 1, "colour": "red", "tags": "a"})), vec![r#"/spec/tags: expected array, found string "a""#]);
-        assert_eq!(errors(json!({"size": 1, "colour": "red", "tags": [7]})), vec!["/spec/tags/0: expected string, found number 7"]);
-        assert_eq!(errors(json!({"size": 1, "colour": "red", "labels": {"x": 1}})), vec!["/spec/labels/x: expected string, found number 1"]);
-        assert_eq!(errors(json!({"size": 1, "colour": "red", "port": true})), vec!["/spec/port: expected an integer or a string, found boolean true"]);
-        assert_eq!(errors(json!({"size": null, "colour": "red"})), vec!["/spec/size: null is not allowed, expected integer"]);
+        assert_eq!(
+            errors(json!({"size": "3", "colour": "red"})),
+            vec![r#"/spec/size: expected integer, found string "3""#]
+        );
+        assert_eq!(
+            errors(json!({"size": 1.5, "colour": "red"})),
+            vec!["/spec/size: expected integer, found number 1.5"]
+        );
+        assert_eq!(
+            errors(json!({"size": 1, "colour": "red", "tags": "a"})),
+            vec![r#"/spec/tags: expected array, found string "a""#]
+        );
+        assert_eq!(
+            errors(json!({"size": 1, "colour": "red", "tags": [7]})),
+            vec!["/spec/tags/0: expected string, found number 7"]
+        );
+        assert_eq!(
+            errors(json!({"size": 1, "colour": "red", "labels": {"x": 1}})),
+            vec!["/spec/labels/x: expected string, found number 1"]
+        );
+        assert_eq!(
+            errors(json!({"size": 1, "colour": "red", "port": true})),
+            vec!["/spec/port: expected an integer or a string, found boolean true"]
+        );
+        assert_eq!(
+            errors(json!({"size": null, "colour": "red"})),
+            vec!["/spec/size: null is not allowed, expected integer"]
+        );
     }
 
     #[test]
@@ -487,20 +606,39 @@ spec:
         );
         let mut doc = widget(json!({"size": 1, "colour": "red"}));
         doc["status"] = json!({});
-        assert_eq!(widgets().validate(&doc), Err(vec!["/status: unknown field (allowed here: apiVersion, kind, metadata, spec)".to_owned()]));
+        assert_eq!(
+            widgets().validate(&doc),
+            Err(vec!["/status: unknown field (allowed here: apiVersion, kind, metadata, spec)"
+                .to_owned()])
+        );
     }
 
     #[test]
     fn missing_required_fields_are_refused() {
-        assert_eq!(errors(json!({"colour": "red"})), vec![r#"/spec: required field "size" is missing"#]);
+        assert_eq!(
+            errors(json!({"colour": "red"})),
+            vec![r#"/spec: required field "size" is missing"#]
+        );
     }
 
     #[test]
     fn values_outside_an_enum_or_range_are_refused() {
-        assert_eq!(errors(json!({"size": 1, "colour": "blue"})), vec![r#"/spec/colour: "blue" is not one of "red", "green""#]);
-        assert_eq!(errors(json!({"size": 3_000_000_000u64, "colour": "red"})), vec!["/spec/size: 3000000000 is out of range for int32"]);
-        assert_eq!(errors(json!({"size": 0, "colour": "red"})), vec!["/spec/size: 0 is below the minimum 1"]);
-        assert_eq!(errors(json!({"size": 1, "colour": "red", "tags": ["a", "a"]})), vec![r#"/spec/tags: item 1 repeats an earlier one in a set: "a""#]);
+        assert_eq!(
+            errors(json!({"size": 1, "colour": "blue"})),
+            vec![r#"/spec/colour: "blue" is not one of "red", "green""#]
+        );
+        assert_eq!(
+            errors(json!({"size": 3_000_000_000u64, "colour": "red"})),
+            vec!["/spec/size: 3000000000 is out of range for int32"]
+        );
+        assert_eq!(
+            errors(json!({"size": 0, "colour": "red"})),
+            vec!["/spec/size: 0 is below the minimum 1"]
+        );
+        assert_eq!(
+            errors(json!({"size": 1, "colour": "red", "tags": ["a", "a"]})),
+            vec![r#"/spec/tags: item 1 repeats an earlier one in a set: "a""#]
+        );
     }
 
     #[test]
@@ -514,21 +652,38 @@ spec:
         let spec = json!({"size": 1, "colour": "red"});
         let mut doc = widget(spec);
         doc["apiVersion"] = json!("example.com/v0");
-        assert_eq!(crd.validate(&doc), Err(vec!["/apiVersion: version v0 is not served (served: v1)".to_owned()]));
+        assert_eq!(
+            crd.validate(&doc),
+            Err(vec!["/apiVersion: version v0 is not served (served: v1)".to_owned()])
+        );
         doc["apiVersion"] = json!("example.com/v9");
-        assert_eq!(crd.validate(&doc), Err(vec!["/apiVersion: no version v9 in the CRD (served: v1)".to_owned()]));
+        assert_eq!(
+            crd.validate(&doc),
+            Err(vec!["/apiVersion: no version v9 in the CRD (served: v1)".to_owned()])
+        );
         doc["apiVersion"] = json!("other.com/v1");
         assert!(crd.validate(&doc).unwrap_err()[0].starts_with("/apiVersion: "));
         doc["apiVersion"] = json!("example.com/v1");
         doc["kind"] = json!("Gadget");
-        assert_eq!(crd.validate(&doc), Err(vec![r#"/kind: "Gadget" is not the CRD's kind "Widget""#.to_owned()]));
+        assert_eq!(
+            crd.validate(&doc),
+            Err(vec![r#"/kind: "Gadget" is not the CRD's kind "Widget""#.to_owned()])
+        );
     }
 
     #[test]
     fn schemas_with_keywords_it_cannot_check_are_refused() {
-        let with_pattern = WIDGETS.replace("colour: {type: string, enum: [red, green]}", "colour: {type: string, pattern: '^r'}");
+        let with_pattern = WIDGETS.replace(
+            "colour: {type: string, enum: [red, green]}",
+            "colour: {type: string, pattern: '^r'}",
+        );
         let err = CrdSchemas::from_yaml(&with_pattern).unwrap_err();
-        assert!(format!("{err:#}").contains(r#"/properties/spec/properties/colour: the keyword "pattern" is not checked"#), "{err:#}");
+        assert!(
+            format!("{err:#}").contains(
+                r#"/properties/spec/properties/colour: the keyword "pattern" is not checked"#
+            ),
+            "{err:#}"
+        );
         assert!(CrdSchemas::from_yaml("kind: ConfigMap").is_err());
     }
 
@@ -546,6 +701,10 @@ spec:
             "metadata": {"name": "frontend", "namespace": "shop"},
             "spec": {"workload": {"name": "frontend"}, "targets": [{"kubernetes": {"name": "cart"}}, {"internet": {"ports": ["443"]}}]},
         });
-        assert_eq!(crd.validate(&doc), Err(vec![r#"/spec/targets/1/internet/ports/0: expected integer, found string "443""#.to_owned()]));
+        assert_eq!(
+            crd.validate(&doc),
+            Err(vec![r#"/spec/targets/1/internet/ports/0: expected integer, found string "443""#
+                .to_owned()])
+        );
     }
 }

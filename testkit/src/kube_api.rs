@@ -137,7 +137,9 @@ pub struct FakeApiServer {
 impl FakeApiServer {
     /// Binds a free port on 127.0.0.1 and starts serving.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the stand-in Kubernetes API server to 127.0.0.1")?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the stand-in Kubernetes API server to 127.0.0.1")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new());
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -160,7 +162,8 @@ impl FakeApiServer {
     /// Must be called inside a tokio runtime (the client spawns its request buffer there).
     pub fn client(&self) -> kube::Client {
         let uri = self.url.parse().expect("the stand-in API server's URL is a valid URI");
-        kube::Client::try_from(kube::Config::new(uri)).expect("a kube client for the stand-in API server")
+        kube::Client::try_from(kube::Config::new(uri))
+            .expect("a kube client for the stand-in API server")
     }
 
     /// Makes the resource type `K` served (an empty collection) before any object of it is
@@ -200,7 +203,11 @@ impl FakeApiServer {
         K::Scope: 'static,
     {
         let ty = ResourceType::of::<K>();
-        let namespace = if ty.namespaced { obj.meta().namespace.clone().unwrap_or_else(|| "default".to_owned()) } else { String::new() };
+        let namespace = if ty.namespaced {
+            obj.meta().namespace.clone().unwrap_or_else(|| "default".to_owned())
+        } else {
+            String::new()
+        };
         let name = obj.meta().name.clone().unwrap_or_default();
         let (rv, _) = self.shared.store().delete(&ty.gvr, namespace, name)?;
         self.shared.changes.send_replace(rv);
@@ -220,7 +227,9 @@ impl FakeApiServer {
         let ty = ResourceType::of::<K>();
         let namespace = if ty.namespaced { namespace.to_owned() } else { String::new() };
         let value = self.shared.store().object(&ty.gvr, &(namespace, name.to_owned())).cloned()?;
-        Some(serde_json::from_value(value).unwrap_or_else(|err| panic!("the stored {} {name:?} does not deserialize: {err}", ty.kind)))
+        Some(serde_json::from_value(value).unwrap_or_else(|err| {
+            panic!("the stored {} {name:?} does not deserialize: {err}", ty.kind)
+        }))
     }
 
     /// Forgets the change history: a watch (or an exact list) from any `resourceVersion` older
@@ -240,7 +249,11 @@ impl FakeApiServer {
     /// whatever audiences are asked for, or not authenticated for `None`. Tokens never set are
     /// not authenticated either.
     pub fn set_token_review(&self, token: &str, user: Option<(&str, Vec<String>)>) {
-        let identity = user.map(|(name, groups)| TokenIdentity { username: name.to_owned(), groups, ..TokenIdentity::default() });
+        let identity = user.map(|(name, groups)| TokenIdentity {
+            username: name.to_owned(),
+            groups,
+            ..TokenIdentity::default()
+        });
         self.shared.store().token_reviews.insert(token.to_owned(), identity);
     }
 
@@ -251,8 +264,21 @@ impl FakeApiServer {
 
     /// `POST .../subjectaccessreviews` allows `user` to `verb` the `resource` of API `group` in
     /// `namespace` (`None`: every namespace). Anything not granted is denied.
-    pub fn grant(&self, user: &str, verb: &str, group: &str, resource: &str, namespace: Option<&str>) {
-        let grant = Grant { user: user.into(), verb: verb.into(), group: group.into(), resource: resource.into(), namespace: namespace.map(str::to_owned) };
+    pub fn grant(
+        &self,
+        user: &str,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) {
+        let grant = Grant {
+            user: user.into(),
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: namespace.map(str::to_owned),
+        };
         self.shared.store().grants.push(grant);
     }
 
@@ -264,7 +290,13 @@ impl FakeApiServer {
     /// If `line` holds a newline: a log line is one line.
     pub fn append_log(&self, namespace: &str, pod: &str, at: DateTime<Utc>, line: &str) {
         assert!(!line.contains('\n'), "a log line holds no newline: {line:?}");
-        self.shared.store().pod_logs.entry((namespace.to_owned(), pod.to_owned())).or_default().entries.push((at, line.to_owned()));
+        self.shared
+            .store()
+            .pod_logs
+            .entry((namespace.to_owned(), pod.to_owned()))
+            .or_default()
+            .entries
+            .push((at, line.to_owned()));
         self.shared.log_changes.send_modify(|n| *n += 1);
     }
 
@@ -272,7 +304,14 @@ impl FakeApiServer {
     /// open now sends only the first `sent` bytes of it (counted as the stream writes it, with
     /// its timestamp prefix if asked for; at most all but its newline) and then ends: a
     /// disconnection in the middle of a line. The line is in the log in full for later requests.
-    pub fn append_log_and_cut(&self, namespace: &str, pod: &str, at: DateTime<Utc>, line: &str, sent: usize) {
+    pub fn append_log_and_cut(
+        &self,
+        namespace: &str,
+        pod: &str,
+        at: DateTime<Utc>,
+        line: &str,
+        sent: usize,
+    ) {
         assert!(!line.contains('\n'), "a log line holds no newline: {line:?}");
         {
             let mut store = self.shared.store();
@@ -298,12 +337,22 @@ impl FakeApiServer {
 
     /// How many follow streams of the pod's log are open now.
     pub fn log_streams(&self, namespace: &str, pod: &str) -> usize {
-        self.shared.store().pod_logs.get(&(namespace.to_owned(), pod.to_owned())).map_or(0, |log| log.followers)
+        self.shared
+            .store()
+            .pod_logs
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .map_or(0, |log| log.followers)
     }
 
     /// How many requests so far had a path (query excluded) starting with `path_prefix`.
     pub fn request_count(&self, path_prefix: &str) -> usize {
-        self.shared.store().requests.iter().filter(|(path, _)| path.starts_with(path_prefix)).map(|(_, n)| n).sum()
+        self.shared
+            .store()
+            .requests
+            .iter()
+            .filter(|(path, _)| path.starts_with(path_prefix))
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -347,7 +396,11 @@ impl ResourceType {
         K::Scope: 'static,
     {
         Self {
-            gvr: Gvr { group: K::group(&()).into_owned(), version: K::version(&()).into_owned(), plural: K::plural(&()).into_owned() },
+            gvr: Gvr {
+                group: K::group(&()).into_owned(),
+                version: K::version(&()).into_owned(),
+                plural: K::plural(&()).into_owned(),
+            },
             kind: K::kind(&()).into_owned(),
             namespaced: TypeId::of::<K::Scope>() == TypeId::of::<NamespaceResourceScope>(),
         }
@@ -436,10 +489,19 @@ impl Store {
             *meta = json!({});
         }
         let meta = meta.as_object_mut().expect("metadata was just made an object");
-        let name =
-            meta.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()).expect("FakeApiServer::apply: the object has no metadata.name").to_owned();
+        let name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .expect("FakeApiServer::apply: the object has no metadata.name")
+            .to_owned();
         let namespace = if namespaced {
-            let ns = meta.get("namespace").and_then(Value::as_str).filter(|n| !n.is_empty()).unwrap_or("default").to_owned();
+            let ns = meta
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default")
+                .to_owned();
             meta.insert("namespace".into(), ns.clone().into());
             ns
         } else {
@@ -448,13 +510,21 @@ impl Store {
         };
         let key = (namespace, name);
         let previous = self.object(&gvr, &key).cloned();
-        let earlier = |field: &str| previous.as_ref().and_then(|p| p["metadata"].get(field)).filter(|v| !v.is_null()).cloned();
+        let earlier = |field: &str| {
+            previous
+                .as_ref()
+                .and_then(|p| p["metadata"].get(field))
+                .filter(|v| !v.is_null())
+                .cloned()
+        };
         if meta.get("uid").is_none_or(Value::is_null) {
             let uid = earlier("uid").unwrap_or_else(|| uuid::Uuid::new_v4().to_string().into());
             meta.insert("uid".into(), uid);
         }
         if meta.get("creationTimestamp").is_none_or(Value::is_null) {
-            let created = earlier("creationTimestamp").unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into());
+            let created = earlier("creationTimestamp").unwrap_or_else(|| {
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into()
+            });
             meta.insert("creationTimestamp".into(), created);
         }
         self.put(&gvr, key, value).0
@@ -465,9 +535,17 @@ impl Store {
     fn put(&mut self, gvr: &Gvr, key: (String, String), mut value: Value) -> (u64, Value) {
         let rv = self.next_version();
         value["metadata"]["resourceVersion"] = rv.to_string().into();
-        let previous = self.objects.entry(gvr.clone()).or_default().insert(key.clone(), value.clone());
+        let previous =
+            self.objects.entry(gvr.clone()).or_default().insert(key.clone(), value.clone());
         let kind = if previous.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
-        self.record(Change { rv, gvr: gvr.clone(), namespace: key.0, kind, object: value.clone(), previous });
+        self.record(Change {
+            rv,
+            gvr: gvr.clone(),
+            namespace: key.0,
+            kind,
+            object: value.clone(),
+            previous,
+        });
         (rv, value)
     }
 
@@ -479,7 +557,14 @@ impl Store {
         let mut object = self.objects.get_mut(gvr)?.remove(&(namespace.clone(), name))?;
         let rv = self.next_version();
         object["metadata"]["resourceVersion"] = rv.to_string().into();
-        self.record(Change { rv, gvr: gvr.clone(), namespace, kind: ChangeKind::Deleted, object: object.clone(), previous: None });
+        self.record(Change {
+            rv,
+            gvr: gvr.clone(),
+            namespace,
+            kind: ChangeKind::Deleted,
+            object: object.clone(),
+            previous: None,
+        });
         Some((rv, object))
     }
 }
@@ -498,7 +583,8 @@ impl Shared {
         let types = BUILT_IN
             .iter()
             .map(|&(group, version, plural, kind, namespaced)| {
-                let gvr = Gvr { group: group.into(), version: version.into(), plural: plural.into() };
+                let gvr =
+                    Gvr { group: group.into(), version: version.into(), plural: plural.into() };
                 (gvr.clone(), ResourceType { gvr, kind: kind.into(), namespaced })
             })
             .collect();
@@ -513,7 +599,12 @@ impl Shared {
             requests: HashMap::new(),
             pod_logs: HashMap::new(),
         };
-        Self { store: Mutex::new(store), changes: watch::Sender::new(1), log_changes: watch::Sender::new(0), shutdown: watch::Sender::new(false) }
+        Self {
+            store: Mutex::new(store),
+            changes: watch::Sender::new(1),
+            log_changes: watch::Sender::new(0),
+            shutdown: watch::Sender::new(false),
+        }
     }
 
     fn store(&self) -> MutexGuard<'_, Store> {
@@ -526,13 +617,21 @@ impl Shared {
 
 type Params = HashMap<String, String>;
 
-async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     debug!(%method, %uri, "stand-in Kubernetes API server request");
     let path = uri.path().to_owned();
     *shared.store().requests.entry(path.clone()).or_default() += 1;
     let params: Params = match Query::try_from_uri(&uri) {
         Ok(Query(params)) => params,
-        Err(err) => return status(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid query: {err}")),
+        Err(err) => {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid query: {err}"))
+        }
     };
     if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
         return match method {
@@ -553,13 +652,25 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
         };
     }
     let Some(target) = parse_target(&shared.store(), &path) else {
-        return status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource".into());
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "the server could not find the requested resource".into(),
+        );
     };
     if method != Method::GET && params.contains_key("dryRun") {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the stand-in API server does not support dryRun".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the stand-in API server does not support dryRun".into(),
+        );
     }
     // Both `as=PartialObjectMetadata` and `as=PartialObjectMetadataList`.
-    let metadata_only = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|v| v.contains("as=PartialObjectMetadata"));
+    let metadata_only = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("as=PartialObjectMetadata"));
     // A namespaced type's all-namespaces path (`/api/v1/configmaps`) only lists and watches.
     let collection = target.namespace.is_some() || !target.ty.namespaced;
     let selection = match Selection::new(target.ty, target.namespace, &params, metadata_only) {
@@ -568,7 +679,11 @@ async fn handle(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, hea
     };
     let result = match (&method, target.name) {
         (&Method::GET, Some(name)) => Ok(get(&shared, &selection, &name)),
-        (&Method::GET, None) if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) => Ok(watch(&shared, selection, &params)),
+        (&Method::GET, None)
+            if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) =>
+        {
+            Ok(watch(&shared, selection, &params))
+        }
         (&Method::GET, None) => Ok(list(&shared, &selection, &params)),
         (&Method::POST, None) if collection => create(&shared, &selection, &body),
         (&Method::PUT, Some(name)) => replace(&shared, &selection, &name, &body),
@@ -594,9 +709,16 @@ fn parse_target(store: &Store, path: &str) -> Option<Target> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return None,
     };
-    let lookup = |plural: &str| store.types.get(&Gvr { group: group.into(), version: version.into(), plural: plural.into() }).cloned();
+    let lookup = |plural: &str| {
+        store
+            .types
+            .get(&Gvr { group: group.into(), version: version.into(), plural: plural.into() })
+            .cloned()
+    };
     let (ty, namespace, name) = match rest {
-        ["namespaces", ns, plural, name @ ..] if name.len() <= 1 => (lookup(plural).filter(|t| t.namespaced)?, Some(ns.to_string()), name.first()),
+        ["namespaces", ns, plural, name @ ..] if name.len() <= 1 => {
+            (lookup(plural).filter(|t| t.namespaced)?, Some(ns.to_string()), name.first())
+        }
         [plural] => (lookup(plural)?, None, None),
         [plural, name] => (lookup(plural).filter(|t| !t.namespaced)?, None, Some(name)),
         _ => return None,
@@ -608,7 +730,12 @@ fn parse_target(store: &Store, path: &str) -> Option<Target> {
 }
 
 fn get(shared: &Shared, selection: &Selection, name: &str) -> Response {
-    let found = shared.store().objects.get(&selection.ty.gvr).and_then(|objects| objects.get(&selection.key(name))).cloned();
+    let found = shared
+        .store()
+        .objects
+        .get(&selection.ty.gvr)
+        .and_then(|objects| objects.get(&selection.key(name)))
+        .cloned();
     match found {
         Some(obj) => json_response(StatusCode::OK, &selection.render(&obj)),
         None => not_found(selection, name).into_response(),
@@ -623,7 +750,11 @@ fn list(shared: &Shared, selection: &Selection, params: &Params) -> Response {
     };
     let exact = params.get("resourceVersionMatch").is_some_and(|m| m == "Exact");
     if let Some(rv) = requested.filter(|&rv| exact && rv < store.compacted) {
-        return status(StatusCode::GONE, "Expired", format!("too old resource version: {rv} ({})", store.compacted));
+        return status(
+            StatusCode::GONE,
+            "Expired",
+            format!("too old resource version: {rv} ({})", store.compacted),
+        );
     }
     let items: Vec<Value> = store
         .objects
@@ -660,7 +791,11 @@ fn watch(shared: &Arc<Shared>, selection: Selection, params: &Params) -> Respons
         Ok(rv) => rv,
         Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", message),
     };
-    let timeout = params.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).filter(|&t| t > 0).map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|&t| t > 0)
+        .map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
     let bookmarks = params.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
     let initial_events = params.get("sendInitialEvents").is_some_and(|b| b == "true" || b == "1");
     let mut stream = WatchStream {
@@ -685,7 +820,9 @@ fn watch(shared: &Arc<Shared>, selection: Selection, params: &Params) -> Respons
             // Start from the current state, as synthetic ADDED events.
             _ => {
                 stream.cursor = store.resource_version;
-                for ((ns, _), obj) in store.objects.get(&stream.selection.ty.gvr).into_iter().flatten() {
+                for ((ns, _), obj) in
+                    store.objects.get(&stream.selection.ty.gvr).into_iter().flatten()
+                {
                     if stream.selection.in_namespace(ns) && stream.selection.matches(obj) {
                         stream.push_event("ADDED", obj);
                     }
@@ -745,14 +882,17 @@ impl WatchStream {
     /// history no longer reaches back to the cursor.
     fn catch_up(&mut self, store: &Store) {
         if self.cursor < store.compacted {
-            let message = format!("too old resource version: {} ({})", self.cursor, store.compacted);
+            let message =
+                format!("too old resource version: {} ({})", self.cursor, store.compacted);
             self.push_line("ERROR", status_body(StatusCode::GONE, "Expired", message));
             self.finished = true;
             return;
         }
         let start = store.history.partition_point(|c| c.rv <= self.cursor);
         for change in store.history.range(start..) {
-            if change.gvr != self.selection.ty.gvr || !self.selection.in_namespace(&change.namespace) {
+            if change.gvr != self.selection.ty.gvr
+                || !self.selection.in_namespace(&change.namespace)
+            {
                 continue;
             }
             let now = self.selection.matches(&change.object);
@@ -788,11 +928,15 @@ impl WatchStream {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        self.push_line("BOOKMARK", json!({"apiVersion": api_version, "kind": kind, "metadata": metadata}));
+        self.push_line(
+            "BOOKMARK",
+            json!({"apiVersion": api_version, "kind": kind, "metadata": metadata}),
+        );
     }
 
     fn push_line(&mut self, event_type: &str, object: Value) {
-        let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object})).expect("JSON values serialize");
+        let mut line = serde_json::to_vec(&json!({"type": event_type, "object": object}))
+            .expect("JSON values serialize");
         line.push(b'\n');
         self.pending.push_back(line.into());
     }
@@ -803,7 +947,11 @@ impl WatchStream {
 /// `/api/v1/namespaces/{ns}/pods/{name}/log`.
 fn log_path(path: &str) -> Option<(&str, &str)> {
     match path.trim_matches('/').split('/').collect::<Vec<_>>().as_slice() {
-        ["api", "v1", "namespaces", namespace, "pods", pod, "log"] if !namespace.is_empty() && !pod.is_empty() => Some((namespace, pod)),
+        ["api", "v1", "namespaces", namespace, "pods", pod, "log"]
+            if !namespace.is_empty() && !pod.is_empty() =>
+        {
+            Some((namespace, pod))
+        }
         _ => None,
     }
 }
@@ -816,39 +964,83 @@ fn pod_log(shared: &Arc<Shared>, namespace: &str, pod: &str, params: &Params) ->
     let Some(object) = store.object(&pods, &key) else {
         return status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{pod}\" not found"));
     };
-    let containers: Vec<String> = object["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).map(str::to_owned).collect();
+    let containers: Vec<String> = object["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .map(str::to_owned)
+        .collect();
     match params.get("container") {
         Some(container) if !containers.contains(container) => {
-            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("container {container} is not valid for pod {pod}"));
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("container {container} is not valid for pod {pod}"),
+            );
         }
         None if containers.len() > 1 => {
             let choices = containers.join(" ");
-            return status(StatusCode::BAD_REQUEST, "BadRequest", format!("a container name must be specified for pod {pod}, choose one of: [{choices}]"));
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "a container name must be specified for pod {pod}, choose one of: [{choices}]"
+                ),
+            );
         }
         _ => {}
     }
     if flag("previous") {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", format!("previous terminated container in pod \"{pod}\" not found"));
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("previous terminated container in pod \"{pod}\" not found"),
+        );
     }
     if params.contains_key("limitBytes") {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "the stand-in API server does not support limitBytes".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the stand-in API server does not support limitBytes".into(),
+        );
     }
     let since = match (params.get("sinceTime"), params.get("sinceSeconds")) {
-        (Some(_), Some(_)) => return status(StatusCode::BAD_REQUEST, "BadRequest", "at most one of sinceTime or sinceSeconds may be specified".into()),
+        (Some(_), Some(_)) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "at most one of sinceTime or sinceSeconds may be specified".into(),
+            )
+        }
         (Some(time), None) => match DateTime::parse_from_rfc3339(time) {
             Ok(time) => Some(time.with_timezone(&Utc)),
-            Err(err) => return status(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid sinceTime {time:?}: {err}")),
+            Err(err) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("invalid sinceTime {time:?}: {err}"),
+                )
+            }
         },
         (None, Some(seconds)) => match seconds.parse::<i64>() {
             Ok(seconds) if seconds > 0 => Some(Utc::now() - chrono::TimeDelta::seconds(seconds)),
-            _ => return status(StatusCode::BAD_REQUEST, "BadRequest", format!("invalid sinceSeconds {seconds:?}")),
+            _ => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("invalid sinceSeconds {seconds:?}"),
+                )
+            }
         },
         (None, None) => None,
     };
     let tail = match params.get("tailLines").map(|t| t.parse::<usize>()) {
         None => None,
         Some(Ok(tail)) => Some(tail),
-        Some(Err(_)) => return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid tailLines".into()),
+        Some(Err(_)) => {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", "invalid tailLines".into())
+        }
     };
     let follow = flag("follow");
     let log = store.pod_logs.entry(key.clone()).or_default();
@@ -924,7 +1116,9 @@ impl LogStream {
         let store = shared.store();
         let pods = Gvr { group: String::new(), version: "v1".into(), plural: "pods".into() };
         let exists = store.object(&pods, &self.key).is_some();
-        let Some(log) = store.pod_logs.get(&self.key) else { return (Vec::new(), !self.follow || !exists) };
+        let Some(log) = store.pod_logs.get(&self.key) else {
+            return (Vec::new(), !self.follow || !exists);
+        };
         let cut = if self.follow { log.cuts.get(self.cuts_seen) } else { None };
         let until = cut.map_or(log.entries.len(), |c| c.entry.min(log.entries.len()));
         let mut chunk = Vec::new();
@@ -936,7 +1130,11 @@ impl LogStream {
             }
         }
         if let Some(cut) = cut {
-            if let Some((at, line)) = log.entries.get(cut.entry).filter(|(at, _)| self.since.is_none_or(|since| *at >= since)) {
+            if let Some((at, line)) = log
+                .entries
+                .get(cut.entry)
+                .filter(|(at, _)| self.since.is_none_or(|since| *at >= since))
+            {
                 let whole = self.format(*at, line);
                 chunk.extend_from_slice(&whole[..cut.sent.min(whole.len() - 1)]);
             }
@@ -946,7 +1144,8 @@ impl LogStream {
     }
 
     fn format(&self, at: DateTime<Utc>, line: &str) -> Vec<u8> {
-        let mut out = if self.timestamps { format!("{} ", kubelet_timestamp(at)) } else { String::new() };
+        let mut out =
+            if self.timestamps { format!("{} ", kubelet_timestamp(at)) } else { String::new() };
         out.push_str(line);
         out.push('\n');
         out.into_bytes()
@@ -1000,7 +1199,10 @@ fn create(shared: &Shared, selection: &Selection, body: &[u8]) -> Reply {
     let name = admit(selection, &mut obj, None)?;
     let meta = metadata_mut(&mut obj);
     meta.insert("uid".into(), uuid::Uuid::new_v4().to_string().into());
-    meta.insert("creationTimestamp".into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into());
+    meta.insert(
+        "creationTimestamp".into(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into(),
+    );
     for server_set in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"] {
         meta.remove(server_set);
     }
@@ -1021,8 +1223,15 @@ fn replace(shared: &Shared, selection: &Selection, name: &str, body: &[u8]) -> R
     update(shared, selection, name, |_| Ok(Value::Object(obj)))
 }
 
-fn patch(shared: &Shared, selection: &Selection, name: &str, headers: &HeaderMap, body: &[u8]) -> Reply {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+fn patch(
+    shared: &Shared,
+    selection: &Selection,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Reply {
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     let strategic = match media_type.as_str() {
         "application/json-patch+json" | "application/merge-patch+json" => false,
@@ -1032,16 +1241,23 @@ fn patch(shared: &Shared, selection: &Selection, name: &str, headers: &HeaderMap
                 "the body of the request was in an unknown format ({content_type:?}) - the stand-in API server accepts application/json-patch+json, \
                  application/merge-patch+json and application/strategic-merge-patch+json"
             );
-            return Err(Refusal::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", message));
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                message,
+            ));
         }
     };
-    let patch: Value = serde_json::from_slice(body).map_err(|err| bad_request(format!("the patch is not JSON: {err}")))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|err| bad_request(format!("the patch is not JSON: {err}")))?;
     if media_type == "application/json-patch+json" {
         return update(shared, selection, name, |current| {
             let mut doc = current.clone();
             apply_json_patch(&mut doc, &patch).map_err(|err| match err {
                 JsonPatchError::Malformed(message) => bad_request(message),
-                JsonPatchError::Failed(message) => Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message),
+                JsonPatchError::Failed(message) => {
+                    Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+                }
             })?;
             Ok(doc)
         });
@@ -1062,18 +1278,33 @@ fn patch(shared: &Shared, selection: &Selection, name: &str, headers: &HeaderMap
 /// Replaces the stored object `name` with what `change` makes of it, as PUT and PATCH do: the
 /// name, namespace, `uid` and `creationTimestamp` stay, and a `resourceVersion` in the new
 /// object must be the stored one.
-fn update(shared: &Shared, selection: &Selection, name: &str, change: impl FnOnce(&Value) -> Result<Value, Refusal>) -> Reply {
+fn update(
+    shared: &Shared,
+    selection: &Selection,
+    name: &str,
+    change: impl FnOnce(&Value) -> Result<Value, Refusal>,
+) -> Reply {
     let (rv, stored) = {
         let mut store = shared.store();
         let key = selection.key(name);
-        let current = store.object(&selection.ty.gvr, &key).cloned().ok_or_else(|| not_found(selection, name))?;
+        let current = store
+            .object(&selection.ty.gvr, &key)
+            .cloned()
+            .ok_or_else(|| not_found(selection, name))?;
         let Value::Object(mut obj) = change(&current)? else {
             return Err(bad_request("the object is not a JSON object"));
         };
         admit(selection, &mut obj, Some(name))?;
         let meta = metadata_mut(&mut obj);
         let stored_meta = &current["metadata"];
-        check_preconditions(selection, name, stored_meta, text(meta, "uid"), text(meta, "resourceVersion"), false)?;
+        check_preconditions(
+            selection,
+            name,
+            stored_meta,
+            text(meta, "uid"),
+            text(meta, "resourceVersion"),
+            false,
+        )?;
         for kept in ["uid", "creationTimestamp"] {
             match stored_meta.get(kept) {
                 Some(value) => meta.insert(kept.into(), value.clone()),
@@ -1089,13 +1320,23 @@ fn update(shared: &Shared, selection: &Selection, name: &str, change: impl FnOnc
 /// DELETE: removes the object at once (no finalizers, no grace period) and answers with it,
 /// as the real server does for pods. `DeleteOptions.preconditions` are checked.
 fn remove(shared: &Shared, selection: &Selection, name: &str, body: &[u8]) -> Reply {
-    let options = if body.iter().all(u8::is_ascii_whitespace) { Map::new() } else { decode_object(body)? };
-    let preconditions = options.get("preconditions").and_then(Value::as_object).cloned().unwrap_or_default();
+    let options =
+        if body.iter().all(u8::is_ascii_whitespace) { Map::new() } else { decode_object(body)? };
+    let preconditions =
+        options.get("preconditions").and_then(Value::as_object).cloned().unwrap_or_default();
     let (rv, deleted) = {
         let mut store = shared.store();
         let key = selection.key(name);
-        let current = store.object(&selection.ty.gvr, &key).ok_or_else(|| not_found(selection, name))?;
-        check_preconditions(selection, name, &current["metadata"], text(&preconditions, "uid"), text(&preconditions, "resourceVersion"), true)?;
+        let current =
+            store.object(&selection.ty.gvr, &key).ok_or_else(|| not_found(selection, name))?;
+        check_preconditions(
+            selection,
+            name,
+            &current["metadata"],
+            text(&preconditions, "uid"),
+            text(&preconditions, "resourceVersion"),
+            true,
+        )?;
         store.delete(&selection.ty.gvr, key.0, key.1).expect("the object was just found")
     };
     shared.changes.send_replace(rv);
@@ -1111,9 +1352,17 @@ fn check_preconditions(
     resource_version: Option<String>,
     deleting: bool,
 ) -> Result<(), Refusal> {
-    let stored_field = |field: &str| stored.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let stored_field =
+        |field: &str| stored.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
     if let Some(uid) = uid.filter(|uid| *uid != stored_field("uid")) {
-        return Err(conflict(selection, name, format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", stored_field("uid"))));
+        return Err(conflict(
+            selection,
+            name,
+            format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                stored_field("uid")
+            ),
+        ));
     }
     if let Some(rv) = resource_version.filter(|rv| *rv != stored_field("resourceVersion")) {
         let detail = if deleting {
@@ -1137,7 +1386,11 @@ fn decode_object(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
 /// Checks a written object against the request's type, namespace and (for PUT and PATCH) the
 /// name in the URL; fills in `apiVersion`, `kind`, the namespace and, for `generateName`, the
 /// name; returns the name.
-fn admit(selection: &Selection, obj: &mut Map<String, Value>, url_name: Option<&str>) -> Result<String, Refusal> {
+fn admit(
+    selection: &Selection,
+    obj: &mut Map<String, Value>,
+    url_name: Option<&str>,
+) -> Result<String, Refusal> {
     let ty = &selection.ty;
     for (field, expected) in [("apiVersion", ty.gvr.api_version()), ("kind", ty.kind.clone())] {
         match obj.get(field) {
@@ -1167,13 +1420,21 @@ fn admit(selection: &Selection, obj: &mut Map<String, Value>, url_name: Option<&
     }
     let name = match (url_name, text(meta, "name")) {
         (Some(url), Some(given)) if url != given => {
-            return Err(bad_request(format!("the name of the object ({given}) does not match the name on the URL ({url})")))
+            return Err(bad_request(format!(
+                "the name of the object ({given}) does not match the name on the URL ({url})"
+            )))
         }
         (Some(url), _) => url.to_owned(),
         (None, Some(given)) => given,
         (None, None) => match text(meta, "generateName") {
             Some(prefix) => format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..5]),
-            None => return Err(invalid(selection, "", "metadata.name: Required value: name or generateName is required")),
+            None => {
+                return Err(invalid(
+                    selection,
+                    "",
+                    "metadata.name: Required value: name or generateName is required",
+                ))
+            }
         },
     };
     meta.insert("name".into(), name.clone().into());
@@ -1200,22 +1461,44 @@ fn qualified_resource(selection: &Selection) -> String {
     }
 }
 
-fn status_with_details(selection: &Selection, name: &str, code: StatusCode, reason: &str, message: String) -> Refusal {
+fn status_with_details(
+    selection: &Selection,
+    name: &str,
+    code: StatusCode,
+    reason: &str,
+    message: String,
+) -> Refusal {
     let mut refusal = Refusal::new(code, reason, message);
-    refusal.body["details"] = json!({"name": name, "group": selection.ty.gvr.group, "kind": selection.ty.gvr.plural});
+    refusal.body["details"] =
+        json!({"name": name, "group": selection.ty.gvr.group, "kind": selection.ty.gvr.plural});
     refusal
 }
 
 fn not_found(selection: &Selection, name: &str) -> Refusal {
-    status_with_details(selection, name, StatusCode::NOT_FOUND, "NotFound", format!("{} \"{name}\" not found", qualified_resource(selection)))
+    status_with_details(
+        selection,
+        name,
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("{} \"{name}\" not found", qualified_resource(selection)),
+    )
 }
 
 fn already_exists(selection: &Selection, name: &str) -> Refusal {
-    status_with_details(selection, name, StatusCode::CONFLICT, "AlreadyExists", format!("{} \"{name}\" already exists", qualified_resource(selection)))
+    status_with_details(
+        selection,
+        name,
+        StatusCode::CONFLICT,
+        "AlreadyExists",
+        format!("{} \"{name}\" already exists", qualified_resource(selection)),
+    )
 }
 
 fn conflict(selection: &Selection, name: &str, detail: String) -> Refusal {
-    let message = format!("Operation cannot be fulfilled on {} \"{name}\": {detail}", qualified_resource(selection));
+    let message = format!(
+        "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+        qualified_resource(selection)
+    );
     status_with_details(selection, name, StatusCode::CONFLICT, "Conflict", message)
 }
 
@@ -1254,7 +1537,13 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// in a patch; a JSON merge patch cannot honour them.
 fn strategic_directive(patch: &Value) -> Option<String> {
     match patch {
-        Value::Object(members) => members.iter().find_map(|(key, value)| if key.starts_with('$') { Some(key.clone()) } else { strategic_directive(value) }),
+        Value::Object(members) => members.iter().find_map(|(key, value)| {
+            if key.starts_with('$') {
+                Some(key.clone())
+            } else {
+                strategic_directive(value)
+            }
+        }),
         Value::Array(items) => items.iter().find_map(strategic_directive),
         _ => None,
     }
@@ -1271,13 +1560,27 @@ enum JsonPatchError {
 /// RFC 6902 JSON patch, all or nothing: `add`, `remove`, `replace`, `move`, `copy`, `test`.
 fn apply_json_patch(doc: &mut Value, patch: &Value) -> Result<(), JsonPatchError> {
     let malformed = |message: String| JsonPatchError::Malformed(message);
-    let operations = patch.as_array().ok_or_else(|| malformed("a JSON patch must be an array of operations".into()))?;
+    let operations = patch
+        .as_array()
+        .ok_or_else(|| malformed("a JSON patch must be an array of operations".into()))?;
     let mut patched = doc.clone();
     for (i, operation) in operations.iter().enumerate() {
-        let field = |name: &str| operation.get(name).and_then(Value::as_str).ok_or_else(|| malformed(format!("operation {i} has no string {name:?}")));
-        let value = || operation.get("value").cloned().ok_or_else(|| malformed(format!("operation {i} has no \"value\"")));
+        let field = |name: &str| {
+            operation
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| malformed(format!("operation {i} has no string {name:?}")))
+        };
+        let value = || {
+            operation
+                .get("value")
+                .cloned()
+                .ok_or_else(|| malformed(format!("operation {i} has no \"value\"")))
+        };
         let (op, path) = (field("op")?, field("path")?);
-        let failed = |message: String| JsonPatchError::Failed(format!("operation {i} ({op} {path}): {message}"));
+        let failed = |message: String| {
+            JsonPatchError::Failed(format!("operation {i} ({op} {path}): {message}"))
+        };
         match op {
             "add" => pointer_add(&mut patched, path, value()?).map_err(failed)?,
             "remove" => {
@@ -1285,7 +1588,9 @@ fn apply_json_patch(doc: &mut Value, patch: &Value) -> Result<(), JsonPatchError
             }
             "replace" => {
                 let value = value()?;
-                *patched.pointer_mut(path).ok_or_else(|| failed("the path does not exist".into()))? = value;
+                *patched
+                    .pointer_mut(path)
+                    .ok_or_else(|| failed("the path does not exist".into()))? = value;
             }
             "move" => {
                 let from = field("from")?;
@@ -1298,7 +1603,10 @@ fn apply_json_patch(doc: &mut Value, patch: &Value) -> Result<(), JsonPatchError
                 }
             }
             "copy" => {
-                let copied = patched.pointer(field("from")?).cloned().ok_or_else(|| failed("the \"from\" path does not exist".into()))?;
+                let copied = patched
+                    .pointer(field("from")?)
+                    .cloned()
+                    .ok_or_else(|| failed("the \"from\" path does not exist".into()))?;
                 pointer_add(&mut patched, path, copied).map_err(failed)?;
             }
             "test" => {
@@ -1319,7 +1627,10 @@ fn split_pointer(path: &str) -> Result<Option<(&str, String)>, String> {
     if path.is_empty() {
         return Ok(None);
     }
-    let (parent, last) = path.rsplit_once('/').filter(|_| path.starts_with('/')).ok_or_else(|| format!("{path:?} is not a JSON pointer"))?;
+    let (parent, last) = path
+        .rsplit_once('/')
+        .filter(|_| path.starts_with('/'))
+        .ok_or_else(|| format!("{path:?} is not a JSON pointer"))?;
     Ok(Some((parent, last.replace("~1", "/").replace("~0", "~"))))
 }
 
@@ -1327,7 +1638,10 @@ fn split_pointer(path: &str) -> Result<Option<(&str, String)>, String> {
 fn array_index(token: &str, len: usize, max: usize) -> Result<usize, String> {
     let index = if token == "-" {
         len
-    } else if token.bytes().all(|b| b.is_ascii_digit()) && !token.is_empty() && (token == "0" || !token.starts_with('0')) {
+    } else if token.bytes().all(|b| b.is_ascii_digit())
+        && !token.is_empty()
+        && (token == "0" || !token.starts_with('0'))
+    {
         token.parse().map_err(|_| format!("array index {token} is out of range"))?
     } else {
         return Err(format!("{token:?} is not an array index"));
@@ -1358,9 +1672,12 @@ fn pointer_add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> 
 }
 
 fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
-    let (parent, last) = split_pointer(path)?.ok_or_else(|| "cannot remove the whole document".to_owned())?;
+    let (parent, last) =
+        split_pointer(path)?.ok_or_else(|| "cannot remove the whole document".to_owned())?;
     match doc.pointer_mut(parent) {
-        Some(Value::Object(members)) => members.remove(&last).ok_or_else(|| "the path does not exist".to_owned()),
+        Some(Value::Object(members)) => {
+            members.remove(&last).ok_or_else(|| "the path does not exist".to_owned())
+        }
         Some(Value::Array(items)) if !items.is_empty() => {
             let index = array_index(&last, items.len(), items.len() - 1)?;
             Ok(items.remove(index))
@@ -1370,7 +1687,11 @@ fn pointer_remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 }
 
 fn method_not_allowed(method: &Method) -> Response {
-    status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("the stand-in API server does not serve {method} here"))
+    status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("the stand-in API server does not serve {method} here"),
+    )
 }
 
 fn status_body(code: StatusCode, reason: &str, message: String) -> Value {
@@ -1406,9 +1727,22 @@ struct Selection {
 }
 
 impl Selection {
-    fn new(ty: ResourceType, namespace: Option<String>, params: &Params, metadata_only: bool) -> Result<Self, String> {
-        let labels = params.get("labelSelector").map(|s| parse_label_selector(s)).transpose()?.unwrap_or_default();
-        let fields = params.get("fieldSelector").map(|s| parse_field_selector(s)).transpose()?.unwrap_or_default();
+    fn new(
+        ty: ResourceType,
+        namespace: Option<String>,
+        params: &Params,
+        metadata_only: bool,
+    ) -> Result<Self, String> {
+        let labels = params
+            .get("labelSelector")
+            .map(|s| parse_label_selector(s))
+            .transpose()?
+            .unwrap_or_default();
+        let fields = params
+            .get("fieldSelector")
+            .map(|s| parse_field_selector(s))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self { ty, namespace, labels, fields, metadata_only })
     }
 
@@ -1423,7 +1757,8 @@ impl Selection {
 
     fn matches(&self, obj: &Value) -> bool {
         let labels = obj["metadata"]["labels"].as_object();
-        self.labels.iter().all(|req| req.matches(labels)) && self.fields.iter().all(|req| req.matches(obj))
+        self.labels.iter().all(|req| req.matches(labels))
+            && self.fields.iter().all(|req| req.matches(obj))
     }
 
     fn render(&self, obj: &Value) -> Value {
@@ -1475,11 +1810,18 @@ fn parse_label_selector(selector: &str) -> Result<Vec<LabelRequirement>, String>
         }
     }
     terms.push(&selector[start..]);
-    let key = |k: &str| Some(k.trim().to_owned()).filter(|k| !k.is_empty() && !k.contains(char::is_whitespace));
+    let key = |k: &str| {
+        Some(k.trim().to_owned()).filter(|k| !k.is_empty() && !k.contains(char::is_whitespace))
+    };
     let mut requirements = Vec::new();
     for term in terms.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
         let requirement = if let Some((head, tail)) = term.split_once('(') {
-            let values: Vec<String> = tail.strip_suffix(')').ok_or_else(invalid)?.split(',').map(|v| v.trim().to_owned()).collect();
+            let values: Vec<String> = tail
+                .strip_suffix(')')
+                .ok_or_else(invalid)?
+                .split(',')
+                .map(|v| v.trim().to_owned())
+                .collect();
             let head = head.trim_end();
             if let Some(k) = head.strip_suffix(" notin") {
                 LabelRequirement::NotIn(key(k).ok_or_else(invalid)?, values)
@@ -1529,7 +1871,9 @@ fn parse_field_selector(selector: &str) -> Result<Vec<FieldRequirement>, String>
         } else if let Some((p, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
             (p, v, true)
         } else {
-            return Err(format!("invalid field selector term {term:?}: expected field=value or field!=value"));
+            return Err(format!(
+                "invalid field selector term {term:?}: expected field=value or field!=value"
+            ));
         };
         let path: Vec<String> = path.trim().split('.').map(str::to_owned).collect();
         if path.iter().any(String::is_empty) {
@@ -1550,7 +1894,8 @@ mod tests {
 
     #[test]
     fn label_selectors_parse_and_match() {
-        let reqs = parse_label_selector("app=web, tier in (front, edge),!canary,env!=prod,team").unwrap();
+        let reqs =
+            parse_label_selector("app=web, tier in (front, edge),!canary,env!=prod,team").unwrap();
         assert_eq!(
             reqs,
             vec![
@@ -1580,26 +1925,52 @@ mod tests {
     fn json_patches_follow_rfc_6902() {
         let doc = json!({"foo": ["bar", "baz"], "a/b": 1, "m~n": 2});
         let ok = |patch: Value| patched(doc.clone(), patch).unwrap();
-        assert_eq!(ok(json!([{"op": "add", "path": "/foo/1", "value": "qux"}]))["foo"], json!(["bar", "qux", "baz"]));
-        assert_eq!(ok(json!([{"op": "add", "path": "/foo/-", "value": "end"}]))["foo"], json!(["bar", "baz", "end"]));
-        assert_eq!(ok(json!([{"op": "add", "path": "/new", "value": {"x": 1}}]))["new"], json!({"x": 1}));
+        assert_eq!(
+            ok(json!([{"op": "add", "path": "/foo/1", "value": "qux"}]))["foo"],
+            json!(["bar", "qux", "baz"])
+        );
+        assert_eq!(
+            ok(json!([{"op": "add", "path": "/foo/-", "value": "end"}]))["foo"],
+            json!(["bar", "baz", "end"])
+        );
+        assert_eq!(
+            ok(json!([{"op": "add", "path": "/new", "value": {"x": 1}}]))["new"],
+            json!({"x": 1})
+        );
         assert_eq!(ok(json!([{"op": "replace", "path": "/a~1b", "value": 3}]))["a/b"], 3);
         assert_eq!(ok(json!([{"op": "remove", "path": "/m~0n"}])).get("m~n"), None);
         assert_eq!(ok(json!([{"op": "remove", "path": "/foo/0"}]))["foo"], json!(["baz"]));
         assert_eq!(ok(json!([{"op": "move", "from": "/foo/0", "path": "/first"}]))["first"], "bar");
-        assert_eq!(ok(json!([{"op": "copy", "from": "/foo", "path": "/copy"}]))["copy"], json!(["bar", "baz"]));
+        assert_eq!(
+            ok(json!([{"op": "copy", "from": "/foo", "path": "/copy"}]))["copy"],
+            json!(["bar", "baz"])
+        );
         assert_eq!(ok(json!([{"op": "test", "path": "/foo/1", "value": "baz"}])), doc);
-        assert_eq!(ok(json!([{"op": "replace", "path": "", "value": {"whole": true}}])), json!({"whole": true}));
+        assert_eq!(
+            ok(json!([{"op": "replace", "path": "", "value": {"whole": true}}])),
+            json!({"whole": true})
+        );
 
-        let failed = |patch: Value| matches!(patched(doc.clone(), patch), Err(JsonPatchError::Failed(_)));
-        assert!(failed(json!([{"op": "add", "path": "/missing/x", "value": 1}])), "a missing parent");
+        let failed =
+            |patch: Value| matches!(patched(doc.clone(), patch), Err(JsonPatchError::Failed(_)));
+        assert!(
+            failed(json!([{"op": "add", "path": "/missing/x", "value": 1}])),
+            "a missing parent"
+        );
         assert!(failed(json!([{"op": "add", "path": "/foo/3", "value": 1}])), "past the end");
         assert!(failed(json!([{"op": "add", "path": "/foo/01", "value": 1}])), "a leading zero");
-        assert!(failed(json!([{"op": "replace", "path": "/missing", "value": 1}])), "replace needs the path");
+        assert!(
+            failed(json!([{"op": "replace", "path": "/missing", "value": 1}])),
+            "replace needs the path"
+        );
         assert!(failed(json!([{"op": "remove", "path": "/foo/2"}])), "remove needs the element");
         assert!(failed(json!([{"op": "test", "path": "/foo/0", "value": "baz"}])), "a failed test");
-        assert!(failed(json!([{"op": "move", "from": "/foo", "path": "/foo/0"}])), "a move into itself");
-        let malformed = |patch: Value| matches!(patched(doc.clone(), patch), Err(JsonPatchError::Malformed(_)));
+        assert!(
+            failed(json!([{"op": "move", "from": "/foo", "path": "/foo/0"}])),
+            "a move into itself"
+        );
+        let malformed =
+            |patch: Value| matches!(patched(doc.clone(), patch), Err(JsonPatchError::Malformed(_)));
         assert!(malformed(json!({"op": "add"})), "not an array");
         assert!(malformed(json!([{"op": "frobnicate", "path": "/a"}])), "an unknown op");
         assert!(malformed(json!([{"op": "add", "path": "/a"}])), "add without a value");
@@ -1614,9 +1985,16 @@ mod tests {
     #[test]
     fn merge_patches_follow_rfc_7386() {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}, "list": [1, 2]});
-        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}, "list": [3], "new": {"deep": 1}}));
+        merge_patch(
+            &mut doc,
+            &json!({"a": "z", "c": {"f": null}, "list": [3], "new": {"deep": 1}}),
+        );
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}, "list": [3], "new": {"deep": 1}}));
-        assert_eq!(strategic_directive(&json!({"spec": {"containers": [{"$patch": "delete"}]}})).as_deref(), Some("$patch"));
+        assert_eq!(
+            strategic_directive(&json!({"spec": {"containers": [{"$patch": "delete"}]}}))
+                .as_deref(),
+            Some("$patch")
+        );
         assert_eq!(strategic_directive(&json!({"spec": {"containers": [{"name": "a"}]}})), None);
     }
 
@@ -1625,8 +2003,14 @@ mod tests {
         let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
         assert_eq!(kubelet_timestamp(at("2023-03-12T13:51:55Z")), "2023-03-12T13:51:55Z");
         assert_eq!(kubelet_timestamp(at("2023-03-12T13:51:55.904Z")), "2023-03-12T13:51:55.904Z");
-        assert_eq!(kubelet_timestamp(at("2023-03-12T13:51:55.000012300Z")), "2023-03-12T13:51:55.0000123Z");
-        assert_eq!(log_path("/api/v1/namespaces/kafka/pods/broker-0/log"), Some(("kafka", "broker-0")));
+        assert_eq!(
+            kubelet_timestamp(at("2023-03-12T13:51:55.000012300Z")),
+            "2023-03-12T13:51:55.0000123Z"
+        );
+        assert_eq!(
+            log_path("/api/v1/namespaces/kafka/pods/broker-0/log"),
+            Some(("kafka", "broker-0"))
+        );
         assert_eq!(log_path("/api/v1/namespaces/kafka/pods/broker-0"), None);
     }
 
@@ -1646,14 +2030,24 @@ mod tests {
         api.append_log("kafka", "broker-0", at("2026-01-01T10:00:00Z"), "first");
         api.append_log("kafka", "broker-0", at("2026-01-01T10:00:01.5Z"), "second");
         let pods: kube::Api<Pod> = kube::Api::namespaced(api.client(), "kafka");
-        let params = |container: &str| LogParams { container: Some(container.into()), timestamps: true, ..LogParams::default() };
+        let params = |container: &str| LogParams {
+            container: Some(container.into()),
+            timestamps: true,
+            ..LogParams::default()
+        };
         assert!(pods.logs("broker-0", &params("kafka")).await.is_err(), "no such pod yet");
         api.apply(&pod);
         let refused = pods.logs("broker-0", &LogParams::default()).await.unwrap_err().to_string();
         assert!(refused.contains("a container name must be specified"), "{refused}");
         assert!(pods.logs("broker-0", &params("sidecar")).await.is_err());
-        assert_eq!(pods.logs("broker-0", &params("kafka")).await.unwrap(), "2026-01-01T10:00:00Z first\n2026-01-01T10:00:01.5Z second\n");
-        let since = LogParams { since_time: Some("2026-01-01T10:00:01Z".parse().unwrap()), ..params("kafka") };
+        assert_eq!(
+            pods.logs("broker-0", &params("kafka")).await.unwrap(),
+            "2026-01-01T10:00:00Z first\n2026-01-01T10:00:01.5Z second\n"
+        );
+        let since = LogParams {
+            since_time: Some("2026-01-01T10:00:01Z".parse().unwrap()),
+            ..params("kafka")
+        };
         assert_eq!(pods.logs("broker-0", &since).await.unwrap(), "2026-01-01T10:00:01.5Z second\n");
         let tail = LogParams { tail_lines: Some(1), timestamps: false, ..params("kafka") };
         assert_eq!(pods.logs("broker-0", &tail).await.unwrap(), "second\n");
@@ -1671,8 +2065,15 @@ mod tests {
         stream.read_to_string(&mut rest).await.unwrap();
         assert_eq!(rest, "2026-01-01T10:00:03Z fou", "the stream ends in the middle of the line");
         drop(stream);
-        let since = LogParams { since_time: Some("2026-01-01T10:00:03Z".parse().unwrap()), ..params("kafka") };
-        assert_eq!(pods.logs("broker-0", &since).await.unwrap(), "2026-01-01T10:00:03Z fourth\n", "the line is whole for the next request");
+        let since = LogParams {
+            since_time: Some("2026-01-01T10:00:03Z".parse().unwrap()),
+            ..params("kafka")
+        };
+        assert_eq!(
+            pods.logs("broker-0", &since).await.unwrap(),
+            "2026-01-01T10:00:03Z fourth\n",
+            "the line is whole for the next request"
+        );
 
         // A follow stream ends when the pod is deleted.
         let mut stream = pods.log_stream("broker-0", &follow).await.unwrap();

@@ -62,14 +62,21 @@ fn is_executable(path: &Path) -> bool {
 /// in `target/pytools`), or a panic naming the script.
 pub fn target_file(relative: &str, script: &str) -> PathBuf {
     let path = workspace_root().join("target").join(relative);
-    assert!(path.exists(), "this test needs {}, which is missing: run {script} (scripts/setup.sh runs it)", path.display());
+    assert!(
+        path.exists(),
+        "this test needs {}, which is missing: run {script} (scripts/setup.sh runs it)",
+        path.display()
+    );
     path
 }
 
 /// The workspace's root folder.
 pub fn workspace_root() -> PathBuf {
     // testkit lives at <root>/testkit.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit is inside the workspace").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit is inside the workspace")
+        .to_owned()
 }
 
 /// A file of the project's shared folder, which sits beside the checkout (`../shared`), given
@@ -88,7 +95,12 @@ pub fn shared_file(relative: &str) -> PathBuf {
 /// that has it.
 pub fn find_shared_file(relative: &str) -> Option<PathBuf> {
     let starts = [Some(workspace_root()), std::env::current_dir().ok()];
-    starts.iter().flatten().flat_map(|start| start.ancestors()).map(|dir| dir.join("shared").join(relative)).find(|p| p.exists())
+    starts
+        .iter()
+        .flatten()
+        .flat_map(|start| start.ancestors())
+        .map(|dir| dir.join("shared").join(relative))
+        .find(|p| p.exists())
 }
 
 #[cfg(test)]
@@ -107,7 +119,9 @@ mod tests {
     fn finds_commands_and_names_missing_ones() {
         assert!(find_command("sh").is_some());
         assert_eq!(find_command("no-such-program-intentmap"), None);
-        let panic = std::panic::catch_unwind(|| command("no-such-program-intentmap", "intentmap-tools")).unwrap_err();
+        let panic =
+            std::panic::catch_unwind(|| command("no-such-program-intentmap", "intentmap-tools"))
+                .unwrap_err();
         let message = panic.downcast_ref::<String>().unwrap();
         assert!(message.contains("apt-get install intentmap-tools"), "{message}");
     }
@@ -116,6 +130,9 @@ mod tests {
     fn a_missing_shared_file_is_a_failure_that_says_where_to_put_it() {
         let panic = std::panic::catch_unwind(|| shared_file("no/such/file.yaml")).unwrap_err();
         let message = panic.downcast_ref::<String>().unwrap();
-        assert!(message.contains("shared/no/such/file.yaml") && message.contains("beside the checkout"), "{message}");
+        assert!(
+            message.contains("shared/no/such/file.yaml") && message.contains("beside the checkout"),
+            "{message}"
+        );
     }
 }

@@ -10,27 +10,44 @@ use std::thread::JoinHandle;
 /// Runs `ip <args>` (iproute2), panicking with its stderr if it fails.
 pub fn ip(args: &[&str]) {
     let output = Command::new("ip").args(args).output().expect("running ip (iproute2)");
-    assert!(output.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Runs `f` on a new thread that has entered network namespace `ns` (from `ip netns add`);
 /// sockets it opens stay there. The thread is unnamed: its comm is the test process's.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     in_netns_with(std::thread::Builder::new(), ns, f)
 }
 
 /// [`in_netns`] on a thread named `name`, which becomes its comm (what the kernel reports as
 /// the process name of the sockets it opens).
-pub fn in_netns_named<T: Send + 'static>(ns: &str, name: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+pub fn in_netns_named<T: Send + 'static>(
+    ns: &str,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     in_netns_with(std::thread::Builder::new().name(name.into()), ns, f)
 }
 
-fn in_netns_with<T: Send + 'static>(thread: std::thread::Builder, ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+fn in_netns_with<T: Send + 'static>(
+    thread: std::thread::Builder,
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     thread
         .spawn(move || {
             let netns = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+            nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {path}: {e}"));
             f()
         })
         .expect("starting a thread")
@@ -38,7 +55,9 @@ fn in_netns_with<T: Send + 'static>(thread: std::thread::Builder, ns: &str, f: i
 
 /// The inode of network namespace `ns`: the id the kernel (and eBPF) reports for it.
 pub fn netns_inode(ns: &str) -> u64 {
-    std::fs::metadata(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("/run/netns/{ns}: {e}")).ino()
+    std::fs::metadata(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("/run/netns/{ns}: {e}"))
+        .ino()
 }
 
 /// Two network namespaces `a` and `b` joined by a veth pair, `veth0` in each, with it and `lo`
@@ -57,10 +76,17 @@ impl NetnsPair {
     /// `b_addrs` (`address/prefix`; IPv6 ones without duplicate address detection, so they are
     /// usable at once).
     pub fn new(a: &str, b: &str, a_addrs: &[&str], b_addrs: &[&str]) -> NetnsPair {
-        let pair = NetnsPair { a: a.to_owned(), b: b.to_owned(), children: Vec::new(), cgroups: Vec::new() };
+        let pair = NetnsPair {
+            a: a.to_owned(),
+            b: b.to_owned(),
+            children: Vec::new(),
+            cgroups: Vec::new(),
+        };
         ip(&["netns", "add", a]);
         ip(&["netns", "add", b]);
-        ip(&["link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b]);
+        ip(&[
+            "link", "add", "veth0", "netns", a, "type", "veth", "peer", "name", "veth0", "netns", b,
+        ]);
         for (ns, addrs) in [(a, a_addrs), (b, b_addrs)] {
             for addr in addrs {
                 let mut args = vec!["-n", ns, "addr", "add", addr, "dev", "veth0"];

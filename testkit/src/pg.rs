@@ -110,10 +110,13 @@ impl PgServer {
     /// 30 characters (identifiers are limited to 63 bytes). Safe to call concurrently.
     pub async fn fresh_database(&self, prefix: &str) -> Result<String> {
         let name = format!("{}_{}", sanitize_prefix(prefix), uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect(&self.admin_url).await.with_context(|| format!("connecting to PostgreSQL at {}", self.admin_url))?;
+        let mut conn = PgConnection::connect(&self.admin_url)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {}", self.admin_url))?;
         // CREATE DATABASE can't run in a transaction block: send it as a simple query.
         let sql = format!("CREATE DATABASE \"{name}\"");
-        let created = conn.execute(sql.as_str()).await.with_context(|| format!("creating database {name}"));
+        let created =
+            conn.execute(sql.as_str()).await.with_context(|| format!("creating database {name}"));
         // Closing politely only spares the server a log line; its failure doesn't matter.
         let _ = conn.close().await;
         created?;
@@ -173,7 +176,11 @@ impl ThrowawayPg {
         // pg_ctl to stop, and a postmaster still starting is stopped below.
         if self.data_dir.join("postmaster.pid").exists() {
             let mut cmd = self.run_as.std_command(&self.pg_ctl);
-            cmd.arg("stop").args(["-m", "immediate", "-w", "-t", "30", "-D"]).arg(&self.data_dir).current_dir(std::env::temp_dir()).stdin(Stdio::null());
+            cmd.arg("stop")
+                .args(["-m", "immediate", "-w", "-t", "30", "-D"])
+                .arg(&self.data_dir)
+                .current_dir(std::env::temp_dir())
+                .stdin(Stdio::null());
             match cmd.output() {
                 Ok(out) if out.status.success() => {}
                 // E.g. initdb's single-user server holds the pid file: stopped below either way.
@@ -217,7 +224,10 @@ fn stop_processes_using(dir: &Path) {
         procs
             .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&pid| pid != me)
-            .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle)))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
+            })
             .map(|pid| pid.to_string())
             .collect()
     };
@@ -231,7 +241,12 @@ fn stop_processes_using(dir: &Path) {
             return;
         }
         info!(dir = %dir.display(), ?pids, signal, "stopping processes left in the throwaway PostgreSQL's directory");
-        let _ = std::process::Command::new("kill").args(["-s", signal]).args(&pids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-s", signal])
+            .args(&pids)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(2);
         while !using().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
@@ -249,17 +264,28 @@ pub async fn start_throwaway() -> Result<ThrowawayPg> {
     let bins = PgBins::find()?;
     let run_as = RunAs::detect()?;
 
-    let data_dir = std::env::temp_dir().join(format!("testkit-pg-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let data_dir = std::env::temp_dir().join(format!(
+        "testkit-pg-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ));
     // pg_ctl hands its -o options to a shell; keep the path quotable.
     if data_dir.to_string_lossy().contains(['\'', '\n']) {
-        bail!("temporary directory {} has an unusable name for a PostgreSQL cluster", data_dir.display());
+        bail!(
+            "temporary directory {} has an unusable name for a PostgreSQL cluster",
+            data_dir.display()
+        );
     }
     info!(dir = %data_dir.display(), bin = %bins.dir.display(), "starting throwaway PostgreSQL");
     create_private_dir(&data_dir, &run_as)?;
 
     // From here on the guard cleans up if anything fails (or we are cancelled).
     let mut guard = ThrowawayPg {
-        server: PgServer { admin_url: String::new(), owned: true, data_dir: Some(data_dir.clone()) },
+        server: PgServer {
+            admin_url: String::new(),
+            owned: true,
+            data_dir: Some(data_dir.clone()),
+        },
         data_dir: data_dir.clone(),
         pg_ctl: bins.pg_ctl.clone(),
         run_as: run_as.clone(),
@@ -301,11 +327,14 @@ impl PgBins {
                 .and_then(|initdb| std::fs::canonicalize(initdb).ok())
                 .and_then(|real| real.parent().map(Path::to_path_buf))
         });
-        let dir = from_path.filter(|dir| Self::complete(dir)).or_else(|| newest_debian_bindir(Path::new("/usr/lib/postgresql"))).context(
-            "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in PATH or \
+        let dir = from_path
+            .filter(|dir| Self::complete(dir))
+            .or_else(|| newest_debian_bindir(Path::new("/usr/lib/postgresql")))
+            .context(
+                "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in PATH or \
                  /usr/lib/postgresql/*/bin: run scripts/ensure-postgres.sh to install them \
                  (or set DATABASE_URL to an existing server)",
-        )?;
+            )?;
         Ok(Self { initdb: dir.join("initdb"), pg_ctl: dir.join("pg_ctl"), dir })
     }
 
@@ -335,7 +364,9 @@ fn version_key(name: &str) -> Option<Vec<u32>> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Who runs the server's programs: ourselves, or (when we are root) the `postgres` user.
@@ -351,14 +382,21 @@ impl RunAs {
             return Ok(Self::Me);
         }
         let id = |flag: &str| -> Option<u32> {
-            let out = std::process::Command::new("id").args([flag, PG_SYSTEM_USER]).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+            let out = std::process::Command::new("id")
+                .args([flag, PG_SYSTEM_USER])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .ok()?;
             if !out.status.success() {
                 return None;
             }
             String::from_utf8_lossy(&out.stdout).trim().parse().ok()
         };
         match (id("-u"), id("-g")) {
-            (Some(uid), Some(gid)) if uid != 0 => Ok(Self::User { name: PG_SYSTEM_USER.to_owned(), uid, gid }),
+            (Some(uid), Some(gid)) if uid != 0 => {
+                Ok(Self::User { name: PG_SYSTEM_USER.to_owned(), uid, gid })
+            }
             _ => bail!(
                 "running as root, which PostgreSQL refuses, and there is no non-root \
                  `{PG_SYSTEM_USER}` user to run it as: run scripts/ensure-postgres.sh"
@@ -399,21 +437,32 @@ impl RunAs {
 fn effective_uid() -> Result<u32> {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         // "Uid:\t<real>\t<effective>\t<saved>\t<fs>"
-        if let Some(euid) =
-            status.lines().find_map(|line| line.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1)).and_then(|euid| euid.parse().ok())
+        if let Some(euid) = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            .and_then(|euid| euid.parse().ok())
         {
             return Ok(euid);
         }
     }
-    let out = std::process::Command::new("id").arg("-u").stdin(Stdio::null()).output().context("running `id -u`")?;
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .stdin(Stdio::null())
+        .output()
+        .context("running `id -u`")?;
     String::from_utf8_lossy(&out.stdout).trim().parse().context("parsing the output of `id -u`")
 }
 
 /// Creates `dir` (which must not exist), mode 0700, owned by whoever runs the server.
 fn create_private_dir(dir: &Path, run_as: &RunAs) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("setting the permissions of {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting the permissions of {}", dir.display()))?;
     if let RunAs::User { name, uid, gid } = run_as {
         if let Err(err) = std::os::unix::fs::chown(dir, Some(*uid), Some(*gid)) {
             let _ = std::fs::remove_dir(dir);
@@ -519,7 +568,12 @@ async fn pg_ctl_start(bins: &PgBins, run_as: &RunAs, dir: &Path) -> Result<u16> 
             warn!(port, "port taken before PostgreSQL could bind it; trying another");
             continue;
         }
-        bail!("pg_ctl start failed for {}: {}\n--- server log ({}) ---\n{log_tail}", dir.display(), describe_output(&out), log.display());
+        bail!(
+            "pg_ctl start failed for {}: {}\n--- server log ({}) ---\n{log_tail}",
+            dir.display(),
+            describe_output(&out),
+            log.display()
+        );
     }
     unreachable!("the last attempt returns")
 }
@@ -590,7 +644,8 @@ fn sanitize_prefix(prefix: &str) -> String {
 /// `url` with its path (the database) replaced, keeping the scheme, authority and query.
 fn with_database(url: &str, database: &str) -> String {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[authority_start..].find(['/', '?', '#']).map_or(url.len(), |i| authority_start + i);
+    let authority_end =
+        url[authority_start..].find(['/', '?', '#']).map_or(url.len(), |i| authority_start + i);
     let rest_start = url[authority_end..].find(['?', '#']).map_or(url.len(), |i| authority_end + i);
     format!("{}/{database}{}", &url[..authority_end], &url[rest_start..])
 }
@@ -608,8 +663,12 @@ mod tests {
 
     async fn has_table(url: &str, table: &str) -> Result<bool> {
         let mut conn = PgConnection::connect(url).await?;
-        let found: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = $1)").bind(table).fetch_one(&mut conn).await?;
+        let found: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = $1)",
+        )
+        .bind(table)
+        .fetch_one(&mut conn)
+        .await?;
         conn.close().await?;
         Ok(found)
     }
@@ -618,7 +677,10 @@ mod tests {
     fn process_alive(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // "<pid> (<comm>) <state> ..."; comm may contain spaces, so look after the ')'.
-            Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])).unwrap_or(true),
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+                .unwrap_or(true),
             Err(_) => false,
         }
     }
@@ -630,11 +692,26 @@ mod tests {
 
     #[test]
     fn replaces_the_database_in_urls() {
-        assert_eq!(with_database("postgres://postgres@127.0.0.1:5432/postgres", "t_1"), "postgres://postgres@127.0.0.1:5432/t_1");
-        assert_eq!(with_database("postgres://u:p%2Fw@db.example:5432", "x"), "postgres://u:p%2Fw@db.example:5432/x");
-        assert_eq!(with_database("postgresql://u@h/old?sslmode=disable&application_name=a", "x"), "postgresql://u@h/x?sslmode=disable&application_name=a");
-        assert_eq!(with_database("postgres://u@h?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
-        assert_eq!(with_database("postgres:///old?host=/run/postgresql", "x"), "postgres:///x?host=/run/postgresql");
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t_1"),
+            "postgres://postgres@127.0.0.1:5432/t_1"
+        );
+        assert_eq!(
+            with_database("postgres://u:p%2Fw@db.example:5432", "x"),
+            "postgres://u:p%2Fw@db.example:5432/x"
+        );
+        assert_eq!(
+            with_database("postgresql://u@h/old?sslmode=disable&application_name=a", "x"),
+            "postgresql://u@h/x?sslmode=disable&application_name=a"
+        );
+        assert_eq!(
+            with_database("postgres://u@h?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres:///old?host=/run/postgresql", "x"),
+            "postgres:///x?host=/run/postgresql"
+        );
     }
 
     #[test]
@@ -663,7 +740,8 @@ mod tests {
     #[test]
     fn pg_server_is_shared_across_runtimes() {
         // Every #[tokio::test] has a runtime of its own; the server must outlive them.
-        let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime =
+            || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let url = runtime().block_on(async { server().await.unwrap().admin_url().to_owned() });
         runtime().block_on(async {
             assert_eq!(server().await.unwrap().admin_url(), url);
@@ -683,7 +761,10 @@ mod tests {
         assert_eq!(select_one(&b).await.unwrap(), 1);
 
         let mut conn = PgConnection::connect(&a).await.unwrap();
-        sqlx::raw_sql("CREATE TABLE only_in_a (id int PRIMARY KEY)").execute(&mut conn).await.unwrap();
+        sqlx::raw_sql("CREATE TABLE only_in_a (id int PRIMARY KEY)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
         conn.close().await.unwrap();
         assert!(has_table(&a, "only_in_a").await.unwrap());
         assert!(!has_table(&b, "only_in_a").await.unwrap());
@@ -754,7 +835,8 @@ mod tests {
 
     #[tokio::test]
     async fn pg_watchdog_cleans_up_after_a_dead_process() {
-        let report = std::env::temp_dir().join(format!("testkit-pg-watchdog-{}.txt", uuid::Uuid::new_v4().simple()));
+        let report = std::env::temp_dir()
+            .join(format!("testkit-pg-watchdog-{}.txt", uuid::Uuid::new_v4().simple()));
         let status = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", "pg::tests::pg_watchdog_helper"])
             .env(WATCHDOG_REPORT, &report)
@@ -767,7 +849,11 @@ mod tests {
         let text = std::fs::read_to_string(&report).unwrap();
         let _ = std::fs::remove_file(&report);
         let mut lines = text.lines();
-        let (url, dir, pid) = (lines.next().unwrap().to_owned(), PathBuf::from(lines.next().unwrap()), lines.next().unwrap().parse::<u32>().unwrap());
+        let (url, dir, pid) = (
+            lines.next().unwrap().to_owned(),
+            PathBuf::from(lines.next().unwrap()),
+            lines.next().unwrap().parse::<u32>().unwrap(),
+        );
 
         let deadline = Instant::now() + Duration::from_secs(20);
         while (dir.exists() || process_alive(pid)) && Instant::now() < deadline {

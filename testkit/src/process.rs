@@ -9,7 +9,10 @@ use anyhow::bail;
 /// A port nothing listens on right now on 127.0.0.1 (the kernel's pick for port 0, released
 /// again).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port on 127.0.0.1")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
 }
 
 /// A fresh directory `<temp>/<prefix>-<uuid>`, removed with everything in it on drop.
@@ -46,11 +49,20 @@ impl Drop for Running {
 /// Starts `cmd` with stdout discarded and stderr inherited (so its complaints show in the
 /// test's output); panics if it cannot start.
 pub fn spawn(cmd: &mut Command) -> Running {
-    Running(cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}")))
+    Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {cmd:?}: {e}")),
+    )
 }
 
 /// Polls `url` with `http` until it answers 2xx; an error after `timeout`.
-pub async fn wait_ready(http: &reqwest::Client, url: &str, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_ready(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if let Ok(r) = http.get(url).send().await {

@@ -8,9 +8,14 @@ use std::time::Duration;
 /// --workspace` builds them all before any test runs.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows where it is");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps");
+    let dir =
+        exe.parent().and_then(|deps| deps.parent()).expect("tests run from target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built; run `cargo build --workspace` (or the README's test command) first", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace` (or the README's test command) first",
+        path.display()
+    );
     path
 }
 
@@ -31,7 +36,9 @@ pub use testkit::process::{free_port, spawn, Running};
 
 /// Polls `url` until it answers 2xx, or panics after `timeout`.
 pub async fn wait_ready(url: &str, timeout: Duration) {
-    testkit::process::wait_ready(&reqwest::Client::new(), url, timeout).await.unwrap_or_else(|e| panic!("{e}"));
+    testkit::process::wait_ready(&reqwest::Client::new(), url, timeout)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A kubeconfig in `dir` for an API server at `server` without authentication (the stand-in).
@@ -46,8 +53,15 @@ pub fn write_kubeconfig(dir: &std::path::Path, server: &str) -> PathBuf {
 
 /// `cloud-api admin <args> --output json` against `database_url`: what it printed.
 pub fn admin(database_url: &str, args: &[&str]) -> serde_json::Value {
-    let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args(["--output", "json", "--database-url", database_url]));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    let out = run_ok(Command::new(binary("cloud-api")).arg("admin").args(args).args([
+        "--output",
+        "json",
+        "--database-url",
+        database_url,
+    ]));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("admin {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
 }
 
 /// The URL `cloud-api serve` connects with for the database of `database_url` (an owner's
@@ -68,7 +82,15 @@ pub async fn start_cloud_with(database_url: &str, flags: &[&str]) -> (Running, S
     let url = format!("http://127.0.0.1:{port}");
     let cloud = spawn(
         Command::new(binary("cloud-api"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &serving_url(database_url), "--migrate-database-url", database_url])
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--database-url",
+                &serving_url(database_url),
+                "--migrate-database-url",
+                database_url,
+            ])
             .args(flags)
             .env("RUST_LOG", "warn"),
     );
@@ -78,12 +100,19 @@ pub async fn start_cloud_with(database_url: &str, flags: &[&str]) -> (Running, S
 
 /// `cluster-agent mapper` on a free port against the API server of `kubeconfig`, with the
 /// shared observation token `node-secret` and its outbox in `dir`; ready when this returns.
-pub async fn start_mapper(dir: &std::path::Path, kubeconfig: &std::path::Path) -> (Running, String) {
+pub async fn start_mapper(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+) -> (Running, String) {
     start_mapper_with(dir, kubeconfig, &[]).await
 }
 
 /// [`start_mapper`] with more flags (cloud upload, watchers).
-pub async fn start_mapper_with(dir: &std::path::Path, kubeconfig: &std::path::Path, flags: &[&str]) -> (Running, String) {
+pub async fn start_mapper_with(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    flags: &[&str],
+) -> (Running, String) {
     let mut all = vec!["--shared-token", "node-secret"];
     all.extend_from_slice(flags);
     start_mapper_only_with(dir, kubeconfig, &all).await
@@ -91,7 +120,11 @@ pub async fn start_mapper_with(dir: &std::path::Path, kubeconfig: &std::path::Pa
 
 /// `cluster-agent mapper` on a free port with exactly these flags (no shared token: node
 /// agents must bring tokens the stand-in API server reviews); ready when this returns.
-pub async fn start_mapper_only_with(dir: &std::path::Path, kubeconfig: &std::path::Path, flags: &[&str]) -> (Running, String) {
+pub async fn start_mapper_only_with(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    flags: &[&str],
+) -> (Running, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mapper = spawn(

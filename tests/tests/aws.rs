@@ -27,21 +27,60 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
     let api = FakeApiServer::start().await.unwrap();
     api.register::<ConfigMap>();
     api.apply(&Deployment { metadata: mk_deployment("billing", "invoicer"), ..Default::default() });
-    api.apply(&ReplicaSet { metadata: mk_replicaset("billing", "invoicer-7d9f", "invoicer"), ..Default::default() });
-    api.apply::<Pod>(&mk_pod("billing", "invoicer-7d9f-x2x9q", &["127.0.0.1"]).owned_by("ReplicaSet", "invoicer-7d9f"));
+    api.apply(&ReplicaSet {
+        metadata: mk_replicaset("billing", "invoicer-7d9f", "invoicer"),
+        ..Default::default()
+    });
+    api.apply::<Pod>(
+        &mk_pod("billing", "invoicer-7d9f-x2x9q", &["127.0.0.1"])
+            .owned_by("ReplicaSet", "invoicer-7d9f"),
+    );
     let kubeconfig = write_kubeconfig(&dir, &api.url());
     let (_mapper, mapper_url) = start_mapper(&dir, &kubeconfig).await;
 
-    let (connect, health, webhook, dns, closed) = (free_port(), free_port(), free_port(), free_port(), free_port());
+    let (connect, health, webhook, dns, closed) =
+        (free_port(), free_port(), free_port(), free_port(), free_port());
     let mut proxy = spawn(
         Command::new(binary("aws-proxy"))
-            .args(["--ca-dir", dir.join("ca").to_str().unwrap(), "--mapper-url", &mapper_url, "--shared-token", "node-secret"])
-            .args(["--health-listen", &format!("127.0.0.1:{health}"), "--ship-interval-seconds", "0.2"])
-            .args(["all", "--tls-listen", &format!("127.0.0.1:{}", free_port()), "--connect-listen", &format!("127.0.0.1:{connect}")])
+            .args([
+                "--ca-dir",
+                dir.join("ca").to_str().unwrap(),
+                "--mapper-url",
+                &mapper_url,
+                "--shared-token",
+                "node-secret",
+            ])
+            .args([
+                "--health-listen",
+                &format!("127.0.0.1:{health}"),
+                "--ship-interval-seconds",
+                "0.2",
+            ])
+            .args([
+                "all",
+                "--tls-listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--connect-listen",
+                &format!("127.0.0.1:{connect}"),
+            ])
             .args(["--connect-to", &format!("amazonaws.com=127.0.0.1:{closed}")])
-            .args(["--webhook-listen", &format!("127.0.0.1:{webhook}"), "--webhook-namespace", "intentmap", "--dns-server-ip", "10.96.0.53"])
+            .args([
+                "--webhook-listen",
+                &format!("127.0.0.1:{webhook}"),
+                "--webhook-namespace",
+                "intentmap",
+                "--dns-server-ip",
+                "10.96.0.53",
+            ])
             .args(["--opted-in-namespaces", "billing", "--cluster-dns-ip", "10.96.0.10"])
-            .args(["--dns-listen", &format!("127.0.0.1:{dns}"), "--proxy-address", "10.96.0.80", "--upstream", &format!("127.0.0.1:{closed}")])
+            .args([
+                "--dns-listen",
+                &format!("127.0.0.1:{dns}"),
+                "--proxy-address",
+                "10.96.0.80",
+                "--upstream",
+                &format!("127.0.0.1:{closed}"),
+            ])
             .args(["--upstream-deadline-ms", "500"])
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "warn"),
@@ -76,11 +115,15 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let aws: Vec<&Value> = edges.as_array().unwrap().iter().filter(|e| e["target"].get("aws").is_some()).collect();
+    let aws: Vec<&Value> =
+        edges.as_array().unwrap().iter().filter(|e| e["target"].get("aws").is_some()).collect();
     assert_eq!(aws.len(), 1, "{edges:#}");
     assert_eq!(aws[0]["client"]["name"], "invoicer");
     assert_eq!(aws[0]["client"]["namespace"], "billing");
-    assert_eq!(aws[0]["target"]["aws"], json!({"arn": "arn:aws:s3:::invoices/2026/11/inv-1.pdf", "actions": ["s3:GetObject"]}));
+    assert_eq!(
+        aws[0]["target"]["aws"],
+        json!({"arn": "arn:aws:s3:::invoices/2026/11/inv-1.pdf", "actions": ["s3:GetObject"]})
+    );
     assert!(!edges.to_string().contains("AKIAE2ETEST"), "the access key id never leaves the proxy");
 
     // DNS: an AWS name is the proxy; anything else goes to the (dead) upstream: SERVFAIL.
@@ -97,7 +140,8 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
     assert!(other.contains("status: SERVFAIL"), "{other}");
 
     // The webhook: a labelled pod gets the CA bundle and our DNS; the ConfigMap appears.
-    let pod = mk_pod("billing", "invoicer-7d9f-new", &[]).labelled("network-mapper.otterize.com/aws-visibility", "true");
+    let pod = mk_pod("billing", "invoicer-7d9f-new", &[])
+        .labelled("network-mapper.otterize.com/aws-visibility", "true");
     let review = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "e2e-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "resource": {"group": "", "version": "v1", "resource": "pods"},
@@ -108,27 +152,70 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
         .resolve("aws-proxy.intentmap.svc", format!("127.0.0.1:{webhook}").parse().unwrap())
         .build()
         .unwrap();
-    let answer: Value = https.post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate")).json(&review).send().await.unwrap().json().await.unwrap();
+    let answer: Value = https
+        .post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate"))
+        .json(&review)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(answer["response"]["uid"], "e2e-1");
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
-    assert!(api.get::<ConfigMap>("billing", "intentmap-aws-ca").is_some(), "the CA bundle ConfigMap is kept in the pod's namespace");
-    let patch: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(answer["response"]["patch"].as_str().unwrap()).unwrap()).unwrap();
-    let dns = patch.as_array().unwrap().iter().find(|op| op["path"] == "/spec/dnsConfig").expect("the pod's DNS is set");
-    assert_eq!(dns["value"]["nameservers"], json!(["10.96.0.53", "10.96.0.10"]), "the cluster's DNS is the fallback");
+    assert!(
+        api.get::<ConfigMap>("billing", "intentmap-aws-ca").is_some(),
+        "the CA bundle ConfigMap is kept in the pod's namespace"
+    );
+    let patch: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let dns = patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["path"] == "/spec/dnsConfig")
+        .expect("the pod's DNS is set");
+    assert_eq!(
+        dns["value"]["nameservers"],
+        json!(["10.96.0.53", "10.96.0.10"]),
+        "the cluster's DNS is the fallback"
+    );
 
     // A forged review naming kube-system (where, on EKS, aws-auth lives): answered, nothing written.
     let mut forged = review.clone();
     forged["request"]["namespace"] = "kube-system".into();
     forged["request"]["object"]["metadata"]["namespace"] = "kube-system".into();
-    let answer: Value = https.post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate")).json(&forged).send().await.unwrap().json().await.unwrap();
+    let answer: Value = https
+        .post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate"))
+        .json(&forged)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(answer["response"].get("patch").is_none(), "{answer}");
-    assert!(answer["response"]["warnings"][0].as_str().unwrap().contains("kube-system"), "{answer}");
-    assert!(api.get::<ConfigMap>("kube-system", "intentmap-aws-ca").is_none(), "nothing is written outside the opted-in namespaces");
+    assert!(
+        answer["response"]["warnings"][0].as_str().unwrap().contains("kube-system"),
+        "{answer}"
+    );
+    assert!(
+        api.get::<ConfigMap>("kube-system", "intentmap-aws-ca").is_none(),
+        "nothing is written outside the opted-in namespaces"
+    );
     assert_eq!(api.request_count("/api/v1/namespaces/kube-system/"), 0);
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{health}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{health}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("aws_proxy_recorded_calls_total 1"), "{metrics}");
     assert!(metrics.contains("aws_proxy_upstream_errors_total 1"), "{metrics}");
     assert!(metrics.contains("aws_proxy_webhook_not_opted_in_total 1"), "{metrics}");
@@ -139,7 +226,10 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
         let status = proxy.0.wait();
         (proxy, status)
     });
-    let (_proxy, status) = tokio::time::timeout(Duration::from_secs(15), status).await.expect("aws-proxy stops on SIGTERM").unwrap();
+    let (_proxy, status) = tokio::time::timeout(Duration::from_secs(15), status)
+        .await
+        .expect("aws-proxy stops on SIGTERM")
+        .unwrap();
     assert!(status.unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }

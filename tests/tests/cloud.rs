@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
-    let pg = testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
+    let pg =
+        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
     let db = pg.fresh_database("e2e_cloud").await.unwrap();
     let org = admin(&db, &["create-org", "acme"]);
     let org_id = org["org_id"].as_str().unwrap();
@@ -18,23 +19,51 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     let creds = admin(&db, &["create-cluster", "--org", org_id, "prod"]);
 
     let missing = Command::new(binary("cloud-api"))
-        .args(["admin", "create-cluster", "--org", &uuid::Uuid::new_v4().to_string(), "prod", "--database-url", &db])
+        .args([
+            "admin",
+            "create-cluster",
+            "--org",
+            &uuid::Uuid::new_v4().to_string(),
+            "prod",
+            "--database-url",
+            &db,
+        ])
         .output()
         .unwrap();
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("create-org"), "the error says what to do next");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("create-org"),
+        "the error says what to do next"
+    );
 
     let dir = std::env::temp_dir().join(format!("e2e-cloud-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("jwt.pem");
-    std::fs::write(&key, run_ok(Command::new(binary("cloud-api")).args(["admin", "generate-jwt-key"])).stdout).unwrap();
+    std::fs::write(
+        &key,
+        run_ok(Command::new(binary("cloud-api")).args(["admin", "generate-jwt-key"])).stdout,
+    )
+    .unwrap();
     let (port, metrics_port) = (free_port(), free_port());
     let base = format!("http://127.0.0.1:{port}");
     let serve = |db: &str| {
         spawn(
             Command::new(binary("cloud-api"))
-                .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}"), "--database-url", &serving_url(db)])
-                .args(["--migrate-database-url", db, "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+                .args([
+                    "--log-format",
+                    "json",
+                    "serve",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--database-url",
+                    &serving_url(db),
+                ])
+                .args([
+                    "--migrate-database-url",
+                    db,
+                    "--metrics-listen",
+                    &format!("127.0.0.1:{metrics_port}"),
+                ])
                 .env("JWT_KEY_FILES", &key)
                 .env("RUST_LOG", "warn"),
         )
@@ -89,15 +118,48 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await;
     assert_eq!(post(jwt.clone(), body).await, 200, "the same report again is a no-op");
 
-    let graph: Value = http.get(format!("{base}/api/v1/access-graph")).bearer_auth(api_token).send().await.unwrap().json().await.unwrap();
+    let graph: Value = http
+        .get(format!("{base}/api/v1/access-graph"))
+        .bearer_auth(api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(graph["edges"][0]["source"], "prod/shop/frontend");
     assert_eq!(graph["edges"][0]["target"], "prod/shop/cartservice");
     assert_eq!(graph["edges"][0]["connections"], 12);
-    let yaml = http.get(format!("{base}/api/v1/clusters/prod/client-intents")).bearer_auth(api_token).send().await.unwrap().text().await.unwrap();
-    assert!(yaml.contains("apiVersion: k8s.otterize.com/v2beta1") && yaml.contains("name: cartservice"), "{yaml}");
-    assert_eq!(http.get(format!("{base}/metrics")).send().await.unwrap().status(), 404, "metrics are not on the API's address");
-    let metrics = http.get(format!("http://127.0.0.1:{metrics_port}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("intentmap_cloud_tokens_issued_total 0"), "the restarted server issued none yet: {metrics}");
+    let yaml = http
+        .get(format!("{base}/api/v1/clusters/prod/client-intents"))
+        .bearer_auth(api_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        yaml.contains("apiVersion: k8s.otterize.com/v2beta1") && yaml.contains("name: cartservice"),
+        "{yaml}"
+    );
+    assert_eq!(
+        http.get(format!("{base}/metrics")).send().await.unwrap().status(),
+        404,
+        "metrics are not on the API's address"
+    );
+    let metrics = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("intentmap_cloud_tokens_issued_total 0"),
+        "the restarted server issued none yet: {metrics}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -114,8 +176,12 @@ async fn the_readme_demo_runs_and_prints_where_to_look() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("frontend in namespace otterize-ecom-demo calls:\n  - cartservice\n  - checkoutservice\n"), "{stdout}");
     assert!(stdout.contains("us-east/otterize-ecom-demo/checkoutservice -> eu-west/payments/payment-gateway (cross-cluster via 10.212.2.10)"), "{stdout}");
-    assert!(stdout.contains("access graph page: http://127.0.0.1:") && stdout.contains("/#token="), "{stdout}");
-    let yaml = std::fs::read_to_string(out_dir.join("clientintents-us-east.yaml")).expect("the demo writes ClientIntents");
+    assert!(
+        stdout.contains("access graph page: http://127.0.0.1:") && stdout.contains("/#token="),
+        "{stdout}"
+    );
+    let yaml = std::fs::read_to_string(out_dir.join("clientintents-us-east.yaml"))
+        .expect("the demo writes ClientIntents");
     assert!(yaml.contains("kind: ClientIntents"));
     std::fs::remove_dir_all(&out_dir).ok();
 }

@@ -41,8 +41,9 @@ impl Proc {
     fn read(pid: u32) -> Option<Proc> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let cmdline =
-            std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_owned()).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_owned())
+            .unwrap_or_default();
         Some(Proc {
             pid,
             state: f.first()?.chars().next()?,
@@ -71,7 +72,12 @@ impl std::fmt::Display for Proc {
 }
 
 fn all_processes() -> Vec<Proc> {
-    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter_map(Proc::read).filter(Proc::running).collect()
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(Proc::read)
+        .filter(Proc::running)
+        .collect()
 }
 
 /// The running processes whose parent chain leads to `root`.
@@ -92,7 +98,8 @@ fn descendants(root: u32) -> Vec<Proc> {
 }
 
 fn environ_has(pid: u32, entry: &str) -> bool {
-    std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
 }
 
 use demo::cleanup::wait_until;
@@ -101,13 +108,27 @@ use testkit::need::is_root;
 // ---- the network ----
 
 fn netns_names() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip (iproute2; scripts/setup.sh installs it)");
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip (iproute2; scripts/setup.sh installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn link_names() -> Vec<String> {
-    let out = Command::new("ip").args(["-o", "link", "show"]).output().expect("ip (iproute2; scripts/setup.sh installs it)");
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap_or(n).to_owned()).collect()
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("ip (iproute2; scripts/setup.sh installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .collect()
 }
 
 /// The demo's namespaces and links: named `im<pid>-…`.
@@ -135,7 +156,8 @@ impl Demo {
     /// Starts the demo on a free port, its output in a fresh directory, with a throwaway
     /// PostgreSQL of its own.
     fn start() -> Demo {
-        let out = std::env::temp_dir().join(format!("e2e-demo-signals-{}", uuid::Uuid::new_v4().simple()));
+        let out = std::env::temp_dir()
+            .join(format!("e2e-demo-signals-{}", uuid::Uuid::new_v4().simple()));
         let mut child = Command::new(e2e::binary("intentmap-demo"))
             .args(["--listen", &format!("127.0.0.1:{}", e2e::free_port()), "--out"])
             .arg(&out)
@@ -157,7 +179,10 @@ impl Demo {
         std::thread::spawn(move || {
             for line in BufReader::new(out_pipe).lines().map_while(Result::ok) {
                 println!("[demo {pid}] {line}");
-                out_log.lock().unwrap_or_else(PoisonError::into_inner).push_str(&format!("{line}\n"));
+                out_log
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_str(&format!("{line}\n"));
                 let _ = tx.send(line);
             }
         });
@@ -198,9 +223,16 @@ impl Demo {
                 return line;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the demo exited ({status}) before printing {needle:?}; its output:\n{}", self.log());
+                panic!(
+                    "the demo exited ({status}) before printing {needle:?}; its output:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "the demo did not print {needle:?} within {timeout:?}; its output:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not print {needle:?} within {timeout:?}; its output:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -210,15 +242,25 @@ impl Demo {
         let deadline = Instant::now() + timeout;
         while !descendants(self.pid).iter().any(|p| p.cmdline.contains(needle)) {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the demo exited ({status}) before starting {needle:?}; its output:\n{}", self.log());
+                panic!(
+                    "the demo exited ({status}) before starting {needle:?}; its output:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "the demo did not start {needle:?} within {timeout:?}; its output:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not start {needle:?} within {timeout:?}; its output:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args(["-s", signal, &self.pid.to_string()]).status().expect("kill (procps)");
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid.to_string()])
+            .status()
+            .expect("kill (procps)");
         assert!(status.success(), "kill -s {signal} {} failed", self.pid);
     }
 
@@ -233,7 +275,11 @@ impl Demo {
                 self.drain();
                 return status;
             }
-            assert!(Instant::now() < deadline, "the demo did not exit within {timeout:?} of the signal; its output:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "the demo did not exit within {timeout:?} of the signal; its output:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -291,7 +337,9 @@ impl Snapshot {
             .collect();
         let mut postgres = Vec::new();
         for dir in &pg_dirs {
-            let postmaster = std::fs::read_to_string(dir.join("postmaster.pid")).ok().and_then(|p| p.lines().next()?.trim().parse::<u32>().ok());
+            let postmaster = std::fs::read_to_string(dir.join("postmaster.pid"))
+                .ok()
+                .and_then(|p| p.lines().next()?.trim().parse::<u32>().ok());
             if let Some(p) = postmaster.and_then(Proc::read) {
                 postgres.extend(descendants(p.pid));
                 postgres.push(p);
@@ -331,8 +379,13 @@ fn assert_nothing_left(before: &Snapshot, ports: &[u16], grace: Duration, log: &
     let pid = before.demo_pid;
     let out = before.out.to_string_lossy().into_owned();
     let leftovers = || -> Vec<String> {
-        let mut left: Vec<String> =
-            before.processes.iter().chain(&before.postgres).filter(|p| p.still_running()).map(|p| format!("started by the demo: {p}")).collect();
+        let mut left: Vec<String> = before
+            .processes
+            .iter()
+            .chain(&before.postgres)
+            .filter(|p| p.still_running())
+            .map(|p| format!("started by the demo: {p}"))
+            .collect();
         for p in all_processes() {
             if before.groups.contains(&p.pgrp) {
                 left.push(format!("in the demo's process group: {p}"));
@@ -346,10 +399,19 @@ fn assert_nothing_left(before: &Snapshot, ports: &[u16], grace: Duration, log: &
     };
     wait_until(grace, || leftovers().is_empty());
     let left = leftovers();
-    assert!(left.is_empty(), "the demo left processes running:\n  {}\nbefore the signal:\n{}\ndemo output:\n{log}", left.join("\n  "), before.describe());
+    assert!(
+        left.is_empty(),
+        "the demo left processes running:\n  {}\nbefore the signal:\n{}\ndemo output:\n{log}",
+        left.join("\n  "),
+        before.describe()
+    );
 
     for dir in &before.pg_dirs {
-        assert!(!dir.exists(), "the throwaway PostgreSQL's data directory {} is still there\ndemo output:\n{log}", dir.display());
+        assert!(
+            !dir.exists(),
+            "the throwaway PostgreSQL's data directory {} is still there\ndemo output:\n{log}",
+            dir.display()
+        );
     }
     // Also one made after the snapshot, and anything running in one (initdb, a postmaster).
     let pg_prefix = format!("testkit-pg-{pid}-");
@@ -358,23 +420,36 @@ fn assert_nothing_left(before: &Snapshot, ports: &[u16], grace: Duration, log: &
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name.starts_with(&pg_prefix))
-        .chain(all_processes().into_iter().filter(|p| p.cmdline.contains(&pg_prefix)).map(|p| p.to_string()))
+        .chain(
+            all_processes()
+                .into_iter()
+                .filter(|p| p.cmdline.contains(&pg_prefix))
+                .map(|p| p.to_string()),
+        )
         .collect();
     assert!(pg_left.is_empty(), "the demo's PostgreSQL left {pg_left:?}\ndemo output:\n{log}");
     for port in ports {
-        assert!(std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok(), "port {port} of the demo is still taken\ndemo output:\n{log}");
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok(),
+            "port {port} of the demo is still taken\ndemo output:\n{log}"
+        );
     }
     if is_root() {
         let (namespaces, links) = (named_after(netns_names(), pid), named_after(link_names(), pid));
         assert!(namespaces.is_empty() && links.is_empty(), "the demo left network namespaces {namespaces:?} and links {links:?}\ndemo output:\n{log}");
     }
     let ledger = before.out.join("work").join(demo::cleanup::LEDGER);
-    assert!(!ledger.exists(), "{} is still there: the demo thinks something is left\ndemo output:\n{log}", ledger.display());
+    assert!(
+        !ledger.exists(),
+        "{} is still there: the demo thinks something is left\ndemo output:\n{log}",
+        ledger.display()
+    );
 }
 
 /// The port in `http://127.0.0.1:PORT` in `line`.
 fn port_in(line: &str) -> u16 {
-    let rest = &line[line.find("http://127.0.0.1:").expect("a local URL") + "http://127.0.0.1:".len()..];
+    let rest =
+        &line[line.find("http://127.0.0.1:").expect("a local URL") + "http://127.0.0.1:".len()..];
     rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
 
@@ -398,13 +473,27 @@ fn sigterm_while_serving_stops_every_process_and_removes_the_network() {
     let log = demo.log();
     assert_eq!(before.count("cloud-api serve"), 1, "{}\n{log}", before.describe());
     assert_eq!(before.count("cluster-agent mapper"), 2, "{}\n{log}", before.describe());
-    assert!(!before.postgres.is_empty() && before.pg_dirs.len() == 1, "the demo's own PostgreSQL runs: {}\n{log}", before.describe());
+    assert!(
+        !before.postgres.is_empty() && before.pg_dirs.len() == 1,
+        "the demo's own PostgreSQL runs: {}\n{log}",
+        before.describe()
+    );
     if is_root() {
         assert_eq!(before.count("cluster-agent node"), 2, "{}\n{log}", before.describe());
         assert_eq!(before.count("dnsmasq"), 1, "{}\n{log}", before.describe());
-        assert_eq!(before.count("s.listen(64)"), 7, "a Python server in each pod but the DNS one: {}\n{log}", before.describe());
+        assert_eq!(
+            before.count("s.listen(64)"),
+            7,
+            "a Python server in each pod but the DNS one: {}\n{log}",
+            before.describe()
+        );
         assert_eq!(before.namespaces.len(), 8, "{}\n{log}", before.describe());
-        assert_eq!(before.links.len(), 9, "a bridge and a veth per pod: {}\n{log}", before.describe());
+        assert_eq!(
+            before.links.len(),
+            9,
+            "a bridge and a veth per pod: {}\n{log}",
+            before.describe()
+        );
     }
 
     demo.signal("TERM");
@@ -421,9 +510,17 @@ fn sigterm_during_the_setup_stops_what_was_started_so_far() {
     let mut demo = Demo::start();
     // In the middle: the lab is up (as root) and the first node agent is starting (loading its
     // eBPF programs), or (replaying) the first mapper is.
-    demo.wait_for_descendant(if is_root() { "cluster-agent node" } else { "cluster-agent mapper" }, Duration::from_secs(180));
+    demo.wait_for_descendant(
+        if is_root() { "cluster-agent node" } else { "cluster-agent mapper" },
+        Duration::from_secs(180),
+    );
     let before = Snapshot::take(&demo);
-    assert!(before.count("cloud-api serve") == 1 && !before.postgres.is_empty(), "{}\n{}", before.describe(), demo.log());
+    assert!(
+        before.count("cloud-api serve") == 1 && !before.postgres.is_empty(),
+        "{}\n{}",
+        before.describe(),
+        demo.log()
+    );
     if is_root() {
         assert_eq!(before.namespaces.len(), 8, "{}\n{}", before.describe(), demo.log());
     }
@@ -432,7 +529,11 @@ fn sigterm_during_the_setup_stops_what_was_started_so_far() {
     let status = demo.wait_exit(Duration::from_secs(60));
     let log = demo.log();
     assert!(demo.printed("Serving;").is_none(), "the signal came during the set-up\n{log}");
-    assert_eq!(status.code(), Some(128 + 15), "a set-up cut short by SIGTERM exits with 128 + 15\n{log}");
+    assert_eq!(
+        status.code(),
+        Some(128 + 15),
+        "a set-up cut short by SIGTERM exits with 128 + 15\n{log}"
+    );
     assert!(demo.printed("SIGTERM during the set-up: stopping.").is_some(), "{log}");
     assert_nothing_left(&before, &[], Duration::from_secs(10), &log);
 }
@@ -484,22 +585,51 @@ fn after_sigkill_the_processes_die_with_the_demo_and_clean_removes_the_rest() {
     // SIGKILL can't be caught: the process group's anchor and the PostgreSQL watchdog notice the
     // demo is gone and stop everything; the network namespaces stay until the next start.
     let log = demo.log();
-    let running = || before.processes.iter().chain(&before.postgres).filter(|p| p.still_running()).map(ToString::to_string).collect::<Vec<_>>();
-    wait_until(Duration::from_secs(20), || running().is_empty() && before.pg_dirs.iter().all(|d| !d.exists()));
-    assert!(running().is_empty(), "still running after the demo was killed:\n  {}\n{log}", running().join("\n  "));
+    let running = || {
+        before
+            .processes
+            .iter()
+            .chain(&before.postgres)
+            .filter(|p| p.still_running())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_until(Duration::from_secs(20), || {
+        running().is_empty() && before.pg_dirs.iter().all(|d| !d.exists())
+    });
+    assert!(
+        running().is_empty(),
+        "still running after the demo was killed:\n  {}\n{log}",
+        running().join("\n  ")
+    );
     if is_root() {
-        assert_eq!(named_after(netns_names(), before.demo_pid).len(), 8, "the namespaces stay until the next start or --clean");
+        assert_eq!(
+            named_after(netns_names(), before.demo_pid).len(),
+            8,
+            "the namespaces stay until the next start or --clean"
+        );
     }
     assert!(ledger.exists(), "the ledger names what is left");
 
     let cleaned = demo.clean();
     let said = String::from_utf8_lossy(&cleaned.stdout);
-    assert!(cleaned.status.success(), "--clean failed: {said}{}", String::from_utf8_lossy(&cleaned.stderr));
-    assert!(said.contains(&format!("Cleaned up after an earlier demo run (pid {})", before.demo_pid)), "{said}");
+    assert!(
+        cleaned.status.success(),
+        "--clean failed: {said}{}",
+        String::from_utf8_lossy(&cleaned.stderr)
+    );
+    assert!(
+        said.contains(&format!("Cleaned up after an earlier demo run (pid {})", before.demo_pid)),
+        "{said}"
+    );
     if is_root() {
         assert!(said.contains("removed 8 network namespaces and 9 links"), "{said}");
     }
     assert_nothing_left(&before, &[], Duration::from_secs(10), &log);
     let again = demo.clean();
-    assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing left"), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("Nothing left"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
 }

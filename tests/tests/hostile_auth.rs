@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 
 async fn fresh_db(prefix: &str) -> String {
-    let pg = testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
+    let pg =
+        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
     pg.fresh_database(prefix).await.unwrap()
 }
 
@@ -27,13 +28,26 @@ fn tenant(db: &str, org: &str) -> (String, String, String) {
 
 /// A client whose connections come from `source` (any 127.0.0.0/8 address reaches the cloud).
 fn client_from(source: &str) -> reqwest::Client {
-    reqwest::Client::builder().local_address(source.parse::<IpAddr>().unwrap()).timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .local_address(source.parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
-async fn token_request(http: &reqwest::Client, base: &str, client_id: &str, secret: &str) -> (u16, Value) {
+async fn token_request(
+    http: &reqwest::Client,
+    base: &str,
+    client_id: &str,
+    secret: &str,
+) -> (u16, Value) {
     let res = http
         .post(format!("{base}/oauth/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", secret)])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ])
         .send()
         .await
         .unwrap();
@@ -44,7 +58,10 @@ async fn token_request(http: &reqwest::Client, base: &str, client_id: &str, secr
 /// `VmRSS` or `VmHWM` of a process, in MiB.
 fn memory_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
 }
 
@@ -53,9 +70,14 @@ async fn a_flood_of_unknown_clients_keeps_memory_flat_and_a_real_cluster_still_g
     let db = fresh_db("e2e_flood").await;
     let (_, client_id, secret) = tenant(&db, "acme");
     // Rate limits out of the way: this is about what each check costs and how many run at once.
-    let (cloud, base) = start_cloud_with(&db, &["--auth-rate-per-address", "1000000", "--auth-burst-per-address", "1000000"]).await;
+    let (cloud, base) = start_cloud_with(
+        &db,
+        &["--auth-rate-per-address", "1000000", "--auth-burst-per-address", "1000000"],
+    )
+    .await;
     let pid = cloud.0.id();
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("resetting the peak RSS (VmHWM) of our own child");
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .expect("resetting the peak RSS (VmHWM) of our own child");
     let before = memory_mib(pid, "VmRSS");
 
     let statuses = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
@@ -93,8 +115,15 @@ async fn a_flood_of_unknown_clients_keeps_memory_flat_and_a_real_cluster_still_g
     let total: usize = statuses.values().sum();
     println!("flood: {total} requests {statuses:?}; RSS {before:.1} MiB before, peak {peak:.1} MiB during");
     let checked = statuses.get(&401).copied().unwrap_or(0);
-    assert!(total >= 640 && checked * 10 >= total * 9, "the flood was checked, not throttled: {statuses:?}");
-    assert!(peak - before <= 64.0, "64 clients flooding /oauth/token raised RSS by {:.1} MiB (from {before:.1} to {peak:.1})", peak - before);
+    assert!(
+        total >= 640 && checked * 10 >= total * 9,
+        "the flood was checked, not throttled: {statuses:?}"
+    );
+    assert!(
+        peak - before <= 64.0,
+        "64 clients flooding /oauth/token raised RSS by {:.1} MiB (from {before:.1} to {peak:.1})",
+        peak - before
+    );
 }
 
 #[tokio::test]
@@ -109,7 +138,11 @@ async fn one_address_is_rate_limited_and_forwarded_for_does_not_get_around_it() 
             .post(format!("{base}/oauth/token"))
             .header("x-forwarded-for", format!("203.0.113.{}", i % 250))
             // A new client ID each time: only the address's budget runs out.
-            .form(&[("grant_type", "client_credentials"), ("client_id", &format!("cl_{}", uuid::Uuid::new_v4().simple())), ("client_secret", "guess")])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &format!("cl_{}", uuid::Uuid::new_v4().simple())),
+                ("client_secret", "guess"),
+            ])
             .send()
             .await
             .unwrap();
@@ -118,7 +151,9 @@ async fn one_address_is_rate_limited_and_forwarded_for_does_not_get_around_it() 
             break;
         }
     }
-    let limited = limited.expect("400 requests from one address in a burst are rate-limited (default burst 100, 10/s)");
+    let limited = limited.expect(
+        "400 requests from one address in a burst are rate-limited (default burst 100, 10/s)",
+    );
     let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry_after >= 1);
     let body: Value = limited.json().await.unwrap();
@@ -145,7 +180,12 @@ async fn unknown_ids_and_wrong_secrets_are_answered_alike_and_key_ids_are_not_ec
     let get = |token: String| {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let res = http.get(format!("{base}/api/v1/clusters")).bearer_auth(token).send().await.unwrap();
+            let res = http
+                .get(format!("{base}/api/v1/clusters"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
             (res.status().as_u16(), res.text().await.unwrap())
         }
     };
@@ -155,8 +195,18 @@ async fn unknown_ids_and_wrong_secrets_are_answered_alike_and_key_ids_are_not_ec
 
     use base64::Engine;
     let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let forged = format!("{}.{}.c2ln", b64(json!({"alg": "EdDSA", "kid": "kid-from-the-caller"})), b64(json!({"sub": "x"})));
-    let res = http.post(format!("{base}/api/v1/reports")).bearer_auth(forged).body("{}").send().await.unwrap();
+    let forged = format!(
+        "{}.{}.c2ln",
+        b64(json!({"alg": "EdDSA", "kid": "kid-from-the-caller"})),
+        b64(json!({"sub": "x"}))
+    );
+    let res = http
+        .post(format!("{base}/api/v1/reports"))
+        .bearer_auth(forged)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     let text = res.text().await.unwrap();
     assert!(!text.contains("kid-from-the-caller"), "{text}");
@@ -172,25 +222,49 @@ async fn the_serving_role_sees_no_tenant_row_on_its_own_and_serve_refuses_the_su
     let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
         "edges": [{"client": {"namespace": "shop", "name": "frontend"}, "target": {"kubernetes": {"namespace": "shop", "name": "cart"}},
                    "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z"}]});
-    let res = http.post(format!("{base}/api/v1/reports")).bearer_auth(token["access_token"].as_str().unwrap()).json(&report).send().await.unwrap();
+    let res = http
+        .post(format!("{base}/api/v1/reports"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 202);
-    let graph: Value = http.get(format!("{base}/api/v1/access-graph")).bearer_auth(&api_token).send().await.unwrap().json().await.unwrap();
+    let graph: Value = http
+        .get(format!("{base}/api/v1/access-graph"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(graph["edges"].as_array().unwrap().len(), 1);
 
     // The binary's own credentials, as a statement injected into its connection would run.
     let mut conn = PgConnection::connect(&serving_url(&db)).await.unwrap();
     for statement in ["SELECT 1", "RESET ROLE"] {
         conn.execute(statement).await.unwrap();
-        for table in ["edges", "clusters", "api_tokens", "organizations", "reports", "exposed_workloads"] {
-            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&mut conn).await.unwrap();
+        for table in
+            ["edges", "clusters", "api_tokens", "organizations", "reports", "exposed_workloads"]
+        {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
             assert_eq!(n, 0, "{table} after {statement}");
         }
     }
     let mut owner = PgConnection::connect(&db).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut owner).await.unwrap();
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut owner).await.unwrap();
     assert_eq!(n, 1, "the row is there");
 
-    let out = Command::new(binary("cloud-api")).args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]).env("RUST_LOG", "error").output().unwrap();
+    let out = Command::new(binary("cloud-api"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "serve as a superuser must refuse to start");
     assert!(stderr.contains("superuser") && stderr.contains("cloud-api migrate"), "{stderr}");
@@ -216,33 +290,82 @@ async fn tokens_are_scoped_and_revoked_on_every_replica_at_once() {
     let read = made["token"].as_str().expect("a new token").to_owned();
     let status = |method: reqwest::Method, url: String, token: String| {
         let http = http.clone();
-        async move { http.request(method, url).bearer_auth(token).json(&json!({"name": "staging"})).send().await.unwrap().status().as_u16() }
+        async move {
+            http.request(method, url)
+                .bearer_auth(token)
+                .json(&json!({"name": "staging"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
-    assert_eq!(status(reqwest::Method::GET, format!("{replica_b}/api/v1/access-graph"), read.clone()).await, 200);
-    assert_eq!(status(reqwest::Method::POST, format!("{replica_b}/api/v1/clusters"), read.clone()).await, 403, "read cannot register clusters");
-    assert_eq!(status(reqwest::Method::GET, format!("{replica_b}/api/v1/tokens"), read.clone()).await, 403, "read cannot list tokens");
+    assert_eq!(
+        status(reqwest::Method::GET, format!("{replica_b}/api/v1/access-graph"), read.clone())
+            .await,
+        200
+    );
+    assert_eq!(
+        status(reqwest::Method::POST, format!("{replica_b}/api/v1/clusters"), read.clone()).await,
+        403,
+        "read cannot register clusters"
+    );
+    assert_eq!(
+        status(reqwest::Method::GET, format!("{replica_b}/api/v1/tokens"), read.clone()).await,
+        403,
+        "read cannot list tokens"
+    );
     let id = made["id"].as_str().unwrap();
-    assert_eq!(status(reqwest::Method::POST, format!("{replica_a}/api/v1/tokens/{id}/revoke"), admin_token.clone()).await, 200);
-    assert_eq!(status(reqwest::Method::GET, format!("{replica_b}/api/v1/access-graph"), read.clone()).await, 401, "revoked on A, refused by B at once");
-    assert_eq!(status(reqwest::Method::GET, format!("{replica_a}/metrics"), admin_token.clone()).await, 404, "no metrics on the API's address");
+    assert_eq!(
+        status(
+            reqwest::Method::POST,
+            format!("{replica_a}/api/v1/tokens/{id}/revoke"),
+            admin_token.clone()
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        status(reqwest::Method::GET, format!("{replica_b}/api/v1/access-graph"), read.clone())
+            .await,
+        401,
+        "revoked on A, refused by B at once"
+    );
+    assert_eq!(
+        status(reqwest::Method::GET, format!("{replica_a}/metrics"), admin_token.clone()).await,
+        404,
+        "no metrics on the API's address"
+    );
 }
 
 #[tokio::test]
 async fn a_graph_read_larger_than_the_limit_is_refused_with_what_to_do() {
     let db = fresh_db("e2e_graphlimit").await;
     let (api_token, client_id, secret) = tenant(&db, "acme");
-    let (_cloud, base) = start_cloud_with(&db, &["--graph-max-edges", "2", "--read-timeout-seconds", "5"]).await;
+    let (_cloud, base) =
+        start_cloud_with(&db, &["--graph-max-edges", "2", "--read-timeout-seconds", "5"]).await;
     let http = reqwest::Client::new();
     let (_, token) = token_request(&http, &base, &client_id, &secret).await;
     let edge = |name: &str| {
         json!({"client": {"namespace": "shop", "name": name}, "target": {"kubernetes": {"namespace": "shop", "name": "cart"}},
         "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z"})
     };
-    let report =
-        json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(), "edges": [edge("a"), edge("b"), edge("c")]});
-    let res = http.post(format!("{base}/api/v1/reports")).bearer_auth(token["access_token"].as_str().unwrap()).json(&report).send().await.unwrap();
+    let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(), "edges": [edge("a"), edge("b"), edge("c")]});
+    let res = http
+        .post(format!("{base}/api/v1/reports"))
+        .bearer_auth(token["access_token"].as_str().unwrap())
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 202);
-    let res = http.get(format!("{base}/api/v1/access-graph")).bearer_auth(&api_token).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/api/v1/access-graph"))
+        .bearer_auth(&api_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 422);
     let body: Value = res.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("more than 2 edges"), "{body}");

@@ -32,8 +32,14 @@ const NODE_ACCOUNT: &str = "system:serviceaccount:intentmap:intentmap-node";
 fn deploy(api: &FakeApiServer, namespace: &str, name: &str, ip: &str, node: &str) -> Pod {
     let replicaset = format!("{name}-5d8f7c9b4");
     api.apply(&Deployment { metadata: mk_deployment(namespace, name), ..Default::default() });
-    api.apply(&ReplicaSet { metadata: mk_replicaset(namespace, &replicaset, name), ..Default::default() });
-    mk_pod(namespace, &format!("{replicaset}-x1"), &[ip]).owned_by("ReplicaSet", &replicaset).labelled("app", name).on_node(node)
+    api.apply(&ReplicaSet {
+        metadata: mk_replicaset(namespace, &replicaset, name),
+        ..Default::default()
+    });
+    mk_pod(namespace, &format!("{replicaset}-x1"), &[ip])
+        .owned_by("ReplicaSet", &replicaset)
+        .labelled("app", name)
+        .on_node(node)
 }
 
 fn scratch(name: &str) -> std::path::PathBuf {
@@ -43,7 +49,12 @@ fn scratch(name: &str) -> std::path::PathBuf {
 }
 
 fn intentmap(mapper: &str, args: &[&str]) -> Output {
-    Command::new(binary("intentmap")).args(["--mapper-url", mapper]).args(args).env_remove("INTENTMAP_TOKEN").output().expect("running intentmap")
+    Command::new(binary("intentmap"))
+        .args(["--mapper-url", mapper])
+        .args(args)
+        .env_remove("INTENTMAP_TOKEN")
+        .output()
+        .expect("running intentmap")
 }
 
 fn stdout(out: &Output) -> String {
@@ -51,7 +62,10 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(value) = check().await {
@@ -63,8 +77,16 @@ async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut ch
 }
 
 async fn metric(mapper: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("{mapper}/metrics")).await.expect("the mapper's /metrics").text().await.expect("metrics text");
-    let line = text.lines().find(|l| l.starts_with(&format!("intentmap_mapper_{name} "))).unwrap_or_else(|| panic!("no {name} in:\n{text}"));
+    let text = reqwest::get(format!("{mapper}/metrics"))
+        .await
+        .expect("the mapper's /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("intentmap_mapper_{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"));
     line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
 }
 
@@ -89,31 +111,68 @@ async fn post(mapper: &str, token: Option<&str>, batch: &Value) -> (u16, Value) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_map_is_read_and_reset_only_by_people_the_cluster_allows() {
     let api = FakeApiServer::start().await.unwrap();
-    let names = ["frontend", "cartservice", "checkoutservice", "paymentservice", "currencyservice", "shippingservice", "redis-cart"];
+    let names = [
+        "frontend",
+        "cartservice",
+        "checkoutservice",
+        "paymentservice",
+        "currencyservice",
+        "shippingservice",
+        "redis-cart",
+    ];
     for (i, name) in names.iter().enumerate() {
         api.apply(&deploy(&api, "shop", name, &format!("10.244.1.{}", 10 + i), "node-1"));
     }
     api.set_token_identity(
         "node-token",
-        TokenIdentity::projected("intentmap", "intentmap-node", AUDIENCE, ("intentmap-node-a1", "uid-agent-1"), Some("node-1")),
+        TokenIdentity::projected(
+            "intentmap",
+            "intentmap-node",
+            AUDIENCE,
+            ("intentmap-node-a1", "uid-agent-1"),
+            Some("node-1"),
+        ),
     );
-    let made_for_mapper = |user: &str| TokenIdentity { username: user.into(), audiences: vec![AUDIENCE.into()], ..Default::default() };
+    let made_for_mapper = |user: &str| TokenIdentity {
+        username: user.into(),
+        audiences: vec![AUDIENCE.into()],
+        ..Default::default()
+    };
     api.set_token_identity("viewer-token", made_for_mapper("system:serviceaccount:ci:viewer"));
     api.set_token_identity("admin-token", made_for_mapper("system:serviceaccount:ci:admin"));
     // Any pod's automounted token: valid, but for the API server.
     api.set_token_identity(
         "pod-token",
-        TokenIdentity { username: "system:serviceaccount:attacker:default".into(), audiences: vec![API_AUDIENCE.into()], ..Default::default() },
+        TokenIdentity {
+            username: "system:serviceaccount:attacker:default".into(),
+            audiences: vec![API_AUDIENCE.into()],
+            ..Default::default()
+        },
     );
-    api.grant("system:serviceaccount:ci:viewer", "get", "intentmap.dev", "edges", Some("intentmap"));
+    api.grant(
+        "system:serviceaccount:ci:viewer",
+        "get",
+        "intentmap.dev",
+        "edges",
+        Some("intentmap"),
+    );
     api.grant("system:serviceaccount:ci:admin", "*", "intentmap.dev", "edges", Some("intentmap"));
 
     let dir = scratch("api");
     // `--loopback-access false`: every caller here is treated as coming from the pod network,
     // not through `kubectl port-forward` (the tests' connections are all on the loopback).
-    let flags = ["--loopback-access", "false", "--namespace", "intentmap", "--node-service-accounts", NODE_ACCOUNT];
-    let (_mapper, mapper) = start_mapper_only_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
-    let calls: Vec<Value> = (1..names.len()).map(|i| tcp("10.244.1.10", &format!("10.244.1.{}", 10 + i))).collect();
+    let flags = [
+        "--loopback-access",
+        "false",
+        "--namespace",
+        "intentmap",
+        "--node-service-accounts",
+        NODE_ACCOUNT,
+    ];
+    let (_mapper, mapper) =
+        start_mapper_only_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
+    let calls: Vec<Value> =
+        (1..names.len()).map(|i| tcp("10.244.1.10", &format!("10.244.1.{}", 10 + i))).collect();
     assert_eq!(post(&mapper, Some("node-token"), &json!({"tcp": calls})).await.0, 202);
 
     let http = reqwest::Client::new();
@@ -132,8 +191,15 @@ async fn the_map_is_read_and_reset_only_by_people_the_cluster_allows() {
     };
     let (status, body) = edges(None).await;
     assert_eq!(status, 401, "anyone on the network: {body}");
-    assert!(body["error"].as_str().unwrap_or_default().contains("port-forward"), "the refusal says what to do: {body}");
-    assert_eq!(edges(Some("pod-token")).await.0, 401, "a pod's own API token is not made for the mapper");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("port-forward"),
+        "the refusal says what to do: {body}"
+    );
+    assert_eq!(
+        edges(Some("pod-token")).await.0,
+        401,
+        "a pod's own API token is not made for the mapper"
+    );
     assert_eq!(edges(Some("node-token")).await.0, 403, "node agents send; they do not read");
     let (status, listed) = edges(Some("viewer-token")).await;
     assert_eq!((status, listed.as_array().map(Vec::len)), (200, Some(6)));
@@ -156,15 +222,32 @@ async fn the_map_is_read_and_reset_only_by_people_the_cluster_allows() {
     assert_eq!(reset(None).await, 401);
     assert_eq!(reset(Some("pod-token")).await, 401);
     assert_eq!(reset(Some("viewer-token")).await, 403, "reading is not resetting");
-    assert_eq!(edges(Some("viewer-token")).await.1.as_array().map(Vec::len), Some(6), "nothing was wiped");
+    assert_eq!(
+        edges(Some("viewer-token")).await.1.as_array().map(Vec::len),
+        Some(6),
+        "nothing was wiped"
+    );
 
     // The CLI: refused without a token (and told how), allowed with one, reset only by an admin.
     let refused = intentmap(&mapper, &["list"]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("kubectl port-forward"), "{}", String::from_utf8_lossy(&refused.stderr));
-    assert!(stdout(&intentmap(&mapper, &["--token", "viewer-token", "list"])).starts_with("frontend in namespace shop calls:\n"));
-    let out = Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "reset"]).env("INTENTMAP_TOKEN", "viewer-token").output().unwrap();
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("edges-admin"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("kubectl port-forward"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(stdout(&intentmap(&mapper, &["--token", "viewer-token", "list"]))
+        .starts_with("frontend in namespace shop calls:\n"));
+    let out = Command::new(binary("intentmap"))
+        .args(["--mapper-url", &mapper, "reset"])
+        .env("INTENTMAP_TOKEN", "viewer-token")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("edges-admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout(&intentmap(&mapper, &["--token", "admin-token", "reset"]));
     assert_eq!(edges(Some("viewer-token")).await.1.as_array().map(Vec::len), Some(0));
 
@@ -181,13 +264,17 @@ async fn the_map_is_read_and_reset_only_by_people_the_cluster_allows() {
 async fn announce_without_body(mapper: &str, token: Option<&str>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = mapper.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connecting to the mapper");
+    let mut stream =
+        tokio::net::TcpStream::connect(address).await.expect("connecting to the mapper");
     let authorization = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let head =
         format!("POST /v1/observations HTTP/1.1\r\nHost: {address}\r\n{authorization}Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0; 512];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await.expect("an answer without the body").unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
     String::from_utf8_lossy(&answer[..read]).into_owned()
 }
 
@@ -201,20 +288,38 @@ async fn a_node_agent_speaks_only_for_the_pods_of_its_own_node() {
     api.apply(&cart);
     api.apply(&deploy(&api, "attacker", "evil", "10.244.1.9", "node-a"));
     // The agents' own pods (for tokens that name their pod only, before Kubernetes 1.30).
-    api.apply(&mk_pod("intentmap", "intentmap-node-a1", &["10.244.1.2"]).with_uid("uid-agent-a").on_node("node-a"));
-    let agent = |pod: (&str, &str), node: Option<&str>| TokenIdentity::projected("intentmap", "intentmap-node", AUDIENCE, pod, node);
-    api.set_token_identity("node-a-token", agent(("intentmap-node-a1", "uid-agent-a"), Some("node-a")));
+    api.apply(
+        &mk_pod("intentmap", "intentmap-node-a1", &["10.244.1.2"])
+            .with_uid("uid-agent-a")
+            .on_node("node-a"),
+    );
+    let agent = |pod: (&str, &str), node: Option<&str>| {
+        TokenIdentity::projected("intentmap", "intentmap-node", AUDIENCE, pod, node)
+    };
+    api.set_token_identity(
+        "node-a-token",
+        agent(("intentmap-node-a1", "uid-agent-a"), Some("node-a")),
+    );
     api.set_token_identity("node-a-old-token", agent(("intentmap-node-a1", "uid-agent-a"), None));
     let mut unbound = agent(("", ""), None);
     unbound.extra.clear();
     api.set_token_identity("unbound-token", unbound);
     api.set_token_identity(
         "default-audience-token",
-        TokenIdentity { username: NODE_ACCOUNT.into(), audiences: vec![API_AUDIENCE.into()], ..Default::default() },
+        TokenIdentity {
+            username: NODE_ACCOUNT.into(),
+            audiences: vec![API_AUDIENCE.into()],
+            ..Default::default()
+        },
     );
 
     let dir = scratch("node");
-    let (_mapper, mapper) = start_mapper_only_with(&dir, &write_kubeconfig(&dir, &api.url()), &["--node-service-accounts", NODE_ACCOUNT]).await;
+    let (_mapper, mapper) = start_mapper_only_with(
+        &dir,
+        &write_kubeconfig(&dir, &api.url()),
+        &["--node-service-accounts", NODE_ACCOUNT],
+    )
+    .await;
     let cart_uid = cart.metadata.uid.clone().unwrap();
     let forged = json!({
         "tcp": [
@@ -227,8 +332,16 @@ async fn a_node_agent_speaks_only_for_the_pods_of_its_own_node() {
         "dns": [{"client_ip": "10.244.2.5", "name": "billing.internal.example", "addresses": ["203.0.113.66"], "ttl_seconds": 60, "at": chrono::Utc::now()}],
     });
     assert_eq!(post(&mapper, None, &forged).await.0, 401);
-    assert_eq!(post(&mapper, Some("default-audience-token"), &forged).await.0, 401, "a token for the API server, not the mapper");
-    assert_eq!(post(&mapper, Some("unbound-token"), &forged).await.0, 403, "a token naming no pod or node binds to nothing");
+    assert_eq!(
+        post(&mapper, Some("default-audience-token"), &forged).await.0,
+        401,
+        "a token for the API server, not the mapper"
+    );
+    assert_eq!(
+        post(&mapper, Some("unbound-token"), &forged).await.0,
+        403,
+        "a token naming no pod or node binds to nothing"
+    );
     for token in ["node-a-token", "node-a-old-token"] {
         let (status, answer) = post(&mapper, Some(token), &forged).await;
         assert_eq!((status, &answer["refused"]), (202, &json!(3)), "{token}: {answer}");
@@ -243,7 +356,10 @@ async fn a_node_agent_speaks_only_for_the_pods_of_its_own_node() {
 
 /// Sidecars on `ips`, one port for all, each answering what its function makes; returns the
 /// port and how often each was asked.
-async fn sidecars(ips: &[&str], answers: Vec<Arc<dyn Fn() -> axum::body::Body + Send + Sync>>) -> (u16, Vec<Arc<AtomicUsize>>) {
+async fn sidecars(
+    ips: &[&str],
+    answers: Vec<Arc<dyn Fn() -> axum::body::Body + Send + Sync>>,
+) -> (u16, Vec<Arc<AtomicUsize>>) {
     'port: for _ in 0..20 {
         let first = tokio::net::TcpListener::bind((ips[0], 0)).await.unwrap();
         let port = first.local_addr().unwrap().port();
@@ -274,7 +390,13 @@ async fn sidecars(ips: &[&str], answers: Vec<Arc<dyn Fn() -> axum::body::Body + 
     panic!("no port free on all of {ips:?}");
 }
 
-fn series(reporter: &str, source: (&str, &str), destination: (&str, &str), path: &str, value: f64) -> String {
+fn series(
+    reporter: &str,
+    source: (&str, &str),
+    destination: (&str, &str),
+    path: &str,
+    value: f64,
+) -> String {
     format!(
         "istio_requests_total{{reporter=\"{reporter}\",source_workload=\"{}\",source_workload_namespace=\"{}\",destination_workload=\"{}\",\
          destination_workload_namespace=\"{}\",destination_service_name=\"{}\",destination_service_namespace=\"{}\",request_method=\"GET\",\
@@ -283,7 +405,9 @@ fn series(reporter: &str, source: (&str, &str), destination: (&str, &str), path:
     )
 }
 
-fn text(make: impl Fn() -> String + Send + Sync + 'static) -> Arc<dyn Fn() -> axum::body::Body + Send + Sync> {
+fn text(
+    make: impl Fn() -> String + Send + Sync + 'static,
+) -> Arc<dyn Fn() -> axum::body::Body + Send + Sync> {
     Arc::new(move || axum::body::Body::from(make()))
 }
 
@@ -297,11 +421,18 @@ async fn a_forged_sidecar_reaches_neither_the_list_nor_the_client_intents() {
     let api = FakeApiServer::start().await.unwrap();
     istio_installed(&api);
     let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
-    for (namespace, name, ip) in [("shop", "frontend", ips[0]), ("shop", "cartservice", ips[1]), ("attacker", "evil-sidecar", ips[2])] {
+    for (namespace, name, ip) in [
+        ("shop", "frontend", ips[0]),
+        ("shop", "cartservice", ips[1]),
+        ("attacker", "evil-sidecar", ips[2]),
+    ] {
         api.apply(&deploy(&api, namespace, name, ip, "node-1").with_istio_sidecar());
     }
     // Only the label: anyone can put it on a pod.
-    api.apply(&deploy(&api, "attacker", "mimic", ips[3], "node-1").labelled("security.istio.io/tlsMode", "istio"));
+    api.apply(
+        &deploy(&api, "attacker", "mimic", ips[3], "node-1")
+            .labelled("security.istio.io/tlsMode", "istio"),
+    );
 
     let calls = Arc::new(AtomicU64::new(10));
     let n = |calls: &Arc<AtomicU64>| calls.load(Ordering::SeqCst) as f64;
@@ -310,16 +441,24 @@ async fn a_forged_sidecar_reaches_neither_the_list_nor_the_client_intents() {
     let answers = vec![
         text(move || series("source", frontend, cart, "/api/cart", n(&c1))),
         text(move || series("destination", frontend, cart, "/api/cart", n(&c2))),
-        text(move || series("destination", frontend, ("attacker", "evil-sidecar"), "/admin/export", n(&c3))),
-        text(move || series("destination", frontend, ("attacker", "mimic"), "/admin/mimic", n(&c4))),
+        text(move || {
+            series("destination", frontend, ("attacker", "evil-sidecar"), "/admin/export", n(&c3))
+        }),
+        text(move || {
+            series("destination", frontend, ("attacker", "mimic"), "/admin/mimic", n(&c4))
+        }),
     ];
     let (port, asked) = sidecars(&ips, answers).await;
     let dir = scratch("istio");
     let port = port.to_string();
     let flags = ["--istio-scrape-interval-seconds", "0.2", "--istio-metrics-port", &port];
-    let (_mapper, mapper) = start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
+    let (_mapper, mapper) =
+        start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
 
-    until("every injected sidecar has a baseline", || async { asked[..3].iter().all(|a| a.load(Ordering::SeqCst) >= 2).then_some(()) }).await;
+    until("every injected sidecar has a baseline", || async {
+        asked[..3].iter().all(|a| a.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
     calls.fetch_add(5, Ordering::SeqCst);
     let listed = until("frontend's real call is listed", || async {
         let listed = stdout(&intentmap(&mapper, &["list"]));
@@ -327,13 +466,21 @@ async fn a_forged_sidecar_reaches_neither_the_list_nor_the_client_intents() {
     })
     .await;
     let after = asked[2].load(Ordering::SeqCst);
-    until("the forged sidecar is scraped twice more", || async { (asked[2].load(Ordering::SeqCst) >= after + 2).then_some(()) }).await;
+    until("the forged sidecar is scraped twice more", || async {
+        (asked[2].load(Ordering::SeqCst) >= after + 2).then_some(())
+    })
+    .await;
 
     let listed_now = stdout(&intentmap(&mapper, &["list"]));
     assert_eq!(listed_now, listed);
     assert_eq!(listed_now, "frontend in namespace shop calls:\n  - cartservice\n    - path /api/cart, methods: [GET]\n");
     let intents = stdout(&intentmap(&mapper, &["export", "-n", "shop"]));
-    assert!(intents.contains("cartservice") && !intents.contains("evil-sidecar") && !intents.contains("/admin"), "{intents}");
+    assert!(
+        intents.contains("cartservice")
+            && !intents.contains("evil-sidecar")
+            && !intents.contains("/admin"),
+        "{intents}"
+    );
     assert!(metric(&mapper, "istio_uncorroborated_total").await >= 1);
     assert_eq!(asked[3].load(Ordering::SeqCst), 0, "a pod with the label alone is never scraped");
     let _ = std::fs::remove_dir_all(&dir);
@@ -341,8 +488,13 @@ async fn a_forged_sidecar_reaches_neither_the_list_nor_the_client_intents() {
 
 /// The mapper's peak resident memory, in KiB.
 fn peak_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the mapper's /proc status");
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).expect("VmHWM")
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the mapper's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,40 +506,79 @@ async fn huge_sidecar_answers_and_counters_at_the_limit_cost_the_mapper_nothing(
     api.apply(&ledger);
     api.apply(&mk_service("shop", "ledger", &["10.96.0.30"], &[("app", "ledger")]));
     for (i, ip) in ips.iter().enumerate() {
-        api.apply(&deploy(&api, "attacker", &format!("evil-{i}"), ip, "node-1").with_istio_sidecar());
+        api.apply(
+            &deploy(&api, "attacker", &format!("evil-{i}"), ip, "node-1").with_istio_sidecar(),
+        );
     }
     // Four sidecars answer 64 MiB each (well-formed series); the fifth counts its own calls to
     // ledger up by 1e300 a round, u64::MAX requests each time.
     let line = series("destination", ("shop", "ledger"), ("attacker", "evil-0"), "/x", 1.0);
     let body = axum::body::Bytes::from(line.repeat((64 << 20) / line.len()));
-    let huge: Arc<dyn Fn() -> axum::body::Body + Send + Sync> = Arc::new(move || axum::body::Body::from(body.clone()));
+    let huge: Arc<dyn Fn() -> axum::body::Body + Send + Sync> =
+        Arc::new(move || axum::body::Body::from(body.clone()));
     let rounds = Arc::new(AtomicU64::new(0));
     let counted = rounds.clone();
-    let overflowing = text(move || series("source", ("attacker", "evil-4"), ("shop", "ledger"), "/", 1e300 * counted.load(Ordering::SeqCst) as f64 + 1.0));
-    let (port, asked) = sidecars(&ips, vec![huge.clone(), huge.clone(), huge.clone(), huge, overflowing]).await;
+    let overflowing = text(move || {
+        series(
+            "source",
+            ("attacker", "evil-4"),
+            ("shop", "ledger"),
+            "/",
+            1e300 * counted.load(Ordering::SeqCst) as f64 + 1.0,
+        )
+    });
+    let (port, asked) =
+        sidecars(&ips, vec![huge.clone(), huge.clone(), huge.clone(), huge, overflowing]).await;
 
     let dir = scratch("istio-limits");
     let port = port.to_string();
     let flags = ["--istio-scrape-interval-seconds", "0.2", "--istio-metrics-port", &port];
-    let (process, mapper) = start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
+    let (process, mapper) =
+        start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
     // The attacker's pod really connects to ledger (a node agent sees it): its counts are believed.
-    assert_eq!(post(&mapper, Some("node-secret"), &json!({"tcp": [tcp("127.0.0.16", "10.96.0.30")]})).await.0, 202);
+    assert_eq!(
+        post(&mapper, Some("node-secret"), &json!({"tcp": [tcp("127.0.0.16", "10.96.0.30")]}))
+            .await
+            .0,
+        202
+    );
     let before = peak_kib(process.0.id());
 
     for round in 1..=3 {
         let seen = asked[4].load(Ordering::SeqCst);
         rounds.store(round, Ordering::SeqCst);
-        until("the overflowing sidecar is scraped again", || async { (asked[4].load(Ordering::SeqCst) >= seen + 2).then_some(()) }).await;
+        until("the overflowing sidecar is scraped again", || async {
+            (asked[4].load(Ordering::SeqCst) >= seen + 2).then_some(())
+        })
+        .await;
     }
-    until("the huge sidecars were asked a few times", || async { asked[..4].iter().all(|a| a.load(Ordering::SeqCst) >= 3).then_some(()) }).await;
+    until("the huge sidecars were asked a few times", || async {
+        asked[..4].iter().all(|a| a.load(Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
 
-    assert!(reqwest::get(format!("{mapper}/healthz")).await.unwrap().status().is_success(), "the mapper is alive");
-    assert!(metric(&mapper, "istio_oversized_scrapes_total").await >= 12, "every 64 MiB answer is refused past the limit");
+    assert!(
+        reqwest::get(format!("{mapper}/healthz")).await.unwrap().status().is_success(),
+        "the mapper is alive"
+    );
+    assert!(
+        metric(&mapper, "istio_oversized_scrapes_total").await >= 12,
+        "every 64 MiB answer is refused past the limit"
+    );
     assert_eq!(metric(&mapper, "http_requests_total").await, u64::MAX, "saturated, not overflowed");
-    let edges: Value = reqwest::get(format!("{mapper}/v1/edges")).await.unwrap().json().await.unwrap();
-    let to_ledger = edges.as_array().unwrap().iter().find(|e| e["client"]["name"] == "evil-4").unwrap_or_else(|| panic!("{edges:#}"));
+    let edges: Value =
+        reqwest::get(format!("{mapper}/v1/edges")).await.unwrap().json().await.unwrap();
+    let to_ledger = edges
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["client"]["name"] == "evil-4")
+        .unwrap_or_else(|| panic!("{edges:#}"));
     assert_eq!(to_ledger["connections"], json!(u64::MAX));
     let grown_mib = peak_kib(process.0.id()).saturating_sub(before) / 1024;
-    assert!(grown_mib < 48, "four 64 MiB answers a round grew the mapper's peak memory by {grown_mib} MiB");
+    assert!(
+        grown_mib < 48,
+        "four 64 MiB answers a round grew the mapper's peak memory by {grown_mib} MiB"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

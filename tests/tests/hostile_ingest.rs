@@ -24,7 +24,8 @@ const RSS_BOUND_KIB: u64 = 64 << 10;
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
 fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
     let field = |name: &str| {
         status
             .lines()
@@ -50,8 +51,17 @@ async fn tenant(db: &str, cloud: &str, name: &str) -> (Value, Value, String) {
         ("client_id", creds["client_id"].as_str().unwrap()),
         ("client_secret", creds["client_secret"].as_str().unwrap()),
     ];
-    let token: Value = reqwest::Client::new().post(format!("{cloud}/oauth/token")).form(&form).send().await.unwrap().json().await.unwrap();
-    let jwt = token["access_token"].as_str().unwrap_or_else(|| panic!("no token: {token}")).to_owned();
+    let token: Value = reqwest::Client::new()
+        .post(format!("{cloud}/oauth/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt =
+        token["access_token"].as_str().unwrap_or_else(|| panic!("no token: {token}")).to_owned();
     (org, creds, jwt)
 }
 
@@ -90,7 +100,8 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
     }
 
     // The attack: 12,000,000 one-letter domains on one edge, about 57 MiB of JSON.
-    let one = report(vec![edge("frontend", json!({"internet": {"domains": ["x"]}}), 1)], vec![]).to_string();
+    let one = report(vec![edge("frontend", json!({"internet": {"domains": ["x"]}}), 1)], vec![])
+        .to_string();
     let domains = format!("[{}\"x\"]", "\"x\",".repeat(12_000_000 - 1));
     let bomb = gzip(one.replacen("[\"x\"]", &domains, 1).as_bytes());
     drop(domains);
@@ -108,7 +119,12 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
             let stop = Instant::now() + Duration::from_secs(3);
             while Instant::now() < stop {
                 let started = Instant::now();
-                let reply = http.get(format!("{cloud}/healthz")).timeout(Duration::from_secs(10)).send().await.expect("/healthz answers");
+                let reply = http
+                    .get(format!("{cloud}/healthz"))
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .expect("/healthz answers");
                 assert_eq!(reply.status().as_u16(), 200);
                 slowest = slowest.max(started.elapsed());
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -126,7 +142,10 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
     for attack in attacks {
         let (status, text) = attack.await.unwrap();
         assert_eq!(status, 413, "{text}");
-        assert!(text.contains("edges[0].target.internet.domains: more than 1000 domains"), "{text}");
+        assert!(
+            text.contains("edges[0].target.internet.domains: more than 1000 domains"),
+            "{text}"
+        );
     }
     let slowest_health = health.await.unwrap();
     let (rss_after, peak_after) = memory_kib(pid);
@@ -135,14 +154,28 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
         peak_after <= rss_before.max(peak_before) + RSS_BOUND_KIB,
         "four bombs raised the cloud's peak memory from {peak_before} KiB (RSS {rss_before} KiB) to {peak_after} KiB, more than {RSS_BOUND_KIB} KiB"
     );
-    assert!(slowest_health < Duration::from_secs(1), "/healthz took {slowest_health:?} during the attack");
+    assert!(
+        slowest_health < Duration::from_secs(1),
+        "/healthz took {slowest_health:?} during the attack"
+    );
 
     // And the cloud still takes reports.
     let (status, text) = post_gzip(
         &http,
         &cloud,
         &tenants[1].2,
-        gzip(report(vec![edge("frontend", json!({"service": {"namespace": "shop", "name": "cart"}}), 1)], vec![]).to_string().as_bytes()),
+        gzip(
+            report(
+                vec![edge(
+                    "frontend",
+                    json!({"service": {"namespace": "shop", "name": "cart"}}),
+                    1,
+                )],
+                vec![],
+            )
+            .to_string()
+            .as_bytes(),
+        ),
     )
     .await;
     assert_eq!(status, 202, "{text}");
@@ -156,8 +189,11 @@ fn seed(outbox: &Path, seq: u64, report: &Value) {
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(suffix)).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
     names.sort();
     names
 }
@@ -168,11 +204,21 @@ fn load_shop(api: &FakeApiServer) {
     api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
     for (name, i) in [("frontend", 10), ("checkout", 11)] {
         api.apply(&Deployment { metadata: mk_deployment("shop", name), ..Default::default() });
-        api.apply(&ReplicaSet { metadata: mk_replicaset("shop", &format!("{name}-7d9f"), name), ..Default::default() });
+        api.apply(&ReplicaSet {
+            metadata: mk_replicaset("shop", &format!("{name}-7d9f"), name),
+            ..Default::default()
+        });
         api.apply::<Pod>(
-            &mk_pod("shop", &format!("{name}-7d9f-x{i}"), &[&format!("10.244.0.{i}")]).owned_by("ReplicaSet", &format!("{name}-7d9f")).labelled("app", name),
+            &mk_pod("shop", &format!("{name}-7d9f-x{i}"), &[&format!("10.244.0.{i}")])
+                .owned_by("ReplicaSet", &format!("{name}-7d9f"))
+                .labelled("app", name),
         );
-        api.apply::<Service>(&mk_service("shop", name, &[&format!("10.96.0.{i}")], &[("app", name)]));
+        api.apply::<Service>(&mk_service(
+            "shop",
+            name,
+            &[&format!("10.96.0.{i}")],
+            &[("app", name)],
+        ));
     }
 }
 
@@ -194,7 +240,8 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
     let mut ancient = report(vec![edge("frontend", cart.clone(), 1)], vec![]);
     ancient["edges"][0]["first_seen"] = json!("-5000-01-01T00:00:00Z");
     seed(&outbox, 2, &ancient);
-    let gateway = |addr: &str| json!({"namespace": "shop", "name": "frontend", "addresses": [addr]});
+    let gateway =
+        |addr: &str| json!({"namespace": "shop", "name": "frontend", "addresses": [addr]});
     let mut far_future = report(vec![], vec![gateway("198.51.100.99")]);
     far_future["generated_at"] = json!("9999-01-01T00:00:00Z");
     seed(&outbox, 3, &far_future);
@@ -203,15 +250,36 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
 
     let kubeconfig = write_kubeconfig(&dir, &api.url());
     let upload = ["--cloud-url", &cloud, "--cloud-client-id", creds["client_id"].as_str().unwrap()];
-    let flags: Vec<&str> =
-        upload.into_iter().chain(["--cloud-client-secret", creds["client_secret"].as_str().unwrap(), "--upload-interval-seconds", "0.2"]).collect();
+    let flags: Vec<&str> = upload
+        .into_iter()
+        .chain([
+            "--cloud-client-secret",
+            creds["client_secret"].as_str().unwrap(),
+            "--upload-interval-seconds",
+            "0.2",
+        ])
+        .collect();
     let (_mapper_process, mapper) = start_mapper_with(&dir, &kubeconfig, &flags).await;
 
     let http = reqwest::Client::new();
     let api_token = org["api_token"].as_str().unwrap().to_owned();
-    let graph = || async { http.get(format!("{cloud}/api/v1/access-graph")).bearer_auth(&api_token).send().await.unwrap().json::<Value>().await.unwrap() };
+    let graph = || async {
+        http.get(format!("{cloud}/api/v1/access-graph"))
+            .bearer_auth(&api_token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
     let connections = |g: &Value, target: &str| {
-        g["edges"].as_array().unwrap().iter().find(|e| e["source"] == "prod/shop/frontend" && e["target"] == target).map(|e| e["connections"].clone())
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["source"] == "prod/shop/frontend" && e["target"] == target)
+            .map(|e| e["connections"].clone())
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !files(&outbox, ".json").is_empty() {
@@ -220,17 +288,35 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
     }
     let rejected = files(&outbox, ".rejected");
     assert_eq!(rejected.len(), 2, "the two impossible dates are set aside: {rejected:?}");
-    assert!(rejected[0].contains(ancient["report_id"].as_str().unwrap()) && rejected[1].contains(far_future["report_id"].as_str().unwrap()), "{rejected:?}");
+    assert!(
+        rejected[0].contains(ancient["report_id"].as_str().unwrap())
+            && rejected[1].contains(far_future["report_id"].as_str().unwrap()),
+        "{rejected:?}"
+    );
     let g = graph().await;
-    assert_eq!(connections(&g, "prod/shop/cart"), Some(json!(i64::MAX)), "the count saturates: {g}");
+    assert_eq!(
+        connections(&g, "prod/shop/cart"),
+        Some(json!(i64::MAX)),
+        "the count saturates: {g}"
+    );
     // The newest real report decides the exposed set; the one dated 9999 never counted.
     let mut owner: sqlx::PgConnection = sqlx::Connection::connect(&db).await.unwrap();
-    let exposed: Vec<Vec<String>> = sqlx::query_scalar("SELECT addresses FROM exposed_workloads").fetch_all(&mut owner).await.unwrap();
+    let exposed: Vec<Vec<String>> = sqlx::query_scalar("SELECT addresses FROM exposed_workloads")
+        .fetch_all(&mut owner)
+        .await
+        .unwrap();
     assert_eq!(exposed, vec![vec!["198.51.100.20".to_owned()]]);
 
     // The cluster keeps uploading: new traffic reaches the cloud.
     let batch = json!({"source": "node-1", "tcp": [{"src_ip": "10.244.0.10", "src_port": 40000, "dst_ip": "10.96.0.11", "dst_port": 8080, "at": chrono::Utc::now(), "count": 3}]});
-    let status = http.post(format!("{mapper}/v1/observations")).bearer_auth("node-secret").json(&batch).send().await.unwrap().status();
+    let status = http
+        .post(format!("{mapper}/v1/observations"))
+        .bearer_auth("node-secret")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status.as_u16(), 202);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -238,7 +324,10 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
         if connections(&g, "prod/shop/checkout") == Some(json!(3)) {
             break;
         }
-        assert!(Instant::now() < deadline, "the cluster's new traffic did not reach the cloud: {g}");
+        assert!(
+            Instant::now() < deadline,
+            "the cluster's new traffic did not reach the cloud: {g}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     std::fs::remove_dir_all(&dir).ok();

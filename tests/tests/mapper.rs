@@ -29,8 +29,29 @@ const SERVICES: &[&str] = &[
 ];
 const CALLS: &[(&str, &[&str])] = &[
     ("cartservice", &["redis-cart"]),
-    ("checkoutservice", &["cartservice", "currencyservice", "emailservice", "paymentservice", "productcatalogservice", "shippingservice"]),
-    ("frontend", &["adservice", "cartservice", "checkoutservice", "currencyservice", "productcatalogservice", "recommendationservice", "shippingservice"]),
+    (
+        "checkoutservice",
+        &[
+            "cartservice",
+            "currencyservice",
+            "emailservice",
+            "paymentservice",
+            "productcatalogservice",
+            "shippingservice",
+        ],
+    ),
+    (
+        "frontend",
+        &[
+            "adservice",
+            "cartservice",
+            "checkoutservice",
+            "currencyservice",
+            "productcatalogservice",
+            "recommendationservice",
+            "shippingservice",
+        ],
+    ),
     ("loadgenerator", &["frontend"]),
     ("recommendationservice", &["productcatalogservice"]),
 ];
@@ -53,10 +74,18 @@ fn load_shop(api: &FakeApiServer) {
             mk_pod(NS, &format!("{name}-0"), &[&pod_ip(i)]).owned_by("StatefulSet", name)
         } else {
             api.apply(&Deployment { metadata: mk_deployment(NS, name), ..Default::default() });
-            api.apply(&ReplicaSet { metadata: mk_replicaset(NS, &format!("{name}-5d8f7c9b4"), name), ..Default::default() });
-            mk_pod(NS, &pod_name, &[&pod_ip(i)]).owned_by("ReplicaSet", &format!("{name}-5d8f7c9b4"))
+            api.apply(&ReplicaSet {
+                metadata: mk_replicaset(NS, &format!("{name}-5d8f7c9b4"), name),
+                ..Default::default()
+            });
+            mk_pod(NS, &pod_name, &[&pod_ip(i)])
+                .owned_by("ReplicaSet", &format!("{name}-5d8f7c9b4"))
         };
-        api.apply::<Pod>(&pod.labelled("app", name).labelled("tier", if *name == "loadgenerator" { "test" } else { "shop" }).on_node("node-1"));
+        api.apply::<Pod>(
+            &pod.labelled("app", name)
+                .labelled("tier", if *name == "loadgenerator" { "test" } else { "shop" })
+                .on_node("node-1"),
+        );
         let mut service: Service = mk_service(NS, name, &[&service_ip(i)], &[("app", name)]);
         if *name == "frontend" {
             service = service.load_balancer(&["198.51.100.10"]);
@@ -79,8 +108,11 @@ fn shop_observations() -> Value {
 /// The `list` block of the seeds' README (`../shared/seeds`).
 fn seeds_list() -> String {
     let readme = testkit::need::shared_file("seeds/network-mapper-readme.txt");
-    let text = std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
-    let start = text.find("cartservice in namespace otterize-ecom-demo calls:").expect("the seeds' README has the list example");
+    let text =
+        std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
+    let start = text
+        .find("cartservice in namespace otterize-ecom-demo calls:")
+        .expect("the seeds' README has the list example");
     let end = start + text[start..].find("\n\n").expect("the list example ends with a blank line");
     format!("{}\n", &text[start..end])
 }
@@ -95,7 +127,13 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
     let api = FakeApiServer::start().await.unwrap();
     load_shop(&api);
     // node-1's agent: a projected token made for the mapper, naming its node.
-    let node_token = TokenIdentity::projected("intentmap", "intentmap-node", "intentmap-mapper", ("intentmap-node-x7k2p", "uid-agent-1"), Some("node-1"));
+    let node_token = TokenIdentity::projected(
+        "intentmap",
+        "intentmap-node",
+        "intentmap-mapper",
+        ("intentmap-node-x7k2p", "uid-agent-1"),
+        Some("node-1"),
+    );
     api.set_token_identity("node-sa-token", node_token);
     api.set_token_review("other-sa-token", Some(("system:serviceaccount:default:default", vec![])));
     let dir = std::env::temp_dir().join(format!("e2e-mapper-{}", uuid::Uuid::new_v4()));
@@ -116,29 +154,54 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
     let post = |token: &'static str| {
         let http = http.clone();
         let url = format!("{mapper}/v1/observations");
-        async move { http.post(url).bearer_auth(token).json(&shop_observations()).send().await.unwrap().status().as_u16() }
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&shop_observations())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(post("bogus").await, 401, "an unknown token is refused");
-    assert_eq!(post("other-sa-token").await, 403, "a ServiceAccount that is not a node agent's is refused");
+    assert_eq!(
+        post("other-sa-token").await,
+        403,
+        "a ServiceAccount that is not a node agent's is refused"
+    );
     assert_eq!(intentmap(&mapper, &["list"]), "No connections found.\n");
     assert_eq!(post("node-sa-token").await, 202);
     assert_eq!(post("node-sa-token").await, 202);
-    assert_eq!(api.request_count("/apis/authentication.k8s.io/v1/tokenreviews"), 3, "the node's token is reviewed once, then cached");
+    assert_eq!(
+        api.request_count("/apis/authentication.k8s.io/v1/tokenreviews"),
+        3,
+        "the node's token is reviewed once, then cached"
+    );
 
     let listed = intentmap(&mapper, &["list"]);
     assert_eq!(listed, seeds_list(), "the list output is exactly the seeds'");
-    assert!(listed.starts_with("cartservice in namespace otterize-ecom-demo calls:\n  - redis-cart\n"), "{listed}");
+    assert!(
+        listed.starts_with("cartservice in namespace otterize-ecom-demo calls:\n  - redis-cart\n"),
+        "{listed}"
+    );
     assert_eq!(
         intentmap(&mapper, &["list", "--server", &format!("cartservice.{NS}")]),
         format!("checkoutservice in namespace {NS} calls:\n  - cartservice\nfrontend in namespace {NS} calls:\n  - cartservice\n")
     );
-    assert!(!intentmap(&mapper, &["list", "--exclude-labels", "tier=test"]).contains("loadgenerator"));
+    assert!(
+        !intentmap(&mapper, &["list", "--exclude-labels", "tier=test"]).contains("loadgenerator")
+    );
     assert_eq!(intentmap(&mapper, &["list", "-n", "elsewhere"]), "No connections found.\n");
 
     // Export: one file per client, each a ClientIntents that validates against the CRD.
     let out = dir.join("intents");
     intentmap(&mapper, &["export", "--output-type", "dir", "-o", out.to_str().unwrap()]);
-    let mut files: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     files.sort();
     assert_eq!(files.len(), 5, "{files:?}");
     assert!(files.contains(&format!("frontend.{NS}.yaml")), "{files:?}");
@@ -151,7 +214,11 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
             schemas.validate(&doc).unwrap_or_else(|e| panic!("{e:?}\n{doc}"));
         }
     }
-    let json: Value = serde_json::from_str(&intentmap(&mapper, &["export", "--format", "json", "-n", NS, "--server", &format!("redis-cart.{NS}")])).unwrap();
+    let json: Value = serde_json::from_str(&intentmap(
+        &mapper,
+        &["export", "--format", "json", "-n", NS, "--server", &format!("redis-cart.{NS}")],
+    ))
+    .unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
     assert_eq!(json[0]["spec"]["workload"]["name"], "cartservice");
 
@@ -215,7 +282,14 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let observe = || async {
-        let status = http.post(format!("{mapper}/v1/observations")).bearer_auth("node-secret").json(&shop_observations()).send().await.unwrap().status();
+        let status = http
+            .post(format!("{mapper}/v1/observations"))
+            .bearer_auth("node-secret")
+            .json(&shop_observations())
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status.as_u16(), 202);
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -226,12 +300,31 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     assert!(status.success(), "the mapper exits cleanly on SIGTERM: {status}");
 
     let api_token = org["api_token"].as_str().unwrap().to_owned();
-    let graph =
-        || async { http.get(format!("{cloud}/api/v1/access-graph?cluster=prod")).bearer_auth(&api_token).send().await.unwrap().json::<Value>().await.unwrap() };
-    let connections = |g: &Value| g["edges"].as_array().unwrap().iter().map(|e| e["connections"].as_u64().unwrap()).sum::<u64>();
+    let graph = || async {
+        http.get(format!("{cloud}/api/v1/access-graph?cluster=prod"))
+            .bearer_auth(&api_token)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let connections = |g: &Value| {
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["connections"].as_u64().unwrap())
+            .sum::<u64>()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while connections(&graph().await) < 16 * 3 {
-        assert!(std::time::Instant::now() < deadline, "the mapper's edges did not reach the cloud: {}", graph().await);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mapper's edges did not reach the cloud: {}",
+            graph().await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let g = graph().await;
@@ -240,7 +333,8 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["source"] == "prod/otterize-ecom-demo/frontend" && e["target"] == "prod/otterize-ecom-demo/cartservice"));
+        .any(|e| e["source"] == "prod/otterize-ecom-demo/frontend"
+            && e["target"] == "prod/otterize-ecom-demo/cartservice"));
 
     // The restarted mapper goes on: new traffic is counted once more, never twice.
     let _agent = start_mapper("0.2");
@@ -248,7 +342,10 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     observe().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while connections(&graph().await) < 2 * 16 * 3 {
-        assert!(std::time::Instant::now() < deadline, "the restarted mapper's edges did not reach the cloud");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted mapper's edges did not reach the cloud"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -266,9 +363,17 @@ async fn the_otterize_service_name_label_names_the_workload_in_list() {
     api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
     for (name, ip) in [("web-v2", "10.244.1.10"), ("cart", "10.244.1.11")] {
         api.apply(&Deployment { metadata: mk_deployment("shop", name), ..Default::default() });
-        api.apply(&ReplicaSet { metadata: mk_replicaset("shop", &format!("{name}-7c9d"), name), ..Default::default() });
-        let pod = mk_pod("shop", &format!("{name}-7c9d-a1b2c"), &[ip]).owned_by("ReplicaSet", &format!("{name}-7c9d"));
-        api.apply::<Pod>(&if name == "web-v2" { pod.labelled("otterize/service-name", "storefront") } else { pod });
+        api.apply(&ReplicaSet {
+            metadata: mk_replicaset("shop", &format!("{name}-7c9d"), name),
+            ..Default::default()
+        });
+        let pod = mk_pod("shop", &format!("{name}-7c9d-a1b2c"), &[ip])
+            .owned_by("ReplicaSet", &format!("{name}-7c9d"));
+        api.apply::<Pod>(&if name == "web-v2" {
+            pod.labelled("otterize/service-name", "storefront")
+        } else {
+            pod
+        });
     }
     let dir = std::env::temp_dir().join(format!("e2e-mapper-label-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -278,13 +383,24 @@ async fn the_otterize_service_name_label_names_the_workload_in_list() {
         let http = http.clone();
         let url = format!("{mapper}/v1/observations");
         let tcp = json!([{"src_ip": "10.244.1.10", "src_port": 40000, "dst_ip": "10.244.1.11", "dst_port": 7070, "at": at, "count": 1}]);
-        async move { http.post(url).bearer_auth("node-secret").json(&json!({"source": "node-1", "tcp": tcp})).send().await.unwrap().status().as_u16() }
+        async move {
+            http.post(url)
+                .bearer_auth("node-secret")
+                .json(&json!({"source": "node-1", "tcp": tcp}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(call(chrono::Utc::now().to_rfc3339()).await, 202);
     assert_eq!(intentmap(&mapper, &["list"]), "storefront in namespace shop calls:\n  - cart\n");
 
     // Relabelled: calls after the change carry the new name; the old edge stays as it was seen.
-    let pod = mk_pod("shop", "web-v2-7c9d-a1b2c", &["10.244.1.10"]).owned_by("ReplicaSet", "web-v2-7c9d").labelled("otterize/service-name", "shopfront");
+    let pod = mk_pod("shop", "web-v2-7c9d-a1b2c", &["10.244.1.10"])
+        .owned_by("ReplicaSet", "web-v2-7c9d")
+        .labelled("otterize/service-name", "shopfront");
     api.apply::<Pod>(&pod);
     let started = std::time::Instant::now();
     loop {
@@ -294,7 +410,10 @@ async fn the_otterize_service_name_label_names_the_workload_in_list() {
             assert!(listed.contains("storefront in namespace shop calls:\n  - cart\n"), "{listed}");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the relabelled pod is never listed as shopfront: {listed}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the relabelled pod is never listed as shopfront: {listed}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -316,23 +435,46 @@ async fn against_a_real_cluster_when_kubeconfig_is_set() {
         .unwrap()
         .items
         .into_iter()
-        .find(|p| p.spec.as_ref().and_then(|s| s.host_network) != Some(true) && p.status.as_ref().and_then(|s| s.pod_ip.clone()).is_some())
+        .find(|p| {
+            p.spec.as_ref().and_then(|s| s.host_network) != Some(true)
+                && p.status.as_ref().and_then(|s| s.pod_ip.clone()).is_some()
+        })
         .expect("a running pod with its own IP");
     let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
-    let api_ip = services.get("kubernetes").await.unwrap().spec.and_then(|s| s.cluster_ip).expect("the kubernetes Service has a ClusterIP");
+    let api_ip = services
+        .get("kubernetes")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the kubernetes Service has a ClusterIP");
     let port = free_port();
     let mapper = format!("http://127.0.0.1:{port}");
     let dir = std::env::temp_dir().join(format!("e2e-real-{}", uuid::Uuid::new_v4()));
     let _agent = spawn(
         Command::new(binary("cluster-agent"))
-            .args(["mapper", "--listen", &format!("127.0.0.1:{port}"), "--shared-token", "t", "--outbox-dir"])
+            .args([
+                "mapper",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--shared-token",
+                "t",
+                "--outbox-dir",
+            ])
             .arg(dir.join("outbox"))
             .env("KUBECONFIG", &kubeconfig),
     );
     wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(120)).await;
     let pod_ip = pod.status.and_then(|s| s.pod_ip).unwrap();
     let batch = json!({"tcp": [{"src_ip": pod_ip, "src_port": 40000, "dst_ip": api_ip, "dst_port": 443, "at": chrono::Utc::now()}]});
-    let status = reqwest::Client::new().post(format!("{mapper}/v1/observations")).bearer_auth("t").json(&batch).send().await.unwrap().status();
+    let status = reqwest::Client::new()
+        .post(format!("{mapper}/v1/observations"))
+        .bearer_auth("t")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status.as_u16(), 202);
     let listed = intentmap(&mapper, &["list"]);
     assert!(listed.contains("  - kubernetes in namespace default\n"), "{listed}");

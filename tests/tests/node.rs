@@ -39,7 +39,11 @@ impl Node {
              ip -n {tag}b addr add 10.210.{subnet}.3/24 dev eth0"
         );
         let out = sh(&script);
-        assert!(out.status.success(), "setting up the test node failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "setting up the test node failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         node
     }
 
@@ -48,7 +52,12 @@ impl Node {
     }
 
     fn exec(&self, pod: char, program: &str, args: &[&str]) -> Running {
-        spawn(Command::new("ip").args(["netns", "exec", &format!("{}{pod}", self.tag), program]).args(args).stdin(Stdio::null()))
+        spawn(
+            Command::new("ip")
+                .args(["netns", "exec", &format!("{}{pod}", self.tag), program])
+                .args(args)
+                .stdin(Stdio::null()),
+        )
     }
 }
 
@@ -60,7 +69,8 @@ impl Drop for Node {
 }
 
 const PY_SERVER: &str = "import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 8080)); s.listen()\nc=[]\nwhile True: c.append(s.accept())";
-const PY_CLIENT: &str = "import socket,sys,time\ns=socket.create_connection((sys.argv[1], 8080)); time.sleep(60)";
+const PY_CLIENT: &str =
+    "import socket,sys,time\ns=socket.create_connection((sys.argv[1], 8080)); time.sleep(60)";
 /// One DNS query (A, recursion desired) for argv[2] to the server argv[1], repeated a few times.
 const PY_DNS: &str = "import socket,struct,sys,time\nq=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\nfor _ in range(3):\n  s.sendto(q,(sys.argv[1],53)); s.recv(512); time.sleep(0.5)";
 
@@ -73,8 +83,15 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
     api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
     api.apply::<Pod>(&mk_pod("shop", "frontend-0", &[&a]));
     api.apply::<Pod>(&mk_pod("shop", "cart-0", &[&b]));
-    api.apply::<Pod>(&mk_pod("shop", "ledger-0", &[&format!("10.210.{subnet}.77")]).labelled("app", "ledger"));
-    api.apply::<Service>(&mk_service("shop", "ledger", &[&format!("10.96.{subnet}.77")], &[("app", "ledger")]));
+    api.apply::<Pod>(
+        &mk_pod("shop", "ledger-0", &[&format!("10.210.{subnet}.77")]).labelled("app", "ledger"),
+    );
+    api.apply::<Service>(&mk_service(
+        "shop",
+        "ledger",
+        &[&format!("10.96.{subnet}.77")],
+        &[("app", "ledger")],
+    ));
 
     let dir = std::env::temp_dir().join(format!("e2e-node-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -103,10 +120,18 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
     }
     let _agent = spawn(&mut agent);
     wait_ready(&format!("http://127.0.0.1:{health_port}/healthz"), Duration::from_secs(30)).await;
-    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{health_port}/healthz")).await.unwrap().json().await.unwrap();
+    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{health_port}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["mode"], if no_ebpf { "fallback" } else { "ebpf" }, "{health}");
     if no_ebpf {
-        assert!(health["fallback_reason"].as_str().unwrap().contains("--no-ebpf"), "the health endpoint says why: {health}");
+        assert!(
+            health["fallback_reason"].as_str().unwrap().contains("--no-ebpf"),
+            "the health endpoint says why: {health}"
+        );
     }
 
     // Traffic: a long-lived TCP connection a → b, and a DNS answer from dnsmasq in b for a
@@ -133,7 +158,10 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut listed = String::new();
     while Instant::now() < deadline {
-        let out = Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]).output().unwrap();
+        let out = Command::new(binary("intentmap"))
+            .args(["--mapper-url", &mapper, "list"])
+            .output()
+            .unwrap();
         listed = String::from_utf8_lossy(&out.stdout).into_owned();
         if listed == expected {
             break;
@@ -146,7 +174,12 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
         "the TCP connection names cart-0 and the DNS answer for the ledger Service names its pod ({} mode)",
         if no_ebpf { "fallback" } else { "eBPF" }
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("intentmap_node_lost_events_total 0"), "{metrics}");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -159,7 +192,11 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
 async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unknown() {
     testkit::need::root("network namespaces and eBPF");
     const UID: &str = "0f4c2a9e-5b7d-4c1e-9a3b-2d6e8f1a7c55";
-    let cgroup_root = String::from_utf8(sh("awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts").stdout).unwrap().trim().to_owned();
+    let cgroup_root =
+        String::from_utf8(sh("awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts").stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
     assert!(!cgroup_root.is_empty(), "a cgroup2 mount");
     let pod_cgroup = format!("{cgroup_root}/kubepods-e2e/pod{UID}");
     std::fs::create_dir_all(&pod_cgroup).unwrap();
@@ -186,7 +223,15 @@ async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unk
     let health_port = free_port();
     let _agent = spawn(
         Command::new(binary("cluster-agent"))
-            .args(["node", "--mapper-url", &mapper, "--shared-token", "node-secret", "--ship-interval-seconds", "0.2"])
+            .args([
+                "node",
+                "--mapper-url",
+                &mapper,
+                "--shared-token",
+                "node-secret",
+                "--ship-interval-seconds",
+                "0.2",
+            ])
             .args(["--listen", &format!("127.0.0.1:{health_port}")])
             .env("RUST_LOG", "warn"),
     );
@@ -197,14 +242,20 @@ async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unk
     // The client joins the pod's cgroup before it execs into its network namespace and connects.
     let _client = spawn(Command::new("sh").args([
         "-c",
-        &format!("echo $$ > {pod_cgroup}/cgroup.procs && exec ip netns exec {}a python3 -c \"$0\" {b}", node.tag),
+        &format!(
+            "echo $$ > {pod_cgroup}/cgroup.procs && exec ip netns exec {}a python3 -c \"$0\" {b}",
+            node.tag
+        ),
         PY_CLIENT,
     ]));
     let expected = "checkout-0 in namespace shop calls:\n  - cart-0\n";
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut listed = String::new();
     while Instant::now() < deadline {
-        let out = Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]).output().unwrap();
+        let out = Command::new(binary("intentmap"))
+            .args(["--mapper-url", &mapper, "list"])
+            .output()
+            .unwrap();
         listed = String::from_utf8_lossy(&out.stdout).into_owned();
         if listed == expected {
             break;

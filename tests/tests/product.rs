@@ -11,7 +11,11 @@ use demo::product::{Options, Product, Traffic, CALLS};
 use serde_json::Value;
 
 fn has_edge(graph: &Value, source: &str, target: &str) -> bool {
-    graph["edges"].as_array().unwrap().iter().any(|e| e["source"] == source && e["target"].as_str().is_some_and(|t| t.contains(target)))
+    graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["source"] == source && e["target"].as_str().is_some_and(|t| t.contains(target)))
 }
 
 fn total(graph: &Value) -> u64 {
@@ -28,7 +32,14 @@ async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_
     if traffic == Traffic::Replayed {
         println!("not root: the traffic is replayed to the mappers instead of captured (CI runs as root)");
     }
-    let options = Options { bin_dir, work_dir: work_dir.clone(), database_url, cloud_port: e2e::free_port(), traffic, upload_interval: 0.5 };
+    let options = Options {
+        bin_dir,
+        work_dir: work_dir.clone(),
+        database_url,
+        cloud_port: e2e::free_port(),
+        traffic,
+        upload_interval: 0.5,
+    };
     let mut product = Product::start(options).await.unwrap();
     product.send_traffic(3).await.unwrap();
     let graph = product.wait_until_uploaded(Duration::from_secs(60)).await.unwrap();
@@ -46,21 +57,40 @@ async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_
         assert!(has_edge(&graph, &source, &target), "no edge {source} -> {target} in {graph:#}");
     }
     assert_eq!(graph["edges"].as_array().unwrap().len(), CALLS.len(), "{graph:#}");
-    let cross = graph["edges"].as_array().unwrap().iter().find(|e| e["target"] == "eu-west/payments/payment-gateway").unwrap();
-    assert!(cross["via"].as_array().is_some_and(|v| !v.is_empty()), "the cross-cluster call went through the load balancer address: {cross}");
+    let cross = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["target"] == "eu-west/payments/payment-gateway")
+        .unwrap();
+    assert!(
+        cross["via"].as_array().is_some_and(|v| !v.is_empty()),
+        "the cross-cluster call went through the load balancer address: {cross}"
+    );
 
     // Each cluster's ClientIntents: what its workloads called.
     let east = product.client_intents("us-east").await.unwrap();
-    for expected in ["name: frontend", "name: cartservice", "name: checkoutservice", "name: redis-cart"] {
-        assert!(east.contains(expected), "{expected} missing from us-east's ClientIntents:\n{east}");
+    for expected in
+        ["name: frontend", "name: cartservice", "name: checkoutservice", "name: redis-cart"]
+    {
+        assert!(
+            east.contains(expected),
+            "{expected} missing from us-east's ClientIntents:\n{east}"
+        );
     }
     let west = product.client_intents("eu-west").await.unwrap();
-    assert!(west.contains("name: payment-gateway") && west.contains("name: ledger") && west.contains("api.stripe.example"), "{west}");
+    assert!(
+        west.contains("name: payment-gateway")
+            && west.contains("name: ledger")
+            && west.contains("api.stripe.example"),
+        "{west}"
+    );
     let crd = testkit::crd::CrdSchemas::clientintents_reference();
     for yaml in [&east, &west] {
         for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
             let doc: Value = serde_yaml::from_str(doc).unwrap();
-            crd.validate(&doc).unwrap_or_else(|e| panic!("ClientIntents do not validate: {e:?}\n{doc:#}"));
+            crd.validate(&doc)
+                .unwrap_or_else(|e| panic!("ClientIntents do not validate: {e:?}\n{doc:#}"));
         }
     }
 
@@ -75,7 +105,10 @@ async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_
     assert!(total(&graph) > before, "the traffic sent during the outage arrived");
     // And it stays equal: no report is applied twice (a duplicate would leave the cloud ahead).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let graph = product.wait_until_uploaded(Duration::from_secs(10)).await.expect("the cloud stays equal to the mappers: nothing counted twice");
+    let graph = product
+        .wait_until_uploaded(Duration::from_secs(10))
+        .await
+        .expect("the cloud stays equal to the mappers: nothing counted twice");
     assert_eq!(graph["edges"].as_array().unwrap().len(), CALLS.len());
     drop(product);
     std::fs::remove_dir_all(&work_dir).ok();

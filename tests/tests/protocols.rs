@@ -44,11 +44,16 @@ fn deploy(api: &FakeApiServer, name: &str, ip: &str, sidecar: bool) {
     api.apply(&Deployment { metadata: mk_deployment("shop", name), ..Default::default() });
     let rs = format!("{name}-5d8f7c9b4");
     api.apply(&ReplicaSet { metadata: mk_replicaset("shop", &rs, name), ..Default::default() });
-    let pod = mk_pod("shop", &format!("{rs}-x1"), &[ip]).owned_by("ReplicaSet", &rs).labelled("app", name);
+    let pod = mk_pod("shop", &format!("{rs}-x1"), &[ip])
+        .owned_by("ReplicaSet", &rs)
+        .labelled("app", name);
     api.apply::<Pod>(&if sidecar { pod.with_istio_sidecar() } else { pod });
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut check: impl FnMut() -> F) -> T {
+async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(value) = check().await {
@@ -78,7 +83,11 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     api.apply(&mk_service("shop", "orders-api", &["10.96.0.12"], &[("app", "orders-api")]));
     deploy(&api, "checkout", "127.0.0.3", false);
     api.apply(&StatefulSet { metadata: mk_statefulset("infra", "kafka"), ..Default::default() });
-    api.apply::<Pod>(&mk_pod("infra", "kafka-0", &["10.244.9.9"]).owned_by("StatefulSet", "kafka").labelled("app", "kafka"));
+    api.apply::<Pod>(
+        &mk_pod("infra", "kafka-0", &["10.244.9.9"])
+            .owned_by("StatefulSet", "kafka")
+            .labelled("app", "kafka"),
+    );
     let metrics_port = free_port();
     let count = Arc::new(AtomicU64::new(40));
     let scrapes = sidecar("127.0.0.2", metrics_port, count.clone()).await;
@@ -102,57 +111,122 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
         "--istio-metrics-port",
         &metrics_port,
     ];
-    let (_mapper, mapper) = start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
+    let (_mapper, mapper) =
+        start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
 
     // Kafka: the broker logs what it authorised, once the mapper follows its log.
-    until("the mapper follows the broker's log", || async { (api.log_streams("infra", "kafka-0") > 0).then_some(()) }).await;
+    until("the mapper follows the broker's log", || async {
+        (api.log_streams("infra", "kafka-0") > 0).then_some(())
+    })
+    .await;
     let now = chrono::Utc::now();
-    for (verdict, operation) in [("Allowed", "Write"), ("Allowed", "Read"), ("Denied", "Describe"), ("Allowed", "Write")] {
+    for (verdict, operation) in
+        [("Allowed", "Write"), ("Allowed", "Read"), ("Denied", "Describe"), ("Allowed", "Write")]
+    {
         api.append_log("infra", "kafka-0", now, &format!(
             "[2026-11-24 21:00:00,000] INFO Principal = User:CN=checkout is {verdict} Operation = {operation} from host = 127.0.0.3 on resource = Topic:LITERAL:orders for request = Produce with resourceRefCount = 1 (kafka.authorizer.logger)"
         ));
     }
-    api.append_log("infra", "kafka-0", now, "[2026-11-24 21:00:01,000] INFO some unrelated broker line (kafka.server.KafkaServer)");
+    api.append_log(
+        "infra",
+        "kafka-0",
+        now,
+        "[2026-11-24 21:00:01,000] INFO some unrelated broker line (kafka.server.KafkaServer)",
+    );
     // Istio: a node agent saw checkout (no sidecar of its own) connect to orders-api's Service, which
     // vouches for orders-api's count of checkout's requests; after the first scrape (a
     // baseline), 7 more requests.
     let http = reqwest::Client::new();
-    let connection =
-        serde_json::json!({"tcp": [{"src_ip": "127.0.0.3", "src_port": 40000, "dst_ip": "10.96.0.12", "dst_port": 8080, "at": chrono::Utc::now()}]});
-    let status = http.post(format!("{mapper}/v1/observations")).bearer_auth("node-secret").json(&connection).send().await.unwrap().status();
+    let connection = serde_json::json!({"tcp": [{"src_ip": "127.0.0.3", "src_port": 40000, "dst_ip": "10.96.0.12", "dst_port": 8080, "at": chrono::Utc::now()}]});
+    let status = http
+        .post(format!("{mapper}/v1/observations"))
+        .bearer_auth("node-secret")
+        .json(&connection)
+        .send()
+        .await
+        .unwrap()
+        .status();
     assert_eq!(status.as_u16(), 202);
-    until("the sidecar is scraped", || async { (scrapes.load(Ordering::SeqCst) > 0).then_some(()) }).await;
+    until("the sidecar is scraped", || async {
+        (scrapes.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
     count.fetch_add(7, Ordering::SeqCst);
 
     let token = org["api_token"].as_str().unwrap().to_owned();
     let graph = until("the cloud's graph has the Kafka topic and the HTTP path", || async {
-        let g: Value = http.get(format!("{cloud}/api/v1/access-graph")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+        let g: Value = http
+            .get(format!("{cloud}/api/v1/access-graph"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         let text = g.to_string();
         (text.contains("\"orders\"") && text.contains("/api/orders")).then_some(g)
     })
     .await;
     let edges = graph["edges"].as_array().unwrap();
-    let kafka = edges.iter().find(|e| e["target"] == "prod/infra/kafka").unwrap_or_else(|| panic!("{graph:#}"));
+    let kafka = edges
+        .iter()
+        .find(|e| e["target"] == "prod/infra/kafka")
+        .unwrap_or_else(|| panic!("{graph:#}"));
     assert_eq!(kafka["source"], "prod/shop/checkout");
-    assert_eq!(kafka["kafka"], serde_json::json!([{"name": "orders", "operations": ["consume", "describe", "produce"], "denied": ["describe"]}]), "{kafka}");
-    let web = edges.iter().find(|e| e["target"] == "prod/shop/orders-api").unwrap_or_else(|| panic!("{graph:#}"));
+    assert_eq!(
+        kafka["kafka"],
+        serde_json::json!([{"name": "orders", "operations": ["consume", "describe", "produce"], "denied": ["describe"]}]),
+        "{kafka}"
+    );
+    let web = edges
+        .iter()
+        .find(|e| e["target"] == "prod/shop/orders-api")
+        .unwrap_or_else(|| panic!("{graph:#}"));
     assert_eq!(web["source"], "prod/shop/checkout");
-    assert_eq!(web["http"], serde_json::json!([{"path": "/api/orders", "methods": ["POST"]}]), "{web}");
-    assert_eq!(web["connections"], 1 + 7, "the connection, and only the requests since the baseline scrape");
+    assert_eq!(
+        web["http"],
+        serde_json::json!([{"path": "/api/orders", "methods": ["POST"]}]),
+        "{web}"
+    );
+    assert_eq!(
+        web["connections"],
+        1 + 7,
+        "the connection, and only the requests since the baseline scrape"
+    );
 
     for version in ["v2beta1", "v1alpha3"] {
-        let yaml =
-            http.get(format!("{cloud}/api/v1/clusters/prod/client-intents?version={version}")).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
-        assert!(yaml.contains("name: orders") && yaml.contains("/api/orders") && yaml.contains("produce"), "{yaml}");
+        let yaml = http
+            .get(format!("{cloud}/api/v1/clusters/prod/client-intents?version={version}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            yaml.contains("name: orders")
+                && yaml.contains("/api/orders")
+                && yaml.contains("produce"),
+            "{yaml}"
+        );
         let crd = testkit::crd::CrdSchemas::clientintents_reference();
         for doc in yaml.split("\n---\n").filter(|d| !d.trim().is_empty()) {
             let doc: Value = serde_yaml::from_str(doc).unwrap();
-            crd.validate(&doc).unwrap_or_else(|e| panic!("{version} ClientIntents do not validate: {e:?}\n{yaml}"));
+            crd.validate(&doc).unwrap_or_else(|e| {
+                panic!("{version} ClientIntents do not validate: {e:?}\n{yaml}")
+            });
         }
     }
     let listed = run_ok(Command::new(binary("intentmap")).args(["--mapper-url", &mapper, "list"]));
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.contains("    - Kafka topic: orders, operations: [consume describe produce], denied: [describe]"), "{listed}");
+    assert!(
+        listed.contains(
+            "    - Kafka topic: orders, operations: [consume describe produce], denied: [describe]"
+        ),
+        "{listed}"
+    );
     assert!(listed.contains("    - path /api/orders, methods: [POST]"), "{listed}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -83,12 +83,18 @@ spec:
 
 /// Polls `check` until it finds what it looks for (`Ok`); on timeout, panics with what it saw
 /// last (`Err`).
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<String, String>) -> String {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<String, String>,
+) -> String {
     let started = Instant::now();
     loop {
         match check() {
             Ok(found) => return found,
-            Err(seen) if started.elapsed() > timeout => panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}"),
+            Err(seen) if started.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
     }
@@ -97,26 +103,29 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Str
 /// The addresses of a Deployment's pods (by its `app` label), IPv4 and IPv6, once there are
 /// `count` of them running.
 fn pod_ips(cluster: &Cluster, app: &str, count: usize) -> Vec<String> {
-    let found = wait_for(&format!("{count} running pods of {app}"), Duration::from_secs(180), || {
-        let ips = cluster
-            .kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "pods",
-                "-l",
-                &format!("app={app}"),
-                "--field-selector=status.phase=Running",
-                "-o",
-                "jsonpath={.items[*].status.podIPs[*].ip}",
-            ])
-            .map_err(|e| e.to_string())?;
-        if ips.split_whitespace().count() == 2 * count {
-            Ok(ips)
-        } else {
-            Err(cluster.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]).unwrap_or_else(|e| e.to_string()))
-        }
-    });
+    let found =
+        wait_for(&format!("{count} running pods of {app}"), Duration::from_secs(180), || {
+            let ips = cluster
+                .kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "pods",
+                    "-l",
+                    &format!("app={app}"),
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "jsonpath={.items[*].status.podIPs[*].ip}",
+                ])
+                .map_err(|e| e.to_string())?;
+            if ips.split_whitespace().count() == 2 * count {
+                Ok(ips)
+            } else {
+                Err(cluster
+                    .kubectl(&["-n", NS, "get", "pods", "-o", "wide"])
+                    .unwrap_or_else(|e| e.to_string()))
+            }
+        });
     found.split_whitespace().map(str::to_owned).collect()
 }
 
@@ -126,37 +135,80 @@ fn intentmap(mapper: &str, args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(unprivileged, ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)")]
-async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_services_through_coredns() {
+#[cfg_attr(
+    unprivileged,
+    ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)"
+)]
+async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_services_through_coredns()
+{
     testkit::need::root("a real Kubernetes cluster");
-    let cluster = testkit::cluster::shared().await.unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
+    let cluster = testkit::cluster::shared()
+        .await
+        .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
     let image = cluster.versions().traffic_image.clone();
     cluster.apply(&workloads(&image)).unwrap();
 
     let servers = tokio::task::block_in_place(|| pod_ips(cluster, "server", 2));
     let clients = tokio::task::block_in_place(|| pod_ips(cluster, "client", 1));
-    let family = |ips: &[String], v6: bool| -> Vec<String> { ips.iter().filter(|ip| ip.contains(':') == v6).cloned().collect() };
-    assert_eq!((family(&servers, false).len(), family(&servers, true).len()), (2, 2), "each pod has an IPv4 and an IPv6 address: {servers:?}");
-    let client_pod = cluster.kubectl(&["-n", NS, "get", "pods", "-l", "app=client", "-o", "jsonpath={.items[0].metadata.name}"]).unwrap();
+    let family = |ips: &[String], v6: bool| -> Vec<String> {
+        ips.iter().filter(|ip| ip.contains(':') == v6).cloned().collect()
+    };
+    assert_eq!(
+        (family(&servers, false).len(), family(&servers, true).len()),
+        (2, 2),
+        "each pod has an IPv4 and an IPv6 address: {servers:?}"
+    );
+    let client_pod = cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app=client",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .unwrap();
 
     // Real traffic: the client reaches a server through the Service's name (CoreDNS) and its
     // ClusterIP (kube-proxy's rules), across the CNI bridge.
     tokio::task::block_in_place(|| {
-        wait_for("the client to get an answer from a server through the Service", Duration::from_secs(60), || {
-            let logs = cluster.kubectl(&["-n", NS, "logs", &client_pod, "--tail=5"]).map_err(|e| e.to_string())?;
-            if logs.lines().any(|line| line.starts_with("reply: server-")) {
-                Ok(logs)
-            } else {
-                Err(format!("the client's log:\n{logs}"))
-            }
-        })
+        wait_for(
+            "the client to get an answer from a server through the Service",
+            Duration::from_secs(60),
+            || {
+                let logs = cluster
+                    .kubectl(&["-n", NS, "logs", &client_pod, "--tail=5"])
+                    .map_err(|e| e.to_string())?;
+                if logs.lines().any(|line| line.starts_with("reply: server-")) {
+                    Ok(logs)
+                } else {
+                    Err(format!("the client's log:\n{logs}"))
+                }
+            },
+        )
     });
     // The API server's Service, resolved through CoreDNS from inside a pod.
-    let answer = cluster.kubectl(&["-n", NS, "exec", &client_pod, "--", "nslookup", &format!("kubernetes.default.svc.{CLUSTER_DOMAIN}")]).unwrap();
-    assert!(answer.contains(API_SERVICE_IP), "CoreDNS should answer the kubernetes Service's ClusterIP {API_SERVICE_IP}:\n{answer}");
+    let answer = cluster
+        .kubectl(&[
+            "-n",
+            NS,
+            "exec",
+            &client_pod,
+            "--",
+            "nslookup",
+            &format!("kubernetes.default.svc.{CLUSTER_DOMAIN}"),
+        ])
+        .unwrap();
+    assert!(
+        answer.contains(API_SERVICE_IP),
+        "CoreDNS should answer the kubernetes Service's ClusterIP {API_SERVICE_IP}:\n{answer}"
+    );
 
     // The real mapper, watching the real API server with the admin kubeconfig.
-    let dir = std::env::temp_dir().join(format!("e2e-real-cluster-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("e2e-real-cluster-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let (_mapper, mapper) = start_mapper(&dir, cluster.kubeconfig()).await;
     assert_eq!(intentmap(&mapper, &["list"]), "No connections found.\n");
@@ -180,7 +232,11 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
         .unwrap()
         .status();
     assert_eq!(status.as_u16(), 202);
-    assert_eq!(intentmap(&mapper, &["list"]), format!("client in namespace {NS} calls:\n  - server\n"), "both ends are named by their Deployment, not the pod");
+    assert_eq!(
+        intentmap(&mapper, &["list"]),
+        format!("client in namespace {NS} calls:\n  - server\n"),
+        "both ends are named by their Deployment, not the pod"
+    );
 
     cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]).unwrap();
     let _ = std::fs::remove_dir_all(&dir);

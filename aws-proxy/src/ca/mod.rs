@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, NameConstraints,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
@@ -89,7 +90,9 @@ pub struct CertificateAuthority {
 
 impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateAuthority").field("trusted_pem", &self.trusted_pem).finish_non_exhaustive()
+        f.debug_struct("CertificateAuthority")
+            .field("trusted_pem", &self.trusted_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,7 +105,11 @@ impl CertificateAuthority {
     /// A new CA held only in memory, permitted the AWS zones and `names` (e.g. the webhook's
     /// Service names).
     pub fn generate_for(names: &[String]) -> Result<Self, CaError> {
-        let stored = generate_ca(OffsetDateTime::now_utc(), &permitted_names(names), RotationPolicy::default().validity)?;
+        let stored = generate_ca(
+            OffsetDateTime::now_utc(),
+            &permitted_names(names),
+            RotationPolicy::default().validity,
+        )?;
         Self::from_pem(&stored.cert_pem, &stored.key_pem)
     }
 
@@ -114,14 +121,16 @@ impl CertificateAuthority {
 
     /// A CA signing with `signing` while clients are told to trust every one of `trusted`.
     pub(crate) fn with_trusted(signing: &StoredCa, trusted: &[&StoredCa]) -> Result<Self, CaError> {
-        let key = KeyPair::from_pem(&signing.key_pem).map_err(|e| CaError::Unusable(format!("the CA key is not a PKCS#8 PEM key: {e}")))?;
+        let key = KeyPair::from_pem(&signing.key_pem)
+            .map_err(|e| CaError::Unusable(format!("the CA key is not a PKCS#8 PEM key: {e}")))?;
         let signing_der = CertificateDer::from(signing.der()?);
         let facts = store::CaFacts::of(&signing_der)?;
-        let issuer = Issuer::from_ca_cert_der(&signing_der, key).map_err(|e| CaError::Unusable(format!("the CA certificate: {e}")))?;
+        let issuer = Issuer::from_ca_cert_der(&signing_der, key)
+            .map_err(|e| CaError::Unusable(format!("the CA certificate: {e}")))?;
         let leaf_key = KeyPair::generate().map_err(CaError::Key)?;
         let leaf_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let leaf_signing_key =
-            rustls::crypto::ring::sign::any_supported_type(&leaf_der).map_err(|e| CaError::Unusable(format!("the leaf key is not usable by rustls: {e}")))?;
+        let leaf_signing_key = rustls::crypto::ring::sign::any_supported_type(&leaf_der)
+            .map_err(|e| CaError::Unusable(format!("the leaf key is not usable by rustls: {e}")))?;
         let pem = |ca: &StoredCa| ca.cert_pem.trim().to_owned() + "\n";
         let mut trusted_pem = pem(signing);
         for other in trusted.iter().filter(|ca| ca.cert_pem.trim() != signing.cert_pem.trim()) {
@@ -142,7 +151,10 @@ impl CertificateAuthority {
     /// Loads the CA from `store`, or generates and stores one at first start, replacing a stored
     /// CA that is due for rotation or not constrained (see [`CaKeeper`]). When several replicas
     /// race to create it, the losers read the winner's.
-    pub async fn load_or_create(store: &CaStore, kube: Option<kube::Client>) -> Result<Self, CaError> {
+    pub async fn load_or_create(
+        store: &CaStore,
+        kube: Option<kube::Client>,
+    ) -> Result<Self, CaError> {
         CaKeeper::new(store.clone(), kube, &[]).refresh().await
     }
 
@@ -161,13 +173,15 @@ impl CertificateAuthority {
     /// CA's Name Constraints decide which of them clients accept.
     pub fn issue(&self, names: &[String]) -> Result<IssuedCert, CaError> {
         let first = names.first().ok_or_else(|| CaError::Names(Vec::new()))?;
-        let mut params = CertificateParams::new(names.to_vec()).map_err(|_| CaError::Names(names.to_vec()))?;
+        let mut params =
+            CertificateParams::new(names.to_vec()).map_err(|_| CaError::Names(names.to_vec()))?;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = (now + LEAF_VALIDITY).min(self.signing_not_after);
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, first.clone());
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages =
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial());
@@ -184,7 +198,9 @@ impl CertificateAuthority {
     /// first use and cached.
     pub fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, CaError> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        if let Some((issued, config)) = self.leaves.lock().unwrap_or_else(PoisonError::into_inner).get(&host) {
+        if let Some((issued, config)) =
+            self.leaves.lock().unwrap_or_else(PoisonError::into_inner).get(&host)
+        {
             if issued.elapsed() < LEAF_REUSE {
                 return Ok(config.clone());
             }
@@ -202,11 +218,13 @@ impl CertificateAuthority {
 
 /// A rustls server configuration that always presents `key`.
 pub fn server_config_with(key: Arc<CertifiedKey>, alpn: &[&[u8]]) -> rustls::ServerConfig {
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default TLS versions")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(key)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
 }
@@ -225,18 +243,32 @@ pub fn permitted_names(extra: &[String]) -> Vec<String> {
 
 /// A new self-signed CA valid from an hour before `now` for `validity`, permitted the DNS
 /// subtrees `permitted` and no IP address.
-pub fn generate_ca(now: OffsetDateTime, permitted: &[String], validity: time::Duration) -> Result<StoredCa, CaError> {
+pub fn generate_ca(
+    now: OffsetDateTime,
+    permitted: &[String],
+    validity: time::Duration,
+) -> Result<StoredCa, CaError> {
     let key = KeyPair::generate().map_err(CaError::Key)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, CA_COMMON_NAME);
     params.distinguished_name.push(DnType::OrganizationName, "intentmap");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.name_constraints = Some(NameConstraints {
-        permitted_subtrees: permitted.iter().map(|name| GeneralSubtree::DnsName(name.clone())).collect(),
+        permitted_subtrees: permitted
+            .iter()
+            .map(|name| GeneralSubtree::DnsName(name.clone()))
+            .collect(),
         // Without an IP constraint every IP address would be permitted (RFC 5280 4.2.1.10).
-        excluded_subtrees: vec![GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])), GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16]))],
+        excluded_subtrees: vec![
+            GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+            GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+        ],
     });
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + validity;
@@ -247,7 +279,8 @@ pub fn generate_ca(now: OffsetDateTime, permitted: &[String], validity: time::Du
 
 fn random_serial() -> rcgen::SerialNumber {
     let mut bytes = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).expect("the system random source works");
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("the system random source works");
     bytes[0] &= 0x7f;
     rcgen::SerialNumber::from_slice(&bytes)
 }
@@ -269,23 +302,40 @@ mod tests {
     #[test]
     fn a_broken_store_says_what_to_do() {
         let err = CertificateAuthority::from_pem("not a cert", "not a key").unwrap_err();
-        assert!(err.to_string().contains("PKCS#8") && err.to_string().contains("delete it"), "{err}");
+        assert!(
+            err.to_string().contains("PKCS#8") && err.to_string().contains("delete it"),
+            "{err}"
+        );
     }
 
     #[test]
     fn permitted_names_start_with_the_aws_zones() {
-        let names = permitted_names(&["Aws-Proxy.intentmap.svc.".into(), "amazonaws.com".into(), " ".into()]);
+        let names = permitted_names(&[
+            "Aws-Proxy.intentmap.svc.".into(),
+            "amazonaws.com".into(),
+            " ".into(),
+        ]);
         assert_eq!(names, ["amazonaws.com", "amazonaws.com.cn", "aws-proxy.intentmap.svc"]);
     }
 
     #[test]
     fn leaves_never_outlive_the_ca() {
         let now = OffsetDateTime::now_utc();
-        let stored = generate_ca(now - time::Duration::days(362), &permitted_names(&[]), time::Duration::days(365)).unwrap();
+        let stored = generate_ca(
+            now - time::Duration::days(362),
+            &permitted_names(&[]),
+            time::Duration::days(365),
+        )
+        .unwrap();
         let ca = CertificateAuthority::from_pem(&stored.cert_pem, &stored.key_pem).unwrap();
         let leaf = ca.issue(&["s3.amazonaws.com".into()]).unwrap();
         let der = leaf.certified_key.cert[0].clone();
         let facts = store::CaFacts::of(&der).unwrap();
-        assert!(facts.not_after <= ca.signing_not_after, "{} > {}", facts.not_after, ca.signing_not_after);
+        assert!(
+            facts.not_after <= ca.signing_not_after,
+            "{} > {}",
+            facts.not_after,
+            ca.signing_not_after
+        );
     }
 }

@@ -34,7 +34,11 @@ pub struct RotationPolicy {
 
 impl Default for RotationPolicy {
     fn default() -> Self {
-        Self { validity: time::Duration::days(365), publish_before: time::Duration::days(60), switch_before: time::Duration::days(30) }
+        Self {
+            validity: time::Duration::days(365),
+            publish_before: time::Duration::days(60),
+            switch_before: time::Duration::days(30),
+        }
     }
 }
 
@@ -51,11 +55,19 @@ pub struct Plan {
 
 /// Decides what to keep at `now`; see the [module docs](self). `permitted` are the DNS names the
 /// CA must permit (the AWS zones and the webhook's names).
-pub fn plan(stored: &[StoredCa], permitted: &[String], now: OffsetDateTime, policy: &RotationPolicy) -> Result<Plan, CaError> {
+pub fn plan(
+    stored: &[StoredCa],
+    permitted: &[String],
+    now: OffsetDateTime,
+    policy: &RotationPolicy,
+) -> Result<Plan, CaError> {
     let mut changes = Vec::new();
     let mut keep: Vec<(StoredCa, CaFacts)> = Vec::new();
     for ca in stored {
-        match ca.facts().and_then(|facts| unsuitable(&facts, permitted, now, policy).map_or(Ok(facts), |why| Err(CaError::Unusable(why)))) {
+        match ca.facts().and_then(|facts| {
+            unsuitable(&facts, permitted, now, policy)
+                .map_or(Ok(facts), |why| Err(CaError::Unusable(why)))
+        }) {
             Ok(facts) => keep.push((ca.clone(), facts)),
             Err(why) => changes.push(format!("dropped a CA: {why}")),
         }
@@ -64,14 +76,21 @@ pub fn plan(stored: &[StoredCa], permitted: &[String], now: OffsetDateTime, poli
     if keep.last().is_none_or(|(_, newest)| newest.not_after - now < policy.publish_before) {
         let ca = generate_ca(now, permitted, policy.validity)?;
         let facts = ca.facts()?;
-        changes.push(if keep.is_empty() { "made a new CA".to_owned() } else { "made the next CA, published beside the current one".to_owned() });
+        changes.push(if keep.is_empty() {
+            "made a new CA".to_owned()
+        } else {
+            "made the next CA, published beside the current one".to_owned()
+        });
         keep.push((ca, facts));
     }
     while keep.len() > 2 {
         keep.remove(0);
         changes.push("dropped the oldest of three CAs".to_owned());
     }
-    let signing = keep.iter().position(|(_, facts)| facts.not_after - now >= policy.switch_before).unwrap_or(keep.len() - 1);
+    let signing = keep
+        .iter()
+        .position(|(_, facts)| facts.not_after - now >= policy.switch_before)
+        .unwrap_or(keep.len() - 1);
     let keep: Vec<StoredCa> = keep.into_iter().map(|(ca, _)| ca).collect();
     if changes.is_empty() && keep != stored {
         changes.push("ordered the CAs oldest first".to_owned());
@@ -80,12 +99,19 @@ pub fn plan(stored: &[StoredCa], permitted: &[String], now: OffsetDateTime, poli
 }
 
 /// Why a stored CA must go now, if it must.
-fn unsuitable(facts: &CaFacts, permitted: &[String], now: OffsetDateTime, policy: &RotationPolicy) -> Option<String> {
+fn unsuitable(
+    facts: &CaFacts,
+    permitted: &[String],
+    now: OffsetDateTime,
+    policy: &RotationPolicy,
+) -> Option<String> {
     if facts.not_after <= now {
         return Some(format!("it expired on {}", facts.not_after));
     }
     let Some(names) = &facts.permitted_dns else {
-        return Some("it has no Name Constraints, so pods would trust it for every host".to_owned());
+        return Some(
+            "it has no Name Constraints, so pods would trust it for every host".to_owned(),
+        );
     };
     if !facts.excludes_all_ips {
         return Some("its Name Constraints do not exclude IP addresses".to_owned());
@@ -161,7 +187,13 @@ pub struct CaKeeper {
 impl CaKeeper {
     /// A keeper of `store` for CAs that permit the AWS zones and `extra_names`.
     pub fn new(store: CaStore, kube: Option<kube::Client>, extra_names: &[String]) -> Self {
-        Self { store, kube, permitted: permitted_names(extra_names), policy: RotationPolicy::default(), clock: Arc::new(OffsetDateTime::now_utc) }
+        Self {
+            store,
+            kube,
+            permitted: permitted_names(extra_names),
+            policy: RotationPolicy::default(),
+            clock: Arc::new(OffsetDateTime::now_utc),
+        }
     }
 
     pub fn with_policy(self, policy: RotationPolicy) -> Self {
@@ -207,12 +239,16 @@ impl CaKeeper {
                 match self.refresh().await {
                     Ok(ca) => {
                         let current = keeping.current();
-                        if ca.signing_ca_pem() != current.signing_ca_pem() || ca.ca_pem() != current.ca_pem() {
+                        if ca.signing_ca_pem() != current.signing_ca_pem()
+                            || ca.ca_pem() != current.ca_pem()
+                        {
                             info!(store = %self.store.describe(), "the CA rotated: new leaves and bundles from now on");
                             keeping.replace(ca);
                         }
                     }
-                    Err(err) => warn!(error = %err, "checking the CA for rotation failed; keeping the current one"),
+                    Err(err) => {
+                        warn!(error = %err, "checking the CA for rotation failed; keeping the current one")
+                    }
                 }
             }
         });
@@ -269,12 +305,18 @@ mod tests {
         assert_ne!(plan_.keep[0], decade, "a ten-year CA is not trusted any more");
         assert!(plan_.changes[0].contains("longer than 365 days"), "{:?}", plan_.changes);
 
-        let other_names = generate_ca(now, &permitted_names(&["aws-proxy.other.svc".into()]), days(365)).unwrap();
+        let other_names =
+            generate_ca(now, &permitted_names(&["aws-proxy.other.svc".into()]), days(365)).unwrap();
         let plan_ = plan(std::slice::from_ref(&other_names), &names(), now, &policy).unwrap();
-        assert!(plan_.changes[0].contains("does not permit aws-proxy.intentmap.svc"), "{:?}", plan_.changes);
+        assert!(
+            plan_.changes[0].contains("does not permit aws-proxy.intentmap.svc"),
+            "{:?}",
+            plan_.changes
+        );
 
         // A CA permitting more than a role needs (the webhook's names) suits the proxy alone.
-        let plan_ = plan(std::slice::from_ref(&other_names), &permitted_names(&[]), now, &policy).unwrap();
+        let plan_ =
+            plan(std::slice::from_ref(&other_names), &permitted_names(&[]), now, &policy).unwrap();
         assert!(plan_.changes.is_empty(), "{:?}", plan_.changes);
     }
 }

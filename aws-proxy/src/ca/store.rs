@@ -42,7 +42,9 @@ impl std::fmt::Debug for StoredCa {
 impl StoredCa {
     /// The certificate, DER.
     pub fn der(&self) -> Result<Vec<u8>, CaError> {
-        first_pem_block(&self.cert_pem, "CERTIFICATE").ok_or_else(|| CaError::Unusable("the CA certificate is not a PEM CERTIFICATE".to_owned()))
+        first_pem_block(&self.cert_pem, "CERTIFICATE").ok_or_else(|| {
+            CaError::Unusable("the CA certificate is not a PEM CERTIFICATE".to_owned())
+        })
     }
 
     /// What rotation needs to know about the certificate.
@@ -65,9 +67,12 @@ pub struct CaFacts {
 impl CaFacts {
     pub fn of(der: &CertificateDer<'_>) -> Result<Self, CaError> {
         use x509_parser::extensions::GeneralName;
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| CaError::Unusable(format!("the certificate does not parse: {e}")))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| CaError::Unusable(format!("the certificate does not parse: {e}")))?;
         let validity = cert.validity();
-        let constraints = cert.name_constraints().map_err(|e| CaError::Unusable(format!("its Name Constraints do not parse: {e}")))?;
+        let constraints = cert
+            .name_constraints()
+            .map_err(|e| CaError::Unusable(format!("its Name Constraints do not parse: {e}")))?;
         let (permitted_dns, excludes_all_ips) = match constraints {
             None => (None, false),
             Some(ext) => {
@@ -86,11 +91,20 @@ impl CaFacts {
                         _ => None,
                     })
                     .collect();
-                let everything = |len: usize| excluded.iter().any(|bytes| bytes.len() == 2 * len && bytes[len..].iter().all(|b| *b == 0));
+                let everything = |len: usize| {
+                    excluded
+                        .iter()
+                        .any(|bytes| bytes.len() == 2 * len && bytes[len..].iter().all(|b| *b == 0))
+                };
                 (Some(dns.collect()), everything(4) && everything(16))
             }
         };
-        Ok(Self { not_before: validity.not_before.to_datetime(), not_after: validity.not_after.to_datetime(), permitted_dns, excludes_all_ips })
+        Ok(Self {
+            not_before: validity.not_before.to_datetime(),
+            not_after: validity.not_after.to_datetime(),
+            permitted_dns,
+            excludes_all_ips,
+        })
     }
 }
 
@@ -118,25 +132,49 @@ impl CaStore {
         match self {
             CaStore::Directory(dir) => load_dir(dir),
             CaStore::Secret { namespace, name } => {
-                let api: Api<Secret> = Api::namespaced(kube.ok_or(CaError::NoKubernetes)?.clone(), namespace);
-                let secret = api.get_opt(name).await.map_err(|source| CaError::Kube { secret: format!("{namespace}/{name}"), source })?;
+                let api: Api<Secret> =
+                    Api::namespaced(kube.ok_or(CaError::NoKubernetes)?.clone(), namespace);
+                let secret = api.get_opt(name).await.map_err(|source| CaError::Kube {
+                    secret: format!("{namespace}/{name}"),
+                    source,
+                })?;
                 let Some(secret) = secret else { return Ok(Loaded::default()) };
                 let data = secret.data.clone().unwrap_or_default();
-                let text = |key: &str| data.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned());
-                let cas = SLOTS.iter().filter_map(|(cert, key)| Some(StoredCa { cert_pem: text(cert)?, key_pem: text(key)? })).collect();
-                Ok(Loaded { cas, version: secret.metadata.resource_version.clone(), secret: Some(secret) })
+                let text =
+                    |key: &str| data.get(key).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+                let cas = SLOTS
+                    .iter()
+                    .filter_map(|(cert, key)| {
+                        Some(StoredCa { cert_pem: text(cert)?, key_pem: text(key)? })
+                    })
+                    .collect();
+                Ok(Loaded {
+                    cas,
+                    version: secret.metadata.resource_version.clone(),
+                    secret: Some(secret),
+                })
             }
         }
     }
 
     /// Replaces what `loaded` was read as with `cas` (oldest first, at most two).
-    pub(crate) async fn save(&self, kube: Option<&kube::Client>, loaded: &Loaded, cas: &[StoredCa]) -> Result<Result<(), Conflict>, CaError> {
+    pub(crate) async fn save(
+        &self,
+        kube: Option<&kube::Client>,
+        loaded: &Loaded,
+        cas: &[StoredCa],
+    ) -> Result<Result<(), Conflict>, CaError> {
         match self {
             CaStore::Directory(dir) => save_dir(dir, cas).map(Ok),
             CaStore::Secret { namespace, name } => {
-                let api: Api<Secret> = Api::namespaced(kube.ok_or(CaError::NoKubernetes)?.clone(), namespace);
+                let api: Api<Secret> =
+                    Api::namespaced(kube.ok_or(CaError::NoKubernetes)?.clone(), namespace);
                 let mut secret = loaded.secret.clone().unwrap_or_else(|| Secret {
-                    metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(namespace.clone()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(namespace.clone()),
+                        ..Default::default()
+                    },
                     type_: Some("Opaque".to_owned()),
                     ..Default::default()
                 });
@@ -144,8 +182,14 @@ impl CaStore {
                 for (i, (cert, key)) in SLOTS.iter().enumerate() {
                     match cas.get(i) {
                         Some(ca) => {
-                            data.insert(cert.to_string(), ByteString(ca.cert_pem.clone().into_bytes()));
-                            data.insert(key.to_string(), ByteString(ca.key_pem.clone().into_bytes()));
+                            data.insert(
+                                cert.to_string(),
+                                ByteString(ca.cert_pem.clone().into_bytes()),
+                            );
+                            data.insert(
+                                key.to_string(),
+                                ByteString(ca.key_pem.clone().into_bytes()),
+                            );
                         }
                         None => {
                             data.remove(*cert);
@@ -154,7 +198,10 @@ impl CaStore {
                     }
                 }
                 secret.data = Some(data);
-                let pp = PostParams { field_manager: Some("aws-proxy".to_owned()), ..PostParams::default() };
+                let pp = PostParams {
+                    field_manager: Some("aws-proxy".to_owned()),
+                    ..PostParams::default()
+                };
                 let written = match &loaded.version {
                     None => api.create(&pp, &secret).await,
                     Some(_) => api.replace(name, &pp, &secret).await,
@@ -162,7 +209,9 @@ impl CaStore {
                 match written {
                     Ok(_) => Ok(Ok(())),
                     Err(kube::Error::Api(status)) if status.code == 409 => Ok(Err(Conflict)),
-                    Err(source) => Err(CaError::Kube { secret: format!("{namespace}/{name}"), source }),
+                    Err(source) => {
+                        Err(CaError::Kube { secret: format!("{namespace}/{name}"), source })
+                    }
                 }
             }
         }
@@ -176,14 +225,24 @@ fn load_dir(dir: &Path) -> Result<Loaded, CaError> {
         if !cert_path.exists() && !key_path.exists() {
             continue;
         }
-        let read = |path: &Path| std::fs::read_to_string(path).map_err(|source| CaError::Io { what: "reading", path: path.to_owned(), source });
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| CaError::Io {
+                what: "reading",
+                path: path.to_owned(),
+                source,
+            })
+        };
         cas.push(StoredCa { cert_pem: read(&cert_path)?, key_pem: read(&key_path)? });
     }
     Ok(Loaded { cas, ..Loaded::default() })
 }
 
 fn save_dir(dir: &Path, cas: &[StoredCa]) -> Result<(), CaError> {
-    std::fs::create_dir_all(dir).map_err(|source| CaError::Io { what: "creating", path: dir.to_owned(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| CaError::Io {
+        what: "creating",
+        path: dir.to_owned(),
+        source,
+    })?;
     for (i, (cert, key)) in SLOTS.iter().enumerate() {
         let (cert_path, key_path) = (dir.join(cert), dir.join(key));
         match cas.get(i) {
@@ -194,7 +253,9 @@ fn save_dir(dir: &Path, cas: &[StoredCa]) -> Result<(), CaError> {
             None => {
                 for path in [cert_path, key_path] {
                     match std::fs::remove_file(&path) {
-                        Err(source) if source.kind() != std::io::ErrorKind::NotFound => return Err(CaError::Io { what: "removing", path, source }),
+                        Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(CaError::Io { what: "removing", path, source })
+                        }
                         _ => {}
                     }
                 }
@@ -213,7 +274,12 @@ fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), CaErro
         move |source| CaError::Io { what, path: path.to_owned(), source }
     }
     let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io("creating", &tmp))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io("creating", &tmp))?;
     file.write_all(contents.as_bytes()).map_err(io("writing", &tmp))?;
     file.sync_all().map_err(io("writing", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("renaming into place", path))
@@ -248,7 +314,11 @@ mod tests {
         assert_eq!(load_dir(&dir).unwrap().cas, [a.clone(), b.clone()]);
         use std::os::unix::fs::PermissionsExt as _;
         for key in ["ca.key", "next.key"] {
-            assert_eq!(std::fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777, 0o600, "{key}");
+            assert_eq!(
+                std::fs::metadata(dir.join(key)).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{key}"
+            );
         }
         save_dir(&dir, std::slice::from_ref(&b)).unwrap();
         assert_eq!(load_dir(&dir).unwrap().cas, [b]);
@@ -260,10 +330,21 @@ mod tests {
     #[test]
     fn facts_tell_constraints_and_validity() {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
-        let ca = generate_ca(now, &permitted_names(&["aws-proxy.intentmap.svc".into()]), time::Duration::days(365)).unwrap();
+        let ca = generate_ca(
+            now,
+            &permitted_names(&["aws-proxy.intentmap.svc".into()]),
+            time::Duration::days(365),
+        )
+        .unwrap();
         let facts = ca.facts().unwrap();
-        assert_eq!(facts.permitted_dns.as_deref().unwrap(), ["amazonaws.com", "amazonaws.com.cn", "aws-proxy.intentmap.svc"]);
+        assert_eq!(
+            facts.permitted_dns.as_deref().unwrap(),
+            ["amazonaws.com", "amazonaws.com.cn", "aws-proxy.intentmap.svc"]
+        );
         assert!(facts.excludes_all_ips);
-        assert_eq!(facts.not_after - facts.not_before, time::Duration::days(365) + time::Duration::hours(1));
+        assert_eq!(
+            facts.not_after - facts.not_before,
+            time::Duration::days(365) + time::Duration::hours(1)
+        );
     }
 }

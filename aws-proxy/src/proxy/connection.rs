@@ -28,20 +28,38 @@ type Permit = Arc<OwnedSemaphorePermit>;
 
 /// TLS-terminates `io` for an AWS host (from SNI, else `default_host`) and serves HTTP on it
 /// until the client leaves or the connection has had no request in flight for the idle timeout.
-pub(super) async fn intercept<IO>(io: IO, client_ip: IpAddr, default_host: Option<String>, shared: Arc<Shared>, _permit: Permit)
-where
+pub(super) async fn intercept<IO>(
+    io: IO,
+    client_ip: IpAddr,
+    default_host: Option<String>,
+    shared: Arc<Shared>,
+    _permit: Permit,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake = async {
-        let start =
-            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await.map_err(|e| format!("reading the ClientHello: {e}"))?;
-        let host = start.client_hello().server_name().map(str::to_owned).or(default_host).ok_or("the client sent no SNI")?;
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+            .await
+            .map_err(|e| format!("reading the ClientHello: {e}"))?;
+        let host = start
+            .client_hello()
+            .server_name()
+            .map(str::to_owned)
+            .or(default_host)
+            .ok_or("the client sent no SNI")?;
         if !is_aws_host(&host) {
             count(&shared.stats.refused_hosts);
             return Err(format!("{host} is not an AWS host"));
         }
-        let config = shared.ca.current().server_config(&host).map_err(|e| format!("issuing a certificate for {host}: {e}"))?;
-        let tls = start.into_stream(config).await.map_err(|e| format!("TLS handshake for {host}: {e}"))?;
+        let config = shared
+            .ca
+            .current()
+            .server_config(&host)
+            .map_err(|e| format!("issuing a certificate for {host}: {e}"))?;
+        let tls = start
+            .into_stream(config)
+            .await
+            .map_err(|e| format!("TLS handshake for {host}: {e}"))?;
         Ok::<_, String>((tls, host))
     };
     let (tls, host) = match tokio::time::timeout(shared.client_timeout, handshake).await {
@@ -58,15 +76,22 @@ where
     let activity = Activity::new();
     let (service_shared, service_activity) = (shared.clone(), activity.clone());
     let service = hyper::service::service_fn(move |req| {
-        let (shared, host, in_flight) = (service_shared.clone(), host.clone(), service_activity.begin());
+        let (shared, host, in_flight) =
+            (service_shared.clone(), host.clone(), service_activity.begin());
         async move {
             let response = forward(req, client_ip, &host, &shared).await;
             // The request counts as in flight until its response body is sent (or dropped).
-            Ok::<_, Infallible>(response.map(|body| Tracked { body, _in_flight: in_flight }.boxed()))
+            Ok::<_, Infallible>(
+                response.map(|body| Tracked { body, _in_flight: in_flight }.boxed()),
+            )
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(shared.client_timeout).max_buf_size(shared.max_header_bytes);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.client_timeout)
+        .max_buf_size(shared.max_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -103,7 +128,12 @@ where
 }
 
 /// The CONNECT listener: plain HTTP/1.1 whose only method is CONNECT.
-pub(super) async fn serve_connect(stream: TcpStream, client_ip: IpAddr, shared: Arc<Shared>, permit: Permit) {
+pub(super) async fn serve_connect(
+    stream: TcpStream,
+    client_ip: IpAddr,
+    shared: Arc<Shared>,
+    permit: Permit,
+) {
     let service_shared = shared.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let (shared, permit) = (service_shared.clone(), permit.clone());
@@ -120,16 +150,27 @@ pub(super) async fn serve_connect(stream: TcpStream, client_ip: IpAddr, shared: 
     }
 }
 
-fn connect(req: Request<Incoming>, client_ip: IpAddr, shared: Arc<Shared>, permit: Permit) -> Response<Body> {
+fn connect(
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+    shared: Arc<Shared>,
+    permit: Permit,
+) -> Response<Body> {
     if req.method() != Method::CONNECT {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "aws-proxy only tunnels HTTPS: use it as HTTPS_PROXY (CONNECT host:443)\n");
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "aws-proxy only tunnels HTTPS: use it as HTTPS_PROXY (CONNECT host:443)\n",
+        );
     }
     let Some(authority) = req.uri().authority().cloned() else {
         return plain(StatusCode::BAD_REQUEST, "CONNECT needs host:port\n");
     };
     if authority.as_str().contains('@') {
         count(&shared.stats.bad_authorities);
-        return plain(StatusCode::BAD_REQUEST, "CONNECT to a host with user information (`@`) is refused\n");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "CONNECT to a host with user information (`@`) is refused\n",
+        );
     }
     let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
     let port = authority.port_u16().unwrap_or(443);
@@ -137,13 +178,19 @@ fn connect(req: Request<Incoming>, client_ip: IpAddr, shared: Arc<Shared>, permi
         // Whatever port the client named, the requests inside go to the endpoint's port 443.
         tokio::spawn(async move {
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => intercept(TokioIo::new(upgraded), client_ip, Some(host), shared, permit).await,
+                Ok(upgraded) => {
+                    intercept(TokioIo::new(upgraded), client_ip, Some(host), shared, permit).await
+                }
                 Err(e) => debug!(client = %client_ip, error = %e, "CONNECT upgrade failed"),
             }
         });
         return Response::new(empty());
     }
-    if shared.passthrough.iter().any(|suffix| host == *suffix || host.ends_with(&format!(".{suffix}"))) {
+    if shared
+        .passthrough
+        .iter()
+        .any(|suffix| host == *suffix || host.ends_with(&format!(".{suffix}")))
+    {
         count(&shared.stats.tunnels);
         tokio::spawn(async move {
             let _permit = permit;
@@ -164,9 +211,16 @@ fn connect(req: Request<Incoming>, client_ip: IpAddr, shared: Arc<Shared>, permi
 }
 
 /// Copies both ways until either side closes or no byte moves for the idle timeout.
-async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(client: C, upstream: TcpStream, shared: &Shared) {
+async fn tunnel<C: AsyncRead + AsyncWrite + Unpin>(
+    client: C,
+    upstream: TcpStream,
+    shared: &Shared,
+) {
     let activity = Activity::new();
-    let (mut client, mut upstream) = (Stamped { io: client, activity: activity.clone() }, Stamped { io: upstream, activity: activity.clone() });
+    let (mut client, mut upstream) = (
+        Stamped { io: client, activity: activity.clone() },
+        Stamped { io: upstream, activity: activity.clone() },
+    );
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
     loop {
@@ -196,7 +250,10 @@ struct ActivityState {
 
 impl Activity {
     fn new() -> Self {
-        Self(Arc::new(ActivityState { in_flight: AtomicUsize::new(0), idle_since: Mutex::new(Instant::now()) }))
+        Self(Arc::new(ActivityState {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        }))
     }
 
     fn begin(&self) -> InFlight {
@@ -248,7 +305,10 @@ impl hyper::body::Body for Tracked {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -268,7 +328,11 @@ struct Stamped<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -279,7 +343,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stamped<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.io).poll_write(cx, data);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();

@@ -41,20 +41,30 @@ pub fn upstream_authority(authority: &str) -> Result<String, AuthorityError> {
     }
     let host = match authority.rsplit_once(':') {
         // An IPv6 literal, or more than one colon: not an AWS host name either way.
-        Some((host, _)) if host.contains([':', '[', ']']) => return Err(AuthorityError::NotAws(authority.to_owned())),
+        Some((host, _)) if host.contains([':', '[', ']']) => {
+            return Err(AuthorityError::NotAws(authority.to_owned()))
+        }
         Some((host, "443")) => host,
         Some(_) => return Err(AuthorityError::Port(authority.to_owned())),
         None => authority,
     };
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() || http::uri::Authority::try_from(host.as_str()).is_err() || !is_aws_host(&host) {
+    if host.is_empty()
+        || http::uri::Authority::try_from(host.as_str()).is_err()
+        || !is_aws_host(&host)
+    {
         return Err(AuthorityError::NotAws(authority.to_owned()));
     }
     Ok(host)
 }
 
 /// Forwards one request to `tls_host`'s real endpoint and records what it was.
-pub(super) async fn forward(req: Request<Incoming>, client_ip: IpAddr, tls_host: &str, shared: &Shared) -> Response<Body> {
+pub(super) async fn forward(
+    req: Request<Incoming>,
+    client_ip: IpAddr,
+    tls_host: &str,
+    shared: &Shared,
+) -> Response<Body> {
     count(&shared.stats.requests);
     let (mut parts, body) = req.into_parts();
     let host_header = parts.headers.get(header::HOST).map(|h| h.to_str().map(str::to_owned));
@@ -85,7 +95,8 @@ pub(super) async fn forward(req: Request<Incoming>, client_ip: IpAddr, tls_host:
             }
         }
     }
-    let path_and_query = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
+    let path_and_query =
+        parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".to_owned());
     let peeked = match peek_body(&parts.method, &parts.headers, body, shared.client_timeout).await {
         Ok(peeked) => peeked,
         Err(response) => return response,
@@ -111,9 +122,19 @@ pub(super) async fn forward(req: Request<Incoming>, client_ip: IpAddr, tls_host:
     record(&call, client_ip, shared);
 
     // No port in the URI: the connector dials 443 (or the --connect-to address).
-    let uri = match Uri::builder().scheme("https").authority(host.as_str()).path_and_query(path_and_query.as_str()).build() {
+    let uri = match Uri::builder()
+        .scheme("https")
+        .authority(host.as_str())
+        .path_and_query(path_and_query.as_str())
+        .build()
+    {
         Ok(uri) => uri,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("cannot forward to {host}{path_and_query}: {e}\n")),
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot forward to {host}{path_and_query}: {e}\n"),
+            )
+        }
     };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers);
@@ -150,16 +171,28 @@ enum Peeked {
 }
 
 /// Reads a small identifying body whole (see the module doc); anything else streams.
-async fn peek_body(method: &Method, headers: &HeaderMap, body: Incoming, timeout: Duration) -> Result<Peeked, Response<Body>> {
-    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+async fn peek_body(
+    method: &Method,
+    headers: &HeaderMap,
+    body: Incoming,
+    timeout: Duration,
+) -> Result<Peeked, Response<Body>> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
     let small = matches!(length, Some(n) if n <= analyse::MAX_BODY_PEEK);
     if !small || !analyse::wants_body(method, headers) {
         return Ok(Peeked::Stream(body));
     }
     match tokio::time::timeout(timeout, body.collect()).await {
         Ok(Ok(collected)) => Ok(Peeked::Whole(collected.to_bytes())),
-        Ok(Err(e)) => Err(plain(StatusCode::BAD_REQUEST, &format!("the request body broke off: {e}\n"))),
-        Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time\n")),
+        Ok(Err(e)) => {
+            Err(plain(StatusCode::BAD_REQUEST, &format!("the request body broke off: {e}\n")))
+        }
+        Err(_) => {
+            Err(plain(StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time\n"))
+        }
     }
 }
 
@@ -192,15 +225,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name.as_str());
     }
-    for name in ["connection", "proxy-connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"] {
+    for name in [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
         headers.remove(name);
     }
 }
 
 pub(super) fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(text.to_owned())).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::from(text.to_owned())).map_err(|never| match never {}).boxed(),
+    );
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -226,16 +273,37 @@ mod tests {
 
     #[test]
     fn authorities_are_pinned_to_443_and_carry_no_user() {
-        assert_eq!(upstream_authority("S3.us-east-1.AmazonAWS.com").unwrap(), "s3.us-east-1.amazonaws.com");
+        assert_eq!(
+            upstream_authority("S3.us-east-1.AmazonAWS.com").unwrap(),
+            "s3.us-east-1.amazonaws.com"
+        );
         assert_eq!(upstream_authority("s3.amazonaws.com:443").unwrap(), "s3.amazonaws.com");
         assert_eq!(upstream_authority("s3.amazonaws.com.").unwrap(), "s3.amazonaws.com");
-        for bad in ["s3.amazonaws.com:8080", "s3.amazonaws.com:80", "s3.amazonaws.com:", "s3.amazonaws.com:0443", "s3.amazonaws.com:443x"] {
+        for bad in [
+            "s3.amazonaws.com:8080",
+            "s3.amazonaws.com:80",
+            "s3.amazonaws.com:",
+            "s3.amazonaws.com:0443",
+            "s3.amazonaws.com:443x",
+        ] {
             assert!(matches!(upstream_authority(bad), Err(AuthorityError::Port(_))), "{bad}");
         }
-        for bad in ["evil.example@s3.amazonaws.com", "user:pw@s3.amazonaws.com:443", "s3.amazonaws.com@evil.example", "evil.com:443@x.amazonaws.com"] {
+        for bad in [
+            "evil.example@s3.amazonaws.com",
+            "user:pw@s3.amazonaws.com:443",
+            "s3.amazonaws.com@evil.example",
+            "evil.com:443@x.amazonaws.com",
+        ] {
             assert!(matches!(upstream_authority(bad), Err(AuthorityError::UserInfo(_))), "{bad}");
         }
-        for bad in ["example.com", "[::1]:443", "", "amazonaws.com.evil.org", "s3.amazonaws.com/x", "a b.amazonaws.com"] {
+        for bad in [
+            "example.com",
+            "[::1]:443",
+            "",
+            "amazonaws.com.evil.org",
+            "s3.amazonaws.com/x",
+            "a b.amazonaws.com",
+        ] {
             assert!(matches!(upstream_authority(bad), Err(AuthorityError::NotAws(_))), "{bad}");
         }
     }

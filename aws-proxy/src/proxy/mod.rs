@@ -41,7 +41,11 @@ pub struct ProxyArgs {
     #[arg(long = "tls-listen", env = "AWS_PROXY_TLS_LISTEN", default_value = "0.0.0.0:443")]
     pub tls_listen: SocketAddr,
     /// Where to serve HTTP CONNECT, for clients that set `HTTPS_PROXY`.
-    #[arg(long = "connect-listen", env = "AWS_PROXY_CONNECT_LISTEN", default_value = "0.0.0.0:3128")]
+    #[arg(
+        long = "connect-listen",
+        env = "AWS_PROXY_CONNECT_LISTEN",
+        default_value = "0.0.0.0:3128"
+    )]
     pub connect_listen: SocketAddr,
     /// The AWS account id to put in ARNs whose account the request does not reveal (else `*`).
     #[arg(long = "account-id", env = "AWS_ACCOUNT_ID")]
@@ -58,7 +62,11 @@ pub struct ProxyArgs {
     pub passthrough_hosts: Vec<String>,
     /// How long a client may take to finish its TLS handshake or send request headers (an
     /// HTTP/1.1 connection waiting for its next request is closed after this too).
-    #[arg(long = "client-timeout-secs", env = "AWS_PROXY_CLIENT_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(
+        long = "client-timeout-secs",
+        env = "AWS_PROXY_CLIENT_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
     pub client_timeout_secs: u64,
     /// The largest request head accepted (HTTP/1.1 buffer, HTTP/2 header list), in bytes.
     #[arg(long = "max-header-bytes", env = "AWS_PROXY_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
@@ -68,7 +76,11 @@ pub struct ProxyArgs {
     #[arg(long = "idle-timeout-secs", env = "AWS_PROXY_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_secs: u64,
     /// HTTP/2 clients are sent a PING this often (0: never)...
-    #[arg(long = "keep-alive-interval-secs", env = "AWS_PROXY_KEEP_ALIVE_INTERVAL_SECS", default_value_t = 30)]
+    #[arg(
+        long = "keep-alive-interval-secs",
+        env = "AWS_PROXY_KEEP_ALIVE_INTERVAL_SECS",
+        default_value_t = 30
+    )]
     pub keep_alive_interval_secs: u64,
     /// ...and dropped when one is not answered within this.
     #[arg(long = "keep-alive-timeout-secs", env = "AWS_PROXY_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
@@ -194,7 +206,11 @@ impl Proxy {
     /// Binds both listeners and starts serving. Calls are pushed to `sink` as
     /// [`observation_ship::Observed::Aws`]. `ca` is the CA to issue leaves from (a
     /// [`SharedCa`] follows rotation).
-    pub async fn start(args: &ProxyArgs, ca: impl Into<SharedCa>, sink: Outgoing) -> anyhow::Result<Proxy> {
+    pub async fn start(
+        args: &ProxyArgs,
+        ca: impl Into<SharedCa>,
+        sink: Outgoing,
+    ) -> anyhow::Result<Proxy> {
         let connect_to = Arc::new(upstream::parse_connect_to(&args.connect_to)?);
         let upstream = upstream::client(args.upstream_ca_file.as_deref(), connect_to)?;
         let stats = Arc::new(ProxyStats::default());
@@ -203,11 +219,17 @@ impl Proxy {
             upstream,
             sink,
             account: args.account_id.clone().filter(|a| !a.trim().is_empty()),
-            passthrough: args.passthrough_hosts.iter().map(|h| h.trim().trim_start_matches('.').to_ascii_lowercase()).filter(|h| !h.is_empty()).collect(),
+            passthrough: args
+                .passthrough_hosts
+                .iter()
+                .map(|h| h.trim().trim_start_matches('.').to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             client_timeout: Duration::from_secs(args.client_timeout_secs.max(1)),
             max_header_bytes: args.max_header_bytes.max(8192),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
-            keep_alive_interval: (args.keep_alive_interval_secs > 0).then(|| Duration::from_secs(args.keep_alive_interval_secs)),
+            keep_alive_interval: (args.keep_alive_interval_secs > 0)
+                .then(|| Duration::from_secs(args.keep_alive_interval_secs)),
             keep_alive_timeout: Duration::from_secs(args.keep_alive_timeout_secs.max(1)),
             stats: stats.clone(),
         });
@@ -215,7 +237,11 @@ impl Proxy {
         let connect = bind(args.connect_listen, "CONNECT").await?;
         let (tls_addr, connect_addr) = (tls.local_addr()?, connect.local_addr()?);
         let (stop, stopped) = watch::channel(false);
-        let permits = Arc::new(Semaphore::new(usize::try_from(args.max_connections).unwrap_or(usize::MAX).clamp(1, Semaphore::MAX_PERMITS)));
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(args.max_connections)
+                .unwrap_or(usize::MAX)
+                .clamp(1, Semaphore::MAX_PERMITS),
+        ));
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_loop(tls, shared.clone(), permits.clone(), stopped.clone(), Mode::Tls));
         tasks.spawn(accept_loop(connect, shared, permits, stopped, Mode::Connect));
@@ -254,7 +280,13 @@ enum Mode {
     Connect,
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, permits: Arc<Semaphore>, mut stopped: watch::Receiver<bool>, mode: Mode) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+    mode: Mode,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -46,7 +46,8 @@ pub(super) async fn keep_ca_bundle(
             Err(err) => {
                 failures += 1;
                 let missing = matches!(&err, kube::Error::Api(status) if status.code == 404);
-                let what = if missing { "it does not exist (yet)" } else { "the API request failed" };
+                let what =
+                    if missing { "it does not exist (yet)" } else { "the API request failed" };
                 warn!(configuration = %name, attempt = failures, retry_in = ?backoff, error = %err, "cannot set the caBundle of the MutatingWebhookConfiguration: {what}; until it is set the API server cannot call the webhook and pods are admitted unpatched");
                 let delay = backoff;
                 backoff = (backoff * 2).min(CA_BUNDLE_MAX_BACKOFF);
@@ -62,23 +63,36 @@ pub(super) async fn keep_ca_bundle(
 }
 
 /// Patches the `caBundle` of the webhooks that lack `ca_pem`; returns how many it patched.
-async fn set_ca_bundle(api: &Api<MutatingWebhookConfiguration>, name: &str, ca_pem: &str) -> Result<usize, kube::Error> {
+async fn set_ca_bundle(
+    api: &Api<MutatingWebhookConfiguration>,
+    name: &str,
+    ca_pem: &str,
+) -> Result<usize, kube::Error> {
     let configuration = api.get(name).await?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let mut operations = Vec::new();
     for (i, webhook) in configuration.webhooks.iter().flatten().enumerate() {
-        if webhook.client_config.ca_bundle.as_ref().is_some_and(|bundle| bundle.0 == ca_pem.as_bytes()) {
+        if webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .is_some_and(|bundle| bundle.0 == ca_pem.as_bytes())
+        {
             continue;
         }
         // The test guards against the list changing between the GET and the PATCH.
-        operations.push(json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}));
+        operations.push(
+            json!({"op": "test", "path": format!("/webhooks/{i}/name"), "value": webhook.name}),
+        );
         operations.push(json!({"op": "add", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": encoded}));
     }
     if operations.is_empty() {
         return Ok(0);
     }
     let patched = operations.len() / 2;
-    let patch = Patch::<()>::Json(serde_json::from_value(Value::Array(operations)).map_err(kube::Error::SerdeError)?);
+    let patch = Patch::<()>::Json(
+        serde_json::from_value(Value::Array(operations)).map_err(kube::Error::SerdeError)?,
+    );
     api.patch(name, &PatchParams::default(), &patch).await?;
     Ok(patched)
 }

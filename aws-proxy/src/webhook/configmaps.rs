@@ -32,7 +32,12 @@ pub(super) struct CaConfigMaps {
 }
 
 impl CaConfigMaps {
-    pub fn new(client: Option<kube::Client>, name: &str, ca_pem: &str, system_roots: &Path) -> Self {
+    pub fn new(
+        client: Option<kube::Client>,
+        name: &str,
+        ca_pem: &str,
+        system_roots: &Path,
+    ) -> Self {
         let roots = match std::fs::read_to_string(system_roots) {
             Ok(roots) => roots,
             Err(err) => {
@@ -40,7 +45,14 @@ impl CaConfigMaps {
                 String::new()
             }
         };
-        let maps = Self { client, name: name.to_owned(), roots, data: Mutex::default(), ensured: Mutex::default(), locks: Mutex::default() };
+        let maps = Self {
+            client,
+            name: name.to_owned(),
+            roots,
+            data: Mutex::default(),
+            ensured: Mutex::default(),
+            locks: Mutex::default(),
+        };
         maps.set_ca(ca_pem);
         maps
     }
@@ -48,7 +60,10 @@ impl CaConfigMaps {
     /// The CA changed: every namespace's ConfigMap is checked again.
     pub fn set_ca(&self, ca_pem: &str) {
         let ca_pem = format!("{}\n", ca_pem.trim_end());
-        let data = [(CA_KEY.to_owned(), ca_pem.clone()), (BUNDLE_KEY.to_owned(), ca_pem + &self.roots)].into_iter().collect();
+        let data =
+            [(CA_KEY.to_owned(), ca_pem.clone()), (BUNDLE_KEY.to_owned(), ca_pem + &self.roots)]
+                .into_iter()
+                .collect();
         *self.data.lock().unwrap_or_else(PoisonError::into_inner) = data;
         self.ensured.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
@@ -59,15 +74,27 @@ impl CaConfigMaps {
         let Some(client) = &self.client else {
             return Ok(());
         };
-        let lock = self.locks.lock().unwrap_or_else(PoisonError::into_inner).entry(namespace.to_owned()).or_default().clone();
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(namespace.to_owned())
+            .or_default()
+            .clone();
         let _one_writer = lock.lock().await;
-        let fresh = self.ensured.lock().unwrap_or_else(PoisonError::into_inner).get(namespace).is_some_and(|at| at.elapsed() < CONFIGMAP_RECHECK);
+        let fresh = self
+            .ensured
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+            .is_some_and(|at| at.elapsed() < CONFIGMAP_RECHECK);
         if fresh {
             return Ok(());
         }
         let data = self.data.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-        let pp = PostParams { field_manager: Some("aws-proxy".to_owned()), ..PostParams::default() };
+        let pp =
+            PostParams { field_manager: Some("aws-proxy".to_owned()), ..PostParams::default() };
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -79,17 +106,30 @@ impl CaConfigMaps {
                 }
                 None if !create => return Ok(()),
                 None => {
-                    let labels = [("app.kubernetes.io/managed-by".to_owned(), "intentmap-aws-proxy".to_owned())].into_iter().collect();
-                    let metadata =
-                        ObjectMeta { name: Some(self.name.clone()), namespace: Some(namespace.to_owned()), labels: Some(labels), ..ObjectMeta::default() };
-                    let configmap = ConfigMap { metadata, data: Some(data.clone()), ..ConfigMap::default() };
+                    let labels = [(
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "intentmap-aws-proxy".to_owned(),
+                    )]
+                    .into_iter()
+                    .collect();
+                    let metadata = ObjectMeta {
+                        name: Some(self.name.clone()),
+                        namespace: Some(namespace.to_owned()),
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    };
+                    let configmap =
+                        ConfigMap { metadata, data: Some(data.clone()), ..ConfigMap::default() };
                     api.create(&pp, &configmap).await.map(|_| "created")
                 }
             };
             match written {
                 Ok(what) => {
                     info!(configmap = %format!("{namespace}/{}", self.name), "CA ConfigMap {what}");
-                    self.ensured.lock().unwrap_or_else(PoisonError::into_inner).insert(namespace.to_owned(), Instant::now());
+                    self.ensured
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(namespace.to_owned(), Instant::now());
                     return Ok(());
                 }
                 // Someone else wrote it in between (another replica): look again.

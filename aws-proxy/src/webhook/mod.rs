@@ -110,7 +110,10 @@ impl WebhookArgs {
     /// The DNS names of the webhook's Service, as the API server connects to it.
     pub fn serving_names(&self) -> Vec<String> {
         let (service, namespace) = (&self.webhook_service, &self.webhook_namespace);
-        vec![format!("{service}.{namespace}.svc"), format!("{service}.{namespace}.svc.{}", self.cluster_domain)]
+        vec![
+            format!("{service}.{namespace}.svc"),
+            format!("{service}.{namespace}.svc.{}", self.cluster_domain),
+        ]
     }
 
     /// The fallback nameserver for patched pods: `--cluster-dns-ip`, else the first nameserver
@@ -119,7 +122,12 @@ impl WebhookArgs {
         if self.no_cluster_dns_fallback {
             return None;
         }
-        self.cluster_dns_ip.or_else(|| crate::dns::parse_resolv_conf(resolv_conf).into_iter().map(|addr| addr.ip()).find(|ip| *ip != self.dns_server_ip))
+        self.cluster_dns_ip.or_else(|| {
+            crate::dns::parse_resolv_conf(resolv_conf)
+                .into_iter()
+                .map(|addr| addr.ip())
+                .find(|ip| *ip != self.dns_server_ip)
+        })
     }
 
     /// The mutation settings, with `fallback_dns_ip` as the cluster's DNS.
@@ -129,7 +137,12 @@ impl WebhookArgs {
             fallback_dns_ip,
             cluster_domain: self.cluster_domain.clone(),
             ca_configmap_name: self.ca_configmap_name.clone(),
-            opted_in_namespaces: self.opted_in_namespaces.iter().map(|ns| ns.trim().to_owned()).filter(|ns| !ns.is_empty()).collect(),
+            opted_in_namespaces: self
+                .opted_in_namespaces
+                .iter()
+                .map(|ns| ns.trim().to_owned())
+                .filter(|ns| !ns.is_empty())
+                .collect(),
         }
     }
 }
@@ -146,29 +159,73 @@ mod tests {
 
     #[test]
     fn args_have_defaults_for_all_but_the_namespaces_and_the_dns_server() {
-        let required = ["aws-proxy", "--webhook-namespace", "intentmap", "--dns-server-ip", "10.96.0.53", "--opted-in-namespaces", "shop,billing"];
+        let required = [
+            "aws-proxy",
+            "--webhook-namespace",
+            "intentmap",
+            "--dns-server-ip",
+            "10.96.0.53",
+            "--opted-in-namespaces",
+            "shop,billing",
+        ];
         let args = <Cli as clap::Parser>::try_parse_from(required).unwrap().webhook;
         assert_eq!(args.webhook_listen, "0.0.0.0:8443".parse().unwrap());
-        assert_eq!(args.serving_names(), ["aws-proxy.intentmap.svc", "aws-proxy.intentmap.svc.cluster.local"]);
-        assert_eq!(args.mutation_config(None), MutationConfig::new("10.96.0.53".parse().unwrap(), &["billing", "shop"]));
+        assert_eq!(
+            args.serving_names(),
+            ["aws-proxy.intentmap.svc", "aws-proxy.intentmap.svc.cluster.local"]
+        );
+        assert_eq!(
+            args.mutation_config(None),
+            MutationConfig::new("10.96.0.53".parse().unwrap(), &["billing", "shop"])
+        );
         assert_eq!(args.system_roots, std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"));
         assert_eq!((args.patch_webhook_configuration, args.client_ca_file), (None, None));
-        assert!(<Cli as clap::Parser>::try_parse_from(&required[..5]).is_err(), "the opted-in namespaces are required");
         assert!(
-            <Cli as clap::Parser>::try_parse_from(["aws-proxy", "--webhook-namespace", "intentmap", "--opted-in-namespaces", "shop"]).is_err(),
+            <Cli as clap::Parser>::try_parse_from(&required[..5]).is_err(),
+            "the opted-in namespaces are required"
+        );
+        assert!(
+            <Cli as clap::Parser>::try_parse_from([
+                "aws-proxy",
+                "--webhook-namespace",
+                "intentmap",
+                "--opted-in-namespaces",
+                "shop"
+            ])
+            .is_err(),
             "the DNS server is required"
         );
     }
 
     #[test]
     fn the_fallback_nameserver_is_the_flag_or_this_pods_own_cluster_dns() {
-        let base = ["aws-proxy", "--webhook-namespace", "intentmap", "--dns-server-ip", "10.96.0.53", "--opted-in-namespaces", "shop"];
+        let base = [
+            "aws-proxy",
+            "--webhook-namespace",
+            "intentmap",
+            "--dns-server-ip",
+            "10.96.0.53",
+            "--opted-in-namespaces",
+            "shop",
+        ];
         let resolv = "search intentmap.svc.cluster.local\nnameserver 10.96.0.53\nnameserver 10.96.0.10\noptions ndots:5\n";
         let args = <Cli as clap::Parser>::try_parse_from(base).unwrap().webhook;
-        assert_eq!(args.fallback_dns_ip(resolv), Some("10.96.0.10".parse().unwrap()), "never the aws-proxy DNS itself");
-        let flagged = <Cli as clap::Parser>::try_parse_from([&base[..], &["--cluster-dns-ip", "169.254.20.10"]].concat()).unwrap().webhook;
+        assert_eq!(
+            args.fallback_dns_ip(resolv),
+            Some("10.96.0.10".parse().unwrap()),
+            "never the aws-proxy DNS itself"
+        );
+        let flagged = <Cli as clap::Parser>::try_parse_from(
+            [&base[..], &["--cluster-dns-ip", "169.254.20.10"]].concat(),
+        )
+        .unwrap()
+        .webhook;
         assert_eq!(flagged.fallback_dns_ip(resolv), Some("169.254.20.10".parse().unwrap()));
-        let off = <Cli as clap::Parser>::try_parse_from([&base[..], &["--no-cluster-dns-fallback"]].concat()).unwrap().webhook;
+        let off = <Cli as clap::Parser>::try_parse_from(
+            [&base[..], &["--no-cluster-dns-fallback"]].concat(),
+        )
+        .unwrap()
+        .webhook;
         assert_eq!(off.fallback_dns_ip(resolv), None);
     }
 }

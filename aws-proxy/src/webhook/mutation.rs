@@ -10,7 +10,10 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodDNSConfig, PodDNSConfigOptio
 use serde_json::{json, Value};
 use tracing::debug;
 
-use super::{BUNDLE_KEY, CA_KEY, CA_MOUNT_PATH, CA_VOLUME, DEFAULT_CA_CONFIGMAP, INJECTED_ANNOTATION, LABEL, OTTERIZE_LABEL};
+use super::{
+    BUNDLE_KEY, CA_KEY, CA_MOUNT_PATH, CA_VOLUME, DEFAULT_CA_CONFIGMAP, INJECTED_ANNOTATION, LABEL,
+    OTTERIZE_LABEL,
+};
 
 /// The variables set in every container, and the file each points at.
 const CA_ENV: [(&str, &str); 5] = [
@@ -115,24 +118,44 @@ impl Admission {
             return Err(malformed("it is not a JSON object"));
         }
         let api_version = match review.get("apiVersion") {
-            Some(Value::String(v)) if matches!(v.as_str(), "admission.k8s.io/v1" | "admission.k8s.io/v1beta1") => v.as_str(),
-            Some(other) => return Err(WebhookError::MalformedReview(format!("apiVersion must be admission.k8s.io/v1, not {other}"))),
+            Some(Value::String(v))
+                if matches!(v.as_str(), "admission.k8s.io/v1" | "admission.k8s.io/v1beta1") =>
+            {
+                v.as_str()
+            }
+            Some(other) => {
+                return Err(WebhookError::MalformedReview(format!(
+                    "apiVersion must be admission.k8s.io/v1, not {other}"
+                )))
+            }
             None => return Err(malformed("apiVersion is missing")),
         };
         if review.get("kind").and_then(Value::as_str) != Some("AdmissionReview") {
             return Err(malformed("kind must be AdmissionReview"));
         }
-        let request = review.get("request").filter(|r| r.is_object()).ok_or_else(|| malformed("it has no request"))?;
-        let uid = request.get("uid").and_then(Value::as_str).filter(|uid| !uid.is_empty()).ok_or_else(|| malformed("request.uid is missing"))?;
+        let request = review
+            .get("request")
+            .filter(|r| r.is_object())
+            .ok_or_else(|| malformed("it has no request"))?;
+        let uid = request
+            .get("uid")
+            .and_then(Value::as_str)
+            .filter(|uid| !uid.is_empty())
+            .ok_or_else(|| malformed("request.uid is missing"))?;
         let text = |field: &str| request.get(field).and_then(Value::as_str).unwrap_or_default();
         let kind = request.get("kind").cloned().unwrap_or_default();
         let is_pod = kind.get("group").and_then(Value::as_str).unwrap_or_default().is_empty()
             && kind.get("version").and_then(Value::as_str) == Some("v1")
             && kind.get("kind").and_then(Value::as_str) == Some("Pod");
-        let creation = if is_pod && text("operation") == "CREATE" && text("subResource").is_empty() {
-            let object = request.get("object").filter(|o| o.is_object()).ok_or_else(|| malformed("request.object is missing"))?;
-            let pod: Pod =
-                serde_json::from_value(object.clone()).map_err(|err| WebhookError::MalformedReview(format!("request.object is not a Pod: {err}")))?;
+        let creation = if is_pod && text("operation") == "CREATE" && text("subResource").is_empty()
+        {
+            let object = request
+                .get("object")
+                .filter(|o| o.is_object())
+                .ok_or_else(|| malformed("request.object is missing"))?;
+            let pod: Pod = serde_json::from_value(object.clone()).map_err(|err| {
+                WebhookError::MalformedReview(format!("request.object is not a Pod: {err}"))
+            })?;
             let namespace = Some(text("namespace"))
                 .filter(|ns| !ns.is_empty())
                 .map(str::to_owned)
@@ -180,7 +203,12 @@ impl Admission {
     pub fn describe(&self) -> String {
         match &self.creation {
             Some(PodCreation { pod, namespace }) => {
-                let name = pod.metadata.name.clone().or_else(|| pod.metadata.generate_name.as_ref().map(|g| format!("{g}*"))).unwrap_or_default();
+                let name = pod
+                    .metadata
+                    .name
+                    .clone()
+                    .or_else(|| pod.metadata.generate_name.as_ref().map(|g| format!("{g}*")))
+                    .unwrap_or_default();
                 format!("pod {namespace}/{name}")
             }
             None => "not a pod creation".to_owned(),
@@ -191,13 +219,20 @@ impl Admission {
 /// Whether the pod carries one of the opt-in labels set to `"true"`.
 pub fn wants_injection(pod: &Pod) -> bool {
     let labels = pod.metadata.labels.as_ref();
-    [OTTERIZE_LABEL, LABEL].iter().any(|label| labels.and_then(|l| l.get(*label)).is_some_and(|v| v == "true"))
+    [OTTERIZE_LABEL, LABEL]
+        .iter()
+        .any(|label| labels.and_then(|l| l.get(*label)).is_some_and(|v| v == "true"))
 }
 
 /// Whether the pod was already patched (by this or an earlier version of the webhook).
 pub fn is_injected(pod: &Pod) -> bool {
-    let annotated = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(INJECTED_ANNOTATION));
-    let has_volume = pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).is_some_and(|v| v.iter().any(|v| v.name == CA_VOLUME));
+    let annotated =
+        pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(INJECTED_ANNOTATION));
+    let has_volume = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.name == CA_VOLUME));
     annotated || has_volume
 }
 
@@ -209,17 +244,29 @@ fn pod_patch(pod: &Pod, namespace: &str, config: &MutationConfig) -> Vec<Value> 
     let volume = json!({"name": CA_VOLUME, "configMap": {"name": config.ca_configmap_name}});
     add_items(&mut patch, "/spec/volumes", spec.volumes.is_some(), vec![volume]);
     let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    for (field, containers) in [("containers", spec.containers.as_slice()), ("initContainers", init_containers)] {
+    for (field, containers) in
+        [("containers", spec.containers.as_slice()), ("initContainers", init_containers)]
+    {
         for (i, container) in containers.iter().enumerate() {
             container_patch(&mut patch, &format!("/spec/{field}/{i}"), container);
         }
     }
     let nameserver = config.dns_server_ip.to_string();
     let lists_ours = spec.dns_policy.as_deref() == Some("None")
-        && spec.dns_config.as_ref().and_then(|c| c.nameservers.as_ref()).is_some_and(|servers| servers.contains(&nameserver));
+        && spec
+            .dns_config
+            .as_ref()
+            .and_then(|c| c.nameservers.as_ref())
+            .is_some_and(|servers| servers.contains(&nameserver));
     if spec.host_network != Some(true) && !lists_ours {
         let fallback = config.fallback_dns_ip.map(|ip| ip.to_string());
-        let dns_config = dns_config(spec.dns_config.as_ref(), &nameserver, fallback.as_deref(), namespace, &config.cluster_domain);
+        let dns_config = dns_config(
+            spec.dns_config.as_ref(),
+            &nameserver,
+            fallback.as_deref(),
+            namespace,
+            &config.cluster_domain,
+        );
         patch.push(json!({"op": "add", "path": "/spec/dnsPolicy", "value": "None"}));
         patch.push(json!({"op": "add", "path": "/spec/dnsConfig", "value": serde_json::to_value(dns_config).expect("a PodDNSConfig serializes")}));
     }
@@ -235,7 +282,12 @@ fn container_patch(patch: &mut Vec<Value>, path: &str, container: &Container) {
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
     if !mounts.iter().any(|m| m.name == CA_VOLUME || m.mount_path == CA_MOUNT_PATH) {
         let mount = json!({"name": CA_VOLUME, "mountPath": CA_MOUNT_PATH, "readOnly": true});
-        add_items(patch, &format!("{path}/volumeMounts"), container.volume_mounts.is_some(), vec![mount]);
+        add_items(
+            patch,
+            &format!("{path}/volumeMounts"),
+            container.volume_mounts.is_some(),
+            vec![mount],
+        );
     }
     let env = container.env.as_deref().unwrap_or_default();
     let missing = CA_ENV
@@ -253,7 +305,11 @@ fn add_items(patch: &mut Vec<Value>, path: &str, exists: bool, items: Vec<Value>
         return;
     }
     if exists {
-        patch.extend(items.into_iter().map(|item| json!({"op": "add", "path": format!("{path}/-"), "value": item})));
+        patch.extend(
+            items
+                .into_iter()
+                .map(|item| json!({"op": "add", "path": format!("{path}/-"), "value": item})),
+        );
     } else {
         patch.push(json!({"op": "add", "path": path, "value": items}));
     }
@@ -268,28 +324,45 @@ fn escape_pointer(key: &str) -> String {
 /// fallback, when given), the cluster's search path (as `ClusterFirst` would give) and
 /// `ndots:5`, keeping what the pod set itself: its nameservers after ours (up to the limit of
 /// three), its searches after ours, its options (an `ndots` of its own wins).
-fn dns_config(existing: Option<&PodDNSConfig>, nameserver: &str, fallback: Option<&str>, namespace: &str, cluster_domain: &str) -> PodDNSConfig {
+fn dns_config(
+    existing: Option<&PodDNSConfig>,
+    nameserver: &str,
+    fallback: Option<&str>,
+    namespace: &str,
+    cluster_domain: &str,
+) -> PodDNSConfig {
     let existing = existing.cloned().unwrap_or_default();
     let mut nameservers = vec![nameserver.to_owned()];
-    for server in fallback.map(str::to_owned).into_iter().chain(existing.nameservers.unwrap_or_default()) {
+    for server in
+        fallback.map(str::to_owned).into_iter().chain(existing.nameservers.unwrap_or_default())
+    {
         if !nameservers.contains(&server) && nameservers.len() < MAX_NAMESERVERS {
             nameservers.push(server);
         }
     }
-    let mut searches = vec![format!("{namespace}.svc.{cluster_domain}"), format!("svc.{cluster_domain}"), cluster_domain.to_owned()];
+    let mut searches = vec![
+        format!("{namespace}.svc.{cluster_domain}"),
+        format!("svc.{cluster_domain}"),
+        cluster_domain.to_owned(),
+    ];
     for search in existing.searches.unwrap_or_default() {
         if !searches.contains(&search) {
             searches.push(search);
         }
     }
-    let mut options = vec![PodDNSConfigOption { name: Some("ndots".to_owned()), value: Some("5".to_owned()) }];
+    let mut options =
+        vec![PodDNSConfigOption { name: Some("ndots".to_owned()), value: Some("5".to_owned()) }];
     for option in existing.options.unwrap_or_default() {
         match options.iter_mut().find(|o| o.name == option.name) {
             Some(ours) => *ours = option,
             None => options.push(option),
         }
     }
-    PodDNSConfig { nameservers: Some(nameservers), searches: Some(searches), options: Some(options) }
+    PodDNSConfig {
+        nameservers: Some(nameservers),
+        searches: Some(searches),
+        options: Some(options),
+    }
 }
 
 #[cfg(test)]
@@ -298,14 +371,22 @@ mod tests {
 
     #[test]
     fn pointer_keys_are_escaped() {
-        assert_eq!(escape_pointer("intentmap.dev/aws-visibility-injected"), "intentmap.dev~1aws-visibility-injected");
+        assert_eq!(
+            escape_pointer("intentmap.dev/aws-visibility-injected"),
+            "intentmap.dev~1aws-visibility-injected"
+        );
         assert_eq!(escape_pointer("a~b/c"), "a~0b~1c");
     }
 
     #[test]
     fn dns_config_merges_with_the_pods_own() {
         let theirs = PodDNSConfig {
-            nameservers: Some(vec!["1.1.1.1".into(), "10.0.0.53".into(), "8.8.8.8".into(), "9.9.9.9".into()]),
+            nameservers: Some(vec![
+                "1.1.1.1".into(),
+                "10.0.0.53".into(),
+                "8.8.8.8".into(),
+                "9.9.9.9".into(),
+            ]),
             searches: Some(vec!["corp.example".into(), "svc.cluster.local".into()]),
             options: Some(vec![
                 PodDNSConfigOption { name: Some("ndots".into()), value: Some("2".into()) },
@@ -313,16 +394,36 @@ mod tests {
             ]),
         };
         let merged = dns_config(Some(&theirs), "10.0.0.53", None, "shop", "cluster.local");
-        assert_eq!(merged.nameservers.unwrap(), ["10.0.0.53", "1.1.1.1", "8.8.8.8"], "ours first, at most three");
-        assert_eq!(merged.searches.unwrap(), ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]);
-        let options: Vec<_> = merged.options.unwrap().into_iter().map(|o| (o.name.unwrap(), o.value)).collect();
-        assert_eq!(options, [("ndots".to_owned(), Some("2".to_owned())), ("edns0".to_owned(), None)], "their ndots wins");
+        assert_eq!(
+            merged.nameservers.unwrap(),
+            ["10.0.0.53", "1.1.1.1", "8.8.8.8"],
+            "ours first, at most three"
+        );
+        assert_eq!(
+            merged.searches.unwrap(),
+            ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local", "corp.example"]
+        );
+        let options: Vec<_> =
+            merged.options.unwrap().into_iter().map(|o| (o.name.unwrap(), o.value)).collect();
+        assert_eq!(
+            options,
+            [("ndots".to_owned(), Some("2".to_owned())), ("edns0".to_owned(), None)],
+            "their ndots wins"
+        );
 
-        let with_fallback = dns_config(Some(&theirs), "10.0.0.53", Some("10.96.0.10"), "shop", "cluster.local");
-        assert_eq!(with_fallback.nameservers.unwrap(), ["10.0.0.53", "10.96.0.10", "1.1.1.1"], "the cluster DNS second");
+        let with_fallback =
+            dns_config(Some(&theirs), "10.0.0.53", Some("10.96.0.10"), "shop", "cluster.local");
+        assert_eq!(
+            with_fallback.nameservers.unwrap(),
+            ["10.0.0.53", "10.96.0.10", "1.1.1.1"],
+            "the cluster DNS second"
+        );
 
         let fresh = dns_config(None, "10.0.0.53", None, "shop", "k8s.internal");
-        assert_eq!(fresh.searches.unwrap(), ["shop.svc.k8s.internal", "svc.k8s.internal", "k8s.internal"]);
+        assert_eq!(
+            fresh.searches.unwrap(),
+            ["shop.svc.k8s.internal", "svc.k8s.internal", "k8s.internal"]
+        );
         assert_eq!(fresh.options.unwrap()[0].value.as_deref(), Some("5"));
     }
 }

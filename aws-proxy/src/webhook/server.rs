@@ -95,7 +95,11 @@ impl Webhook {
     /// `--patch-webhook-configuration`) the `caBundle`; without it, the ConfigMaps must be
     /// provided by other means. The cluster's DNS fallback comes from the flag or
     /// /etc/resolv.conf ([`WebhookArgs::fallback_dns_ip`]).
-    pub async fn start(args: &WebhookArgs, ca: impl Into<SharedCa>, kube: Option<kube::Client>) -> anyhow::Result<Webhook> {
+    pub async fn start(
+        args: &WebhookArgs,
+        ca: impl Into<SharedCa>,
+        kube: Option<kube::Client>,
+    ) -> anyhow::Result<Webhook> {
         let resolv_conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let fallback = args.fallback_dns_ip(&resolv_conf);
         if fallback.is_none() && !args.no_cluster_dns_fallback {
@@ -105,19 +109,32 @@ impl Webhook {
     }
 
     /// [`Self::start`] with the mutation settings given.
-    pub async fn start_with(args: &WebhookArgs, config: MutationConfig, ca: SharedCa, kube: Option<kube::Client>) -> anyhow::Result<Webhook> {
+    pub async fn start_with(
+        args: &WebhookArgs,
+        config: MutationConfig,
+        ca: SharedCa,
+        kube: Option<kube::Client>,
+    ) -> anyhow::Result<Webhook> {
         if let (Some(name), None) = (&args.patch_webhook_configuration, &kube) {
-            anyhow::bail!("--patch-webhook-configuration {name} needs access to the Kubernetes API");
+            anyhow::bail!(
+                "--patch-webhook-configuration {name} needs access to the Kubernetes API"
+            );
         }
-        anyhow::ensure!(!config.opted_in_namespaces.is_empty(), "--opted-in-namespaces names no namespace: the webhook would patch nothing");
+        anyhow::ensure!(
+            !config.opted_in_namespaces.is_empty(),
+            "--opted-in-namespaces names no namespace: the webhook would patch nothing"
+        );
         if kube.is_none() {
             warn!(configmap = %args.ca_configmap_name, "no Kubernetes API access: the CA ConfigMap must be provided in each namespace by other means");
         }
         let names = args.serving_names();
-        let certificate = ServingCertificate::issue(ca.clone(), names.clone()).context("issuing the webhook's serving certificate")?;
-        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .context("setting up TLS")?;
+        let certificate = ServingCertificate::issue(ca.clone(), names.clone())
+            .context("issuing the webhook's serving certificate")?;
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?;
         let builder = match &args.client_ca_file {
             None => builder.with_no_client_auth(),
             Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
@@ -125,17 +142,40 @@ impl Webhook {
         let mut tls = builder.with_cert_resolver(Arc::new(certificate));
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
-        let listener = TcpListener::bind(args.webhook_listen).await.with_context(|| format!("binding the webhook to {}", args.webhook_listen))?;
+        let listener = TcpListener::bind(args.webhook_listen)
+            .await
+            .with_context(|| format!("binding the webhook to {}", args.webhook_listen))?;
         let local_addr = listener.local_addr().context("the webhook's local address")?;
-        let configmaps = Arc::new(CaConfigMaps::new(kube.clone(), &args.ca_configmap_name, ca.current().ca_pem(), &args.system_roots));
+        let configmaps = Arc::new(CaConfigMaps::new(
+            kube.clone(),
+            &args.ca_configmap_name,
+            ca.current().ca_pem(),
+            &args.system_roots,
+        ));
         let stats = Arc::new(WebhookStats::default());
         let namespaces = config.opted_in_namespaces.clone();
-        let app = router(Arc::new(AppState { config, configmaps: configmaps.clone(), stats: stats.clone() }));
+        let app = router(Arc::new(AppState {
+            config,
+            configmaps: configmaps.clone(),
+            stats: stats.clone(),
+        }));
         let (shutdown, _) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, TlsAcceptor::from(Arc::new(tls)), app, stats.clone(), shutdown.subscribe()));
-        let mut background = vec![tokio::spawn(keep_configmaps(configmaps, namespaces, ca.subscribe()))];
+        let server = tokio::spawn(serve(
+            listener,
+            TlsAcceptor::from(Arc::new(tls)),
+            app,
+            stats.clone(),
+            shutdown.subscribe(),
+        ));
+        let mut background =
+            vec![tokio::spawn(keep_configmaps(configmaps, namespaces, ca.subscribe()))];
         if let (Some(name), Some(client)) = (&args.patch_webhook_configuration, kube) {
-            background.push(tokio::spawn(keep_ca_bundle(Api::all(client), name.clone(), ca.subscribe(), shutdown.subscribe())));
+            background.push(tokio::spawn(keep_ca_bundle(
+                Api::all(client),
+                name.clone(),
+                ca.subscribe(),
+                shutdown.subscribe(),
+            )));
         }
         info!(%local_addr, ?names, client_certificates = args.client_ca_file.is_some(), "admission webhook serving HTTPS");
         Ok(Webhook { local_addr, stats, shutdown, server, background })
@@ -162,17 +202,25 @@ impl Webhook {
     }
 }
 
-fn client_verifier(path: &std::path::Path) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+fn client_verifier(
+    path: &std::path::Path,
+) -> anyhow::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
     use rustls::pki_types::pem::PemObject as _;
-    let pem = std::fs::read(path).with_context(|| format!("reading --client-ca-file {}", path.display()))?;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading --client-ca-file {}", path.display()))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.with_context(|| format!("{} is not PEM", path.display()))?).with_context(|| format!("a certificate in {}", path.display()))?;
+        roots
+            .add(cert.with_context(|| format!("{} is not PEM", path.display()))?)
+            .with_context(|| format!("a certificate in {}", path.display()))?;
     }
     anyhow::ensure!(!roots.is_empty(), "--client-ca-file {} holds no certificate", path.display());
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
-        .build()
-        .with_context(|| format!("using {} to verify client certificates", path.display()))
+    WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .with_context(|| format!("using {} to verify client certificates", path.display()))
 }
 
 /// Brings the opted-in namespaces' ConfigMaps up to date at start and after every rotation.
@@ -198,21 +246,35 @@ struct AppState {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    Router::new().route(MUTATE_PATH, post(admit)).route("/healthz", get(|| async { "ok" })).layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES)).with_state(state)
+    Router::new()
+        .route(MUTATE_PATH, post(admit))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(state)
 }
 
-async fn admit(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<Value>, WebhookError> {
-    let review: Value = serde_json::from_slice(&body).map_err(|err| WebhookError::MalformedReview(format!("the body is not JSON: {err}")))?;
+async fn admit(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<Value>, WebhookError> {
+    let review: Value = serde_json::from_slice(&body)
+        .map_err(|err| WebhookError::MalformedReview(format!("the body is not JSON: {err}")))?;
     let admission = Admission::parse(&review)?;
     count(&state.stats.reviews);
     let mut decision = admission.decide(&state.config);
     match (&decision, &admission.creation) {
         (Decision::Patch(patch), Some(creation)) if !patch.is_empty() && !admission.dry_run => {
-            let ensured = tokio::time::timeout(CONFIGMAP_TIMEOUT, state.configmaps.ensure(&creation.namespace, true)).await;
+            let ensured = tokio::time::timeout(
+                CONFIGMAP_TIMEOUT,
+                state.configmaps.ensure(&creation.namespace, true),
+            )
+            .await;
             let failure = match ensured {
                 Ok(Ok(())) => None,
                 Ok(Err(err)) => Some(err.to_string()),
-                Err(_) => Some(format!("no answer from the Kubernetes API within {CONFIGMAP_TIMEOUT:?}")),
+                Err(_) => {
+                    Some(format!("no answer from the Kubernetes API within {CONFIGMAP_TIMEOUT:?}"))
+                }
             };
             match failure {
                 None => count(&state.stats.patched),
@@ -239,7 +301,13 @@ async fn admit(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Json<V
     Ok(Json(admission.response(&decision)))
 }
 
-async fn serve(listener: TcpListener, tls: TlsAcceptor, app: Router, stats: Arc<WebhookStats>, shutdown: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    stats: Arc<WebhookStats>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut stop = shutdown.clone();
     let mut connections = JoinSet::new();
     loop {
@@ -259,14 +327,23 @@ async fn serve(listener: TcpListener, tls: TlsAcceptor, app: Router, stats: Arc<
         }
     }
     drop(listener);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         warn!("webhook connections still open after {SHUTDOWN_GRACE:?}; closing them");
     }
     connections.shutdown().await;
 }
 
-async fn serve_connection(tcp: TcpStream, tls: TlsAcceptor, app: Router, stats: Arc<WebhookStats>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_connection(
+    tcp: TcpStream,
+    tls: TlsAcceptor,
+    app: Router,
+    stats: Arc<WebhookStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let peer = tcp.peer_addr().ok();
     let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
@@ -313,7 +390,11 @@ impl ServingCertificate {
     fn issue(ca: SharedCa, names: Vec<String>) -> Result<Self, crate::ca::CaError> {
         let authority = ca.current();
         let issued = authority.issue(&names)?;
-        let current = Mutex::new((Instant::now(), authority.signing_ca_pem().to_owned(), issued.certified_key));
+        let current = Mutex::new((
+            Instant::now(),
+            authority.signing_ca_pem().to_owned(),
+            issued.certified_key,
+        ));
         Ok(Self { ca, names, current })
     }
 }
@@ -324,8 +405,16 @@ impl ResolvesServerCert for ServingCertificate {
         let authority = self.ca.current();
         if current.0.elapsed() >= CERT_RENEWAL || current.1 != authority.signing_ca_pem() {
             match authority.issue(&self.names) {
-                Ok(issued) => *current = (Instant::now(), authority.signing_ca_pem().to_owned(), issued.certified_key),
-                Err(err) => warn!(error = %err, "renewing the webhook's serving certificate failed; serving the current one"),
+                Ok(issued) => {
+                    *current = (
+                        Instant::now(),
+                        authority.signing_ca_pem().to_owned(),
+                        issued.certified_key,
+                    )
+                }
+                Err(err) => {
+                    warn!(error = %err, "renewing the webhook's serving certificate failed; serving the current one")
+                }
             }
         }
         Some(current.2.clone())

@@ -27,11 +27,13 @@ pub fn client_tls(ca_pem: &str, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
@@ -56,11 +58,15 @@ impl Drop for Moto {
 pub fn start_moto(dir: &Path, names: &[&str]) -> Result<Moto, String> {
     let moto = pytools().join("moto_server");
     if !moto.exists() {
-        return Err(format!("{} is missing; run scripts/setup.sh (it installs boto3 and moto)", moto.display()));
+        return Err(format!(
+            "{} is missing; run scripts/setup.sh (it installs boto3 and moto)",
+            moto.display()
+        ));
     }
     let ca = CertificateAuthority::generate().unwrap();
     let leaf = ca.issue(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let (cert, key, ca_file) = (dir.join("moto.crt"), dir.join("moto.key"), dir.join("moto-ca.crt"));
+    let (cert, key, ca_file) =
+        (dir.join("moto.crt"), dir.join("moto.key"), dir.join("moto-ca.crt"));
     std::fs::write(&cert, &leaf.cert_pem).unwrap();
     std::fs::write(&key, &leaf.key_pem).unwrap();
     std::fs::write(&ca_file, ca.ca_pem()).unwrap();
@@ -77,7 +83,10 @@ pub fn start_moto(dir: &Path, names: &[&str]) -> Result<Moto, String> {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start listening on {addr} within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start listening on {addr} within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(Moto { child, addr, ca_pem: ca.ca_pem().to_owned(), ca_file })

@@ -25,7 +25,9 @@ struct NewToken {
 /// A token name: 1-200 characters, none of them control characters.
 pub fn check_token_name(name: &str) -> Result<(), String> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(format!("token name {name:?} must be 1-200 characters without control characters"));
+        return Err(format!(
+            "token name {name:?} must be 1-200 characters without control characters"
+        ));
     }
     Ok(())
 }
@@ -34,7 +36,8 @@ pub fn check_token_name(name: &str) -> Result<(), String> {
 pub fn parse_scopes(names: &[String]) -> Result<Vec<Scope>, String> {
     let mut scopes = Vec::new();
     for name in names {
-        let scope = Scope::parse(name).ok_or_else(|| format!("unknown scope {name:?}; scopes are read, write and admin"))?;
+        let scope = Scope::parse(name)
+            .ok_or_else(|| format!("unknown scope {name:?}; scopes are read, write and admin"))?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
@@ -51,23 +54,45 @@ fn token_of(id: &str) -> Result<Uuid, ApiError> {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(format!("no API token {id:?} in this organisation; GET /api/v1/tokens lists them"))
+    ApiError::NotFound(format!(
+        "no API token {id:?} in this organisation; GET /api/v1/tokens lists them"
+    ))
 }
 
 /// The caller's organisation and token: what the web page shows before it signs in with a link.
-pub async fn whoami(State(state): State<AppState>, auth: CanRead) -> Result<Json<serde_json::Value>, ApiError> {
-    let org_name = state.store.org_name(auth.org_id).await?.ok_or_else(|| ApiError::NotFound("this token's organisation no longer exists".into()))?;
-    let token = state.store.find_api_token(auth.org_id, auth.token_id).await?.ok_or_else(|| not_found(&auth.token_id.to_string()))?;
+pub async fn whoami(
+    State(state): State<AppState>,
+    auth: CanRead,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let org_name =
+        state.store.org_name(auth.org_id).await?.ok_or_else(|| {
+            ApiError::NotFound("this token's organisation no longer exists".into())
+        })?;
+    let token = state
+        .store
+        .find_api_token(auth.org_id, auth.token_id)
+        .await?
+        .ok_or_else(|| not_found(&auth.token_id.to_string()))?;
     Ok(Json(serde_json::json!({"org_id": auth.org_id, "org_name": org_name, "token": token})))
 }
 
-pub async fn list(State(state): State<AppState>, auth: CanAdmin) -> Result<Json<Vec<ApiTokenInfo>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    auth: CanAdmin,
+) -> Result<Json<Vec<ApiTokenInfo>>, ApiError> {
     Ok(Json(state.store.list_api_tokens(auth.org_id).await?))
 }
 
-pub async fn create(State(state): State<AppState>, auth: CanAdmin, body: Bytes) -> Result<(StatusCode, Json<NewApiToken>), ApiError> {
-    let req: NewToken =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("expected {{\"name\": \"<token name>\", \"scopes\": [\"read\"]}}: {e}")))?;
+pub async fn create(
+    State(state): State<AppState>,
+    auth: CanAdmin,
+    body: Bytes,
+) -> Result<(StatusCode, Json<NewApiToken>), ApiError> {
+    let req: NewToken = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "expected {{\"name\": \"<token name>\", \"scopes\": [\"read\"]}}: {e}"
+        ))
+    })?;
     check_token_name(&req.name).map_err(ApiError::Unprocessable)?;
     let scopes = parse_scopes(&req.scopes).map_err(ApiError::Unprocessable)?;
     let token = state.store.create_api_token(auth.org_id, &req.name, &scopes).await?;
@@ -75,14 +100,23 @@ pub async fn create(State(state): State<AppState>, auth: CanAdmin, body: Bytes) 
     Ok((StatusCode::CREATED, Json(token)))
 }
 
-pub async fn show(State(state): State<AppState>, auth: CanAdmin, Path(id): Path<String>) -> Result<Json<ApiTokenInfo>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    auth: CanAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<ApiTokenInfo>, ApiError> {
     let token = token_of(&id)?;
     Ok(Json(state.store.find_api_token(auth.org_id, token).await?.ok_or_else(|| not_found(&id))?))
 }
 
-pub async fn revoke(State(state): State<AppState>, auth: CanAdmin, Path(id): Path<String>) -> Result<Json<ApiTokenInfo>, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    auth: CanAdmin,
+    Path(id): Path<String>,
+) -> Result<Json<ApiTokenInfo>, ApiError> {
     let token = token_of(&id)?;
-    let revoked = state.store.revoke_api_token(auth.org_id, token).await?.ok_or_else(|| not_found(&id))?;
+    let revoked =
+        state.store.revoke_api_token(auth.org_id, token).await?.ok_or_else(|| not_found(&id))?;
     tracing::info!(org = %auth.org_id, token = %token, by = %auth.token_id, "API token revoked");
     Ok(Json(revoked))
 }
@@ -94,7 +128,10 @@ mod tests {
     #[test]
     fn scopes_and_names_are_checked() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(parse_scopes(&names(&["write", "read", "write"])).unwrap(), vec![Scope::Read, Scope::Write]);
+        assert_eq!(
+            parse_scopes(&names(&["write", "read", "write"])).unwrap(),
+            vec![Scope::Read, Scope::Write]
+        );
         assert!(parse_scopes(&names(&["root"])).unwrap_err().contains("read, write and admin"));
         assert!(parse_scopes(&[]).is_err());
         assert!(check_token_name("ci deploys").is_ok());

@@ -16,10 +16,17 @@ use crate::secrets::{self, Check, Purpose};
 use crate::tokens::{self, Scope, TokenError};
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value =
-        parts.headers.get(AUTHORIZATION).ok_or_else(|| ApiError::Unauthorized("missing Authorization header; send `Authorization: Bearer <token>`".into()))?;
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
-    let (scheme, token) = value.split_once(' ').ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
+    let value = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header; send `Authorization: Bearer <token>`".into(),
+        )
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("the Authorization header is not valid text".into()))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(ApiError::Unauthorized("expected `Authorization: Bearer <token>`".into()));
     }
@@ -35,10 +42,12 @@ pub struct Caller(pub Option<IpAddr>);
 impl Caller {
     pub fn of(parts: &Parts, trust_forwarded_for: bool) -> Caller {
         let forwarded = || {
-            let last = parts.headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+            let last =
+                parts.headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
             last.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
         };
-        let peer = || parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+        let peer =
+            || parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
         let ip = if trust_forwarded_for { forwarded().or_else(peer) } else { peer() };
         Caller(ip.map(caller_key))
     }
@@ -47,7 +56,10 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(Caller::of(parts, state.guard.limits.trust_forwarded_for))
     }
 }
@@ -55,10 +67,13 @@ impl FromRequestParts<AppState> for Caller {
 pub fn refusal(state: &AppState, r: Refusal, what: &str) -> ApiError {
     state.metrics.throttled(r);
     match r {
-        Refusal::TooMany { retry_after } => {
-            ApiError::TooManyRequests(format!("too many {what} from this address; retry in {} s", retry_after.as_secs()), retry_after)
-        }
-        Refusal::Busy => ApiError::Unavailable(format!("too many {what} are being checked right now; retry in a second")),
+        Refusal::TooMany { retry_after } => ApiError::TooManyRequests(
+            format!("too many {what} from this address; retry in {} s", retry_after.as_secs()),
+            retry_after,
+        ),
+        Refusal::Busy => ApiError::Unavailable(format!(
+            "too many {what} are being checked right now; retry in a second"
+        )),
     }
 }
 
@@ -74,7 +89,11 @@ impl OrgAuth {
     async fn authenticate(parts: &Parts, state: &AppState) -> Result<OrgAuth, ApiError> {
         let token = bearer(parts)?;
         let caller = Caller::of(parts, state.guard.limits.trust_forwarded_for);
-        state.guard.per_address.check(&caller.0).map_err(|r| refusal(state, r, "failed sign-ins"))?;
+        state
+            .guard
+            .per_address
+            .check(&caller.0)
+            .map_err(|r| refusal(state, r, "failed sign-ins"))?;
         let invalid = || {
             state.metrics.auth_failure("api_token");
             state.guard.per_address.charge(&caller.0);
@@ -87,9 +106,13 @@ impl OrgAuth {
             Check::Matches { stale } => stale,
             Check::Mismatch => return Err(invalid()),
             Check::Legacy => {
-                let _permit = state.guard.admit_legacy().await.map_err(|r| refusal(state, r, "sign-ins"))?;
+                let _permit =
+                    state.guard.admit_legacy().await.map_err(|r| refusal(state, r, "sign-ins"))?;
                 let (secret, hash) = (secret.to_owned(), hash.unwrap_or_default().to_owned());
-                let ok = tokio::task::spawn_blocking(move || secrets::verify_legacy(&secret, &hash)).await.map_err(|e| ApiError::Internal(e.into()))?;
+                let ok =
+                    tokio::task::spawn_blocking(move || secrets::verify_legacy(&secret, &hash))
+                        .await
+                        .map_err(|e| ApiError::Internal(e.into()))?;
                 if !ok {
                     return Err(invalid());
                 }
@@ -98,9 +121,15 @@ impl OrgAuth {
         };
         let Some(stored) = stored else { return Err(invalid()) };
         if stale {
-            match state.store.rehash_api_token(stored.org_id, token_id, &stored.secret_hash, secret).await {
+            match state
+                .store
+                .rehash_api_token(stored.org_id, token_id, &stored.secret_hash, secret)
+                .await
+            {
                 Ok(()) => state.metrics.secret_rehashed("api_token"),
-                Err(e) => tracing::warn!(error = %e, token = %token_id, "could not store the API token's new hash; it stays on the old one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, token = %token_id, "could not store the API token's new hash; it stays on the old one")
+                }
             }
         }
         Ok(OrgAuth { org_id: stored.org_id, token_id, scopes: stored.scopes })
@@ -178,12 +207,16 @@ impl FromRequestParts<AppState> for ClusterAuth {
             state.metrics.auth_failure("jwt");
             match e {
                 TokenError::Expired => ApiError::Unauthorized(e.to_string()),
-                other => ApiError::Unauthorized(format!("{other}; request a new token from /oauth/token")),
+                other => ApiError::Unauthorized(format!(
+                    "{other}; request a new token from /oauth/token"
+                )),
             }
         })?;
         if !state.store.cluster_is_active(claims.org, claims.cluster).await? {
             state.metrics.auth_failure("jwt");
-            return Err(ApiError::Unauthorized("this cluster's credentials were revoked or the cluster was deleted".into()));
+            return Err(ApiError::Unauthorized(
+                "this cluster's credentials were revoked or the cluster was deleted".into(),
+            ));
         }
         Ok(ClusterAuth { org_id: claims.org, cluster_id: claims.cluster })
     }

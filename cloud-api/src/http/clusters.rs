@@ -31,30 +31,51 @@ pub fn check_cluster_name(name: &str) -> Result<(), String> {
     }
 }
 
-pub async fn create(State(state): State<AppState>, auth: CanWrite, body: Bytes) -> Result<(StatusCode, Json<ClusterCredentials>), ApiError> {
-    let req: NewCluster = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("expected {{\"name\": \"<cluster name>\"}}: {e}")))?;
+pub async fn create(
+    State(state): State<AppState>,
+    auth: CanWrite,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ClusterCredentials>), ApiError> {
+    let req: NewCluster = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("expected {{\"name\": \"<cluster name>\"}}: {e}"))
+    })?;
     check_cluster_name(&req.name).map_err(ApiError::Unprocessable)?;
     let creds = state.store.create_cluster(auth.org_id, &req.name).await?;
     tracing::info!(org = %auth.org_id, cluster = %creds.cluster_id, name = %creds.name, "cluster created");
     Ok((StatusCode::CREATED, Json(creds)))
 }
 
-pub async fn list(State(state): State<AppState>, auth: CanRead) -> Result<Json<Vec<ClusterInfo>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    auth: CanRead,
+) -> Result<Json<Vec<ClusterInfo>>, ApiError> {
     Ok(Json(state.store.list_clusters(auth.org_id).await?))
 }
 
-pub async fn show(State(state): State<AppState>, auth: CanRead, Path(cluster): Path<String>) -> Result<Json<ClusterInfo>, ApiError> {
+pub async fn show(
+    State(state): State<AppState>,
+    auth: CanRead,
+    Path(cluster): Path<String>,
+) -> Result<Json<ClusterInfo>, ApiError> {
     Ok(Json(cluster_of(&state, auth.org_id, &cluster).await?))
 }
 
-pub async fn revoke(State(state): State<AppState>, auth: CanWrite, Path(cluster): Path<String>) -> Result<Json<ClusterInfo>, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    auth: CanWrite,
+    Path(cluster): Path<String>,
+) -> Result<Json<ClusterInfo>, ApiError> {
     let c = cluster_of(&state, auth.org_id, &cluster).await?;
     state.store.revoke_cluster(auth.org_id, c.id).await?;
     tracing::info!(org = %auth.org_id, cluster = %c.id, "cluster credentials revoked");
     Ok(Json(cluster_of(&state, auth.org_id, &cluster).await?))
 }
 
-pub async fn delete(State(state): State<AppState>, auth: CanWrite, Path(cluster): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    auth: CanWrite,
+    Path(cluster): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let c = cluster_of(&state, auth.org_id, &cluster).await?;
     state.store.delete_cluster(auth.org_id, c.id).await?;
     tracing::info!(org = %auth.org_id, cluster = %c.id, "cluster deleted");

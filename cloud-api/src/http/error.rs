@@ -58,7 +58,9 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if let Some(db) = e.as_database_error() {
             if db.is_unique_violation() {
-                return ApiError::Conflict("that name is already taken in this organisation; choose another".into());
+                return ApiError::Conflict(
+                    "that name is already taken in this organisation; choose another".into(),
+                );
             }
             if db.is_foreign_key_violation() {
                 return ApiError::NotFound("the cluster no longer exists".into());
@@ -79,7 +81,12 @@ impl IntoResponse for ApiError {
             return (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
         }
         if let ApiError::TooManyRequests(_, retry_after) = &self {
-            return (status, [(header::RETRY_AFTER, retry_after.as_secs().max(1).to_string())], body).into_response();
+            return (
+                status,
+                [(header::RETRY_AFTER, retry_after.as_secs().max(1).to_string())],
+                body,
+            )
+                .into_response();
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             return (status, [(header::RETRY_AFTER, "1".to_owned())], body).into_response();

@@ -32,7 +32,9 @@ fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let bad = || ApiError::BadRequest(format!("since={s:?} is neither an RFC 3339 time (2026-11-24T18:00:00Z) nor a window such as 30m, 24h or 7d"));
+    let bad = || {
+        ApiError::BadRequest(format!("since={s:?} is neither an RFC 3339 time (2026-11-24T18:00:00Z) nor a window such as 30m, 24h or 7d"))
+    };
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
     let n: i64 = n.parse().map_err(|_| bad())?;
     let window = match unit {
@@ -70,13 +72,21 @@ pub async fn access_graph(
     if let Some(name) = &q.cluster {
         cluster_of(&state, auth.org_id, name).await?;
     }
-    let data = state.store.graph(auth.org_id, since, &state.reads).await.map_err(|e| read_error(e, "read a shorter window with since= (e.g. since=24h)"))?;
-    let filter = GraphFilter { cluster: q.cluster, namespace: q.namespace, workload: q.workload, since };
+    let data = state
+        .store
+        .graph(auth.org_id, since, &state.reads)
+        .await
+        .map_err(|e| read_error(e, "read a shorter window with since= (e.g. since=24h)"))?;
+    let filter =
+        GraphFilter { cluster: q.cluster, namespace: q.namespace, workload: q.workload, since };
     let graph = AccessGraph::build(&data.clusters, &data.edges, &data.exposures, &filter);
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(graph).into_response()),
-        "dot" => Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], graph.to_dot()).into_response()),
-        other => Err(ApiError::BadRequest(format!("format={other:?} is not supported; use json or dot"))),
+        "dot" => Ok(([(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")], graph.to_dot())
+            .into_response()),
+        other => {
+            Err(ApiError::BadRequest(format!("format={other:?} is not supported; use json or dot")))
+        }
     }
 }
 
@@ -112,9 +122,18 @@ pub async fn client_intents(
         .collect();
     let docs = intents::client_intents(&edges, version);
     match q.format.as_deref().unwrap_or("yaml") {
-        "yaml" => Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], intents::to_yaml(&docs)).into_response()),
-        "json" => Ok(([(header::CONTENT_TYPE, "application/json")], intents::to_json(&docs)).into_response()),
-        other => Err(ApiError::BadRequest(format!("format={other:?} is not supported; use yaml or json"))),
+        "yaml" => Ok((
+            [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+            intents::to_yaml(&docs),
+        )
+            .into_response()),
+        "json" => {
+            Ok(([(header::CONTENT_TYPE, "application/json")], intents::to_json(&docs))
+                .into_response())
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "format={other:?} is not supported; use yaml or json"
+        ))),
     }
 }
 
@@ -125,9 +144,18 @@ mod tests {
     #[test]
     fn since_takes_times_and_windows() {
         let now: DateTime<Utc> = "2026-11-24T18:00:00Z".parse().unwrap();
-        assert_eq!(parse_since("2026-11-24T17:00:00Z", now).unwrap(), "2026-11-24T17:00:00Z".parse::<DateTime<Utc>>().unwrap());
-        assert_eq!(parse_since("90m", now).unwrap(), "2026-11-24T16:30:00Z".parse::<DateTime<Utc>>().unwrap());
-        assert_eq!(parse_since("7d", now).unwrap(), "2026-11-17T18:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            parse_since("2026-11-24T17:00:00Z", now).unwrap(),
+            "2026-11-24T17:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            parse_since("90m", now).unwrap(),
+            "2026-11-24T16:30:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            parse_since("7d", now).unwrap(),
+            "2026-11-17T18:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         assert!(parse_since("yesterday", now).is_err());
         assert!(parse_since("", now).is_err());
     }

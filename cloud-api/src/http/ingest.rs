@@ -75,29 +75,68 @@ pub async fn ingest(
     state.metrics.ingest_seconds.observe(started.elapsed().as_secs_f64());
     tracing::info!(org = %auth.org_id, cluster = %auth.cluster_id, report_id = %report.report_id, duplicate, edges = edges_merged, "report ingested");
     let status = if duplicate { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, Json(serde_json::json!({"report_id": report.report_id, "duplicate": duplicate, "edges_merged": edges_merged}))))
+    Ok((
+        status,
+        Json(
+            serde_json::json!({"report_id": report.report_id, "duplicate": duplicate, "edges_merged": edges_merged}),
+        ),
+    ))
 }
 
-async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<EdgeReport, ApiError> {
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<EdgeReport, ApiError> {
     let limit = state.config.max_body_bytes;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     if !content_type.starts_with("application/json") {
-        return Err(ApiError::UnsupportedMediaType(format!("Content-Type {content_type:?} is not accepted; send application/json")));
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type {content_type:?} is not accepted; send application/json"
+        )));
     }
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    let encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let encoding = match encoding.trim().to_ascii_lowercase().as_str() {
         "identity" | "" => decode::Encoding::Identity,
         "gzip" | "x-gzip" => decode::Encoding::Gzip,
-        other => return Err(ApiError::UnsupportedMediaType(format!("Content-Encoding {other:?} is not accepted; send gzip or no encoding"))),
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Encoding {other:?} is not accepted; send gzip or no encoding"
+            )))
+        }
     };
-    let too_large = || ApiError::PayloadTooLarge(format!("the report is larger than {limit} bytes; send smaller reports"));
-    if headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()).is_some_and(|n| n > limit) {
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the report is larger than {limit} bytes; send smaller reports"
+        ))
+    };
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
         return Err(too_large());
     }
     let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit))
         .await
-        .map_err(|_| ApiError::RequestTimeout(format!("the report did not arrive within {} s; send it again", BODY_TIMEOUT.as_secs())))?;
-    let bytes = read.map_err(|e| if is_length_limit(&e) { too_large() } else { ApiError::BadRequest(format!("could not read the request body: {e}")) })?;
+        .map_err(|_| {
+            ApiError::RequestTimeout(format!(
+                "the report did not arrive within {} s; send it again",
+                BODY_TIMEOUT.as_secs()
+            ))
+        })?;
+    let bytes = read.map_err(|e| {
+        if is_length_limit(&e) {
+            too_large()
+        } else {
+            ApiError::BadRequest(format!("could not read the request body: {e}"))
+        }
+    })?;
     let max_decompressed = state.config.max_decompressed_bytes;
     let now = Utc::now();
     tokio::task::spawn_blocking(move || decode::decode(&bytes, encoding, max_decompressed, now))

@@ -37,7 +37,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_body_bytes: 16 << 20, max_decompressed_bytes: 64 << 20, ingest: Default::default() }
+        Self {
+            max_body_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+            ingest: Default::default(),
+        }
     }
 }
 
@@ -73,7 +77,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tokens/{token}", get(api_tokens::show))
         .route("/api/v1/tokens/{token}/revoke", post(api_tokens::revoke))
         .merge(web::routes())
-        .fallback(|| async { ApiError::NotFound("no such endpoint; see the API section of README.md".into()) })
+        .fallback(|| async {
+            ApiError::NotFound("no such endpoint; see the API section of README.md".into())
+        })
         .layer(DefaultBodyLimit::max(1 << 20))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -89,18 +95,29 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
 
 /// `/metrics` alone, for the `--metrics-listen` address: the counters span every organisation.
 pub fn metrics_app(state: AppState) -> Router {
-    Router::new().route("/metrics", get(metrics)).fallback(|| async { ApiError::NotFound("this address serves /metrics only".into()) }).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("this address serves /metrics only".into()) })
+        .with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
 }
 
 /// The caller's cluster by id or name; another organisation's cluster is "not found", never "forbidden".
-pub(crate) async fn cluster_of(state: &AppState, org: Uuid, id_or_name: &str) -> Result<ClusterInfo, ApiError> {
-    state
-        .store
-        .find_cluster(org, id_or_name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no cluster {id_or_name:?} in this organisation; GET /api/v1/clusters lists them")))
+pub(crate) async fn cluster_of(
+    state: &AppState,
+    org: Uuid,
+    id_or_name: &str,
+) -> Result<ClusterInfo, ApiError> {
+    state.store.find_cluster(org, id_or_name).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no cluster {id_or_name:?} in this organisation; GET /api/v1/clusters lists them"
+        ))
+    })
 }

@@ -46,28 +46,43 @@ fn refused(state: &AppState, r: Refusal, what: &str) -> Response {
     state.metrics.throttled(r);
     match r {
         Refusal::TooMany { retry_after } => {
-            let mut res = oauth_error(StatusCode::TOO_MANY_REQUESTS, "slow_down", &format!("too many {what}; retry in {} s", retry_after.as_secs()));
+            let mut res = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                &format!("too many {what}; retry in {} s", retry_after.as_secs()),
+            );
             res.headers_mut().insert(header::RETRY_AFTER, retry_after.as_secs().max(1).into());
             res
         }
         Refusal::Busy => {
-            let mut res =
-                oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "too many token requests are being checked; retry in a second");
+            let mut res = oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "too many token requests are being checked; retry in a second",
+            );
             res.headers_mut().insert(header::RETRY_AFTER, 1.into());
             res
         }
     }
 }
 
-pub async fn token(State(state): State<AppState>, caller: Caller, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     // Before anything else, so a flood from one address costs a map look-up per request.
     if let Err(r) = state.guard.per_address.take(&caller.0) {
         return refused(&state, r, "token requests from this address");
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let parsed: Result<TokenRequest, String> = if content_type.starts_with("application/json") {
         serde_json::from_slice(&body).map_err(|e| e.to_string())
-    } else if content_type.starts_with("application/x-www-form-urlencoded") || content_type.is_empty() {
+    } else if content_type.starts_with("application/x-www-form-urlencoded")
+        || content_type.is_empty()
+    {
         serde_urlencoded::from_bytes(&body).map_err(|e| e.to_string())
     } else {
         Err(format!("unsupported Content-Type {content_type:?}; send application/x-www-form-urlencoded or application/json"))
@@ -83,25 +98,46 @@ pub async fn token(State(state): State<AppState>, caller: Caller, headers: Heade
     match req.grant_type.as_deref() {
         Some("client_credentials") => {}
         Some(other) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", &format!("grant_type {other:?} is not supported; use client_credentials"))
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                &format!("grant_type {other:?} is not supported; use client_credentials"),
+            )
         }
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is missing; use grant_type=client_credentials"),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing; use grant_type=client_credentials",
+            )
+        }
     }
     let (Some(client_id), Some(secret)) = (req.client_id, req.client_secret) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "client_id and client_secret are required (in the body or HTTP Basic auth)");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and client_secret are required (in the body or HTTP Basic auth)",
+        );
     };
     let invalid = |client_id: Option<&String>| {
         state.metrics.auth_failure("client_credentials");
         if let Some(id) = client_id {
             state.guard.client_failures.charge(id);
         }
-        oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client, wrong secret, or revoked cluster; check the cluster's credentials")
+        oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client, wrong secret, or revoked cluster; check the cluster's credentials",
+        )
     };
     if client_id.len() > MAX_CLIENT_ID || secret.len() > 256 {
         return invalid(None);
     }
     if let Err(r) = state.guard.client_failures.check(&client_id) {
-        tracing::warn!(client_id, "token requests refused: too many failed attempts for this client ID");
+        tracing::warn!(
+            client_id,
+            "token requests refused: too many failed attempts for this client ID"
+        );
         return refused(&state, r, "failed attempts for this client ID");
     }
     let _permit = match state.guard.admit().await {
@@ -112,11 +148,19 @@ pub async fn token(State(state): State<AppState>, caller: Caller, headers: Heade
         Ok(found) => found,
         Err(e) => {
             tracing::error!(error = %e, "client look-up failed");
-            return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the database is unavailable; retry shortly");
+            return oauth_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unavailable; retry shortly",
+            );
         }
     };
     // An unknown id costs the same HMAC as a known one with a wrong secret.
-    let stale = match state.store.hasher().check(Purpose::ClusterSecret, &secret, found.as_ref().map(|(_, _, h)| h.as_str())) {
+    let stale = match state.store.hasher().check(
+        Purpose::ClusterSecret,
+        &secret,
+        found.as_ref().map(|(_, _, h)| h.as_str()),
+    ) {
         Check::Matches { stale } => stale,
         Check::Mismatch => return invalid(Some(&client_id)),
         Check::Legacy => {
@@ -124,8 +168,12 @@ pub async fn token(State(state): State<AppState>, caller: Caller, headers: Heade
                 Ok(permit) => permit,
                 Err(r) => return refused(&state, r, "token requests"),
             };
-            let (secret, hash) = (secret.clone(), found.as_ref().map(|(_, _, h)| h.clone()).unwrap_or_default());
-            if !tokio::task::spawn_blocking(move || secrets::verify_legacy(&secret, &hash)).await.unwrap_or(false) {
+            let (secret, hash) =
+                (secret.clone(), found.as_ref().map(|(_, _, h)| h.clone()).unwrap_or_default());
+            if !tokio::task::spawn_blocking(move || secrets::verify_legacy(&secret, &hash))
+                .await
+                .unwrap_or(false)
+            {
                 return invalid(Some(&client_id));
             }
             true
@@ -135,13 +183,17 @@ pub async fn token(State(state): State<AppState>, caller: Caller, headers: Heade
     if stale {
         match state.store.rehash_cluster_secret(org, cluster, &hash, &secret).await {
             Ok(()) => state.metrics.secret_rehashed("client_secret"),
-            Err(e) => tracing::warn!(error = %e, %cluster, "could not store the client secret's new hash; it stays on the old one"),
+            Err(e) => {
+                tracing::warn!(error = %e, %cluster, "could not store the client secret's new hash; it stays on the old one")
+            }
         }
     }
     let (access_token, claims) = state.jwt.issue(org, cluster, chrono::Utc::now().timestamp());
     state.metrics.tokens_issued.inc();
     tracing::info!(org = %org, cluster = %cluster, jti = %claims.jti, "issued cluster access token");
-    let body = Json(serde_json::json!({"access_token": access_token, "token_type": "Bearer", "expires_in": claims.exp - claims.iat}));
+    let body = Json(
+        serde_json::json!({"access_token": access_token, "token_type": "Bearer", "expires_in": claims.exp - claims.iat}),
+    );
     ([(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 

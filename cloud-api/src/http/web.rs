@@ -13,13 +13,17 @@ const APP_CSS: &str = include_str!("../../web/app.css");
 const FAVICON_SVG: &str = include_str!("../../web/favicon.svg");
 
 /// Only our own scripts, styles and API; no inline code, no framing, no forms posted elsewhere.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
 base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
-        .route("/assets/app.js", get(|| async { asset("application/javascript; charset=utf-8", APP_JS) }))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset("application/javascript; charset=utf-8", APP_JS) }),
+        )
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .route("/assets/favicon.svg", get(|| async { asset("image/svg+xml", FAVICON_SVG) }))
 }
@@ -46,10 +50,19 @@ mod tests {
         for link in ["/assets/app.js", "/assets/app.css", "/assets/favicon.svg"] {
             assert!(INDEX_HTML.contains(link), "index.html refers to {link}");
         }
-        assert!(!INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"), "no external resources");
-        assert!(!INDEX_HTML.contains("<script>") && !INDEX_HTML.contains("style="), "no inline code, which the CSP would block");
+        assert!(
+            !INDEX_HTML.contains("http://") && !INDEX_HTML.contains("https://"),
+            "no external resources"
+        );
+        assert!(
+            !INDEX_HTML.contains("<script>") && !INDEX_HTML.contains("style="),
+            "no inline code, which the CSP would block"
+        );
         let js = APP_JS.replace("http://www.w3.org/2000/svg", "");
-        assert!(!js.contains("http://") && !js.contains("https://"), "the script talks to its own origin only");
+        assert!(
+            !js.contains("http://") && !js.contains("https://"),
+            "the script talks to its own origin only"
+        );
         HeaderValue::from_static(CONTENT_SECURITY_POLICY);
     }
 }

@@ -12,8 +12,12 @@ use crate::secrets::{self, HashKey, Purpose, SecretHasher};
 use crate::tokens::{self, Scope};
 
 /// The hasher for this database: the configured keys first, then the key the migrations stored.
-pub(super) async fn load_hasher(pool: &PgPool, mut keys: Vec<HashKey>) -> Result<SecretHasher, sqlx::Error> {
-    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT key FROM token_hash_key").fetch_optional(pool).await?;
+pub(super) async fn load_hasher(
+    pool: &PgPool,
+    mut keys: Vec<HashKey>,
+) -> Result<SecretHasher, sqlx::Error> {
+    let stored: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT key FROM token_hash_key").fetch_optional(pool).await?;
     if let Some(bytes) = stored {
         let key = HashKey::new(&bytes).map_err(|e| sqlx::Error::Decode(e.into()))?;
         if !keys.iter().any(|k| k.kid() == key.kid()) {
@@ -43,7 +47,11 @@ impl TryFrom<Vec<String>> for Scopes {
     type Error = String;
 
     fn try_from(stored: Vec<String>) -> Result<Self, String> {
-        stored.iter().map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?} stored"))).collect::<Result<_, _>>().map(Scopes)
+        stored
+            .iter()
+            .map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?} stored")))
+            .collect::<Result<_, _>>()
+            .map(Scopes)
     }
 }
 
@@ -73,8 +81,13 @@ impl Store {
     pub async fn create_org(&self, name: &str) -> Result<NewOrg, sqlx::Error> {
         let org_id = Uuid::new_v4();
         let mut tx = self.tenant(org_id).await?;
-        sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2)").bind(org_id).bind(name).execute(&mut *tx).await?;
-        let first = insert_api_token(&mut tx, &self.hasher, org_id, "first token", &[Scope::Admin]).await?;
+        sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2)")
+            .bind(org_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let first =
+            insert_api_token(&mut tx, &self.hasher, org_id, "first token", &[Scope::Admin]).await?;
         tx.commit().await?;
         Ok(NewOrg { org_id, name: name.to_owned(), api_token: first.token })
     }
@@ -85,14 +98,21 @@ impl Store {
 
     pub async fn org_name(&self, org: Uuid) -> Result<Option<String>, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
-        let name = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1").bind(org).fetch_optional(&mut *tx).await?;
+        let name = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(name)
     }
 
     // === clusters ===
 
-    pub async fn create_cluster(&self, org: Uuid, name: &str) -> Result<ClusterCredentials, sqlx::Error> {
+    pub async fn create_cluster(
+        &self,
+        org: Uuid,
+        name: &str,
+    ) -> Result<ClusterCredentials, sqlx::Error> {
         let cluster_id = Uuid::new_v4();
         let client_id = format!("cl_{}", cluster_id.simple());
         let client_secret = secrets::random_secret();
@@ -120,7 +140,11 @@ impl Store {
     }
 
     /// A cluster of `org` by id or by name.
-    pub async fn find_cluster(&self, org: Uuid, id_or_name: &str) -> Result<Option<ClusterInfo>, sqlx::Error> {
+    pub async fn find_cluster(
+        &self,
+        org: Uuid,
+        id_or_name: &str,
+    ) -> Result<Option<ClusterInfo>, sqlx::Error> {
         let id = Uuid::try_parse(id_or_name).ok();
         let mut tx = self.tenant(org).await?;
         let row = sqlx::query_as(
@@ -151,30 +175,56 @@ impl Store {
     /// Deletes the cluster with all its edges and reports.
     pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
-        sqlx::query("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
-        let done = sqlx::query("DELETE FROM clusters WHERE org_id = $1 AND id = $2").bind(org).bind(cluster).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2")
+            .bind(org)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM clusters WHERE org_id = $1 AND id = $2")
+            .bind(org)
+            .bind(cluster)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// `(org, cluster, secret hash)` for an active client ID. Runs before the tenant is known,
     /// through a narrow SECURITY DEFINER function.
-    pub async fn cluster_client(&self, client_id: &str) -> Result<Option<(Uuid, Uuid, String)>, sqlx::Error> {
-        let row = sqlx::query("SELECT org_id, cluster_id, secret_hash FROM auth_cluster_client($1)").bind(client_id).fetch_optional(&self.pool).await?;
+    pub async fn cluster_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<(Uuid, Uuid, String)>, sqlx::Error> {
+        let row =
+            sqlx::query("SELECT org_id, cluster_id, secret_hash FROM auth_cluster_client($1)")
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 
     pub async fn cluster_is_active(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
-        let row =
-            sqlx::query("SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL").bind(org).bind(cluster).fetch_optional(&mut *tx).await?;
+        let row = sqlx::query(
+            "SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL",
+        )
+        .bind(org)
+        .bind(cluster)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(row.is_some())
     }
 
     /// Replaces a verified secret's stored hash with a fresh one (argon2id or an old key before),
     /// unless it changed meanwhile.
-    pub async fn rehash_cluster_secret(&self, org: Uuid, cluster: Uuid, old_hash: &str, secret: &str) -> Result<(), sqlx::Error> {
+    pub async fn rehash_cluster_secret(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        old_hash: &str,
+        secret: &str,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.tenant(org).await?;
         sqlx::query("UPDATE clusters SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3")
             .bind(org)
@@ -190,15 +240,29 @@ impl Store {
 
     /// The stored hash and scopes of an active API token id. Runs before the tenant is known.
     pub async fn api_token(&self, token_id: Uuid) -> Result<Option<StoredApiToken>, sqlx::Error> {
-        let row = sqlx::query("SELECT org_id, secret_hash, scopes FROM auth_api_token($1)").bind(token_id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT org_id, secret_hash, scopes FROM auth_api_token($1)")
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
-            let scopes = Scopes::try_from(r.try_get::<Vec<String>, _>(2)?).map_err(|e| sqlx::Error::Decode(e.into()))?;
-            Ok(StoredApiToken { org_id: r.try_get(0)?, secret_hash: r.try_get(1)?, scopes: scopes.0 })
+            let scopes = Scopes::try_from(r.try_get::<Vec<String>, _>(2)?)
+                .map_err(|e| sqlx::Error::Decode(e.into()))?;
+            Ok(StoredApiToken {
+                org_id: r.try_get(0)?,
+                secret_hash: r.try_get(1)?,
+                scopes: scopes.0,
+            })
         })
         .transpose()
     }
 
-    pub async fn rehash_api_token(&self, org: Uuid, token_id: Uuid, old_hash: &str, secret: &str) -> Result<(), sqlx::Error> {
+    pub async fn rehash_api_token(
+        &self,
+        org: Uuid,
+        token_id: Uuid,
+        old_hash: &str,
+        secret: &str,
+    ) -> Result<(), sqlx::Error> {
         let mut tx = self.tenant(org).await?;
         sqlx::query("UPDATE api_tokens SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3")
             .bind(org)
@@ -210,7 +274,12 @@ impl Store {
         tx.commit().await
     }
 
-    pub async fn create_api_token(&self, org: Uuid, name: &str, scopes: &[Scope]) -> Result<NewApiToken, sqlx::Error> {
+    pub async fn create_api_token(
+        &self,
+        org: Uuid,
+        name: &str,
+        scopes: &[Scope],
+    ) -> Result<NewApiToken, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
         let token = insert_api_token(&mut tx, &self.hasher, org, name, scopes).await?;
         tx.commit().await?;
@@ -227,7 +296,11 @@ impl Store {
         Ok(rows)
     }
 
-    pub async fn find_api_token(&self, org: Uuid, id: Uuid) -> Result<Option<ApiTokenInfo>, sqlx::Error> {
+    pub async fn find_api_token(
+        &self,
+        org: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ApiTokenInfo>, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
         let row = sqlx::query_as("SELECT id, name, scopes, created_at, revoked_at FROM api_tokens WHERE org_id = $1 AND id = $2")
             .bind(org)
@@ -239,7 +312,11 @@ impl Store {
     }
 
     /// Revokes at once: every request checks the token in the database.
-    pub async fn revoke_api_token(&self, org: Uuid, id: Uuid) -> Result<Option<ApiTokenInfo>, sqlx::Error> {
+    pub async fn revoke_api_token(
+        &self,
+        org: Uuid,
+        id: Uuid,
+    ) -> Result<Option<ApiTokenInfo>, sqlx::Error> {
         let mut tx = self.tenant(org).await?;
         let row = sqlx::query_as(
             "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2
@@ -254,7 +331,13 @@ impl Store {
     }
 }
 
-async fn insert_api_token(tx: &mut PgConnection, hasher: &SecretHasher, org: Uuid, name: &str, scopes: &[Scope]) -> Result<NewApiToken, sqlx::Error> {
+async fn insert_api_token(
+    tx: &mut PgConnection,
+    hasher: &SecretHasher,
+    org: Uuid,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<NewApiToken, sqlx::Error> {
     let id = Uuid::new_v4();
     let secret = secrets::random_secret();
     let info = sqlx::query_as(

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use model::graph::{ClusterEdge, ClusterExposure};
-use model::{AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef};
+use model::{
+    AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef,
+};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -56,31 +58,58 @@ pub struct GraphData {
 
 impl Store {
     /// The org's clusters, its edges seen since `since` and its exposed workloads.
-    pub async fn graph(&self, org: Uuid, since: Option<DateTime<Utc>>, limits: &ReadLimits) -> Result<GraphData, ReadError> {
+    pub async fn graph(
+        &self,
+        org: Uuid,
+        since: Option<DateTime<Utc>>,
+        limits: &ReadLimits,
+    ) -> Result<GraphData, ReadError> {
         let timeout = limits.statement_timeout;
         let run = async {
             let mut tx = self.tenant(org).await?;
             set_timeout(&mut tx, timeout).await?;
-            let clusters = sqlx::query_scalar("SELECT name FROM clusters WHERE org_id = $1 ORDER BY name").bind(org).fetch_all(&mut *tx).await?;
-            let edges = edges(&mut tx, org, EdgeFilter { since, ..Default::default() }, limits.max_edges).await?;
+            let clusters =
+                sqlx::query_scalar("SELECT name FROM clusters WHERE org_id = $1 ORDER BY name")
+                    .bind(org)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let edges =
+                edges(&mut tx, org, EdgeFilter { since, ..Default::default() }, limits.max_edges)
+                    .await?;
             let exposures = exposures(&mut tx, org).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(edges.map(|edges| GraphData { clusters, edges, exposures }))
         };
-        run.await.map_err(|e| ReadError::from_sqlx(e, timeout))?.ok_or(ReadError::TooManyEdges { limit: limits.max_edges })
+        run.await
+            .map_err(|e| ReadError::from_sqlx(e, timeout))?
+            .ok_or(ReadError::TooManyEdges { limit: limits.max_edges })
     }
 
     /// One cluster's edges (for its ClientIntents), optionally only of clients in one namespace.
-    pub async fn cluster_edges(&self, org: Uuid, cluster: Uuid, namespace: Option<&str>, limits: &ReadLimits) -> Result<Vec<ClusterEdge>, ReadError> {
+    pub async fn cluster_edges(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        namespace: Option<&str>,
+        limits: &ReadLimits,
+    ) -> Result<Vec<ClusterEdge>, ReadError> {
         let timeout = limits.statement_timeout;
         let run = async {
             let mut tx = self.tenant(org).await?;
             set_timeout(&mut tx, timeout).await?;
-            let edges = edges(&mut tx, org, EdgeFilter { cluster: Some(cluster), client_namespace: namespace, since: None }, limits.max_edges).await?;
+            let edges = edges(
+                &mut tx,
+                org,
+                EdgeFilter { cluster: Some(cluster), client_namespace: namespace, since: None },
+                limits.max_edges,
+            )
+            .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(edges)
         };
-        run.await.map_err(|e| ReadError::from_sqlx(e, timeout))?.ok_or(ReadError::TooManyEdges { limit: limits.max_edges })
+        run.await
+            .map_err(|e| ReadError::from_sqlx(e, timeout))?
+            .ok_or(ReadError::TooManyEdges { limit: limits.max_edges })
     }
 
     /// The org's exposed workloads (the cross-cluster merge reads them with the graph).
@@ -94,7 +123,11 @@ impl Store {
 
 async fn set_timeout(tx: &mut PgConnection, timeout: Duration) -> Result<(), sqlx::Error> {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
-    sqlx::query("SELECT set_config('statement_timeout', $1, true)").bind(ms).execute(tx).await.map(|_| ())
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+        .bind(ms)
+        .execute(tx)
+        .await
+        .map(|_| ())
 }
 
 #[derive(Default)]
@@ -105,7 +138,12 @@ struct EdgeFilter<'a> {
 }
 
 /// The org's edges that pass `filter`, named by cluster; `None` when there are more than `max`.
-async fn edges(tx: &mut PgConnection, org: Uuid, filter: EdgeFilter<'_>, max: usize) -> Result<Option<Vec<ClusterEdge>>, sqlx::Error> {
+async fn edges(
+    tx: &mut PgConnection,
+    org: Uuid,
+    filter: EdgeFilter<'_>,
+    max: usize,
+) -> Result<Option<Vec<ClusterEdge>>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
                 e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
@@ -155,12 +193,20 @@ async fn exposures(tx: &mut PgConnection, org: Uuid) -> Result<Vec<ClusterExposu
 fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> {
     let decode = |e: String| sqlx::Error::Decode(e.into());
     let ports: Vec<String> = r.try_get("ports")?;
-    let ports = ports.iter().map(|p| p.parse::<PortSpec>()).collect::<Result<Vec<_>, _>>().map_err(decode)?;
+    let ports = ports
+        .iter()
+        .map(|p| p.parse::<PortSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(decode)?;
     let target_type: String = r.try_get("target_type")?;
     let target_namespace: String = r.try_get("target_namespace")?;
     let target_name: String = r.try_get("target_name")?;
     let target = match target_type.as_str() {
-        "kubernetes" => Target::Kubernetes(WorkloadRef { namespace: target_namespace, name: target_name, kind: r.try_get("target_kind")? }),
+        "kubernetes" => Target::Kubernetes(WorkloadRef {
+            namespace: target_namespace,
+            name: target_name,
+            kind: r.try_get("target_kind")?,
+        }),
         "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
         "internet" => {
             let iports: Vec<i32> = r.try_get("internet_ports")?;
@@ -171,14 +217,22 @@ fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> 
             })
         }
         "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.try_get("actions")? }),
-        "kafka" => Target::Kafka(WorkloadRef { namespace: target_namespace, name: target_name, kind: r.try_get("target_kind")? }),
+        "kafka" => Target::Kafka(WorkloadRef {
+            namespace: target_namespace,
+            name: target_name,
+            kind: r.try_get("target_kind")?,
+        }),
         other => return Err(decode(format!("unknown target_type {other:?}"))),
     };
     let connections: i64 = r.try_get("connections")?;
     Ok(ClusterEdge {
         cluster: r.try_get("cluster")?,
         edge: Edge {
-            client: WorkloadRef { namespace: r.try_get("client_namespace")?, name: r.try_get("client_name")?, kind: r.try_get("client_kind")? },
+            client: WorkloadRef {
+                namespace: r.try_get("client_namespace")?,
+                name: r.try_get("client_name")?,
+                kind: r.try_get("client_kind")?,
+            },
             target,
             ports,
             first_seen: r.try_get("first_seen")?,

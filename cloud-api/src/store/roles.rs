@@ -27,7 +27,9 @@ postgres://intentmap_api:<password>@<host>/<database>` creates it, then give tha
 
 /// `(user, password)` of a `postgres://user:password@host/db` URL, percent-decoded.
 pub fn url_credentials(url: &str) -> Result<(String, Option<String>), RoleError> {
-    let bad = || RoleError::BadUrl(format!("the serving URL must name its login role: postgres://<role>:<password>@<host>/<database> (got {})", redact(url)));
+    let bad = || {
+        RoleError::BadUrl(format!("the serving URL must name its login role: postgres://<role>:<password>@<host>/<database> (got {})", redact(url)))
+    };
     let rest = url.split_once("://").ok_or_else(bad)?.1;
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let (userinfo, _) = authority.rsplit_once('@').ok_or_else(bad)?;
@@ -64,7 +66,15 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn percent_encode(s: &str) -> String {
-    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// `url` without its password, for messages.
@@ -80,19 +90,38 @@ pub fn redact(url: &str) -> String {
 
 /// `url` logging in as `role` with `password` instead of its own user.
 pub fn login_url(url: &str, role: &str, password: &str) -> Result<String, RoleError> {
-    let scheme_end = url.find("://").ok_or_else(|| RoleError::BadUrl(format!("{} is not a postgres:// URL", redact(url))))? + 3;
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| RoleError::BadUrl(format!("{} is not a postgres:// URL", redact(url))))?
+        + 3;
     let rest = &url[scheme_end..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let host = rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, host)| host);
-    Ok(format!("{}{}:{}@{host}{}", &url[..scheme_end], percent_encode(role), percent_encode(password), &rest[authority_end..]))
+    let host =
+        rest[..authority_end].rsplit_once('@').map_or(&rest[..authority_end], |(_, host)| host);
+    Ok(format!(
+        "{}{}:{}@{host}{}",
+        &url[..scheme_end],
+        percent_encode(role),
+        percent_encode(password),
+        &rest[authority_end..]
+    ))
 }
 
 /// For the demo and tests: a serving URL for the database of `owner_url`, as a login role named
 /// after it (databases on one server never share one), with a password derived from the owner's
 /// URL (so restarts and replicas agree on it, and only who knows the owner's URL knows it).
 pub fn dedicated_login_url(owner_url: &str) -> Result<String, RoleError> {
-    let hex = |label: &str| -> String { Sha256::digest([label.as_bytes(), owner_url.as_bytes()].concat()).iter().map(|b| format!("{b:02x}")).collect() };
-    login_url(owner_url, &format!("intentmap_api_{}", &hex("intentmap serving role\0")[..16]), &hex("intentmap serving password\0"))
+    let hex = |label: &str| -> String {
+        Sha256::digest([label.as_bytes(), owner_url.as_bytes()].concat())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    login_url(
+        owner_url,
+        &format!("intentmap_api_{}", &hex("intentmap serving role\0")[..16]),
+        &hex("intentmap serving password\0"),
+    )
 }
 
 /// As the schema owner (`owner_url`): creates the login role `app_url` names, or updates its
@@ -101,16 +130,21 @@ pub fn dedicated_login_url(owner_url: &str) -> Result<String, RoleError> {
 pub async fn provision_login(owner_url: &str, app_url: &str) -> Result<String, RoleError> {
     let (role, password) = url_credentials(app_url)?;
     let mut conn = PgConnection::connect(owner_url).await?;
-    let owner: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut conn).await?;
+    let owner: String =
+        sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut conn).await?;
     if owner == role {
-        return Err(RoleError::Unsafe(format!("the serving URL logs in as the schema owner {role:?}; {HOW}")));
+        return Err(RoleError::Unsafe(format!(
+            "the serving URL logs in as the schema owner {role:?}; {HOW}"
+        )));
     }
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
         match provision_once(&mut conn, &role, password.as_deref()).await {
             // Roles are shared by the whole server: another migrate may be changing this one.
-            Err(e) if attempt < 5 && is_concurrent_update(&e) => tokio::time::sleep(Duration::from_millis(50 * attempt)).await,
+            Err(e) if attempt < 5 && is_concurrent_update(&e) => {
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await
+            }
             other => break other,
         }
     };
@@ -119,7 +153,11 @@ pub async fn provision_login(owner_url: &str, app_url: &str) -> Result<String, R
     Ok(role)
 }
 
-async fn provision_once(conn: &mut PgConnection, role: &str, password: Option<&str>) -> Result<(), sqlx::Error> {
+async fn provision_once(
+    conn: &mut PgConnection,
+    role: &str,
+    password: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let create: String = sqlx::query_scalar(
         "SELECT format('DO $do$ BEGIN CREATE ROLE %I LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $do$', $1::text)",
     )
@@ -128,19 +166,32 @@ async fn provision_once(conn: &mut PgConnection, role: &str, password: Option<&s
     .await?;
     sqlx::raw_sql(&create).execute(&mut *conn).await?;
     let alter: String = match password {
-        Some(p) => sqlx::query_scalar("SELECT format('ALTER ROLE %I LOGIN INHERIT PASSWORD %L', $1::text, $2::text)").bind(role).bind(p),
-        None => sqlx::query_scalar("SELECT format('ALTER ROLE %I LOGIN INHERIT', $1::text)").bind(role),
+        Some(p) => sqlx::query_scalar(
+            "SELECT format('ALTER ROLE %I LOGIN INHERIT PASSWORD %L', $1::text, $2::text)",
+        )
+        .bind(role)
+        .bind(p),
+        None => {
+            sqlx::query_scalar("SELECT format('ALTER ROLE %I LOGIN INHERIT', $1::text)").bind(role)
+        }
     }
     .fetch_one(&mut *conn)
     .await?;
     sqlx::raw_sql(&alter).execute(&mut *conn).await?;
-    let grant: String = sqlx::query_scalar("SELECT format('GRANT %I TO %I', $1::text, $2::text)").bind(APP_ROLE).bind(role).fetch_one(&mut *conn).await?;
+    let grant: String = sqlx::query_scalar("SELECT format('GRANT %I TO %I', $1::text, $2::text)")
+        .bind(APP_ROLE)
+        .bind(role)
+        .fetch_one(&mut *conn)
+        .await?;
     sqlx::raw_sql(&grant).execute(&mut *conn).await?;
     Ok(())
 }
 
 fn is_concurrent_update(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.message().contains("concurrently") || d.code().is_some_and(|c| c == "23505" || c == "40001"))
+    e.as_database_error().is_some_and(|d| {
+        d.message().contains("concurrently")
+            || d.code().is_some_and(|c| c == "23505" || c == "40001")
+    })
 }
 
 /// Whether `url`'s role may apply migrations: a superuser, the owner of the schema's tables, or
@@ -172,14 +223,20 @@ pub async fn check_serving_role(pool: &PgPool) -> Result<(), RoleError> {
     .await?;
     let user: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(pool).await?;
     for (role, superuser, bypass, owns) in &rows {
-        let via = if *role == user { format!("the serving role {user:?}") } else { format!("role {role:?}, which the serving role {user:?} can SET ROLE to,") };
+        let via = if *role == user {
+            format!("the serving role {user:?}")
+        } else {
+            format!("role {role:?}, which the serving role {user:?} can SET ROLE to,")
+        };
         let what = match (superuser, bypass, owns) {
             (true, _, _) => "is a superuser",
             (_, true, _) => "bypasses row-level security",
             (_, _, true) => "owns tables of the schema",
             _ => continue,
         };
-        return Err(RoleError::Unsafe(format!("{via} {what}, so row-level security would not hold; {HOW}")));
+        return Err(RoleError::Unsafe(format!(
+            "{via} {what}, so row-level security would not hold; {HOW}"
+        )));
     }
     if !rows.iter().any(|(role, ..)| role == APP_ROLE) {
         return Err(RoleError::Unsafe(format!("the serving role {user:?} is not a member of {APP_ROLE} and cannot read the tables; {HOW}")));
@@ -200,12 +257,17 @@ mod tests {
 
     #[test]
     fn urls_name_their_login_role() {
-        let (user, password) = url_credentials("postgres://intentmap_api:p%40ss%3Aword@db.example:5432/intentmap?sslmode=require").unwrap();
+        let (user, password) = url_credentials(
+            "postgres://intentmap_api:p%40ss%3Aword@db.example:5432/intentmap?sslmode=require",
+        )
+        .unwrap();
         assert_eq!((user.as_str(), password.as_deref()), ("intentmap_api", Some("p@ss:word")));
         assert_eq!(url_credentials("postgres://me@h/db").unwrap(), ("me".to_owned(), None));
         assert!(url_credentials("postgres://h/db").is_err());
         assert!(url_credentials("postgres://:pw@h/db").is_err());
-        let url = login_url("postgres://postgres@127.0.0.1:5432/t_1?sslmode=disable", "api", "a/b@c").unwrap();
+        let url =
+            login_url("postgres://postgres@127.0.0.1:5432/t_1?sslmode=disable", "api", "a/b@c")
+                .unwrap();
         assert_eq!(url, "postgres://api:a%2Fb%40c@127.0.0.1:5432/t_1?sslmode=disable");
         assert_eq!(url_credentials(&url).unwrap(), ("api".to_owned(), Some("a/b@c".to_owned())));
         assert_eq!(login_url("postgres://h:1/db", "r", "p").unwrap(), "postgres://r:p@h:1/db");

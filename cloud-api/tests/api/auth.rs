@@ -14,7 +14,12 @@ async fn a_cluster_trades_its_credentials_for_a_short_lived_signed_jwt() {
     let org = app.org("acme").await;
     let creds = app.cluster(&org.api_token, "prod-eu").await;
 
-    let form = app.token_request(&format!("grant_type=client_credentials&client_id={}&client_secret={}", creds.client_id, creds.client_secret)).await;
+    let form = app
+        .token_request(&format!(
+            "grant_type=client_credentials&client_id={}&client_secret={}",
+            creds.client_id, creds.client_secret
+        ))
+        .await;
     assert_eq!(form.status, StatusCode::OK, "{}", form.text());
     assert_eq!(form.headers[header::CACHE_CONTROL], "no-store");
     let body = form.json();
@@ -31,7 +36,13 @@ async fn a_cluster_trades_its_credentials_for_a_short_lived_signed_jwt() {
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_issuer(&[ISSUER]);
     validation.set_audience(&[AUDIENCE]);
-    let claims = jsonwebtoken::decode::<serde_json::Value>(jwt, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &validation).unwrap().claims;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        jwt,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
     assert_eq!(claims["org"], org.org_id.to_string());
     assert_eq!(claims["cluster"], creds.cluster_id.to_string());
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 300);
@@ -46,7 +57,8 @@ async fn a_cluster_trades_its_credentials_for_a_short_lived_signed_jwt() {
         )
         .await;
     assert_eq!(as_json.status, StatusCode::OK, "{}", as_json.text());
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", creds.client_id, creds.client_secret));
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", creds.client_id, creds.client_secret));
     let req = Request::post("/oauth/token")
         .header(header::AUTHORIZATION, format!("Basic {basic}"))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -55,7 +67,12 @@ async fn a_cluster_trades_its_credentials_for_a_short_lived_signed_jwt() {
     assert_eq!(app.request(req).await.status, StatusCode::OK);
 
     // And the token is accepted for ingest.
-    let ok = app.post_report(jwt, &report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1)], vec![])).await;
+    let ok = app
+        .post_report(
+            jwt,
+            &report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1)], vec![]),
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text());
 }
 
@@ -65,10 +82,35 @@ async fn bad_client_credentials_get_oauth_errors() {
     let org = app.org("acme").await;
     let creds = app.cluster(&org.api_token, "prod").await;
     let cases = [
-        (format!("grant_type=client_credentials&client_id={}&client_secret=wrong", creds.client_id), StatusCode::UNAUTHORIZED, "invalid_client"),
-        (format!("grant_type=client_credentials&client_id=cl_unknown&client_secret={}", creds.client_secret), StatusCode::UNAUTHORIZED, "invalid_client"),
-        (format!("client_id={}&client_secret={}", creds.client_id, creds.client_secret), StatusCode::BAD_REQUEST, "invalid_request"),
-        (format!("grant_type=password&client_id={}&client_secret={}", creds.client_id, creds.client_secret), StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (
+            format!(
+                "grant_type=client_credentials&client_id={}&client_secret=wrong",
+                creds.client_id
+            ),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            format!(
+                "grant_type=client_credentials&client_id=cl_unknown&client_secret={}",
+                creds.client_secret
+            ),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
+        (
+            format!("client_id={}&client_secret={}", creds.client_id, creds.client_secret),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            format!(
+                "grant_type=password&client_id={}&client_secret={}",
+                creds.client_id, creds.client_secret
+            ),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
         ("grant_type=client_credentials".to_owned(), StatusCode::BAD_REQUEST, "invalid_request"),
     ];
     for (form, status, error) in cases {
@@ -77,7 +119,10 @@ async fn bad_client_credentials_get_oauth_errors() {
         assert_eq!(reply.json()["error"], error, "{form}");
         assert!(!reply.json()["error_description"].as_str().unwrap().is_empty());
     }
-    let xml = Request::post("/oauth/token").header(header::CONTENT_TYPE, "text/xml").body(Body::from("<x/>")).unwrap();
+    let xml = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "text/xml")
+        .body(Body::from("<x/>"))
+        .unwrap();
     assert_eq!(app.request(xml).await.status, StatusCode::BAD_REQUEST);
 }
 
@@ -90,16 +135,32 @@ async fn every_kind_of_wrong_token_is_refused_at_ingest() {
 
     let expired = app.state.jwt.issue(org.org_id, creds.cluster_id, now - 3600).0;
     let same_key = |aud: &str, iss: &str| {
-        JwtIssuer::new(iss.into(), aud.into(), Duration::from_secs(300), vec![SigningKey::from_pem(&app.signing_key_pem).unwrap()]).unwrap()
-    };
-    let wrong_audience = same_key("someone-else", ISSUER).issue(org.org_id, creds.cluster_id, now).0;
-    let wrong_issuer = same_key(AUDIENCE, "https://evil.test").issue(org.org_id, creds.cluster_id, now).0;
-    let foreign_key = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![SigningKey::generate()])
+        JwtIssuer::new(
+            iss.into(),
+            aud.into(),
+            Duration::from_secs(300),
+            vec![SigningKey::from_pem(&app.signing_key_pem).unwrap()],
+        )
         .unwrap()
-        .issue(org.org_id, creds.cluster_id, now)
-        .0;
+    };
+    let wrong_audience =
+        same_key("someone-else", ISSUER).issue(org.org_id, creds.cluster_id, now).0;
+    let wrong_issuer =
+        same_key(AUDIENCE, "https://evil.test").issue(org.org_id, creds.cluster_id, now).0;
+    let foreign_key = JwtIssuer::new(
+        ISSUER.into(),
+        AUDIENCE.into(),
+        Duration::from_secs(300),
+        vec![SigningKey::generate()],
+    )
+    .unwrap()
+    .issue(org.org_id, creds.cluster_id, now)
+    .0;
     let claims = good.split('.').nth(1).unwrap();
-    let alg_none = format!("{}.{claims}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#));
+    let alg_none = format!(
+        "{}.{claims}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
     let mut flipped = good.clone();
     let last = flipped.pop().unwrap();
     flipped.push(if last == 'A' { 'B' } else { 'A' });
@@ -122,7 +183,10 @@ async fn every_kind_of_wrong_token_is_refused_at_ingest() {
     let no_header = app.call(Method::POST, "/api/v1/reports", None, Some(body.clone())).await;
     assert_eq!(no_header.status, StatusCode::UNAUTHORIZED);
     assert!(no_header.error().contains("Authorization"), "{}", no_header.error());
-    let basic = Request::post("/api/v1/reports").header(header::AUTHORIZATION, "Basic Zm9vOmJhcg==").body(Body::from(body.to_string())).unwrap();
+    let basic = Request::post("/api/v1/reports")
+        .header(header::AUTHORIZATION, "Basic Zm9vOmJhcg==")
+        .body(Body::from(body.to_string()))
+        .unwrap();
     assert_eq!(app.request(basic).await.status, StatusCode::UNAUTHORIZED);
 
     // Nothing got in.
@@ -141,20 +205,34 @@ async fn revoking_or_deleting_a_cluster_stops_its_tokens_and_its_secret() {
     let (jwt_a, jwt_b) = (app.cluster_token(&a).await, app.cluster_token(&b).await);
     let body = || report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1)], vec![]);
 
-    let revoked = app.call(Method::POST, &format!("/api/v1/clusters/{}/revoke", a.cluster_id), Some(&org.api_token), None).await;
+    let revoked = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/clusters/{}/revoke", a.cluster_id),
+            Some(&org.api_token),
+            None,
+        )
+        .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
     assert!(revoked.json()["revoked_at"].is_string());
     let refused = app.post_report(&jwt_a, &body()).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert!(refused.error().contains("revoked"), "{}", refused.error());
-    let form = format!("grant_type=client_credentials&client_id={}&client_secret={}", a.client_id, a.client_secret);
+    let form = format!(
+        "grant_type=client_credentials&client_id={}&client_secret={}",
+        a.client_id, a.client_secret
+    );
     assert_eq!(app.token_request(&form).await.status, StatusCode::UNAUTHORIZED);
 
     assert_eq!(app.post_report(&jwt_b, &body()).await.status, StatusCode::ACCEPTED);
     let deleted = app.call(Method::DELETE, "/api/v1/clusters/b", Some(&org.api_token), None).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&app.database_url).await.unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM edges WHERE cluster_id = $1").bind(b.cluster_id).fetch_one(&mut conn).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM edges WHERE cluster_id = $1")
+        .bind(b.cluster_id)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(left, 0, "deleting a cluster deletes its edges");
     assert_eq!(app.post_report(&jwt_b, &body()).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(app.get("/api/v1/clusters/b", &org.api_token).await.status, StatusCode::NOT_FOUND);
@@ -168,7 +246,11 @@ async fn api_tokens_are_checked_and_stored_only_as_hashes() {
     let (id, _) = cloud_api::tokens::parse_api_token(&org.api_token).unwrap();
     let forged = cloud_api::tokens::format_api_token(id, "guessed-secret");
     let jwt = app.cluster_token(&creds).await;
-    for (what, token) in [("wrong secret", forged.as_str()), ("garbage", "imt_garbage"), ("a cluster JWT", jwt.as_str())] {
+    for (what, token) in [
+        ("wrong secret", forged.as_str()),
+        ("garbage", "imt_garbage"),
+        ("a cluster JWT", jwt.as_str()),
+    ] {
         let reply = app.get("/api/v1/clusters", token).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
     }
@@ -177,11 +259,18 @@ async fn api_tokens_are_checked_and_stored_only_as_hashes() {
     // The database holds keyed hashes (HMAC-SHA256 under the server's key), never the token or
     // the client secret.
     let mut conn = app.owner().await;
-    let hashes: Vec<String> =
-        sqlx::query_scalar("SELECT secret_hash FROM api_tokens UNION ALL SELECT secret_hash FROM clusters").fetch_all(&mut conn).await.unwrap();
+    let hashes: Vec<String> = sqlx::query_scalar(
+        "SELECT secret_hash FROM api_tokens UNION ALL SELECT secret_hash FROM clusters",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
     assert_eq!(hashes.len(), 2);
     for h in hashes {
-        assert!(h.starts_with(&format!("hmac-sha256${}$", app.state.store.hasher().primary_kid())), "{h}");
+        assert!(
+            h.starts_with(&format!("hmac-sha256${}$", app.state.store.hasher().primary_kid())),
+            "{h}"
+        );
         assert!(!h.contains(&creds.client_secret) && !org.api_token.contains(&h));
     }
 }

@@ -20,7 +20,13 @@ fn edge_of<'a>(graph: &'a Value, source: &str, target: &str) -> &'a Value {
 async fn replaying_a_report_changes_nothing_and_new_reports_merge() {
     let app = test_app().await;
     let (org, _, jwt) = app.tenant("acme", "prod").await;
-    let first = report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 5), k8s_edge("shop", "frontend", "shop", "cart", 7070, 2)], vec![]);
+    let first = report(
+        vec![
+            k8s_edge("shop", "frontend", "shop", "cart", 7070, 5),
+            k8s_edge("shop", "frontend", "shop", "cart", 7070, 2),
+        ],
+        vec![],
+    );
     let reply = app.post_report(&jwt, &first).await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
     assert_eq!(reply.json()["duplicate"], false);
@@ -35,17 +41,26 @@ async fn replaying_a_report_changes_nothing_and_new_reports_merge() {
     let mut later = k8s_edge("shop", "frontend", "shop", "cart", 8080, 3);
     later["first_seen"] = json!("2026-11-24T16:00:00Z");
     later["last_seen"] = json!("2026-11-24T19:00:00Z");
-    assert_eq!(app.post_report(&jwt, &report(vec![later], vec![])).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.post_report(&jwt, &report(vec![later], vec![])).await.status,
+        StatusCode::ACCEPTED
+    );
     let graph = app.get("/api/v1/access-graph", &org.api_token).await.json();
     let e = edge_of(&graph, "prod/shop/frontend", "prod/shop/cart");
     assert_eq!(e["connections"], 10);
     assert_eq!(e["first_seen"], "2026-11-24T16:00:00Z");
     assert_eq!(e["last_seen"], "2026-11-24T19:00:00Z");
-    assert_eq!(e["ports"], json!([{"port": 7070, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}]));
+    assert_eq!(
+        e["ports"],
+        json!([{"port": 7070, "protocol": "TCP"}, {"port": 8080, "protocol": "TCP"}])
+    );
 
     let metrics = app.metrics().await;
     assert!(metrics.contains("intentmap_cloud_reports_total{outcome=\"accepted\"} 2"), "{metrics}");
-    assert!(metrics.contains("intentmap_cloud_reports_total{outcome=\"duplicate\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("intentmap_cloud_reports_total{outcome=\"duplicate\"} 1"),
+        "{metrics}"
+    );
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -55,7 +70,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn raw_report(jwt: &str, body: Vec<u8>, encoding: Option<&str>) -> Request<Body> {
-    let mut req = Request::post("/api/v1/reports").header(header::AUTHORIZATION, format!("Bearer {jwt}")).header(header::CONTENT_TYPE, "application/json");
+    let mut req = Request::post("/api/v1/reports")
+        .header(header::AUTHORIZATION, format!("Bearer {jwt}"))
+        .header(header::CONTENT_TYPE, "application/json");
     if let Some(enc) = encoding {
         req = req.header(header::CONTENT_ENCODING, enc);
     }
@@ -64,14 +81,22 @@ fn raw_report(jwt: &str, body: Vec<u8>, encoding: Option<&str>) -> Request<Body>
 
 #[tokio::test]
 async fn gzip_reports_are_accepted_and_bombs_and_oversized_bodies_are_refused() {
-    let app = test_app_with(Config { max_body_bytes: 64 * 1024, max_decompressed_bytes: 256 * 1024, ..Config::default() }).await;
+    let app = test_app_with(Config {
+        max_body_bytes: 64 * 1024,
+        max_decompressed_bytes: 256 * 1024,
+        ..Config::default()
+    })
+    .await;
     let (org, _, jwt) = app.tenant("acme", "prod").await;
 
-    let body = report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1)], vec![]).to_string();
+    let body =
+        report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1)], vec![]).to_string();
     let ok = app.request(raw_report(&jwt, gzip(body.as_bytes()), Some("gzip"))).await;
     assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.text());
 
-    let many: Vec<Value> = (0..2000).map(|i| k8s_edge("shop", &format!("client-{i}"), "shop", "cart", 7070, 1)).collect();
+    let many: Vec<Value> = (0..2000)
+        .map(|i| k8s_edge("shop", &format!("client-{i}"), "shop", "cart", 7070, 1))
+        .collect();
     let big = report(many, vec![]).to_string();
     assert!(big.len() > 256 * 1024);
     let too_big = app.request(raw_report(&jwt, big.clone().into_bytes(), None)).await;
@@ -83,7 +108,8 @@ async fn gzip_reports_are_accepted_and_bombs_and_oversized_bodies_are_refused() 
     assert_eq!(bomb.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", bomb.text());
     assert!(bomb.error().contains("decompressed"));
 
-    let corrupt = app.request(raw_report(&jwt, b"\x1f\x8b\x08\x00garbage".to_vec(), Some("gzip"))).await;
+    let corrupt =
+        app.request(raw_report(&jwt, b"\x1f\x8b\x08\x00garbage".to_vec(), Some("gzip"))).await;
     assert_eq!(corrupt.status, StatusCode::BAD_REQUEST);
     assert!(corrupt.error().contains("gzip"));
     let brotli = app.request(raw_report(&jwt, body.clone().into_bytes(), Some("br"))).await;
@@ -97,8 +123,13 @@ async fn gzip_reports_are_accepted_and_bombs_and_oversized_bodies_are_refused() 
 async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
     let app = test_app().await;
     let (org, _, jwt) = app.tenant("acme", "prod").await;
-    let good =
-        report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 1), internet_edge("shop", "frontend", "api.stripe.com", "203.0.113.7", 443)], vec![]);
+    let good = report(
+        vec![
+            k8s_edge("shop", "frontend", "shop", "cart", 7070, 1),
+            internet_edge("shop", "frontend", "api.stripe.com", "203.0.113.7", 443),
+        ],
+        vec![],
+    );
 
     let mut unknown_field = good.clone();
     unknown_field["edges"][0]["bytes"] = json!(12);
@@ -113,7 +144,12 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
 
     for (what, body, status, says) in [
         ("unknown field", unknown_field, StatusCode::BAD_REQUEST, "unknown field `bytes`"),
-        ("newer schema", newer, StatusCode::UNPROCESSABLE_ENTITY, "schema_version 2 is not supported"),
+        (
+            "newer schema",
+            newer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "schema_version 2 is not supported",
+        ),
         ("bad IP", bad_ip, StatusCode::UNPROCESSABLE_ENTITY, "edges[1].target.internet.ips"),
         ("bad name", bad_name, StatusCode::UNPROCESSABLE_ENTITY, "edges[0].client.name"),
         ("no report id", no_id, StatusCode::BAD_REQUEST, "report_id"),
@@ -123,7 +159,8 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
         assert!(reply.error().contains(says), "{what}: {}", reply.error());
     }
     let cut = good.to_string();
-    let truncated = app.request(raw_report(&jwt, cut.as_bytes()[..cut.len() / 2].to_vec(), None)).await;
+    let truncated =
+        app.request(raw_report(&jwt, cut.as_bytes()[..cut.len() / 2].to_vec(), None)).await;
     assert_eq!(truncated.status, StatusCode::BAD_REQUEST);
     let text = Request::post("/api/v1/reports")
         .header(header::AUTHORIZATION, format!("Bearer {jwt}"))
@@ -144,14 +181,21 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
 async fn the_newest_report_decides_what_a_cluster_exposes() {
     let app = test_app().await;
     let (org, _, jwt) = app.tenant("acme", "eu").await;
-    let exposed =
-        |addr: &str| vec![json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": [addr], "hostnames": ["pay.example.com"]})];
+    let exposed = |addr: &str| {
+        vec![
+            json!({"namespace": "pay", "name": "gateway", "kind": "Deployment", "addresses": [addr], "hostnames": ["pay.example.com"]}),
+        ]
+    };
     let mut newer = report(vec![], exposed("198.51.100.20"));
     newer["generated_at"] = json!("2026-11-24T18:00:00Z");
     let mut older = report(vec![], exposed("198.51.100.10"));
     older["generated_at"] = json!("2026-11-24T17:00:00Z");
     assert_eq!(app.post_report(&jwt, &newer).await.status, StatusCode::ACCEPTED);
-    assert_eq!(app.post_report(&jwt, &older).await.status, StatusCode::ACCEPTED, "a late report is still ingested");
+    assert_eq!(
+        app.post_report(&jwt, &older).await.status,
+        StatusCode::ACCEPTED,
+        "a late report is still ingested"
+    );
 
     let us = app.cluster(&org.api_token, "us").await;
     let us_jwt = app.cluster_token(&us).await;

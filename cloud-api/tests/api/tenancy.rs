@@ -10,8 +10,24 @@ async fn one_organisation_cannot_see_or_touch_anothers_clusters_through_the_api(
     let app = test_app().await;
     let (acme, acme_cluster, acme_jwt) = app.tenant("acme", "prod").await;
     let (globex, _, globex_jwt) = app.tenant("globex", "staging").await;
-    assert_eq!(app.post_report(&acme_jwt, &report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 5)], vec![])).await.status, StatusCode::ACCEPTED);
-    assert_eq!(app.post_report(&globex_jwt, &report(vec![k8s_edge("lab", "runner", "lab", "db", 5432, 1)], vec![])).await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.post_report(
+            &acme_jwt,
+            &report(vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 5)], vec![])
+        )
+        .await
+        .status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.post_report(
+            &globex_jwt,
+            &report(vec![k8s_edge("lab", "runner", "lab", "db", 5432, 1)], vec![])
+        )
+        .await
+        .status,
+        StatusCode::ACCEPTED
+    );
 
     let g = &globex.api_token;
     let id = acme_cluster.cluster_id;
@@ -24,14 +40,25 @@ async fn one_organisation_cannot_see_or_touch_anothers_clusters_through_the_api(
         (Method::GET, "/api/v1/access-graph?cluster=prod".to_owned()),
     ] {
         let reply = app.call(method.clone(), &uri, Some(g), None).await;
-        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {uri} must look like nothing is there: {}", reply.text());
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {uri} must look like nothing is there: {}",
+            reply.text()
+        );
     }
 
     let listed = app.get("/api/v1/clusters", g).await.json();
-    assert_eq!(listed.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(), vec!["staging"]);
+    assert_eq!(
+        listed.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(),
+        vec!["staging"]
+    );
     let graph = app.get("/api/v1/access-graph", g).await.json();
     let text = graph.to_string();
-    assert!(text.contains("runner") && !text.contains("frontend") && !text.contains("prod"), "{text}");
+    assert!(
+        text.contains("runner") && !text.contains("frontend") && !text.contains("prod"),
+        "{text}"
+    );
 
     // acme's cluster is untouched by globex's attempts.
     let still = app.get(&format!("/api/v1/clusters/{id}"), &acme.api_token).await.json();
@@ -48,7 +75,11 @@ async fn as_app_role(url: &str, org: Option<uuid::Uuid>) -> PgConnection {
     let mut conn = PgConnection::connect(url).await.unwrap();
     conn.execute("SET ROLE intentmap_app").await.unwrap();
     if let Some(org) = org {
-        sqlx::query("SELECT set_config('app.org_id', $1, false)").bind(org.to_string()).execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT set_config('app.org_id', $1, false)")
+            .bind(org.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
     conn
 }
@@ -58,18 +89,29 @@ async fn row_level_security_hides_other_tenants_even_from_a_query_without_a_filt
     let app = test_app().await;
     let (acme, _, acme_jwt) = app.tenant("acme", "prod").await;
     let (globex, globex_cluster, _) = app.tenant("globex", "staging").await;
-    let edges = vec![k8s_edge("shop", "frontend", "shop", "cart", 7070, 5), k8s_edge("shop", "checkout", "shop", "cart", 7070, 1)];
-    assert_eq!(app.post_report(&acme_jwt, &report(edges, vec![])).await.status, StatusCode::ACCEPTED);
+    let edges = vec![
+        k8s_edge("shop", "frontend", "shop", "cart", 7070, 5),
+        k8s_edge("shop", "checkout", "shop", "cart", 7070, 1),
+    ];
+    assert_eq!(
+        app.post_report(&acme_jwt, &report(edges, vec![])).await.status,
+        StatusCode::ACCEPTED
+    );
 
     // The API's role is neither superuser nor owner and cannot bypass RLS.
     let mut owner = PgConnection::connect(&app.database_url).await.unwrap();
-    let (sup, bypass): (bool, bool) =
-        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'intentmap_app'").fetch_one(&mut owner).await.unwrap();
+    let (sup, bypass): (bool, bool) = sqlx::query_as(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'intentmap_app'",
+    )
+    .fetch_one(&mut owner)
+    .await
+    .unwrap();
     assert!(!sup && !bypass);
     let owned: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = 'intentmap_app'").fetch_one(&mut owner).await.unwrap();
     assert_eq!(owned, 0);
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut owner).await.unwrap();
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM edges").fetch_one(&mut owner).await.unwrap();
     assert_eq!(total, 2, "the rows exist");
 
     let mut none = as_app_role(&app.database_url, None).await;
@@ -94,7 +136,8 @@ async fn row_level_security_hides_other_tenants_even_from_a_query_without_a_filt
     .await;
     let err = insert.expect_err("RLS must refuse a row for another organisation").to_string();
     assert!(err.contains("row-level security"), "{err}");
-    let moved = sqlx::query("UPDATE edges SET org_id = $1").bind(globex.org_id).execute(&mut as_acme).await;
+    let moved =
+        sqlx::query("UPDATE edges SET org_id = $1").bind(globex.org_id).execute(&mut as_acme).await;
     assert!(moved.is_err(), "moving acme's edges to globex must be refused");
     let touched = sqlx::query("DELETE FROM edges").execute(&mut as_globex).await.unwrap();
     assert_eq!(touched.rows_affected(), 0);

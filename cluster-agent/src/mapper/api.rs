@@ -99,19 +99,26 @@ fn reporter_node(state: &ApiState, observer: &Observer) -> Result<Option<String>
 }
 
 async fn read_body(body: Body, headers: &HeaderMap) -> Result<axum::body::Bytes, ApiError> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BATCH_BYTES as u64) {
         return Err(ApiError::TooLarge);
     }
     axum::body::to_bytes(body, MAX_BATCH_BYTES).await.map_err(|_| ApiError::TooLarge)
 }
 
-async fn observations(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
+async fn observations(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let observer = state.auth.observer(authorization(&parts.headers)).await?;
     let node = reporter_node(&state, &observer)?;
     let body = read_body(body, &parts.headers).await?;
-    let batch: ObservationBatch = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("not an observation batch: {e}")))?;
+    let batch: ObservationBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not an observation batch: {e}")))?;
     let reporter = match (&observer, &node) {
         (Observer::Shared, _) => Reporter::Anyone,
         (Observer::Node { .. }, Some(node)) => Reporter::Node(node),
@@ -124,16 +131,23 @@ async fn observations(State(state): State<Arc<ApiState>>, request: Request) -> R
         let before = mapper.stats();
         mapper.observe_as(&batch, reporter, chrono::Utc::now());
         let after = mapper.stats();
-        after
-            .foreign_clients
-            .saturating_sub(before.foreign_clients)
-            .saturating_add(after.unpermitted_observations.saturating_sub(before.unpermitted_observations))
+        after.foreign_clients.saturating_sub(before.foreign_clients).saturating_add(
+            after.unpermitted_observations.saturating_sub(before.unpermitted_observations),
+        )
     };
     if refused > 0 {
-        tracing::debug!(?observer, refused, "observations about clients the sender does not speak for were refused");
+        tracing::debug!(
+            ?observer,
+            refused,
+            "observations about clients the sender does not speak for were refused"
+        );
     }
     tracing::debug!(source = batch.source.as_deref().unwrap_or("-"), tcp, dns, aws, "observations");
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"tcp": tcp, "dns": dns, "aws": aws, "refused": refused}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"tcp": tcp, "dns": dns, "aws": aws, "refused": refused})),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,9 +162,22 @@ struct EdgeQuery {
 }
 
 fn parse_filter(q: EdgeQuery) -> Result<EdgeFilter, String> {
-    let list = |s: Option<String>| s.map(|s| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect::<Vec<_>>()).unwrap_or_default();
-    let server = q.server.map(|s| s.parse::<ServerSelector>().map_err(|e| e.to_string())).transpose()?;
-    let exclude_labels = list(q.exclude_labels).iter().map(|l| l.parse::<LabelSelector>().map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
+    let list = |s: Option<String>| {
+        s.map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+    };
+    let server =
+        q.server.map(|s| s.parse::<ServerSelector>().map_err(|e| e.to_string())).transpose()?;
+    let exclude_labels = list(q.exclude_labels)
+        .iter()
+        .map(|l| l.parse::<LabelSelector>().map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
     Ok(EdgeFilter { namespaces: list(q.namespaces), server, exclude_labels })
 }
 
@@ -161,15 +188,20 @@ async fn person(state: &ApiState, request: &Parts, verb: PeopleVerb) -> Result<S
 async fn edges(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
     let (request, _) = request.into_parts();
     person(&state, &request, PeopleVerb::Read).await?;
-    let filter =
-        Query::<EdgeQuery>::try_from_uri(&request.uri).map_err(|e| e.body_text()).and_then(|Query(q)| parse_filter(q)).map_err(ApiError::BadRequest)?;
+    let filter = Query::<EdgeQuery>::try_from_uri(&request.uri)
+        .map_err(|e| e.body_text())
+        .and_then(|Query(q)| parse_filter(q))
+        .map_err(ApiError::BadRequest)?;
     let mapper = state.mapper.lock();
     let edges = filter.apply(&mapper.snapshot(), &mapper.index);
     drop(mapper);
     Ok(Json(edges).into_response())
 }
 
-async fn reset(State(state): State<Arc<ApiState>>, request: Request) -> Result<StatusCode, ApiError> {
+async fn reset(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+) -> Result<StatusCode, ApiError> {
     let (request, _) = request.into_parts();
     let who = person(&state, &request, PeopleVerb::Reset).await?;
     state.mapper.lock().reset();

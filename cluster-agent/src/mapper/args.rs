@@ -76,11 +76,21 @@ pub struct MapperArgs {
     /// Kafka broker pods whose authorizer log to follow (the `kafka.authorizer.logger` at DEBUG,
     /// to stdout): NAMESPACE/POD or NAMESPACE/LABEL-SELECTOR, e.g. `kafka/kafka-0` or
     /// `kafka/app.kubernetes.io/name=kafka`. Repeatable; in the environment, separated by `;`.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", value_delimiter = ';', value_name = "NAMESPACE/POD|NAMESPACE/SELECTOR")]
+    #[arg(
+        long = "kafka-brokers",
+        env = "KAFKA_BROKERS",
+        value_delimiter = ';',
+        value_name = "NAMESPACE/POD|NAMESPACE/SELECTOR"
+    )]
     pub kafka_brokers: Vec<kafka::BrokerSelector>,
     /// A Kafka broker log file to follow, for brokers outside the cluster, with the workload the
     /// broker is recorded as: PATH=NAMESPACE/WORKLOAD. Repeatable; in the environment, separated by `;`.
-    #[arg(long = "kafka-log-file", env = "KAFKA_LOG_FILES", value_delimiter = ';', value_name = "PATH=NAMESPACE/WORKLOAD")]
+    #[arg(
+        long = "kafka-log-file",
+        env = "KAFKA_LOG_FILES",
+        value_delimiter = ';',
+        value_name = "PATH=NAMESPACE/WORKLOAD"
+    )]
     pub kafka_log_files: Vec<kafka::BrokerLogFile>,
     /// Also count what broker logs hold from before the mapper started (by default only lines
     /// logged from then on are read; brokers that start later are always read from their start).

@@ -97,7 +97,12 @@ pub fn client(config: &IstioConfig) -> reqwest::Result<reqwest::Client> {
 /// One round: while istiod is there, scrapes every injected sidecar the index knows, a few at
 /// a time, each answer read into metrics outside the mapper's lock and handed over as it
 /// comes; then ends the round. Returns how many sidecars there were, `None` without Istio.
-pub async fn scrape_round(mapper: &SharedMapper, http: &reqwest::Client, config: &IstioConfig, stats: &IstioWatchStats) -> Option<usize> {
+pub async fn scrape_round(
+    mapper: &SharedMapper,
+    http: &reqwest::Client,
+    config: &IstioConfig,
+    stats: &IstioWatchStats,
+) -> Option<usize> {
     let pods = {
         let mut mapper = mapper.lock();
         let present = mapper.index.istio_control_plane(&config.namespace);
@@ -144,9 +149,14 @@ pub enum ScrapeError {
     NotText(String),
 }
 
-async fn scrape(http: &reqwest::Client, pod: &LabelledPod, config: &IstioConfig) -> Result<String, ScrapeError> {
+async fn scrape(
+    http: &reqwest::Client,
+    pod: &LabelledPod,
+    config: &IstioConfig,
+) -> Result<String, ScrapeError> {
     let url = format!("http://{}{}", SocketAddr::new(pod.ip, config.port), config.path);
-    let mut response = http.get(&url).send().await.map_err(|e| ScrapeError::Request(url.clone(), e))?;
+    let mut response =
+        http.get(&url).send().await.map_err(|e| ScrapeError::Request(url.clone(), e))?;
     if !response.status().is_success() {
         return Err(ScrapeError::Status(url, response.status()));
     }
@@ -154,7 +164,9 @@ async fn scrape(http: &reqwest::Client, pod: &LabelledPod, config: &IstioConfig)
         return Err(ScrapeError::TooLarge(url));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| ScrapeError::Request(url.clone(), e))? {
+    while let Some(chunk) =
+        response.chunk().await.map_err(|e| ScrapeError::Request(url.clone(), e))?
+    {
         if body.len() + chunk.len() > config.max_body_bytes {
             return Err(ScrapeError::TooLarge(url));
         }

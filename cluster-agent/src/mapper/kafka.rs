@@ -60,7 +60,9 @@ impl FromStr for BrokerSelector {
     /// A pod name is a DNS subdomain; anything else after the namespace is a label selector
     /// (`app.kubernetes.io/name=kafka`, `strimzi.io/kind=Kafka,strimzi.io/name=my-cluster-kafka`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{s:?}: expected NAMESPACE/POD or NAMESPACE/LABEL-SELECTOR, for example kafka/kafka-0 or kafka/app.kubernetes.io/name=kafka");
+        let usage = || {
+            format!("{s:?}: expected NAMESPACE/POD or NAMESPACE/LABEL-SELECTOR, for example kafka/kafka-0 or kafka/app.kubernetes.io/name=kafka")
+        };
         let (namespace, rest) = s.trim().split_once('/').ok_or_else(usage)?;
         if namespace.is_empty() || rest.is_empty() || !is_dns_label(namespace) {
             return Err(usage());
@@ -75,7 +77,11 @@ impl FromStr for BrokerSelector {
 }
 
 fn is_dns_label(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') && !s.starts_with('-') && !s.ends_with('-')
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 /// A broker log file and the workload it is the log of: `PATH=NAMESPACE/WORKLOAD`.
@@ -89,13 +95,22 @@ impl FromStr for BrokerLogFile {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{s:?}: expected PATH=NAMESPACE/WORKLOAD, for example /var/log/kafka/server.log=data/kafka-vm");
+        let usage = || {
+            format!("{s:?}: expected PATH=NAMESPACE/WORKLOAD, for example /var/log/kafka/server.log=data/kafka-vm")
+        };
         let (path, workload) = s.rsplit_once('=').ok_or_else(usage)?;
         let (namespace, name) = workload.trim().split_once('/').ok_or_else(usage)?;
-        if path.is_empty() || !is_dns_label(namespace) || name.is_empty() || !name.split('.').all(is_dns_label) {
+        if path.is_empty()
+            || !is_dns_label(namespace)
+            || name.is_empty()
+            || !name.split('.').all(is_dns_label)
+        {
             return Err(usage());
         }
-        Ok(BrokerLogFile { path: PathBuf::from(path), broker: WorkloadRef::new(namespace, name, None) })
+        Ok(BrokerLogFile {
+            path: PathBuf::from(path),
+            broker: WorkloadRef::new(namespace, name, None),
+        })
     }
 }
 
@@ -120,14 +135,25 @@ fn bump(counter: &AtomicU64) {
 }
 
 /// Starts a follower for every broker selector and log file; they run until the process ends.
-pub fn spawn(client: kube::Client, mapper: SharedMapper, telemetry: Arc<Telemetry>, config: KafkaConfig) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    client: kube::Client,
+    mapper: SharedMapper,
+    telemetry: Arc<Telemetry>,
+    config: KafkaConfig,
+) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     for selector in config.brokers.clone() {
-        let (client, mapper, telemetry, config) = (client.clone(), mapper.clone(), telemetry.clone(), config.clone());
+        let (client, mapper, telemetry, config) =
+            (client.clone(), mapper.clone(), telemetry.clone(), config.clone());
         tasks.push(tokio::spawn(watch_brokers(client, selector, mapper, telemetry, config)));
     }
     for file in config.files.clone() {
-        tasks.push(tokio::spawn(follow_file(file, config.read_from_start, mapper.clone(), telemetry.clone())));
+        tasks.push(tokio::spawn(follow_file(
+            file,
+            config.read_from_start,
+            mapper.clone(),
+            telemetry.clone(),
+        )));
     }
     tasks
 }
@@ -162,11 +188,21 @@ impl Drop for Followed {
     }
 }
 
-async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: SharedMapper, telemetry: Arc<Telemetry>, config: KafkaConfig) {
+async fn watch_brokers(
+    client: kube::Client,
+    selector: BrokerSelector,
+    mapper: SharedMapper,
+    telemetry: Arc<Telemetry>,
+    config: KafkaConfig,
+) {
     until_ready(&telemetry).await;
     let (namespace, watch_config) = match &selector {
-        BrokerSelector::Pod { namespace, name } => (namespace, watcher::Config::default().fields(&format!("metadata.name={name}"))),
-        BrokerSelector::Labels { namespace, selector } => (namespace, watcher::Config::default().labels(selector)),
+        BrokerSelector::Pod { namespace, name } => {
+            (namespace, watcher::Config::default().fields(&format!("metadata.name={name}")))
+        }
+        BrokerSelector::Labels { namespace, selector } => {
+            (namespace, watcher::Config::default().labels(selector))
+        }
     };
     let api: Api<Pod> = Api::namespaced(client, namespace);
     let mut stream = watcher::watcher(api.clone(), watch_config).default_backoff().boxed();
@@ -175,7 +211,9 @@ async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: S
     let mut listed_once = false;
     let mut initial = Vec::new();
     let follow = |pod: &Pod, from_start: bool, followed: &mut HashMap<String, Followed>| {
-        let (Some(name), Some(uid)) = (pod.metadata.name.clone(), pod.metadata.uid.clone()) else { return };
+        let (Some(name), Some(uid)) = (pod.metadata.name.clone(), pod.metadata.uid.clone()) else {
+            return;
+        };
         if followed.get(&name).is_some_and(|f| f.uid == uid) || !is_running(pod) {
             return;
         }
@@ -193,15 +231,19 @@ async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: S
             telemetry: telemetry.clone(),
         };
         let cursor = if from_start { LogCursor::from_start() } else { LogCursor::from(Utc::now()) };
-        followed.insert(name, Followed::new(uid, tokio::spawn(broker.run(cursor)), telemetry.clone()));
+        followed
+            .insert(name, Followed::new(uid, tokio::spawn(broker.run(cursor)), telemetry.clone()));
     };
     while let Some(event) = stream.next().await {
         match event {
             Ok(Event::Init) => initial.clear(),
             Ok(Event::InitApply(pod)) => initial.push(pod),
             Ok(Event::InitDone) => {
-                let present: HashMap<&str, &str> =
-                    initial.iter().filter(|p| is_running(p)).filter_map(|p| Some((p.metadata.name.as_deref()?, p.metadata.uid.as_deref()?))).collect();
+                let present: HashMap<&str, &str> = initial
+                    .iter()
+                    .filter(|p| is_running(p))
+                    .filter_map(|p| Some((p.metadata.name.as_deref()?, p.metadata.uid.as_deref()?)))
+                    .collect();
                 followed.retain(|name, f| present.get(name.as_str()) == Some(&f.uid.as_str()));
                 for pod in &initial {
                     follow(pod, listed_once || config.read_from_start, &mut followed);
@@ -217,13 +259,16 @@ async fn watch_brokers(client: kube::Client, selector: BrokerSelector, mapper: S
                     }
                 }
             }
-            Err(e) => tracing::warn!(?selector, error = %e, "watching Kafka broker pods failed; retrying with backoff"),
+            Err(e) => {
+                tracing::warn!(?selector, error = %e, "watching Kafka broker pods failed; retrying with backoff")
+            }
         }
     }
 }
 
 fn is_running(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none() && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
 }
 
 fn container_of(pod: &Pod, wanted: Option<&str>) -> Option<String> {
@@ -255,11 +300,19 @@ impl BrokerFollower {
         let mut first = true;
         let mut failures: u32 = 0;
         loop {
-            let mut params = LogParams { follow: true, timestamps: true, container: Some(self.container.clone()), ..LogParams::default() };
+            let mut params = LogParams {
+                follow: true,
+                timestamps: true,
+                container: Some(self.container.clone()),
+                ..LogParams::default()
+            };
             match cursor.begin_stream() {
                 StreamStart::NewLines => params.tail_lines = Some(0),
                 StreamStart::Since(since) => {
-                    params.since_time = Some(k8s_openapi::jiff::Timestamp::from_second(since.timestamp()).expect("a time the API stamped is representable"))
+                    params.since_time = Some(
+                        k8s_openapi::jiff::Timestamp::from_second(since.timestamp())
+                            .expect("a time the API stamped is representable"),
+                    )
                 }
                 StreamStart::Beginning => {}
             }
@@ -277,7 +330,8 @@ impl BrokerFollower {
                 Err(e) => {
                     bump(&stats.errors);
                     failures = failures.saturating_add(1);
-                    let delay = (RECONNECT_DELAY * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF);
+                    let delay =
+                        (RECONNECT_DELAY * 2u32.saturating_pow(failures.min(8))).min(MAX_BACKOFF);
                     tracing::warn!(pod = %self.pod, error = %e, retry_in = ?delay, "cannot read the broker's log");
                     tokio::time::sleep(delay).await;
                 }
@@ -286,7 +340,12 @@ impl BrokerFollower {
     }
 
     /// Reads one stream to its end, feeding complete, new lines to the mapper.
-    async fn read(&self, reader: impl futures::AsyncBufRead + Unpin, broker: &KafkaBroker, cursor: &mut LogCursor) -> std::io::Result<()> {
+    async fn read(
+        &self,
+        reader: impl futures::AsyncBufRead + Unpin,
+        broker: &KafkaBroker,
+        cursor: &mut LogCursor,
+    ) -> std::io::Result<()> {
         let stats = &self.telemetry.kafka;
         let mut reader = reader;
         let mut splitter = LineSplitter::new(MAX_LINE_BYTES);
@@ -312,7 +371,11 @@ impl BrokerFollower {
             overlong(&splitter, &mut reported);
             if !lines.is_empty() {
                 let mut mapper = self.mapper.lock();
-                mapper.observe_kafka_log(broker, lines.iter().map(|(at, line)| (*at, line.as_str())), Utc::now());
+                mapper.observe_kafka_log(
+                    broker,
+                    lines.iter().map(|(at, line)| (*at, line.as_str())),
+                    Utc::now(),
+                );
             }
         };
         if splitter.finish() {
@@ -324,7 +387,12 @@ impl BrokerFollower {
 
 // === Files ===
 
-async fn follow_file(file: BrokerLogFile, from_start: bool, mapper: SharedMapper, telemetry: Arc<Telemetry>) {
+async fn follow_file(
+    file: BrokerLogFile,
+    from_start: bool,
+    mapper: SharedMapper,
+    telemetry: Arc<Telemetry>,
+) {
     until_ready(&telemetry).await;
     tracing::info!(path = %file.path.display(), broker = %file.broker, from_start, "following a Kafka log file");
     let broker = KafkaBroker::Workload(file.broker.clone());
@@ -347,7 +415,11 @@ async fn follow_file(file: BrokerLogFile, from_start: bool, mapper: SharedMapper
             Ok(lines) if !lines.is_empty() => {
                 warned = false;
                 let now = Utc::now();
-                mapper.lock().observe_kafka_log(&broker, lines.iter().map(|l| (now, l.as_str())), now);
+                mapper.lock().observe_kafka_log(
+                    &broker,
+                    lines.iter().map(|l| (now, l.as_str())),
+                    now,
+                );
                 continue;
             }
             Ok(_) => {}
@@ -382,7 +454,16 @@ const MAX_READ_PER_POLL: u64 = 4 << 20;
 
 impl FileTail {
     fn new(path: PathBuf, from_start: bool, telemetry: Arc<Telemetry>) -> Self {
-        Self { path, file: None, identity: (0, 0), offset: 0, splitter: LineSplitter::new(MAX_LINE_BYTES), skip_partial: false, from_start, telemetry }
+        Self {
+            path,
+            file: None,
+            identity: (0, 0),
+            offset: 0,
+            splitter: LineSplitter::new(MAX_LINE_BYTES),
+            skip_partial: false,
+            from_start,
+            telemetry,
+        }
     }
 
     /// The complete lines added since the last poll.
@@ -393,7 +474,9 @@ impl FileTail {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        if self.file.is_some() && at_path.as_ref().map(|m| (m.dev(), m.ino())) != Some(self.identity) {
+        if self.file.is_some()
+            && at_path.as_ref().map(|m| (m.dev(), m.ino())) != Some(self.identity)
+        {
             // Rotated (or removed): finish the old file, then take the new one from its start.
             self.read_available(&mut lines)?;
             self.splitter.finish();
@@ -460,7 +543,10 @@ impl FileTail {
             }
             let before = self.splitter.overlong();
             self.splitter.push(chunk, |line| lines.push(line.to_owned()));
-            self.telemetry.kafka.overlong_lines.fetch_add(self.splitter.overlong() - before, Ordering::Relaxed);
+            self.telemetry
+                .kafka
+                .overlong_lines
+                .fetch_add(self.splitter.overlong() - before, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -472,16 +558,27 @@ mod tests {
 
     #[test]
     fn broker_selectors_tell_pod_names_from_label_selectors() {
-        assert_eq!("kafka/kafka-0".parse(), Ok(BrokerSelector::Pod { namespace: "kafka".into(), name: "kafka-0".into() }));
+        assert_eq!(
+            "kafka/kafka-0".parse(),
+            Ok(BrokerSelector::Pod { namespace: "kafka".into(), name: "kafka-0".into() })
+        );
         assert_eq!(
             "kafka/app.kubernetes.io/name=kafka".parse(),
-            Ok(BrokerSelector::Labels { namespace: "kafka".into(), selector: "app.kubernetes.io/name=kafka".into() })
+            Ok(BrokerSelector::Labels {
+                namespace: "kafka".into(),
+                selector: "app.kubernetes.io/name=kafka".into()
+            })
         );
         assert_eq!(
-            "kafka/strimzi.io/kind=Kafka,strimzi.io/name=my-cluster-kafka".parse::<BrokerSelector>().map(|s| matches!(s, BrokerSelector::Labels { .. })),
+            "kafka/strimzi.io/kind=Kafka,strimzi.io/name=my-cluster-kafka"
+                .parse::<BrokerSelector>()
+                .map(|s| matches!(s, BrokerSelector::Labels { .. })),
             Ok(true)
         );
-        assert_eq!("kafka/broker".parse(), Ok(BrokerSelector::Pod { namespace: "kafka".into(), name: "broker".into() }));
+        assert_eq!(
+            "kafka/broker".parse(),
+            Ok(BrokerSelector::Pod { namespace: "kafka".into(), name: "broker".into() })
+        );
         assert!("kafka-0".parse::<BrokerSelector>().is_err());
         assert!("/kafka-0".parse::<BrokerSelector>().is_err());
         assert!("Kafka/kafka-0".parse::<BrokerSelector>().is_err());
@@ -490,7 +587,13 @@ mod tests {
     #[test]
     fn log_files_name_their_broker_workload() {
         let file: BrokerLogFile = "/var/log/kafka/server.log=data/kafka-vm".parse().unwrap();
-        assert_eq!(file, BrokerLogFile { path: "/var/log/kafka/server.log".into(), broker: WorkloadRef::new("data", "kafka-vm", None) });
+        assert_eq!(
+            file,
+            BrokerLogFile {
+                path: "/var/log/kafka/server.log".into(),
+                broker: WorkloadRef::new("data", "kafka-vm", None)
+            }
+        );
         let odd: BrokerLogFile = "/logs/a=b/server.log=data/kafka".parse().unwrap();
         assert_eq!(odd.path, PathBuf::from("/logs/a=b/server.log"));
         assert!("/var/log/kafka/server.log".parse::<BrokerLogFile>().is_err());

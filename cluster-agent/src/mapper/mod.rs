@@ -81,24 +81,36 @@ pub fn new_mapper(args: &MapperArgs) -> SharedMapper {
     let config = MapperConfig {
         index: IndexConfig { cluster_domain: args.cluster_domain.clone(), ..Default::default() },
         edges: EdgeStoreConfig {
-            ttl: (args.edge_ttl_seconds > 0).then(|| TimeDelta::seconds(args.edge_ttl_seconds.min(i64::MAX as u64 / 1000) as i64)),
+            ttl: (args.edge_ttl_seconds > 0).then(|| {
+                TimeDelta::seconds(args.edge_ttl_seconds.min(i64::MAX as u64 / 1000) as i64)
+            }),
             max_edges: args.max_edges,
             ..EdgeStoreConfig::default()
         },
-        istio_connection_window: TimeDelta::seconds(args.istio_connection_window_seconds.min(i64::MAX as u64 / 1000) as i64),
+        istio_connection_window: TimeDelta::seconds(
+            args.istio_connection_window_seconds.min(i64::MAX as u64 / 1000) as i64,
+        ),
         ..Default::default()
     };
     Arc::new(Mutex::new(Mapper::new(config)))
 }
 
 pub async fn run(args: MapperArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API (in a pod: its ServiceAccount; elsewhere: KUBECONFIG)")?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let client = kube::Client::try_default().await.context(
+        "connecting to the Kubernetes API (in a pod: its ServiceAccount; elsewhere: KUBECONFIG)",
+    )?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     serve(args, client, listener).await
 }
 
 /// Runs the mapper against `client`, serving its local API on `listener`, until the process ends.
-pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve(
+    args: MapperArgs,
+    client: kube::Client,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let mapper = new_mapper(&args);
     // On SIGTERM the API stops first, then the uploader stores what is left and flushes it.
     let (shutdown, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -118,23 +130,37 @@ pub async fn serve(args: MapperArgs, client: kube::Client, listener: tokio::net:
             let mut config = CloudConfig::new(url.clone(), id.clone(), secret.clone());
             config.ca_certificate = args.cloud_ca_file.clone();
             config.allow_insecure_http = args.allow_insecure_cloud_url;
-            let cloud = CloudClient::new(config).context("building the cloud client (check --cloud-url and --cloud-ca-file)")?;
-            let outbox = Outbox::open(&args.outbox_dir)
-                .with_context(|| format!("opening the outbox at {} (mount a writable volume there)", args.outbox_dir.display()))?;
-            let uploader =
-                Uploader::new(outbox, cloud, UploaderConfig { interval: Duration::from_secs_f64(args.upload_interval_seconds.max(0.1)), ..Default::default() });
+            let cloud = CloudClient::new(config)
+                .context("building the cloud client (check --cloud-url and --cloud-ca-file)")?;
+            let outbox = Outbox::open(&args.outbox_dir).with_context(|| {
+                format!(
+                    "opening the outbox at {} (mount a writable volume there)",
+                    args.outbox_dir.display()
+                )
+            })?;
+            let uploader = Uploader::new(
+                outbox,
+                cloud,
+                UploaderConfig {
+                    interval: Duration::from_secs_f64(args.upload_interval_seconds.max(0.1)),
+                    ..Default::default()
+                },
+            );
             let stats = uploader.stats();
             let mut stop = shutdown.subscribe();
-            uploading = Some(tokio::spawn(uploader.run(DeltaSource::new(mapper.clone()), async move {
-                let _ = stop.recv().await;
-            })));
+            uploading =
+                Some(tokio::spawn(uploader.run(DeltaSource::new(mapper.clone()), async move {
+                    let _ = stop.recv().await;
+                })));
             Some(stats)
         }
         (None, None, None) => {
             tracing::warn!("no --cloud-url: edges are kept locally and not uploaded");
             None
         }
-        _ => anyhow::bail!("uploading needs all of --cloud-url, --cloud-client-id and --cloud-client-secret"),
+        _ => anyhow::bail!(
+            "uploading needs all of --cloud-url, --cloud-client-id and --cloud-client-secret"
+        ),
     };
 
     let expiring = mapper.clone();

@@ -178,7 +178,10 @@ fn private_file(path: &Path) -> io::Result<File> {
 }
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 impl Outbox {
@@ -218,7 +221,8 @@ impl Outbox {
     /// outbox is then over its limits, its oldest reports are merged (see the module
     /// documentation); a failure to do so is logged, not returned, since the report is safe.
     pub fn push(&mut self, report: &EdgeReport) -> Result<()> {
-        let bytes = serde_json::to_vec(report).map_err(|source| OutboxError::Encode { report_id: report.report_id, source })?;
+        let bytes = serde_json::to_vec(report)
+            .map_err(|source| OutboxError::Encode { report_id: report.report_id, source })?;
         let seq = now_nanos().max(self.last_seq + 1);
         let name = file_name(seq, report.report_id);
         self.write_atomic(&name, &bytes)?;
@@ -337,10 +341,15 @@ impl Outbox {
     }
 
     fn read(&self, entry: &Entry) -> Result<EdgeReport, String> {
-        let bytes = fs::read(self.dir.join(&entry.name)).map_err(|e| format!("cannot read it: {e}"))?;
-        let report: EdgeReport = serde_json::from_slice(&bytes).map_err(|e| format!("not a report: {e}"))?;
+        let bytes =
+            fs::read(self.dir.join(&entry.name)).map_err(|e| format!("cannot read it: {e}"))?;
+        let report: EdgeReport =
+            serde_json::from_slice(&bytes).map_err(|e| format!("not a report: {e}"))?;
         if report.report_id != entry.id {
-            return Err(format!("its name says report {} but it holds report {}", entry.id, report.report_id));
+            return Err(format!(
+                "its name says report {} but it holds report {}",
+                entry.id, report.report_id
+            ));
         }
         Ok(report)
     }
@@ -377,7 +386,11 @@ impl Outbox {
         let Ok(listing) = fs::read_dir(&self.dir) else { return };
         let mut names: Vec<String> = listing
             .filter_map(|item| item.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(CORRUPT_SUFFIX) || n.ends_with(REJECTED_SUFFIX) || n.ends_with(FAILED_SUFFIX))
+            .filter(|n| {
+                n.ends_with(CORRUPT_SUFFIX)
+                    || n.ends_with(REJECTED_SUFFIX)
+                    || n.ends_with(FAILED_SUFFIX)
+            })
             .collect();
         if names.len() <= self.limits.max_quarantined {
             return;
@@ -436,7 +449,9 @@ impl Outbox {
                             self.remove(name)?;
                         }
                     }
-                    Ok(journal) => info!(merged = %journal.merged, "forgetting an outbox merge that did not complete; its reports are intact"),
+                    Ok(journal) => {
+                        info!(merged = %journal.merged, "forgetting an outbox merge that did not complete; its reports are intact")
+                    }
                     // The journal is written atomically, so this is someone else's file.
                     Err(e) => warn!(error = %e, "ignoring an unreadable outbox merge journal"),
                 }

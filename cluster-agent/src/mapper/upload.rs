@@ -31,7 +31,9 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-pub use self::client::{check_cloud_url, http_client, CloudClient, CloudConfig, SendOutcome, UploadError};
+pub use self::client::{
+    check_cloud_url, http_client, CloudClient, CloudConfig, SendOutcome, UploadError,
+};
 pub use self::drain::Drained;
 use super::outbox::{Outbox, OutboxStats};
 
@@ -178,7 +180,11 @@ pub struct Uploader {
 
 impl std::fmt::Debug for Uploader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Uploader").field("outbox", &self.outbox).field("client", &self.client).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Uploader")
+            .field("outbox", &self.outbox)
+            .field("client", &self.client)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -188,7 +194,16 @@ impl Uploader {
         if let Ok(n) = outbox.len() {
             stats.pending.store(n as u64, Ordering::Relaxed);
         }
-        Self { outbox, client, config, stats, unsaved: None, failing: None, last_exposed: None, last_report_at: Instant::now() }
+        Self {
+            outbox,
+            client,
+            config,
+            stats,
+            unsaved: None,
+            failing: None,
+            last_exposed: None,
+            last_report_at: Instant::now(),
+        }
     }
 
     pub fn stats(&self) -> Arc<UploadStats> {
@@ -235,15 +250,27 @@ impl Uploader {
             match drained {
                 Drained::Empty => {
                     if failures > 0 {
-                        info!(failed_attempts = failures, "the cloud is reachable again; outbox drained");
+                        info!(
+                            failed_attempts = failures,
+                            "the cloud is reachable again; outbox drained"
+                        );
                     }
                     failures = 0;
                     retry_at = None;
                 }
                 Drained::Retry { retry_after } => {
-                    let delay = self.config.backoff.delay(failures).max(retry_after.unwrap_or_default().min(self.config.backoff.cap));
+                    let delay = self
+                        .config
+                        .backoff
+                        .delay(failures)
+                        .max(retry_after.unwrap_or_default().min(self.config.backoff.cap));
                     failures = failures.saturating_add(1);
-                    info!(delay_ms = delay.as_millis() as u64, failed_attempts = failures, pending = self.pending(), "backing off before the next attempt");
+                    info!(
+                        delay_ms = delay.as_millis() as u64,
+                        failed_attempts = failures,
+                        pending = self.pending(),
+                        "backing off before the next attempt"
+                    );
                     retry_at = Some(Instant::now() + delay);
                 }
             }
@@ -261,7 +288,10 @@ impl Uploader {
     /// Asks the source for a report (or makes an exposed-set refresh) and stores it.
     fn collect(&mut self, source: &mut impl ReportSource) {
         let report = source.next_report().or_else(|| {
-            let due = self.config.exposed_refresh.is_some_and(|every| self.last_report_at.elapsed() >= every);
+            let due = self
+                .config
+                .exposed_refresh
+                .is_some_and(|every| self.last_report_at.elapsed() >= every);
             if !due {
                 return None;
             }
@@ -289,7 +319,8 @@ impl Uploader {
     fn store(&mut self, mut report: EdgeReport) {
         if let Some(earlier) = self.unsaved.take() {
             // Never stored nor sent, so its edges can join the newer report.
-            report.edges = merge_edges(earlier.edges.into_iter().chain(std::mem::take(&mut report.edges)));
+            report.edges =
+                merge_edges(earlier.edges.into_iter().chain(std::mem::take(&mut report.edges)));
         }
         let Fitted { reports, trimmed_entries, dropped } = fit(report, Utc::now(), Uuid::new_v4);
         if trimmed_entries > 0 {
@@ -316,7 +347,10 @@ impl Uploader {
     }
 
     fn keep_unsaved(&mut self, left: Vec<EdgeReport>) {
-        let Some(newest) = left.last().map(|r| EdgeReport { edges: Vec::new(), ..r.clone() }) else { return };
+        let Some(newest) = left.last().map(|r| EdgeReport { edges: Vec::new(), ..r.clone() })
+        else {
+            return;
+        };
         let mut edges = merge_edges(left.into_iter().flat_map(|r| r.edges));
         if edges.len() > MAX_UNSAVED_EDGES {
             edges.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
@@ -357,6 +391,10 @@ mod tests {
         assert_eq!(b.ceiling(1000), Duration::from_secs(60));
         let delays: Vec<Duration> = (0..200).map(|_| b.delay(10)).collect();
         assert!(delays.iter().all(|d| *d <= Duration::from_secs(60)));
-        assert!(delays.iter().any(|d| *d < Duration::from_secs(30)) && delays.iter().any(|d| *d > Duration::from_secs(30)), "spread over the range");
+        assert!(
+            delays.iter().any(|d| *d < Duration::from_secs(30))
+                && delays.iter().any(|d| *d > Duration::from_secs(30)),
+            "spread over the range"
+        );
     }
 }

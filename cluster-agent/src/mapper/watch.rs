@@ -41,7 +41,14 @@ pub fn spawn_all(client: kube::Client, mapper: SharedMapper, telemetry: Arc<Tele
 
 async fn watch_full<K>(api: Api<K>, mapper: SharedMapper, telemetry: Arc<Telemetry>)
 where
-    K: Indexed + Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Indexed
+        + Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let kind = K::kind(&());
     let mut stream = watcher(api).boxed();
@@ -64,8 +71,11 @@ where
     }
 }
 
-async fn watch_meta<K>(api: Api<PartialObjectMeta<K>>, mapper: SharedMapper, telemetry: Arc<Telemetry>)
-where
+async fn watch_meta<K>(
+    api: Api<PartialObjectMeta<K>>,
+    mapper: SharedMapper,
+    telemetry: Arc<Telemetry>,
+) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let kind = K::kind(&()).to_string();

@@ -111,7 +111,12 @@ impl SeenConnections {
     }
 }
 
-async fn run_ebpf(mut capture: EbpfCapture, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>, status: Arc<NodeStatus>) {
+async fn run_ebpf(
+    mut capture: EbpfCapture,
+    outgoing: Outgoing,
+    pods: Arc<RwLock<PodIndex>>,
+    status: Arc<NodeStatus>,
+) {
     let mut seen = SeenConnections { window: Duration::from_secs(10), seen: HashMap::new() };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -159,7 +164,9 @@ fn scan_once(proc_root: &std::path::Path, pods: &RwLock<PodIndex>) -> Vec<TcpCon
     match proc_scan::scan(proc_root) {
         Ok(scan) => {
             let pods = pods.read().expect("pod index poisoned");
-            proc_scan::observations(&scan.connections, Utc::now(), |netns, _pid| pods.pod_for_netns(netns))
+            proc_scan::observations(&scan.connections, Utc::now(), |netns, _pid| {
+                pods.pod_for_netns(netns)
+            })
         }
         Err(e) => {
             tracing::warn!(error = %e, "scanning /proc for connections failed");
@@ -170,7 +177,13 @@ fn scan_once(proc_root: &std::path::Path, pods: &RwLock<PodIndex>) -> Vec<TcpCon
 
 /// Fallback: periodic /proc scans (reporting connections not seen in the previous scan) and a
 /// raw-socket DNS capture in a thread of its own.
-fn run_fallback(args: &NodeArgs, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>, status: Arc<NodeStatus>, stop: Arc<AtomicBool>) {
+fn run_fallback(
+    args: &NodeArgs,
+    outgoing: Outgoing,
+    pods: Arc<RwLock<PodIndex>>,
+    status: Arc<NodeStatus>,
+    stop: Arc<AtomicBool>,
+) {
     let capture_out = outgoing.clone();
     let capture_status = status.clone();
     let capture_stop = stop.clone();
@@ -184,7 +197,9 @@ fn run_fallback(args: &NodeArgs, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>
                 tracing::error!(error = %e, "the raw-socket DNS capture stopped");
             }
         }
-        Err(e) => tracing::error!(error = %e, "cannot open a raw socket for DNS capture (needs CAP_NET_RAW); DNS names will be missing"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a raw socket for DNS capture (needs CAP_NET_RAW); DNS names will be missing")
+        }
     });
     let proc_root = args.proc_root.clone();
     let every = Duration::from_secs_f64(args.scan_interval_seconds.max(0.1));
@@ -194,10 +209,21 @@ fn run_fallback(args: &NodeArgs, outgoing: Outgoing, pods: Arc<RwLock<PodIndex>>
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
             let (root, index) = (proc_root.clone(), pods.clone());
-            let Ok(found) = tokio::task::spawn_blocking(move || scan_once(&root, &index)).await else { continue };
-            let current: HashSet<_> = found.iter().map(|c| (SocketAddr::new(c.src_ip, c.src_port), SocketAddr::new(c.dst_ip, c.dst_port))).collect();
+            let Ok(found) = tokio::task::spawn_blocking(move || scan_once(&root, &index)).await
+            else {
+                continue;
+            };
+            let current: HashSet<_> = found
+                .iter()
+                .map(|c| {
+                    (SocketAddr::new(c.src_ip, c.src_port), SocketAddr::new(c.dst_ip, c.dst_port))
+                })
+                .collect();
             for c in found {
-                if !previous.contains(&(SocketAddr::new(c.src_ip, c.src_port), SocketAddr::new(c.dst_ip, c.dst_port))) {
+                if !previous.contains(&(
+                    SocketAddr::new(c.src_ip, c.src_port),
+                    SocketAddr::new(c.dst_ip, c.dst_port),
+                )) {
                     status.tcp_events.fetch_add(1, Ordering::Relaxed);
                     outgoing.push(Observed::Tcp(c));
                 }
@@ -226,7 +252,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let (root, cg) = (proc_root.clone(), cgroup_root.clone());
-                if let Ok(fresh) = tokio::task::spawn_blocking(move || PodIndex::build(&root, cg.as_deref())).await {
+                if let Ok(fresh) =
+                    tokio::task::spawn_blocking(move || PodIndex::build(&root, cg.as_deref())).await
+                {
                     *pods.write().expect("pod index poisoned") = fresh;
                 }
             }
@@ -241,7 +269,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let ebpf = if args.no_ebpf { Err("eBPF disabled by --no-ebpf".to_owned()) } else { EbpfCapture::load().map_err(|e| e.to_string()) };
+    let ebpf = if args.no_ebpf {
+        Err("eBPF disabled by --no-ebpf".to_owned())
+    } else {
+        EbpfCapture::load().map_err(|e| e.to_string())
+    };
     match ebpf {
         Ok(capture) => {
             *status.mode.write().expect("status poisoned") = "ebpf".into();
@@ -256,7 +288,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let health = health_router(status.clone(), outgoing.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, health).await {
@@ -275,7 +309,13 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         max_batch: 5_000,
     };
-    shipper.run(outgoing, Duration::from_secs_f64(args.ship_interval_seconds.max(0.05)), crate::termination()).await;
+    shipper
+        .run(
+            outgoing,
+            Duration::from_secs_f64(args.ship_interval_seconds.max(0.05)),
+            crate::termination(),
+        )
+        .await;
     stop.store(true, Ordering::Relaxed);
     Ok(())
 }

@@ -24,7 +24,10 @@ pub fn pod_uid_from_cgroup_path(path: &str) -> Option<String> {
 /// The pod UID in the contents of `/proc/<pid>/cgroup` (`hierarchy:controllers:path` lines,
 /// cgroup v1, v2 or both).
 pub fn pod_uid_from_cgroup_file(contents: &str) -> Option<String> {
-    contents.lines().filter_map(|line| line.splitn(3, ':').nth(2)).find_map(pod_uid_from_cgroup_path)
+    contents
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .find_map(pod_uid_from_cgroup_path)
 }
 
 /// The pod of process `pid` under `proc_root`, if it runs in one.
@@ -49,7 +52,14 @@ fn pod_uid_from_segment(segment: &str) -> Option<String> {
 /// A pod UID: a UUID, or the 32 hex digits the kubelet gives static pods.
 fn valid_uid(uid: &str) -> Option<String> {
     let bytes = uid.as_bytes();
-    let uuid = bytes.len() == 36 && bytes.iter().enumerate().all(|(i, b)| if matches!(i, 8 | 13 | 18 | 23) { *b == b'-' } else { b.is_ascii_hexdigit() });
+    let uuid = bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                *b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        });
     let static_hash = bytes.len() == 32 && bytes.iter().all(u8::is_ascii_hexdigit);
     (uuid || static_hash).then(|| uid.to_ascii_lowercase())
 }
@@ -68,7 +78,10 @@ impl PodIndex {
     /// Scans every process under `proc_root` and, when given, the cgroup2 hierarchy mounted at
     /// `cgroup2_root` (see [`cgroup2_mount`]).
     pub fn build(proc_root: &Path, cgroup2_root: Option<&Path>) -> Self {
-        PodIndex { by_netns: netns_pods(proc_root), by_cgroup_id: cgroup2_root.map(cgroup_id_pods).unwrap_or_default() }
+        PodIndex {
+            by_netns: netns_pods(proc_root),
+            by_cgroup_id: cgroup2_root.map(cgroup_id_pods).unwrap_or_default(),
+        }
     }
 
     pub fn pod_for_netns(&self, netns: u64) -> Option<PodHint> {
@@ -103,7 +116,10 @@ pub fn netns_pods(proc_root: &Path) -> HashMap<u64, String> {
         if Some(netns) == host_netns {
             continue;
         }
-        let Some(uid) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok().and_then(|c| pod_uid_from_cgroup_file(&c)) else {
+        let Some(uid) = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup"))
+            .ok()
+            .and_then(|c| pod_uid_from_cgroup_file(&c))
+        else {
             continue;
         };
         seen.entry(netns)
@@ -161,7 +177,9 @@ pub(crate) fn unescape_mount_path(path: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal.and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok()) {
             Some(byte) => {
                 out.push(byte);
@@ -193,10 +211,22 @@ mod tests {
 
     #[test]
     fn cgroupfs_driver_paths() {
-        assert_eq!(pod_uid_from_cgroup_path(&format!("/kubepods/burstable/pod{UID_A}/0123abcd")), Some(UID_A.into()));
-        assert_eq!(pod_uid_from_cgroup_path(&format!("/kubepods/pod{UID_A}/0123abcd")), Some(UID_A.into()));
-        assert_eq!(pod_uid_from_cgroup_path(&format!("/kubepods/besteffort/pod{STATIC_UID}")), Some(STATIC_UID.into()));
-        assert_eq!(pod_uid_from_cgroup_path(&format!("/kubepods/burstable/pod{}/x", UID_A.to_uppercase())), Some(UID_A.into()));
+        assert_eq!(
+            pod_uid_from_cgroup_path(&format!("/kubepods/burstable/pod{UID_A}/0123abcd")),
+            Some(UID_A.into())
+        );
+        assert_eq!(
+            pod_uid_from_cgroup_path(&format!("/kubepods/pod{UID_A}/0123abcd")),
+            Some(UID_A.into())
+        );
+        assert_eq!(
+            pod_uid_from_cgroup_path(&format!("/kubepods/besteffort/pod{STATIC_UID}")),
+            Some(STATIC_UID.into())
+        );
+        assert_eq!(
+            pod_uid_from_cgroup_path(&format!("/kubepods/burstable/pod{}/x", UID_A.to_uppercase())),
+            Some(UID_A.into())
+        );
     }
 
     #[test]
@@ -206,7 +236,12 @@ mod tests {
             pod_uid_from_cgroup_path(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-5e6f.scope")),
             Some(UID_B.into())
         );
-        assert_eq!(pod_uid_from_cgroup_path(&format!("/kubepods.slice/kubepods-pod{u}.slice/crio-5e6f.scope")), Some(UID_B.into()));
+        assert_eq!(
+            pod_uid_from_cgroup_path(&format!(
+                "/kubepods.slice/kubepods-pod{u}.slice/crio-5e6f.scope"
+            )),
+            Some(UID_B.into())
+        );
         // kind and other nested kubelets prefix the slices.
         assert_eq!(
             pod_uid_from_cgroup_path(&format!(
@@ -249,7 +284,8 @@ mod tests {
 
     impl TempTree {
         fn new(tag: &str) -> Self {
-            let root = std::env::temp_dir().join(format!("attribution-{tag}-{}", std::process::id()));
+            let root =
+                std::env::temp_dir().join(format!("attribution-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&root);
             std::fs::create_dir_all(&root).unwrap();
             TempTree(root)
@@ -302,7 +338,10 @@ mod tests {
             assert_eq!(index.pod_for_netns(netns), None, "netns {netns}");
         }
         assert_eq!(index.netns_count(), 2);
-        assert_eq!(pod_of_pid(&proc.0, 20), Some(PodHint { uid: Some(UID_B.into()), namespace: None, name: None }));
+        assert_eq!(
+            pod_of_pid(&proc.0, 20),
+            Some(PodHint { uid: Some(UID_B.into()), namespace: None, name: None })
+        );
         assert_eq!(pod_of_pid(&proc.0, 30).and_then(|p| p.uid), Some(UID_C.into()));
         assert_eq!(pod_of_pid(&proc.0, 1), None);
         assert_eq!(pod_of_pid(&proc.0, 4242), None);
@@ -312,7 +351,9 @@ mod tests {
     fn cgroup_ids_from_a_fake_cgroup2_tree_with_both_drivers() {
         let tree = TempTree::new("cgroup2");
         let u = underscored(UID_B);
-        let systemd_pod = tree.dir(&format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice"));
+        let systemd_pod = tree.dir(&format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice"
+        ));
         let systemd_container = tree.dir(&format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-abc.scope"));
         let qos = tree.dir("kubepods.slice/kubepods-burstable.slice");
         let cgroupfs_pod = tree.dir(&format!("kubepods/besteffort/pod{UID_A}"));
@@ -320,12 +361,21 @@ mod tests {
         let system = tree.dir("system.slice/containerd.service");
         std::fs::write(tree.0.join("kubepods/besteffort/cgroup.procs"), "").unwrap();
         // A symlink into a pod is not a cgroup and is not followed.
-        symlink(tree.0.join(format!("kubepods/besteffort/pod{UID_A}")), tree.0.join("system.slice/link")).unwrap();
+        symlink(
+            tree.0.join(format!("kubepods/besteffort/pod{UID_A}")),
+            tree.0.join("system.slice/link"),
+        )
+        .unwrap();
 
         let pods = cgroup_id_pods(&tree.0);
         assert_eq!(pods.len(), 4, "{pods:?}");
         let index = PodIndex { by_netns: HashMap::new(), by_cgroup_id: pods };
-        for (id, uid) in [(systemd_pod, UID_B), (systemd_container, UID_B), (cgroupfs_pod, UID_A), (cgroupfs_container, UID_A)] {
+        for (id, uid) in [
+            (systemd_pod, UID_B),
+            (systemd_container, UID_B),
+            (cgroupfs_pod, UID_A),
+            (cgroupfs_container, UID_A),
+        ] {
             assert_eq!(index.pod_for_cgroup_id(id).and_then(|p| p.uid).as_deref(), Some(uid));
         }
         assert_eq!(index.pod_for_cgroup_id(qos), None);

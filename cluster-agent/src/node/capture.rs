@@ -49,7 +49,11 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { interface: None, dedup_window: Duration::from_secs(1), poll_interval: Duration::from_millis(200) }
+        CaptureConfig {
+            interface: None,
+            dedup_window: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(200),
+        }
     }
 }
 
@@ -162,19 +166,34 @@ pub fn dns_segment(frame: &[u8], link: LinkType) -> Result<Option<DnsSegment<'_>
     }
     .map_err(|e| FrameError::Malformed(e.to_string()))?;
     let (server_ip, client_ip, ip_payload) = match &sliced.net {
-        Some(NetSlice::Ipv4(ip)) => (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()), ip.payload()),
-        Some(NetSlice::Ipv6(ip)) => (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()), ip.payload()),
+        Some(NetSlice::Ipv4(ip)) => (
+            IpAddr::V4(ip.header().source_addr()),
+            IpAddr::V4(ip.header().destination_addr()),
+            ip.payload(),
+        ),
+        Some(NetSlice::Ipv6(ip)) => (
+            IpAddr::V6(ip.header().source_addr()),
+            IpAddr::V6(ip.header().destination_addr()),
+            ip.payload(),
+        ),
         _ => return Ok(None),
     };
     if ip_payload.fragmented {
         // Only the first fragment carries the ports; report it if it is DNS, skip the rest.
         let from_dns = matches!(ip_payload.ip_number, IpNumber::UDP | IpNumber::TCP)
-            && ip_payload.payload.first_chunk::<2>().is_some_and(|p| u16::from_be_bytes(*p) == DNS_PORT);
+            && ip_payload
+                .payload
+                .first_chunk::<2>()
+                .is_some_and(|p| u16::from_be_bytes(*p) == DNS_PORT);
         return if from_dns { Err(FrameError::Fragmented) } else { Ok(None) };
     }
     let (transport, source_port, client_port, payload) = match &sliced.transport {
-        Some(TransportSlice::Udp(udp)) => (Transport::Udp, udp.source_port(), udp.destination_port(), udp.payload()),
-        Some(TransportSlice::Tcp(tcp)) => (Transport::Tcp, tcp.source_port(), tcp.destination_port(), tcp.payload()),
+        Some(TransportSlice::Udp(udp)) => {
+            (Transport::Udp, udp.source_port(), udp.destination_port(), udp.payload())
+        }
+        Some(TransportSlice::Tcp(tcp)) => {
+            (Transport::Tcp, tcp.source_port(), tcp.destination_port(), tcp.payload())
+        }
         _ => return Ok(None),
     };
     if source_port != DNS_PORT || payload.is_empty() {
@@ -205,7 +224,13 @@ impl AnswerExtractor {
         AnswerExtractor { recent: RecentAnswers::new(dedup_window), counters }
     }
 
-    pub fn handle(&mut self, frame: &[u8], meta: FrameMeta, at: DateTime<Utc>, now: Instant) -> Vec<DnsAnswer> {
+    pub fn handle(
+        &mut self,
+        frame: &[u8],
+        meta: FrameMeta,
+        at: DateTime<Utc>,
+        now: Instant,
+    ) -> Vec<DnsAnswer> {
         let c = &self.counters;
         bump(&c.frames_seen, 1);
         if meta.loopback_outgoing {
@@ -252,7 +277,12 @@ struct RecentAnswers {
 
 impl RecentAnswers {
     fn new(window: Duration) -> Self {
-        RecentAnswers { window, hasher: RandomState::new(), seen: HashMap::new(), order: VecDeque::new() }
+        RecentAnswers {
+            window,
+            hasher: RandomState::new(),
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     fn first_sighting(&mut self, segment: &DnsSegment<'_>, now: Instant) -> bool {
@@ -265,7 +295,12 @@ impl RecentAnswers {
                 self.seen.remove(&key);
             }
         }
-        let key = self.hasher.hash_one((segment.client_ip, segment.client_port, segment.transport == Transport::Tcp, segment.payload));
+        let key = self.hasher.hash_one((
+            segment.client_ip,
+            segment.client_port,
+            segment.transport == Transport::Tcp,
+            segment.payload,
+        ));
         if self.seen.contains_key(&key) {
             return false;
         }
@@ -290,27 +325,45 @@ pub struct DnsCapture {
 impl DnsCapture {
     pub fn open(config: &CaptureConfig) -> Result<Self, CaptureError> {
         let protocol = Protocol::from(i32::from(ETH_P_ALL.to_be()));
-        let socket = Socket::new(Domain::PACKET, Type::RAW, Some(protocol)).map_err(CaptureError::Open)?;
-        let filter: Vec<SockFilter> = dns_filter().iter().map(|&(code, jt, jf, k)| SockFilter::new(code, jt, jf, k)).collect();
+        let socket =
+            Socket::new(Domain::PACKET, Type::RAW, Some(protocol)).map_err(CaptureError::Open)?;
+        let filter: Vec<SockFilter> = dns_filter()
+            .iter()
+            .map(|&(code, jt, jf, k)| SockFilter::new(code, jt, jf, k))
+            .collect();
         socket.attach_filter(&filter).map_err(CaptureError::Filter)?;
 
         let interface_index = match &config.interface {
             None => None,
             Some(name) => {
                 let link = interface_link_addr(name)?;
-                nix::sys::socket::bind(socket.as_raw_fd(), &link).map_err(|e| CaptureError::Bind { interface: name.clone(), source: io::Error::from(e) })?;
+                nix::sys::socket::bind(socket.as_raw_fd(), &link).map_err(|e| {
+                    CaptureError::Bind { interface: name.clone(), source: io::Error::from(e) }
+                })?;
                 Some(link.ifindex())
             }
         };
         // Frames queued before the filter was attached may be anything: drop them.
         socket.set_nonblocking(true).map_err(CaptureError::Open)?;
         let mut scratch = [0u8; 2048];
-        while nix::sys::socket::recv(socket.as_raw_fd(), &mut scratch, nix::sys::socket::MsgFlags::empty()).is_ok() {}
+        while nix::sys::socket::recv(
+            socket.as_raw_fd(),
+            &mut scratch,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .is_ok()
+        {}
         socket.set_nonblocking(false).map_err(CaptureError::Open)?;
         socket.set_read_timeout(Some(config.poll_interval)).map_err(CaptureError::Open)?;
 
         let counters = Arc::new(CaptureCounters::default());
-        Ok(DnsCapture { socket, interface_index, extractor: AnswerExtractor::new(config.dedup_window, counters.clone()), counters, buf: vec![0; SNAPLEN] })
+        Ok(DnsCapture {
+            socket,
+            interface_index,
+            extractor: AnswerExtractor::new(config.dedup_window, counters.clone()),
+            counters,
+            buf: vec![0; SNAPLEN],
+        })
     }
 
     pub fn counters(&self) -> Arc<CaptureCounters> {
@@ -319,19 +372,26 @@ impl DnsCapture {
 
     /// Waits up to the poll interval for one frame and returns the answers it carried.
     pub fn next_answers(&mut self) -> Result<Vec<DnsAnswer>, CaptureError> {
-        let (len, from) = match nix::sys::socket::recvfrom::<LinkAddr>(self.socket.as_raw_fd(), &mut self.buf) {
-            Ok(received) => received,
-            Err(Errno::EAGAIN | Errno::EINTR) => return Ok(Vec::new()),
-            Err(e) => return Err(CaptureError::Read(io::Error::from(e))),
-        };
+        let (len, from) =
+            match nix::sys::socket::recvfrom::<LinkAddr>(self.socket.as_raw_fd(), &mut self.buf) {
+                Ok(received) => received,
+                Err(Errno::EAGAIN | Errno::EINTR) => return Ok(Vec::new()),
+                Err(e) => return Err(CaptureError::Read(io::Error::from(e))),
+            };
         let meta = match from {
             Some(from) => {
                 // Frames that arrived between socket() and bind() may be from other interfaces.
                 if self.interface_index.is_some_and(|index| index != from.ifindex()) {
                     return Ok(Vec::new());
                 }
-                let Some(link) = LinkType::from_arphrd(from.hatype()) else { return Ok(Vec::new()) };
-                FrameMeta { link, loopback_outgoing: from.hatype() == ARPHRD_LOOPBACK && from.pkttype() == PACKET_OUTGOING }
+                let Some(link) = LinkType::from_arphrd(from.hatype()) else {
+                    return Ok(Vec::new());
+                };
+                FrameMeta {
+                    link,
+                    loopback_outgoing: from.hatype() == ARPHRD_LOOPBACK
+                        && from.pkttype() == PACKET_OUTGOING,
+                }
             }
             None => FrameMeta { link: LinkType::Ethernet, loopback_outgoing: false },
         };
@@ -340,7 +400,11 @@ impl DnsCapture {
 
     /// Reads answers until `stop` is set, handing each to `on_answer`. Blocking: run it on a
     /// thread of its own.
-    pub fn run(mut self, stop: &AtomicBool, mut on_answer: impl FnMut(DnsAnswer)) -> Result<(), CaptureError> {
+    pub fn run(
+        mut self,
+        stop: &AtomicBool,
+        mut on_answer: impl FnMut(DnsAnswer),
+    ) -> Result<(), CaptureError> {
         while !stop.load(Ordering::Relaxed) {
             for answer in self.next_answers()? {
                 on_answer(answer);
@@ -353,7 +417,10 @@ impl DnsCapture {
 /// The `AF_PACKET` address of interface `name`, as `getifaddrs` reports it (with protocol 0,
 /// which `bind` takes as "keep the socket's protocol").
 fn interface_link_addr(name: &str) -> Result<LinkAddr, CaptureError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| CaptureError::Bind { interface: name.to_string(), source: io::Error::from(e) })?;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| CaptureError::Bind {
+        interface: name.to_string(),
+        source: io::Error::from(e),
+    })?;
     addrs
         .filter(|a| a.interface_name == name)
         .find_map(|a| a.address.as_ref()?.as_link_addr().copied())
@@ -411,16 +478,16 @@ fn dns_filter() -> Vec<(u16, u8, u8, u32)> {
         (ALU_AND_K, 0, 0, 0x0f),                                    // 17
         (ALU_LSH_K, 0, 0, 2),                                       // 18
         (ALU_ADD_X, 0, 0, 0),                                       // 19
-        (TAX, 0, 0, 0),                                             // 20: X = transport header offset
-        (LD_H_IND, 0, 0, 0),                                        // 21: source port
+        (TAX, 0, 0, 0),      // 20: X = transport header offset
+        (LD_H_IND, 0, 0, 0), // 21: source port
         (JEQ_K, to(22, ACCEPT), to(22, DROP), u32::from(DNS_PORT)), // 22
-        (LD_B_IND, 0, 0, 6),                                        // 23: IPv6 next header
-        (JEQ_K, to(24, 26), 0, 17),                                 // 24
-        (JEQ_K, 0, to(25, DROP), 6),                                // 25
-        (LD_H_IND, 0, 0, 40),                                       // 26: source port
+        (LD_B_IND, 0, 0, 6), // 23: IPv6 next header
+        (JEQ_K, to(24, 26), 0, 17), // 24
+        (JEQ_K, 0, to(25, DROP), 6), // 25
+        (LD_H_IND, 0, 0, 40), // 26: source port
         (JEQ_K, to(27, ACCEPT), to(27, DROP), u32::from(DNS_PORT)), // 27
-        (RET_K, 0, 0, SNAPLEN as u32),                              // 28: ACCEPT
-        (RET_K, 0, 0, 0),                                           // 29: DROP
+        (RET_K, 0, 0, SNAPLEN as u32), // 28: ACCEPT
+        (RET_K, 0, 0, 0),    // 29: DROP
     ];
     debug_assert_eq!(program.len(), usize::from(DROP) + 1);
     program
@@ -449,7 +516,9 @@ mod tests {
     }
 
     fn udp4_frame(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(SERVER4, CLIENT4, 64).udp(sport, dport);
+        let builder = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4(SERVER4, CLIENT4, 64)
+            .udp(sport, dport);
         let mut frame = Vec::new();
         builder.write(&mut frame, payload).unwrap();
         frame
@@ -458,14 +527,20 @@ mod tests {
     fn udp6_frame(payload: &[u8]) -> Vec<u8> {
         let server: Ipv6Addr = "fd00:201::1".parse().unwrap();
         let client: Ipv6Addr = "fd00:201::2".parse().unwrap();
-        let builder = PacketBuilder::ethernet2([0; 6], [0; 6]).ipv6(server.octets(), client.octets(), 64).udp(53, 41000);
+        let builder = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv6(server.octets(), client.octets(), 64)
+            .udp(53, 41000);
         let mut frame = Vec::new();
         builder.write(&mut frame, payload).unwrap();
         frame
     }
 
     fn tcp4_frame(sport: u16, payload: &[u8]) -> Vec<u8> {
-        let builder = PacketBuilder::ethernet2([0; 6], [0; 6]).ipv4(SERVER4, CLIENT4, 64).tcp(sport, 41000, 1, 65535).ack(1).psh();
+        let builder = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4(SERVER4, CLIENT4, 64)
+            .tcp(sport, 41000, 1, 65535)
+            .ack(1)
+            .psh();
         let mut frame = Vec::new();
         builder.write(&mut frame, payload).unwrap();
         frame
@@ -486,17 +561,26 @@ mod tests {
         let segment = dns_segment(&udp, LinkType::Ethernet).unwrap().unwrap();
         assert_eq!(segment.client_ip, IpAddr::from(CLIENT4));
         assert_eq!(segment.server_ip, IpAddr::from(SERVER4));
-        assert_eq!((segment.client_port, segment.transport, segment.payload), (41000, Transport::Udp, dns.as_slice()));
+        assert_eq!(
+            (segment.client_port, segment.transport, segment.payload),
+            (41000, Transport::Udp, dns.as_slice())
+        );
 
         let v6 = udp6_frame(&dns);
-        assert_eq!(dns_segment(&v6, LinkType::Ethernet).unwrap().unwrap().client_ip, "fd00:201::2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            dns_segment(&v6, LinkType::Ethernet).unwrap().unwrap().client_ip,
+            "fd00:201::2".parse::<IpAddr>().unwrap()
+        );
 
         let tcp = tcp4_frame(53, &framed(&dns));
         let segment = dns_segment(&tcp, LinkType::Ethernet).unwrap().unwrap();
         assert_eq!(segment.transport, Transport::Tcp);
 
         // The same packet without its Ethernet header, as a tun or WireGuard device gives it.
-        assert_eq!(dns_segment(&udp[14..], LinkType::RawIp).unwrap().unwrap().payload, dns.as_slice());
+        assert_eq!(
+            dns_segment(&udp[14..], LinkType::RawIp).unwrap().unwrap().payload,
+            dns.as_slice()
+        );
     }
 
     #[test]
@@ -529,7 +613,9 @@ mod tests {
         let frame = udp4_frame(53, 41000, &answer("shop.test.", [10, 201, 0, 9]));
 
         // The loopback pair: the outgoing copy is dropped by type.
-        assert!(extractor.handle(&frame, FrameMeta { link: LinkType::Ethernet, loopback_outgoing: true }, at, t0).is_empty());
+        assert!(extractor
+            .handle(&frame, FrameMeta { link: LinkType::Ethernet, loopback_outgoing: true }, at, t0)
+            .is_empty());
         let answers = extractor.handle(&frame, ETHER, at, t0);
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].name, "shop.test");
@@ -545,9 +631,20 @@ mod tests {
         assert!(extractor.handle(&udp4_frame(53, 41000, &[1, 2, 3]), ETHER, at, t0).is_empty());
         let mut query = Message::query();
         query.add_query(Query::query(Name::from_ascii("q.test.").unwrap(), RecordType::A));
-        assert!(extractor.handle(&udp4_frame(53, 41000, &query.to_vec().unwrap()), ETHER, at, t0).is_empty());
+        assert!(extractor
+            .handle(&udp4_frame(53, 41000, &query.to_vec().unwrap()), ETHER, at, t0)
+            .is_empty());
 
-        assert_eq!(counters.snapshot(), CaptureStats { frames_seen: 6, dns_answers: 2, malformed: 1, duplicates_dropped: 2, not_answers: 1 });
+        assert_eq!(
+            counters.snapshot(),
+            CaptureStats {
+                frames_seen: 6,
+                dns_answers: 2,
+                malformed: 1,
+                duplicates_dropped: 2,
+                not_answers: 1
+            }
+        );
     }
 
     #[test]
@@ -556,8 +653,13 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..1000u16 {
             let payload = i.to_be_bytes();
-            let segment =
-                DnsSegment { client_ip: IpAddr::from(CLIENT4), client_port: i, server_ip: IpAddr::from(SERVER4), transport: Transport::Udp, payload: &payload };
+            let segment = DnsSegment {
+                client_ip: IpAddr::from(CLIENT4),
+                client_port: i,
+                server_ip: IpAddr::from(SERVER4),
+                transport: Transport::Udp,
+                payload: &payload,
+            };
             assert!(recent.first_sighting(&segment, t0 + Duration::from_millis(u64::from(i))));
         }
         assert!(recent.seen.len() <= 101, "{} fingerprints kept", recent.seen.len());
@@ -623,9 +725,16 @@ mod tests {
         with_options.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
         with_options.extend_from_slice(&udp4[34..]);
         assert_eq!(run_filter(&with_options, ARPHRD_ETHER, 0x0800), accept);
-        assert_eq!(dns_segment(&with_options, LinkType::Ethernet).unwrap().unwrap().payload, dns.as_slice());
+        assert_eq!(
+            dns_segment(&with_options, LinkType::Ethernet).unwrap().unwrap().payload,
+            dns.as_slice()
+        );
 
-        assert_eq!(run_filter(&udp4_frame(41000, 53, &dns), ARPHRD_ETHER, 0x0800), 0, "query to port 53");
+        assert_eq!(
+            run_filter(&udp4_frame(41000, 53, &dns), ARPHRD_ETHER, 0x0800),
+            0,
+            "query to port 53"
+        );
         assert_eq!(run_filter(&udp4_frame(53, 41000, &dns), ARPHRD_ETHER, 0x0806), 0, "not IP");
         assert_eq!(run_filter(&udp4, 24, 0x0800), 0, "unknown link type");
         let mut icmp = udp4.clone();

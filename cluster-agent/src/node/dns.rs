@@ -49,13 +49,19 @@ const MAX_CNAME_CHAIN: usize = 16;
 /// Returns `Ok(None)` for queries, responses with an error code, and responses without a
 /// question. Over TCP, when `bytes` holds several messages, this is the first answer among them
 /// (all of them must be well-formed); [`parse_dns_responses`] returns every one.
-pub fn parse_dns_response(bytes: &[u8], transport: Transport) -> Result<Option<ParsedAnswer>, DnsParseError> {
+pub fn parse_dns_response(
+    bytes: &[u8],
+    transport: Transport,
+) -> Result<Option<ParsedAnswer>, DnsParseError> {
     Ok(parse_dns_responses(bytes, transport)?.into_iter().next())
 }
 
 /// Parses every DNS message in `bytes` (one for UDP, one or more length-prefixed ones for TCP)
 /// and returns the answers among them, in order.
-pub fn parse_dns_responses(bytes: &[u8], transport: Transport) -> Result<Vec<ParsedAnswer>, DnsParseError> {
+pub fn parse_dns_responses(
+    bytes: &[u8],
+    transport: Transport,
+) -> Result<Vec<ParsedAnswer>, DnsParseError> {
     match transport {
         Transport::Udp => Ok(parse_message(bytes)?.into_iter().collect()),
         Transport::Tcp => {
@@ -71,7 +77,14 @@ pub fn parse_dns_responses(bytes: &[u8], transport: Transport) -> Result<Vec<Par
 impl ParsedAnswer {
     /// The observation the mapper receives for this answer delivered to `client_ip` at `at`.
     pub fn into_observation(self, client_ip: IpAddr, at: DateTime<Utc>) -> DnsAnswer {
-        DnsAnswer { client_ip, name: self.name, cnames: self.cnames, addresses: self.addresses, ttl_seconds: self.ttl_seconds, at }
+        DnsAnswer {
+            client_ip,
+            name: self.name,
+            cnames: self.cnames,
+            addresses: self.addresses,
+            ttl_seconds: self.ttl_seconds,
+            at,
+        }
     }
 }
 
@@ -106,7 +119,10 @@ fn parse_message(bytes: &[u8]) -> Result<Option<ParsedAnswer>, DnsParseError> {
     }
     let message = Message::from_vec(bytes).map_err(|e| DnsParseError::Malformed(e.to_string()))?;
     let metadata = &message.metadata;
-    if metadata.message_type != MessageType::Response || metadata.op_code != OpCode::Query || metadata.response_code != ResponseCode::NoError {
+    if metadata.message_type != MessageType::Response
+        || metadata.op_code != OpCode::Query
+        || metadata.response_code != ResponseCode::NoError
+    {
         return Ok(None);
     }
     let Some(query) = message.queries.first() else {
@@ -152,7 +168,12 @@ fn follow_answers(qname: &Name, answers: &[Record]) -> ParsedAnswer {
         }
     }
 
-    ParsedAnswer { name: name_text(qname), cnames: chain[1..].iter().map(|n| name_text(n)).collect(), addresses, ttl_seconds: ttl.unwrap_or(0) }
+    ParsedAnswer {
+        name: name_text(qname),
+        cnames: chain[1..].iter().map(|n| name_text(n)).collect(),
+        addresses,
+        ttl_seconds: ttl.unwrap_or(0),
+    }
 }
 
 fn name_text(name: &Name) -> String {
@@ -216,9 +237,16 @@ mod tests {
 
     #[test]
     fn a_and_aaaa_answer_with_mixed_case_name() {
-        let wire = response("Shop.Example.COM.", RecordType::A, vec![a("shop.example.com.", 300, [10, 0, 0, 9]), aaaa("SHOP.example.com.", 120, "fd00::9")])
-            .to_vec()
-            .unwrap();
+        let wire = response(
+            "Shop.Example.COM.",
+            RecordType::A,
+            vec![
+                a("shop.example.com.", 300, [10, 0, 0, 9]),
+                aaaa("SHOP.example.com.", 120, "fd00::9"),
+            ],
+        )
+        .to_vec()
+        .unwrap();
         let answer = udp(&wire);
         assert_eq!(
             answer,
@@ -249,15 +277,25 @@ mod tests {
         let answer = udp(&wire);
         assert_eq!(answer.name, "www.shop.test");
         assert_eq!(answer.cnames, vec!["edge.cdn.test", "pop7.cdn.test"]);
-        assert_eq!(answer.addresses, vec![IpAddr::from([203, 0, 113, 7]), IpAddr::from([203, 0, 113, 8])]);
+        assert_eq!(
+            answer.addresses,
+            vec![IpAddr::from([203, 0, 113, 7]), IpAddr::from([203, 0, 113, 8])]
+        );
         assert_eq!(answer.ttl_seconds, 30);
     }
 
     #[test]
     fn a_cname_loop_ends_without_addresses() {
-        let wire = response("a.loop.test.", RecordType::A, vec![cname("a.loop.test.", 10, "b.loop.test."), cname("b.loop.test.", 10, "a.loop.test.")])
-            .to_vec()
-            .unwrap();
+        let wire = response(
+            "a.loop.test.",
+            RecordType::A,
+            vec![
+                cname("a.loop.test.", 10, "b.loop.test."),
+                cname("b.loop.test.", 10, "a.loop.test."),
+            ],
+        )
+        .to_vec()
+        .unwrap();
         let answer = udp(&wire);
         assert_eq!(answer.cnames, vec!["b.loop.test"]);
         assert!(answer.addresses.is_empty());
@@ -273,7 +311,8 @@ mod tests {
         nxdomain.metadata.response_code = ResponseCode::NXDomain;
         assert_eq!(parse_dns_response(&nxdomain.to_vec().unwrap(), Transport::Udp), Ok(None));
 
-        let mut servfail = response("broken.test.", RecordType::A, vec![a("broken.test.", 1, [1, 2, 3, 4])]);
+        let mut servfail =
+            response("broken.test.", RecordType::A, vec![a("broken.test.", 1, [1, 2, 3, 4])]);
         servfail.metadata.response_code = ResponseCode::ServFail;
         assert_eq!(parse_dns_response(&servfail.to_vec().unwrap(), Transport::Udp), Ok(None));
     }
@@ -281,34 +320,65 @@ mod tests {
     #[test]
     fn an_empty_noerror_response_is_an_answer_without_addresses() {
         let wire = response("nodata.test.", RecordType::AAAA, vec![]).to_vec().unwrap();
-        assert_eq!(udp(&wire), ParsedAnswer { name: "nodata.test".into(), cnames: vec![], addresses: vec![], ttl_seconds: 0 });
+        assert_eq!(
+            udp(&wire),
+            ParsedAnswer {
+                name: "nodata.test".into(),
+                cnames: vec![],
+                addresses: vec![],
+                ttl_seconds: 0
+            }
+        );
     }
 
     #[test]
     fn tcp_segments_hold_one_or_more_length_prefixed_messages() {
-        let first = response("one.test.", RecordType::A, vec![a("one.test.", 10, [10, 0, 0, 1])]).to_vec().unwrap();
-        let second = response("two.test.", RecordType::AAAA, vec![aaaa("two.test.", 20, "fd00::2")]).to_vec().unwrap();
+        let first = response("one.test.", RecordType::A, vec![a("one.test.", 10, [10, 0, 0, 1])])
+            .to_vec()
+            .unwrap();
+        let second =
+            response("two.test.", RecordType::AAAA, vec![aaaa("two.test.", 20, "fd00::2")])
+                .to_vec()
+                .unwrap();
 
         let single = parse_dns_response(&tcp_framed(&[&first]), Transport::Tcp).unwrap().unwrap();
         assert_eq!(single.name, "one.test");
 
         let both = parse_dns_responses(&tcp_framed(&[&first, &second]), Transport::Tcp).unwrap();
-        assert_eq!(both.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["one.test", "two.test"]);
+        assert_eq!(
+            both.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            ["one.test", "two.test"]
+        );
 
         // Unframed bytes are not a TCP message, and a framed one is not a UDP one.
         assert!(parse_dns_response(&first, Transport::Tcp).is_err());
         assert!(parse_dns_response(&tcp_framed(&[&first]), Transport::Udp).is_err());
-        assert!(matches!(parse_dns_response(&[0, 0], Transport::Tcp), Err(DnsParseError::Malformed(_))));
+        assert!(matches!(
+            parse_dns_response(&[0, 0], Transport::Tcp),
+            Err(DnsParseError::Malformed(_))
+        ));
     }
 
     #[test]
     fn into_observation_keeps_every_field() {
-        let parsed = ParsedAnswer { name: "shop.test".into(), cnames: vec!["x.test".into()], addresses: vec!["10.0.0.1".parse().unwrap()], ttl_seconds: 7 };
+        let parsed = ParsedAnswer {
+            name: "shop.test".into(),
+            cnames: vec!["x.test".into()],
+            addresses: vec!["10.0.0.1".parse().unwrap()],
+            ttl_seconds: 7,
+        };
         let at = DateTime::parse_from_rfc3339("2026-11-24T18:00:00Z").unwrap().with_timezone(&Utc);
         let client: IpAddr = "10.201.0.2".parse().unwrap();
         assert_eq!(
             parsed.clone().into_observation(client, at),
-            DnsAnswer { client_ip: client, name: parsed.name, cnames: parsed.cnames, addresses: parsed.addresses, ttl_seconds: 7, at }
+            DnsAnswer {
+                client_ip: client,
+                name: parsed.name,
+                cnames: parsed.cnames,
+                addresses: parsed.addresses,
+                ttl_seconds: 7,
+                at
+            }
         );
     }
 
@@ -317,29 +387,40 @@ mod tests {
     /// `www.example.com A?` answered with `www.example.com CNAME cdn.example.com` and
     /// `cdn.example.com A 93.184.216.34`, every name after the question compressed.
     const CNAME_WITH_POINTERS: &[u8] = &[
-        0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, // header: response, RD+RA, NOERROR, 1 question, 2 answers
-        3, b'w', b'w', b'w', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm', 0, // qname at 12, "example.com" at 16
+        0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00,
+        0x00, // header: response, RD+RA, NOERROR, 1 question, 2 answers
+        3, b'w', b'w', b'w', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c', b'o', b'm',
+        0, // qname at 12, "example.com" at 16
         0x00, 0x01, 0x00, 0x01, // A, IN
-        0xc0, 0x0c, 0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x06, // -> www.example.com CNAME IN ttl 60, rdlen 6
+        0xc0, 0x0c, 0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00,
+        0x06, // -> www.example.com CNAME IN ttl 60, rdlen 6
         3, b'c', b'd', b'n', 0xc0, 0x10, // cdn + -> example.com, at offset 45 (0x2d)
-        0xc0, 0x2d, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1e, 0x00, 0x04, // -> cdn.example.com A IN ttl 30, rdlen 4
+        0xc0, 0x2d, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x1e, 0x00,
+        0x04, // -> cdn.example.com A IN ttl 30, rdlen 4
         93, 184, 216, 34,
     ];
 
     /// `V6.Test AAAA?` answered with `2001:db8::1`, owner compressed to the question.
     const AAAA_ANSWER: &[u8] = &[
-        0xab, 0xcd, 0x85, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // response, AA+RD, NOERROR
-        2, b'V', b'6', 4, b'T', b'e', b's', b't', 0, 0x00, 0x1c, 0x00, 0x01, // V6.Test AAAA IN
-        0xc0, 0x0c, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x10, // AAAA IN ttl 3600, rdlen 16
+        0xab, 0xcd, 0x85, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x00, // response, AA+RD, NOERROR
+        2, b'V', b'6', 4, b'T', b'e', b's', b't', 0, 0x00, 0x1c, 0x00,
+        0x01, // V6.Test AAAA IN
+        0xc0, 0x0c, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00,
+        0x10, // AAAA IN ttl 3600, rdlen 16
         0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
     ];
 
     /// The question name is a compression pointer to itself.
-    const SELF_POINTER: &[u8] = &[0x00, 0x01, 0x81, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01];
+    const SELF_POINTER: &[u8] = &[
+        0x00, 0x01, 0x81, 0x80, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc0, 0x0c, 0x00,
+        0x01, 0x00, 0x01,
+    ];
 
     /// The answer's owner points to a label followed by a pointer back to the owner.
     const POINTER_CYCLE: &[u8] = &[
-        0x00, 0x02, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // 1 question, 1 answer
+        0x00, 0x02, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x00, // 1 question, 1 answer
         1, b'x', 0, 0x00, 0x01, 0x00, 0x01, // x. A IN (ends at 19)
         0xc0, 0x15, // at 19: owner -> 21
         1, b'y', 0xc0, 0x13, // at 21: "y" then -> 19, which points back here
@@ -370,8 +451,14 @@ mod tests {
 
     #[test]
     fn pointer_loops_are_errors() {
-        assert!(matches!(parse_dns_response(SELF_POINTER, Transport::Udp), Err(DnsParseError::Malformed(_))));
-        assert!(matches!(parse_dns_response(POINTER_CYCLE, Transport::Udp), Err(DnsParseError::Malformed(_))));
+        assert!(matches!(
+            parse_dns_response(SELF_POINTER, Transport::Udp),
+            Err(DnsParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_dns_response(POINTER_CYCLE, Transport::Udp),
+            Err(DnsParseError::Malformed(_))
+        ));
         assert!(parse_dns_response(&tcp_framed(&[SELF_POINTER]), Transport::Tcp).is_err());
     }
 
@@ -379,10 +466,26 @@ mod tests {
         vec![
             CNAME_WITH_POINTERS.to_vec(),
             AAAA_ANSWER.to_vec(),
-            response("www.shop.test.", RecordType::A, vec![cname("www.shop.test.", 600, "edge.cdn.test."), a("edge.cdn.test.", 30, [203, 0, 113, 7])])
-                .to_vec()
-                .unwrap(),
-            response("shop.test.", RecordType::AAAA, vec![aaaa("shop.test.", 120, "fd00:201::9"), aaaa("shop.test.", 120, "fd00:201::10")]).to_vec().unwrap(),
+            response(
+                "www.shop.test.",
+                RecordType::A,
+                vec![
+                    cname("www.shop.test.", 600, "edge.cdn.test."),
+                    a("edge.cdn.test.", 30, [203, 0, 113, 7]),
+                ],
+            )
+            .to_vec()
+            .unwrap(),
+            response(
+                "shop.test.",
+                RecordType::AAAA,
+                vec![
+                    aaaa("shop.test.", 120, "fd00:201::9"),
+                    aaaa("shop.test.", 120, "fd00:201::10"),
+                ],
+            )
+            .to_vec()
+            .unwrap(),
         ]
     }
 
@@ -392,12 +495,20 @@ mod tests {
             assert!(parse_dns_response(&wire, Transport::Udp).unwrap().is_some());
             for end in 0..wire.len() {
                 let result = parse_dns_response(&wire[..end], Transport::Udp);
-                assert!(result.is_err(), "UDP message cut at {end} of {} parsed: {result:?}", wire.len());
+                assert!(
+                    result.is_err(),
+                    "UDP message cut at {end} of {} parsed: {result:?}",
+                    wire.len()
+                );
             }
             let framed = tcp_framed(&[&wire]);
             for end in 0..framed.len() {
                 let result = parse_dns_response(&framed[..end], Transport::Tcp);
-                assert!(result.is_err(), "TCP message cut at {end} of {} parsed: {result:?}", framed.len());
+                assert!(
+                    result.is_err(),
+                    "TCP message cut at {end} of {} parsed: {result:?}",
+                    framed.len()
+                );
             }
         }
     }
@@ -452,7 +563,10 @@ mod tests {
             // Odd rounds mutate a TCP stream, framing included.
             let (mut packet, transport) = match i % 2 {
                 0 => (seeds[i / 2 % seeds.len()].clone(), Transport::Udp),
-                _ => (tcp_framed(&[&seeds[i / 2 % seeds.len()], &seeds[(i / 2 + 1) % seeds.len()]]), Transport::Tcp),
+                _ => (
+                    tcp_framed(&[&seeds[i / 2 % seeds.len()], &seeds[(i / 2 + 1) % seeds.len()]]),
+                    Transport::Tcp,
+                ),
             };
             mutate(&mut rng, &mut packet);
             match parse_dns_responses(&packet, transport) {

@@ -28,8 +28,11 @@ static DNS_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/dns
 const TRACEFS: &str = "/sys/kernel/tracing";
 /// Where the kernel mounts tracefs by itself, when debugfs is mounted at /sys/kernel/debug.
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
-const TRACEPOINTS: &[(&str, &str, &str)] =
-    &[("tcp_state", "sock", "inet_sock_set_state"), ("tcp_accept4", "syscalls", "sys_exit_accept4"), ("tcp_accept", "syscalls", "sys_exit_accept")];
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("tcp_state", "sock", "inet_sock_set_state"),
+    ("tcp_accept4", "syscalls", "sys_exit_accept4"),
+    ("tcp_accept", "syscalls", "sys_exit_accept"),
+];
 /// Records taken from one ring buffer before looking at the other, so neither starves.
 const DRAIN_BATCH: usize = 256;
 /// Lines of a verifier log kept in an error: the reason is at the end.
@@ -63,9 +66,10 @@ impl EbpfError {
         match self {
             EbpfError::NoCgroup2 => true,
             EbpfError::NoRuntime => false,
-            EbpfError::Step { errno, .. } => {
-                errno.is_some_and(|errno| [Errno::EPERM, Errno::EACCES, Errno::ENOSYS, Errno::EOPNOTSUPP, Errno::ENOENT].contains(&Errno::from_raw(errno)))
-            }
+            EbpfError::Step { errno, .. } => errno.is_some_and(|errno| {
+                [Errno::EPERM, Errno::EACCES, Errno::ENOSYS, Errno::EOPNOTSUPP, Errno::ENOENT]
+                    .contains(&Errno::from_raw(errno))
+            }),
         }
     }
 }
@@ -75,11 +79,15 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
     let mut parts = Vec::new();
     let mut next = Some(error);
     while let Some(error) = next {
-        if let Some(ProgramError::LoadError { io_error, verifier_log }) = error.downcast_ref::<ProgramError>() {
+        if let Some(ProgramError::LoadError { io_error, verifier_log }) =
+            error.downcast_ref::<ProgramError>()
+        {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(VERIFIER_LOG_TAIL)..].join("\n");
-            parts.push(format!("the kernel refused the program ({io_error}); verifier log ends:\n{tail}"));
+            parts.push(format!(
+                "the kernel refused the program ({io_error}); verifier log ends:\n{tail}"
+            ));
             break;
         }
         // First lines only: an outer error may repeat a whole verifier log from its source.
@@ -95,9 +103,16 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
 fn errno_of(error: &(dyn StdError + 'static)) -> Option<i32> {
     let mut next = Some(error);
     while let Some(error) = next {
-        if let Some(ProgramError::LoadError { io_error, verifier_log }) = error.downcast_ref::<ProgramError>() {
+        if let Some(ProgramError::LoadError { io_error, verifier_log }) =
+            error.downcast_ref::<ProgramError>()
+        {
             // With a log, the verifier refused the program: its fault, whatever the errno.
-            return verifier_log.to_string().trim().is_empty().then(|| io_error.raw_os_error()).flatten();
+            return verifier_log
+                .to_string()
+                .trim()
+                .is_empty()
+                .then(|| io_error.raw_os_error())
+                .flatten();
         }
         if let Some(errno) = error.downcast_ref::<io::Error>().and_then(io::Error::raw_os_error) {
             return Some(errno);
@@ -141,7 +156,8 @@ impl EbpfCapture {
         // aya looks for tracefs once per process, at the first attach: mount it before that.
         ensure_tracefs()?;
 
-        let mut tcp = Ebpf::load(TCP_OBJECT).map_err(|e| EbpfError::step("loading tcp.bpf.o", &e))?;
+        let mut tcp =
+            Ebpf::load(TCP_OBJECT).map_err(|e| EbpfError::step("loading tcp.bpf.o", &e))?;
         for (name, category, tracepoint) in TRACEPOINTS {
             let program: &mut TracePoint = tcp
                 .program_mut(name)
@@ -149,23 +165,32 @@ impl EbpfCapture {
                 .try_into()
                 .map_err(|e| EbpfError::step(format!("program {name}"), &e))?;
             program.load().map_err(|e| EbpfError::step(format!("verifying {name}"), &e))?;
-            program.attach(category, tracepoint).map_err(|e| EbpfError::step(format!("attaching {name} to tracepoint {category}/{tracepoint}"), &e))?;
+            program.attach(category, tracepoint).map_err(|e| {
+                EbpfError::step(
+                    format!("attaching {name} to tracepoint {category}/{tracepoint}"),
+                    &e,
+                )
+            })?;
         }
 
-        let mut dns = Ebpf::load(DNS_OBJECT).map_err(|e| EbpfError::step("loading dns.bpf.o", &e))?;
+        let mut dns =
+            Ebpf::load(DNS_OBJECT).map_err(|e| EbpfError::step("loading dns.bpf.o", &e))?;
         let program: &mut CgroupSkb = dns
             .program_mut("dns_ingress")
             .ok_or_else(|| missing("program dns_ingress in dns.bpf.o".into()))?
             .try_into()
             .map_err(|e| EbpfError::step("program dns_ingress", &e))?;
         program.load().map_err(|e| EbpfError::step("verifying dns_ingress", &e))?;
-        let cgroup_dir = std::fs::File::open(cgroup).map_err(|e| EbpfError::step(format!("opening cgroup {}", cgroup.display()), &e))?;
+        let cgroup_dir = std::fs::File::open(cgroup)
+            .map_err(|e| EbpfError::step(format!("opening cgroup {}", cgroup.display()), &e))?;
         // aya attaches through a bpf_link (the ring buffer needs a newer kernel than links do),
         // which the kernel always adds alongside other programs on the cgroup (systemd's, a
         // CNI's) and which takes no mode flags: asking for AllowMultiple is EINVAL.
         program
             .attach(cgroup_dir, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
-            .map_err(|e| EbpfError::step(format!("attaching dns_ingress to cgroup {}", cgroup.display()), &e))?;
+            .map_err(|e| {
+                EbpfError::step(format!("attaching dns_ingress to cgroup {}", cgroup.display()), &e)
+            })?;
 
         Ok(EbpfCapture {
             tcp_ring: ring(&mut tcp, "tcp_events")?,
@@ -240,12 +265,17 @@ impl EbpfCapture {
 }
 
 fn missing(what: String) -> EbpfError {
-    EbpfError::Step { step: format!("looking up {what}"), detail: "not in the embedded object (build.rs out of step?)".into(), errno: None }
+    EbpfError::Step {
+        step: format!("looking up {what}"),
+        detail: "not in the embedded object (build.rs out of step?)".into(),
+        errno: None,
+    }
 }
 
 fn ring(ebpf: &mut Ebpf, name: &str) -> Result<AsyncFd<RingBuf<MapData>>, EbpfError> {
     let map = ebpf.take_map(name).ok_or_else(|| missing(format!("map {name}")))?;
-    let ring = RingBuf::try_from(map).map_err(|e| EbpfError::step(format!("opening ring buffer {name}"), &e))?;
+    let ring = RingBuf::try_from(map)
+        .map_err(|e| EbpfError::step(format!("opening ring buffer {name}"), &e))?;
     register(ring).map_err(|e| EbpfError::step(format!("polling ring buffer {name}"), &e))
 }
 
@@ -276,7 +306,13 @@ fn ensure_tracefs() -> Result<(), EbpfError> {
     if tracefs_present() {
         return Ok(());
     }
-    let mounted = nix::mount::mount(Some("tracefs"), TRACEFS, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>);
+    let mounted = nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
     // Whatever the mount said (done, EBUSY/EEXIST because a racing loader won, or a refusal
     // while debugfs offers it), look again; a mount that another process is finishing shows up
     // within moments.
@@ -305,16 +341,22 @@ fn tracefs_present() -> bool {
     if mountinfo_points(&mountinfo, "tracefs").any(|point| wanted.contains(&point.as_path())) {
         return true;
     }
-    wanted.iter().any(|dir| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()))
+    wanted
+        .iter()
+        .any(|dir| std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()))
 }
 
 /// Mount points of file systems of type `fs_type` in /proc/self/mountinfo text (fields: id,
 /// parent, major:minor, root, mount point, options, optional fields, `-`, type, source, ...).
-fn mountinfo_points<'a>(mountinfo: &'a str, fs_type: &'a str) -> impl Iterator<Item = PathBuf> + 'a {
+fn mountinfo_points<'a>(
+    mountinfo: &'a str,
+    fs_type: &'a str,
+) -> impl Iterator<Item = PathBuf> + 'a {
     mountinfo.lines().filter_map(move |line| {
         let (before, after) = line.split_once(" - ")?;
         let point = before.split_whitespace().nth(4)?;
-        (after.split_whitespace().next()? == fs_type).then(|| PathBuf::from(super::attribution::unescape_mount_path(point)))
+        (after.split_whitespace().next()? == fs_type)
+            .then(|| PathBuf::from(super::attribution::unescape_mount_path(point)))
     })
 }
 
@@ -345,8 +387,14 @@ mod tests {
                       none /mnt/my\\040cgroup cgroup2 rw 0 0\n\
                       tracefs /sys/kernel/tracing tracefs rw 0 0\n";
         let cgroups: Vec<PathBuf> = mount_points(mounts, "cgroup2").collect();
-        assert_eq!(cgroups, [PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/mnt/my cgroup")]);
-        assert_eq!(mount_points(mounts, "tracefs").collect::<Vec<_>>(), [PathBuf::from("/sys/kernel/tracing")]);
+        assert_eq!(
+            cgroups,
+            [PathBuf::from("/sys/fs/cgroup/unified"), PathBuf::from("/mnt/my cgroup")]
+        );
+        assert_eq!(
+            mount_points(mounts, "tracefs").collect::<Vec<_>>(),
+            [PathBuf::from("/sys/kernel/tracing")]
+        );
     }
 
     #[test]
@@ -356,7 +404,10 @@ mod tests {
                          90 22 0:12 / /sys/kernel/tracing rw,relatime shared:40 master:3 - tracefs tracefs rw\n\
                          91 22 0:13 / /mnt/with\\040space rw - tracefs nodev rw\n";
         let points: Vec<PathBuf> = mountinfo_points(mountinfo, "tracefs").collect();
-        assert_eq!(points, [PathBuf::from("/sys/kernel/tracing"), PathBuf::from("/mnt/with space")]);
+        assert_eq!(
+            points,
+            [PathBuf::from("/sys/kernel/tracing"), PathBuf::from("/mnt/with space")]
+        );
         assert_eq!(mountinfo_points(mountinfo, "cgroup2").count(), 0);
     }
 

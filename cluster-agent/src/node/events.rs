@@ -157,7 +157,10 @@ impl BootClock {
     /// Reads the clocks now. Wall-clock steps after this shift the converted times.
     pub fn now() -> std::io::Result<Self> {
         let since_boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
-        let since_boot = Duration::new(since_boot.tv_sec().try_into().unwrap_or(0), since_boot.tv_nsec().try_into().unwrap_or(0));
+        let since_boot = Duration::new(
+            since_boot.tv_sec().try_into().unwrap_or(0),
+            since_boot.tv_nsec().try_into().unwrap_or(0),
+        );
         Ok(Self { booted_at: SystemTime::now() - since_boot })
     }
 
@@ -170,7 +173,11 @@ impl BootClock {
 
 fn record<T: Pod>(bytes: &[u8], name: &'static str) -> Result<T, EventError> {
     let size = std::mem::size_of::<T>();
-    let bytes = bytes.get(..size).ok_or(EventError::Short { record: name, expected: size, got: bytes.len() })?;
+    let bytes = bytes.get(..size).ok_or(EventError::Short {
+        record: name,
+        expected: size,
+        got: bytes.len(),
+    })?;
     Ok(bytemuck::pod_read_unaligned(bytes))
 }
 
@@ -178,7 +185,9 @@ fn socket_addr(family: u16, addr: &[u8; ADDR_LEN], port: u16) -> Result<SocketAd
     let ip = match family {
         AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
         // An IPv4 peer of a dual-stack socket shows as ::ffff:a.b.c.d; name it as IPv4.
-        AF_INET6 => Ipv6Addr::from(*addr).to_ipv4_mapped().map_or(IpAddr::V6(Ipv6Addr::from(*addr)), IpAddr::V4),
+        AF_INET6 => Ipv6Addr::from(*addr)
+            .to_ipv4_mapped()
+            .map_or(IpAddr::V6(Ipv6Addr::from(*addr)), IpAddr::V4),
         other => return Err(EventError::Family(other)),
     };
     Ok(SocketAddr::new(ip, port))
@@ -215,7 +224,10 @@ impl DnsPacket {
     pub fn parse(bytes: &[u8], clock: &BootClock) -> Result<Self, EventError> {
         let raw: RawDnsEvent = record(bytes, "dns_event")?;
         let captured = usize::from(raw.captured_len);
-        let payload = raw.payload.get(..captured).ok_or(EventError::CapturedLen { captured: raw.captured_len, max: DNS_MAX_PAYLOAD })?;
+        let payload = raw
+            .payload
+            .get(..captured)
+            .ok_or(EventError::CapturedLen { captured: raw.captured_len, max: DNS_MAX_PAYLOAD })?;
         let payload_len = usize::from(raw.payload_len);
         let (transport, bytes, truncated) = match raw.protocol {
             IPPROTO_UDP => (DnsTransport::Udp, payload, captured < payload_len),
@@ -223,7 +235,8 @@ impl DnsPacket {
             // segments yields only its first part here (flagged truncated); the rest is not
             // reassembled.
             IPPROTO_TCP => {
-                let (prefix, message) = payload.split_at_checked(2).ok_or(EventError::EmptyTcpSegment)?;
+                let (prefix, message) =
+                    payload.split_at_checked(2).ok_or(EventError::EmptyTcpSegment)?;
                 if message.is_empty() {
                     return Err(EventError::EmptyTcpSegment);
                 }
@@ -272,7 +285,23 @@ mod tests {
         let mut rows = layout!(
             "tcp_event",
             RawTcpEvent,
-            [timestamp_ns, cgroup_id, netns_cookie, netns_ino, pid, tid, kind, _pad0, family, sport, dport, saddr, daddr, comm, _pad1]
+            [
+                timestamp_ns,
+                cgroup_id,
+                netns_cookie,
+                netns_ino,
+                pid,
+                tid,
+                kind,
+                _pad0,
+                family,
+                sport,
+                dport,
+                saddr,
+                daddr,
+                comm,
+                _pad1
+            ]
         );
         rows.extend(layout!(
             "dns_event",
@@ -304,7 +333,9 @@ mod tests {
         let include = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ebpf/include");
         let dir = std::env::temp_dir().join(format!("events-layout-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut source = String::from("#include <stddef.h>\n#include <stdio.h>\n#include \"events.h\"\nint main(void) {\n");
+        let mut source = String::from(
+            "#include <stddef.h>\n#include <stdio.h>\n#include \"events.h\"\nint main(void) {\n",
+        );
         for (expr, _) in rows {
             source.push_str(&format!("    printf(\"%zu\\n\", (size_t)({expr}));\n"));
         }
@@ -319,10 +350,18 @@ mod tests {
             .arg(dir.join("layout"))
             .status()
             .unwrap_or_else(|e| panic!("the layout test needs a C compiler ({cc}): {e}"));
-        assert!(status.success(), "compiling the layout program against {} failed", include.display());
+        assert!(
+            status.success(),
+            "compiling the layout program against {} failed",
+            include.display()
+        );
         let output = Command::new(dir.join("layout")).output().unwrap();
         std::fs::remove_dir_all(&dir).ok();
-        String::from_utf8(output.stdout).unwrap().lines().map(|line| line.parse().unwrap()).collect()
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| line.parse().unwrap())
+            .collect()
     }
 
     #[test]
@@ -330,9 +369,17 @@ mod tests {
         let rows = rust_layout();
         let c = c_layout(&rows);
         assert_eq!(c.len(), rows.len());
-        let mismatches: Vec<String> =
-            rows.iter().zip(&c).filter(|((_, rust), c)| rust != *c).map(|((expr, rust), c)| format!("{expr}: C {c}, Rust {rust}")).collect();
-        assert!(mismatches.is_empty(), "events.rs and events.h disagree:\n{}", mismatches.join("\n"));
+        let mismatches: Vec<String> = rows
+            .iter()
+            .zip(&c)
+            .filter(|((_, rust), c)| rust != *c)
+            .map(|((expr, rust), c)| format!("{expr}: C {c}, Rust {rust}"))
+            .collect();
+        assert!(
+            mismatches.is_empty(),
+            "events.rs and events.h disagree:\n{}",
+            mismatches.join("\n")
+        );
     }
 
     fn clock() -> BootClock {
@@ -436,17 +483,31 @@ mod tests {
 
     #[test]
     fn parses_dns_over_udp_and_tcp() {
-        let udp = DnsPacket::parse(bytemuck::bytes_of(&dns_raw(IPPROTO_UDP, b"message", 7)), &clock()).unwrap();
-        assert_eq!((udp.bytes.as_slice(), udp.truncated, udp.transport), (&b"message"[..], false, DnsTransport::Udp));
+        let udp =
+            DnsPacket::parse(bytemuck::bytes_of(&dns_raw(IPPROTO_UDP, b"message", 7)), &clock())
+                .unwrap();
+        assert_eq!(
+            (udp.bytes.as_slice(), udp.truncated, udp.transport),
+            (&b"message"[..], false, DnsTransport::Udp)
+        );
         assert_eq!(udp.server, "10.96.0.10:53".parse().unwrap());
         assert_eq!(udp.client, "10.1.2.3:5353".parse().unwrap());
         assert_eq!((udp.cgroup_id, udp.netns, udp.ifindex), (1, 3, 2));
 
-        let tcp = DnsPacket::parse(bytemuck::bytes_of(&dns_raw(IPPROTO_TCP, b"\x00\x07message", 9)), &clock()).unwrap();
-        assert_eq!((tcp.bytes.as_slice(), tcp.truncated, tcp.transport), (&b"message"[..], false, DnsTransport::Tcp));
+        let tcp = DnsPacket::parse(
+            bytemuck::bytes_of(&dns_raw(IPPROTO_TCP, b"\x00\x07message", 9)),
+            &clock(),
+        )
+        .unwrap();
+        assert_eq!(
+            (tcp.bytes.as_slice(), tcp.truncated, tcp.transport),
+            (&b"message"[..], false, DnsTransport::Tcp)
+        );
 
         let long = [0xab; DNS_MAX_PAYLOAD];
-        let cut = DnsPacket::parse(bytemuck::bytes_of(&dns_raw(IPPROTO_UDP, &long, 1200)), &clock()).unwrap();
+        let cut =
+            DnsPacket::parse(bytemuck::bytes_of(&dns_raw(IPPROTO_UDP, &long, 1200)), &clock())
+                .unwrap();
         assert!(cut.truncated);
         assert_eq!(cut.bytes.len(), DNS_MAX_PAYLOAD);
     }

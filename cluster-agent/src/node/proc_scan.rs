@@ -101,8 +101,10 @@ pub fn scan(proc_root: &Path) -> Result<ProcScan, ProcScanError> {
 
 /// Every network namespace under `proc_root` with the lowest pid living in it.
 pub fn namespaces(proc_root: &Path) -> Result<BTreeMap<u64, u32>, ProcScanError> {
-    let dir = std::fs::read_dir(proc_root).map_err(|source| ProcScanError::Read { path: proc_root.to_path_buf(), source })?;
-    let mut pids: Vec<u32> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let dir = std::fs::read_dir(proc_root)
+        .map_err(|source| ProcScanError::Read { path: proc_root.to_path_buf(), source })?;
+    let mut pids: Vec<u32> =
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     pids.sort_unstable();
     let mut by_netns = BTreeMap::new();
     for pid in pids {
@@ -116,7 +118,8 @@ pub fn namespaces(proc_root: &Path) -> Result<BTreeMap<u64, u32>, ProcScanError>
 /// The inode of the network namespace `pid` lives in, from the `net:[<inode>]` link.
 pub fn netns_inode(proc_root: &Path, pid: u32) -> Result<u64, ProcScanError> {
     let path = proc_root.join(pid.to_string()).join("ns").join("net");
-    let target = std::fs::read_link(&path).map_err(|source| ProcScanError::Read { path: path.clone(), source })?;
+    let target = std::fs::read_link(&path)
+        .map_err(|source| ProcScanError::Read { path: path.clone(), source })?;
     let target = target.to_string_lossy();
     target
         .strip_prefix("net:[")
@@ -128,8 +131,13 @@ pub fn netns_inode(proc_root: &Path, pid: u32) -> Result<u64, ProcScanError> {
 /// Established connections of one namespace's table, each given a direction: a local address
 /// that a listener in the same namespace covers was accepted, anything else connected out.
 fn classify(entries: &[TcpTableEntry], netns: u64, pid: u32) -> Vec<ScannedConnection> {
-    let listeners: Vec<SocketAddr> = entries.iter().filter(|e| e.state == TCP_LISTEN).map(|e| e.local).collect();
-    let accepted_by = |local: SocketAddr| listeners.iter().any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()));
+    let listeners: Vec<SocketAddr> =
+        entries.iter().filter(|e| e.state == TCP_LISTEN).map(|e| e.local).collect();
+    let accepted_by = |local: SocketAddr| {
+        listeners
+            .iter()
+            .any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()))
+    };
     entries
         .iter()
         .filter(|e| e.state == TCP_ESTABLISHED)
@@ -172,8 +180,16 @@ impl ScannedConnection {
 /// Observations for a scan: every outbound connection, and the inbound ones whose client is
 /// not also on this node (a connection between two namespaces of the node is seen from both
 /// ends; the client's end says more). `pod_of(netns, pid)` names the client's pod.
-pub fn observations(connections: &[ScannedConnection], at: DateTime<Utc>, pod_of: impl Fn(u64, u32) -> Option<PodHint>) -> Vec<TcpConnection> {
-    let outbound: HashSet<(SocketAddr, SocketAddr)> = connections.iter().filter(|c| c.direction == Direction::Outbound).map(|c| (c.local, c.remote)).collect();
+pub fn observations(
+    connections: &[ScannedConnection],
+    at: DateTime<Utc>,
+    pod_of: impl Fn(u64, u32) -> Option<PodHint>,
+) -> Vec<TcpConnection> {
+    let outbound: HashSet<(SocketAddr, SocketAddr)> = connections
+        .iter()
+        .filter(|c| c.direction == Direction::Outbound)
+        .map(|c| (c.local, c.remote))
+        .collect();
     connections
         .iter()
         .filter(|c| c.direction == Direction::Outbound || !outbound.contains(&(c.remote, c.local)))
@@ -199,9 +215,14 @@ pub fn parse_tcp_line(line: &str) -> Result<TcpTableEntry, ProcScanError> {
     let bad = |reason| ProcScanError::MalformedLine { line: line.to_string(), reason };
     let mut fields = line.split_whitespace();
     let _slot = fields.next().filter(|s| s.ends_with(':')).ok_or_else(|| bad("no slot number"))?;
-    let local = fields.next().and_then(parse_socket_addr).ok_or_else(|| bad("bad local address"))?;
-    let remote = fields.next().and_then(parse_socket_addr).ok_or_else(|| bad("bad remote address"))?;
-    let state = fields.next().and_then(|s| u8::from_str_radix(s, 16).ok()).ok_or_else(|| bad("bad state"))?;
+    let local =
+        fields.next().and_then(parse_socket_addr).ok_or_else(|| bad("bad local address"))?;
+    let remote =
+        fields.next().and_then(parse_socket_addr).ok_or_else(|| bad("bad remote address"))?;
+    let state = fields
+        .next()
+        .and_then(|s| u8::from_str_radix(s, 16).ok())
+        .ok_or_else(|| bad("bad state"))?;
     // tx_queue:rx_queue, tr:tm->when, retrnsmt
     let mut fields = fields.skip(3);
     let uid = fields.next().and_then(|s| s.parse().ok()).ok_or_else(|| bad("bad uid"))?;
@@ -270,7 +291,16 @@ mod tests {
     fn ipv4_lines() {
         let e = entries(TCP);
         assert_eq!(e.len(), 5);
-        assert_eq!(e[0], TcpTableEntry { local: addr("0.0.0.0:2024"), remote: addr("0.0.0.0:0"), state: TCP_LISTEN, uid: 0, inode: 1678 });
+        assert_eq!(
+            e[0],
+            TcpTableEntry {
+                local: addr("0.0.0.0:2024"),
+                remote: addr("0.0.0.0:0"),
+                state: TCP_LISTEN,
+                uid: 0,
+                inode: 1678
+            }
+        );
         assert_eq!(e[2].local, addr("127.0.0.1:48396"));
         assert_eq!(e[2].remote, addr("127.0.0.1:8124"));
         assert_eq!(e[2].state, TCP_ESTABLISHED);
@@ -317,7 +347,13 @@ mod tests {
         let mut all = entries(TCP);
         all.extend(entries(TCP6));
         let conns = classify(&all, 7, 42);
-        let find = |local: &str, remote: &str| conns.iter().find(|c| c.local == addr(local) && c.remote == addr(remote)).unwrap().direction;
+        let find = |local: &str, remote: &str| {
+            conns
+                .iter()
+                .find(|c| c.local == addr(local) && c.remote == addr(remote))
+                .unwrap()
+                .direction
+        };
         assert_eq!(find("127.0.0.1:48396", "127.0.0.1:8124"), Direction::Outbound);
         assert_eq!(find("127.0.0.1:8124", "127.0.0.1:48396"), Direction::Inbound);
         assert_eq!(find("127.0.0.1:43344", "127.0.0.1:8123"), Direction::Outbound);
@@ -427,10 +463,20 @@ mod tests {
         );
 
         let at = Utc::now();
-        let pod = |netns: u64, _pid: u32| (netns == 100).then(|| PodHint { uid: Some("client-uid".into()), namespace: None, name: None });
+        let pod = |netns: u64, _pid: u32| {
+            (netns == 100).then(|| PodHint {
+                uid: Some("client-uid".into()),
+                namespace: None,
+                name: None,
+            })
+        };
         let mut obs = observations(&result.connections, at, pod);
         obs.sort_by_key(|o| o.src_port);
-        assert_eq!(obs.len(), 2, "the in-node connection is reported once, from the client: {obs:?}");
+        assert_eq!(
+            obs.len(),
+            2,
+            "the in-node connection is reported once, from the client: {obs:?}"
+        );
         assert_eq!(obs[0].src_ip, addr("10.0.0.5:1").ip());
         assert_eq!((obs[0].dst_ip, obs[0].dst_port), (addr("10.201.0.1:1").ip(), 80));
         assert_eq!((obs[0].pid, obs[0].netns, obs[0].pod.clone()), (None, None, None));

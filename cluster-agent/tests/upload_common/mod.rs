@@ -12,8 +12,12 @@ pub use chrono::{DateTime, Utc};
 pub use cloud_api::tokens::{JwtIssuer, SigningKey};
 pub use cloud_api::{AppState, Config};
 pub use cluster_agent::mapper::outbox::{Outbox, OutboxLimits, OutboxStats};
-pub use cluster_agent::mapper::upload::{Backoff, CloudClient, CloudConfig, SendOutcome, UploadStats, Uploader, UploaderConfig};
-pub use model::{AccessGraph, Edge, EdgeReport, ExposedWorkload, PortSpec, Protocol, Target, WorkloadRef};
+pub use cluster_agent::mapper::upload::{
+    Backoff, CloudClient, CloudConfig, SendOutcome, UploadStats, Uploader, UploaderConfig,
+};
+pub use model::{
+    AccessGraph, Edge, EdgeReport, ExposedWorkload, PortSpec, Protocol, Target, WorkloadRef,
+};
 pub use testkit::process::TempDir;
 pub use tokio::sync::oneshot;
 pub use tokio::task::JoinHandle;
@@ -23,7 +27,8 @@ pub use uuid::Uuid;
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,cluster_agent=info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,cluster_agent=info".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
@@ -34,25 +39,37 @@ pub fn temp_dir() -> TempDir {
 
 /// Names of the files in `dir` ending with `suffix`, sorted.
 pub fn files(dir: &Path, suffix: &str) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(suffix)).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
     names.sort();
     names
 }
 
 pub async fn database() -> String {
-    let server = testkit::pg::server().await.expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
+    let server =
+        testkit::pg::server().await.expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
     let url = server.fresh_database("upload").await.expect("a fresh test database");
     cloud_api::migrate(&url).await.expect("migrations apply");
     url
 }
 
 pub fn issuer(lifetime: Duration) -> JwtIssuer {
-    JwtIssuer::new("https://cloud.test".into(), "intentmap-ingest".into(), lifetime, vec![SigningKey::generate()]).unwrap()
+    JwtIssuer::new(
+        "https://cloud.test".into(),
+        "intentmap-ingest".into(),
+        lifetime,
+        vec![SigningKey::generate()],
+    )
+    .unwrap()
 }
 
 pub async fn cloud_state(database_url: &str, lifetime: Duration) -> AppState {
-    cloud_api::state(database_url, issuer(lifetime), Config::default(), 4).await.expect("connect to the test database")
+    cloud_api::state(database_url, issuer(lifetime), Config::default(), 4)
+        .await
+        .expect("connect to the test database")
 }
 
 /// An address nothing listens on (for now).
@@ -70,7 +87,12 @@ pub struct Tenant {
 pub async fn tenant(state: &AppState) -> Tenant {
     let org = state.store.create_org("acme").await.unwrap();
     let cluster = state.store.create_cluster(org.org_id, "prod").await.unwrap();
-    Tenant { org_id: org.org_id, api_token: org.api_token, client_id: cluster.client_id, client_secret: cluster.client_secret }
+    Tenant {
+        org_id: org.org_id,
+        api_token: org.api_token,
+        client_id: cluster.client_id,
+        client_secret: cluster.client_secret,
+    }
 }
 
 /// The cloud API serving on a real TCP socket.
@@ -83,7 +105,9 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn serve(state: AppState, addr: SocketAddr) -> Cloud {
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("binding {addr}: {e}"));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("binding {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let app = cloud_api::app(state.clone());
@@ -109,7 +133,12 @@ impl Cloud {
     }
 
     pub async fn graph(&self, api_token: &str) -> AccessGraph {
-        let response = reqwest::Client::new().get(format!("{}/api/v1/access-graph", self.url())).bearer_auth(api_token).send().await.unwrap();
+        let response = reqwest::Client::new()
+            .get(format!("{}/api/v1/access-graph", self.url()))
+            .bearer_auth(api_token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), reqwest::StatusCode::OK);
         response.json().await.unwrap()
     }
@@ -119,17 +148,30 @@ impl Cloud {
     }
 
     pub fn refused_jwts(&self) -> u64 {
-        self.state.metrics.auth_failures.get_or_create(&cloud_api::metrics::Method { method: "jwt".into() }).get()
+        self.state
+            .metrics
+            .auth_failures
+            .get_or_create(&cloud_api::metrics::Method { method: "jwt".into() })
+            .get()
     }
 
     pub fn reports(&self, outcome: &str) -> u64 {
-        self.state.metrics.reports.get_or_create(&cloud_api::metrics::Outcome { outcome: outcome.into() }).get()
+        self.state
+            .metrics
+            .reports
+            .get_or_create(&cloud_api::metrics::Outcome { outcome: outcome.into() })
+            .get()
     }
 }
 
 /// Connections on the graph edge from `client` (any cluster and namespace) to `cart`.
 pub fn connections(graph: &AccessGraph, client: &str) -> u64 {
-    graph.edges.iter().filter(|e| e.source.ends_with(&format!("/{client}")) && e.target.ends_with("/cart")).map(|e| e.connections).sum()
+    graph
+        .edges
+        .iter()
+        .filter(|e| e.source.ends_with(&format!("/{client}")) && e.target.ends_with("/cart"))
+        .map(|e| e.connections)
+        .sum()
 }
 
 pub fn total_connections(graph: &AccessGraph) -> u64 {

@@ -28,7 +28,8 @@ pub struct Fitted {
 
 /// Every list entry of a report, as [`MAX_LIST_ENTRIES_PER_REPORT`] counts them.
 pub fn list_entries(report: &EdgeReport) -> usize {
-    report.edges.iter().map(edge_entries).sum::<usize>() + report.exposed.iter().map(exposed_entries).sum::<usize>()
+    report.edges.iter().map(edge_entries).sum::<usize>()
+        + report.exposed.iter().map(exposed_entries).sum::<usize>()
 }
 
 pub fn edge_entries(edge: &Edge) -> usize {
@@ -45,7 +46,11 @@ pub fn edge_entries(edge: &Edge) -> usize {
 /// Whether every list of `edge` is within its limit (what [`trim_edge`] makes true).
 pub fn edge_within_limits(edge: &Edge) -> bool {
     let target = match &edge.target {
-        Target::Internet(i) => i.domains.len() <= MAX_ADDRESSES_PER_LIST && i.ips.len() <= MAX_ADDRESSES_PER_LIST && i.ports.len() <= MAX_PORTS_PER_EDGE,
+        Target::Internet(i) => {
+            i.domains.len() <= MAX_ADDRESSES_PER_LIST
+                && i.ips.len() <= MAX_ADDRESSES_PER_LIST
+                && i.ports.len() <= MAX_PORTS_PER_EDGE
+        }
         Target::Aws(a) => a.actions.len() <= MAX_ACTIONS_PER_EDGE,
         Target::Kubernetes(_) | Target::Service(_) | Target::Kafka(_) => true,
     };
@@ -74,7 +79,9 @@ pub fn trim_edge(edge: &mut Edge) -> usize {
     let mut over = trim(&mut edge.ports, MAX_PORTS_PER_EDGE);
     match &mut edge.target {
         Target::Internet(i) => {
-            over += trim(&mut i.domains, MAX_ADDRESSES_PER_LIST) + trim(&mut i.ips, MAX_ADDRESSES_PER_LIST) + trim(&mut i.ports, MAX_PORTS_PER_EDGE);
+            over += trim(&mut i.domains, MAX_ADDRESSES_PER_LIST)
+                + trim(&mut i.ips, MAX_ADDRESSES_PER_LIST)
+                + trim(&mut i.ports, MAX_PORTS_PER_EDGE);
         }
         Target::Aws(a) => over += trim(&mut a.actions, MAX_ACTIONS_PER_EDGE),
         Target::Kubernetes(_) | Target::Service(_) | Target::Kafka(_) => {}
@@ -107,9 +114,11 @@ pub fn fit(report: EdgeReport, now: DateTime<Utc>, mut new_id: impl FnMut() -> U
     let mut kept_exposed = Vec::new();
     let mut exposed_budget = MAX_LIST_ENTRIES_PER_REPORT / 2;
     for mut x in exposed {
-        trimmed_entries += trim(&mut x.addresses, MAX_ADDRESSES_PER_LIST) + trim(&mut x.hostnames, MAX_ADDRESSES_PER_LIST);
+        trimmed_entries += trim(&mut x.addresses, MAX_ADDRESSES_PER_LIST)
+            + trim(&mut x.hostnames, MAX_ADDRESSES_PER_LIST);
         if let Err((field, problem)) = validate_exposed(&x) {
-            dropped.push(format!("exposed workload {}/{}: {field}: {problem}", x.namespace, x.name));
+            dropped
+                .push(format!("exposed workload {}/{}: {field}: {problem}", x.namespace, x.name));
             continue;
         }
         let entries = exposed_entries(&x);
@@ -121,7 +130,8 @@ pub fn fit(report: EdgeReport, now: DateTime<Utc>, mut new_id: impl FnMut() -> U
         exposed_budget -= entries;
         kept_exposed.push(x);
     }
-    let entries_per_part = MAX_LIST_ENTRIES_PER_REPORT - kept_exposed.iter().map(exposed_entries).sum::<usize>();
+    let entries_per_part =
+        MAX_LIST_ENTRIES_PER_REPORT - kept_exposed.iter().map(exposed_entries).sum::<usize>();
 
     let times = TimeBounds::at(now);
     let mut parts: Vec<Vec<Edge>> = vec![Vec::new()];
@@ -129,12 +139,18 @@ pub fn fit(report: EdgeReport, now: DateTime<Utc>, mut new_id: impl FnMut() -> U
     for mut edge in edges {
         trimmed_entries += trim_edge(&mut edge);
         if let Err((field, problem)) = validate_edge(&edge, &times) {
-            dropped.push(format!("edge {} -> {}: {field}: {problem}", edge.client, edge.key().target_name));
+            dropped.push(format!(
+                "edge {} -> {}: {field}: {problem}",
+                edge.client,
+                edge.key().target_name
+            ));
             continue;
         }
         let entries = edge_entries(&edge);
         let current = parts.last().map_or(0, Vec::len);
-        if current > 0 && (current == MAX_EDGES_PER_REPORT || part_entries + entries > entries_per_part) {
+        if current > 0
+            && (current == MAX_EDGES_PER_REPORT || part_entries + entries > entries_per_part)
+        {
             parts.push(Vec::new());
             part_entries = 0;
         }

@@ -61,26 +61,46 @@ fn every_list_is_bounded() {
     ports["ports"] = many(1001, json!({"port": 80}));
     let cases = [
         (ports, "edges[0].ports: more than 1000 ports"),
-        (edge(json!({"internet": {"ips": many(1001, json!("192.0.2.1"))}})), "edges[0].target.internet.ips: more than 1000 IPs"),
-        (edge(json!({"internet": {"domains": ["a.example"], "ports": many(1001, json!(443))}})), "edges[0].target.internet.ports: more than 1000 ports"),
-        (edge(json!({"aws": {"arn": "arn:aws:s3:::b", "actions": many(1001, json!("s3:GetObject"))}})), "edges[0].target.aws.actions: more than 1000 actions"),
-        (edge(json!({"aws": {"arn": format!("arn:aws:s3:::{}", "b".repeat(2048))}})), "edges[0].target.aws.arn: ARN too long: 2061 bytes, at most 2048"),
+        (
+            edge(json!({"internet": {"ips": many(1001, json!("192.0.2.1"))}})),
+            "edges[0].target.internet.ips: more than 1000 IPs",
+        ),
+        (
+            edge(json!({"internet": {"domains": ["a.example"], "ports": many(1001, json!(443))}})),
+            "edges[0].target.internet.ports: more than 1000 ports",
+        ),
+        (
+            edge(
+                json!({"aws": {"arn": "arn:aws:s3:::b", "actions": many(1001, json!("s3:GetObject"))}}),
+            ),
+            "edges[0].target.aws.actions: more than 1000 actions",
+        ),
+        (
+            edge(json!({"aws": {"arn": format!("arn:aws:s3:::{}", "b".repeat(2048))}})),
+            "edges[0].target.aws.arn: ARN too long: 2061 bytes, at most 2048",
+        ),
     ];
     for (edge, expected) in cases {
-        let refused = EdgeReport::from_json_at(report_with(vec![edge]).to_string().as_bytes(), now()).unwrap_err().to_string();
+        let refused =
+            EdgeReport::from_json_at(report_with(vec![edge]).to_string().as_bytes(), now())
+                .unwrap_err()
+                .to_string();
         assert!(refused.starts_with(expected), "expected {expected:?}, got {refused:?}");
     }
 
     let exposed = |addresses: serde_json::Value| json!({"namespace": "shop", "name": "frontend", "addresses": addresses});
     let mut r = report_with(vec![]);
     r["exposed"] = json!([exposed(many(1001, json!("198.51.100.1")))]);
-    let refused = EdgeReport::from_json_at(r.to_string().as_bytes(), now()).unwrap_err().to_string();
+    let refused =
+        EdgeReport::from_json_at(r.to_string().as_bytes(), now()).unwrap_err().to_string();
     assert!(refused.starts_with("exposed[0].addresses: more than 1000 addresses"), "{refused}");
     r["exposed"] = many(MAX_EXPOSED_PER_REPORT + 1, exposed(json!([])));
-    let refused = EdgeReport::from_json_at(r.to_string().as_bytes(), now()).unwrap_err().to_string();
+    let refused =
+        EdgeReport::from_json_at(r.to_string().as_bytes(), now()).unwrap_err().to_string();
     assert!(refused.starts_with("exposed: more than 10000 exposed workloads"), "{refused}");
     r["exposed"] = json!([{"namespace": "n".repeat(254), "name": "frontend"}]);
-    let refused = EdgeReport::from_json_at(r.to_string().as_bytes(), now()).unwrap_err().to_string();
+    let refused =
+        EdgeReport::from_json_at(r.to_string().as_bytes(), now()).unwrap_err().to_string();
     assert_eq!(refused, "exposed[0]: Kubernetes name too long: 254 bytes, at most 253");
 }
 
@@ -95,14 +115,21 @@ fn the_whole_report_has_an_entry_budget() {
             e
         })
         .collect();
-    let refused = over_limit(EdgeReport::from_json_at(report_with(edges).to_string().as_bytes(), now()));
-    assert!(refused.starts_with("edges[499].target.internet.ports: the report holds more than 500000 list entries"), "{refused}");
+    let refused =
+        over_limit(EdgeReport::from_json_at(report_with(edges).to_string().as_bytes(), now()));
+    assert!(
+        refused.starts_with(
+            "edges[499].target.internet.ports: the report holds more than 500000 list entries"
+        ),
+        "{refused}"
+    );
 }
 
 #[test]
 fn too_many_edges_are_refused_while_parsing() {
     let edges = vec![internet_edge(json!(["a.example"])); MAX_EDGES_PER_REPORT + 1];
-    let refused = over_limit(EdgeReport::from_json_at(report_with(edges).to_string().as_bytes(), now()));
+    let refused =
+        over_limit(EdgeReport::from_json_at(report_with(edges).to_string().as_bytes(), now()));
     assert!(refused.starts_with("edges: more than 50000 edges"), "{refused}");
 }
 
@@ -133,13 +160,29 @@ fn timestamps_must_lie_between_2000_and_a_day_ahead() {
 
 fn edge(client: &str, target: Target) -> Edge {
     let at = now() - chrono::TimeDelta::hours(1);
-    Edge { client: WorkloadRef::new("shop", client, None), target, ports: vec![], first_seen: at, last_seen: at, connections: 1, http: vec![], kafka: vec![] }
+    Edge {
+        client: WorkloadRef::new("shop", client, None),
+        target,
+        ports: vec![],
+        first_seen: at,
+        last_seen: at,
+        connections: 1,
+        http: vec![],
+        kafka: vec![],
+    }
 }
 
 #[test]
 fn fitting_trims_long_lists_and_keeps_the_name_of_the_target() {
     let domains: Vec<String> = (0..1500).rev().map(|i| format!("d{i:04}.example")).collect();
-    let mut e = edge("frontend", Target::Internet(InternetTarget { domains, ips: vec!["192.0.2.1".into()], ports: vec![443] }));
+    let mut e = edge(
+        "frontend",
+        Target::Internet(InternetTarget {
+            domains,
+            ips: vec!["192.0.2.1".into()],
+            ports: vec![443],
+        }),
+    );
     e.ports = (1..=1200).map(|port| PortSpec { port, protocol: Protocol::Tcp }).collect();
     e.connections = u64::MAX;
     let key = e.key();
@@ -155,10 +198,23 @@ fn fitting_trims_long_lists_and_keeps_the_name_of_the_target() {
 #[test]
 fn fitting_splits_a_backlog_and_every_part_carries_the_exposed_set() {
     let edges: Vec<Edge> = (0..MAX_EDGES_PER_REPORT * 2 + 10)
-        .map(|i| edge(&format!("client-{i}"), Target::Service(crate::ServiceRef { namespace: "shop".into(), name: "cart".into() })))
+        .map(|i| {
+            edge(
+                &format!("client-{i}"),
+                Target::Service(crate::ServiceRef {
+                    namespace: "shop".into(),
+                    name: "cart".into(),
+                }),
+            )
+        })
         .collect();
-    let exposed =
-        vec![ExposedWorkload { namespace: "shop".into(), name: "frontend".into(), kind: None, addresses: vec!["198.51.100.1".into()], hostnames: vec![] }];
+    let exposed = vec![ExposedWorkload {
+        namespace: "shop".into(),
+        name: "frontend".into(),
+        kind: None,
+        addresses: vec!["198.51.100.1".into()],
+        hostnames: vec![],
+    }];
     let id = Uuid::new_v4();
     let fitted = fit(EdgeReport::new(id, now(), edges, exposed.clone()), now(), Uuid::new_v4);
     let sizes: Vec<usize> = fitted.reports.iter().map(|r| r.edges.len()).collect();
@@ -172,7 +228,13 @@ fn fitting_splits_a_backlog_and_every_part_carries_the_exposed_set() {
     // Split by entries too: 600 edges of 1,000 ports make 600,000 entries, over one report's budget.
     let edges: Vec<Edge> = (0..600)
         .map(|i| {
-            let mut e = edge(&format!("client-{i}"), Target::Service(crate::ServiceRef { namespace: "shop".into(), name: "cart".into() }));
+            let mut e = edge(
+                &format!("client-{i}"),
+                Target::Service(crate::ServiceRef {
+                    namespace: "shop".into(),
+                    name: "cart".into(),
+                }),
+            );
             e.ports = (1..=1000).map(|port| PortSpec { port, protocol: Protocol::Tcp }).collect();
             e
         })
@@ -185,14 +247,31 @@ fn fitting_splits_a_backlog_and_every_part_carries_the_exposed_set() {
 
 #[test]
 fn fitting_drops_only_the_edges_the_cloud_would_refuse() {
-    let good = edge("frontend", Target::Service(crate::ServiceRef { namespace: "shop".into(), name: "cart".into() }));
+    let good = edge(
+        "frontend",
+        Target::Service(crate::ServiceRef { namespace: "shop".into(), name: "cart".into() }),
+    );
     let mut future = good.clone();
     future.client.name = "checkout".into();
     future.last_seen = now() + chrono::TimeDelta::days(30);
-    let long_arn = edge("invoicer", Target::Aws(crate::AwsTarget { arn: format!("arn:aws:s3:::{}", "b".repeat(3000)), actions: vec![] }));
-    let fitted = fit(EdgeReport::new(Uuid::new_v4(), now(), vec![good.clone(), future, long_arn], vec![]), now(), Uuid::new_v4);
+    let long_arn = edge(
+        "invoicer",
+        Target::Aws(crate::AwsTarget {
+            arn: format!("arn:aws:s3:::{}", "b".repeat(3000)),
+            actions: vec![],
+        }),
+    );
+    let fitted = fit(
+        EdgeReport::new(Uuid::new_v4(), now(), vec![good.clone(), future, long_arn], vec![]),
+        now(),
+        Uuid::new_v4,
+    );
     assert_eq!(fitted.reports[0].edges, vec![good]);
     assert_eq!(fitted.dropped.len(), 2, "{:?}", fitted.dropped);
-    assert!(fitted.dropped[0].starts_with("edge checkout.shop -> cart: last_seen: "), "{:?}", fitted.dropped);
+    assert!(
+        fitted.dropped[0].starts_with("edge checkout.shop -> cart: last_seen: "),
+        "{:?}",
+        fitted.dropped
+    );
     assert!(fitted.dropped[1].contains("target.aws.arn"), "{:?}", fitted.dropped);
 }

@@ -49,11 +49,20 @@ fn invalid_values_are_refused_with_their_path() {
     let err = EdgeReport::from_json(bad_name.as_bytes()).unwrap_err();
     assert!(err.to_string().starts_with("edges[0].target.kubernetes.name"), "{err}");
 
-    let backwards = SAMPLE.replace("\"last_seen\": \"2026-11-24T17:59:00Z\"", "\"last_seen\": \"2026-11-24T16:00:00Z\"");
-    assert!(EdgeReport::from_json(backwards.as_bytes()).unwrap_err().to_string().contains("first_seen is later"));
+    let backwards = SAMPLE.replace(
+        "\"last_seen\": \"2026-11-24T17:59:00Z\"",
+        "\"last_seen\": \"2026-11-24T16:00:00Z\"",
+    );
+    assert!(EdgeReport::from_json(backwards.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("first_seen is later"));
 
     let bad_arn = SAMPLE.replace("arn:aws:s3:::invoices", "invoices");
-    assert!(EdgeReport::from_json(bad_arn.as_bytes()).unwrap_err().to_string().contains("not an ARN"));
+    assert!(EdgeReport::from_json(bad_arn.as_bytes())
+        .unwrap_err()
+        .to_string()
+        .contains("not an ARN"));
 }
 
 /// A report with a kafka edge and HTTP edges to a workload and a Service, as the mapper's
@@ -73,7 +82,9 @@ fn with_protocols() -> serde_json::Value {
 }
 
 fn refusal(report: &serde_json::Value) -> String {
-    EdgeReport::from_json(report.to_string().as_bytes()).expect_err("this report should be refused").to_string()
+    EdgeReport::from_json(report.to_string().as_bytes())
+        .expect_err("this report should be refused")
+        .to_string()
 }
 
 #[test]
@@ -98,7 +109,8 @@ fn http_and_kafka_only_on_the_targets_that_have_them() {
     assert_eq!(err, "edges[1].http: HTTP paths are only recorded for kubernetes and service targets, not for internet targets");
 
     let mut r = with_protocols();
-    r["edges"][0]["target"] = serde_json::json!({"kubernetes": {"namespace": "infra", "name": "kafka"}});
+    r["edges"][0]["target"] =
+        serde_json::json!({"kubernetes": {"namespace": "infra", "name": "kafka"}});
     let err = refusal(&r);
     assert_eq!(err, "edges[0].kafka: Kafka topics are only recorded for kafka targets, not for kubernetes targets");
 
@@ -114,19 +126,71 @@ fn http_and_kafka_only_on_the_targets_that_have_them() {
 #[test]
 fn methods_operations_paths_and_topic_names_are_checked() {
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("/edges/1/http/0/methods/1", serde_json::json!("get"), "edges[1].http[0].methods[1]: \"get\" is not one of the methods"),
-        ("/edges/1/http/0/methods/1", serde_json::json!("HEAD"), "edges[1].http[0].methods[1]: \"HEAD\" is not one of the methods"),
-        ("/edges/1/http/0/path", serde_json::json!(""), "edges[1].http[0].path: \"\" is not an HTTP path"),
-        ("/edges/1/http/0/path", serde_json::json!("api/cart"), "edges[1].http[0].path: \"api/cart\" is not an HTTP path"),
-        ("/edges/1/http/0/path", serde_json::json!("/api\ncart"), "edges[1].http[0].path: \"/api\\ncart\" contains control characters"),
-        ("/edges/1/http/0/path", serde_json::json!(format!("/{}", "a".repeat(2048))), "edges[1].http[0].path: HTTP path too long: 2049 bytes, at most 2048"),
-        ("/edges/0/kafka/0/operations/0", serde_json::json!("Write"), "edges[0].kafka[0].operations[0]: \"Write\" is not one of the Kafka operations"),
-        ("/edges/0/kafka/0/denied/0", serde_json::json!("consume"), "edges[0].kafka[0].denied[0]: \"consume\" is denied but not listed in operations"),
-        ("/edges/0/kafka/0/denied/0", serde_json::json!("read"), "edges[0].kafka[0].denied[0]: \"read\" is not one of the Kafka operations"),
-        ("/edges/0/kafka/1/name", serde_json::json!("orders/eu"), "edges[0].kafka[1].name: \"orders/eu\" is not a Kafka topic name"),
-        ("/edges/0/kafka/1/name", serde_json::json!(""), "edges[0].kafka[1].name: \"\" is not a Kafka topic name"),
-        ("/edges/0/kafka/1/name", serde_json::json!(".."), "edges[0].kafka[1].name: \"..\" is not a Kafka topic name"),
-        ("/edges/0/kafka/1/name", serde_json::json!("t".repeat(250)), "edges[0].kafka[1].name: Kafka topic name too long: 250 bytes, at most 249"),
+        (
+            "/edges/1/http/0/methods/1",
+            serde_json::json!("get"),
+            "edges[1].http[0].methods[1]: \"get\" is not one of the methods",
+        ),
+        (
+            "/edges/1/http/0/methods/1",
+            serde_json::json!("HEAD"),
+            "edges[1].http[0].methods[1]: \"HEAD\" is not one of the methods",
+        ),
+        (
+            "/edges/1/http/0/path",
+            serde_json::json!(""),
+            "edges[1].http[0].path: \"\" is not an HTTP path",
+        ),
+        (
+            "/edges/1/http/0/path",
+            serde_json::json!("api/cart"),
+            "edges[1].http[0].path: \"api/cart\" is not an HTTP path",
+        ),
+        (
+            "/edges/1/http/0/path",
+            serde_json::json!("/api\ncart"),
+            "edges[1].http[0].path: \"/api\\ncart\" contains control characters",
+        ),
+        (
+            "/edges/1/http/0/path",
+            serde_json::json!(format!("/{}", "a".repeat(2048))),
+            "edges[1].http[0].path: HTTP path too long: 2049 bytes, at most 2048",
+        ),
+        (
+            "/edges/0/kafka/0/operations/0",
+            serde_json::json!("Write"),
+            "edges[0].kafka[0].operations[0]: \"Write\" is not one of the Kafka operations",
+        ),
+        (
+            "/edges/0/kafka/0/denied/0",
+            serde_json::json!("consume"),
+            "edges[0].kafka[0].denied[0]: \"consume\" is denied but not listed in operations",
+        ),
+        (
+            "/edges/0/kafka/0/denied/0",
+            serde_json::json!("read"),
+            "edges[0].kafka[0].denied[0]: \"read\" is not one of the Kafka operations",
+        ),
+        (
+            "/edges/0/kafka/1/name",
+            serde_json::json!("orders/eu"),
+            "edges[0].kafka[1].name: \"orders/eu\" is not a Kafka topic name",
+        ),
+        (
+            "/edges/0/kafka/1/name",
+            serde_json::json!(""),
+            "edges[0].kafka[1].name: \"\" is not a Kafka topic name",
+        ),
+        (
+            "/edges/0/kafka/1/name",
+            serde_json::json!(".."),
+            "edges[0].kafka[1].name: \"..\" is not a Kafka topic name",
+        ),
+        (
+            "/edges/0/kafka/1/name",
+            serde_json::json!("t".repeat(250)),
+            "edges[0].kafka[1].name: Kafka topic name too long: 250 bytes, at most 249",
+        ),
     ];
     for (pointer, value, expected) in cases {
         let mut r = with_protocols();
@@ -152,10 +216,14 @@ fn methods_operations_paths_and_topic_names_are_checked() {
 #[test]
 fn counts_are_capped() {
     let mut r = with_protocols();
-    r["edges"][1]["http"] = (0..=MAX_RESOURCES_PER_EDGE).map(|i| serde_json::json!({"path": format!("/p{i}")})).collect();
+    r["edges"][1]["http"] = (0..=MAX_RESOURCES_PER_EDGE)
+        .map(|i| serde_json::json!({"path": format!("/p{i}")}))
+        .collect();
     assert_eq!(refusal(&r), "edges[1].http: more than 1000 paths; at most 1000 are accepted (see the EdgeReport limits in README.md)");
     let mut r = with_protocols();
-    r["edges"][0]["kafka"] = (0..=MAX_RESOURCES_PER_EDGE).map(|i| serde_json::json!({"name": format!("t{i}")})).collect();
+    r["edges"][0]["kafka"] = (0..=MAX_RESOURCES_PER_EDGE)
+        .map(|i| serde_json::json!({"name": format!("t{i}")}))
+        .collect();
     assert!(refusal(&r).starts_with("edges[0].kafka: more than 1000 topics"));
     let mut r = with_protocols();
     r["edges"][1]["http"][0]["methods"] = serde_json::json!(vec!["GET"; 33]);

@@ -18,7 +18,10 @@ use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use uuid::Uuid;
 
 use super::{ExposedWorkload, ReportError, SCHEMA_VERSION};
-use crate::edge::{AwsTarget, Edge, HttpResource, InternetTarget, KafkaTopic, PortSpec, ServiceRef, Target, WorkloadRef};
+use crate::edge::{
+    AwsTarget, Edge, HttpResource, InternetTarget, KafkaTopic, PortSpec, ServiceRef, Target,
+    WorkloadRef,
+};
 use crate::limits::*;
 use crate::EdgeReport;
 
@@ -44,9 +47,14 @@ impl Drop for Armed {
 
 /// Runs one parse with a fresh budget. A refusal recorded by a bounded type wins over the
 /// parser's own error, which then only says where it stopped.
-pub(super) fn parse(run: impl FnOnce() -> Result<ReportIn, serde_json::Error>) -> Result<EdgeReport, ReportError> {
+pub(super) fn parse(
+    run: impl FnOnce() -> Result<ReportIn, serde_json::Error>,
+) -> Result<EdgeReport, ReportError> {
     let _armed = Armed;
-    STATE.with(|s| *s.borrow_mut() = Some(ParseState { entries_left: MAX_LIST_ENTRIES_PER_REPORT, refusal: None }));
+    STATE.with(|s| {
+        *s.borrow_mut() =
+            Some(ParseState { entries_left: MAX_LIST_ENTRIES_PER_REPORT, refusal: None })
+    });
     let parsed = run();
     let refusal = STATE.with(|s| s.borrow_mut().as_mut().and_then(|state| state.refusal.take()));
     match (parsed, refusal) {
@@ -74,8 +82,14 @@ fn refuse<E: de::Error>(refusal: ReportError) -> E {
 /// element. Only refused reports pay for knowing where they are.
 fn locate_refusal(field: &str, index: usize) {
     with_state(|s| {
-        if let Some(ReportError::OverLimit { path, .. } | ReportError::Invalid { path, .. }) = &mut s.refusal {
-            *path = if path.is_empty() { format!("{field}[{index}]") } else { format!("{field}[{index}].{path}") };
+        if let Some(ReportError::OverLimit { path, .. } | ReportError::Invalid { path, .. }) =
+            &mut s.refusal
+        {
+            *path = if path.is_empty() {
+                format!("{field}[{index}]")
+            } else {
+                format!("{field}[{index}].{path}")
+            };
         }
     });
 }
@@ -234,7 +248,14 @@ macro_rules! text_limit {
 }
 
 list_limit!(Edges, MAX_EDGES_PER_REPORT, "edges", "edges", BUDGETED = false, POSITIONED = true);
-list_limit!(Exposed, MAX_EXPOSED_PER_REPORT, "exposed", "exposed workloads", BUDGETED = false, POSITIONED = true);
+list_limit!(
+    Exposed,
+    MAX_EXPOSED_PER_REPORT,
+    "exposed",
+    "exposed workloads",
+    BUDGETED = false,
+    POSITIONED = true
+);
 list_limit!(Ports, MAX_PORTS_PER_EDGE, "ports", "ports");
 list_limit!(Domains, MAX_ADDRESSES_PER_LIST, "target.internet.domains", "domains");
 list_limit!(Ips, MAX_ADDRESSES_PER_LIST, "target.internet.ips", "IPs");
@@ -417,9 +438,17 @@ impl From<EdgeIn> for Edge {
     fn from(e: EdgeIn) -> Self {
         let target = match e.target {
             TargetIn::Kubernetes(w) => Target::Kubernetes(w.into()),
-            TargetIn::Service(s) => Target::Service(ServiceRef { namespace: s.namespace.0, name: s.name.0 }),
-            TargetIn::Internet(i) => Target::Internet(InternetTarget { domains: strings(i.domains), ips: strings(i.ips), ports: i.ports.0 }),
-            TargetIn::Aws(a) => Target::Aws(AwsTarget { arn: a.arn.0, actions: strings(a.actions) }),
+            TargetIn::Service(s) => {
+                Target::Service(ServiceRef { namespace: s.namespace.0, name: s.name.0 })
+            }
+            TargetIn::Internet(i) => Target::Internet(InternetTarget {
+                domains: strings(i.domains),
+                ips: strings(i.ips),
+                ports: i.ports.0,
+            }),
+            TargetIn::Aws(a) => {
+                Target::Aws(AwsTarget { arn: a.arn.0, actions: strings(a.actions) })
+            }
             TargetIn::Kafka(w) => Target::Kafka(w.into()),
         };
         Edge {
@@ -429,8 +458,22 @@ impl From<EdgeIn> for Edge {
             first_seen: e.first_seen,
             last_seen: e.last_seen,
             connections: e.connections,
-            http: e.http.0.into_iter().map(|h| HttpResource { path: h.path.0, methods: strings(h.methods) }).collect(),
-            kafka: e.kafka.0.into_iter().map(|k| KafkaTopic { name: k.name.0, operations: strings(k.operations), denied: strings(k.denied) }).collect(),
+            http: e
+                .http
+                .0
+                .into_iter()
+                .map(|h| HttpResource { path: h.path.0, methods: strings(h.methods) })
+                .collect(),
+            kafka: e
+                .kafka
+                .0
+                .into_iter()
+                .map(|k| KafkaTopic {
+                    name: k.name.0,
+                    operations: strings(k.operations),
+                    denied: strings(k.denied),
+                })
+                .collect(),
         }
     }
 }

@@ -384,16 +384,30 @@ mod tests {
             proxy_metrics: 8,
         };
         let containerd = containerd_toml(&layout, "intentmap.test/pause:1", "/usr/lib/cni");
-        assert!(containerd.contains(r#"address = "/var/lib/intentmap-test/k8s/c42/containerd.sock""#), "{containerd}");
-        assert!(containerd.contains("SystemdCgroup = false") && containerd.contains("netns_mounts_under_state_dir = true"));
+        assert!(
+            containerd.contains(r#"address = "/var/lib/intentmap-test/k8s/c42/containerd.sock""#),
+            "{containerd}"
+        );
+        assert!(
+            containerd.contains("SystemdCgroup = false")
+                && containerd.contains("netns_mounts_under_state_dir = true")
+        );
         let cni: serde_json::Value = serde_json::from_str(&cni_conflist(&layout)).unwrap();
         assert_eq!(cni["plugins"][0]["bridge"], BRIDGE);
-        assert_eq!(cni["plugins"][0]["ipam"]["dataDir"], "/var/lib/intentmap-test/k8s/c42/cni/ipam");
-        let kubelet: serde_yaml::Value = serde_yaml::from_str(&kubelet_yaml(&layout, &ports)).unwrap();
+        assert_eq!(
+            cni["plugins"][0]["ipam"]["dataDir"],
+            "/var/lib/intentmap-test/k8s/c42/cni/ipam"
+        );
+        let kubelet: serde_yaml::Value =
+            serde_yaml::from_str(&kubelet_yaml(&layout, &ports)).unwrap();
         assert_eq!(kubelet["failCgroupV1"], serde_yaml::Value::Bool(false));
         assert_eq!(kubelet["port"].as_u64(), Some(10250));
-        assert_eq!(kubelet["containerRuntimeEndpoint"].as_str(), Some("unix:///var/lib/intentmap-test/k8s/c42/containerd.sock"));
-        let proxy: serde_yaml::Value = serde_yaml::from_str(&kube_proxy_yaml(&layout, &ports)).unwrap();
+        assert_eq!(
+            kubelet["containerRuntimeEndpoint"].as_str(),
+            Some("unix:///var/lib/intentmap-test/k8s/c42/containerd.sock")
+        );
+        let proxy: serde_yaml::Value =
+            serde_yaml::from_str(&kube_proxy_yaml(&layout, &ports)).unwrap();
         assert_eq!(proxy["mode"].as_str(), Some("iptables"));
         for doc in coredns_manifest("intentmap.test/coredns:1").split("\n---\n") {
             let doc: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
@@ -405,7 +419,10 @@ mod tests {
     fn kubeconfigs_carry_their_credentials_inline() {
         let text = kubeconfig("https://10.213.0.1:6443", "CA", "admin", "CERT", "KEY");
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str(), Some("Q0E="));
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["certificate-authority-data"].as_str(),
+            Some("Q0E=")
+        );
         assert_eq!(doc["users"][0]["user"]["client-key-data"].as_str(), Some("S0VZ"));
         assert_eq!(doc["current-context"].as_str(), Some("admin@intentmap-test"));
     }

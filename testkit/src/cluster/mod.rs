@@ -31,8 +31,8 @@ use anyhow::{bail, Context, Result};
 use tokio::sync::OnceCell;
 
 pub use config::{
-    API_SERVICE_IP, BRIDGE, CLUSTER_DOMAIN, DNS_SERVICE_IP, NODE_IP, NODE_IP6, NODE_NAME, POD_CIDR, POD_CIDR6, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR,
-    SERVICE_CIDR6,
+    API_SERVICE_IP, BRIDGE, CLUSTER_DOMAIN, DNS_SERVICE_IP, NODE_IP, NODE_IP6, NODE_NAME, POD_CIDR,
+    POD_CIDR6, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR, SERVICE_CIDR6,
 };
 
 use config::{Layout, Ports, CNI_NETWORK, NODE_LINK};
@@ -56,7 +56,9 @@ static SHARED: OnceCell<Cluster> = OnceCell::const_new();
 pub async fn shared() -> Result<&'static Cluster> {
     SHARED
         .get_or_try_init(|| async {
-            let mut cluster = tokio::task::spawn_blocking(Cluster::start).await.context("the cluster's start panicked")??;
+            let mut cluster = tokio::task::spawn_blocking(Cluster::start)
+                .await
+                .context("the cluster's start panicked")??;
             // Statics are never dropped: the watchdog cleans up once the process is gone.
             cluster.stopped = true;
             Ok(cluster)
@@ -79,7 +81,8 @@ impl Versions {
     /// Reads `scripts/k8s/versions.env` of this workspace.
     pub fn load() -> Result<Self> {
         let path = crate::need::workspace_root().join("scripts/k8s/versions.env");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -112,8 +115,12 @@ impl Versions {
 pub fn build() -> Result<Versions> {
     let versions = Versions::load()?;
     let script = crate::need::workspace_root().join("scripts/k8s/build.sh");
-    let status =
-        Command::new("nice").args(["-n", "10", "bash"]).arg(&script).stdin(Stdio::null()).status().with_context(|| format!("running {}", script.display()))?;
+    let status = Command::new("nice")
+        .args(["-n", "10", "bash"])
+        .arg(&script)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
     if !status.success() {
         bail!("{} failed ({status}); its output above says why", script.display());
     }
@@ -146,24 +153,51 @@ impl Cluster {
         let bin = versions.build_dir().join("bin");
         for program in ["kube", "etcd", "coredns"] {
             if !bin.join(program).exists() {
-                bail!("{} is missing after scripts/k8s/build.sh ran; run it by hand to see why", bin.join(program).display());
+                bail!(
+                    "{} is missing after scripts/k8s/build.sh ran; run it by hand to see why",
+                    bin.join(program).display()
+                );
             }
         }
         remove_leftovers()?;
         let dir = PathBuf::from(BASE_DIR).join(format!("c{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join("logs"))
+            .with_context(|| format!("creating {}", dir.display()))?;
         // From here on, drop cleans up whatever was made, and so does the watchdog if this
         // process dies first.
-        let mut cluster =
-            Self { kubeconfig: dir.join("admin.kubeconfig"), api_url: String::new(), dir, bin, versions, children: Default::default(), stopped: false };
-        for (file, text) in [("intentmap-test-cluster", ""), ("bridge", BRIDGE), ("node-link", NODE_LINK), ("cni-network", CNI_NETWORK)] {
-            std::fs::write(cluster.dir.join(file), text).with_context(|| format!("writing {file}"))?;
+        let mut cluster = Self {
+            kubeconfig: dir.join("admin.kubeconfig"),
+            api_url: String::new(),
+            dir,
+            bin,
+            versions,
+            children: Default::default(),
+            stopped: false,
+        };
+        for (file, text) in [
+            ("intentmap-test-cluster", ""),
+            ("bridge", BRIDGE),
+            ("node-link", NODE_LINK),
+            ("cni-network", CNI_NETWORK),
+        ] {
+            std::fs::write(cluster.dir.join(file), text)
+                .with_context(|| format!("writing {file}"))?;
         }
         std::fs::create_dir_all(cluster.dir.join("pids"))?;
         spawn_watchdog(&cluster.dir)?;
-        progress(&format!("starting Kubernetes {} in {}", cluster.versions.kubernetes, cluster.dir.display()));
-        cluster.boot().with_context(|| format!("starting the test cluster (logs in {})", cluster.dir.join("logs").display()))?;
-        progress(&format!("ready in {:.0} s; KUBECONFIG={}", started.elapsed().as_secs_f64(), cluster.kubeconfig.display()));
+        progress(&format!(
+            "starting Kubernetes {} in {}",
+            cluster.versions.kubernetes,
+            cluster.dir.display()
+        ));
+        cluster.boot().with_context(|| {
+            format!("starting the test cluster (logs in {})", cluster.dir.join("logs").display())
+        })?;
+        progress(&format!(
+            "ready in {:.0} s; KUBECONFIG={}",
+            started.elapsed().as_secs_f64(),
+            cluster.kubeconfig.display()
+        ));
         Ok(cluster)
     }
 
@@ -214,7 +248,12 @@ impl Cluster {
         }
         let out = child.wait_with_output().context("running kubectl")?;
         if !out.status.success() {
-            bail!("kubectl {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "kubectl {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -232,7 +271,9 @@ impl Cluster {
         if let Err(err) = run_cleanup(&self.dir) {
             progress(&format!("{err:#}"));
         }
-        for (_, child) in self.children.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).iter_mut() {
+        for (_, child) in
+            self.children.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).iter_mut()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -241,8 +282,19 @@ impl Cluster {
     // === start ===
 
     fn boot(&mut self) -> Result<()> {
-        let [etcd_client, etcd_peer, apiserver, controller_manager, scheduler, kubelet, kubelet_healthz, proxy_healthz, proxy_metrics] = free_ports()?;
-        let ports = Ports { etcd_client, etcd_peer, apiserver, controller_manager, scheduler, kubelet, kubelet_healthz, proxy_healthz, proxy_metrics };
+        let [etcd_client, etcd_peer, apiserver, controller_manager, scheduler, kubelet, kubelet_healthz, proxy_healthz, proxy_metrics] =
+            free_ports()?;
+        let ports = Ports {
+            etcd_client,
+            etcd_peer,
+            apiserver,
+            controller_manager,
+            scheduler,
+            kubelet,
+            kubelet_healthz,
+            proxy_healthz,
+            proxy_metrics,
+        };
         self.api_url = format!("https://{NODE_IP}:{}", ports.apiserver);
         let layout = Layout { dir: &self.dir };
 
@@ -258,7 +310,10 @@ impl Cluster {
             ("kube-proxy", "system:kube-proxy", &pki.kube_proxy),
         ];
         for (file, user, pair) in kubeconfigs {
-            self.write(&format!("{file}.kubeconfig"), &config::kubeconfig(&self.api_url, &pki.ca.cert, user, &pair.cert, &pair.key))?;
+            self.write(
+                &format!("{file}.kubeconfig"),
+                &config::kubeconfig(&self.api_url, &pki.ca.cert, user, &pair.cert, &pair.key),
+            )?;
         }
         done("node link, sysctls, certificates", step);
 
@@ -281,7 +336,9 @@ impl Cluster {
                 "--log-level=warn",
             ],
         )?;
-        self.wait("etcd", Duration::from_secs(30), || Ok(http_get_ok(ports.etcd_client, "/health")))?;
+        self.wait("etcd", Duration::from_secs(30), || {
+            Ok(http_get_ok(ports.etcd_client, "/health"))
+        })?;
         done("etcd", step);
 
         let step = Instant::now();
@@ -300,7 +357,10 @@ impl Cluster {
                 &format!("--client-ca-file={}", pki_path("ca.crt")),
                 &format!("--tls-cert-file={}", pki_path("apiserver.crt")),
                 &format!("--tls-private-key-file={}", pki_path("apiserver.key")),
-                &format!("--kubelet-client-certificate={}", pki_path("apiserver-kubelet-client.crt")),
+                &format!(
+                    "--kubelet-client-certificate={}",
+                    pki_path("apiserver-kubelet-client.crt")
+                ),
                 &format!("--kubelet-client-key={}", pki_path("apiserver-kubelet-client.key")),
                 &format!("--kubelet-certificate-authority={}", pki_path("ca.crt")),
                 "--kubelet-preferred-address-types=InternalIP,Hostname",
@@ -312,7 +372,9 @@ impl Cluster {
                 "--v=1",
             ],
         )?;
-        self.wait("kube-apiserver", Duration::from_secs(90), || Ok(self.kubectl(&["get", "--raw", "/readyz"]).is_ok()))?;
+        self.wait("kube-apiserver", Duration::from_secs(90), || {
+            Ok(self.kubectl(&["get", "--raw", "/readyz"]).is_ok())
+        })?;
         done("kube-apiserver", step);
 
         let step = Instant::now();
@@ -355,21 +417,35 @@ impl Cluster {
 
         let step = Instant::now();
         self.write("cni/net.d/10-imk8s.conflist", &config::cni_conflist(&layout))?;
-        self.write("containerd.toml", &config::containerd_toml(&layout, &self.versions.pause_image, CNI_BIN_DIR))?;
-        let containerd = crate::need::find_command("containerd").context("containerd is not installed")?;
-        self.spawn("containerd", &containerd, &["--config", &layout.path("containerd.toml"), "--log-level", "warn"])?;
+        self.write(
+            "containerd.toml",
+            &config::containerd_toml(&layout, &self.versions.pause_image, CNI_BIN_DIR),
+        )?;
+        let containerd =
+            crate::need::find_command("containerd").context("containerd is not installed")?;
+        self.spawn(
+            "containerd",
+            &containerd,
+            &["--config", &layout.path("containerd.toml"), "--log-level", "warn"],
+        )?;
         let socket = layout.containerd_socket();
-        self.wait("containerd", Duration::from_secs(30), || Ok(Path::new(&socket).exists() && self.ctr(&["version"]).is_ok()))?;
+        self.wait("containerd", Duration::from_secs(30), || {
+            Ok(Path::new(&socket).exists() && self.ctr(&["version"]).is_ok())
+        })?;
         let images = self.versions.build_dir().join("images");
         for image in ["pause", "coredns", "traffic"] {
             let tar = images.join(format!("{image}.tar"));
-            self.ctr(&["images", "import", &tar.display().to_string()]).with_context(|| format!("importing {}", tar.display()))?;
+            self.ctr(&["images", "import", &tar.display().to_string()])
+                .with_context(|| format!("importing {}", tar.display()))?;
         }
         done("containerd, images imported", step);
 
         let step = Instant::now();
         self.write("kubelet.yaml", &config::kubelet_yaml(&layout, &ports))?;
-        self.write("resolv.conf", "# the test cluster forwards no names: this machine has no outside DNS\n")?;
+        self.write(
+            "resolv.conf",
+            "# the test cluster forwards no names: this machine has no outside DNS\n",
+        )?;
         self.spawn_kube(
             "kubelet",
             &[
@@ -383,25 +459,47 @@ impl Cluster {
             ],
         )?;
         self.wait("the node to be Ready", Duration::from_secs(120), || {
-            let ready = self.kubectl(&["get", "node", NODE_NAME, "-o", r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#]);
+            let ready = self.kubectl(&[
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
+            ]);
             Ok(ready.is_ok_and(|status| status.trim() == "True"))
         })?;
         done("kubelet (node Ready)", step);
 
         let step = Instant::now();
         self.write("kube-proxy.yaml", &config::kube_proxy_yaml(&layout, &ports))?;
-        self.spawn_kube("kube-proxy", &[&format!("--config={}", layout.path("kube-proxy.yaml")), "--v=1"])?;
-        self.wait("kube-proxy", Duration::from_secs(60), || Ok(http_get_ok(ports.proxy_healthz, "/healthz")))?;
+        self.spawn_kube(
+            "kube-proxy",
+            &[&format!("--config={}", layout.path("kube-proxy.yaml")), "--v=1"],
+        )?;
+        self.wait("kube-proxy", Duration::from_secs(60), || {
+            Ok(http_get_ok(ports.proxy_healthz, "/healthz"))
+        })?;
         done("kube-proxy", step);
 
         let step = Instant::now();
-        self.apply(&config::coredns_manifest(&self.versions.coredns_image)).context("installing CoreDNS")?;
+        self.apply(&config::coredns_manifest(&self.versions.coredns_image))
+            .context("installing CoreDNS")?;
         self.wait("CoreDNS to be ready", Duration::from_secs(120), || {
-            let ready = self.kubectl(&["-n", "kube-system", "get", "deployment", "coredns", "-o", "jsonpath={.status.readyReplicas}"]);
+            let ready = self.kubectl(&[
+                "-n",
+                "kube-system",
+                "get",
+                "deployment",
+                "coredns",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ]);
             Ok(ready.is_ok_and(|n| n.trim() == "1"))
         })?;
         // Pods can be created in a namespace once its default ServiceAccount exists.
-        self.wait("the default ServiceAccount", Duration::from_secs(60), || Ok(self.kubectl(&["get", "serviceaccount", "default"]).is_ok()))?;
+        self.wait("the default ServiceAccount", Duration::from_secs(60), || {
+            Ok(self.kubectl(&["get", "serviceaccount", "default"]).is_ok())
+        })?;
         done("CoreDNS", step);
         Ok(())
     }
@@ -409,21 +507,32 @@ impl Cluster {
     fn write(&self, relative: &str, text: &str) -> Result<()> {
         let path = self.dir.join(relative);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     }
 
     fn ctr(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("ctr")
-            .args(["--address", &Layout { dir: &self.dir }.containerd_socket(), "--namespace", "k8s.io"])
+            .args([
+                "--address",
+                &Layout { dir: &self.dir }.containerd_socket(),
+                "--namespace",
+                "k8s.io",
+            ])
             .args(args)
             .env("PATH", PATH)
             .stdin(Stdio::null())
             .output()
             .context("running ctr (Debian's containerd package)")?;
         if !out.status.success() {
-            bail!("ctr {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "ctr {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -437,7 +546,8 @@ impl Cluster {
     /// (which cleanup.sh reads).
     fn spawn(&self, name: &str, program: &Path, args: &[&str]) -> Result<()> {
         let log_path = self.dir.join("logs").join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
         let child = Command::new(program)
             .args(args)
             .env("PATH", format!("{}:{PATH}", self.bin.display()))
@@ -448,28 +558,48 @@ impl Cluster {
             .spawn()
             .with_context(|| format!("starting {} ({})", name, program.display()))?;
         std::fs::write(self.dir.join("pids").join(format!("{name}.pid")), child.id().to_string())?;
-        self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((name.to_owned(), child));
+        self.children
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((name.to_owned(), child));
         Ok(())
     }
 
     /// Polls `ready` every 250 ms until it says yes; fails early, with the end of its log,
     /// when a component has exited.
-    fn wait(&self, what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    fn wait(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> Result<bool>,
+    ) -> Result<()> {
         let started = Instant::now();
         loop {
             if ready()? {
                 return Ok(());
             }
-            let mut children = self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut children =
+                self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             for (name, child) in children.iter_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     let log = self.dir.join("logs").join(format!("{name}.log"));
-                    bail!("{name} exited ({status}) while waiting for {what}; the end of {}:\n{}", log.display(), tail(&log, 25));
+                    bail!(
+                        "{name} exited ({status}) while waiting for {what}; the end of {}:\n{}",
+                        log.display(),
+                        tail(&log, 25)
+                    );
                 }
             }
             if started.elapsed() > timeout {
-                let logs: Vec<String> =
-                    children.iter().map(|(name, _)| format!("--- {name}:\n{}", tail(&self.dir.join("logs").join(format!("{name}.log")), 8))).collect();
+                let logs: Vec<String> = children
+                    .iter()
+                    .map(|(name, _)| {
+                        format!(
+                            "--- {name}:\n{}",
+                            tail(&self.dir.join("logs").join(format!("{name}.log")), 8)
+                        )
+                    })
+                    .collect();
                 bail!("timed out after {timeout:?} waiting for {what}; the end of each component's log:\n{}", logs.join("\n"));
             }
             drop(children);
@@ -487,13 +617,25 @@ impl Drop for Cluster {
 // === the host ===
 
 fn check_node_packages() -> Result<()> {
-    let mut missing: Vec<String> = ["containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "iptables-save", "iptables-restore", "ip"]
-        .into_iter()
-        .filter(|p| crate::need::find_command(p).is_none())
-        .map(str::to_owned)
-        .collect();
+    let mut missing: Vec<String> = [
+        "containerd",
+        "containerd-shim-runc-v2",
+        "runc",
+        "ctr",
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip",
+    ]
+    .into_iter()
+    .filter(|p| crate::need::find_command(p).is_none())
+    .map(str::to_owned)
+    .collect();
     missing.extend(
-        ["bridge", "host-local", "portmap", "loopback"].into_iter().filter(|p| !Path::new(CNI_BIN_DIR).join(p).exists()).map(|p| format!("{CNI_BIN_DIR}/{p}")),
+        ["bridge", "host-local", "portmap", "loopback"]
+            .into_iter()
+            .filter(|p| !Path::new(CNI_BIN_DIR).join(p).exists())
+            .map(|p| format!("{CNI_BIN_DIR}/{p}")),
     );
     if !missing.is_empty() {
         bail!("the node runtime is not installed (missing {}): run scripts/setup.sh, or apt-get install {NODE_PACKAGES}", missing.join(", "));
@@ -513,15 +655,18 @@ fn prepare_host(dir: &Path) -> Result<()> {
     // IPv6 forwarding also turns off router advertisements on the host's links: cleanup.sh puts
     // back what it was.
     let forwarding6 = Path::new("/proc/sys/net/ipv6/conf/all/forwarding");
-    let before = std::fs::read_to_string(forwarding6).context("reading net.ipv6.conf.all.forwarding (is IPv6 off in this kernel?)")?;
-    std::fs::write(dir.join("ipv6-forwarding"), before.trim()).context("recording net.ipv6.conf.all.forwarding")?;
+    let before = std::fs::read_to_string(forwarding6)
+        .context("reading net.ipv6.conf.all.forwarding (is IPv6 off in this kernel?)")?;
+    std::fs::write(dir.join("ipv6-forwarding"), before.trim())
+        .context("recording net.ipv6.conf.all.forwarding")?;
     std::fs::write(forwarding6, "1").context("turning on IPv6 forwarding")?;
     for family in ["iptables", "ip6tables"] {
         let bridged = PathBuf::from(format!("/proc/sys/net/bridge/bridge-nf-call-{family}"));
         if !bridged.exists() {
             bail!("{} is missing: this kernel lacks bridge netfilter (br_netfilter), which kube-proxy needs for pods to reach Services", bridged.display());
         }
-        std::fs::write(&bridged, "1").with_context(|| format!("turning on bridge-nf-call-{family}"))?;
+        std::fs::write(&bridged, "1")
+            .with_context(|| format!("turning on bridge-nf-call-{family}"))?;
     }
     Ok(())
 }
@@ -568,10 +713,19 @@ fn remove_leftovers() -> Result<()> {
 
 fn run_cleanup(dir: &Path) -> Result<()> {
     let script = crate::need::workspace_root().join("scripts/k8s/cleanup.sh");
-    let status =
-        Command::new("bash").arg(&script).arg(dir).env("PATH", PATH).stdin(Stdio::null()).status().with_context(|| format!("running {}", script.display()))?;
+    let status = Command::new("bash")
+        .arg(&script)
+        .arg(dir)
+        .env("PATH", PATH)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
     if !status.success() || dir.exists() {
-        bail!("{} {} did not remove everything ({status}); run it again by hand to see why", script.display(), dir.display());
+        bail!(
+            "{} {} did not remove everything ({status}); run it again by hand to see why",
+            script.display(),
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -609,9 +763,19 @@ exec bash "$TK_K8S_CLEANUP" "$TK_K8S_DIR"
 // === small helpers ===
 
 fn run(program: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(program).args(args).env("PATH", PATH).stdin(Stdio::null()).output().with_context(|| format!("running {program}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .env("PATH", PATH)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {program}"))?;
     if !out.status.success() {
-        bail!("{program} {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -619,11 +783,17 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 /// Whether a plain-HTTP `GET path` on 127.0.0.1:`port` answers 200.
 fn http_get_ok(port: u16, path: &str) -> bool {
     use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)) else {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_secs(1),
+    ) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).is_err() {
+    if stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];
@@ -632,7 +802,10 @@ fn http_get_ok(port: u16, path: &str) -> bool {
 
 /// `N` different free ports (each held until all are picked, so none is picked twice).
 fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>().context("finding free ports")?;
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding free ports")?;
     let mut ports = [0; N];
     for (port, listener) in ports.iter_mut().zip(&listeners) {
         *port = listener.local_addr()?.port();
@@ -643,7 +816,10 @@ fn free_ports<const N: usize>() -> Result<[u16; N]> {
 /// Whether a process is running (a zombie counts as gone).
 fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])).unwrap_or(true),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }

@@ -7,7 +7,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 use super::config::{API_SERVICE_IP, NODE_IP, NODE_IP6, NODE_NAME};
 
@@ -47,17 +50,33 @@ impl Pki {
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = name("intentmap-test-ca", &[]);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let ca_cert = ca_params.self_signed(&ca_key).context("self-signing the cluster CA")?;
         let ca = Pair { cert: ca_cert.pem(), key: ca_key.serialize_pem() };
         let issuer = Issuer::new(ca_params, ca_key);
 
-        let api_names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"];
+        let api_names = [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+        ];
         let api_ips = [NODE_IP, NODE_IP6, API_SERVICE_IP, "127.0.0.1"];
         let apiserver = serving(&issuer, "kube-apiserver", &api_names, &api_ips)?;
-        let kubelet = serving(&issuer, NODE_NAME, &[NODE_NAME, "localhost"], &[NODE_IP, NODE_IP6, "127.0.0.1"])?;
+        let kubelet = serving(
+            &issuer,
+            NODE_NAME,
+            &[NODE_NAME, "localhost"],
+            &[NODE_IP, NODE_IP6, "127.0.0.1"],
+        )?;
         let client = |user: &str, groups: &[&str]| client(&issuer, &Identity { user, groups });
-        let service_account = KeyPair::generate().context("generating the service-account signing key")?;
+        let service_account =
+            KeyPair::generate().context("generating the service-account signing key")?;
         Ok(Self {
             apiserver,
             kubelet,
@@ -84,7 +103,8 @@ impl Pki {
             ("admin", &self.admin),
         ];
         for (name, pair) in pairs {
-            std::fs::write(dir.join(format!("{name}.crt")), &pair.cert).with_context(|| format!("writing {name}.crt"))?;
+            std::fs::write(dir.join(format!("{name}.crt")), &pair.cert)
+                .with_context(|| format!("writing {name}.crt"))?;
             write_private(&dir.join(format!("{name}.key")), &pair.key)?;
         }
         write_private(&dir.join("sa.key"), &self.service_account_key)?;
@@ -102,14 +122,23 @@ fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {
     dn
 }
 
-fn serving(issuer: &Issuer<'_, KeyPair>, common_name: &str, dns: &[&str], ips: &[&str]) -> Result<Pair> {
+fn serving(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    dns: &[&str],
+    ips: &[&str],
+) -> Result<Pair> {
     let mut params = CertificateParams::default();
     params.distinguished_name = name(common_name, &[]);
     for d in dns {
-        params.subject_alt_names.push(SanType::DnsName((*d).try_into().with_context(|| format!("{d} is not a DNS name"))?));
+        params.subject_alt_names.push(SanType::DnsName(
+            (*d).try_into().with_context(|| format!("{d} is not a DNS name"))?,
+        ));
     }
     for ip in ips {
-        params.subject_alt_names.push(SanType::IpAddress(ip.parse::<IpAddr>().with_context(|| format!("{ip} is not an IP address"))?));
+        params.subject_alt_names.push(SanType::IpAddress(
+            ip.parse::<IpAddr>().with_context(|| format!("{ip} is not an IP address"))?,
+        ));
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -127,15 +156,22 @@ fn client(issuer: &Issuer<'_, KeyPair>, identity: &Identity) -> Result<Pair> {
 fn sign(issuer: &Issuer<'_, KeyPair>, mut params: CertificateParams, what: &str) -> Result<Pair> {
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().with_context(|| format!("generating the key of {what}"))?;
-    let cert = params.signed_by(&key, issuer).with_context(|| format!("signing the certificate of {what}"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .with_context(|| format!("signing the certificate of {what}"))?;
     Ok(Pair { cert: cert.pem(), key: key.serialize_pem() })
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file =
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -146,16 +182,21 @@ mod tests {
     #[test]
     fn every_certificate_is_issued_by_the_ca() {
         let pki = Pki::generate().unwrap();
-        for pair in [&pki.apiserver, &pki.kubelet, &pki.admin, &pki.kubelet_client, &pki.kube_proxy] {
+        for pair in [&pki.apiserver, &pki.kubelet, &pki.admin, &pki.kubelet_client, &pki.kube_proxy]
+        {
             assert!(pair.cert.starts_with("-----BEGIN CERTIFICATE-----"), "{}", pair.cert);
             assert!(pair.key.contains("PRIVATE KEY"));
             assert_ne!(pair.cert, pki.ca.cert);
         }
         assert!(pki.service_account_pub.starts_with("-----BEGIN PUBLIC KEY-----"));
-        let dir = std::env::temp_dir().join(format!("testkit-pki-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("testkit-pki-{}", uuid::Uuid::new_v4().simple()));
         pki.write(&dir).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(std::fs::metadata(dir.join("admin.key")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(dir.join("admin.key")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(dir.join("sa.pub").exists() && dir.join("ca.crt").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -21,7 +21,12 @@ pub enum Encoding {
     Gzip,
 }
 
-pub fn decode(body: &[u8], encoding: Encoding, max_decompressed: usize, now: DateTime<Utc>) -> Result<EdgeReport, ApiError> {
+pub fn decode(
+    body: &[u8],
+    encoding: Encoding,
+    max_decompressed: usize,
+    now: DateTime<Utc>,
+) -> Result<EdgeReport, ApiError> {
     match encoding {
         Encoding::Identity => EdgeReport::from_json_at(body, now).map_err(refused),
         Encoding::Gzip => gunzip_and_parse(body, max_decompressed, now),
@@ -33,12 +38,16 @@ pub fn refused(e: ReportError) -> ApiError {
     match e {
         ReportError::Malformed(_) => ApiError::BadRequest(e.to_string()),
         ReportError::OverLimit { .. } => ApiError::PayloadTooLarge(e.to_string()),
-        ReportError::UnsupportedVersion(_) | ReportError::TooManyEdges(_) | ReportError::Invalid { .. } => ApiError::Unprocessable(e.to_string()),
+        ReportError::UnsupportedVersion(_)
+        | ReportError::TooManyEdges(_)
+        | ReportError::Invalid { .. } => ApiError::Unprocessable(e.to_string()),
     }
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::PayloadTooLarge(format!("the report is larger than {limit} bytes once decompressed; send smaller reports"))
+    ApiError::PayloadTooLarge(format!(
+        "the report is larger than {limit} bytes once decompressed; send smaller reports"
+    ))
 }
 
 fn not_gzip(e: impl std::fmt::Display) -> ApiError {
@@ -46,7 +55,12 @@ fn not_gzip(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn gunzip_and_parse(body: &[u8], limit: usize, now: DateTime<Utc>) -> Result<EdgeReport, ApiError> {
-    let mut source = Limited { inner: flate2::read::GzDecoder::new(body), left: limit as u64, exceeded: false, failed: None };
+    let mut source = Limited {
+        inner: flate2::read::GzDecoder::new(body),
+        left: limit as u64,
+        exceeded: false,
+        failed: None,
+    };
     let mut head = Vec::new();
     let read = (&mut source).take(IN_MEMORY_JSON_BYTES as u64 + 1).read_to_end(&mut head);
     if let Err(e) = read {
@@ -55,7 +69,10 @@ fn gunzip_and_parse(body: &[u8], limit: usize, now: DateTime<Utc>) -> Result<Edg
     if head.len() <= IN_MEMORY_JSON_BYTES {
         return EdgeReport::from_json_at(&head, now).map_err(refused);
     }
-    let parsed = EdgeReport::from_reader_at(BufReader::with_capacity(64 << 10, io::Cursor::new(head).chain(&mut source)), now);
+    let parsed = EdgeReport::from_reader_at(
+        BufReader::with_capacity(64 << 10, io::Cursor::new(head).chain(&mut source)),
+        now,
+    );
     match parsed {
         Ok(report) => Ok(report),
         Err(_) if source.exceeded => Err(too_large(limit)),
@@ -78,8 +95,10 @@ impl<R: Read> Read for Limited<R> {
             return Ok(0);
         }
         // One byte past the limit tells a body of exactly `limit` bytes from a larger one.
-        let want = buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
-        let n = self.inner.read(&mut buf[..want]).inspect_err(|e| self.failed = Some(e.to_string()))?;
+        let want =
+            buf.len().min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n =
+            self.inner.read(&mut buf[..want]).inspect_err(|e| self.failed = Some(e.to_string()))?;
         if n as u64 > self.left {
             self.exceeded = true;
             return Err(io::Error::other("the decompressed report is over the limit"));
@@ -134,12 +153,19 @@ mod tests {
     #[test]
     fn the_decompressed_limit_holds_on_both_paths() {
         let small = report(3);
-        decode(&gzip(&small), Encoding::Gzip, small.len(), now()).expect("exactly the limit is fine");
-        assert!(matches!(decode(&gzip(&small), Encoding::Gzip, small.len() - 1, now()), Err(ApiError::PayloadTooLarge(_))));
+        decode(&gzip(&small), Encoding::Gzip, small.len(), now())
+            .expect("exactly the limit is fine");
+        assert!(matches!(
+            decode(&gzip(&small), Encoding::Gzip, small.len() - 1, now()),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
         let large = report(LARGE);
         let limit = large.len() - 10;
         let err = decode(&gzip(&large), Encoding::Gzip, limit, now()).unwrap_err();
-        assert!(matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("decompressed")), "{err:?}");
+        assert!(
+            matches!(&err, ApiError::PayloadTooLarge(m) if m.contains("decompressed")),
+            "{err:?}"
+        );
     }
 
     #[test]

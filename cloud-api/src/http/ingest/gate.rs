@@ -41,11 +41,25 @@ pub struct IngestArgs {
 
 impl IngestArgs {
     pub fn limits(&self) -> anyhow::Result<IngestLimits> {
-        anyhow::ensure!(self.max_concurrent_reports > 0, "--max-concurrent-reports must be at least 1");
-        anyhow::ensure!(self.max_concurrent_reports_per_org > 0, "--max-concurrent-reports-per-org must be at least 1");
-        let queue_wait = Duration::try_from_secs_f64(self.report_queue_wait_seconds)
-            .map_err(|_| anyhow::anyhow!("--report-queue-wait-seconds must be a number of seconds, 0 or more"))?;
-        Ok(IngestLimits { concurrent: self.max_concurrent_reports, concurrent_per_org: self.max_concurrent_reports_per_org, queue_wait })
+        anyhow::ensure!(
+            self.max_concurrent_reports > 0,
+            "--max-concurrent-reports must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_concurrent_reports_per_org > 0,
+            "--max-concurrent-reports-per-org must be at least 1"
+        );
+        let queue_wait =
+            Duration::try_from_secs_f64(self.report_queue_wait_seconds).map_err(|_| {
+                anyhow::anyhow!(
+                    "--report-queue-wait-seconds must be a number of seconds, 0 or more"
+                )
+            })?;
+        Ok(IngestLimits {
+            concurrent: self.max_concurrent_reports,
+            concurrent_per_org: self.max_concurrent_reports_per_org,
+            queue_wait,
+        })
     }
 }
 
@@ -110,11 +124,14 @@ impl IngestGate {
             *n += 1;
             OrgSlot { per_org: self.per_org.clone(), org }
         };
-        let slot = match tokio::time::timeout(self.limits.queue_wait, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(slot)) => slot,
-            // The semaphore is never closed; treat it as busy rather than panic.
-            Ok(Err(_)) | Err(_) => return Err(Refusal::Busy),
-        };
+        let slot =
+            match tokio::time::timeout(self.limits.queue_wait, self.slots.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(slot)) => slot,
+                // The semaphore is never closed; treat it as busy rather than panic.
+                Ok(Err(_)) | Err(_) => return Err(Refusal::Busy),
+            };
         Ok(Admitted { _slot: slot, _org: org_slot })
     }
 }
@@ -125,7 +142,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_organisation_gets_its_share_and_the_server_its_cap() {
-        let gate = IngestGate::new(IngestLimits { concurrent: 3, concurrent_per_org: 2, queue_wait: Duration::from_millis(20) });
+        let gate = IngestGate::new(IngestLimits {
+            concurrent: 3,
+            concurrent_per_org: 2,
+            queue_wait: Duration::from_millis(20),
+        });
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let a1 = gate.admit(a).await.unwrap();
         let _a2 = gate.admit(a).await.unwrap();
@@ -135,6 +156,9 @@ mod tests {
         drop(a1);
         let _c1 = gate.admit(c).await.unwrap();
         let _a3 = gate.admit(a).await.err().expect("the server is full again");
-        assert!(gate.per_org.lock().unwrap().get(&a) == Some(&1), "a refused report leaves no count behind");
+        assert!(
+            gate.per_org.lock().unwrap().get(&a) == Some(&1),
+            "a refused report leaves no count behind"
+        );
     }
 }

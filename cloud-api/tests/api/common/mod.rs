@@ -32,7 +32,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("expected JSON ({e}), got {:?}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("expected JSON ({e}), got {:?}", self.text()))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -53,15 +54,21 @@ pub async fn test_app_with(config: Config) -> TestApp {
 /// A fresh database, migrated by its owner, and the app's state connected as a serving login
 /// role of its own that `serve`'s check accepts.
 pub async fn test_app_protected(config: Config, protections: Protections) -> TestApp {
-    let server = testkit::pg::server().await.expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
+    let server =
+        testkit::pg::server().await.expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
     let database_url = server.fresh_database("cloudapi").await.expect("a fresh test database");
     cloud_api::migrate(&database_url).await.expect("migrations apply");
     let app_url = roles::dedicated_login_url(&database_url).unwrap();
-    cloud_api::provision_app_login(&database_url, &app_url).await.expect("the serving login role is created");
+    cloud_api::provision_app_login(&database_url, &app_url)
+        .await
+        .expect("the serving login role is created");
     let key = SigningKey::generate();
     let signing_key_pem = key.to_pem();
-    let jwt = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![key]).unwrap();
-    let store = Store::connect(&app_url, 4).await.expect("connect to the test database as the serving role");
+    let jwt = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![key])
+        .unwrap();
+    let store = Store::connect(&app_url, 4)
+        .await
+        .expect("connect to the test database as the serving role");
     roles::check_serving_role(store.pool()).await.expect("the serving role passes serve's check");
     let state = cloud_api::state_from(store, jwt, config, protections);
     TestApp { state, database_url, app_url, signing_key_pem }
@@ -70,17 +77,33 @@ pub async fn test_app_protected(config: Config, protections: Protections) -> Tes
 impl TestApp {
     /// Another replica: its own state (limits, caches) against the same database and role.
     pub async fn replica(&self) -> TestApp {
-        let jwt = JwtIssuer::new(ISSUER.into(), AUDIENCE.into(), Duration::from_secs(300), vec![SigningKey::from_pem(&self.signing_key_pem).unwrap()]).unwrap();
+        let jwt = JwtIssuer::new(
+            ISSUER.into(),
+            AUDIENCE.into(),
+            Duration::from_secs(300),
+            vec![SigningKey::from_pem(&self.signing_key_pem).unwrap()],
+        )
+        .unwrap();
         let store = Store::connect(&self.app_url, 4).await.expect("connect as the serving role");
-        let state = cloud_api::state_from(store, jwt, self.state.config.clone(), Protections::default());
-        TestApp { state, database_url: self.database_url.clone(), app_url: self.app_url.clone(), signing_key_pem: self.signing_key_pem.clone() }
+        let state =
+            cloud_api::state_from(store, jwt, self.state.config.clone(), Protections::default());
+        TestApp {
+            state,
+            database_url: self.database_url.clone(),
+            app_url: self.app_url.clone(),
+            signing_key_pem: self.signing_key_pem.clone(),
+        }
     }
 
     /// What `/metrics` shows on the `--metrics-listen` address.
     pub async fn metrics(&self) -> String {
-        let res = cloud_api::metrics_app(self.state.clone()).oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        let res = cloud_api::metrics_app(self.state.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap()
+        String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec())
+            .unwrap()
     }
 
     /// A connection as the schema owner.
@@ -100,13 +123,21 @@ impl TestApp {
         Reply { status, headers, body }
     }
 
-    pub async fn call(&self, method: Method, uri: &str, bearer: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let req = match body {
-            Some(v) => req.header(header::CONTENT_TYPE, "application/json").body(Body::from(v.to_string())),
+            Some(v) => {
+                req.header(header::CONTENT_TYPE, "application/json").body(Body::from(v.to_string()))
+            }
             None => req.body(Body::empty()),
         };
         self.request(req.unwrap()).await
@@ -121,18 +152,33 @@ impl TestApp {
     }
 
     pub async fn cluster(&self, api_token: &str, name: &str) -> ClusterCredentials {
-        let reply = self.call(Method::POST, "/api/v1/clusters", Some(api_token), Some(serde_json::json!({"name": name}))).await;
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/v1/clusters",
+                Some(api_token),
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
         serde_json::from_value(reply.json()).expect("cluster credentials")
     }
 
     pub async fn token_request(&self, form: &str) -> Reply {
-        let req = Request::post("/oauth/token").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(Body::from(form.to_owned())).unwrap();
+        let req = Request::post("/oauth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_owned()))
+            .unwrap();
         self.request(req).await
     }
 
     pub async fn cluster_token(&self, creds: &ClusterCredentials) -> String {
-        let reply = self.token_request(&format!("grant_type=client_credentials&client_id={}&client_secret={}", creds.client_id, creds.client_secret)).await;
+        let reply = self
+            .token_request(&format!(
+                "grant_type=client_credentials&client_id={}&client_secret={}",
+                creds.client_id, creds.client_secret
+            ))
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
         reply.json()["access_token"].as_str().unwrap().to_owned()
     }
@@ -161,7 +207,14 @@ pub fn report(edges: Vec<Value>, exposed: Vec<Value>) -> Value {
     })
 }
 
-pub fn k8s_edge(ns: &str, client: &str, target_ns: &str, target: &str, port: u16, connections: u64) -> Value {
+pub fn k8s_edge(
+    ns: &str,
+    client: &str,
+    target_ns: &str,
+    target: &str,
+    port: u16,
+    connections: u64,
+) -> Value {
     serde_json::json!({
         "client": {"namespace": ns, "name": client, "kind": "Deployment"},
         "target": {"kubernetes": {"namespace": target_ns, "name": target, "kind": "Deployment"}},

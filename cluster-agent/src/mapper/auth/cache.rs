@@ -27,7 +27,11 @@ impl<K: Eq + Hash + Clone, V: Clone> VerdictCache<K, V> {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             self.entries.retain(|_, (at, _)| at.elapsed() < ttl);
             while self.entries.len() >= self.capacity {
-                let Some(oldest) = self.entries.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) else { break };
+                let Some(oldest) =
+                    self.entries.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
                 self.entries.remove(&oldest);
             }
         }

@@ -45,9 +45,13 @@ const REFUSED_FOR: Duration = Duration::from_secs(10);
 pub enum AuthError {
     #[error("missing `Authorization: Bearer <token>`: {0}")]
     Missing(&'static str),
-    #[error("the token was not accepted (the mapper takes ServiceAccount tokens made for its audience)")]
+    #[error(
+        "the token was not accepted (the mapper takes ServiceAccount tokens made for its audience)"
+    )]
     Invalid,
-    #[error("{0} may not send observations (allowed: the node agents' and aws-proxy's ServiceAccounts)")]
+    #[error(
+        "{0} may not send observations (allowed: the node agents' and aws-proxy's ServiceAccounts)"
+    )]
     NotAllowed(String),
     #[error("{0}'s token names no pod: node agents need a projected ServiceAccount token (the chart mounts one)")]
     Unbound(String),
@@ -61,11 +65,16 @@ impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let status = match &self {
             AuthError::Missing(_) | AuthError::Invalid => StatusCode::UNAUTHORIZED,
-            AuthError::NotAllowed(_) | AuthError::Unbound(_) | AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AuthError::NotAllowed(_) | AuthError::Unbound(_) | AuthError::Forbidden { .. } => {
+                StatusCode::FORBIDDEN
+            }
             AuthError::Unavailable(e) => {
                 tracing::warn!(error = %e, "reviewing a token failed");
-                let body = Json(serde_json::json!({"error": "the token could not be checked right now; retry"}));
-                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response();
+                let body = Json(
+                    serde_json::json!({"error": "the token could not be checked right now; retry"}),
+                );
+                return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body)
+                    .into_response();
             }
         };
         let body = Json(serde_json::json!({"error": self.to_string()}));
@@ -175,7 +184,8 @@ impl ApiAuth {
         let (_, identity) = self.identity(token).await?;
         let user = identity.username.clone();
         if self.config.node_accounts.contains(&user) {
-            let (node, pod_uid) = (identity.node().map(str::to_owned), identity.pod_uid().map(str::to_owned));
+            let (node, pod_uid) =
+                (identity.node().map(str::to_owned), identity.pod_uid().map(str::to_owned));
             if node.is_none() && pod_uid.is_none() {
                 return Err(AuthError::Unbound(user));
             }
@@ -188,13 +198,20 @@ impl ApiAuth {
     }
 
     /// Whether a person (connected from `peer`) may `verb` the edges; their name if so.
-    pub async fn person(&self, peer: Option<SocketAddr>, authorization: Option<&str>, verb: PeopleVerb) -> Result<String, AuthError> {
+    pub async fn person(
+        &self,
+        peer: Option<SocketAddr>,
+        authorization: Option<&str>,
+        verb: PeopleVerb,
+    ) -> Result<String, AuthError> {
         if self.config.trust_loopback && peer.is_some_and(|p| p.ip().to_canonical().is_loopback()) {
             return Ok("port-forward".to_owned());
         }
         let token = bearer(authorization, "use `kubectl port-forward` to the mapper, or send a token made for the mapper's audience (`intentmap --token`)")?;
         let (key, identity) = self.identity(token).await?;
-        if let Some(allowed) = self.access.lock().expect("access cache poisoned").get(&(key, verb), ACCEPTED_FOR) {
+        if let Some(allowed) =
+            self.access.lock().expect("access cache poisoned").get(&(key, verb), ACCEPTED_FOR)
+        {
             return self.verdict(allowed, identity.username, verb);
         }
         let kube = self.kube.as_ref().ok_or(AuthError::Invalid)?;
@@ -211,7 +228,11 @@ impl ApiAuth {
         if allowed {
             Ok(user)
         } else {
-            Err(AuthError::Forbidden { user, verb: verb.rbac(), namespace: self.config.namespace.clone() })
+            Err(AuthError::Forbidden {
+                user,
+                verb: verb.rbac(),
+                namespace: self.config.namespace.clone(),
+            })
         }
     }
 
@@ -225,7 +246,8 @@ impl ApiAuth {
     /// The token's identity for the mapper's audience (cached).
     async fn identity(&self, token: &str) -> Result<(TokenKey, Identity), AuthError> {
         let key: TokenKey = Sha256::digest(token.as_bytes()).into();
-        let cached = self.identities.lock().expect("identity cache poisoned").get(&key, ACCEPTED_FOR);
+        let cached =
+            self.identities.lock().expect("identity cache poisoned").get(&key, ACCEPTED_FOR);
         let verdict = match cached {
             Some(verdict) => verdict,
             None => {
@@ -236,7 +258,11 @@ impl ApiAuth {
                 };
                 let ttl = if verdict.is_ok() { ACCEPTED_FOR } else { REFUSED_FOR };
                 if !matches!(verdict, Err(AuthError::Unavailable(_))) {
-                    self.identities.lock().expect("identity cache poisoned").insert(key, verdict.clone(), ttl);
+                    self.identities.lock().expect("identity cache poisoned").insert(
+                        key,
+                        verdict.clone(),
+                        ttl,
+                    );
                 }
                 verdict
             }
@@ -251,7 +277,12 @@ mod tests {
 
     fn auth(shared: Option<&str>) -> ApiAuth {
         ApiAuth::new(
-            AuthConfig { shared_token: shared.map(str::to_owned), audience: "intentmap-mapper".into(), trust_loopback: true, ..AuthConfig::default() },
+            AuthConfig {
+                shared_token: shared.map(str::to_owned),
+                audience: "intentmap-mapper".into(),
+                trust_loopback: true,
+                ..AuthConfig::default()
+            },
             None,
         )
     }
@@ -263,7 +294,10 @@ mod tests {
         assert_eq!(auth.observer(Some("Bearer s3cre")).await, Err(AuthError::Invalid));
         assert!(matches!(auth.observer(Some("Basic s3cret")).await, Err(AuthError::Missing(_))));
         assert!(matches!(auth.observer(None).await, Err(AuthError::Missing(_))));
-        assert_eq!(auth.observer(Some(&format!("Bearer {}", "x".repeat(MAX_TOKEN_BYTES + 1)))).await, Err(AuthError::Invalid));
+        assert_eq!(
+            auth.observer(Some(&format!("Bearer {}", "x".repeat(MAX_TOKEN_BYTES + 1)))).await,
+            Err(AuthError::Invalid)
+        );
     }
 
     #[tokio::test]
@@ -271,9 +305,22 @@ mod tests {
         let auth = auth(Some("s3cret"));
         let local: SocketAddr = "127.0.0.1:5555".parse().unwrap();
         let pod: SocketAddr = "10.244.1.7:5555".parse().unwrap();
-        assert_eq!(auth.person(Some(local), None, PeopleVerb::Reset).await, Ok("port-forward".to_owned()));
-        assert!(matches!(auth.person(Some(pod), None, PeopleVerb::Read).await, Err(AuthError::Missing(_))));
-        assert!(matches!(auth.person(None, None, PeopleVerb::Read).await, Err(AuthError::Missing(_))));
-        assert_eq!(auth.person(Some(pod), Some("Bearer s3cret"), PeopleVerb::Read).await, Err(AuthError::Invalid), "the node agents' token reads nothing");
+        assert_eq!(
+            auth.person(Some(local), None, PeopleVerb::Reset).await,
+            Ok("port-forward".to_owned())
+        );
+        assert!(matches!(
+            auth.person(Some(pod), None, PeopleVerb::Read).await,
+            Err(AuthError::Missing(_))
+        ));
+        assert!(matches!(
+            auth.person(None, None, PeopleVerb::Read).await,
+            Err(AuthError::Missing(_))
+        ));
+        assert_eq!(
+            auth.person(Some(pod), Some("Bearer s3cret"), PeopleVerb::Read).await,
+            Err(AuthError::Invalid),
+            "the node agents' token reads nothing"
+        );
     }
 }

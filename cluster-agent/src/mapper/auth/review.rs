@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::PostParams;
 
 use super::AuthError;
@@ -30,7 +32,11 @@ pub struct Identity {
 
 impl Identity {
     fn extra(&self, key: &str) -> Option<&str> {
-        self.extra.get(key).and_then(|values| values.first()).map(String::as_str).filter(|v| !v.is_empty())
+        self.extra
+            .get(key)
+            .and_then(|values| values.first())
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// The node the token's pod runs on (Kubernetes ≥ 1.30 says so in the token).
@@ -60,19 +66,42 @@ pub fn identity_of(status: TokenReviewStatus, audience: &str) -> Result<Identity
     }
     let user = status.user.unwrap_or_default();
     let username = user.username.filter(|u| !u.is_empty()).ok_or(AuthError::Invalid)?;
-    Ok(Identity { username, uid: user.uid, groups: user.groups.unwrap_or_default(), extra: user.extra.unwrap_or_default() })
+    Ok(Identity {
+        username,
+        uid: user.uid,
+        groups: user.groups.unwrap_or_default(),
+        extra: user.extra.unwrap_or_default(),
+    })
 }
 
 /// A TokenReview of `token` for `audience`.
-pub async fn review_token(kube: &kube::Client, token: &str, audience: &str) -> Result<Identity, AuthError> {
+pub async fn review_token(
+    kube: &kube::Client,
+    token: &str,
+    audience: &str,
+) -> Result<Identity, AuthError> {
     let api: kube::Api<TokenReview> = kube::Api::all(kube.clone());
-    let review = TokenReview { spec: TokenReviewSpec { token: token.to_owned(), audiences: Some(vec![audience.to_owned()]) }, ..Default::default() };
-    let answer = api.create(&PostParams::default(), &review).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_owned(),
+            audiences: Some(vec![audience.to_owned()]),
+        },
+        ..Default::default()
+    };
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
     identity_of(answer.status.unwrap_or_default(), audience)
 }
 
 /// Whether `identity` may `verb` the edges in `namespace` (a SubjectAccessReview).
-pub async fn may(kube: &kube::Client, identity: &Identity, verb: &str, namespace: &str) -> Result<bool, AuthError> {
+pub async fn may(
+    kube: &kube::Client,
+    identity: &Identity,
+    verb: &str,
+    namespace: &str,
+) -> Result<bool, AuthError> {
     let api: kube::Api<SubjectAccessReview> = kube::Api::all(kube.clone());
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
@@ -91,7 +120,10 @@ pub async fn may(kube: &kube::Client, identity: &Identity, verb: &str, namespace
         },
         ..Default::default()
     };
-    let answer = api.create(&PostParams::default(), &review).await.map_err(|e| AuthError::Unavailable(e.to_string()))?;
+    let answer = api
+        .create(&PostParams::default(), &review)
+        .await
+        .map_err(|e| AuthError::Unavailable(e.to_string()))?;
     Ok(answer.status.is_some_and(|s| s.allowed && s.denied != Some(true)))
 }
 
@@ -107,7 +139,10 @@ mod tests {
             audiences: audiences.map(|a| a.iter().map(|s| (*s).to_owned()).collect()),
             user: Some(UserInfo {
                 username: Some("system:serviceaccount:intentmap:node".into()),
-                extra: Some(BTreeMap::from([(NODE_NAME_EXTRA.to_owned(), vec!["node-a".to_owned()])])),
+                extra: Some(BTreeMap::from([(
+                    NODE_NAME_EXTRA.to_owned(),
+                    vec!["node-a".to_owned()],
+                )])),
                 ..Default::default()
             }),
             ..Default::default()
@@ -116,11 +151,25 @@ mod tests {
 
     #[test]
     fn only_an_authenticated_token_for_our_audience_is_an_identity() {
-        let identity = identity_of(status(true, Some(&["intentmap-mapper"])), "intentmap-mapper").expect("an identity");
+        let identity = identity_of(status(true, Some(&["intentmap-mapper"])), "intentmap-mapper")
+            .expect("an identity");
         assert_eq!(identity.node(), Some("node-a"));
         assert_eq!(identity.pod_uid(), None);
-        assert_eq!(identity_of(status(false, Some(&["intentmap-mapper"])), "intentmap-mapper"), Err(AuthError::Invalid));
-        assert_eq!(identity_of(status(true, Some(&["https://kubernetes.default.svc"])), "intentmap-mapper"), Err(AuthError::Invalid));
-        assert_eq!(identity_of(status(true, None), "intentmap-mapper"), Err(AuthError::Invalid), "audiences not checked by the API server");
+        assert_eq!(
+            identity_of(status(false, Some(&["intentmap-mapper"])), "intentmap-mapper"),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            identity_of(
+                status(true, Some(&["https://kubernetes.default.svc"])),
+                "intentmap-mapper"
+            ),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            identity_of(status(true, None), "intentmap-mapper"),
+            Err(AuthError::Invalid),
+            "audiences not checked by the API server"
+        );
     }
 }

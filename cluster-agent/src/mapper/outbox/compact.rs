@@ -10,7 +10,10 @@ use model::{merge_edges, Edge, EdgeReport};
 use tracing::{error, warn};
 use uuid::Uuid;
 
-use super::{file_name, Entry, Journal, Outbox, OutboxError, Result, CORRUPT_SUFFIX, JOURNAL, MAX_MERGED_BYTES};
+use super::{
+    file_name, Entry, Journal, Outbox, OutboxError, Result, CORRUPT_SUFFIX, JOURNAL,
+    MAX_MERGED_BYTES,
+};
 
 impl Outbox {
     pub(super) fn enforce_limits(&mut self) -> Result<()> {
@@ -21,7 +24,11 @@ impl Outbox {
                 return Ok(());
             }
             if entries.len() <= 1 {
-                warn!(bytes, max_bytes = self.limits.max_bytes, "a single pending report is larger than the outbox limit; keeping it");
+                warn!(
+                    bytes,
+                    max_bytes = self.limits.max_bytes,
+                    "a single pending report is larger than the outbox limit; keeping it"
+                );
                 return Ok(());
             }
             if self.compact(&entries)? {
@@ -73,7 +80,11 @@ impl Outbox {
             // lists than a report may carry (else the merged report is refused).
             let too_detailed = trial.iter().any(|e| !edge_within_limits(e));
             let entries: usize = trial.iter().map(edge_entries).sum();
-            if !taken.is_empty() && (trial.len() > MAX_EDGES_PER_REPORT || entries > MAX_LIST_ENTRIES_PER_REPORT / 2 || too_detailed) {
+            if !taken.is_empty()
+                && (trial.len() > MAX_EDGES_PER_REPORT
+                    || entries > MAX_LIST_ENTRIES_PER_REPORT / 2
+                    || too_detailed)
+            {
                 break;
             }
             edges = trial;
@@ -87,9 +98,14 @@ impl Outbox {
         let Some(newest) = newest.filter(|_| taken.len() >= 2) else { return Ok(false) };
         let merged = EdgeReport::new(Uuid::new_v4(), newest.generated_at, edges, newest.exposed);
         let name = file_name(taken[0].seq, merged.report_id);
-        let bytes = serde_json::to_vec(&merged).map_err(|source| OutboxError::Encode { report_id: merged.report_id, source })?;
-        let journal = Journal { merged: name.clone(), replaces: taken.iter().map(|e| e.name.clone()).collect() };
-        let journal_bytes = serde_json::to_vec(&journal).map_err(|source| OutboxError::Encode { report_id: merged.report_id, source })?;
+        let bytes = serde_json::to_vec(&merged)
+            .map_err(|source| OutboxError::Encode { report_id: merged.report_id, source })?;
+        let journal = Journal {
+            merged: name.clone(),
+            replaces: taken.iter().map(|e| e.name.clone()).collect(),
+        };
+        let journal_bytes = serde_json::to_vec(&journal)
+            .map_err(|source| OutboxError::Encode { report_id: merged.report_id, source })?;
 
         self.write_atomic(JOURNAL, &journal_bytes)?;
         self.write_atomic(&name, &bytes)?;

@@ -37,7 +37,11 @@ fn report(client: &str, connections: u64, generated: i64) -> EdgeReport {
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.ends_with(suffix)).collect();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
     names.sort();
     names
 }
@@ -66,13 +70,19 @@ fn unreadable_files_are_set_aside_and_skipped() {
     let tmp = temp_dir();
     let mut outbox = Outbox::open(tmp.path()).unwrap();
     let good = report("frontend", 1, 1);
-    fs::write(tmp.path().join(file_name(1, Uuid::new_v4())), b"{\"schema_version\": 1, \"rep").unwrap();
+    fs::write(tmp.path().join(file_name(1, Uuid::new_v4())), b"{\"schema_version\": 1, \"rep")
+        .unwrap();
     fs::write(tmp.path().join("notes.json"), b"{}").unwrap();
     let other = report("frontend", 2, 2);
-    fs::write(tmp.path().join(file_name(2, Uuid::new_v4())), serde_json::to_vec(&other).unwrap()).unwrap();
+    fs::write(tmp.path().join(file_name(2, Uuid::new_v4())), serde_json::to_vec(&other).unwrap())
+        .unwrap();
     outbox.push(&good).unwrap();
     assert_eq!(outbox.pending().unwrap(), vec![good.clone()]);
-    assert_eq!(files(tmp.path(), CORRUPT_SUFFIX).len(), 3, "truncated, misnamed and mislabelled files");
+    assert_eq!(
+        files(tmp.path(), CORRUPT_SUFFIX).len(),
+        3,
+        "truncated, misnamed and mislabelled files"
+    );
     assert_eq!(outbox.stats().corrupt.load(Ordering::Relaxed), 3);
     outbox.reject(good.report_id, "422: bad name").unwrap();
     assert!(outbox.is_empty().unwrap());
@@ -84,7 +94,9 @@ fn overflow_merges_the_oldest_reports_but_never_the_first() {
     let tmp = temp_dir();
     let limits = OutboxLimits { max_reports: 3, ..OutboxLimits::default() };
     let mut outbox = Outbox::open_with(tmp.path(), limits).unwrap();
-    let reports: Vec<EdgeReport> = (1..=10).map(|i| report(if i % 2 == 0 { "frontend" } else { "checkout" }, i, i as i64)).collect();
+    let reports: Vec<EdgeReport> = (1..=10)
+        .map(|i| report(if i % 2 == 0 { "frontend" } else { "checkout" }, i, i as i64))
+        .collect();
     for r in &reports {
         outbox.push(r).unwrap();
     }
@@ -108,24 +120,37 @@ fn a_merge_never_makes_an_edge_with_more_paths_than_the_cloud_accepts() {
     // Each report's edge has 600 distinct paths: two merged would carry 1,200.
     let with_paths = |generated: i64| {
         let mut r = report("frontend", 1, generated);
-        r.edges[0].http = (0..600).map(|i| model::HttpResource { path: format!("/item/{generated}/{i}"), methods: vec!["GET".into()] }).collect();
+        r.edges[0].http = (0..600)
+            .map(|i| model::HttpResource {
+                path: format!("/item/{generated}/{i}"),
+                methods: vec!["GET".into()],
+            })
+            .collect();
         r
     };
     for i in 1..=3 {
         outbox.push(&with_paths(i)).unwrap();
     }
     let pending = outbox.pending().unwrap();
-    assert!(pending.iter().all(|r| r.edges.iter().all(|e| e.http.len() <= MAX_RESOURCES_PER_EDGE)), "every pending report stays acceptable");
+    assert!(
+        pending.iter().all(|r| r.edges.iter().all(|e| e.http.len() <= MAX_RESOURCES_PER_EDGE)),
+        "every pending report stays acceptable"
+    );
     let paths: usize = pending.iter().flat_map(|r| &r.edges).map(|e| e.http.len()).sum();
     let dropped = outbox.stats().dropped_edges.load(Ordering::Relaxed) as usize;
-    assert_eq!(paths + dropped * 600, 1_800, "every path is pending, or its edge is counted as dropped");
+    assert_eq!(
+        paths + dropped * 600,
+        1_800,
+        "every path is pending, or its edge is counted as dropped"
+    );
 }
 
 #[test]
 fn reports_that_cannot_be_merged_are_dropped_and_counted() {
     let tmp = temp_dir();
     let one = serde_json::to_vec(&report("frontend", 1, 1)).unwrap().len() as u64;
-    let limits = OutboxLimits { max_reports: 100, max_bytes: one * 2 + one / 2, max_quarantined: 10 };
+    let limits =
+        OutboxLimits { max_reports: 100, max_bytes: one * 2 + one / 2, max_quarantined: 10 };
     let mut outbox = Outbox::open_with(tmp.path(), limits).unwrap();
     // Distinct clients: merging cannot make them smaller.
     for i in 1..=4 {
@@ -136,7 +161,10 @@ fn reports_that_cannot_be_merged_are_dropped_and_counted() {
     assert!(outbox.stats().dropped.load(Ordering::Relaxed) > 0);
     let dropped_edges = outbox.stats().dropped_edges.load(Ordering::Relaxed);
     assert_eq!(total + dropped_edges, 4, "every edge is either pending or counted as dropped");
-    assert!(pending.iter().any(|r| r.edges.iter().any(|e| e.client.name == "client-4")), "the newest report is kept");
+    assert!(
+        pending.iter().any(|r| r.edges.iter().any(|e| e.client.name == "client-4")),
+        "the newest report is kept"
+    );
 }
 
 #[test]
@@ -148,7 +176,12 @@ fn an_interrupted_merge_is_completed_or_forgotten() {
     outbox.push(&a).unwrap();
     outbox.push(&b).unwrap();
     let names = files(tmp.path(), REPORT_SUFFIX);
-    let merged = EdgeReport::new(Uuid::new_v4(), b.generated_at, merge_edges(a.edges.iter().chain(&b.edges).cloned()), b.exposed.clone());
+    let merged = EdgeReport::new(
+        Uuid::new_v4(),
+        b.generated_at,
+        merge_edges(a.edges.iter().chain(&b.edges).cloned()),
+        b.exposed.clone(),
+    );
     let merged_name = file_name(parse_name(&names[0]).unwrap().0, merged.report_id);
     let journal = Journal { merged: merged_name.clone(), replaces: names.clone() };
     fs::write(tmp.path().join(JOURNAL), serde_json::to_vec(&journal).unwrap()).unwrap();
@@ -214,14 +247,22 @@ fn a_merge_never_makes_an_edge_with_more_addresses_than_the_cloud_accepts() {
     let with_ips = |generated: i64| {
         let mut r = report("frontend", 1, generated);
         let ips = (0..700).map(|i| format!("10.{generated}.{}.{}", i / 256, i % 256)).collect();
-        r.edges[0].target = Target::Internet(InternetTarget { domains: vec!["api.example.com".into()], ips, ports: vec![] });
+        r.edges[0].target = Target::Internet(InternetTarget {
+            domains: vec!["api.example.com".into()],
+            ips,
+            ports: vec![],
+        });
         r
     };
     for i in 1..=3 {
         outbox.push(&with_ips(i)).unwrap();
     }
     for r in outbox.pending().unwrap() {
-        r.validate_at(at(100)).unwrap_or_else(|e| panic!("a pending report the cloud would refuse: {e}"));
+        r.validate_at(at(100))
+            .unwrap_or_else(|e| panic!("a pending report the cloud would refuse: {e}"));
     }
-    assert!(outbox.stats().dropped.load(Ordering::Relaxed) > 0, "unmergeable reports past the limit are dropped, and counted");
+    assert!(
+        outbox.stats().dropped.load(Ordering::Relaxed) > 0,
+        "unmergeable reports past the limit are dropped, and counted"
+    );
 }

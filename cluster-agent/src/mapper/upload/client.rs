@@ -56,7 +56,11 @@ pub struct CloudConfig {
 }
 
 impl CloudConfig {
-    pub fn new(base_url: impl Into<String>, client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+    pub fn new(
+        base_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
         Self {
             base_url: base_url.into(),
             client_id: client_id.into(),
@@ -126,12 +130,19 @@ pub struct CloudClient {
 
 impl std::fmt::Debug for CloudClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CloudClient").field("base_url", &self.base_url).field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("CloudClient")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
 /// An HTTP client using rustls, trusting the built-in roots plus the certificates in `ca_certificate`.
-pub fn http_client(ca_certificate: Option<&Path>, timeout: Duration, connect_timeout: Duration) -> Result<reqwest::Client, UploadError> {
+pub fn http_client(
+    ca_certificate: Option<&Path>,
+    timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, UploadError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(timeout)
@@ -191,7 +202,10 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::default());
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::default(),
+    );
     encoder.write_all(bytes)?;
     encoder.finish()
 }
@@ -200,10 +214,15 @@ fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 /// loopback interface (it never leaves the machine); `http://` anywhere only when allowed.
 pub fn check_cloud_url(url: &str, allow_insecure_http: bool) -> Result<(), UploadError> {
     let bad = |reason: String| UploadError::BadUrl { url: url.to_owned(), reason };
-    let parsed = reqwest::Url::parse(url).map_err(|e| bad(format!("{e}; for example https://cloud.example.com")))?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| bad(format!("{e}; for example https://cloud.example.com")))?;
     let host = parsed.host_str().unwrap_or_default();
     let loopback = host.eq_ignore_ascii_case("localhost")
-        || host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     match parsed.scheme() {
         "https" => Ok(()),
         "http" if loopback || allow_insecure_http => Ok(()),
@@ -218,14 +237,26 @@ impl CloudClient {
         if config.base_url.starts_with("http:") && config.allow_insecure_http {
             warn!(url = %config.base_url, "uploading over plain http (--allow-insecure-cloud-url): the client secret crosses the network unencrypted");
         }
-        let http = http_client(config.ca_certificate.as_deref(), config.timeout, config.connect_timeout)?;
+        let http =
+            http_client(config.ca_certificate.as_deref(), config.timeout, config.connect_timeout)?;
         Ok(Self::with_http(config.base_url, config.client_id, config.client_secret, http))
     }
 
     /// With an HTTP client of the caller's making.
-    pub fn with_http(base_url: impl Into<String>, client_id: impl Into<String>, client_secret: impl Into<String>, http: reqwest::Client) -> Self {
+    pub fn with_http(
+        base_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        http: reqwest::Client,
+    ) -> Self {
         let base_url = base_url.into().trim_end_matches('/').to_owned();
-        Self { base_url, client_id: client_id.into(), client_secret: client_secret.into(), http, token: Default::default() }
+        Self {
+            base_url,
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            http,
+            token: Default::default(),
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -256,20 +287,39 @@ impl CloudClient {
     async fn fetch_token(&self) -> Result<CachedToken, UploadError> {
         let url = format!("{}/oauth/token", self.base_url);
         let started = Instant::now();
-        let form = [("grant_type", "client_credentials"), ("client_id", self.client_id.as_str()), ("client_secret", self.client_secret.as_str())];
-        let response = self.http.post(&url).form(&form).send().await.map_err(|source| UploadError::TokenRequest { url: url.clone(), source })?;
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+        ];
+        let response = self
+            .http
+            .post(&url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|source| UploadError::TokenRequest { url: url.clone(), source })?;
         let status = response.status();
         if !status.is_success() {
             let body: OAuthError = response.json().await.unwrap_or_default();
-            return Err(UploadError::TokenRefused { status: status.as_u16(), error: body.error, description: body.error_description });
+            return Err(UploadError::TokenRefused {
+                status: status.as_u16(),
+                error: body.error,
+                description: body.error_description,
+            });
         }
-        let body: TokenResponse = response.json().await.map_err(|e| UploadError::TokenResponse(e.to_string()))?;
-        if let Some(kind) = body.token_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("bearer")) {
+        let body: TokenResponse =
+            response.json().await.map_err(|e| UploadError::TokenResponse(e.to_string()))?;
+        if let Some(kind) = body.token_type.as_deref().filter(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
             return Err(UploadError::TokenResponse(format!("token_type {kind:?} is not Bearer")));
         }
         let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60));
         debug!(expires_in = lifetime.as_secs(), "obtained a cluster access token");
-        Ok(CachedToken { value: body.access_token, refresh_at: started + lifetime - refresh_margin(lifetime) })
+        Ok(CachedToken {
+            value: body.access_token,
+            refresh_at: started + lifetime - refresh_margin(lifetime),
+        })
     }
 
     /// Posts one report (gzip-encoded JSON) to `/api/v1/reports`. On 401 the token is replaced
@@ -283,7 +333,9 @@ impl CloudClient {
         loop {
             let token = match self.token().await {
                 Ok(t) => t,
-                Err(e) => return Ok(SendOutcome::Retry { reason: e.to_string(), retry_after: None }),
+                Err(e) => {
+                    return Ok(SendOutcome::Retry { reason: e.to_string(), retry_after: None })
+                }
             };
             let sent = self
                 .http
@@ -296,7 +348,12 @@ impl CloudClient {
                 .await;
             let response = match sent {
                 Ok(r) => r,
-                Err(e) => return Ok(SendOutcome::Retry { reason: format!("could not reach {url}: {:#}", anyhow::Error::new(e)), retry_after: None }),
+                Err(e) => {
+                    return Ok(SendOutcome::Retry {
+                        reason: format!("could not reach {url}: {:#}", anyhow::Error::new(e)),
+                        retry_after: None,
+                    })
+                }
             };
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
@@ -314,7 +371,11 @@ async fn classify(status: StatusCode, response: reqwest::Response) -> SendOutcom
     let after = retry_after(response.headers());
     let message = |body: &[u8]| {
         let parsed: ApiErrorBody = serde_json::from_slice(body).unwrap_or_default();
-        let text = if parsed.error.is_empty() { String::from_utf8_lossy(body).into_owned() } else { parsed.error };
+        let text = if parsed.error.is_empty() {
+            String::from_utf8_lossy(body).into_owned()
+        } else {
+            parsed.error
+        };
         let text: String = text.chars().take(500).collect();
         format!("{status}: {text}")
     };
@@ -328,13 +389,20 @@ async fn classify(status: StatusCode, response: reqwest::Response) -> SendOutcom
             _ => SendOutcome::Accepted,
         },
         201..=299 => SendOutcome::Accepted,
-        401 => {
-            SendOutcome::Retry { reason: format!("the cloud refused a fresh access token ({}); is the cluster revoked?", message(&body)), retry_after: after }
-        }
+        401 => SendOutcome::Retry {
+            reason: format!(
+                "the cloud refused a fresh access token ({}); is the cluster revoked?",
+                message(&body)
+            ),
+            retry_after: after,
+        },
         408 | 429 => SendOutcome::Retry { reason: message(&body), retry_after: after },
         // Not about this report: the URL is wrong or the cloud is mid-deployment. Setting every
         // report aside would empty the outbox because of a configuration error.
-        404 | 405 => SendOutcome::Retry { reason: format!("{}; check the cloud URL", message(&body)), retry_after: after },
+        404 | 405 => SendOutcome::Retry {
+            reason: format!("{}; check the cloud URL", message(&body)),
+            retry_after: after,
+        },
         400..=499 => SendOutcome::Rejected(message(&body)),
         // A proxy or load balancer that cannot reach the cloud, or the cloud overloaded.
         502..=504 => SendOutcome::Retry { reason: message(&body), retry_after: after },
@@ -380,39 +448,57 @@ AfqiCGdhcYiY1Ok7AXYaO8d7JPICHyQmv6TJBu1cue4CIHjnQaeREutq9FVIJ/7w
     #[test]
     fn a_missing_or_empty_ca_file_is_reported() {
         let missing = std::env::temp_dir().join(format!("no-such-ca-{}.pem", Uuid::new_v4()));
-        let err = http_client(Some(&missing), Duration::from_secs(1), Duration::from_secs(1)).unwrap_err();
+        let err = http_client(Some(&missing), Duration::from_secs(1), Duration::from_secs(1))
+            .unwrap_err();
         assert!(matches!(err, UploadError::CaCertificate { .. }), "{err}");
         let empty = std::env::temp_dir().join(format!("empty-ca-{}.pem", Uuid::new_v4()));
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = http_client(Some(&empty), Duration::from_secs(1), Duration::from_secs(1)).unwrap_err().to_string();
+        let err = http_client(Some(&empty), Duration::from_secs(1), Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
         let _ = std::fs::remove_file(&empty);
         assert!(err.contains("no PEM certificate"), "{err}");
     }
 
     #[test]
     fn the_secret_goes_over_https_or_to_this_machine_only() {
-        for ok in
-            ["https://cloud.example.com", "https://10.0.0.1:8443/", "http://127.0.0.1:8080", "http://127.0.0.2", "http://[::1]:80", "http://localhost:8080"]
-        {
+        for ok in [
+            "https://cloud.example.com",
+            "https://10.0.0.1:8443/",
+            "http://127.0.0.1:8080",
+            "http://127.0.0.2",
+            "http://[::1]:80",
+            "http://localhost:8080",
+        ] {
             check_cloud_url(ok, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
-        for insecure in ["http://cloud.example.com", "http://10.0.0.1:8080", "http://localhost.example.com", "http://[2001:db8::1]/"] {
+        for insecure in [
+            "http://cloud.example.com",
+            "http://10.0.0.1:8080",
+            "http://localhost.example.com",
+            "http://[2001:db8::1]/",
+        ] {
             let err = check_cloud_url(insecure, false).unwrap_err();
             assert!(matches!(err, UploadError::InsecureUrl { .. }), "{insecure}: {err}");
             assert!(err.to_string().contains("--allow-insecure-cloud-url"), "{err}");
-            check_cloud_url(insecure, true).unwrap_or_else(|e| panic!("{insecure} when allowed: {e}"));
+            check_cloud_url(insecure, true)
+                .unwrap_or_else(|e| panic!("{insecure} when allowed: {e}"));
         }
         for bad in ["cloud.example.com", "ftp://cloud.example.com", ""] {
             assert!(matches!(check_cloud_url(bad, true), Err(UploadError::BadUrl { .. })), "{bad}");
         }
-        let refused = CloudClient::new(CloudConfig::new("http://cloud.example.com", "cl_x", "secret")).unwrap_err();
+        let refused =
+            CloudClient::new(CloudConfig::new("http://cloud.example.com", "cl_x", "secret"))
+                .unwrap_err();
         assert!(matches!(refused, UploadError::InsecureUrl { .. }), "{refused}");
     }
 
     #[test]
     fn server_errors_are_told_from_unreachable_clouds() {
         let outcome = |status: u16, body: &'static str| {
-            let response = reqwest::Response::from(axum::http::Response::builder().status(status).body(body).unwrap());
+            let response = reqwest::Response::from(
+                axum::http::Response::builder().status(status).body(body).unwrap(),
+            );
             futures::executor::block_on(classify(StatusCode::from_u16(status).unwrap(), response))
         };
         assert!(
@@ -421,6 +507,8 @@ AfqiCGdhcYiY1Ok7AXYaO8d7JPICHyQmv6TJBu1cue4CIHjnQaeREutq9FVIJ/7w
         for transient in [502, 503, 504, 429, 408, 404] {
             assert!(matches!(outcome(transient, ""), SendOutcome::Retry { .. }), "{transient}");
         }
-        assert!(matches!(outcome(422, r#"{"error": "generated_at: too new"}"#), SendOutcome::Rejected(reason) if reason.ends_with("generated_at: too new")));
+        assert!(
+            matches!(outcome(422, r#"{"error": "generated_at: too new"}"#), SendOutcome::Rejected(reason) if reason.ends_with("generated_at: too new"))
+        );
     }
 }

@@ -70,12 +70,16 @@ impl Uploader {
             match self.deliver(&report).await {
                 Ok(_) => {}
                 Err(SendOutcome::ServerError { reason, retry_after }) => {
-                    if self.failed_again(report_id, &reason) && matches!(self.probe_behind(report_id).await, Probe::Taken) {
+                    if self.failed_again(report_id, &reason)
+                        && matches!(self.probe_behind(report_id).await, Probe::Taken)
+                    {
                         // Once more now that the cloud is seen working: a failure that has just
                         // cleared up is not this report's.
                         match self.deliver(&report).await {
                             Ok(_) => continue,
-                            Err(SendOutcome::ServerError { reason: again, .. }) if again == reason => {
+                            Err(SendOutcome::ServerError { reason: again, .. })
+                                if again == reason =>
+                            {
                                 self.set_aside(report_id, edges, &reason);
                                 continue;
                             }
@@ -145,7 +149,9 @@ impl Uploader {
     /// enough to try the report behind it.
     fn failed_again(&mut self, report_id: Uuid, reason: &str) -> bool {
         let failing = match self.failing.take() {
-            Some(f) if f.report_id == report_id && f.reason == reason => Failing { attempts: f.attempts.saturating_add(1), ..f },
+            Some(f) if f.report_id == report_id && f.reason == reason => {
+                Failing { attempts: f.attempts.saturating_add(1), ..f }
+            }
             _ => Failing { report_id, reason: reason.to_owned(), attempts: 1 },
         };
         let due = failing.attempts >= self.config.set_aside_after.max(1);
