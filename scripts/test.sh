@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: installs PostgreSQL if missing, checks formatting and
-# lints, then runs every test. Each test binary starts its own throwaway PostgreSQL unless
-# DATABASE_URL names one (a superuser URL: tests create databases and a role).
+# The whole test suite on a fresh machine: installs PostgreSQL if missing, checks formatting,
+# lints and dependencies (unused ones, licences, duplicates, advisories), then runs every test.
+# Each test binary starts its own throwaway PostgreSQL unless DATABASE_URL names one (a
+# superuser URL: tests create databases and a role).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,6 +10,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+bash scripts/deny.sh
 echo "== cargo build (the end-to-end tests run the real binaries)"
 cargo build --workspace --bins --quiet
 echo "== cargo test"

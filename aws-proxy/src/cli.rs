@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
-use observation_ship::{Credentials, Outgoing, Shipper};
+use observation_ship::Outgoing;
+use service_shell::metrics::{Registry, Scrape};
+use service_shell::{LogFormat, ShipArgs, ShipProfile};
 
 use crate::ca::{CaKeeper, CaStore};
 use crate::dns::{DnsArgs, DnsServer};
@@ -24,7 +26,7 @@ use crate::webhook::{Webhook, WebhookArgs};
 pub struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
-    pub log_format: String,
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub common: CommonArgs,
     #[command(subcommand)]
@@ -52,28 +54,30 @@ pub struct CommonArgs {
     /// How often the stored CA is checked for rotation (and another replica's rotation picked up).
     #[arg(long, env = "AWS_PROXY_CA_CHECK_INTERVAL_SECS", default_value_t = 3600, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub ca_check_interval_secs: u64,
-    /// The mapper that receives the recorded calls.
-    #[arg(long, env = "MAPPER_URL", default_value = "http://intentmap-mapper:9090", global = true)]
-    pub mapper_url: String,
-    /// A shared token for the mapper; without it the ServiceAccount token file is sent.
-    #[arg(long, env = "OBSERVATION_SHARED_TOKEN", hide_env_values = true, global = true)]
-    pub shared_token: Option<String>,
-    #[arg(
-        long,
-        env = "TOKEN_FILE",
-        default_value = "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        global = true
-    )]
-    pub token_file: PathBuf,
-    /// Seconds between batches to the mapper.
-    #[arg(long, env = "SHIP_INTERVAL_SECONDS", default_value_t = 1.0, global = true)]
-    pub ship_interval_seconds: f64,
-    /// Calls held while the mapper is unreachable; past it the oldest are dropped and counted.
-    #[arg(long, env = "BUFFER", default_value_t = 100_000, global = true)]
-    pub buffer: usize,
+    // How recorded calls reach the mapper: --mapper-url, --shared-token, --token-file,
+    // --ship-interval-seconds, --buffer.
+    #[command(flatten)]
+    pub ship: ShipArgs<AwsProxyShip>,
     /// `/healthz` and `/metrics`.
     #[arg(long, env = "AWS_PROXY_HEALTH_LISTEN", default_value = "0.0.0.0:9092", global = true)]
     pub health_listen: SocketAddr,
+}
+
+/// `aws-proxy`'s words for the shipping flags, which every role accepts.
+#[derive(Debug, Clone)]
+pub struct AwsProxyShip;
+
+impl ShipProfile for AwsProxyShip {
+    const MAPPER_URL_HELP: &'static str = "The mapper that receives the recorded calls";
+    const SHARED_TOKEN_HELP: &'static str =
+        "A shared token for the mapper; without it the ServiceAccount token file is sent";
+    const TOKEN_FILE_HELP: Option<&'static str> = None;
+    const TOKEN_FILE: &'static str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    const BUFFER_HELP: &'static str =
+        "Calls held while the mapper is unreachable; past it the oldest are dropped and counted";
+    const GLOBAL: bool = true;
+    const SHIP_INTERVAL_ORDER: Option<usize> = None;
+    const BUFFER_ORDER: Option<usize> = None;
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,27 +138,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (None, None)
     };
 
-    let outgoing = Outgoing::new(common.buffer);
+    let outgoing = Outgoing::new(common.ship.buffer);
     let (stop_ship, ship_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut shipper = None;
     let mut proxy = None;
     if let (Some(args), Some(ca)) = (&proxy_args, &ca) {
         proxy = Some(Proxy::start(args, ca.clone(), outgoing.clone()).await?);
-        let credentials = match &common.shared_token {
-            Some(t) => Credentials::Shared(t.clone()),
-            None => Credentials::TokenFile(common.token_file.clone()),
-        };
-        let ship = Shipper {
-            mapper_url: common.mapper_url.clone(),
-            credentials,
-            source: "aws-proxy".to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .context("building the HTTP client")?,
-            max_batch: 5_000,
-        };
-        let every = Duration::from_secs_f64(common.ship_interval_seconds.max(0.05));
+        let ship = common.ship.shipper("aws-proxy".to_owned())?;
+        let every = common.ship.interval();
         let outgoing = outgoing.clone();
         shipper = Some(tokio::spawn(ship.run(outgoing, every, async move {
             let _ = ship_stopped.await;
@@ -169,12 +160,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let metrics = Arc::new(Metrics {
-        proxy: proxy.as_ref().map(Proxy::stats),
-        webhook: webhook.as_ref().map(Webhook::stats),
-        dns: dns.as_ref().map(DnsServer::stats_handle),
-        outgoing: outgoing.clone(),
-    });
+    let metrics = Arc::new(
+        Metrics {
+            proxy: proxy.as_ref().map(Proxy::stats),
+            webhook: webhook.as_ref().map(Webhook::stats),
+            dns: dns.as_ref().map(DnsServer::stats_handle),
+            outgoing: outgoing.clone(),
+        }
+        .registry(),
+    );
     let health = tokio::net::TcpListener::bind(common.health_listen).await.with_context(|| {
         format!(
             "binding the health listener on {} (pick another with --health-listen)",
@@ -184,10 +178,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
-        .route("/metrics", get(move || std::future::ready(metrics.render())));
+        .route("/metrics", get(move || std::future::ready(metrics.response())));
     let health_server = tokio::spawn(async move { axum::serve(health, app).await });
 
-    termination().await;
+    service_shell::shutdown_signal().await;
     if let Some(p) = proxy {
         p.shutdown().await;
     }
@@ -232,129 +226,112 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn render(&self) -> String {
-        use std::fmt::Write as _;
+    /// `/metrics`: the counters of the roles that run, read at every scrape.
+    fn registry(self) -> Registry {
+        let mut registry = Registry::with_prefix("aws_proxy");
+        registry.register_scrape(move |m| self.read(m));
+        registry
+    }
+
+    fn read(&self, m: &mut Scrape<'_>) {
         use std::sync::atomic::Ordering;
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ =
-                writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {value}");
-        };
         if let Some(stats) = &self.proxy {
             let s = stats.snapshot();
-            counter("aws_proxy_connections", "Client connections accepted.", s.connections);
-            counter("aws_proxy_requests", "Requests forwarded or refused.", s.requests);
-            counter("aws_proxy_recorded_calls", "AWS calls recorded for the mapper.", s.recorded);
-            counter(
-                "aws_proxy_unknown_service",
+            m.counter("connections", "Client connections accepted.", s.connections);
+            m.counter("requests", "Requests forwarded or refused.", s.requests);
+            m.counter("recorded_calls", "AWS calls recorded for the mapper.", s.recorded);
+            m.counter(
+                "unknown_service",
                 "Forwarded requests whose service could not be told.",
                 s.unknown_service,
             );
-            counter(
-                "aws_proxy_handshake_failures",
+            m.counter(
+                "handshake_failures",
                 "TLS handshakes that failed or timed out.",
                 s.handshake_failures,
             );
-            counter(
-                "aws_proxy_refused_hosts",
+            m.counter(
+                "refused_hosts",
                 "Connections or requests for hosts that are not AWS.",
                 s.refused_hosts,
             );
-            counter(
-                "aws_proxy_upstream_errors",
+            m.counter(
+                "upstream_errors",
                 "Requests whose AWS endpoint could not be reached.",
                 s.upstream_errors,
             );
-            counter("aws_proxy_tunnels", "Pass-through CONNECT tunnels.", s.tunnels);
-            counter(
-                "aws_proxy_bad_authorities",
+            m.counter("tunnels", "Pass-through CONNECT tunnels.", s.tunnels);
+            m.counter(
+                "bad_authorities",
                 "Requests refused for a Host with user information or a port other than 443.",
                 s.bad_authorities,
             );
-            counter(
-                "aws_proxy_refused_connections",
+            m.counter(
+                "refused_connections",
                 "Connections closed at once because --max-connections were open.",
                 s.refused_connections,
             );
-            counter(
-                "aws_proxy_idle_closed",
+            m.counter(
+                "idle_closed",
                 "Connections and tunnels closed for being idle.",
                 s.idle_closed,
             );
         }
         if let Some(stats) = &self.webhook {
             let s = stats.snapshot();
-            counter("aws_proxy_webhook_reviews", "AdmissionReviews answered.", s.reviews);
-            counter("aws_proxy_webhook_patched", "Pods patched.", s.patched);
-            counter(
-                "aws_proxy_webhook_not_opted_in",
+            m.counter("webhook_reviews", "AdmissionReviews answered.", s.reviews);
+            m.counter("webhook_patched", "Pods patched.", s.patched);
+            m.counter(
+                "webhook_not_opted_in",
                 "Labelled pods in namespaces not opted in (admitted unpatched, nothing written).",
                 s.not_opted_in,
             );
-            counter(
-                "aws_proxy_webhook_configmap_failures",
+            m.counter(
+                "webhook_configmap_failures",
                 "Labelled pods admitted unpatched because the CA ConfigMap could not be written.",
                 s.configmap_failures,
             );
-            counter(
-                "aws_proxy_webhook_handshake_failures",
+            m.counter(
+                "webhook_handshake_failures",
                 "Webhook TLS handshakes that failed (a missing or wrong client certificate among them).",
                 s.handshake_failures,
             );
         }
         if let Some(stats) = &self.dns {
             let s = stats.snapshot();
-            counter(
-                "aws_proxy_dns_answered_aws",
+            m.counter(
+                "dns_answered_aws",
                 "amazonaws.com queries answered with the proxy's address.",
                 s.answered_aws,
             );
-            counter(
-                "aws_proxy_dns_forwarded",
-                "Queries answered by an upstream resolver.",
-                s.forwarded,
-            );
-            counter(
-                "aws_proxy_dns_servfail",
+            m.counter("dns_forwarded", "Queries answered by an upstream resolver.", s.forwarded);
+            m.counter(
+                "dns_servfail",
                 "SERVFAIL answers made here (no upstream answered in time).",
                 s.servfail,
             );
-            counter("aws_proxy_dns_formerr", "Malformed queries answered with FORMERR.", s.formerr);
-            counter(
-                "aws_proxy_dns_dropped",
+            m.counter("dns_formerr", "Malformed queries answered with FORMERR.", s.formerr);
+            m.counter(
+                "dns_dropped",
                 "Packets dropped (too short, responses, over the in-flight limit).",
                 s.dropped,
             );
         }
         let ship = &self.outgoing.stats;
-        counter(
-            "aws_proxy_shipped_calls",
+        m.counter(
+            "shipped_calls",
             "Calls delivered to the mapper.",
             ship.shipped.load(Ordering::Relaxed),
         );
-        counter(
-            "aws_proxy_dropped_calls",
+        m.counter(
+            "dropped_calls",
             "Calls dropped because the buffer was full while the mapper was away.",
             ship.dropped.load(Ordering::Relaxed),
         );
-        counter(
-            "aws_proxy_failed_sends",
+        m.counter(
+            "failed_sends",
             "Batches the mapper did not take (retried).",
             ship.failed_sends.load(Ordering::Relaxed),
         );
-        out
     }
-}
-
-async fn termination() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
-    tracing::info!("stopping");
 }

@@ -9,13 +9,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_proxy::ca::CertificateAuthority;
 use aws_proxy::proxy::{Proxy, ProxyArgs};
 use cluster_agent::mapper::api::{router, ApiState};
 use cluster_agent::mapper::auth::{ApiAuth, AuthConfig};
+use cluster_agent::mapper::SharedMapper;
 use mapper_core::fixtures::*;
 use mapper_core::Mapper;
 use model::{Edge, Target};
@@ -43,7 +44,7 @@ struct Setup {
     _emulator: Moto,
     proxy: Proxy,
     proxy_ca_file: PathBuf,
-    mapper: Arc<Mutex<Mapper>>,
+    mapper: SharedMapper,
     mapper_addr: SocketAddr,
     outgoing: Outgoing,
     tools: PathBuf,
@@ -82,14 +83,14 @@ async fn setup(name: &str) -> Setup {
         &mk_pod("billing", "invoicer-7d9f-x2x9q", &["127.0.0.1"])
             .owned_by("ReplicaSet", "invoicer-7d9f"),
     );
-    let mapper = Arc::new(Mutex::new(mapper));
+    let mapper = SharedMapper::new(mapper);
     let state = Arc::new(ApiState {
         mapper: mapper.clone(),
         auth: ApiAuth::new(
             AuthConfig { shared_token: Some("proxy-token".into()), ..AuthConfig::default() },
             None,
         ),
-        watches: Arc::default(),
+        telemetry: Arc::default(),
         upload: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,7 +144,7 @@ impl Setup {
             max_batch: 1000,
         };
         shipper.flush(&self.outgoing).await.unwrap();
-        self.mapper.lock().unwrap().snapshot()
+        self.mapper.lock().snapshot()
     }
 }
 

@@ -119,7 +119,7 @@ async fn run() -> Result<()> {
     );
     let router = cloud_api::app(state.clone());
     let org = state.store.create_org("bench").await?;
-    let cluster = state.store.create_cluster(org.org_id, "prod").await?;
+    let cluster = state.store.create_cluster(org.org_id, &"prod".parse()?).await?;
     let (token_id, _) =
         tokens::parse_api_token(&org.api_token).context("the org's token parses")?;
 

@@ -136,7 +136,7 @@ async fn run(options: Options) -> Result<()> {
     // === data, generated and serialised before any timing ===
     let started = Instant::now();
     let org = state.store.create_org("bench-ingest").await?;
-    let cluster = state.store.create_cluster(org.org_id, "bench-cluster").await?;
+    let cluster = state.store.create_cluster(org.org_id, &"bench-cluster".parse()?).await?;
     let token = cluster_token(&state, org.org_id, cluster.cluster_id);
     let reports = make_reports(total, 0);
     let bodies: Vec<Bytes> =
@@ -187,7 +187,7 @@ async fn run(options: Options) -> Result<()> {
         group(READ_EDGES as u64)
     );
     let reader = state.store.create_org("bench-read").await?;
-    let read_cluster = state.store.create_cluster(reader.org_id, "read-cluster").await?;
+    let read_cluster = state.store.create_cluster(reader.org_id, &"read-cluster".parse()?).await?;
     let read_token = cluster_token(&state, reader.org_id, read_cluster.cluster_id);
     for report in make_reports(READ_EDGES, 1) {
         post_report(&router, &read_token, Bytes::from(serde_json::to_vec(&report)?)).await?;
@@ -570,8 +570,8 @@ struct Breakdown {
 /// (merge and transaction, no HTTP) into one new cluster, and the whole POST into another.
 async fn breakdown(state: &AppState, router: &Router, bodies: &[Bytes]) -> Result<Breakdown> {
     let org = state.store.create_org("bench-breakdown").await?;
-    let direct = state.store.create_cluster(org.org_id, "direct").await?;
-    let via_http = state.store.create_cluster(org.org_id, "via-http").await?;
+    let direct = state.store.create_cluster(org.org_id, &"direct".parse()?).await?;
+    let via_http = state.store.create_cluster(org.org_id, &"via-http".parse()?).await?;
     let token = cluster_token(state, org.org_id, via_http.cluster_id);
     let (mut parse, mut merge, mut store, mut http) = (vec![], vec![], vec![], vec![]);
     for body in bodies {

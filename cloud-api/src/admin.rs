@@ -6,9 +6,8 @@ use anyhow::Context;
 
 use crate::cli::{AdminCommand, HashKeyArgs, Output};
 use crate::http::api_tokens::{check_token_name, parse_scopes};
-use crate::http::error::ApiError;
 use crate::secrets;
-use crate::store::{roles, Store};
+use crate::store::{roles, ClusterName, Store, StoreError};
 use crate::tokens::SigningKey;
 
 async fn store(database_url: &str, keys: &HashKeyArgs) -> anyhow::Result<Store> {
@@ -36,19 +35,24 @@ pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::CreateCluster { org, name, database_url, keys, output } => {
-            crate::http::clusters::check_cluster_name(&name).map_err(anyhow::Error::msg)?;
+            let name = ClusterName::new(name)?;
             let store = store(&database_url, &keys).await?;
             anyhow::ensure!(
                 store.org_exists(org).await?,
                 "no organisation {org}; create one with `cloud-api admin create-org NAME`"
             );
-            let creds =
-                store.create_cluster(org, &name).await.map_err(|e| match ApiError::from(e) {
-                    ApiError::Conflict(_) => anyhow::anyhow!(
-                        "a cluster named {name:?} already exists in organisation {org}"
-                    ),
-                    other => anyhow::anyhow!("{other}"),
-                })?;
+            let creds = store.create_cluster(org, &name).await.map_err(|e| match e {
+                StoreError::NameTaken { .. } => {
+                    anyhow::anyhow!(
+                        "a cluster named {:?} already exists in organisation {org}",
+                        name.as_str()
+                    )
+                }
+                StoreError::ClusterGone => anyhow::anyhow!(
+                    "organisation {org} was deleted meanwhile; create one with `cloud-api admin create-org NAME`"
+                ),
+                other => anyhow::Error::new(other).context("storing the cluster"),
+            })?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&creds)?),
                 Output::Text => println!(

@@ -27,11 +27,7 @@ pub struct Args {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use service_shell::LogFormat;
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
 pub enum Output {

@@ -20,15 +20,9 @@ use limits::{AuthGuard, AuthLimits};
 use store::{roles, ReadLimits, Store};
 use tokens::JwtIssuer;
 
+/// The cloud's logs: `RUST_LOG` filters, else `info` with sqlx's statements left out.
 pub fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    service_shell::init_tracing(format, "info,sqlx=warn,tower_http=info");
 }
 
 /// The limits `serve` applies beyond the ingest `Config`; the defaults are the flags' defaults.
@@ -148,29 +142,12 @@ pub async fn serve_on(
     };
     let served =
         axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(service_shell::shutdown_signal())
             .await;
     if let Some(task) = metrics_server {
         task.abort();
     }
     Ok(served?)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

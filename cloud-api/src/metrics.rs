@@ -5,7 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use service_shell::metrics::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -104,10 +104,8 @@ impl Metrics {
         self.secrets_rehashed.get_or_create(&Method { method: method.into() }).inc();
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        out
+    /// The answer to `GET /metrics` (OpenMetrics text).
+    pub fn response(&self) -> axum::response::Response {
+        self.registry.response()
     }
 }

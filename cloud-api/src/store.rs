@@ -4,12 +4,20 @@
 //! - `credentials`: organisations, clusters and API tokens;
 //! - `reads`: the bounded reads behind the access graph and ClientIntents;
 //! - `roles`: the serving login role (created by `migrate`, checked by `serve`).
+//!
+//! Operations fail with [`StoreError`]. The fixed queries are checked against the schema at
+//! build time (`sqlx::query!`), from the data in `cloud-api/.sqlx/` (regenerate it with
+//! `scripts/sqlx-prepare.sh` after changing a query or a migration).
 
+mod cluster_name;
 mod credentials;
+mod error;
 mod reads;
 pub mod roles;
 
-pub use credentials::{ApiTokenInfo, NewApiToken};
+pub use cluster_name::{ClusterName, InvalidClusterName};
+pub use credentials::{ApiTokenInfo, NewApiToken, Scopes};
+pub use error::StoreError;
 pub use reads::{GraphData, ReadError, ReadLimits};
 
 use std::str::FromStr;
@@ -49,12 +57,12 @@ pub struct Store {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterCredentials {
     pub cluster_id: Uuid,
-    pub name: String,
+    pub name: ClusterName,
     pub client_id: String,
     pub client_secret: String,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ClusterInfo {
     pub id: Uuid,
     pub name: String,
@@ -83,7 +91,7 @@ impl Store {
     /// Connects as the URL's role (no `SET ROLE`: the serving role is a login role of its own,
     /// so a pooler in transaction mode changes nothing). Secrets are hashed with the database's
     /// key.
-    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, StoreError> {
         Self::connect_with_keys(database_url, max_connections, Vec::new()).await
     }
 
@@ -93,7 +101,7 @@ impl Store {
         database_url: &str,
         max_connections: u32,
         keys: Vec<HashKey>,
-    ) -> Result<Self, sqlx::Error> {
+    ) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(database_url)?.application_name("cloud-api");
         let pool =
             PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
@@ -109,18 +117,14 @@ impl Store {
         &self.hasher
     }
 
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar!("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
     }
 
     /// A transaction in which only `org`'s rows are visible or writable.
-    pub async fn tenant(&self, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.org_id', $1, true)")
-            .bind(org.to_string())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+    pub async fn tenant(&self, org: Uuid) -> Result<Transaction<'static, Postgres>, StoreError> {
+        Ok(tenant(&self.pool, org).await?)
     }
 
     // === ingest ===
@@ -132,35 +136,49 @@ impl Store {
         org: Uuid,
         cluster: Uuid,
         report: &EdgeReport,
-    ) -> Result<IngestOutcome, sqlx::Error> {
+    ) -> Result<IngestOutcome, StoreError> {
         let edges = merge_edges(report.edges.iter().cloned());
-        let mut tx = self.tenant(org).await?;
-        let fresh = sqlx::query(
-            "INSERT INTO reports (org_id, cluster_id, report_id, generated_at, edge_count) VALUES ($1, $2, $3, $4, $5)
+        let run = async {
+            let mut tx = tenant(&self.pool, org).await?;
+            let fresh = sqlx::query_scalar!(
+                "INSERT INTO reports (org_id, cluster_id, report_id, generated_at, edge_count) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING RETURNING 1",
-        )
-        .bind(org)
-        .bind(cluster)
-        .bind(report.report_id)
-        .bind(report.generated_at)
-        .bind(i32::try_from(edges.len()).unwrap_or(i32::MAX))
-        .fetch_optional(&mut *tx)
-        .await?;
-        if fresh.is_none() {
-            tx.commit().await?;
-            return Ok(IngestOutcome { duplicate: true, edges_merged: 0 });
-        }
-        upsert_edges(&mut tx, org, cluster, &edges).await?;
-        replace_exposed_if_newer(&mut tx, org, cluster, report.generated_at, &report.exposed)
+                org,
+                cluster,
+                report.report_id,
+                report.generated_at,
+                i32::try_from(edges.len()).unwrap_or(i32::MAX),
+            )
+            .fetch_optional(&mut *tx)
             .await?;
-        sqlx::query("UPDATE clusters SET last_report_at = now() WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(cluster)
+            if fresh.is_none() {
+                tx.commit().await?;
+                return Ok(IngestOutcome { duplicate: true, edges_merged: 0 });
+            }
+            upsert_edges(&mut tx, org, cluster, &edges).await?;
+            replace_exposed_if_newer(&mut tx, org, cluster, report.generated_at, &report.exposed)
+                .await?;
+            sqlx::query!(
+                "UPDATE clusters SET last_report_at = now() WHERE org_id = $1 AND id = $2",
+                org,
+                cluster
+            )
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(IngestOutcome { duplicate: false, edges_merged: edges.len() })
+            tx.commit().await?;
+            Ok(IngestOutcome { duplicate: false, edges_merged: edges.len() })
+        };
+        run.await.map_err(StoreError::storing_report)
     }
+}
+
+/// A transaction on `pool` in which only `org`'s rows are visible or writable.
+async fn tenant(pool: &PgPool, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query_scalar!("SELECT set_config('app.org_id', $1, true)", org.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(tx)
 }
 
 // === edge rows ===
@@ -268,7 +286,7 @@ async fn upsert_edges(
     for edge in edges {
         c.push(edge);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO edges AS e (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name,
                                  client_kind, target_kind, ports, domains, ips, internet_ports, actions, http, kafka,
                                  first_seen, last_seen, connections, edge_key)
@@ -298,29 +316,29 @@ async fn upsert_edges(
              -- Saturating: a count near 2^63 stays there rather than failing every later report.
              connections = CASE WHEN e.connections > 9223372036854775807 - EXCLUDED.connections THEN 9223372036854775807
                                 ELSE e.connections + EXCLUDED.connections END",
+        org,
+        cluster,
+        &c.client_namespace,
+        &c.client_name,
+        &c.target_type as &[&str],
+        &c.target_namespace,
+        &c.target_name,
+        &c.client_kind as &[Option<String>],
+        &c.target_kind as &[Option<String>],
+        &c.ports,
+        &c.domains,
+        &c.ips,
+        &c.internet_ports,
+        &c.actions,
+        &c.first_seen,
+        &c.last_seen,
+        &c.connections,
+        &c.edge_key,
+        &c.http,
+        &c.kafka,
+        STORED_LIST_MAX,
+        STORED_DETAIL_MAX,
     )
-    .bind(org)
-    .bind(cluster)
-    .bind(&c.client_namespace)
-    .bind(&c.client_name)
-    .bind(&c.target_type)
-    .bind(&c.target_namespace)
-    .bind(&c.target_name)
-    .bind(&c.client_kind)
-    .bind(&c.target_kind)
-    .bind(&c.ports)
-    .bind(&c.domains)
-    .bind(&c.ips)
-    .bind(&c.internet_ports)
-    .bind(&c.actions)
-    .bind(&c.first_seen)
-    .bind(&c.last_seen)
-    .bind(&c.connections)
-    .bind(&c.edge_key)
-    .bind(&c.http)
-    .bind(&c.kafka)
-    .bind(STORED_LIST_MAX)
-    .bind(STORED_DETAIL_MAX)
     .execute(tx)
     .await?;
     Ok(())
@@ -334,55 +352,49 @@ async fn replace_exposed_if_newer(
     exposed: &[ExposedWorkload],
 ) -> Result<(), sqlx::Error> {
     // A set dated more than a day ahead (stored before timestamps were bounded) is stale, not newest.
-    let newer =
-        sqlx::query("UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3 OR exposed_as_of > now() + interval '1 day') RETURNING 1")
-            .bind(org)
-            .bind(cluster)
-            .bind(generated_at)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let newer = sqlx::query_scalar!(
+        "UPDATE clusters SET exposed_as_of = $3 WHERE org_id = $1 AND id = $2 AND (exposed_as_of IS NULL OR exposed_as_of <= $3 OR exposed_as_of > now() + interval '1 day') RETURNING 1",
+        org,
+        cluster,
+        generated_at
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     if newer.is_none() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM exposed_workloads WHERE org_id = $1 AND cluster_id = $2")
-        .bind(org)
-        .bind(cluster)
-        .execute(&mut *tx)
-        .await?;
-    let mut merged: std::collections::BTreeMap<(&str, &str), ExposedWorkload> = Default::default();
-    for x in exposed {
-        let entry = merged.entry((&x.namespace, &x.name)).or_insert_with(|| ExposedWorkload {
-            addresses: vec![],
-            hostnames: vec![],
-            ..x.clone()
-        });
-        entry.addresses = model::edge::union(&entry.addresses, &x.addresses);
-        entry.hostnames = model::edge::union(&entry.hostnames, &x.hostnames);
-    }
+    sqlx::query!(
+        "DELETE FROM exposed_workloads WHERE org_id = $1 AND cluster_id = $2",
+        org,
+        cluster
+    )
+    .execute(&mut *tx)
+    .await?;
+    let merged = ExposedWorkload::merge_all(exposed);
     if merged.is_empty() {
         return Ok(());
     }
     let (mut ns, mut name, mut kind, mut addrs, mut hosts) =
         (vec![], vec![], vec![], vec![], vec![]);
-    for x in merged.into_values() {
+    for x in merged {
         ns.push(x.namespace);
         name.push(x.name);
         kind.push(x.kind);
         addrs.push(x.addresses.join(","));
         hosts.push(x.hostnames.join(","));
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO exposed_workloads (org_id, cluster_id, namespace, name, kind, addresses, hostnames)
          SELECT $1, $2, u.ns, u.name, u.kind, string_to_array(u.a, ','), string_to_array(u.h, ',')
          FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(ns, name, kind, a, h)",
+        org,
+        cluster,
+        &ns,
+        &name,
+        &kind as &[Option<String>],
+        &addrs,
+        &hosts
     )
-    .bind(org)
-    .bind(cluster)
-    .bind(&ns)
-    .bind(&name)
-    .bind(&kind)
-    .bind(&addrs)
-    .bind(&hosts)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -1,11 +1,12 @@
 use clap::{Parser, Subcommand};
+use service_shell::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(name = "cluster-agent", version, about = "The intentmap in-cluster agent")]
 struct Args {
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", global = true)]
-    log_format: String,
+    log_format: LogFormat,
     #[command(subcommand)]
     role: Role,
 }
@@ -21,14 +22,7 @@ enum Role {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    service_shell::init_tracing(args.log_format, "info");
     match args.role {
         Role::Mapper(mapper) => cluster_agent::mapper::run(*mapper).await,
         Role::Node(node) => cluster_agent::node::agent::run(*node).await,

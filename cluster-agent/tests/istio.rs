@@ -222,7 +222,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     let [web, cart, catalog] = [&sidecars[0], &sidecars[1], &sidecars[2]];
     let mut mapper = Mapper::default();
     index(&mut mapper.index);
-    let mapper: SharedMapper = Arc::new(Mutex::new(mapper));
+    let mapper = SharedMapper::new(mapper);
     let config = IstioConfig { port, timeout: Duration::from_secs(2), ..IstioConfig::default() };
     let http = client(&config).unwrap();
     let stats = IstioWatchStats::default();
@@ -241,7 +241,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
         }],
         ..Default::default()
     };
-    mapper.lock().unwrap().observe(&connect, chrono::Utc::now());
+    mapper.lock().observe(&connect, chrono::Utc::now());
     let ledger_connections = 1;
 
     let get_cart = Some(("GET", "/api/cart"));
@@ -283,7 +283,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
         "four pods have a sidecar"
     );
     assert_eq!(
-        mapper.lock().unwrap().snapshot().len(),
+        mapper.lock().snapshot().len(),
         1,
         "nothing before the first scrape counts (the one edge is the connection to ledger)"
     );
@@ -293,7 +293,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     cart.set(4030, &cart_round(13, 4));
     catalog.set(4030, &[(series("destination", "web", "catalog", None), 8)]);
     scrape_round(&mapper, &http, &config, &stats).await;
-    let edges = mapper.lock().unwrap().snapshot();
+    let edges = mapper.lock().snapshot();
     assert_eq!(
         summary(from_web(&edges, "cart")),
         (vec![res("/api/cart", &["GET"])], 3),
@@ -310,13 +310,13 @@ async fn counter_increases_between_scrapes_become_http_edges() {
         "no sidecar at ledger: web's side counts, to the workload behind the Service, vouched for by the connection"
     );
     assert_eq!(edges.len(), 3, "{edges:#?}");
-    let delta = mapper.lock().unwrap().take_delta();
+    let delta = mapper.lock().take_delta();
     assert_eq!(delta, edges, "the first upload carries exactly this");
 
     // Round 3: nothing moved: no new call, nothing to upload.
     scrape_round(&mapper, &http, &config, &stats).await;
-    assert_eq!(mapper.lock().unwrap().snapshot(), edges, "counters that stay are no calls");
-    assert!(mapper.lock().unwrap().take_delta().is_empty());
+    assert_eq!(mapper.lock().snapshot(), edges, "counters that stay are no calls");
+    assert!(mapper.lock().take_delta().is_empty());
 
     // Round 4: cart's sidecar restarted (its uptime went back): its counters start over.
     cart.set(
@@ -336,7 +336,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     }
     web.set(4060, &web_calls);
     scrape_round(&mapper, &http, &config, &stats).await;
-    let edges = mapper.lock().unwrap().snapshot();
+    let edges = mapper.lock().snapshot();
     let to_cart = from_web(&edges, "cart");
     assert_eq!(
         summary(to_cart),
@@ -351,14 +351,14 @@ async fn counter_increases_between_scrapes_become_http_edges() {
         "HEAD is counted as a call but records no path"
     );
     assert!(to_cart.first_seen < to_cart.last_seen);
-    let delta = mapper.lock().unwrap().take_delta();
+    let delta = mapper.lock().take_delta();
     assert_eq!(delta.len(), 1, "only web → cart changed: {delta:#?}");
     assert_eq!(delta[0].connections, 7);
     assert_eq!(delta[0].http.len(), 3);
 
     let watched = stats;
     assert_eq!(watched.oversized.load(std::sync::atomic::Ordering::Relaxed), 0);
-    let stats = mapper.lock().unwrap().stats();
+    let stats = mapper.lock().stats();
     assert_eq!(stats.istio_baselines, 3);
     assert_eq!(stats.istio_scrapes, 12);
     assert_eq!(stats.istio_scrape_failures, 4, "the sidecar that never answers, once a round");

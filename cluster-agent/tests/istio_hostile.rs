@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Redirect};
@@ -67,7 +67,7 @@ async fn hostile_sidecars_are_refused_without_costing_memory_or_reaching_elsewhe
     for (name, ip) in [("big", big_ip), ("redirecting", redirecting_ip)] {
         mapper.index.apply(&mk_pod("attacker", &format!("{name}-1"), &[ip]).with_istio_sidecar());
     }
-    let mapper: SharedMapper = Arc::new(Mutex::new(mapper));
+    let mapper = SharedMapper::new(mapper);
     let config = IstioConfig { port, timeout: Duration::from_secs(5), ..IstioConfig::default() };
     let http = client(&config).unwrap();
     let stats = IstioWatchStats::default();
@@ -80,7 +80,7 @@ async fn hostile_sidecars_are_refused_without_costing_memory_or_reaching_elsewhe
     assert_eq!(asked.load(Ordering::SeqCst), 0, "and no pod was asked anything");
 
     {
-        let mut mapper = mapper.lock().unwrap();
+        let mut mapper = mapper.lock();
         mapper.index.apply_meta(
             "Namespace",
             &Namespace { metadata: mk_namespace("istio-system"), ..Default::default() }.metadata,
@@ -100,7 +100,7 @@ async fn hostile_sidecars_are_refused_without_costing_memory_or_reaching_elsewhe
         "the 64 MiB answer is refused past the limit"
     );
     assert_eq!(elsewhere_hits.load(Ordering::SeqCst), 0, "the redirect is not followed");
-    let counted = mapper.lock().unwrap().stats();
+    let counted = mapper.lock().stats();
     assert_eq!((counted.istio_scrape_failures, counted.istio_scrapes), (2, 0));
-    assert!(mapper.lock().unwrap().snapshot().is_empty());
+    assert!(mapper.lock().snapshot().is_empty());
 }

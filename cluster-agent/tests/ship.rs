@@ -1,11 +1,12 @@
 //! The node agent's shipping against the mapper's real local API over HTTP.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cluster_agent::mapper::api::{router, ApiState};
 use cluster_agent::mapper::auth::{ApiAuth, AuthConfig};
+use cluster_agent::mapper::SharedMapper;
 use cluster_agent::node::ship::{Credentials, Observed, Outgoing, Shipper};
 use mapper_core::fixtures::*;
 use mapper_core::Mapper;
@@ -25,19 +26,19 @@ fn connection(dst_port: u16) -> Observed {
     })
 }
 
-fn mapper() -> Arc<Mutex<Mapper>> {
+fn mapper() -> SharedMapper {
     let mut m = Mapper::default();
     m.index.apply(&mk_pod("shop", "frontend-0", &["10.244.0.5"]));
     m.index.apply(&mk_pod("shop", "cart-0", &["10.244.0.6"]));
-    Arc::new(Mutex::new(m))
+    SharedMapper::new(m)
 }
 
-async fn serve(addr: SocketAddr, mapper: Arc<Mutex<Mapper>>) -> tokio::task::JoinHandle<()> {
+async fn serve(addr: SocketAddr, mapper: SharedMapper) -> tokio::task::JoinHandle<()> {
     let auth = ApiAuth::new(
         AuthConfig { shared_token: Some("node-token".into()), ..AuthConfig::default() },
         None,
     );
-    let state = Arc::new(ApiState { mapper, auth, watches: Arc::default(), upload: None });
+    let state = Arc::new(ApiState { mapper, auth, telemetry: Arc::default(), upload: None });
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
         axum::serve(listener, router(state)).await.unwrap();
@@ -74,11 +75,11 @@ async fn observations_wait_while_the_mapper_is_away_and_arrive_once_it_is_back()
     let _server = serve(addr, m.clone()).await;
     assert_eq!(ship.flush(&outgoing).await.unwrap(), 3);
     assert!(outgoing.is_empty());
-    let edges = m.lock().unwrap().snapshot();
+    let edges = m.lock().snapshot();
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].connections, 3);
     assert_eq!(edges[0].ports.len(), 3);
-    assert_eq!(m.lock().unwrap().stats().batches, 2, "sent in batches of at most 2");
+    assert_eq!(m.lock().stats().batches, 2, "sent in batches of at most 2");
 }
 
 #[tokio::test]
@@ -117,9 +118,5 @@ async fn shutdown_flushes_what_is_buffered() {
     outgoing.push(connection(8080));
     stop.send(()).unwrap();
     task.await.unwrap();
-    assert_eq!(
-        m.lock().unwrap().snapshot().len(),
-        1,
-        "the last observations reach the mapper on shutdown"
-    );
+    assert_eq!(m.lock().snapshot().len(), 1, "the last observations reach the mapper on shutdown");
 }

@@ -6,58 +6,38 @@
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
+use testkit::netns::Bridge;
 
 use crate::cleanup::Tracker;
 
-fn sh(script: &str) -> anyhow::Result<()> {
-    let out = Command::new("sh").arg("-c").arg(script).output().context("running sh")?;
-    if !out.status.success() {
-        bail!("{script}\nfailed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 pub struct Lab {
-    tag: String,
-    pods: Vec<String>,
+    // Dropped after the programs (fields drop in order): a namespace lives as long as a
+    // process in it.
     children: Vec<Child>,
+    bridge: Bridge,
+    tag: String,
     tracker: Arc<Tracker>,
 }
 
 impl Lab {
-    /// A bridge `<tag>-br`; pods are namespaces `<tag>-<n>` with a veth `<tag>-<n>v` on it.
-    /// `tag` is at most 11 characters (interface names are at most 15) and unique on the
-    /// machine: whatever already carries its names is removed.
+    /// A bridge `<tag>-br`; pods are namespaces `<tag>-<n>` with a veth `<tag>-<n>v` on it
+    /// ([`Bridge`]). `tag` is at most 11 characters and unique on the machine: whatever already
+    /// carries its names is removed.
     pub fn new(tag: &str, tracker: Arc<Tracker>) -> anyhow::Result<Lab> {
-        anyhow::ensure!(tag.len() <= 11, "lab tag {tag} is longer than 11 characters");
-        let bridge = format!("{tag}-br");
-        tracker.note_link(&bridge)?;
-        let _ = sh(&format!("ip link del {bridge} 2>/dev/null"));
-        sh(&format!("ip link add {bridge} type bridge && ip link set {bridge} up"))
-            .context("creating the lab bridge (needs root and iproute2)")?;
-        Ok(Lab { tag: tag.to_owned(), pods: Vec::new(), children: Vec::new(), tracker })
+        anyhow::ensure!(tag.len() <= Bridge::MAX_TAG, "lab tag {tag} is longer than 11 characters");
+        tracker.note_link(&Bridge::bridge_name(tag))?;
+        let bridge =
+            Bridge::new(tag).context("creating the lab bridge (needs root and iproute2)")?;
+        Ok(Lab { children: Vec::new(), bridge, tag: tag.to_owned(), tracker })
     }
 
     /// A pod namespace with `ip`/16 on the bridge.
     pub fn add_pod(&mut self, ip: &str) -> anyhow::Result<String> {
-        anyhow::ensure!(self.pods.len() < 10, "a lab holds at most 10 pods");
-        let ns = format!("{}-{}", self.tag, self.pods.len());
-        let tag = &self.tag;
+        let (ns, veth) = Bridge::pod_names(&self.tag, self.bridge.next_pod());
         self.tracker.note_namespace(&ns)?;
-        self.tracker.note_link(&format!("{ns}v"))?;
-        self.pods.push(ns.clone());
-        let _ = sh(&format!("ip link del {ns}v 2>/dev/null; ip netns del {ns} 2>/dev/null"));
-        sh(&format!(
-            "set -e
-             ip netns add {ns}
-             ip link add {ns}v type veth peer name eth0 netns {ns}
-             ip link set {ns}v master {tag}-br up
-             ip -n {ns} link set lo up
-             ip -n {ns} link set eth0 up
-             ip -n {ns} addr add {ip}/16 dev eth0"
-        ))?;
-        Ok(ns)
+        self.tracker.note_link(&veth)?;
+        self.bridge.add_pod(&format!("{ip}/16"))
     }
 
     /// Runs `program args` inside pod `ns` until the lab is dropped.
@@ -78,16 +58,11 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // The programs first: a namespace (and the veth in it) lives as long as a process in it.
+        // The programs first; the bridge removes the network when it drops after this.
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Deleting a veth's host end deletes the pair at once; a namespace's own cleanup is lazy.
-        for ns in &self.pods {
-            let _ = sh(&format!("ip link del {ns}v 2>/dev/null; ip netns del {ns}"));
-        }
-        let _ = sh(&format!("ip link del {}-br", self.tag));
     }
 }
 

@@ -175,6 +175,31 @@ impl Protocol {
     }
 }
 
+/// How a DNS message travels: one datagram over UDP, or length-prefixed (2 bytes) over TCP,
+/// where one segment may hold several messages. The node agent's DNS capture and `aws-proxy`'s
+/// DNS server share it. Unlike [`Protocol`] (a Kubernetes port's protocol, with SCTP, in the wire
+/// format) it has only what DNS uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A destination port and its protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,6 +377,12 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn transports_print_lowercase() {
+        assert_eq!(Transport::Udp.to_string(), "udp");
+        assert_eq!(Transport::Tcp.to_string(), "tcp");
     }
 
     fn edge(client: &str, target: Target, port: u16, first: &str, last: &str, n: u64) -> Edge {

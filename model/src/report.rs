@@ -56,6 +56,26 @@ pub struct ExposedWorkload {
     pub hostnames: Vec<String>,
 }
 
+impl ExposedWorkload {
+    /// One entry per workload (namespace and name), sorted by them: the addresses and hostnames
+    /// of every entry for it, each once and sorted, and the kind of its first entry. What the
+    /// cloud stores as a cluster's exposed set.
+    pub fn merge_all(exposed: &[ExposedWorkload]) -> Vec<ExposedWorkload> {
+        let mut merged: std::collections::BTreeMap<(&str, &str), ExposedWorkload> =
+            Default::default();
+        for x in exposed {
+            let entry = merged.entry((&x.namespace, &x.name)).or_insert_with(|| ExposedWorkload {
+                addresses: vec![],
+                hostnames: vec![],
+                ..x.clone()
+            });
+            entry.addresses = crate::edge::union(&entry.addresses, &x.addresses);
+            entry.hostnames = crate::edge::union(&entry.hostnames, &x.hostnames);
+        }
+        merged.into_values().collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReportError {
     #[error("the report is not valid JSON for schema version {SCHEMA_VERSION}: {0}")]

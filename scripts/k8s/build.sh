@@ -18,6 +18,8 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 # shellcheck source=versions.env
 source scripts/k8s/versions.env
+# shellcheck source=../lib/docker-archive.sh
+source scripts/lib/docker-archive.sh
 
 out="$root/target/k8s/$K8S_VERSION"
 if [ "${1:-}" = "--print-dir" ]; then
@@ -47,7 +49,7 @@ trap 'exit 143' TERM
 export GOFLAGS="-trimpath -buildvcs=false"
 export CGO_ENABLED=0
 # A stamp is the recipe a piece was built from: rebuilt when the recipe changes.
-recipe=$(cat scripts/k8s/build.sh scripts/k8s/versions.env scripts/k8s/pause.c; go version)
+recipe=$(cat scripts/k8s/build.sh scripts/lib/docker-archive.sh scripts/k8s/versions.env scripts/k8s/pause.c; go version)
 recipe_hash=$(printf '%s' "$recipe" | sha256sum | cut -c1-16)
 fresh() { [ -e "$1" ] && [ "$(cat "$1.stamp" 2>/dev/null)" = "$recipe_hash" ]; }
 stamp() { echo "$recipe_hash" >"$1.stamp"; }
@@ -261,26 +263,8 @@ fi
 
 # === images, as Docker archives (no Docker) =====================================================
 
-# docker_archive NAME ROOTFS OUT ENTRYPOINT...: one layer holding ROOTFS, written reproducibly
-# (sorted, mtime 0, root-owned) so the same inputs give the same image id.
-docker_archive() {
-    local name=$1 rootfs=$2 dest=$3
-    shift 3
-    local dir="$work/archive" entrypoint layer_id config config_id
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$rootfs" -cf "$dir/layer.tar" .
-    layer_id=$(sha256sum "$dir/layer.tar" | cut -d' ' -f1)
-    entrypoint=$(printf '"%s",' "$@")
-    config="{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"1970-01-01T00:00:00Z\",\"config\":{\"Entrypoint\":[${entrypoint%,}],\"Env\":[\"PATH=/bin:/usr/bin:/sbin:/usr/sbin\"],\"WorkingDir\":\"/\"},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$layer_id\"]},\"history\":[{\"created\":\"1970-01-01T00:00:00Z\",\"created_by\":\"scripts/k8s/build.sh\"}]}"
-    config_id=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
-    printf '%s' "$config" >"$dir/$config_id.json"
-    mkdir "$dir/$layer_id"
-    mv "$dir/layer.tar" "$dir/$layer_id/layer.tar"
-    printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$config_id" "$name" "$layer_id" >"$dir/manifest.json"
-    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$dir" -cf "$dest.tmp" manifest.json "$config_id.json" "$layer_id"
-    mv "$dest.tmp" "$dest"
-}
+# docker_archive (scripts/lib/docker-archive.sh): one layer holding a rootfs, written
+# reproducibly (sorted, mtime 0, root-owned) so the same inputs give the same image id.
 
 build_images() {
     local rootfs="$work/rootfs"
@@ -288,7 +272,7 @@ build_images() {
     rm -rf "$rootfs" && mkdir -p "$rootfs"
     gcc -static -Os -Wall -Werror -o "$rootfs/pause" scripts/k8s/pause.c || fail "compiling the pause program failed: gcc -static needs libc6-dev"
     strip "$rootfs/pause"
-    docker_archive "$PAUSE_IMAGE" "$rootfs" "$out/images/pause.tar" /pause
+    docker_archive --scratch "$work" --created-by scripts/k8s/build.sh "$PAUSE_IMAGE" "$rootfs" "$out/images/pause.tar" /pause
 
     rm -rf "$rootfs" && mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
     cp /bin/busybox "$rootfs/bin/busybox"
@@ -297,11 +281,11 @@ build_images() {
     done
     echo 'root:x:0:0:root:/:/bin/sh' >"$rootfs/etc/passwd"
     echo 'root:x:0:' >"$rootfs/etc/group"
-    docker_archive "$TRAFFIC_IMAGE" "$rootfs" "$out/images/traffic.tar" /bin/sh
+    docker_archive --scratch "$work" --created-by scripts/k8s/build.sh "$TRAFFIC_IMAGE" "$rootfs" "$out/images/traffic.tar" /bin/sh
 
     rm -rf "$rootfs" && mkdir -p "$rootfs/etc"
     cp "$out/bin/coredns" "$rootfs/coredns"
-    docker_archive "$COREDNS_IMAGE" "$rootfs" "$out/images/coredns.tar" /coredns
+    docker_archive --scratch "$work" --created-by scripts/k8s/build.sh "$COREDNS_IMAGE" "$rootfs" "$out/images/coredns.tar" /coredns
 }
 
 start=$(date +%s)

@@ -1,5 +1,5 @@
-//! Network namespaces standing in for pods, as root: two joined by a veth pair, and threads that
-//! run inside one.
+//! Network namespaces standing in for pods, as root: two joined by a veth pair, pods on a
+//! bridge, and threads that run inside one.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -9,13 +9,9 @@ use std::thread::JoinHandle;
 
 /// Runs `ip <args>` (iproute2), panicking with its stderr if it fails.
 pub fn ip(args: &[&str]) {
-    let output = Command::new("ip").args(args).output().expect("running ip (iproute2)");
-    assert!(
-        output.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if let Err(e) = try_ip(args) {
+        panic!("{e:#}");
+    }
 }
 
 /// Runs `f` on a new thread that has entered network namespace `ns` (from `ip netns add`);
@@ -137,4 +133,110 @@ impl Drop for NetnsPair {
             let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
         }
     }
+}
+
+/// Pods on one bridge, as a CNI makes them: a bridge `<tag>-br`, and per pod a namespace
+/// `<tag>-<n>` whose `eth0` is a veth `<tag>-<n>v` on the bridge. Dropping it removes the veths,
+/// the namespaces and the bridge (the processes in them must be gone first). Errors name the
+/// command that failed; creating anything needs root and iproute2.
+pub struct Bridge {
+    tag: String,
+    pods: Vec<String>,
+}
+
+impl Bridge {
+    /// The longest tag: interface names are at most 15 characters, `<tag>-<n>v` among them.
+    pub const MAX_TAG: usize = 11;
+    /// The most pods a bridge holds (one digit in the names).
+    pub const MAX_PODS: usize = 10;
+
+    /// The bridge's name for `tag`.
+    pub fn bridge_name(tag: &str) -> String {
+        format!("{tag}-br")
+    }
+
+    /// The namespace and host-side veth of pod `n` on bridge `tag`.
+    pub fn pod_names(tag: &str, n: usize) -> (String, String) {
+        let ns = format!("{tag}-{n}");
+        let veth = format!("{ns}v");
+        (ns, veth)
+    }
+
+    /// A bridge for `tag` (unique on the machine: whatever already carries its names is removed
+    /// first).
+    pub fn new(tag: &str) -> anyhow::Result<Bridge> {
+        anyhow::ensure!(
+            tag.len() <= Self::MAX_TAG,
+            "bridge tag {tag} is longer than {} characters",
+            Self::MAX_TAG
+        );
+        let bridge = Self::bridge_name(tag);
+        let _ = quiet_ip(&["link", "del", &bridge]);
+        try_ip(&["link", "add", &bridge, "type", "bridge"])?;
+        let made = Bridge { tag: tag.to_owned(), pods: Vec::new() };
+        try_ip(&["link", "set", &bridge, "up"])?;
+        Ok(made)
+    }
+
+    /// The number of the next pod [`add_pod`](Self::add_pod) makes (for names noted beforehand).
+    pub fn next_pod(&self) -> usize {
+        self.pods.len()
+    }
+
+    /// A pod namespace with address `cidr` (`10.1.0.2/16`) on `eth0`, `lo` up; returns its name.
+    pub fn add_pod(&mut self, cidr: &str) -> anyhow::Result<String> {
+        anyhow::ensure!(self.pods.len() < Self::MAX_PODS, "a bridge holds at most 10 pods");
+        let (ns, veth) = Self::pod_names(&self.tag, self.pods.len());
+        let _ = quiet_ip(&["link", "del", &veth]);
+        let _ = quiet_ip(&["netns", "del", &ns]);
+        try_ip(&["netns", "add", &ns])?;
+        self.pods.push(ns.clone());
+        try_ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+        try_ip(&["link", "set", &veth, "master", &Self::bridge_name(&self.tag), "up"])?;
+        try_ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        try_ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        let mut addr = vec!["-n", &ns, "addr", "add", cidr, "dev", "eth0"];
+        if cidr.contains(':') {
+            addr.push("nodad");
+        }
+        try_ip(&addr)?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        // Deleting a veth's host end deletes the pair at once; a namespace's own cleanup is lazy.
+        for (n, ns) in self.pods.iter().enumerate() {
+            let _ = quiet_ip(&["link", "del", &Self::pod_names(&self.tag, n).1]);
+            let _ = quiet_ip(&["netns", "del", ns]);
+        }
+        let _ = quiet_ip(&["link", "del", &Self::bridge_name(&self.tag)]);
+    }
+}
+
+/// Runs `ip <args>`; an error carries the command and its stderr.
+pub fn try_ip(args: &[&str]) -> anyhow::Result<()> {
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running ip (iproute2; install it): {e}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "ip {} failed (needs root): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
+}
+
+fn quiet_ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -15,6 +15,21 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// `N` different free ports on 127.0.0.1 (each held until all are picked, so none is picked
+/// twice).
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    use anyhow::Context as _;
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("finding free ports on 127.0.0.1")?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
 /// A fresh directory `<temp>/<prefix>-<uuid>`, removed with everything in it on drop.
 pub struct TempDir(PathBuf);
 

@@ -12,12 +12,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use e2e::{binary, free_port, spawn, start_mapper, wait_ready, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::FakeApiServer;
+use tests::{binary, free_port, spawn, start_mapper, wait_ready, write_kubeconfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_pods() {

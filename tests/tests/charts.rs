@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use e2e::binary;
 use serde_yaml::Value;
+use tests::binary;
 
 /// The oldest the charts allow (Chart.yaml `kubeVersion`), two in wide use, and (added at run
 /// time) the newest the installed kubernetes-validate knows.

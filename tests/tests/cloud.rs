@@ -5,8 +5,8 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{admin, binary, free_port, run_ok, serving_url, spawn, wait_ready};
 use serde_json::{json, Value};
+use tests::{admin, binary, free_port, run_ok, serving_url, spawn, wait_ready};
 
 #[tokio::test]
 async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {

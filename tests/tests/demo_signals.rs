@@ -158,8 +158,8 @@ impl Demo {
     fn start() -> Demo {
         let out = std::env::temp_dir()
             .join(format!("e2e-demo-signals-{}", uuid::Uuid::new_v4().simple()));
-        let mut child = Command::new(e2e::binary("intentmap-demo"))
-            .args(["--listen", &format!("127.0.0.1:{}", e2e::free_port()), "--out"])
+        let mut child = Command::new(tests::binary("intentmap-demo"))
+            .args(["--listen", &format!("127.0.0.1:{}", tests::free_port()), "--out"])
             .arg(&out)
             .env_remove("DATABASE_URL")
             .env_remove("DEMO_EXIT")
@@ -286,7 +286,7 @@ impl Demo {
 
     /// `intentmap-demo --clean` with this demo's --out.
     fn clean(&self) -> std::process::Output {
-        Command::new(e2e::binary("intentmap-demo"))
+        Command::new(tests::binary("intentmap-demo"))
             .arg("--clean")
             .arg("--out")
             .arg(&self.out)

@@ -8,9 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{admin, binary, serving_url, start_cloud, start_cloud_with};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
+use tests::{admin, binary, serving_url, start_cloud, start_cloud_with};
 
 async fn fresh_db(prefix: &str) -> String {
     let pg =

@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{binary, start_mapper_only_with, start_mapper_with, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::{FakeApiServer, TokenIdentity, API_AUDIENCE};
+use tests::{binary, start_mapper_only_with, start_mapper_with, write_kubeconfig};
 
 const AUDIENCE: &str = "intentmap-mapper";
 const NODE_ACCOUNT: &str = "system:serviceaccount:intentmap:intentmap-node";

@@ -11,12 +11,12 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::{admin, start_cloud, start_mapper_with, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::FakeApiServer;
+use tests::{admin, start_cloud, start_mapper_with, write_kubeconfig};
 use uuid::Uuid;
 
 /// How much the cloud's peak resident memory may grow under the attack.

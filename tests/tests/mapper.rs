@@ -5,12 +5,12 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{admin, binary, free_port, run_ok, spawn, start_cloud, wait_ready, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::{FakeApiServer, TokenIdentity};
+use tests::{admin, binary, free_port, run_ok, spawn, start_cloud, wait_ready, write_kubeconfig};
 
 const NS: &str = "otterize-ecom-demo";
 const SERVICES: &[&str] = &[
@@ -377,7 +377,7 @@ async fn the_otterize_service_name_label_names_the_workload_in_list() {
     }
     let dir = std::env::temp_dir().join(format!("e2e-mapper-label-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (_agent, mapper) = e2e::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
+    let (_agent, mapper) = tests::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
     let http = reqwest::Client::new();
     let call = |at: String| {
         let http = http.clone();
@@ -417,66 +417,4 @@ async fn the_otterize_service_name_label_names_the_workload_in_list() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The same path against a real cluster: the mapper's watches sync with a real API server, and
-/// a connection from a running pod to the API server's Service is named as its workload
-/// calling `kubernetes` in `default`.
-#[tokio::test]
-#[ignore = "needs a real Kubernetes cluster, which these machines cannot run: set KUBECONFIG and run `cargo test -p e2e --test mapper -- --ignored`"]
-async fn against_a_real_cluster_when_kubeconfig_is_set() {
-    use kube::api::ListParams;
-    let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG names the real cluster");
-    let client = kube::Client::try_default().await.expect("a client for KUBECONFIG");
-    let pods: kube::Api<Pod> = kube::Api::all(client.clone());
-    let pod = pods
-        .list(&ListParams::default().fields("status.phase=Running"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|p| {
-            p.spec.as_ref().and_then(|s| s.host_network) != Some(true)
-                && p.status.as_ref().and_then(|s| s.pod_ip.clone()).is_some()
-        })
-        .expect("a running pod with its own IP");
-    let services: kube::Api<Service> = kube::Api::namespaced(client, "default");
-    let api_ip = services
-        .get("kubernetes")
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("the kubernetes Service has a ClusterIP");
-    let port = free_port();
-    let mapper = format!("http://127.0.0.1:{port}");
-    let dir = std::env::temp_dir().join(format!("e2e-real-{}", uuid::Uuid::new_v4()));
-    let _agent = spawn(
-        Command::new(binary("cluster-agent"))
-            .args([
-                "mapper",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--shared-token",
-                "t",
-                "--outbox-dir",
-            ])
-            .arg(dir.join("outbox"))
-            .env("KUBECONFIG", &kubeconfig),
-    );
-    wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(120)).await;
-    let pod_ip = pod.status.and_then(|s| s.pod_ip).unwrap();
-    let batch = json!({"tcp": [{"src_ip": pod_ip, "src_port": 40000, "dst_ip": api_ip, "dst_port": 443, "at": chrono::Utc::now()}]});
-    let status = reqwest::Client::new()
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("t")
-        .json(&batch)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 202);
-    let listed = intentmap(&mapper, &["list"]);
-    assert!(listed.contains("  - kubernetes in namespace default\n"), "{listed}");
-    std::fs::remove_dir_all(&dir).ok();
 }

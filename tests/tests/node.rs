@@ -6,45 +6,27 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{binary, free_port, spawn, start_mapper, wait_ready, write_kubeconfig, Running};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use testkit::kube_api::FakeApiServer;
-
-fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").arg("-c").arg(cmd).output().expect("sh runs")
-}
+use testkit::netns::Bridge;
+use tests::{binary, free_port, spawn, start_mapper, wait_ready, write_kubeconfig, Running};
 
 /// Two pod namespaces on a bridge: `a` (10.210.x.2, the client) and `b` (10.210.x.3, the server
 /// and a DNS server). Removed on drop.
 struct Node {
-    tag: String,
     subnet: u8,
+    pods: [String; 2],
+    _bridge: Bridge,
 }
 
 impl Node {
     fn new(subnet: u8) -> Self {
-        let tag = format!("e2n{subnet}");
-        let node = Node { tag: tag.clone(), subnet };
-        let script = format!(
-            "set -e
-             ip link add {tag}br type bridge; ip link set {tag}br up
-             for p in a b; do
-               ip netns add {tag}$p
-               ip link add {tag}$p type veth peer name eth0 netns {tag}$p
-               ip link set {tag}$p master {tag}br up
-               ip -n {tag}$p link set lo up; ip -n {tag}$p link set eth0 up
-             done
-             ip -n {tag}a addr add 10.210.{subnet}.2/24 dev eth0
-             ip -n {tag}b addr add 10.210.{subnet}.3/24 dev eth0"
-        );
-        let out = sh(&script);
-        assert!(
-            out.status.success(),
-            "setting up the test node failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        node
+        let mut bridge = Bridge::new(&format!("e2n{subnet}")).expect("setting up the test node");
+        let pods = [2, 3].map(|host| {
+            bridge.add_pod(&format!("10.210.{subnet}.{host}/24")).expect("adding a test pod")
+        });
+        Node { subnet, pods, _bridge: bridge }
     }
 
     fn ip(&self, pod: char) -> String {
@@ -52,19 +34,10 @@ impl Node {
     }
 
     fn exec(&self, pod: char, program: &str, args: &[&str]) -> Running {
+        let ns = &self.pods[usize::from(pod != 'a')];
         spawn(
-            Command::new("ip")
-                .args(["netns", "exec", &format!("{}{pod}", self.tag), program])
-                .args(args)
-                .stdin(Stdio::null()),
+            Command::new("ip").args(["netns", "exec", ns, program]).args(args).stdin(Stdio::null()),
         )
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let tag = &self.tag;
-        sh(&format!("ip netns del {tag}a; ip netns del {tag}b; ip link del {tag}br"));
     }
 }
 
@@ -192,11 +165,13 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
 async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unknown() {
     testkit::need::root("network namespaces and eBPF");
     const UID: &str = "0f4c2a9e-5b7d-4c1e-9a3b-2d6e8f1a7c55";
-    let cgroup_root =
-        String::from_utf8(sh("awk '$3 == \"cgroup2\" {print $2; exit}' /proc/mounts").stdout)
-            .unwrap()
-            .trim()
-            .to_owned();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let cgroup_root = mounts
+        .lines()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .find(|fields| fields.get(2) == Some(&"cgroup2"))
+        .map(|fields| fields[1].to_owned())
+        .unwrap_or_default();
     assert!(!cgroup_root.is_empty(), "a cgroup2 mount");
     let pod_cgroup = format!("{cgroup_root}/kubepods-e2e/pod{UID}");
     std::fs::create_dir_all(&pod_cgroup).unwrap();
@@ -243,8 +218,8 @@ async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unk
     let _client = spawn(Command::new("sh").args([
         "-c",
         &format!(
-            "echo $$ > {pod_cgroup}/cgroup.procs && exec ip netns exec {}a python3 -c \"$0\" {b}",
-            node.tag
+            "echo $$ > {pod_cgroup}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\" {b}",
+            node.pods[0]
         ),
         PY_CLIENT,
     ]));

@@ -26,7 +26,7 @@ fn total(graph: &Value) -> u64 {
 async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_cloud_outage() {
     let pg = testkit::pg::server().await.expect("PostgreSQL");
     let database_url = pg.fresh_database("e2e_product").await.unwrap();
-    let bin_dir = e2e::binary("cloud-api").parent().unwrap().to_owned();
+    let bin_dir = tests::binary("cloud-api").parent().unwrap().to_owned();
     let work_dir = std::env::temp_dir().join(format!("e2e-product-{}", uuid::Uuid::new_v4()));
     let traffic = if testkit::need::is_root() { Traffic::Real } else { Traffic::Replayed };
     if traffic == Traffic::Replayed {
@@ -36,7 +36,7 @@ async fn the_whole_product_maps_real_traffic_across_two_clusters_and_survives_a_
         bin_dir,
         work_dir: work_dir.clone(),
         database_url,
-        cloud_port: e2e::free_port(),
+        cloud_port: tests::free_port(),
         traffic,
         upload_interval: 0.5,
     };

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{admin, binary, free_port, run_ok, start_cloud, start_mapper_with, write_kubeconfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use mapper_core::fixtures::*;
 use serde_json::Value;
 use testkit::kube_api::FakeApiServer;
+use tests::{admin, binary, free_port, run_ok, start_cloud, start_mapper_with, write_kubeconfig};
 
 /// The sidecar of `orders-api`: one `istio_requests_total` series (POST /api/orders from
 /// checkout), whose value is read from `count` at each scrape. Returns the scrape counter.

@@ -8,9 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{binary, run_ok, start_mapper};
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
+use tests::{binary, run_ok, start_mapper};
 
 const NS: &str = "real-cluster";
 
@@ -236,6 +236,21 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
         intentmap(&mapper, &["list"]),
         format!("client in namespace {NS} calls:\n  - server\n"),
         "both ends are named by their Deployment, not the pod"
+    );
+    // A call to the API server's Service is named as the `kubernetes` Service in `default`.
+    let status = reqwest::Client::new()
+        .post(format!("{mapper}/v1/observations"))
+        .bearer_auth("node-secret")
+        .json(&json!({"source": NODE_NAME, "tcp": [{"src_ip": family(&clients, false)[0], "src_port": 40001, "dst_ip": API_SERVICE_IP, "dst_port": 443, "at": now, "count": 1}]}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 202);
+    let listed = intentmap(&mapper, &["list"]);
+    assert!(
+        listed.contains("  - kubernetes in namespace default\n") && listed.contains("  - server\n"),
+        "the client calls the API server's Service and the server:\n{listed}"
     );
 
     cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]).unwrap();

@@ -9,26 +9,12 @@ use serde::Deserialize;
 use super::auth::{CanRead, CanWrite};
 use super::error::ApiError;
 use super::{cluster_of, AppState};
-use crate::store::{ClusterCredentials, ClusterInfo};
+use crate::store::{ClusterCredentials, ClusterInfo, ClusterName};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewCluster {
     name: String,
-}
-
-/// Cluster names are DNS labels: they appear in node ids, URLs and file names.
-pub fn check_cluster_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("cluster name {name:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"))
-    }
 }
 
 pub async fn create(
@@ -39,8 +25,8 @@ pub async fn create(
     let req: NewCluster = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!("expected {{\"name\": \"<cluster name>\"}}: {e}"))
     })?;
-    check_cluster_name(&req.name).map_err(ApiError::Unprocessable)?;
-    let creds = state.store.create_cluster(auth.org_id, &req.name).await?;
+    let name = ClusterName::new(req.name).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let creds = state.store.create_cluster(auth.org_id, &name).await?;
     tracing::info!(org = %auth.org_id, cluster = %creds.cluster_id, name = %creds.name, "cluster created");
     Ok((StatusCode::CREATED, Json(creds)))
 }

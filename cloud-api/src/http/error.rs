@@ -4,6 +4,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::store::StoreError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -54,19 +56,19 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        if let Some(db) = e.as_database_error() {
-            if db.is_unique_violation() {
-                return ApiError::Conflict(
-                    "that name is already taken in this organisation; choose another".into(),
-                );
-            }
-            if db.is_foreign_key_violation() {
-                return ApiError::NotFound("the cluster no longer exists".into());
-            }
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken { .. } => ApiError::Conflict(
+                "that name is already taken in this organisation; choose another".into(),
+            ),
+            StoreError::ClusterGone => ApiError::NotFound("the cluster no longer exists".into()),
+            // It would fail again on every retry: the sender has to change the report.
+            StoreError::Unstorable { code, message } => ApiError::Unprocessable(format!(
+                "the database cannot store a value in this report ({message}, SQLSTATE {code}); the report was not applied: fix or drop it, retrying will not help"
+            )),
+            StoreError::Database(e) => ApiError::Internal(e.into()),
         }
-        ApiError::Internal(e.into())
     }
 }
 
@@ -92,5 +94,40 @@ impl IntoResponse for ApiError {
             return (status, [(header::RETRY_AFTER, "1".to_owned())], body).into_response();
         }
         (status, body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_their_statuses_and_messages() {
+        let cases = [
+            (
+                StoreError::NameTaken { constraint: Some("clusters_org_id_name_key".into()) },
+                StatusCode::CONFLICT,
+                "that name is already taken in this organisation; choose another".to_owned(),
+            ),
+            (
+                StoreError::ClusterGone,
+                StatusCode::NOT_FOUND,
+                "the cluster no longer exists".to_owned(),
+            ),
+            (
+                StoreError::Unstorable { code: "22021".into(), message: "invalid byte".into() },
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the database cannot store a value in this report (invalid byte, SQLSTATE 22021); the report was not applied: fix or drop it, retrying will not help".to_owned(),
+            ),
+            (
+                StoreError::Database(sqlx::Error::PoolTimedOut),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_owned(),
+            ),
+        ];
+        for (store, status, message) in cases {
+            let api = ApiError::from(store);
+            assert_eq!((api.status(), api.to_string()), (status, message));
+        }
     }
 }

@@ -54,7 +54,7 @@ fn read_error(e: ReadError, narrow: &str) -> ApiError {
             ApiError::Unprocessable(format!("more than {limit} edges match, more than one read returns (--graph-max-edges); {narrow}"))
         }
         ReadError::Timeout(t) => ApiError::Unavailable(format!("the read took longer than {} s and was stopped; {narrow}, or retry later", t.as_secs_f64())),
-        ReadError::Database(e) => e.into(),
+        ReadError::Store(e) => e.into(),
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn ingest(
         }
     };
     let IngestOutcome { duplicate, edges_merged } = state.store.ingest(auth.org_id, auth.cluster_id, &report).await.map_err(|e| {
-        let e = stored(e);
+        let e = ApiError::from(e);
         if !matches!(e, ApiError::Internal(_)) {
             state.metrics.report("rejected");
             tracing::warn!(org = %auth.org_id, cluster = %auth.cluster_id, report_id = %report.report_id, error = %e, "report refused by the database");
@@ -153,20 +153,4 @@ fn is_length_limit(e: &axum::Error) -> bool {
         source = err.source();
     }
     false
-}
-
-/// A database error while storing a report. One caused by the report's values (SQLSTATE class
-/// 22, data exception; 23, integrity constraint) would fail again on every retry, so it is a
-/// 422 that says so (but a cluster deleted meanwhile is a 404); anything else is the server's
-/// problem.
-pub fn stored(e: sqlx::Error) -> ApiError {
-    if let Some(db) = e.as_database_error().filter(|db| !db.is_foreign_key_violation()) {
-        if let Some(code) = db.code().filter(|c| c.starts_with("22") || c.starts_with("23")) {
-            return ApiError::Unprocessable(format!(
-                "the database cannot store a value in this report ({}, SQLSTATE {code}); the report was not applied: fix or drop it, retrying will not help",
-                db.message()
-            ));
-        }
-    }
-    ApiError::from(e)
 }

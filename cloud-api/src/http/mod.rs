@@ -12,8 +12,6 @@ pub mod web;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
@@ -101,12 +99,8 @@ pub fn metrics_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        state.metrics.encode(),
-    )
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    state.metrics.response()
 }
 
 /// The caller's cluster by id or name; another organisation's cluster is "not found", never "forbidden".

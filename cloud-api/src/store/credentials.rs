@@ -4,10 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use super::{ClusterCredentials, ClusterInfo, NewOrg, Store};
+use super::{ClusterCredentials, ClusterInfo, ClusterName, NewOrg, Store, StoreError};
 use crate::secrets::{self, HashKey, Purpose, SecretHasher};
 use crate::tokens::{self, Scope};
 
@@ -16,8 +18,7 @@ pub(super) async fn load_hasher(
     pool: &PgPool,
     mut keys: Vec<HashKey>,
 ) -> Result<SecretHasher, sqlx::Error> {
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT key FROM token_hash_key").fetch_optional(pool).await?;
+    let stored = sqlx::query_scalar!("SELECT key FROM token_hash_key").fetch_optional(pool).await?;
     if let Some(bytes) = stored {
         let key = HashKey::new(&bytes).map_err(|e| sqlx::Error::Decode(e.into()))?;
         if !keys.iter().any(|k| k.kid() == key.kid()) {
@@ -28,11 +29,10 @@ pub(super) async fn load_hasher(
 }
 
 /// An API token as listed: never its secret.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ApiTokenInfo {
     pub id: Uuid,
     pub name: String,
-    #[sqlx(try_from = "Vec<String>")]
     pub scopes: Scopes,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -52,6 +52,24 @@ impl TryFrom<Vec<String>> for Scopes {
             .map(|s| Scope::parse(s).ok_or_else(|| format!("unknown scope {s:?} stored")))
             .collect::<Result<_, _>>()
             .map(Scopes)
+    }
+}
+
+/// Stored as `text[]`; an unknown scope fails to decode.
+impl sqlx::Type<Postgres> for Scopes {
+    fn type_info() -> PgTypeInfo {
+        <Vec<String> as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <Vec<String> as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for Scopes {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let names = <Vec<String> as sqlx::Decode<'r, Postgres>>::decode(value)?;
+        Ok(Scopes::try_from(names)?)
     }
 }
 
@@ -78,12 +96,10 @@ fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
 impl Store {
     // === organisations ===
 
-    pub async fn create_org(&self, name: &str) -> Result<NewOrg, sqlx::Error> {
+    pub async fn create_org(&self, name: &str) -> Result<NewOrg, StoreError> {
         let org_id = Uuid::new_v4();
         let mut tx = self.tenant(org_id).await?;
-        sqlx::query("INSERT INTO organizations (id, name) VALUES ($1, $2)")
-            .bind(org_id)
-            .bind(name)
+        sqlx::query!("INSERT INTO organizations (id, name) VALUES ($1, $2)", org_id, name)
             .execute(&mut *tx)
             .await?;
         let first =
@@ -92,14 +108,13 @@ impl Store {
         Ok(NewOrg { org_id, name: name.to_owned(), api_token: first.token })
     }
 
-    pub async fn org_exists(&self, org: Uuid) -> Result<bool, sqlx::Error> {
+    pub async fn org_exists(&self, org: Uuid) -> Result<bool, StoreError> {
         Ok(self.org_name(org).await?.is_some())
     }
 
-    pub async fn org_name(&self, org: Uuid) -> Result<Option<String>, sqlx::Error> {
+    pub async fn org_name(&self, org: Uuid) -> Result<Option<String>, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let name = sqlx::query_scalar("SELECT name FROM organizations WHERE id = $1")
-            .bind(org)
+        let name = sqlx::query_scalar!("SELECT name FROM organizations WHERE id = $1", org)
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -111,30 +126,35 @@ impl Store {
     pub async fn create_cluster(
         &self,
         org: Uuid,
-        name: &str,
-    ) -> Result<ClusterCredentials, sqlx::Error> {
+        name: &ClusterName,
+    ) -> Result<ClusterCredentials, StoreError> {
         let cluster_id = Uuid::new_v4();
         let client_id = format!("cl_{}", cluster_id.simple());
         let client_secret = secrets::random_secret();
         let mut tx = self.tenant(org).await?;
-        sqlx::query("INSERT INTO clusters (org_id, id, name, client_id, secret_hash) VALUES ($1, $2, $3, $4, $5)")
-            .bind(org)
-            .bind(cluster_id)
-            .bind(name)
-            .bind(&client_id)
-            .bind(self.hasher.hash(Purpose::ClusterSecret, &client_secret))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO clusters (org_id, id, name, client_id, secret_hash) VALUES ($1, $2, $3, $4, $5)",
+            org,
+            cluster_id,
+            name.as_str(),
+            &client_id,
+            self.hasher.hash(Purpose::ClusterSecret, &client_secret)
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(ClusterCredentials { cluster_id, name: name.to_owned(), client_id, client_secret })
+        Ok(ClusterCredentials { cluster_id, name: name.clone(), client_id, client_secret })
     }
 
-    pub async fn list_clusters(&self, org: Uuid) -> Result<Vec<ClusterInfo>, sqlx::Error> {
+    pub async fn list_clusters(&self, org: Uuid) -> Result<Vec<ClusterInfo>, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let rows = sqlx::query_as("SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters WHERE org_id = $1 ORDER BY name")
-            .bind(org)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query_as!(
+            ClusterInfo,
+            "SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters WHERE org_id = $1 ORDER BY name",
+            org
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -144,16 +164,17 @@ impl Store {
         &self,
         org: Uuid,
         id_or_name: &str,
-    ) -> Result<Option<ClusterInfo>, sqlx::Error> {
+    ) -> Result<Option<ClusterInfo>, StoreError> {
         let id = Uuid::try_parse(id_or_name).ok();
         let mut tx = self.tenant(org).await?;
-        let row = sqlx::query_as(
+        let row = sqlx::query_as!(
+            ClusterInfo,
             "SELECT id, name, client_id, created_at, revoked_at, last_report_at FROM clusters
              WHERE org_id = $1 AND (name = $2 OR id = $3)",
+            org,
+            id_or_name,
+            id
         )
-        .bind(org)
-        .bind(id_or_name)
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -161,28 +182,26 @@ impl Store {
     }
 
     /// Revoking stops the cluster's secret and every token issued from it.
-    pub async fn revoke_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
+    pub async fn revoke_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let done = sqlx::query("UPDATE clusters SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(cluster)
-            .execute(&mut *tx)
+        let done = sqlx::query!(
+            "UPDATE clusters SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2",
+            org,
+            cluster
+        )
+        .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Deletes the cluster with all its edges and reports.
-    pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
+    pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, StoreError> {
         let mut tx = self.tenant(org).await?;
-        sqlx::query("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2")
-            .bind(org)
-            .bind(cluster)
+        sqlx::query!("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2", org, cluster)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM clusters WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(cluster)
+        let done = sqlx::query!("DELETE FROM clusters WHERE org_id = $1 AND id = $2", org, cluster)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -194,22 +213,24 @@ impl Store {
     pub async fn cluster_client(
         &self,
         client_id: &str,
-    ) -> Result<Option<(Uuid, Uuid, String)>, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT org_id, cluster_id, secret_hash FROM auth_cluster_client($1)")
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    ) -> Result<Option<(Uuid, Uuid, String)>, StoreError> {
+        // The function's columns are never NULL, but PostgreSQL cannot know that.
+        let row = sqlx::query!(
+            r#"SELECT org_id AS "org_id!", cluster_id AS "cluster_id!", secret_hash AS "secret_hash!" FROM auth_cluster_client($1)"#,
+            client_id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.org_id, r.cluster_id, r.secret_hash)))
     }
 
-    pub async fn cluster_is_active(&self, org: Uuid, cluster: Uuid) -> Result<bool, sqlx::Error> {
+    pub async fn cluster_is_active(&self, org: Uuid, cluster: Uuid) -> Result<bool, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let row = sqlx::query(
+        let row = sqlx::query_scalar!(
             "SELECT 1 FROM clusters WHERE org_id = $1 AND id = $2 AND revoked_at IS NULL",
+            org,
+            cluster
         )
-        .bind(org)
-        .bind(cluster)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -224,36 +245,36 @@ impl Store {
         cluster: Uuid,
         old_hash: &str,
         secret: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.tenant(org).await?;
-        sqlx::query("UPDATE clusters SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3")
-            .bind(org)
-            .bind(cluster)
-            .bind(old_hash)
-            .bind(self.hasher.hash(Purpose::ClusterSecret, secret))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        sqlx::query!(
+            "UPDATE clusters SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3",
+            org,
+            cluster,
+            old_hash,
+            self.hasher.hash(Purpose::ClusterSecret, secret)
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx.commit().await?)
     }
 
     // === API tokens ===
 
     /// The stored hash and scopes of an active API token id. Runs before the tenant is known.
-    pub async fn api_token(&self, token_id: Uuid) -> Result<Option<StoredApiToken>, sqlx::Error> {
-        let row = sqlx::query("SELECT org_id, secret_hash, scopes FROM auth_api_token($1)")
-            .bind(token_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            let scopes = Scopes::try_from(r.try_get::<Vec<String>, _>(2)?)
-                .map_err(|e| sqlx::Error::Decode(e.into()))?;
-            Ok(StoredApiToken {
-                org_id: r.try_get(0)?,
-                secret_hash: r.try_get(1)?,
-                scopes: scopes.0,
-            })
-        })
-        .transpose()
+    pub async fn api_token(&self, token_id: Uuid) -> Result<Option<StoredApiToken>, StoreError> {
+        // The function's columns are never NULL, but PostgreSQL cannot know that.
+        let row = sqlx::query!(
+            r#"SELECT org_id AS "org_id!", secret_hash AS "secret_hash!", scopes AS "scopes!: Scopes" FROM auth_api_token($1)"#,
+            token_id
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| StoredApiToken {
+            org_id: r.org_id,
+            secret_hash: r.secret_hash,
+            scopes: r.scopes.0,
+        }))
     }
 
     pub async fn rehash_api_token(
@@ -262,16 +283,18 @@ impl Store {
         token_id: Uuid,
         old_hash: &str,
         secret: &str,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let mut tx = self.tenant(org).await?;
-        sqlx::query("UPDATE api_tokens SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3")
-            .bind(org)
-            .bind(token_id)
-            .bind(old_hash)
-            .bind(self.hasher.hash(Purpose::ApiToken, secret))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        sqlx::query!(
+            "UPDATE api_tokens SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3",
+            org,
+            token_id,
+            old_hash,
+            self.hasher.hash(Purpose::ApiToken, secret)
+        )
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx.commit().await?)
     }
 
     pub async fn create_api_token(
@@ -279,18 +302,21 @@ impl Store {
         org: Uuid,
         name: &str,
         scopes: &[Scope],
-    ) -> Result<NewApiToken, sqlx::Error> {
+    ) -> Result<NewApiToken, StoreError> {
         let mut tx = self.tenant(org).await?;
         let token = insert_api_token(&mut tx, &self.hasher, org, name, scopes).await?;
         tx.commit().await?;
         Ok(token)
     }
 
-    pub async fn list_api_tokens(&self, org: Uuid) -> Result<Vec<ApiTokenInfo>, sqlx::Error> {
+    pub async fn list_api_tokens(&self, org: Uuid) -> Result<Vec<ApiTokenInfo>, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let rows = sqlx::query_as("SELECT id, name, scopes, created_at, revoked_at FROM api_tokens WHERE org_id = $1 ORDER BY created_at, id")
-            .bind(org)
-            .fetch_all(&mut *tx)
+        let rows = sqlx::query_as!(
+            ApiTokenInfo,
+            r#"SELECT id, name, scopes AS "scopes: Scopes", created_at, revoked_at FROM api_tokens WHERE org_id = $1 ORDER BY created_at, id"#,
+            org
+        )
+        .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(rows)
@@ -300,12 +326,15 @@ impl Store {
         &self,
         org: Uuid,
         id: Uuid,
-    ) -> Result<Option<ApiTokenInfo>, sqlx::Error> {
+    ) -> Result<Option<ApiTokenInfo>, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let row = sqlx::query_as("SELECT id, name, scopes, created_at, revoked_at FROM api_tokens WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(id)
-            .fetch_optional(&mut *tx)
+        let row = sqlx::query_as!(
+            ApiTokenInfo,
+            r#"SELECT id, name, scopes AS "scopes: Scopes", created_at, revoked_at FROM api_tokens WHERE org_id = $1 AND id = $2"#,
+            org,
+            id
+        )
+        .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(row)
@@ -316,14 +345,15 @@ impl Store {
         &self,
         org: Uuid,
         id: Uuid,
-    ) -> Result<Option<ApiTokenInfo>, sqlx::Error> {
+    ) -> Result<Option<ApiTokenInfo>, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let row = sqlx::query_as(
-            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2
-             RETURNING id, name, scopes, created_at, revoked_at",
+        let row = sqlx::query_as!(
+            ApiTokenInfo,
+            r#"UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2
+             RETURNING id, name, scopes AS "scopes: Scopes", created_at, revoked_at"#,
+            org,
+            id
         )
-        .bind(org)
-        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -340,15 +370,16 @@ async fn insert_api_token(
 ) -> Result<NewApiToken, sqlx::Error> {
     let id = Uuid::new_v4();
     let secret = secrets::random_secret();
-    let info = sqlx::query_as(
-        "INSERT INTO api_tokens (org_id, id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, name, scopes, created_at, revoked_at",
+    let info = sqlx::query_as!(
+        ApiTokenInfo,
+        r#"INSERT INTO api_tokens (org_id, id, name, secret_hash, scopes) VALUES ($1, $2, $3, $4, $5)
+         RETURNING id, name, scopes AS "scopes: Scopes", created_at, revoked_at"#,
+        org,
+        id,
+        name,
+        hasher.hash(Purpose::ApiToken, &secret),
+        &scope_names(scopes) as &[&str]
     )
-    .bind(org)
-    .bind(id)
-    .bind(name)
-    .bind(hasher.hash(Purpose::ApiToken, &secret))
-    .bind(scope_names(scopes))
     .fetch_one(tx)
     .await?;
     Ok(NewApiToken { info, token: tokens::format_api_token(id, &secret) })

@@ -9,10 +9,10 @@ use model::graph::{ClusterEdge, ClusterExposure};
 use model::{
     AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef,
 };
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{decode_http, decode_kafka, Store};
+use super::{decode_http, decode_kafka, tenant, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct ReadLimits {
@@ -35,7 +35,7 @@ pub enum ReadError {
     #[error("the read took longer than {0:?}")]
     Timeout(Duration),
     #[error(transparent)]
-    Database(sqlx::Error),
+    Store(StoreError),
 }
 
 impl ReadError {
@@ -43,7 +43,7 @@ impl ReadError {
         // 57014 query_canceled: what statement_timeout raises.
         match e.as_database_error().and_then(|d| d.code()) {
             Some(code) if code == "57014" => ReadError::Timeout(timeout),
-            _ => ReadError::Database(e),
+            _ => ReadError::Store(e.into()),
         }
     }
 }
@@ -66,13 +66,14 @@ impl Store {
     ) -> Result<GraphData, ReadError> {
         let timeout = limits.statement_timeout;
         let run = async {
-            let mut tx = self.tenant(org).await?;
+            let mut tx = tenant(&self.pool, org).await?;
             set_timeout(&mut tx, timeout).await?;
-            let clusters =
-                sqlx::query_scalar("SELECT name FROM clusters WHERE org_id = $1 ORDER BY name")
-                    .bind(org)
-                    .fetch_all(&mut *tx)
-                    .await?;
+            let clusters = sqlx::query_scalar!(
+                "SELECT name FROM clusters WHERE org_id = $1 ORDER BY name",
+                org
+            )
+            .fetch_all(&mut *tx)
+            .await?;
             let edges =
                 edges(&mut tx, org, EdgeFilter { since, ..Default::default() }, limits.max_edges)
                     .await?;
@@ -95,7 +96,7 @@ impl Store {
     ) -> Result<Vec<ClusterEdge>, ReadError> {
         let timeout = limits.statement_timeout;
         let run = async {
-            let mut tx = self.tenant(org).await?;
+            let mut tx = tenant(&self.pool, org).await?;
             set_timeout(&mut tx, timeout).await?;
             let edges = edges(
                 &mut tx,
@@ -113,8 +114,8 @@ impl Store {
     }
 
     /// The org's exposed workloads (the cross-cluster merge reads them with the graph).
-    pub async fn exposures(&self, org: Uuid) -> Result<Vec<ClusterExposure>, sqlx::Error> {
-        let mut tx = self.tenant(org).await?;
+    pub async fn exposures(&self, org: Uuid) -> Result<Vec<ClusterExposure>, StoreError> {
+        let mut tx = tenant(&self.pool, org).await?;
         let found = exposures(&mut tx, org).await?;
         tx.commit().await?;
         Ok(found)
@@ -123,9 +124,8 @@ impl Store {
 
 async fn set_timeout(tx: &mut PgConnection, timeout: Duration) -> Result<(), sqlx::Error> {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
-    sqlx::query("SELECT set_config('statement_timeout', $1, true)")
-        .bind(ms)
-        .execute(tx)
+    sqlx::query_scalar!("SELECT set_config('statement_timeout', $1, true)", ms)
+        .fetch_one(tx)
         .await
         .map(|_| ())
 }
@@ -144,102 +144,118 @@ async fn edges(
     filter: EdgeFilter<'_>,
     max: usize,
 ) -> Result<Option<Vec<ClusterEdge>>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query_as!(
+        EdgeRow,
         "SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
                 e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
          FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
          WHERE e.org_id = $1 AND ($2::uuid IS NULL OR e.cluster_id = $2) AND ($3::timestamptz IS NULL OR e.last_seen >= $3)
                AND ($5::text IS NULL OR e.client_namespace = $5)
          LIMIT $4",
+        org,
+        filter.cluster,
+        filter.since,
+        i64::try_from(max).unwrap_or(i64::MAX - 1) + 1,
+        filter.client_namespace
     )
-    .bind(org)
-    .bind(filter.cluster)
-    .bind(filter.since)
-    .bind(i64::try_from(max).unwrap_or(i64::MAX - 1) + 1)
-    .bind(filter.client_namespace)
     .fetch_all(tx)
     .await?;
     if rows.len() > max {
         return Ok(None);
     }
-    rows.iter().map(edge_from_row).collect::<Result<Vec<_>, _>>().map(Some)
+    rows.into_iter().map(edge_from_row).collect::<Result<Vec<_>, _>>().map(Some)
 }
 
 async fn exposures(tx: &mut PgConnection, org: Uuid) -> Result<Vec<ClusterExposure>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT c.name AS cluster, x.namespace, x.name, x.kind, x.addresses, x.hostnames
          FROM exposed_workloads x JOIN clusters c ON c.org_id = x.org_id AND c.id = x.cluster_id
          WHERE x.org_id = $1 ORDER BY c.name, x.namespace, x.name",
+        org
     )
-    .bind(org)
     .fetch_all(tx)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ClusterExposure {
-                cluster: r.try_get("cluster")?,
-                exposed: ExposedWorkload {
-                    namespace: r.try_get("namespace")?,
-                    name: r.try_get("name")?,
-                    kind: r.try_get("kind")?,
-                    addresses: r.try_get("addresses")?,
-                    hostnames: r.try_get("hostnames")?,
-                },
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| ClusterExposure {
+            cluster: r.cluster,
+            exposed: ExposedWorkload {
+                namespace: r.namespace,
+                name: r.name,
+                kind: r.kind,
+                addresses: r.addresses,
+                hostnames: r.hostnames,
+            },
         })
-        .collect()
+        .collect())
 }
 
-fn edge_from_row(r: &sqlx::postgres::PgRow) -> Result<ClusterEdge, sqlx::Error> {
+/// An edge as stored, named by its cluster.
+struct EdgeRow {
+    cluster: String,
+    client_namespace: String,
+    client_name: String,
+    client_kind: Option<String>,
+    target_type: String,
+    target_namespace: String,
+    target_name: String,
+    target_kind: Option<String>,
+    ports: Vec<String>,
+    domains: Vec<String>,
+    ips: Vec<String>,
+    internet_ports: Vec<i32>,
+    actions: Vec<String>,
+    http: Vec<String>,
+    kafka: Vec<String>,
+    first_seen: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    connections: i64,
+}
+
+fn edge_from_row(r: EdgeRow) -> Result<ClusterEdge, sqlx::Error> {
     let decode = |e: String| sqlx::Error::Decode(e.into());
-    let ports: Vec<String> = r.try_get("ports")?;
-    let ports = ports
+    let ports = r
+        .ports
         .iter()
         .map(|p| p.parse::<PortSpec>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(decode)?;
-    let target_type: String = r.try_get("target_type")?;
-    let target_namespace: String = r.try_get("target_namespace")?;
-    let target_name: String = r.try_get("target_name")?;
-    let target = match target_type.as_str() {
+    let (target_namespace, target_name) = (r.target_namespace, r.target_name);
+    let target = match r.target_type.as_str() {
         "kubernetes" => Target::Kubernetes(WorkloadRef {
             namespace: target_namespace,
             name: target_name,
-            kind: r.try_get("target_kind")?,
+            kind: r.target_kind,
         }),
         "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
-        "internet" => {
-            let iports: Vec<i32> = r.try_get("internet_ports")?;
-            Target::Internet(InternetTarget {
-                domains: r.try_get("domains")?,
-                ips: r.try_get("ips")?,
-                ports: iports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
-            })
-        }
-        "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.try_get("actions")? }),
+        "internet" => Target::Internet(InternetTarget {
+            domains: r.domains,
+            ips: r.ips,
+            ports: r.internet_ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
+        }),
+        "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.actions }),
         "kafka" => Target::Kafka(WorkloadRef {
             namespace: target_namespace,
             name: target_name,
-            kind: r.try_get("target_kind")?,
+            kind: r.target_kind,
         }),
         other => return Err(decode(format!("unknown target_type {other:?}"))),
     };
-    let connections: i64 = r.try_get("connections")?;
     Ok(ClusterEdge {
-        cluster: r.try_get("cluster")?,
+        cluster: r.cluster,
         edge: Edge {
             client: WorkloadRef {
-                namespace: r.try_get("client_namespace")?,
-                name: r.try_get("client_name")?,
-                kind: r.try_get("client_kind")?,
+                namespace: r.client_namespace,
+                name: r.client_name,
+                kind: r.client_kind,
             },
             target,
             ports,
-            first_seen: r.try_get("first_seen")?,
-            last_seen: r.try_get("last_seen")?,
-            connections: connections.max(0) as u64,
-            http: decode_http(&r.try_get::<Vec<String>, _>("http")?).map_err(decode)?,
-            kafka: decode_kafka(&r.try_get::<Vec<String>, _>("kafka")?).map_err(decode)?,
+            first_seen: r.first_seen,
+            last_seen: r.last_seen,
+            connections: r.connections.max(0) as u64,
+            http: decode_http(&r.http).map_err(decode)?,
+            kafka: decode_kafka(&r.kafka).map_err(decode)?,
         },
     })
 }

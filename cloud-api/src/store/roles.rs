@@ -130,8 +130,8 @@ pub fn dedicated_login_url(owner_url: &str) -> Result<String, RoleError> {
 pub async fn provision_login(owner_url: &str, app_url: &str) -> Result<String, RoleError> {
     let (role, password) = url_credentials(app_url)?;
     let mut conn = PgConnection::connect(owner_url).await?;
-    let owner: String =
-        sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut conn).await?;
+    let owner =
+        sqlx::query_scalar!(r#"SELECT current_user::text AS "user!""#).fetch_one(&mut conn).await?;
     if owner == role {
         return Err(RoleError::Unsafe(format!(
             "the serving URL logs in as the schema owner {role:?}; {HOW}"
@@ -158,31 +158,40 @@ async fn provision_once(
     role: &str,
     password: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let create: String = sqlx::query_scalar(
-        "SELECT format('DO $do$ BEGIN CREATE ROLE %I LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $do$', $1::text)",
+    let create = sqlx::query_scalar!(
+        r#"SELECT format('DO $do$ BEGIN CREATE ROLE %I LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $do$', $1::text) AS "sql!""#,
+        role
     )
-    .bind(role)
     .fetch_one(&mut *conn)
     .await?;
     sqlx::raw_sql(&create).execute(&mut *conn).await?;
-    let alter: String = match password {
-        Some(p) => sqlx::query_scalar(
-            "SELECT format('ALTER ROLE %I LOGIN INHERIT PASSWORD %L', $1::text, $2::text)",
-        )
-        .bind(role)
-        .bind(p),
-        None => {
-            sqlx::query_scalar("SELECT format('ALTER ROLE %I LOGIN INHERIT', $1::text)").bind(role)
+    let alter = match password {
+        Some(p) => {
+            sqlx::query_scalar!(
+                r#"SELECT format('ALTER ROLE %I LOGIN INHERIT PASSWORD %L', $1::text, $2::text) AS "sql!""#,
+                role,
+                p
+            )
+            .fetch_one(&mut *conn)
+            .await?
         }
-    }
+        None => {
+            sqlx::query_scalar!(
+                r#"SELECT format('ALTER ROLE %I LOGIN INHERIT', $1::text) AS "sql!""#,
+                role
+            )
+            .fetch_one(&mut *conn)
+            .await?
+        }
+    };
+    sqlx::raw_sql(&alter).execute(&mut *conn).await?;
+    let grant = sqlx::query_scalar!(
+        r#"SELECT format('GRANT %I TO %I', $1::text, $2::text) AS "sql!""#,
+        APP_ROLE,
+        role
+    )
     .fetch_one(&mut *conn)
     .await?;
-    sqlx::raw_sql(&alter).execute(&mut *conn).await?;
-    let grant: String = sqlx::query_scalar("SELECT format('GRANT %I TO %I', $1::text, $2::text)")
-        .bind(APP_ROLE)
-        .bind(role)
-        .fetch_one(&mut *conn)
-        .await?;
     sqlx::raw_sql(&grant).execute(&mut *conn).await?;
     Ok(())
 }
@@ -199,10 +208,10 @@ fn is_concurrent_update(e: &sqlx::Error) -> bool {
 /// serving role's URL too.
 pub async fn may_migrate(url: &str) -> Result<bool, sqlx::Error> {
     let mut conn = PgConnection::connect(url).await?;
-    let may: bool = sqlx::query_scalar(
-        "SELECT r.rolsuper OR to_regclass('organizations') IS NULL
-                OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = to_regclass('organizations') AND c.relowner = r.oid)
-         FROM pg_roles r WHERE r.rolname = current_user",
+    let may = sqlx::query_scalar!(
+        r#"SELECT r.rolsuper OR to_regclass('organizations') IS NULL
+                OR EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = to_regclass('organizations') AND c.relowner = r.oid) AS "may!"
+         FROM pg_roles r WHERE r.rolname = current_user"#
     )
     .fetch_one(&mut conn)
     .await?;
@@ -213,15 +222,18 @@ pub async fn may_migrate(url: &str) -> Result<bool, sqlx::Error> {
 /// Refuses a serving connection that could get past row-level security, or a schema that is
 /// behind this binary.
 pub async fn check_serving_role(pool: &PgPool) -> Result<(), RoleError> {
-    let rows: Vec<(String, bool, bool, bool)> = sqlx::query_as(
-        "SELECT r.rolname::text, r.rolsuper, r.rolbypassrls,
+    let rows = sqlx::query!(
+        r#"SELECT r.rolname::text AS "role!", r.rolsuper AS "superuser!", r.rolbypassrls AS "bypass!",
                 EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                        WHERE c.relowner = r.oid AND n.nspname = current_schema())
-         FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY r.rolname",
+                        WHERE c.relowner = r.oid AND n.nspname = current_schema()) AS "owns!"
+         FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER') ORDER BY r.rolname"#
     )
     .fetch_all(pool)
     .await?;
-    let user: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(pool).await?;
+    let rows: Vec<(String, bool, bool, bool)> =
+        rows.into_iter().map(|r| (r.role, r.superuser, r.bypass, r.owns)).collect();
+    let user =
+        sqlx::query_scalar!(r#"SELECT current_user::text AS "user!""#).fetch_one(pool).await?;
     for (role, superuser, bypass, owns) in &rows {
         let via = if *role == user {
             format!("the serving role {user:?}")
@@ -241,7 +253,7 @@ pub async fn check_serving_role(pool: &PgPool) -> Result<(), RoleError> {
     if !rows.iter().any(|(role, ..)| role == APP_ROLE) {
         return Err(RoleError::Unsafe(format!("the serving role {user:?} is not a member of {APP_ROLE} and cannot read the tables; {HOW}")));
     }
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+    let applied = sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(pool)
         .await
         .map_err(|e| RoleError::Unsafe(format!("cannot read which migrations are applied ({e}); run `cloud-api migrate --database-url <owner URL>` first")))?;

@@ -151,7 +151,7 @@ async fn a_value_the_database_cannot_store_is_a_422_not_a_500() {
         .ingest(org.org_id, creds.cluster_id, &report)
         .await
         .expect_err("PostgreSQL refuses NUL in text");
-    let answer = cloud_api::http::ingest::stored(err);
+    let answer = cloud_api::http::error::ApiError::from(err);
     assert!(
         matches!(&answer, cloud_api::http::error::ApiError::Unprocessable(m) if m.contains("SQLSTATE 22021")),
         "{answer:?}"

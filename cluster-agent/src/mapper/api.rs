@@ -19,13 +19,13 @@ use serde::Deserialize;
 use super::auth::{ApiAuth, AuthError, Observer, PeopleVerb};
 use super::telemetry::Telemetry;
 use super::upload::UploadStats;
-use super::{LockMapper, SharedMapper};
+use super::SharedMapper;
 
 pub struct ApiState {
     pub mapper: SharedMapper,
     pub auth: ApiAuth,
     /// Every counter of the watchers (`/readyz`, `/metrics`).
-    pub watches: Arc<Telemetry>,
+    pub telemetry: Arc<Telemetry>,
     pub upload: Option<Arc<UploadStats>>,
 }
 
@@ -210,7 +210,7 @@ async fn reset(
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
-    if state.watches.ready() {
+    if state.telemetry.ready() {
         Ok("ready")
     } else {
         Err(ApiError::NotReady)

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use mapper_core::{read_metrics, LabelledPod};
 
 use super::telemetry::{IstioWatchStats, Telemetry};
-use super::{LockMapper, SharedMapper};
+use super::SharedMapper;
 
 #[derive(Debug, Clone)]
 pub struct IstioConfig {

@@ -38,7 +38,7 @@ use model::WorkloadRef;
 use tokio::task::JoinHandle;
 
 use super::telemetry::Telemetry;
-use super::{LockMapper, SharedMapper};
+use super::SharedMapper;
 
 /// Lines longer than this are dropped (an authorizer line is a few hundred bytes).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;

@@ -31,17 +31,19 @@ use self::outbox::Outbox;
 use self::telemetry::Telemetry;
 use self::upload::{CloudClient, CloudConfig, ReportSource, Uploader, UploaderConfig};
 
-pub type SharedMapper = Arc<Mutex<Mapper>>;
+/// The mapper's state, shared by the watchers, the local API and the uploader. Clones share it.
+#[derive(Clone)]
+pub struct SharedMapper(Arc<Mutex<Mapper>>);
 
-/// `SharedMapper::lock()`: the mapper's state, for as long as the guard lives. A panic while
-/// holding it leaves the state half-changed, so the next locker panics too.
-pub trait LockMapper {
-    fn lock(&self) -> MutexGuard<'_, Mapper>;
-}
+impl SharedMapper {
+    pub fn new(mapper: Mapper) -> Self {
+        Self(Arc::new(Mutex::new(mapper)))
+    }
 
-impl LockMapper for SharedMapper {
-    fn lock(&self) -> MutexGuard<'_, Mapper> {
-        Mutex::lock(self).expect("mapper lock poisoned")
+    /// The mapper's state, for as long as the guard lives. A panic while holding it leaves the
+    /// state half-changed, so the next locker panics too.
+    pub fn lock(&self) -> MutexGuard<'_, Mapper> {
+        self.0.lock().expect("mapper lock poisoned")
     }
 }
 
@@ -92,7 +94,7 @@ pub fn new_mapper(args: &MapperArgs) -> SharedMapper {
         ),
         ..Default::default()
     };
-    Arc::new(Mutex::new(Mapper::new(config)))
+    SharedMapper::new(Mapper::new(config))
 }
 
 pub async fn run(args: MapperArgs) -> anyhow::Result<()> {
@@ -174,10 +176,10 @@ pub async fn serve(
 
     let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let auth = auth::ApiAuth::new(args.auth(namespace), Some(client));
-    let state = Arc::new(api::ApiState { mapper, auth, watches: telemetry, upload });
+    let state = Arc::new(api::ApiState { mapper, auth, telemetry, upload });
     tracing::info!(listen = %listener.local_addr()?, "mapper serving");
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(crate::termination()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(service_shell::shutdown_signal()).await?;
     let _ = shutdown.send(());
     if let Some(task) = uploading {
         tracing::info!("flushing edges to the cloud before exiting");

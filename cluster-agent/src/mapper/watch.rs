@@ -19,7 +19,7 @@ use mapper_core::Indexed;
 use serde::de::DeserializeOwned;
 
 use super::telemetry::{Telemetry, WatchProgress};
-use super::{LockMapper, SharedMapper};
+use super::SharedMapper;
 
 /// Starts every watcher; they run until the process ends, re-listing after errors with backoff.
 pub fn spawn_all(client: kube::Client, mapper: SharedMapper, telemetry: Arc<Telemetry>) {

@@ -14,28 +14,24 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use model::observation::{PodHint, TcpConnection};
+use service_shell::metrics::Registry;
+use service_shell::{ShipArgs, ShipProfile};
 
 use super::attribution::{cgroup2_mount, PodIndex};
 use super::capture::{CaptureConfig, DnsCapture};
-use super::dns::{parse_dns_responses, Transport};
+use super::dns::parse_dns_packet;
 use super::ebpf::EbpfCapture;
 use super::events::{Event, TcpEvent, TcpEventKind};
 use super::proc_scan;
-use super::ship::{Credentials, Observed, Outgoing, Shipper};
+use super::ship::{Observed, Outgoing};
+use super::CaptureMode;
 
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
-    /// The mapper's local API.
-    #[arg(long, env = "MAPPER_URL", default_value = "http://intentmap-mapper:9090")]
-    pub mapper_url: String,
-    /// Not for production: a token shared with the mapper (`cluster-agent mapper --shared-token`);
-    /// without it the token file is sent.
-    #[arg(long, env = "OBSERVATION_SHARED_TOKEN", hide_env_values = true)]
-    pub shared_token: Option<String>,
-    /// A projected ServiceAccount token made for the mapper's audience (the chart mounts one
-    /// here); re-read for every batch, as the kubelet rotates it.
-    #[arg(long, env = "TOKEN_FILE", default_value = "/var/run/secrets/intentmap/token")]
-    pub token_file: PathBuf,
+    // How observations reach the mapper: --mapper-url, --shared-token, --token-file,
+    // --ship-interval-seconds, --buffer.
+    #[command(flatten)]
+    pub ship: ShipArgs<NodeShip>,
     /// This node's name, sent with every batch.
     #[arg(long, env = "NODE_NAME", default_value = "node")]
     pub node_name: String,
@@ -52,22 +48,40 @@ pub struct NodeArgs {
     /// Seconds between /proc scans in fallback mode.
     #[arg(long, env = "SCAN_INTERVAL_SECONDS", default_value_t = 5.0)]
     pub scan_interval_seconds: f64,
-    /// Seconds between batches to the mapper.
-    #[arg(long, env = "SHIP_INTERVAL_SECONDS", default_value_t = 1.0)]
-    pub ship_interval_seconds: f64,
-    /// Observations held while the mapper is unreachable; past it the oldest are dropped and counted.
-    #[arg(long, env = "BUFFER", default_value_t = 100_000)]
-    pub buffer: usize,
     /// Load and attach the eBPF programs, say whether capture works on this node, and exit
     /// (status 0 if it does).
     #[arg(long)]
     pub check_ebpf: bool,
 }
 
+/// The node agent's words for the shipping flags and where they sit in `--help`: the first
+/// three first, `--ship-interval-seconds` after `--scan-interval-seconds` and `--buffer` before
+/// `--check-ebpf` (their places are taken by name among flags of the same display order).
+#[derive(Debug, Clone)]
+pub struct NodeShip;
+
+impl ShipProfile for NodeShip {
+    const MAPPER_URL_HELP: &'static str = "The mapper's local API";
+    const SHARED_TOKEN_HELP: &'static str = "Not for production: a token shared with the mapper \
+        (`cluster-agent mapper --shared-token`); without it the token file is sent";
+    const TOKEN_FILE_HELP: Option<&'static str> = Some(
+        "A projected ServiceAccount token made for the mapper's audience (the chart mounts one \
+         here); re-read for every batch, as the kubelet rotates it",
+    );
+    const TOKEN_FILE: &'static str = "/var/run/secrets/intentmap/token";
+    const BUFFER_HELP: &'static str = "Observations held while the mapper is unreachable; past \
+        it the oldest are dropped and counted";
+    const GLOBAL: bool = false;
+    // The display orders of --scan-interval-seconds and --check-ebpf.
+    const SHIP_INTERVAL_ORDER: Option<usize> = Some(9);
+    const BUFFER_ORDER: Option<usize> = Some(10);
+}
+
 /// What the health endpoint and metrics show.
 #[derive(Debug, Default)]
 pub struct NodeStatus {
-    pub mode: RwLock<String>,
+    /// `None` until the capture has started.
+    pub mode: RwLock<Option<CaptureMode>>,
     pub fallback_reason: RwLock<Option<String>>,
     pub tcp_events: AtomicU64,
     pub dns_answers: AtomicU64,
@@ -138,7 +152,7 @@ async fn run_ebpf(
                     };
                     outgoing.push(Observed::Tcp(to_observation(&t, pod)));
                 }
-                Ok(Event::Dns(packet)) => match parse_dns_responses(&packet.bytes, Transport::Udp) {
+                Ok(Event::Dns(packet)) => match parse_dns_packet(&packet.bytes, packet.transport) {
                     Ok(answers) => {
                         for answer in answers {
                             status.dns_answers.fetch_add(1, Ordering::Relaxed);
@@ -241,7 +255,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         println!("the eBPF capture loads and attaches on this node");
         return Ok(());
     }
-    let outgoing = Outgoing::new(args.buffer);
+    let outgoing = Outgoing::new(args.ship.buffer);
     let status = Arc::new(NodeStatus::default());
     let cgroup_root = cgroup2_mount(&args.proc_root);
     let pods = Arc::new(RwLock::new(PodIndex::build(&args.proc_root, cgroup_root.as_deref())));
@@ -276,12 +290,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     match ebpf {
         Ok(capture) => {
-            *status.mode.write().expect("status poisoned") = "ebpf".into();
+            *status.mode.write().expect("status poisoned") = Some(CaptureMode::Ebpf);
             tracing::info!("capturing with eBPF");
             tokio::spawn(run_ebpf(capture, outgoing.clone(), pods.clone(), status.clone()));
         }
         Err(reason) => {
-            *status.mode.write().expect("status poisoned") = "fallback".into();
+            *status.mode.write().expect("status poisoned") = Some(CaptureMode::Fallback);
             tracing::warn!(%reason, "eBPF capture unavailable: falling back to /proc scans and a raw-socket DNS capture");
             *status.fallback_reason.write().expect("status poisoned") = Some(reason);
             run_fallback(&args, outgoing.clone(), pods.clone(), status.clone(), stop.clone());
@@ -298,24 +312,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let credentials = match &args.shared_token {
-        Some(t) => Credentials::Shared(t.clone()),
-        None => Credentials::TokenFile(args.token_file.clone()),
-    };
-    let shipper = Shipper {
-        mapper_url: args.mapper_url.clone(),
-        credentials,
-        source: args.node_name.clone(),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-        max_batch: 5_000,
-    };
-    shipper
-        .run(
-            outgoing,
-            Duration::from_secs_f64(args.ship_interval_seconds.max(0.05)),
-            crate::termination(),
-        )
-        .await;
+    let shipper = args.ship.shipper(args.node_name.clone())?;
+    shipper.run(outgoing, args.ship.interval(), service_shell::shutdown_signal()).await;
     stop.store(true, Ordering::Relaxed);
     Ok(())
 }
@@ -325,25 +323,36 @@ fn health_router(status: Arc<NodeStatus>, outgoing: Outgoing) -> Router {
         let (status, outgoing) = (status.clone(), outgoing.clone());
         move || async move {
             Json(serde_json::json!({
-                "mode": *status.mode.read().expect("status poisoned"),
+                "mode": status.mode.read().expect("status poisoned").map_or("", CaptureMode::as_str),
                 "fallback_reason": *status.fallback_reason.read().expect("status poisoned"),
                 "buffered": outgoing.len(),
             }))
         }
     };
-    let metrics = move || async move {
+    let mut registry = Registry::with_prefix("intentmap_node");
+    registry.register_scrape(move |m| {
         let s = outgoing.stats.clone();
-        let ebpf = u64::from(*status.mode.read().expect("status poisoned") == "ebpf");
-        format!(
-            "intentmap_node_ebpf {ebpf}\nintentmap_node_tcp_events_total {}\nintentmap_node_dns_answers_total {}\nintentmap_node_dns_malformed_total {}\nintentmap_node_lost_events_total {}\nintentmap_node_shipped_total {}\nintentmap_node_dropped_total {}\nintentmap_node_buffered {}\n",
-            status.tcp_events.load(Ordering::Relaxed),
-            status.dns_answers.load(Ordering::Relaxed),
-            status.dns_malformed.load(Ordering::Relaxed),
-            status.lost_events.load(Ordering::Relaxed),
-            s.shipped.load(Ordering::Relaxed),
-            s.dropped.load(Ordering::Relaxed),
-            outgoing.len(),
-        )
-    };
+        let ebpf =
+            u64::from(*status.mode.read().expect("status poisoned") == Some(CaptureMode::Ebpf));
+        m.gauge("ebpf", "Whether capture runs on eBPF (1) or on the fallback (0)", ebpf);
+        let counters = [
+            ("tcp_events", "TCP connections captured", &status.tcp_events),
+            ("dns_answers", "DNS answers captured", &status.dns_answers),
+            ("dns_malformed", "DNS packets that could not be read", &status.dns_malformed),
+            ("lost_events", "Capture events lost to a full ring buffer", &status.lost_events),
+            ("shipped", "Observations delivered to the mapper", &s.shipped),
+            (
+                "dropped",
+                "Observations dropped because the buffer was full while the mapper was away",
+                &s.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            m.counter(name, help, value.load(Ordering::Relaxed));
+        }
+        m.gauge("buffered", "Observations waiting to be shipped", outgoing.len() as u64);
+    });
+    let registry = Arc::new(registry);
+    let metrics = move || std::future::ready(registry.response());
     Router::new().route("/healthz", get(health)).route("/metrics", get(metrics))
 }

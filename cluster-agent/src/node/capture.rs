@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
+use model::edge::Transport;
 use model::observation::DnsAnswer;
 use nix::errno::Errno;
 use nix::sys::socket::LinkAddr;
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
-use super::dns::{parse_dns_responses, Transport};
+use super::dns::parse_dns_responses;
 
 const DNS_PORT: u16 = 53;
 /// Large enough for a GRO-merged TCP segment; longer frames are cut by the filter.

@@ -10,15 +10,12 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use model::observation::DnsAnswer;
 
 /// How the message travelled: over TCP every message carries a 2-byte length prefix and a
 /// segment may hold several of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+pub use model::edge::Transport;
 
 /// The useful part of one DNS response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +71,38 @@ pub fn parse_dns_responses(
     }
 }
 
+/// Parses a DNS payload as the eBPF capture delivers it (`events::DnsPacket::bytes`): over UDP
+/// one message; over TCP the segment's messages with the first one's 2-byte length prefix
+/// already taken off, so that `bytes` starts with the DNS header either way.
+///
+/// The first message must be well-formed, as with [`parse_dns_responses`]. The length-prefixed
+/// messages after it in a TCP segment (several responses on one connection, such as the A and
+/// AAAA answers of a resolver that retried over TCP) are added while they are complete and
+/// well-formed; the first one that is not (cut off by the capture's size limit, or continued in
+/// the next segment) ends the list without losing the answers before it.
+pub fn parse_dns_packet(
+    bytes: &[u8],
+    transport: Transport,
+) -> Result<Vec<ParsedAnswer>, DnsParseError> {
+    let (first, end) = parse_first_message(bytes)?;
+    let mut answers: Vec<ParsedAnswer> = first.into_iter().collect();
+    if transport == Transport::Tcp {
+        let mut rest = bytes.get(end..).unwrap_or_default();
+        while let Some((prefix, after)) = rest.split_first_chunk::<2>() {
+            let len = usize::from(u16::from_be_bytes(*prefix));
+            let Some(message) = after.get(..len).filter(|message| !message.is_empty()) else {
+                break;
+            };
+            let Ok((answer, _)) = parse_first_message(message) else {
+                break;
+            };
+            answers.extend(answer);
+            rest = &after[len..];
+        }
+    }
+    Ok(answers)
+}
+
 impl ParsedAnswer {
     /// The observation the mapper receives for this answer delivered to `client_ip` at `at`.
     pub fn into_observation(self, client_ip: IpAddr, at: DateTime<Utc>) -> DnsAnswer {
@@ -113,22 +142,31 @@ fn tcp_messages(mut bytes: &[u8]) -> Result<Vec<&[u8]>, DnsParseError> {
 }
 
 fn parse_message(bytes: &[u8]) -> Result<Option<ParsedAnswer>, DnsParseError> {
+    parse_first_message(bytes).map(|(answer, _)| answer)
+}
+
+/// The answer of the message at the start of `bytes` (bytes after it are not looked at), and
+/// where that message ends.
+fn parse_first_message(bytes: &[u8]) -> Result<(Option<ParsedAnswer>, usize), DnsParseError> {
     const HEADER_LEN: usize = 12;
     if bytes.len() < HEADER_LEN {
         return Err(DnsParseError::Truncated { needed: HEADER_LEN, available: bytes.len() });
     }
-    let message = Message::from_vec(bytes).map_err(|e| DnsParseError::Malformed(e.to_string()))?;
+    let mut decoder = BinDecoder::new(bytes);
+    let message =
+        Message::read(&mut decoder).map_err(|e| DnsParseError::Malformed(e.to_string()))?;
+    let end = decoder.index();
     let metadata = &message.metadata;
     if metadata.message_type != MessageType::Response
         || metadata.op_code != OpCode::Query
         || metadata.response_code != ResponseCode::NoError
     {
-        return Ok(None);
+        return Ok((None, end));
     }
     let Some(query) = message.queries.first() else {
-        return Ok(None);
+        return Ok((None, end));
     };
-    Ok(Some(follow_answers(query.name(), &message.answers)))
+    Ok((Some(follow_answers(query.name(), &message.answers)), end))
 }
 
 /// Follows the CNAME chain from `qname` through `answers` and collects the addresses of its end.
@@ -356,6 +394,56 @@ mod tests {
         assert!(matches!(
             parse_dns_response(&[0, 0], Transport::Tcp),
             Err(DnsParseError::Malformed(_))
+        ));
+    }
+
+    /// What the eBPF capture hands over: the TCP length prefix of the segment's first message is
+    /// already gone (`events::DnsPacket`), so the payload starts with a DNS header either way.
+    #[test]
+    fn captured_packets_start_with_the_first_message() {
+        let first = response("one.test.", RecordType::A, vec![a("one.test.", 10, [10, 0, 0, 1])])
+            .to_vec()
+            .unwrap();
+        let second =
+            response("two.test.", RecordType::AAAA, vec![aaaa("two.test.", 20, "fd00::2")])
+                .to_vec()
+                .unwrap();
+        let names = |answers: Vec<ParsedAnswer>| -> Vec<String> {
+            answers.into_iter().map(|answer| answer.name).collect()
+        };
+        // As the capture delivers it: the first message unframed, the next ones framed.
+        let segment = [first.as_slice(), &tcp_framed(&[&second])].concat();
+
+        assert_eq!(names(parse_dns_packet(&first, Transport::Udp).unwrap()), ["one.test"]);
+        assert_eq!(names(parse_dns_packet(&first, Transport::Tcp).unwrap()), ["one.test"]);
+        assert_eq!(
+            names(parse_dns_packet(&segment, Transport::Tcp).unwrap()),
+            ["one.test", "two.test"]
+        );
+        // The old reading, one unframed message, kept only the first answer of the segment.
+        assert_eq!(names(parse_dns_responses(&segment, Transport::Udp).unwrap()), ["one.test"]);
+        // A datagram is one message, whatever follows it.
+        assert_eq!(names(parse_dns_packet(&segment, Transport::Udp).unwrap()), ["one.test"]);
+
+        // A later message cut short, or not a DNS message, ends the list; the answers before stay.
+        for end in [first.len() + 1, first.len() + 2, segment.len() - 1] {
+            assert_eq!(
+                names(parse_dns_packet(&segment[..end], Transport::Tcp).unwrap()),
+                ["one.test"],
+                "cut at {end}"
+            );
+        }
+        let garbage = [first.as_slice(), &[0, 3, 1, 2, 3], &tcp_framed(&[&second])].concat();
+        assert_eq!(names(parse_dns_packet(&garbage, Transport::Tcp).unwrap()), ["one.test"]);
+        let zero_length = [first.as_slice(), &[0, 0], &tcp_framed(&[&second])].concat();
+        assert_eq!(names(parse_dns_packet(&zero_length, Transport::Tcp).unwrap()), ["one.test"]);
+
+        // The first message itself must be whole, as before.
+        assert!(parse_dns_packet(&first[..first.len() - 1], Transport::Tcp).is_err());
+        assert!(parse_dns_packet(&tcp_framed(&[&first]), Transport::Tcp).is_err());
+        assert!(matches!(
+            parse_dns_packet(&first[..5], Transport::Udp),
+            Err(DnsParseError::Truncated { needed: 12, available: 5 })
         ));
     }
 

@@ -95,11 +95,8 @@ pub struct TcpEvent {
     pub at: SystemTime,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DnsTransport {
-    Udp,
-    Tcp,
-}
+/// How a [`DnsPacket`] travelled: the transport the DNS parser and `aws-proxy` use too.
+pub use model::edge::Transport as DnsTransport;
 
 /// A DNS message from a server (port 53) delivered to a socket on this node, for a DNS parser.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -86,7 +86,7 @@ pub struct Tenant {
 
 pub async fn tenant(state: &AppState) -> Tenant {
     let org = state.store.create_org("acme").await.unwrap();
-    let cluster = state.store.create_cluster(org.org_id, "prod").await.unwrap();
+    let cluster = state.store.create_cluster(org.org_id, &"prod".parse().unwrap()).await.unwrap();
     Tenant {
         org_id: org.org_id,
         api_token: org.api_token,

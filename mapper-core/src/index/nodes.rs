@@ -1,13 +1,156 @@
-//! Where pods run, for the two things that must not take a pod's word for it: which node may
-//! report a pod as a client (a node agent speaks for its own node only), and which pods really
-//! have an Istio sidecar worth scraping.
+//! Nodes: their addresses and what listens on them (hostNetwork pods and `hostPort`s), and where
+//! pods run, for the two things that must not take a pod's word for it: which node may report a
+//! pod as a client (a node agent speaks for its own node only), and which pods really have an
+//! Istio sidecar worth scraping.
 
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Node;
+use model::PortSpec;
 
-use super::{Index, LabelledPod, Name};
+use super::{dedup_ips, parse_ip, Index, Indexed, LabelledPod, Name, ObjectKey, PodRecord};
+use crate::identity::{node_workload, Workload};
 use crate::resolve::lease_at;
+
+/// A node's addresses and what listens on them.
+#[derive(Debug)]
+pub(crate) struct HostRecord {
+    pub has_node_object: bool,
+    pub node_ips: Box<[IpAddr]>,
+    pub pods: HashMap<ObjectKey, HostPod>,
+    /// The addresses currently filed under this node in `Index::host_ips`.
+    pub published: Box<[IpAddr]>,
+    pub workload: Arc<Workload>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct HostPod {
+    pub ips: Box<[IpAddr]>,
+    pub ports: Box<[PortSpec]>,
+    pub workload: Arc<Workload>,
+}
+
+impl Indexed for Node {
+    fn apply_to(&self, index: &mut Index) {
+        index.apply_node(self);
+    }
+
+    fn delete_from(&self, index: &mut Index) {
+        if let Some(name) = self.metadata.name.as_deref() {
+            index.remove_node(name);
+        }
+    }
+
+    fn reset_in(objects: &[Self], index: &mut Index) {
+        let keep: HashSet<&str> =
+            objects.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
+        let gone: Vec<Name> = index
+            .hosts
+            .iter()
+            .filter(|(name, h)| h.has_node_object && !keep.contains(&***name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            index.remove_node(&name);
+        }
+        for node in objects {
+            index.apply_node(node);
+        }
+    }
+}
+
+impl Index {
+    fn apply_node(&mut self, node: &Node) {
+        let Some(name) = node.metadata.name.as_deref() else {
+            self.skipped_objects = self.skipped_objects.saturating_add(1);
+            return;
+        };
+        let name = self.strings.intern(name);
+        let ips = node
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| parse_ip(&a.address))
+            .collect();
+        let host = self.host(&name);
+        host.has_node_object = true;
+        host.node_ips = dedup_ips(ips);
+        self.dirty.hosts.insert(name);
+    }
+
+    fn remove_node(&mut self, name: &str) {
+        let Some((name, host)) = self.hosts.get_key_value(name) else { return };
+        let name = name.clone();
+        if host.has_node_object {
+            let host = self.host(&name);
+            host.has_node_object = false;
+            host.node_ips = Box::default();
+            self.dirty.hosts.insert(name);
+        }
+    }
+
+    pub(super) fn update_host_pods(
+        &mut self,
+        key: &ObjectKey,
+        old: Option<&PodRecord>,
+        new: Option<&PodRecord>,
+    ) {
+        if let Some(node) = old.filter(|o| o.binds_host_ports()).and_then(|o| o.node.as_ref()) {
+            if let Some(host) = self.hosts.get_mut(node) {
+                host.pods.remove(key);
+                self.dirty.hosts.insert(node.clone());
+            }
+        }
+        let Some(new) = new.filter(|n| n.binds_host_ports()) else { return };
+        let Some(node) = new.node.clone() else { return };
+        let host_pod = HostPod {
+            ips: if new.host_network { new.ips.clone() } else { Box::default() },
+            ports: new.host_ports.clone(),
+            workload: new.workload.clone(),
+        };
+        self.host(&node).pods.insert(key.clone(), host_pod);
+        self.dirty.hosts.insert(node);
+    }
+
+    fn host(&mut self, node: &Name) -> &mut HostRecord {
+        let (namespace, kind) = (&self.node_namespace, &self.node_kind);
+        self.hosts.entry(node.clone()).or_insert_with(|| HostRecord {
+            has_node_object: false,
+            node_ips: Box::default(),
+            pods: HashMap::new(),
+            published: Box::default(),
+            workload: node_workload(node, namespace, kind),
+        })
+    }
+
+    pub(super) fn refresh_host(&mut self, node: &Name) {
+        let Some(host) = self.hosts.get_mut(node) else { return };
+        for ip in host.published.iter() {
+            if self.host_ips.get(ip) == Some(node) {
+                self.host_ips.remove(ip);
+            }
+        }
+        let ips = dedup_ips(
+            host.node_ips
+                .iter()
+                .chain(host.pods.values().flat_map(|p| p.ips.iter()))
+                .copied()
+                .collect(),
+        );
+        for ip in ips.iter() {
+            self.host_ips.insert(*ip, node.clone());
+        }
+        host.published = ips;
+        if !host.has_node_object && host.pods.is_empty() {
+            self.hosts.remove(node);
+        }
+    }
+}
 
 impl Index {
     /// The node of a live pod, by UID.

@@ -229,3 +229,60 @@ fn counts_are_capped() {
     r["edges"][1]["http"][0]["methods"] = serde_json::json!(vec!["GET"; 33]);
     assert!(refusal(&r).starts_with("edges[1].http[0].methods: more than 32 methods"));
 }
+
+fn exposed(
+    ns: &str,
+    name: &str,
+    kind: Option<&str>,
+    addresses: &[&str],
+    hosts: &[&str],
+) -> ExposedWorkload {
+    ExposedWorkload {
+        namespace: ns.into(),
+        name: name.into(),
+        kind: kind.map(Into::into),
+        addresses: addresses.iter().map(|s| s.to_string()).collect(),
+        hostnames: hosts.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn exposed_workloads_merge_per_workload_with_sorted_unique_addresses() {
+    let merged = ExposedWorkload::merge_all(&[
+        exposed(
+            "shop",
+            "web",
+            Some("Deployment"),
+            &["198.51.100.9", "198.51.100.1"],
+            &["b.example"],
+        ),
+        exposed("pay", "gateway", None, &["203.0.113.5"], &[]),
+        exposed(
+            "shop",
+            "web",
+            Some("StatefulSet"),
+            &["198.51.100.1", "198.51.100.2"],
+            &["a.example", "b.example"],
+        ),
+    ]);
+    assert_eq!(
+        merged,
+        vec![
+            exposed("pay", "gateway", None, &["203.0.113.5"], &[]),
+            // The first entry's kind; every address and hostname once, sorted.
+            exposed(
+                "shop",
+                "web",
+                Some("Deployment"),
+                &["198.51.100.1", "198.51.100.2", "198.51.100.9"],
+                &["a.example", "b.example"]
+            ),
+        ]
+    );
+    assert_eq!(ExposedWorkload::merge_all(&[]), vec![]);
+    // A single entry with duplicates comes back deduplicated.
+    assert_eq!(
+        ExposedWorkload::merge_all(&[exposed("a", "b", None, &["x", "x"], &["h", "h"])]),
+        vec![exposed("a", "b", None, &["x"], &["h"])]
+    );
+}

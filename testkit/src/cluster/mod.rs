@@ -35,6 +35,7 @@ pub use config::{
     POD_CIDR6, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR, SERVICE_CIDR6,
 };
 
+use crate::process::free_ports;
 use config::{Layout, Ports, CNI_NETWORK, NODE_LINK};
 use pki::Pki;
 
@@ -224,6 +225,15 @@ impl Cluster {
     /// `kubectl <args>` as the admin; its stdout, or an error with its stderr.
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         self.kubectl_with_input(args, None)
+    }
+
+    /// Imports a Docker-archive image (`scripts/images.sh` writes them to `target/images/`)
+    /// into the node's containerd, where pods with `imagePullPolicy: Never` or `IfNotPresent`
+    /// find it by its name: there is no registry.
+    pub fn import_image(&self, archive: &Path) -> Result<()> {
+        self.ctr(&["images", "import", &archive.display().to_string()])
+            .map(|_| ())
+            .with_context(|| format!("importing {}", archive.display()))
     }
 
     /// `kubectl apply -f -` of `yaml`.
@@ -798,19 +808,6 @@ fn http_get_ok(port: u16, path: &str) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
-
-/// `N` different free ports (each held until all are picked, so none is picked twice).
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    let listeners = (0..N)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free ports")?;
-    let mut ports = [0; N];
-    for (port, listener) in ports.iter_mut().zip(&listeners) {
-        *port = listener.local_addr()?.port();
-    }
-    Ok(ports)
 }
 
 /// Whether a process is running (a zombie counts as gone).

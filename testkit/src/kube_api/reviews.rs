@@ -13,7 +13,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{json_response, status, Shared};
+use super::responses::{json_response, status};
+use super::store::Shared;
 
 /// The stand-in API server's own audience: what default ServiceAccount tokens are for.
 pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
