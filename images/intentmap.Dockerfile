@@ -11,12 +11,9 @@ RUN --mount=type=cache,id=intentmap-cargo-registry,target=/usr/local/cargo/regis
     cargo build --release --locked -p intentmap --bin intentmap \
  && install -D -m 0755 target/release/intentmap /out/intentmap
 
-# Debian slim rather than distroless: `visualize -o x.png` draws labels with the system's fonts
-# (resvg's fontdb), and distroless has none.
-FROM debian:bookworm-slim
-RUN apt-get update \
- && apt-get install -y --no-install-recommends fonts-dejavu-core \
- && rm -rf /var/lib/apt/lists/*
+# glibc and libgcc only: `visualize -o x.png` draws its labels with the font built into the
+# binary (Noto Sans), so the image needs no system fonts.
+FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/intentmap /usr/local/bin/intentmap
 USER 65532:65532
 WORKDIR /work

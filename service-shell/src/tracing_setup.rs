@@ -13,11 +13,17 @@ pub enum LogFormat {
 
 /// Installs the global subscriber: events to stderr in `format`, filtered by `RUST_LOG`, or by
 /// `default_filter` (an `EnvFilter` directive such as `"info"`) when `RUST_LOG` is unset or
-/// unreadable. Call it once, first thing in `main`.
+/// unreadable; text is coloured only when stderr is a terminal. Call it once, first thing in
+/// `main`.
 pub fn init_tracing(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a terminal: `kubectl logs` and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

