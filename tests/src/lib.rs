@@ -138,3 +138,60 @@ pub async fn start_mapper_only_with(
     wait_ready(&format!("{url}/readyz"), Duration::from_secs(30)).await;
     (mapper, url)
 }
+
+/// The `list` block of the seeds' README (`../shared/seeds`).
+pub fn seeds_list() -> String {
+    let readme = testkit::need::shared_file("seeds/network-mapper-readme.txt");
+    let text =
+        std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
+    let start = text
+        .find("cartservice in namespace otterize-ecom-demo calls:")
+        .expect("the seeds' README has the list example");
+    let end = start + text[start..].find("\n\n").expect("the list example ends with a blank line");
+    format!("{}\n", &text[start..end])
+}
+
+/// The seeds' shop (otterize-ecom-demo): its namespace, its services, and who calls whom.
+pub const SHOP_NAMESPACE: &str = "otterize-ecom-demo";
+pub const SHOP_SERVICES: &[&str] = &[
+    "adservice",
+    "cartservice",
+    "checkoutservice",
+    "currencyservice",
+    "emailservice",
+    "frontend",
+    "loadgenerator",
+    "paymentservice",
+    "productcatalogservice",
+    "recommendationservice",
+    "redis-cart",
+    "shippingservice",
+];
+pub const SHOP_CALLS: &[(&str, &[&str])] = &[
+    ("cartservice", &["redis-cart"]),
+    (
+        "checkoutservice",
+        &[
+            "cartservice",
+            "currencyservice",
+            "emailservice",
+            "paymentservice",
+            "productcatalogservice",
+            "shippingservice",
+        ],
+    ),
+    (
+        "frontend",
+        &[
+            "adservice",
+            "cartservice",
+            "checkoutservice",
+            "currencyservice",
+            "productcatalogservice",
+            "recommendationservice",
+            "shippingservice",
+        ],
+    ),
+    ("loadgenerator", &["frontend"]),
+    ("recommendationservice", &["productcatalogservice"]),
+];

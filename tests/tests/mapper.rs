@@ -10,51 +10,11 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::{FakeApiServer, TokenIdentity};
-use tests::{admin, binary, free_port, run_ok, spawn, start_cloud, wait_ready, write_kubeconfig};
+use tests::{
+    admin, binary, free_port, run_ok, seeds_list, spawn, start_cloud, wait_ready, write_kubeconfig,
+};
 
-const NS: &str = "otterize-ecom-demo";
-const SERVICES: &[&str] = &[
-    "adservice",
-    "cartservice",
-    "checkoutservice",
-    "currencyservice",
-    "emailservice",
-    "frontend",
-    "loadgenerator",
-    "paymentservice",
-    "productcatalogservice",
-    "recommendationservice",
-    "redis-cart",
-    "shippingservice",
-];
-const CALLS: &[(&str, &[&str])] = &[
-    ("cartservice", &["redis-cart"]),
-    (
-        "checkoutservice",
-        &[
-            "cartservice",
-            "currencyservice",
-            "emailservice",
-            "paymentservice",
-            "productcatalogservice",
-            "shippingservice",
-        ],
-    ),
-    (
-        "frontend",
-        &[
-            "adservice",
-            "cartservice",
-            "checkoutservice",
-            "currencyservice",
-            "productcatalogservice",
-            "recommendationservice",
-            "shippingservice",
-        ],
-    ),
-    ("loadgenerator", &["frontend"]),
-    ("recommendationservice", &["productcatalogservice"]),
-];
+use tests::{SHOP_CALLS as CALLS, SHOP_NAMESPACE as NS, SHOP_SERVICES as SERVICES};
 
 fn pod_ip(i: usize) -> String {
     format!("10.244.0.{}", 10 + i)
@@ -103,18 +63,6 @@ fn shop_observations() -> Value {
         }
     }
     json!({"source": "node-1", "tcp": tcp})
-}
-
-/// The `list` block of the seeds' README (`../shared/seeds`).
-fn seeds_list() -> String {
-    let readme = testkit::need::shared_file("seeds/network-mapper-readme.txt");
-    let text =
-        std::fs::read_to_string(&readme).unwrap_or_else(|e| panic!("{}: {e}", readme.display()));
-    let start = text
-        .find("cartservice in namespace otterize-ecom-demo calls:")
-        .expect("the seeds' README has the list example");
-    let end = start + text[start..].find("\n\n").expect("the list example ends with a blank line");
-    format!("{}\n", &text[start..end])
 }
 
 fn intentmap(mapper: &str, args: &[&str]) -> String {

@@ -5,8 +5,9 @@
 //! `cluster-agent mapper` binary, watching that API server, names both ends of a connection
 //! between two pod addresses by their Deployment. And the cluster-agent chart as users install
 //! it: `helm install` from our own images (built without Docker), every pod Ready with only
-//! what the chart grants, eBPF loaded inside the node agent's container, RBAC as documented,
-//! a chart missing one rule failing visibly, and `helm uninstall` leaving nothing.
+//! what the chart grants, eBPF loaded inside the node agent's container, RBAC as documented, the
+//! seeds' shop on real pods mapped exactly as the seeds' README, a chart missing one rule
+//! failing visibly, and `helm uninstall` leaving nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
-use tests::{binary, run_ok, start_mapper};
+use tests::{
+    binary, run_ok, seeds_list, spawn, start_mapper, SHOP_CALLS, SHOP_NAMESPACE, SHOP_SERVICES,
+};
 
 const NS: &str = "real-cluster";
 
@@ -261,6 +264,66 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The seeds' shop as real workloads of the traffic image: each service a Deployment
+/// (redis-cart a StatefulSet) serving HTTP on 8080 behind a Service of its name, and each client
+/// calling its targets by Service name (CoreDNS, kube-proxy) every two seconds.
+fn shop(image: &str) -> String {
+    let mut yaml =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SHOP_NAMESPACE}\n");
+    for name in SHOP_SERVICES {
+        let targets = SHOP_CALLS
+            .iter()
+            .find(|(client, _)| client == name)
+            .map(|(_, targets)| targets.join(" "))
+            .unwrap_or_default();
+        let kind = if *name == "redis-cart" { "StatefulSet" } else { "Deployment" };
+        let service_name =
+            if kind == "StatefulSet" { format!("\n  serviceName: {name}") } else { String::new() };
+        yaml += &format!(
+            r#"---
+apiVersion: apps/v1
+kind: {kind}
+metadata:
+  name: {name}
+  namespace: {SHOP_NAMESPACE}
+spec:{service_name}
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        command:
+        - /bin/sh
+        - -c
+        - |
+          mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www
+          while true; do
+            for t in {targets}; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 $t 8080 >/dev/null 2>&1; done
+            sleep 2
+          done
+        ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {SHOP_NAMESPACE}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 8080, targetPort: 8080}}]
+"#
+        );
+    }
+    yaml
+}
+
 const RELEASE: &str = "intentmap";
 const AGENT_NS: &str = "intentmap-system";
 
@@ -298,13 +361,15 @@ fn can_i(cluster: &Cluster, account: &str, verb: &str, resource: &str) -> bool {
 
 /// The cluster-agent chart as users install it: `helm install` from our own images (built
 /// without Docker by scripts/images.sh and imported into the node's containerd), every pod Ready
-/// with what the chart grants (RBAC, capabilities), and `helm uninstall` leaving nothing.
+/// with what the chart grants (RBAC, capabilities); the seeds' shop on real pods, captured by the
+/// node agent's eBPF programs and listed exactly as the seeds' README; `helm uninstall` leaving
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     unprivileged,
     ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)"
 )]
-async fn helm_installs_the_cluster_agent_chart_from_our_images_and_uninstalls_cleanly() {
+async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_real_pods() {
     testkit::need::root("a real Kubernetes cluster");
     let root = workspace();
     // The test script has built the debug binaries; users get release builds by default.
@@ -419,6 +484,37 @@ async fn helm_installs_the_cluster_agent_chart_from_our_images_and_uninstalls_cl
             "the node agent must not {verb} {resource}"
         );
     }
+
+    // The seeds' shop on real pods, captured by the node agent's eBPF programs in its pod and
+    // named by the mapper in its pod: `intentmap list`, through `kubectl port-forward` as the
+    // chart's NOTES say, prints exactly the seeds' README.
+    cluster.apply(&shop(&cluster.versions().traffic_image)).unwrap();
+    let port = tests::free_port();
+    let _forward = spawn(cluster.kubectl_command().args([
+        "port-forward",
+        "-n",
+        AGENT_NS,
+        &format!("svc/{RELEASE}-mapper"),
+        &format!("{port}:9090"),
+    ]));
+    let mapper_url = format!("http://127.0.0.1:{port}");
+    let expected = seeds_list();
+    let listed = tokio::task::block_in_place(|| {
+        wait_for("the shop's calls in intentmap list", Duration::from_secs(240), || {
+            let out = Command::new(binary("intentmap"))
+                .args(["--mapper-url", &mapper_url, "list", "-n", SHOP_NAMESPACE])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if listed == expected {
+                Ok(listed)
+            } else {
+                Err(format!("{listed}{}", String::from_utf8_lossy(&out.stderr)))
+            }
+        })
+    });
+    assert_eq!(listed, expected);
+    cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
 
     tokio::task::block_in_place(|| {
         helm(

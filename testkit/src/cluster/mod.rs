@@ -236,6 +236,13 @@ impl Cluster {
             .with_context(|| format!("importing {}", archive.display()))
     }
 
+    /// A `kubectl` command as the admin, for what runs alongside a test (`port-forward`).
+    pub fn kubectl_command(&self) -> Command {
+        let mut cmd = Command::new(self.bin.join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).env("PATH", PATH);
+        cmd
+    }
+
     /// `kubectl apply -f -` of `yaml`.
     pub fn apply(&self, yaml: &str) -> Result<String> {
         self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml))
