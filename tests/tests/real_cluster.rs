@@ -514,6 +514,67 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
         })
     });
     assert_eq!(listed, expected);
+
+    // The ClientIntents the mapper exports, accepted by the API server's own validation of the
+    // published CRD: v1alpha3 checked by a server-side dry run, then v2beta1 applied server-side
+    // (and a second apply changes nothing). Without the operator's conversion webhook the two
+    // versions cannot be merged into one stored object, so v1alpha3 is checked before any exists.
+    let crd = testkit::need::shared_file("reference/clientintents-crd.yaml");
+    cluster.kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]).unwrap();
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "crd/clientintents.k8s.otterize.com",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    let export = |version: &str| -> PathBuf {
+        let file = home.path().join(format!("intents-{version}.yaml"));
+        run_ok(
+            Command::new(binary("intentmap")).args(["--mapper-url", &mapper_url, "export"]).args([
+                "-n",
+                SHOP_NAMESPACE,
+                "--output-version",
+                version,
+                "-o",
+                file.to_str().unwrap(),
+            ]),
+        );
+        file
+    };
+    let v2 = export("v2beta1");
+    let apply = |file: &Path, extra: &[&str]| {
+        let mut args = vec!["apply", "--server-side", "--field-manager=intentmap", "-f"];
+        args.push(file.to_str().unwrap());
+        args.extend_from_slice(extra);
+        cluster
+            .kubectl(&args)
+            .unwrap_or_else(|e| panic!("the API server refused {}: {e:#}", file.display()))
+    };
+    // First, while no object exists: a dry run creates against the v1alpha3 schema.
+    apply(&export("v1alpha3"), &["--dry-run=server"]);
+    apply(&v2, &[]);
+    let versions = || {
+        cluster
+            .kubectl(&[
+                "-n",
+                SHOP_NAMESPACE,
+                "get",
+                "clientintents.v2beta1.k8s.otterize.com",
+                "-o",
+                "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}",
+            ])
+            .unwrap()
+    };
+    let stored = versions();
+    assert_eq!(
+        stored.split_whitespace().count(),
+        SHOP_CALLS.len(),
+        "one ClientIntents per calling workload: {stored}"
+    );
+    apply(&v2, &[]);
+    assert_eq!(versions(), stored, "applying the same export again is a no-op");
     cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
 
     tokio::task::block_in_place(|| {
