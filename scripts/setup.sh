@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 missing=()
-for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils chromium:chromium; do
+for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils chromium:chromium curl:curl; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool##*:}")
 done
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)

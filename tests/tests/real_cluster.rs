@@ -575,6 +575,106 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     );
     apply(&v2, &[]);
     assert_eq!(versions(), stored, "applying the same export again is a no-op");
+
+    // Node agents authenticate with projected tokens the real API server reviews (TokenReview,
+    // audiences, bound pods). Sent straight to the mapper pod's address from the node.
+    let mapper_ip = cluster
+        .kubectl(&[
+            "-n",
+            AGENT_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=mapper",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])
+        .unwrap();
+    let curl = testkit::need::command("curl", "curl");
+    let send = |token: &str| -> u16 {
+        let out = Command::new(&curl)
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+            .args(["-H", "content-type: application/json", "-d", r#"{"tcp": []}"#])
+            .args(["-H", &format!("authorization: Bearer {}", token.trim())])
+            .arg(format!("http://{mapper_ip}:9090/v1/observations"))
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+    };
+    let token = |account: &str, extra: &[&str]| -> String {
+        let mut args = vec!["-n", AGENT_NS, "create", "token", account];
+        args.extend_from_slice(extra);
+        cluster.kubectl(&args).unwrap()
+    };
+    let node_sa = format!("{RELEASE}-node");
+    assert_eq!(
+        send(&token("default", &["--audience", "intentmap-mapper"])),
+        403,
+        "another ServiceAccount's token, made for the mapper, may not send observations"
+    );
+    assert_eq!(
+        send(&token(&node_sa, &[])),
+        401,
+        "the node agent's token for the API server's audience is no token for the mapper"
+    );
+    assert_eq!(
+        send(&token(&node_sa, &["--audience", "intentmap-mapper"])),
+        403,
+        "a node agent token bound to no pod names no node"
+    );
+    // Bound to a pod of this node: accepted while the pod lives, refused once it is gone (a
+    // TokenRequest lasts at least ten minutes, so a deleted pod stands in for expiry).
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: token-holder\n  namespace: {AGENT_NS}\n\
+             spec:\n  serviceAccountName: {RELEASE}-node\n  automountServiceAccountToken: false\n  \
+             terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    \
+             image: {}\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n",
+            cluster.versions().traffic_image
+        ))
+        .unwrap();
+    let uid = tokio::task::block_in_place(|| {
+        wait_for("the token-holder pod on the node", Duration::from_secs(60), || {
+            let out = cluster
+                .kubectl(&[
+                    "-n",
+                    AGENT_NS,
+                    "get",
+                    "pod",
+                    "token-holder",
+                    "-o",
+                    "jsonpath={.metadata.uid} {.spec.nodeName}",
+                ])
+                .map_err(|e| e.to_string())?;
+            match out.split_once(' ') {
+                Some((uid, node)) if !node.is_empty() => Ok(uid.to_owned()),
+                _ => Err(out),
+            }
+        })
+    });
+    let bound = token(
+        &node_sa,
+        &[
+            "--audience",
+            "intentmap-mapper",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "token-holder",
+            "--bound-object-uid",
+            &uid,
+        ],
+    );
+    assert_eq!(send(&bound), 202, "a node agent token bound to a pod of this node is accepted");
+    cluster.kubectl(&["-n", AGENT_NS, "delete", "pod", "token-holder", "--wait=true"]).unwrap();
+    tokio::task::block_in_place(|| {
+        wait_for("the mapper to refuse the token of a deleted pod", Duration::from_secs(90), || {
+            match send(&bound) {
+                401 => Ok(String::new()),
+                other => Err(format!("status {other}")),
+            }
+        })
+    });
     cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
 
     tokio::task::block_in_place(|| {
