@@ -473,42 +473,23 @@ fn create_private_dir(dir: &Path, run_as: &RunAs) -> Result<()> {
 }
 
 /// A detached process that, once this process is gone, stops the cluster in `dir` and removes
-/// the directory. It ends by itself when the directory disappears (an orderly stop).
-///
-/// Started through an intermediate shell that exits at once, so it is reparented rather than
-/// left a zombie of ours; `setsid` puts it in its own session, out of reach of the terminal's
-/// Ctrl-C and hang-ups aimed at us. All its standard streams are /dev/null, so it never keeps
-/// a pipe of the test harness open.
+/// the directory ([`crate::process::spawn_watchdog`]).
 fn spawn_watchdog(dir: &Path, pg_ctl: &Path, run_as: &RunAs) -> Result<()> {
-    const WATCHDOG: &str = r#"
-while kill -0 "$TK_PG_PARENT" 2>/dev/null && [ -d "$TK_PG_DIR" ]; do sleep 1; done
-[ -d "$TK_PG_DIR" ] || exit 0
-$TK_PG_RUN_AS "$TK_PG_CTL" stop -m immediate -w -t 30 -D "$TK_PG_DIR"
-if [ -f "$TK_PG_DIR/postmaster.pid" ]; then
-    kill -QUIT "$(head -n 1 "$TK_PG_DIR/postmaster.pid")"
+    const CLEANUP: &str = r#"$TK_PG_RUN_AS "$TK_PG_CTL" stop -m immediate -w -t 30 -D "$TK_DIR"
+if [ -f "$TK_DIR/postmaster.pid" ]; then
+    kill -QUIT "$(head -n 1 "$TK_DIR/postmaster.pid")"
     sleep 1
 fi
-rm -rf "$TK_PG_DIR"
+rm -rf "$TK_DIR"
 "#;
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(r#"setsid sh -c "$1" </dev/null >/dev/null 2>&1 &"#)
-        .arg("testkit-pg-watchdog")
-        .arg(WATCHDOG)
-        .env("TK_PG_PARENT", std::process::id().to_string())
-        .env("TK_PG_DIR", dir)
-        .env("TK_PG_CTL", pg_ctl)
-        .env("TK_PG_RUN_AS", run_as.prefix().join(" "))
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("starting the cleanup watchdog for the throwaway PostgreSQL")?;
-    if !status.success() {
-        bail!("starting the cleanup watchdog for the throwaway PostgreSQL: sh {status}");
-    }
-    Ok(())
+    let run_as = run_as.prefix().join(" ");
+    crate::process::spawn_watchdog(
+        "testkit-pg-watchdog",
+        dir,
+        CLEANUP,
+        &[("TK_PG_CTL", pg_ctl.as_os_str()), ("TK_PG_RUN_AS", run_as.as_ref())],
+        "the throwaway PostgreSQL",
+    )
 }
 
 async fn initdb(bins: &PgBins, run_as: &RunAs, dir: &Path) -> Result<()> {

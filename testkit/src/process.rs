@@ -91,3 +91,44 @@ pub async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A detached watchdog: once this process is gone, it runs the shell script `cleanup` on `dir`
+/// (`$TK_DIR` in the script; `env` adds variables, `PATH` among them if the script needs one).
+/// It ends by itself when the directory disappears (an orderly stop). `name` is its process
+/// name; `what` says what it guards, in the error.
+///
+/// Started through an intermediate shell that exits at once, so it is reparented rather than
+/// left a zombie of ours; `setsid` puts it in its own session, out of reach of the terminal's
+/// Ctrl-C and hang-ups aimed at us. All its standard streams are /dev/null, so it never keeps a
+/// pipe of the test harness open.
+pub fn spawn_watchdog(
+    name: &str,
+    dir: &Path,
+    cleanup: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    what: &str,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let script = format!(
+        "while kill -0 \"$TK_PARENT\" 2>/dev/null && [ -d \"$TK_DIR\" ]; do sleep 1; done\n\
+         [ -d \"$TK_DIR\" ] || exit 0\n{cleanup}"
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(r#"setsid sh -c "$1" </dev/null >/dev/null 2>&1 &"#)
+        .arg(name)
+        .arg(script)
+        .env("TK_PARENT", std::process::id().to_string())
+        .env("TK_DIR", dir)
+        .envs(env.iter().copied())
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("starting the cleanup watchdog for {what}"))?;
+    if !status.success() {
+        bail!("starting the cleanup watchdog for {what}: sh {status}");
+    }
+    Ok(())
+}

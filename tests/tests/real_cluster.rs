@@ -489,31 +489,90 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     // named by the mapper in its pod: `intentmap list`, through `kubectl port-forward` as the
     // chart's NOTES say, prints exactly the seeds' README.
     cluster.apply(&shop(&cluster.versions().traffic_image)).unwrap();
-    let port = tests::free_port();
-    let _forward = spawn(cluster.kubectl_command().args([
-        "port-forward",
-        "-n",
-        AGENT_NS,
-        &format!("svc/{RELEASE}-mapper"),
-        &format!("{port}:9090"),
-    ]));
-    let mapper_url = format!("http://127.0.0.1:{port}");
+    // The mapper as people reach it: `kubectl port-forward` to its Service, once its
+    // Deployment has exactly one pod, Ready (no old one still terminating).
+    let forward = || {
+        tokio::task::block_in_place(|| {
+            wait_for("one Ready mapper pod", Duration::from_secs(120), || {
+                let pods = cluster
+                    .kubectl(&[
+                        "-n",
+                        AGENT_NS,
+                        "get",
+                        "pods",
+                        "-l",
+                        "app.kubernetes.io/component=mapper",
+                        "-o",
+                        readiness,
+                    ])
+                    .map_err(|e| e.to_string())?;
+                if pods.lines().count() == 1 && pods.trim_end().ends_with(" True") {
+                    Ok(pods)
+                } else {
+                    Err(pods)
+                }
+            })
+        });
+        let port = tests::free_port();
+        let running = spawn(cluster.kubectl_command().args([
+            "port-forward",
+            "-n",
+            AGENT_NS,
+            &format!("svc/{RELEASE}-mapper"),
+            &format!("{port}:9090"),
+        ]));
+        (running, format!("http://127.0.0.1:{port}"))
+    };
     let expected = seeds_list();
-    let listed = tokio::task::block_in_place(|| {
-        wait_for("the shop's calls in intentmap list", Duration::from_secs(240), || {
-            let out = Command::new(binary("intentmap"))
-                .args(["--mapper-url", &mapper_url, "list", "-n", SHOP_NAMESPACE])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-            if listed == expected {
-                Ok(listed)
-            } else {
-                Err(format!("{listed}{}", String::from_utf8_lossy(&out.stderr)))
-            }
+    let seeds_listed = |mapper_url: &str, what: &str| -> String {
+        tokio::task::block_in_place(|| {
+            wait_for(what, Duration::from_secs(240), || {
+                let out = Command::new(binary("intentmap"))
+                    .args(["--mapper-url", mapper_url, "list", "-n", SHOP_NAMESPACE])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+                if listed == expected {
+                    Ok(listed)
+                } else {
+                    Err(format!("{listed}{}", String::from_utf8_lossy(&out.stderr)))
+                }
+            })
         })
+    };
+    let (forwarding, mut mapper_url) = forward();
+    let mut _forwarding = forwarding;
+    assert_eq!(seeds_listed(&mapper_url, "the shop's calls in intentmap list"), expected);
+
+    // A rolling update: new ReplicaSets, new pods, new addresses. With the map reset, the new
+    // pods' calls are named by their Deployments again.
+    run_ok(Command::new(binary("intentmap")).args(["--mapper-url", &mapper_url, "reset"]));
+    let rolled = ["deployment/cartservice", "deployment/frontend"];
+    cluster
+        .kubectl(&[&["-n", SHOP_NAMESPACE, "rollout", "restart"][..], &rolled].concat())
+        .unwrap();
+    for deployment in rolled {
+        cluster
+            .kubectl(&["-n", SHOP_NAMESPACE, "rollout", "status", deployment, "--timeout=180s"])
+            .unwrap();
+    }
+    assert_eq!(seeds_listed(&mapper_url, "the shop after a rolling update"), expected);
+
+    // `helm upgrade` with a changed setting replaces the mapper pod; the new one maps the shop
+    // again from the traffic that goes on.
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &["upgrade", RELEASE, chart, "--namespace", AGENT_NS, "--reuse-values"]
+                .into_iter()
+                .chain(["--set", "mapper.edgeTTLSeconds=86400", "--wait", "--timeout", "5m"])
+                .collect::<Vec<_>>(),
+        )
     });
-    assert_eq!(listed, expected);
+    drop(_forwarding);
+    (_forwarding, mapper_url) = forward();
+    assert_eq!(seeds_listed(&mapper_url, "the shop after helm upgrade"), expected);
 
     // The ClientIntents the mapper exports, accepted by the API server's own validation of the
     // published CRD: v1alpha3 checked by a server-side dry run, then v2beta1 applied server-side

@@ -747,34 +747,17 @@ fn run_cleanup(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A detached process that, once this process is gone, runs cleanup.sh on `dir`. It ends by
-/// itself when the directory disappears (an orderly stop). Started like the PostgreSQL
-/// watchdog: through a shell that exits at once, in its own session, with no standard streams.
+/// A detached process that, once this process is gone, runs cleanup.sh on `dir`
+/// ([`crate::process::spawn_watchdog`]).
 fn spawn_watchdog(dir: &Path) -> Result<()> {
-    const WATCHDOG: &str = r#"
-while kill -0 "$TK_K8S_PARENT" 2>/dev/null && [ -d "$TK_K8S_DIR" ]; do sleep 1; done
-[ -d "$TK_K8S_DIR" ] || exit 0
-exec bash "$TK_K8S_CLEANUP" "$TK_K8S_DIR"
-"#;
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(r#"setsid sh -c "$1" </dev/null >/dev/null 2>&1 &"#)
-        .arg("testkit-k8s-watchdog")
-        .arg(WATCHDOG)
-        .env("TK_K8S_PARENT", std::process::id().to_string())
-        .env("TK_K8S_DIR", dir)
-        .env("TK_K8S_CLEANUP", crate::need::workspace_root().join("scripts/k8s/cleanup.sh"))
-        .env("PATH", PATH)
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("starting the test cluster's cleanup watchdog")?;
-    if !status.success() {
-        bail!("starting the test cluster's cleanup watchdog: sh {status}");
-    }
-    Ok(())
+    let cleanup = crate::need::workspace_root().join("scripts/k8s/cleanup.sh");
+    crate::process::spawn_watchdog(
+        "testkit-k8s-watchdog",
+        dir,
+        r#"exec bash "$TK_K8S_CLEANUP" "$TK_DIR""#,
+        &[("TK_K8S_CLEANUP", cleanup.as_os_str()), ("PATH", PATH.as_ref())],
+        "the test cluster",
+    )
 }
 
 // === small helpers ===
