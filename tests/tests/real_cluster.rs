@@ -324,6 +324,77 @@ spec:
     yaml
 }
 
+/// Workloads whose names come from elsewhere than their Deployment, each calling the shop's
+/// frontend: a pod with Otterize's workload-name annotation, a pod with the
+/// `otterize/service-name` label, and a CronJob's pods (Pod -> Job -> CronJob).
+const NAMING_NS: &str = "naming";
+
+fn named_workloads(image: &str) -> String {
+    let call = format!(
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 frontend.{SHOP_NAMESPACE} 8080 >/dev/null 2>&1"
+    );
+    let deployment = |name: &str, pod_meta: &str| {
+        format!(
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {NAMING_NS}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      {pod_meta}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        command: [/bin/sh, -c, "while true; do {call}; sleep 2; done"]
+"#
+        )
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {NAMING_NS}
+{}{}---
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: nightly-report
+  namespace: {NAMING_NS}
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 1
+          containers:
+          - name: main
+            image: {image}
+            imagePullPolicy: Never
+            command: [/bin/sh, -c, "for i in 1 2 3; do {call}; sleep 1; done"]
+"#,
+        deployment(
+            "annotated-7f",
+            "labels: {app: annotated-7f}\n      annotations: {intents.otterize.com/workload-name: billing}",
+        ),
+        deployment(
+            "labelled-9c",
+            "labels: {app: labelled-9c, otterize/service-name: invoices}",
+        ),
+    )
+}
+
 const RELEASE: &str = "intentmap";
 const AGENT_NS: &str = "intentmap-system";
 
@@ -489,6 +560,7 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     // named by the mapper in its pod: `intentmap list`, through `kubectl port-forward` as the
     // chart's NOTES say, prints exactly the seeds' README.
     cluster.apply(&shop(&cluster.versions().traffic_image)).unwrap();
+    cluster.apply(&named_workloads(&cluster.versions().traffic_image)).unwrap();
     // The mapper as people reach it: `kubectl port-forward` to its Service, once its
     // Deployment has exactly one pod, Ready (no old one still terminating).
     let forward = || {
@@ -543,6 +615,26 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     let (forwarding, mut mapper_url) = forward();
     let mut _forwarding = forwarding;
     assert_eq!(seeds_listed(&mapper_url, "the shop's calls in intentmap list"), expected);
+    // Named by the annotation, the label and the CronJob, never by pod or ReplicaSet.
+    let named = format!(
+        "billing in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
+         invoices in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
+         nightly-report in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n"
+    );
+    tokio::task::block_in_place(|| {
+        wait_for("the named workloads in intentmap list", Duration::from_secs(150), || {
+            let out = Command::new(binary("intentmap"))
+                .args(["--mapper-url", &mapper_url, "list", "-n", NAMING_NS])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if listed == named {
+                Ok(listed)
+            } else {
+                Err(listed)
+            }
+        })
+    });
 
     // A rolling update: new ReplicaSets, new pods, new addresses. With the map reset, the new
     // pods' calls are named by their Deployments again.
@@ -735,6 +827,7 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
         })
     });
     cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
+    cluster.kubectl(&["delete", "namespace", NAMING_NS, "--wait=false"]).unwrap();
 
     tokio::task::block_in_place(|| {
         helm(
