@@ -195,3 +195,22 @@ pub const SHOP_CALLS: &[(&str, &[&str])] = &[
     ("loadgenerator", &["frontend"]),
     ("recommendationservice", &["productcatalogservice"]),
 ];
+
+/// Polls `check` until it finds what it looks for (`Ok`); on timeout, panics with what it saw
+/// last (`Err`).
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<String, String>,
+) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        match check() {
+            Ok(found) => return found,
+            Err(seen) if started.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+}

@@ -11,12 +11,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
 use tests::{
-    binary, run_ok, seeds_list, spawn, start_mapper, SHOP_CALLS, SHOP_NAMESPACE, SHOP_SERVICES,
+    binary, run_ok, seeds_list, spawn, start_mapper, wait_for, SHOP_CALLS, SHOP_NAMESPACE,
+    SHOP_SERVICES,
 };
 
 const NS: &str = "real-cluster";
@@ -86,25 +87,6 @@ spec:
         command: [/bin/sh, -c, 'while true; do echo "reply: $(printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 server 8080 | tail -n 1)"; sleep 1; done']
 "#
     )
-}
-
-/// Polls `check` until it finds what it looks for (`Ok`); on timeout, panics with what it saw
-/// last (`Err`).
-fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<String, String>,
-) -> String {
-    let started = Instant::now();
-    loop {
-        match check() {
-            Ok(found) => return found,
-            Err(seen) if started.elapsed() > timeout => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
 }
 
 /// The addresses of a Deployment's pods (by its `app` label), IPv4 and IPv6, once there are

@@ -137,6 +137,8 @@ pub struct Cluster {
     api_url: String,
     versions: Versions,
     children: std::sync::Mutex<Vec<(String, Child)>>,
+    /// How each component was started, to start it again ([`Cluster::restart_api_server`]).
+    commands: std::sync::Mutex<Vec<(String, PathBuf, Vec<String>)>>,
     stopped: bool,
 }
 
@@ -173,6 +175,7 @@ impl Cluster {
             bin,
             versions,
             children: Default::default(),
+            commands: Default::default(),
             stopped: false,
         };
         for (file, text) in [
@@ -241,6 +244,38 @@ impl Cluster {
         let mut cmd = Command::new(self.bin.join("kubectl"));
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).env("PATH", PATH);
         cmd
+    }
+
+    /// Stops the API server (SIGKILL, as a crash), keeps it down for `down`, then starts it
+    /// again with the same flags and waits until it is ready: every watch breaks meanwhile.
+    pub fn restart_api_server(&self, down: Duration) -> Result<()> {
+        const NAME: &str = "kube-apiserver";
+        {
+            let mut children =
+                self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let index = children
+                .iter()
+                .position(|(name, _)| name == NAME)
+                .context("the API server is not running")?;
+            let (_, mut child) = children.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::thread::sleep(down);
+        let (program, args) = self
+            .commands
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .rev()
+            .find(|(name, _, _)| name == NAME)
+            .map(|(_, program, args)| (program.clone(), args.clone()))
+            .context("the API server's command was not recorded")?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn(NAME, &program, &args)?;
+        self.wait("kube-apiserver", Duration::from_secs(90), || {
+            Ok(self.kubectl(&["get", "--raw", "/readyz"]).is_ok())
+        })
     }
 
     /// `kubectl apply -f -` of `yaml`.
@@ -563,8 +598,17 @@ impl Cluster {
     /// (which cleanup.sh reads).
     fn spawn(&self, name: &str, program: &Path, args: &[&str]) -> Result<()> {
         let log_path = self.dir.join("logs").join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path)
+        // Appended to: a restarted component keeps its earlier log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
             .with_context(|| format!("creating {}", log_path.display()))?;
+        self.commands.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((
+            name.to_owned(),
+            program.to_owned(),
+            args.iter().map(|a| (*a).to_owned()).collect(),
+        ));
         let child = Command::new(program)
             .args(args)
             .env("PATH", format!("{}:{PATH}", self.bin.display()))

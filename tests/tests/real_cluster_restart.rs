@@ -1,0 +1,133 @@
+//! Watch reality on a real cluster: the API server crashes and comes back while the real
+//! `cluster-agent mapper` watches it. Every watch breaks; the mapper must resume (re-listing
+//! where the API server no longer has its place), keep what it knew, and name pods created
+//! after the outage. Its own test binary, so the outage hits no other test's cluster.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::cluster::{Cluster, NODE_NAME};
+use tests::{binary, run_ok, start_mapper, wait_for};
+
+const NS: &str = "restart";
+
+fn deployment(name: &str, image: &str, command: &str) -> String {
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {NS}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        command: [/bin/sh, -c, '{command}']
+"#
+    )
+}
+
+/// The IPv4 address of the running pod of Deployment `app`.
+fn pod_ip(cluster: &Cluster, app: &str) -> String {
+    wait_for(&format!("a running pod of {app}"), Duration::from_secs(180), || {
+        let ips = cluster
+            .kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "pods",
+                "-l",
+                &format!("app={app}"),
+                "--field-selector=status.phase=Running",
+                "-o",
+                "jsonpath={.items[*].status.podIPs[*].ip}",
+            ])
+            .map_err(|e| e.to_string())?;
+        ips.split_whitespace().find(|ip| !ip.contains(':')).map(str::to_owned).ok_or(ips)
+    })
+}
+
+fn list(mapper: &str) -> String {
+    let out = run_ok(Command::new(binary("intentmap")).args(["--mapper-url", mapper, "list"]));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn observe(mapper: &str, client: &str, server: &str) {
+    let batch = json!({"source": NODE_NAME, "tcp": [{"src_ip": client, "src_port": 40000,
+        "dst_ip": server, "dst_port": 8080, "at": chrono::Utc::now().to_rfc3339(), "count": 1}]});
+    let status = reqwest::Client::new()
+        .post(format!("{mapper}/v1/observations"))
+        .bearer_auth("node-secret")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    unprivileged,
+    ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)"
+)]
+async fn the_mapper_survives_an_api_server_crash_and_names_pods_made_after_it() {
+    testkit::need::root("a real Kubernetes cluster");
+    let cluster = testkit::cluster::shared()
+        .await
+        .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
+    let image = cluster.versions().traffic_image.clone();
+    let sleeper = "exec sleep 3600";
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NS}\n{}{}",
+            deployment("server", &image, sleeper),
+            deployment("client", &image, sleeper)
+        ))
+        .unwrap();
+    let (server, client) =
+        tokio::task::block_in_place(|| (pod_ip(cluster, "server"), pod_ip(cluster, "client")));
+
+    let dir = testkit::process::TempDir::new("e2e-restart");
+    let (_mapper, mapper) = start_mapper(dir.path(), cluster.kubeconfig()).await;
+    observe(&mapper, &client, &server).await;
+    let before = format!("client in namespace {NS} calls:\n  - server\n");
+    assert_eq!(list(&mapper), before);
+
+    // The crash: every watch of the mapper breaks for ten seconds.
+    tokio::task::block_in_place(|| cluster.restart_api_server(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("restarting the API server: {e:#}"));
+    assert_eq!(list(&mapper), before, "what the mapper knew survives the outage, once");
+
+    // A pod made after the outage is named: the watches resumed.
+    cluster.apply(&deployment("late", &image, sleeper)).unwrap();
+    let late = tokio::task::block_in_place(|| pod_ip(cluster, "late"));
+    let after = format!(
+        "client in namespace {NS} calls:\n  - server\nlate in namespace {NS} calls:\n  - server\n"
+    );
+    let listed = tokio::task::block_in_place(|| {
+        wait_for("the pod made after the outage to be named", Duration::from_secs(120), || {
+            let rt = tokio::runtime::Handle::current();
+            rt.block_on(observe(&mapper, &late, &server));
+            let listed = list(&mapper);
+            if listed == after {
+                Ok(listed)
+            } else {
+                Err(listed)
+            }
+        })
+    });
+    assert_eq!(listed, after);
+    cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]).unwrap();
+}
