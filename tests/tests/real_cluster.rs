@@ -920,3 +920,159 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     });
     cluster.kubectl(&["delete", "namespace", broken_ns, "--wait=false"]).unwrap();
 }
+
+/// AWS visibility as users switch it on: the chart's MutatingWebhookConfiguration, called by the
+/// real API server over TLS with the CA bundle aws-proxy wrote into it. A labelled pod in an
+/// opted-in namespace comes back patched (CA bundle, AWS_CA_BUNDLE, DNS through aws-proxy); an
+/// unlabelled one untouched; with aws-proxy down, pods are still created (failurePolicy Ignore).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    unprivileged,
+    ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)"
+)]
+async fn the_api_server_calls_the_aws_visibility_webhook_and_pods_come_back_patched() {
+    testkit::need::root("a real Kubernetes cluster");
+    const NS: &str = "intentmap-aws";
+    const APPS: &str = "aws-apps";
+    const DNS_IP: &str = "10.213.16.53";
+    let root = workspace();
+    run_ok(Command::new("bash").arg(root.join("scripts/images.sh")).args([
+        "--profile",
+        "debug",
+        "cluster-agent",
+        "aws-proxy",
+    ]));
+    let cluster = testkit::cluster::shared()
+        .await
+        .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
+    for image in ["cluster-agent", "aws-proxy"] {
+        cluster.import_image(&root.join(format!("target/images/{image}.tar"))).unwrap();
+    }
+    cluster
+        .apply(&format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {APPS}\n"))
+        .unwrap();
+    let home = testkit::process::TempDir::new("e2e-helm-aws");
+    let chart = root.join("charts/cluster-agent");
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &[
+                "install",
+                "awsvis",
+                chart.to_str().unwrap(),
+                "--namespace",
+                NS,
+                "--create-namespace",
+            ]
+            .into_iter()
+            .chain(["--set", "aws.visibility.enabled=true"])
+            .chain(["--set", &format!("aws.visibility.namespaces={{{APPS}}}")])
+            .chain(["--set", &format!("aws.dnsClusterIP={DNS_IP}")])
+            .chain(["--set", "node.ebpf=false", "--wait", "--timeout", "5m"])
+            .collect::<Vec<_>>(),
+        )
+    });
+    // aws-proxy writes the webhook's caBundle once it runs.
+    tokio::task::block_in_place(|| {
+        wait_for("aws-proxy to write the webhook's CA bundle", Duration::from_secs(60), || {
+            let bundle = cluster
+                .kubectl(&[
+                    "get",
+                    "mutatingwebhookconfiguration",
+                    "awsvis-aws-visibility",
+                    "-o",
+                    "jsonpath={.webhooks[0].clientConfig.caBundle}",
+                ])
+                .map_err(|e| e.to_string())?;
+            if bundle.trim().is_empty() {
+                Err("no caBundle yet".into())
+            } else {
+                Ok(bundle)
+            }
+        })
+    });
+    let pod = |name: &str, labelled: bool| {
+        let labels =
+            if labelled { "\n  labels: {intentmap.dev/aws-visibility: \"true\"}" } else { "" };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {APPS}{labels}\n\
+             spec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - name: main\n    \
+             image: {}\n    imagePullPolicy: Never\n    command: [sleep, '3600']\n",
+            cluster.versions().traffic_image
+        )
+    };
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &cluster.kubectl(&["-n", APPS, "get", "pod", name, "-o", "json"]).unwrap(),
+        )
+        .unwrap()
+    };
+    let env_names = |pod: &serde_json::Value| -> Vec<String> {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .map(|env| env.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    // The webhook's certificate may take a moment to be trusted: retry the labelled create.
+    let patched = tokio::task::block_in_place(|| {
+        wait_for("a labelled pod to come back patched", Duration::from_secs(60), || {
+            let _ = cluster.kubectl(&["-n", APPS, "delete", "pod", "patched", "--wait=true"]);
+            cluster.apply(&pod("patched", true)).map_err(|e| e.to_string())?;
+            let got = read("patched");
+            if env_names(&got).iter().any(|n| n == "AWS_CA_BUNDLE") {
+                Ok(got.to_string())
+            } else {
+                Err(got.to_string())
+            }
+        })
+    });
+    let patched: serde_json::Value = serde_json::from_str(&patched).unwrap();
+    assert_eq!(
+        patched["spec"]["dnsConfig"]["nameservers"][0], DNS_IP,
+        "the patched pod resolves through aws-proxy: {patched}"
+    );
+    assert!(
+        patched["spec"]["volumes"].as_array().is_some_and(|v| !v.is_empty()),
+        "the CA bundle is mounted: {patched}"
+    );
+    cluster.apply(&pod("plain", false)).unwrap();
+    let plain = read("plain");
+    assert!(!env_names(&plain).iter().any(|n| n == "AWS_CA_BUNDLE"), "untouched: {plain}");
+    assert!(plain["spec"]["dnsConfig"].is_null(), "untouched: {plain}");
+
+    // aws-proxy down: the API server cannot call the webhook, and pods are created anyway.
+    cluster.kubectl(&["-n", NS, "scale", "deployment/awsvis-aws-proxy", "--replicas=0"]).unwrap();
+    tokio::task::block_in_place(|| {
+        wait_for("aws-proxy's pods to be gone", Duration::from_secs(60), || {
+            let left = cluster
+                .kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/component=aws-proxy",
+                    "-o",
+                    "name",
+                ])
+                .map_err(|e| e.to_string())?;
+            if left.trim().is_empty() {
+                Ok(left)
+            } else {
+                Err(left)
+            }
+        })
+    });
+    cluster
+        .apply(&pod("while-down", true))
+        .expect("with the webhook down the pod is still created");
+    assert!(!env_names(&read("while-down")).iter().any(|n| n == "AWS_CA_BUNDLE"));
+
+    tokio::task::block_in_place(|| {
+        helm(cluster, home.path(), &["uninstall", "awsvis", "--namespace", NS, "--wait"])
+    });
+    for ns in [NS, APPS] {
+        cluster.kubectl(&["delete", "namespace", ns, "--wait=false"]).unwrap();
+    }
+}
