@@ -288,10 +288,10 @@ impl Product {
                         &product.cloud_url,
                     ])
                     .args(["--cloud-client-id", creds["client_id"].as_str().unwrap_or_default()])
-                    .args([
-                        "--cloud-client-secret",
-                        creds["client_secret"].as_str().unwrap_or_default(),
-                    ])
+                    .args([&format!(
+                        "--cloud-client-secret={}",
+                        creds["client_secret"].as_str().unwrap_or_default()
+                    )])
                     .env("KUBECONFIG", &kubeconfig)
                     .env("RUST_LOG", "warn"),
                 &format!("cluster-agent mapper ({name})"),

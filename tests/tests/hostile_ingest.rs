@@ -250,15 +250,9 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
 
     let kubeconfig = write_kubeconfig(&dir, &api.url());
     let upload = ["--cloud-url", &cloud, "--cloud-client-id", creds["client_id"].as_str().unwrap()];
-    let flags: Vec<&str> = upload
-        .into_iter()
-        .chain([
-            "--cloud-client-secret",
-            creds["client_secret"].as_str().unwrap(),
-            "--upload-interval-seconds",
-            "0.2",
-        ])
-        .collect();
+    let secret = format!("--cloud-client-secret={}", creds["client_secret"].as_str().unwrap());
+    let flags: Vec<&str> =
+        upload.into_iter().chain([secret.as_str(), "--upload-interval-seconds", "0.2"]).collect();
     let (_mapper_process, mapper) = start_mapper_with(&dir, &kubeconfig, &flags).await;
 
     let http = reqwest::Client::new();

@@ -218,8 +218,7 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
                     &cloud,
                     "--cloud-client-id",
                     creds["client_id"].as_str().unwrap(),
-                    "--cloud-client-secret",
-                    creds["client_secret"].as_str().unwrap(),
+                    &format!("--cloud-client-secret={}", creds["client_secret"].as_str().unwrap()),
                 ])
                 .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
                 .env("RUST_LOG", "warn"),
