@@ -214,3 +214,51 @@ pub fn wait_for(
         }
     }
 }
+
+/// The addresses of a Deployment's pods in `namespace` (by its `app` label), IPv4 and IPv6, once
+/// there are `count` of them running (each pod has one of each).
+pub fn pod_ips(
+    cluster: &testkit::cluster::Cluster,
+    namespace: &str,
+    app: &str,
+    count: usize,
+) -> Vec<String> {
+    let found =
+        wait_for(&format!("{count} running pods of {app}"), Duration::from_secs(180), || {
+            let ips = cluster
+                .kubectl(&[
+                    "-n",
+                    namespace,
+                    "get",
+                    "pods",
+                    "-l",
+                    &format!("app={app}"),
+                    "--field-selector=status.phase=Running",
+                    "-o",
+                    "jsonpath={.items[*].status.podIPs[*].ip}",
+                ])
+                .map_err(|e| e.to_string())?;
+            if ips.split_whitespace().count() == 2 * count {
+                Ok(ips)
+            } else {
+                Err(cluster
+                    .kubectl(&["-n", namespace, "get", "pods", "-o", "wide"])
+                    .unwrap_or_else(|e| e.to_string()))
+            }
+        });
+    found.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Waits (up to two minutes, off the async threads) until `kubectl <args>` lists nothing.
+pub fn wait_for_none(cluster: &testkit::cluster::Cluster, what: &str, args: &[&str]) {
+    tokio::task::block_in_place(|| {
+        wait_for(what, Duration::from_secs(120), || {
+            let left = cluster.kubectl(args).map_err(|e| e.to_string())?;
+            if left.trim().is_empty() {
+                Ok(left)
+            } else {
+                Err(left)
+            }
+        })
+    });
+}

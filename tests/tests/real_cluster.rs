@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
 use tests::{
-    binary, run_ok, seeds_list, spawn, start_mapper, wait_for, SHOP_CALLS, SHOP_NAMESPACE,
-    SHOP_SERVICES,
+    binary, pod_ips, run_ok, seeds_list, spawn, start_mapper, wait_for, wait_for_none, SHOP_CALLS,
+    SHOP_NAMESPACE, SHOP_SERVICES,
 };
 
 const NS: &str = "real-cluster";
@@ -89,35 +89,6 @@ spec:
     )
 }
 
-/// The addresses of a Deployment's pods (by its `app` label), IPv4 and IPv6, once there are
-/// `count` of them running.
-fn pod_ips(cluster: &Cluster, app: &str, count: usize) -> Vec<String> {
-    let found =
-        wait_for(&format!("{count} running pods of {app}"), Duration::from_secs(180), || {
-            let ips = cluster
-                .kubectl(&[
-                    "-n",
-                    NS,
-                    "get",
-                    "pods",
-                    "-l",
-                    &format!("app={app}"),
-                    "--field-selector=status.phase=Running",
-                    "-o",
-                    "jsonpath={.items[*].status.podIPs[*].ip}",
-                ])
-                .map_err(|e| e.to_string())?;
-            if ips.split_whitespace().count() == 2 * count {
-                Ok(ips)
-            } else {
-                Err(cluster
-                    .kubectl(&["-n", NS, "get", "pods", "-o", "wide"])
-                    .unwrap_or_else(|e| e.to_string()))
-            }
-        });
-    found.split_whitespace().map(str::to_owned).collect()
-}
-
 fn intentmap(mapper: &str, args: &[&str]) -> String {
     let out = run_ok(Command::new(binary("intentmap")).args(args).args(["--mapper-url", mapper]));
     String::from_utf8(out.stdout).unwrap()
@@ -137,8 +108,8 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
     let image = cluster.versions().traffic_image.clone();
     cluster.apply(&workloads(&image)).unwrap();
 
-    let servers = tokio::task::block_in_place(|| pod_ips(cluster, "server", 2));
-    let clients = tokio::task::block_in_place(|| pod_ips(cluster, "client", 1));
+    let servers = tokio::task::block_in_place(|| pod_ips(cluster, NS, "server", 2));
+    let clients = tokio::task::block_in_place(|| pod_ips(cluster, NS, "client", 1));
     let family = |ips: &[String], v6: bool| -> Vec<String> {
         ips.iter().filter(|ip| ip.contains(':') == v6).cloned().collect()
     };
@@ -819,31 +790,20 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
         )
     });
     // The pods go when their controllers' garbage collection and grace period say.
-    tokio::task::block_in_place(|| {
-        wait_for(
-            "helm uninstall to leave nothing of the release in its namespace",
-            Duration::from_secs(120),
-            || {
-                let left = cluster
-                    .kubectl(&[
-                        "-n",
-                        AGENT_NS,
-                        "get",
-                        "all,serviceaccounts,roles,rolebindings,secrets,configmaps,networkpolicies",
-                        "-l",
-                        "app.kubernetes.io/instance=intentmap",
-                        "-o",
-                        "name",
-                    ])
-                    .map_err(|e| e.to_string())?;
-                if left.trim().is_empty() {
-                    Ok(left)
-                } else {
-                    Err(left)
-                }
-            },
-        )
-    });
+    wait_for_none(
+        cluster,
+        "helm uninstall to leave nothing of the release in its namespace",
+        &[
+            "-n",
+            AGENT_NS,
+            "get",
+            "all,serviceaccounts,roles,rolebindings,secrets,configmaps,networkpolicies",
+            "-l",
+            "app.kubernetes.io/instance=intentmap",
+            "-o",
+            "name",
+        ],
+    );
     let cluster_wide = cluster
         .kubectl(&[
             "get",
@@ -1045,27 +1005,11 @@ async fn the_api_server_calls_the_aws_visibility_webhook_and_pods_come_back_patc
 
     // aws-proxy down: the API server cannot call the webhook, and pods are created anyway.
     cluster.kubectl(&["-n", NS, "scale", "deployment/awsvis-aws-proxy", "--replicas=0"]).unwrap();
-    tokio::task::block_in_place(|| {
-        wait_for("aws-proxy's pods to be gone", Duration::from_secs(60), || {
-            let left = cluster
-                .kubectl(&[
-                    "-n",
-                    NS,
-                    "get",
-                    "pods",
-                    "-l",
-                    "app.kubernetes.io/component=aws-proxy",
-                    "-o",
-                    "name",
-                ])
-                .map_err(|e| e.to_string())?;
-            if left.trim().is_empty() {
-                Ok(left)
-            } else {
-                Err(left)
-            }
-        })
-    });
+    wait_for_none(
+        cluster,
+        "aws-proxy's pods to be gone",
+        &["-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=aws-proxy", "-o", "name"],
+    );
     cluster
         .apply(&pod("while-down", true))
         .expect("with the webhook down the pod is still created");

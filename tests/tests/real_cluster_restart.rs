@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::cluster::{Cluster, NODE_NAME};
-use tests::{binary, run_ok, start_mapper, wait_for};
+use tests::{binary, pod_ips, run_ok, start_mapper, wait_for};
 
 const NS: &str = "restart";
 
@@ -40,22 +40,8 @@ spec:
 
 /// The IPv4 address of the running pod of Deployment `app`.
 fn pod_ip(cluster: &Cluster, app: &str) -> String {
-    wait_for(&format!("a running pod of {app}"), Duration::from_secs(180), || {
-        let ips = cluster
-            .kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "pods",
-                "-l",
-                &format!("app={app}"),
-                "--field-selector=status.phase=Running",
-                "-o",
-                "jsonpath={.items[*].status.podIPs[*].ip}",
-            ])
-            .map_err(|e| e.to_string())?;
-        ips.split_whitespace().find(|ip| !ip.contains(':')).map(str::to_owned).ok_or(ips)
-    })
+    let ips = pod_ips(cluster, NS, app, 1);
+    ips.into_iter().find(|ip| !ip.contains(':')).expect("an IPv4 pod address")
 }
 
 fn list(mapper: &str) -> String {
