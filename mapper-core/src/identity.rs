@@ -11,8 +11,12 @@
 //! 2. Otherwise the controller owner references are followed to the root: Pod → ReplicaSet →
 //!    Deployment, Pod → Job → CronJob, Pod → StatefulSet, Pod → ReplicaSet → Rollout, any kind.
 //!    The walk stops at an owner the index does not hold and names the workload by that
-//!    reference's kind and name. A pod without a controller reference follows its first owner
-//!    reference, if any.
+//!    reference's kind and name, with one exception: a pod of a ReplicaSet the index does not
+//!    hold (yet: its watch is behind, or re-listing after a break), whose `pod-template-hash`
+//!    label ends the ReplicaSet's name (`<deployment>-<hash>`, as only the Deployment
+//!    controller names them), is named by that Deployment, so a watch gap never puts a
+//!    ReplicaSet's name on the map. A pod without a controller reference follows its first
+//!    owner reference, if any.
 //! 3. A pod without owners is its own workload, of kind `Pod`.
 
 use std::sync::Arc;
@@ -91,6 +95,24 @@ pub(crate) fn controller_reference(meta: &ObjectMeta) -> Option<&OwnerReference>
         .filter(|r| is_kind(&r.kind) && is_kubernetes_name(&r.name))
 }
 
+/// The label the Deployment controller sets on its ReplicaSets' pods, also the end of each
+/// ReplicaSet's name.
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The Deployment a pod's ReplicaSet presumably belongs to, by the Deployment controller's
+/// naming (`<deployment>-<pod-template-hash>`), for when the ReplicaSet itself is not known.
+pub(crate) fn presumed_deployment<'a>(
+    meta: &'a ObjectMeta,
+    controller: &'a OwnerReference,
+) -> Option<&'a str> {
+    if controller.kind != "ReplicaSet" {
+        return None;
+    }
+    let hash = meta.labels.as_ref()?.get(POD_TEMPLATE_HASH)?;
+    let deployment = controller.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+    (!hash.is_empty() && is_kubernetes_name(deployment)).then_some(deployment)
+}
+
 /// The workload name the pod's annotations or labels give, and how many of them were unusable.
 pub(crate) fn annotated_workload_name(meta: &ObjectMeta) -> (Option<&str>, u64) {
     let mut invalid = 0;
@@ -132,17 +154,25 @@ impl Index {
         current
     }
 
-    /// The workload of a pod with this controller and annotated name.
+    /// The workload of a pod with this controller and annotated name; `presumed` is the owner
+    /// to name it by while the index does not hold its controller (see the module's notes).
     pub(crate) fn workload_of(
         &self,
         namespace: &Name,
         pod_name: &Name,
         controller: Option<&OwnerLink>,
+        presumed: Option<&OwnerLink>,
         annotated: Option<&Name>,
     ) -> Workload {
         let (kind, name) = match controller {
             Some(link) => {
-                let root = self.root_controller(namespace, link);
+                let first = match presumed {
+                    Some(presumed) if self.owner(namespace, &link.kind, &link.name).is_none() => {
+                        presumed
+                    }
+                    _ => link,
+                };
+                let root = self.root_controller(namespace, first);
                 (root.kind.clone(), root.name.clone())
             }
             None => (self.pod_kind.clone(), pod_name.clone()),

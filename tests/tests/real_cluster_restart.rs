@@ -4,6 +4,8 @@
 //! after the outage. Its own test binary, so the outage hits no other test's cluster.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -49,6 +51,14 @@ fn list(mapper: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `/readyz`'s status and body.
+async fn readyz(mapper: &str) -> (u16, String) {
+    match reqwest::get(format!("{mapper}/readyz")).await {
+        Ok(response) => (response.status().as_u16(), response.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 async fn observe(mapper: &str, client: &str, server: &str) {
     let batch = json!({"source": NODE_NAME, "tcp": [{"src_ip": client, "src_port": 40000,
         "dst_ip": server, "dst_port": 8080, "at": chrono::Utc::now().to_rfc3339(), "count": 1}]});
@@ -91,10 +101,41 @@ async fn the_mapper_survives_an_api_server_crash_and_names_pods_made_after_it() 
     let before = format!("client in namespace {NS} calls:\n  - server\n");
     assert_eq!(list(&mapper), before);
 
-    // The crash: every watch of the mapper breaks for ten seconds.
+    assert_eq!(readyz(&mapper).await.0, 200, "ready before the outage");
+
+    // The crash: every watch of the mapper breaks for ten seconds; /readyz says so meanwhile.
+    let polling = Arc::new(AtomicBool::new(true));
+    let poller = tokio::spawn({
+        let (polling, mapper) = (polling.clone(), mapper.clone());
+        async move {
+            let mut refusals = Vec::new();
+            while polling.load(Ordering::SeqCst) {
+                let (status, body) = readyz(&mapper).await;
+                if status != 200 {
+                    refusals.push((status, body));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            refusals
+        }
+    });
     tokio::task::block_in_place(|| cluster.restart_api_server(Duration::from_secs(10)))
         .unwrap_or_else(|e| panic!("restarting the API server: {e:#}"));
     assert_eq!(list(&mapper), before, "what the mapper knew survives the outage, once");
+    let mut ready_again = false;
+    for _ in 0..600 {
+        if readyz(&mapper).await.0 == 200 {
+            ready_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    polling.store(false, Ordering::SeqCst);
+    let refusals = poller.await.unwrap();
+    assert!(ready_again, "/readyz is 200 again within 2 minutes of the API server's return");
+    let (status, body) = refusals.first().expect("/readyz refused while the watches were broken");
+    assert_eq!(*status, 503, "{body}");
+    assert!(body.contains("Kubernetes watches are broken"), "{body}");
 
     // A pod made after the outage is named: the watches resumed.
     cluster.apply(&deployment("late", &image, sleeper)).unwrap();

@@ -54,8 +54,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the mapper does not know pod {uid} of {user} (yet); retry")]
     UnknownPod { user: String, uid: String },
-    #[error("the Kubernetes watches have not finished their first list yet")]
-    NotReady,
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl IntoResponse for ApiError {
@@ -64,7 +64,7 @@ impl IntoResponse for ApiError {
             ApiError::Auth(e) => return e.clone().into_response(),
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnknownPod { .. } | ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::UnknownPod { .. } | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         (status, Json(serde_json::json!({"error": self.to_string()}))).into_response()
     }
@@ -210,9 +210,8 @@ async fn reset(
 }
 
 async fn readyz(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
-    if state.telemetry.ready() {
-        Ok("ready")
-    } else {
-        Err(ApiError::NotReady)
+    match state.telemetry.not_ready() {
+        None => Ok("ready"),
+        Some(why) => Err(ApiError::NotReady(why)),
     }
 }

@@ -51,7 +51,7 @@ impl Default for IstioConfig {
 
 /// Scrapes every interval until the process ends, once the inventory has been listed.
 pub async fn run(mapper: SharedMapper, telemetry: Arc<Telemetry>, config: IstioConfig) {
-    while !telemetry.ready() {
+    while !telemetry.listed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let http = match client(&config) {

@@ -160,7 +160,7 @@ pub fn spawn(
 
 /// Resolving hosts needs the inventory: nothing is read before every watch has listed.
 async fn until_ready(telemetry: &Telemetry) {
-    while !telemetry.ready() {
+    while !telemetry.listed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

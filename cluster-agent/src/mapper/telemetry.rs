@@ -13,22 +13,43 @@ pub struct Telemetry {
 
 impl Telemetry {
     /// Whether every Kubernetes watch has finished its first list.
-    pub fn ready(&self) -> bool {
-        self.watches.ready()
+    pub fn listed(&self) -> bool {
+        let total = self.watches.total.load(Ordering::Relaxed);
+        total > 0 && self.watches.synced.load(Ordering::Relaxed) >= total
+    }
+
+    /// Why the mapper is not ready, if it is not: `/readyz` answers 503 with it.
+    pub fn not_ready(&self) -> Option<String> {
+        self.watches.not_ready()
     }
 }
 
-/// How many Kubernetes watchers there are, and how many have finished their first list.
+/// How many Kubernetes watchers there are, how many have finished their first list, and how
+/// many are broken now (failed, and neither delivered an event nor re-listed since).
 #[derive(Debug, Default)]
 pub struct WatchProgress {
     pub total: AtomicUsize,
     pub synced: AtomicUsize,
+    pub broken: AtomicUsize,
 }
 
 impl WatchProgress {
-    pub fn ready(&self) -> bool {
+    pub fn not_ready(&self) -> Option<String> {
         let total = self.total.load(Ordering::Relaxed);
-        total > 0 && self.synced.load(Ordering::Relaxed) >= total
+        let synced = self.synced.load(Ordering::Relaxed);
+        let broken = self.broken.load(Ordering::Relaxed);
+        if total == 0 || synced < total {
+            Some(format!(
+                "{synced} of {total} Kubernetes watches have finished their first list; retry"
+            ))
+        } else if broken > 0 {
+            Some(format!(
+                "{broken} of {total} Kubernetes watches are broken (is the API server reachable? \
+                 the mapper's log says why); pods made meanwhile are named once they resume"
+            ))
+        } else {
+            None
+        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! their spec or status, metadata only (owner references, labels, annotations) elsewhere.
 
 use std::fmt::Debug;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -50,25 +51,20 @@ where
         + Sync
         + 'static,
 {
-    let kind = K::kind(&());
-    let mut stream = watcher(api).boxed();
+    let kind = K::kind(&()).to_string();
     let mut initial: Vec<K> = Vec::new();
-    let mut synced = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::Init) => initial.clear(),
-            Ok(Event::InitApply(obj)) => initial.push(obj),
-            Ok(Event::InitDone) => {
-                mapper.lock().index.reset(&initial);
-                tracing::info!(%kind, objects = initial.len(), "watch synced");
-                initial.clear();
-                mark_synced(&telemetry.watches, &mut synced);
-            }
-            Ok(Event::Apply(obj)) => mapper.lock().index.apply(&obj),
-            Ok(Event::Delete(obj)) => mapper.lock().index.delete(&obj),
-            Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
+    follow(watcher(api), &kind, &telemetry.watches, |event| match event {
+        Event::Init => initial.clear(),
+        Event::InitApply(obj) => initial.push(obj),
+        Event::InitDone => {
+            mapper.lock().index.reset(&initial);
+            tracing::info!(%kind, objects = initial.len(), "watch synced");
+            initial.clear();
         }
-    }
+        Event::Apply(obj) => mapper.lock().index.apply(&obj),
+        Event::Delete(obj) => mapper.lock().index.delete(&obj),
+    })
+    .await;
 }
 
 async fn watch_meta<K>(
@@ -79,22 +75,81 @@ async fn watch_meta<K>(
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let kind = K::kind(&()).to_string();
-    let mut stream = watcher(api).boxed();
     let mut initial = Vec::new();
-    let mut synced = false;
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::Init) => initial.clear(),
-            Ok(Event::InitApply(obj)) => initial.push(obj.metadata),
-            Ok(Event::InitDone) => {
-                mapper.lock().index.reset_meta(&kind, &initial);
-                tracing::info!(%kind, objects = initial.len(), "watch synced");
-                initial.clear();
-                mark_synced(&telemetry.watches, &mut synced);
+    follow(watcher(api), &kind, &telemetry.watches, |event| match event {
+        Event::Init => initial.clear(),
+        Event::InitApply(obj) => initial.push(obj.metadata),
+        Event::InitDone => {
+            mapper.lock().index.reset_meta(&kind, &initial);
+            tracing::info!(%kind, objects = initial.len(), "watch synced");
+            initial.clear();
+        }
+        Event::Apply(obj) => mapper.lock().index.apply_meta(&kind, &obj.metadata),
+        Event::Delete(obj) => mapper.lock().index.delete_meta(&kind, &obj.metadata),
+    })
+    .await;
+}
+
+/// How long a broken watch must go without another error to count as resumed when nothing
+/// changed meanwhile (a quiet kind resumes without an event): longer than kube's longest
+/// back-off (30 s) plus a connection attempt's timeout (30 s), so a watch still failing has
+/// failed again by then.
+const QUIET_RESUME: Duration = Duration::from_secs(90);
+
+/// Feeds a watch's events to `handle` and keeps its part of [`WatchProgress`]: synced after its
+/// first list, broken from an error until it delivers a change, finishes a re-list, or stays
+/// quiet for [`QUIET_RESUME`].
+async fn follow<K>(
+    stream: impl futures::Stream<Item = Result<Event<K>, watcher::Error>> + Send,
+    kind: &str,
+    progress: &WatchProgress,
+    mut handle: impl FnMut(Event<K>),
+) {
+    let mut stream = std::pin::pin!(stream);
+    let (mut synced, mut broken) = (false, false);
+    loop {
+        let next = if broken {
+            match tokio::time::timeout(QUIET_RESUME, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    mark(&progress.broken, &mut broken, false);
+                    tracing::info!(%kind, "watch resumed (no error since)");
+                    continue;
+                }
             }
-            Ok(Event::Apply(obj)) => mapper.lock().index.apply_meta(&kind, &obj.metadata),
-            Ok(Event::Delete(obj)) => mapper.lock().index.delete_meta(&kind, &obj.metadata),
-            Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
+        } else {
+            stream.next().await
+        };
+        let Some(event) = next else { break };
+        match event {
+            Err(e) => {
+                mark(&progress.broken, &mut broken, true);
+                tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff");
+            }
+            Ok(event) => {
+                let settled = matches!(event, Event::InitDone | Event::Apply(_) | Event::Delete(_));
+                let listed = matches!(event, Event::InitDone);
+                handle(event);
+                if listed && !synced {
+                    synced = true;
+                    progress.synced.fetch_add(1, Ordering::Relaxed);
+                }
+                if settled && broken {
+                    mark(&progress.broken, &mut broken, false);
+                    tracing::info!(%kind, "watch resumed");
+                }
+            }
+        }
+    }
+}
+
+/// Sets `flag` to `to`, moving `count` with it.
+fn mark(count: &AtomicUsize, flag: &mut bool, to: bool) {
+    if std::mem::replace(flag, to) != to {
+        if to {
+            count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -104,10 +159,4 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     watcher::watcher(api, watcher::Config::default()).default_backoff()
-}
-
-fn mark_synced(progress: &WatchProgress, synced: &mut bool) {
-    if !std::mem::replace(synced, true) {
-        progress.synced.fetch_add(1, Ordering::Relaxed);
-    }
 }

@@ -13,7 +13,9 @@ use model::{PortSpec, Protocol, WorkloadRef};
 use super::{
     dedup_ips, object_key, parse_ip, to_utc, Index, Indexed, Labels, LeaseEnd, Name, ObjectKey,
 };
-use crate::identity::{annotated_workload_name, controller_reference, OwnerLink, Workload};
+use crate::identity::{
+    annotated_workload_name, controller_reference, presumed_deployment, OwnerLink, Workload,
+};
 
 /// A running pod with an address of its own (see [`Index::istio_sidecars`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub(crate) struct PodRecord {
     pub labels: Labels,
     pub annotated_name: Option<Name>,
     pub controller: Option<OwnerLink>,
+    /// The Deployment to name the pod by while its ReplicaSet is not known.
+    pub presumed_owner: Option<OwnerLink>,
     pub ips: Box<[IpAddr]>,
     pub host_network: bool,
     pub node: Option<Name>,
@@ -116,9 +120,13 @@ impl Index {
         self.invalid_workload_annotations =
             self.invalid_workload_annotations.saturating_add(invalid);
         let annotated_name = annotated.map(|n| self.strings.intern(n));
-        let controller = controller_reference(meta).map(|r| OwnerLink {
+        let reference = controller_reference(meta);
+        let controller = reference.map(|r| OwnerLink {
             kind: self.strings.intern(&r.kind),
             name: self.strings.intern(&r.name),
+        });
+        let presumed_owner = reference.and_then(|r| presumed_deployment(meta, r)).map(|name| {
+            OwnerLink { kind: self.strings.intern("Deployment"), name: self.strings.intern(name) }
         });
 
         let mut ips: Vec<IpAddr> = status
@@ -168,6 +176,7 @@ impl Index {
             &key.namespace,
             &key.name,
             controller.as_ref(),
+            presumed_owner.as_ref(),
             annotated_name.as_ref(),
         ));
         PodRecord {
@@ -175,6 +184,7 @@ impl Index {
             labels: self.intern_labels(meta.labels.as_ref()),
             annotated_name,
             controller,
+            presumed_owner,
             ips: dedup_ips(ips),
             host_network,
             node: spec.and_then(|s| s.node_name.as_deref()).map(|n| self.strings.intern(n)),
@@ -246,6 +256,7 @@ impl Index {
             &key.namespace,
             &key.name,
             pod.controller.as_ref(),
+            pod.presumed_owner.as_ref(),
             pod.annotated_name.as_ref(),
         );
         if *pod.workload == workload {

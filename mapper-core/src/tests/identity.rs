@@ -152,6 +152,40 @@ fn owners_arriving_after_their_pods_rename_them_everywhere() {
 }
 
 #[test]
+fn a_deployments_pod_is_named_by_the_deployment_while_its_replicaset_is_not_known() {
+    // A watch gap (the ReplicaSet watch re-listing after a break, or simply behind the pod
+    // watch): the Deployment controller's naming gives the workload, never the ReplicaSet's name.
+    let mut index = Index::default();
+    let hashed = |name: &str, rs: &str, hash: &str| {
+        mk_pod("shop", name, &[])
+            .owned_by("ReplicaSet", rs)
+            .labelled("app", "web")
+            .labelled("pod-template-hash", hash)
+    };
+    index.apply(&hashed("web-5d8f7c9b4-x1", "web-5d8f7c9b4", "5d8f7c9b4"));
+    assert_eq!(
+        workload_of(&index, "shop", "web-5d8f7c9b4-x1"),
+        expect("shop", "web", "Deployment")
+    );
+    // A hash that does not end the ReplicaSet's name proves nothing: the reference names it.
+    index.apply(&hashed("odd-77-x1", "odd-77", "5d8f7c9b4"));
+    assert_eq!(workload_of(&index, "shop", "odd-77-x1"), expect("shop", "odd-77", "ReplicaSet"));
+    // Once the ReplicaSet is known, its own owners decide: a bare ReplicaSet is the workload.
+    index.apply(&hashed("bare-6c7d-x1", "bare-6c7d", "6c7d"));
+    assert_eq!(workload_of(&index, "shop", "bare-6c7d-x1"), expect("shop", "bare", "Deployment"));
+    index.apply_meta("ReplicaSet", &mk_meta(Some("shop"), "bare-6c7d"));
+    assert_eq!(
+        workload_of(&index, "shop", "bare-6c7d-x1"),
+        expect("shop", "bare-6c7d", "ReplicaSet")
+    );
+    index.apply_meta("ReplicaSet", &mk_replicaset("shop", "web-5d8f7c9b4", "frontend"));
+    assert_eq!(
+        workload_of(&index, "shop", "web-5d8f7c9b4-x1"),
+        expect("shop", "frontend", "Deployment")
+    );
+}
+
+#[test]
 fn services_follow_their_endpoint_slices_and_fall_back_to_selectors() {
     let mut index = Index::default();
     let web = deploy(&mut index, "shop", "web", &["10.244.0.5"]);
