@@ -2,7 +2,8 @@
 # Everything this project needs on a fresh Debian machine, installed once (idempotent, quiet when
 # all is there): PostgreSQL for the cloud and the tests; clang, llvm, libbpf-dev and bpftool to
 # build the eBPF programs; iproute2 and dnsmasq for the network-namespace tests; dig (dnsutils) for
-# the DNS tests; chromium for the access-graph page's browser test; boto3 and moto (PyPI, in
+# the DNS tests; chromium for the access-graph page's browser test; java 17 and maven for the real
+# Kafka broker's tests (scripts/kafka.sh fetches Kafka from Maven Central); boto3 and moto (PyPI, in
 # target/pytools) for the AWS proxy tests; containerd, runc, the CNI plugins, iptables and
 # busybox-static for the real test cluster (scripts/k8s/install-node-packages.sh; its
 # Kubernetes binaries are built by scripts/k8s/build.sh when a test first starts it).
@@ -10,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-postgres.sh
 missing=()
-for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils chromium:chromium curl:curl; do
+for tool in clang:clang llc:llvm bpftool:bpftool ip:iproute2 dnsmasq:dnsmasq-base dig:dnsutils chromium:chromium curl:curl java:openjdk-17-jre-headless mvn:maven; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || missing+=("${tool##*:}")
 done
 [ -f /usr/include/bpf/bpf_helpers.h ] || missing+=(libbpf-dev)

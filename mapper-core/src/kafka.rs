@@ -77,7 +77,7 @@ const PATTERN_TYPES: [&str; 5] = ["LITERAL", "PREFIXED", "MATCH", "ANY", "UNKNOW
 /// Reads one log line. Never panics, whatever the input.
 pub fn parse_authorizer_line(line: &str) -> AuthorizerLine<'_> {
     let Some(start) = line.find("Principal = ") else {
-        return if line.contains(AUTHORIZER_LOGGER) {
+        return if line.contains(AUTHORIZER_LOGGER) && !is_authorizer_note(line) {
             AuthorizerLine::Malformed(Malformed::NoDecision)
         } else {
             AuthorizerLine::Other
@@ -154,6 +154,23 @@ pub fn parse_authorizer_line(line: &str) -> AuthorizerLine<'_> {
         resource_name,
         request,
     })
+}
+
+/// The lines `AclAuthorizer` (Kafka 2.x/3.x) logs beside each decision, at DEBUG on the same
+/// logger: they explain a decision whose `Principal = ...` line follows, so they are no access
+/// of their own (reading them as one would count the access twice):
+///
+/// ```text
+/// DEBUG principal = User:admin is a super user, allowing operation without checking acls. (kafka.authorizer.logger)
+/// DEBUG operation = WRITE on resource = ResourcePattern(resourceType=TOPIC, name=orders, patternType=LITERAL) from host = 10.0.0.2 is ALLOW based on acl = User:checkout has ALLOW permission for operations: WRITE from hosts: * (kafka.authorizer.logger)
+/// DEBUG No acl found for resource ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, patternType=LITERAL), authorized = false (kafka.authorizer.logger)
+/// ```
+fn is_authorizer_note(line: &str) -> bool {
+    (line.contains("principal = ") && line.contains(" is a super user, allowing operation"))
+        || (line.contains("operation = ")
+            && line.contains(" on resource = ")
+            && line.contains(" based on acl = "))
+        || line.contains("No acl found for resource ")
 }
 
 fn split_word(s: &str) -> (&str, &str) {
@@ -477,6 +494,30 @@ mod tests {
                 "Principal = User:a is Allowed Operation = Read from host = 1.2.3.4 on resource ="
             ),
             AuthorizerLine::Malformed(Malformed::NoResource)
+        );
+    }
+
+    #[test]
+    fn acl_authorizers_notes_beside_its_decisions_are_no_accesses() {
+        // Written by a real Kafka 3.9.1 broker (AclAuthorizer with ZooKeeper) for the decisions
+        // of the super user and of a client allowed by an ACL; each was read as an unreadable
+        // authorizer line before.
+        for note in [
+            "[2026-12-06 00:42:02,782] DEBUG principal = User:admin is a super user, allowing operation without checking acls. (kafka.authorizer.logger)",
+            "[2026-12-06 00:42:28,219] DEBUG No acl found for resource ResourcePattern(resourceType=CLUSTER, name=kafka-cluster, patternType=LITERAL), authorized = false (kafka.authorizer.logger)",
+            "[2026-12-06 00:42:29,134] DEBUG operation = WRITE on resource = ResourcePattern(resourceType=TOPIC, name=orders, patternType=LITERAL) from host = 127.0.0.1 is ALLOW based on acl = User:checkout has ALLOW permission for operations: WRITE from hosts: * (kafka.authorizer.logger)",
+        ] {
+            assert_eq!(parse_authorizer_line(note), AuthorizerLine::Other, "{note}");
+        }
+        // The decision each explains is still read.
+        let decision = entry("[2026-12-06 00:42:29,134] DEBUG Principal = User:checkout is Allowed Operation = Write from host = 127.0.0.1 on resource = Topic:LITERAL:orders for request = Produce with resourceRefCount = 1 (kafka.authorizer.logger)");
+        assert_eq!((decision.operation, decision.resource_name), ("Write", "orders"));
+        // Anything else on the logger without a decision is still unreadable.
+        assert_eq!(
+            parse_authorizer_line(
+                "[x] DEBUG principal = User:a is somebody (kafka.authorizer.logger)"
+            ),
+            AuthorizerLine::Malformed(Malformed::NoDecision)
         );
     }
 
