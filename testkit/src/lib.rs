@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod crd;
+pub mod envoy;
 pub mod kafka;
 pub mod kube_api;
 pub mod need;
