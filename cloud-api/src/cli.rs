@@ -54,6 +54,8 @@ pub enum Command {
     /// Administer organisations, clusters and API tokens directly in the database.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print the API's OpenAPI 3.1 document (what GET /api/v1/openapi.json serves) and exit.
+    Openapi,
 }
 
 #[derive(Debug, ClapArgs)]

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod secrets;
 pub mod store;
 pub mod tokens;
@@ -163,5 +164,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(cmd) => admin::run(cmd).await,
+        Command::Openapi => {
+            print!("{}", openapi::json());
+            Ok(())
+        }
     }
 }

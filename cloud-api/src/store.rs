@@ -54,15 +54,16 @@ pub struct Store {
     hasher: Arc<SecretHasher>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterCredentials {
     pub cluster_id: Uuid,
+    #[schema(value_type = String)]
     pub name: ClusterName,
     pub client_id: String,
     pub client_secret: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterInfo {
     pub id: Uuid,
     pub name: String,

@@ -53,7 +53,9 @@ pub fn parse_api_token(token: &str) -> Option<(Uuid, &str)> {
 
 /// What an API token may do. Each scope includes the ones before it: `write` can read, `admin`
 /// can do everything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// The access graph, clusters and ClientIntents.

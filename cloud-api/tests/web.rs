@@ -678,6 +678,57 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
     assert_png(&shot);
 }
 
+/// "Changes since" colours the calls first seen after that moment and those not seen since.
+#[tokio::test]
+async fn the_page_colours_new_and_gone_calls() {
+    let binary = chromium();
+    let browser = Browser { binary };
+    let api = TestApi::start().await;
+    let token = api.org("initech").await;
+    let jwt = api.cluster(&token, "prod").await;
+    let call = |target: &str, first_minutes_ago: i64, last_minutes_ago: i64| {
+        json!({"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"},
+               "target": workload("shop", target),
+               "first_seen": ago(first_minutes_ago), "last_seen": ago(last_minutes_ago), "connections": 1})
+    };
+    let day = 24 * 60;
+    api.report(
+        &jwt,
+        vec![
+            call("recommendations", 10, 5),
+            call("legacy-cart", 3 * day, 2 * day),
+            call("cartservice", 3 * day, 5),
+        ],
+        vec![],
+    )
+    .await;
+
+    let shot = screenshot_path("access-graph-changes.png");
+    let page = browser.load(&api.signed_in(&token, "changes=24h"), Some(&shot)).await;
+    assert_eq!(page.state(), "ready", "{}", page.dom);
+    let class_of = |target: &str| {
+        let marker = format!("data-edge=\"prod/shop/frontend -&gt; prod/shop/{target}\"");
+        let at = page.dom.find(&marker).unwrap_or_else(|| panic!("{marker} in {}", page.dom));
+        let path = &page.dom[page.dom[..at].rfind("<path").unwrap()..at];
+        attrs_in(path, "class").into_iter().next().unwrap()
+    };
+    assert_eq!(class_of("recommendations"), "edge k-workload change-new");
+    assert_eq!(class_of("legacy-cart"), "edge k-workload change-gone");
+    assert_eq!(class_of("cartservice"), "edge k-workload", "seen before and since: unmarked");
+    assert_eq!(page.attr("data-new").as_deref(), Some("1"));
+    assert_eq!(page.attr("data-gone").as_deref(), Some("1"));
+    let summary = page.section("summary", "</p>");
+    assert!(summary.contains("since a day ago: 1 new, 1 gone"), "{summary}");
+    assert!(page.dom.contains("<body data-state=\"ready\" class=\"changes\""), "the legend shows");
+    assert_png(&shot);
+
+    // Off: nothing is marked.
+    let page = browser.load(&api.signed_in(&token, ""), None).await;
+    assert_eq!(page.attrs("data-edge").len(), 3);
+    assert!(!page.dom.contains("class=\"edge k-workload change-"), "{}", page.dom);
+    assert_eq!(page.attr("data-new"), None);
+}
+
 /// Thousands of edges draw without the page freezing: the layout is linear in the edges.
 #[tokio::test]
 async fn the_page_draws_thousands_of_edges() {

@@ -18,6 +18,9 @@
   const TOKEN_KEY = "intentmap.apiToken";
   const WINDOWS = ["1h", "24h", "7d", "all"];
   const WINDOW_TEXT = { "1h": "the last hour", "24h": "the last day", "7d": "the last week", all: "all time" };
+  // "Changes since": the server marks each call new, seen or gone relative to that time.
+  const CHANGES = ["1h", "24h", "7d"];
+  const CHANGES_TEXT = { "1h": "an hour ago", "24h": "a day ago", "7d": "a week ago" };
 
   // Geometry of the drawing, in SVG units (pixels at zoom 1).
   const NODE_W = 196;
@@ -40,7 +43,7 @@
     token: null,
     // A token from a link, until the user agrees to sign in with it.
     pending: null,
-    filters: { cluster: "", namespace: "", window: "all", workload: "" },
+    filters: { cluster: "", namespace: "", window: "all", workload: "", changes: "" },
     selected: null,
     graph: null,
     index: null,
@@ -119,6 +122,7 @@
     if (f.namespace) parts.push(["namespace", f.namespace]);
     if (f.workload) parts.push(["workload", f.workload]);
     if (f.window !== "all") parts.push(["window", f.window]);
+    if (f.changes) parts.push(["changes", f.changes]);
     if (state.selected) parts.push(["select", state.selected]);
     const hash = parts.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
     history.replaceState(null, "", location.pathname + location.search + (hash ? `#${hash}` : ""));
@@ -150,6 +154,7 @@
     if (f.namespace) q.set("namespace", f.namespace);
     if (f.workload) q.set("workload", f.workload);
     if (f.window !== "all") q.set("since", f.window);
+    if (f.changes) q.set("changed_since", f.changes);
     const s = q.toString();
     return `/api/v1/access-graph${s ? `?${s}` : ""}`;
   }
@@ -232,7 +237,7 @@
         }
       }
     }
-    return { clusters, nodes, edges };
+    return { clusters, nodes, edges, changes: graph.changes || null };
   }
 
   function buildIndex(graph) {
@@ -582,7 +587,7 @@
   }
 
   function arrowMarkers(defs) {
-    for (const id of ["arrow", "arrow-internet", "arrow-aws", "arrow-cross", "arrow-out", "arrow-in"]) {
+    for (const id of ["arrow", "arrow-internet", "arrow-aws", "arrow-cross", "arrow-out", "arrow-in", "arrow-new", "arrow-gone"]) {
       const m = svg("marker", { id, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
       svg("path", { d: "M0,0 L10,5 L0,10 z" }, m);
     }
@@ -672,6 +677,16 @@
     summary.textContent =
       `${graph.nodes.length} ${graph.nodes.length === 1 ? "node" : "nodes"} · ${graph.edges.length} ${graph.edges.length === 1 ? "call" : "calls"} · ` +
       `${clusterCount} ${clusterCount === 1 ? "cluster" : "clusters"} · seen in ${WINDOW_TEXT[state.filters.window]}`;
+    const changes = graph.changes;
+    document.body.classList.toggle("changes", Boolean(changes && state.filters.changes));
+    if (changes && state.filters.changes) {
+      summary.textContent += ` · since ${CHANGES_TEXT[state.filters.changes]}: ${changes.new} new, ${changes.gone} gone`;
+      summary.dataset.new = changes.new;
+      summary.dataset.gone = changes.gone;
+    } else {
+      delete summary.dataset.new;
+      delete summary.dataset.gone;
+    }
     const empty = $("empty");
     if (!graph.edges.length) {
       empty.hidden = false;
@@ -723,6 +738,7 @@
       let cls = `edge k-${t.kind}`;
       if (cross) cls += " cross";
       if (tp.x <= sp.x) cls += " back";
+      if (e.change === "new" || e.change === "gone") cls += ` change-${e.change}`;
       const path = svg("path", { class: cls, "data-edge": `${e.source} -> ${e.target}`, d: edgePath(sp, tp, outAt.get(i), inAt.get(i), ((i % 5) - 2) * 1.6) }, edgeLayer);
       const facts = edgeFacts(e).map(([k, v]) => `\n${k}: ${Array.isArray(v) ? v.join("; ") : v}`);
       svg("title", {}, path).textContent = `${e.source} → ${e.target}${facts.join("")}`;
@@ -877,6 +893,8 @@
     if (e.first_seen) facts.push(["first seen", fmtTime(e.first_seen)]);
     if (e.last_seen) facts.push(["last seen", fmtTime(e.last_seen)]);
     if (e.observed_in) facts.push(["observed in", `cluster ${e.observed_in}`]);
+    if (e.change === "new") facts.push(["change", `new: first seen after ${fmtTime(state.graph.changes.since)}`]);
+    if (e.change === "gone") facts.push(["change", `gone: not seen since ${fmtTime(state.graph.changes.since)}`]);
     return facts;
   }
 
@@ -960,6 +978,7 @@
     fillSelect($("filter-cluster"), "All clusters", state.clusters, state.filters.cluster);
     fillSelect($("filter-namespace"), "All namespaces", state.namespaceOptions, state.filters.namespace);
     $("filter-window").value = state.filters.window;
+    $("filter-changes").value = state.filters.changes;
     $("filter-workload").value = state.filters.workload;
   }
 
@@ -1007,6 +1026,7 @@
       cluster: $("filter-cluster").value,
       namespace: $("filter-namespace").value,
       window: $("filter-window").value,
+      changes: $("filter-changes").value,
       workload: $("filter-workload").value.trim(),
     };
     writeFragment();
@@ -1068,7 +1088,7 @@
       ev.preventDefault();
       readFilters();
     });
-    for (const id of ["filter-cluster", "filter-namespace", "filter-window"]) $(id).addEventListener("change", readFilters);
+    for (const id of ["filter-cluster", "filter-namespace", "filter-window", "filter-changes"]) $(id).addEventListener("change", readFilters);
     $("zoom-in").addEventListener("click", () => zoomBy(1.25));
     $("zoom-out").addEventListener("click", () => zoomBy(0.8));
     $("zoom-fit").addEventListener("click", () => fit(0.05));
@@ -1095,6 +1115,7 @@
     const linked = (params.get("token") || "").trim();
     for (const key of ["cluster", "namespace", "workload"]) if (params.has(key)) state.filters[key] = params.get(key);
     if (WINDOWS.includes(params.get("window"))) state.filters.window = params.get("window");
+    if (CHANGES.includes(params.get("changes"))) state.filters.changes = params.get("changes");
     if (params.get("select")) state.selected = params.get("select");
     // The token leaves the address bar (and the history) at once, adopted or not.
     writeFragment();

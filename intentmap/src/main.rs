@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use intentmap::picture;
+use intentmap::{export, picture};
 use model::intents::{self, IntentsVersion};
+use model::list::ListStyle;
 use model::Edge;
 
 #[derive(Debug, Parser)]
@@ -42,7 +43,9 @@ struct Filters {
     /// Only clients in these namespaces (comma-separated or repeated).
     #[arg(short = 'n', long = "namespaces", value_delimiter = ',')]
     namespaces: Vec<String>,
-    /// Only calls to this server, as `name.namespace`.
+    /// Only clients that call this server, as `name.namespace`, with all their calls (a
+    /// ClientIntents document must list every target of its client: applying one that lists
+    /// only some would take the others' access away).
     #[arg(long)]
     server: Option<String>,
     /// Leave out clients whose pods carry any of these labels (`key=value`, comma-separated or repeated).
@@ -58,7 +61,7 @@ impl Filters {
             out.push_str(&format!(" · namespaces {}", self.namespaces.join(", ")));
         }
         if let Some(server) = &self.server {
-            out.push_str(&format!(" · calls to {server}"));
+            out.push_str(&format!(" · clients of {server}"));
         }
         if !self.exclude_labels.is_empty() {
             out.push_str(&format!(" · without {}", self.exclude_labels.join(", ")));
@@ -89,6 +92,11 @@ enum Command {
     List {
         #[command(flatten)]
         filters: Filters,
+        /// Name every in-cluster target `<name> in namespace <namespace>`, also in the
+        /// client's own namespace (as some Otterize CLI versions print); by default those are
+        /// bare names, as in Otterize's docs.
+        #[arg(long)]
+        qualified: bool,
     },
     /// Export ClientIntents (YAML by default) for the observed traffic.
     Export {
@@ -214,15 +222,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         token: token.filter(|t| !t.is_empty()),
     };
     match cli.command {
-        Command::List { filters } => {
-            print!("{}", model::list::render_list(&mapper.edges(&filters).await?))
+        Command::List { filters, qualified } => {
+            let style = if qualified { ListStyle::Qualified } else { ListStyle::Seeds };
+            print!("{}", model::list::render_list_with(&mapper.edges(&filters).await?, style))
         }
         Command::Export { filters, output_version, format, output, output_type } => {
             let version: IntentsVersion = output_version.parse()?;
             let docs = intents::client_intents(&mapper.edges(&filters).await?, version);
-            let render = |docs: &[serde_json::Value]| match format {
-                ExportFormat::Yaml => intents::to_yaml(docs),
-                ExportFormat::Json => intents::to_json(docs),
+            let render = |docs: &[serde_json::Value]| {
+                export::render(
+                    docs,
+                    match format {
+                        ExportFormat::Yaml => export::Format::Yaml,
+                        ExportFormat::Json => export::Format::Json,
+                    },
+                )
             };
             match output_type {
                 OutputType::Single => write_out(&output, &render(&docs))?,

@@ -1,5 +1,6 @@
 //! The `list` / `export` filters: by client namespace, by server, and excluding clients by label.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use model::{Edge, Target};
@@ -59,38 +60,57 @@ impl FromStr for LabelSelector {
 }
 
 /// Which edges to show. An empty filter keeps everything.
+///
+/// The filters select **clients**, and a selected client keeps every call it makes: a
+/// ClientIntents document lists all of a client's targets, and the intents operator keys
+/// documents by name, so applying one that lists only some of them would take the others'
+/// access away. `--server` therefore selects the clients that call that server (as Otterize's
+/// mapper does), not only their calls to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EdgeFilter {
-    /// Keep edges whose client is in one of these namespaces.
+    /// Keep clients in one of these namespaces.
     pub namespaces: Vec<String>,
-    /// Keep edges whose target is this workload or Service.
+    /// Keep clients that call this workload or Service (with all their calls).
     pub server: Option<ServerSelector>,
-    /// Drop edges whose client workload has a live pod with one of these labels.
+    /// Leave out clients whose workload has a live pod with one of these labels.
     pub exclude_labels: Vec<LabelSelector>,
 }
 
 impl EdgeFilter {
-    pub fn matches(&self, edge: &Edge, index: &Index) -> bool {
+    /// Whether the client of `edge` is one the namespace and label filters keep.
+    fn keeps_client(&self, edge: &Edge, index: &Index) -> bool {
         if !self.namespaces.is_empty() && !self.namespaces.contains(&edge.client.namespace) {
             return false;
-        }
-        if let Some(server) = &self.server {
-            let (namespace, name) = match &edge.target {
-                Target::Kubernetes(w) | Target::Kafka(w) => (&w.namespace, &w.name),
-                Target::Service(s) => (&s.namespace, &s.name),
-                Target::Internet(_) | Target::Aws(_) => return false,
-            };
-            if *namespace != server.namespace || *name != server.name {
-                return false;
-            }
         }
         !self.exclude_labels.iter().any(|label| {
             index.workload_has_pod_labelled(&edge.client, &label.key, label.value.as_deref())
         })
     }
 
+    /// Whether `edge` calls the `--server` workload or Service (true without one).
+    fn calls_server(&self, edge: &Edge) -> bool {
+        let Some(server) = &self.server else { return true };
+        let (namespace, name) = match &edge.target {
+            Target::Kubernetes(w) | Target::Kafka(w) => (&w.namespace, &w.name),
+            Target::Service(s) => (&s.namespace, &s.name),
+            Target::Internet(_) | Target::Aws(_) => return false,
+        };
+        *namespace == server.namespace && *name == server.name
+    }
+
+    /// The edges of every client the filter selects, all of each client's calls included.
     pub fn apply(&self, edges: &[Edge], index: &Index) -> Vec<Edge> {
-        edges.iter().filter(|e| self.matches(e, index)).cloned().collect()
+        let callers: HashSet<(&str, &str)> = edges
+            .iter()
+            .filter(|e| self.calls_server(e))
+            .map(|e| (e.client.namespace.as_str(), e.client.name.as_str()))
+            .collect();
+        edges
+            .iter()
+            .filter(|e| callers.contains(&(e.client.namespace.as_str(), e.client.name.as_str())))
+            .filter(|e| self.keeps_client(e, index))
+            .cloned()
+            .collect()
     }
 }
 

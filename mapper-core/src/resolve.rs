@@ -9,6 +9,9 @@
 //!    connections seen before its deletion (plus [`CLOCK_TOLERANCE`]) until
 //!    [`Index::prune`](crate::Index::prune) drops the lease after the grace period. An address
 //!    with a history but no lease at that time is [`Resolution::Unattributed`], never guessed;
+//!    one that two running pods' leases cover at that time (a CNI race, a stale pod object) is
+//!    [`Resolution::Contested`], neither's. A pod still listed after its `deletionTimestamp`
+//!    (a finalizer holds it) leases its IPs only until then;
 //! 3. a node address with a port a hostNetwork pod (any container port) or a `hostPort` takes
 //!    on that node → that pod's workload;
 //! 4. an endpoint of the API server → the API server;
@@ -51,6 +54,9 @@ pub enum Resolution {
     External(IpAddr),
     /// A pod address that no pod held at that time.
     Unattributed,
+    /// A pod address two running pods held at that time (a CNI race, or a stale pod object):
+    /// named as neither, never guessed.
+    Contested,
 }
 
 impl Resolution {
@@ -77,10 +83,11 @@ impl Index {
         }
         if let Some(leases) = self.pod_ips.get(&ip) {
             return match lease_at(leases, at) {
-                Some(lease) => {
+                Held::By(lease) => {
                     Resolution::Workload { workload: lease.workload.clone(), via: Via::PodIp }
                 }
-                None => Resolution::Unattributed,
+                Held::Contested => Resolution::Contested,
+                Held::Nobody => Resolution::Unattributed,
             };
         }
         let host = self.host_ips.get(&ip).and_then(|node| self.hosts.get(node));
@@ -114,7 +121,11 @@ impl Index {
             let labels: Vec<&str> = rest.split('.').collect();
             return match labels[..] {
                 [service, namespace] => self.service_by_name(namespace, service),
-                [host, _service, namespace] => self.pod_by_host(namespace, host),
+                // A pod's own name under its Service (a StatefulSet pod, a dashed address);
+                // when no such pod is known, the Service the name is under.
+                [host, service, namespace] => self
+                    .pod_by_host(namespace, host)
+                    .or_else(|| self.service_by_name(namespace, service)),
                 _ => None,
             };
         }
@@ -130,6 +141,11 @@ impl Index {
             }
         }
         None
+    }
+
+    /// Who held a pod address at `at` (`Nobody` for addresses that are no pod's).
+    pub(crate) fn pod_address_at(&self, ip: IpAddr, at: DateTime<Utc>) -> Held<'_> {
+        self.pod_ips.get(&ip.to_canonical()).map_or(Held::Nobody, |leases| lease_at(leases, at))
     }
 
     /// Whether a DNS name belongs to the cluster's own zone (not an internet destination).
@@ -190,16 +206,39 @@ impl Index {
     }
 }
 
+/// Who held an address at a time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Held<'a> {
+    By(&'a IpLease),
+    /// Two pods that are both still running hold it.
+    Contested,
+    Nobody,
+}
+
+impl<'a> Held<'a> {
+    pub(crate) fn lease(self) -> Option<&'a IpLease> {
+        match self {
+            Held::By(lease) => Some(lease),
+            Held::Contested | Held::Nobody => None,
+        }
+    }
+}
+
 /// The lease that held the address at `at`: the newest one begun by then and not ended before.
-pub(crate) fn lease_at(leases: &[IpLease], at: DateTime<Utc>) -> Option<&IpLease> {
-    leases
-        .iter()
-        .filter(|l| l.from.is_none_or(|from| from <= at))
-        .filter(|l| match l.end {
+/// Two leases of running pods that both cover `at` contest the address: it is neither's.
+pub(crate) fn lease_at(leases: &[IpLease], at: DateTime<Utc>) -> Held<'_> {
+    let covering = || {
+        leases.iter().filter(|l| l.from.is_none_or(|from| from <= at)).filter(|l| match l.end {
             LeaseEnd::At(end) => at <= end + CLOCK_TOLERANCE,
             LeaseEnd::Open | LeaseEnd::Unknown { .. } => true,
         })
-        .max_by_key(|l| l.from)
+    };
+    let mut running = covering().filter(|l| l.end == LeaseEnd::Open);
+    // Leases are per pod and UID, so a second open one is another pod's.
+    if running.next().is_some() && running.next().is_some() {
+        return Held::Contested;
+    }
+    covering().max_by_key(|l| l.from).map_or(Held::Nobody, Held::By)
 }
 
 /// The one workload that takes `port` on this node, if exactly one does.

@@ -18,6 +18,12 @@
 //! A target in the client's own namespace is written by bare name, any other as `name.namespace`,
 //! which is how the intents operator reads it.
 //!
+//! **Dots in workload names.** The operator splits a target name at its first `.` (what follows
+//! is the namespace) and names a pod's workload with every `.` as `_` (Otterize's service
+//! identity), so a workload named `app.4.2.0` (a valid Deployment name) is written `app_4_2_0` in
+//! `spec.workload`/`spec.service` and in targets; `metadata.name` (any DNS subdomain) and the
+//! access graph keep the real name.
+//!
 //! HTTP paths and Kafka topics:
 //! - a workload or Service called over HTTP carries its paths: v2beta1
 //!   `kubernetes: {name, http: [{path, methods}]}` (and `service: {...}` alike), v1alpha3
@@ -171,11 +177,18 @@ pub(crate) fn call_order(
 
 /// A Kubernetes name as ClientIntents write it: bare in the client's namespace, else `name.namespace`.
 pub(crate) fn qualified_name(client_namespace: &str, namespace: &str, name: &str) -> String {
+    let name = intents_name(name);
     if namespace == client_namespace {
-        name.to_owned()
+        name
     } else {
         format!("{name}.{namespace}")
     }
+}
+
+/// A workload name as the intents operator reads it: every `.` written `_` (see the module
+/// documentation).
+pub fn intents_name(name: &str) -> String {
+    name.replace('.', "_")
 }
 
 /// The ports an internet call was seen on: the target's own plus the edge's.
@@ -225,7 +238,7 @@ pub fn client_intents(edges: &[Edge], version: IntentsVersion) -> Vec<Value> {
 /// `spec.workload` (v2beta1) and `spec.service` (v1alpha3) have the same shape.
 fn workload(client: &WorkloadRef) -> Value {
     let mut w = Map::new();
-    w.insert("name".into(), json!(client.name));
+    w.insert("name".into(), json!(intents_name(&client.name)));
     insert_some(&mut w, "kind", client.kind.as_deref());
     Value::Object(w)
 }
@@ -268,7 +281,7 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
 }
 
 /// v1alpha3 tells targets apart by `type` (absent for plain in-cluster calls) and `kind`: a
-/// Service is `kind: Service`, an in-cluster call with HTTP paths is `type: http`, a Kafka
+/// Service is `kind: Service` (the API server `svc:kubernetes.default`), an in-cluster call with HTTP paths is `type: http`, a Kafka
 /// broker `type: kafka`, an AWS resource is `type: aws` with the ARN as `name`.
 fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
     let mut call = Map::new();
@@ -285,6 +298,12 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
                 json!(qualified_name(client_namespace, &w.namespace, &w.name)),
             );
             insert_some(&mut call, "kind", w.kind.as_deref());
+            http(&mut call);
+        }
+        // The API server is no pod's: the operator's conversion (and Otterize's export) write
+        // it `svc:kubernetes.default`, whatever the client's namespace.
+        Target::Service(s) if s.namespace == "default" && s.name == "kubernetes" => {
+            call.insert("name".into(), json!("svc:kubernetes.default"));
             http(&mut call);
         }
         Target::Service(s) => {
@@ -821,6 +840,48 @@ spec:
         assert_eq!(v2[0]["spec"]["targets"], json!([{"kafka": {"name": "kafka"}}]));
         let v1 = client_intents(&[e], IntentsVersion::V1alpha3);
         assert_eq!(v1[0]["spec"]["calls"], json!([{"name": "kafka", "type": "kafka"}]));
+    }
+
+    #[test]
+    fn dotted_workload_names_are_written_as_the_operator_reads_them() {
+        let client = WorkloadRef::new("shop", "web.2.0", Some("Deployment"));
+        let target = |ns: &str| Target::Kubernetes(WorkloadRef::new(ns, "cool-app.4.2.0", None));
+        let edges: Vec<Edge> = [target("shop"), target("infra")]
+            .into_iter()
+            .map(|t| Edge { client: client.clone(), ..edge("web", t, &[]) })
+            .collect();
+        let doc = &client_intents(&edges, IntentsVersion::V2beta1)[0];
+        assert_eq!(doc["metadata"]["name"], "web.2.0", "a valid object name, kept");
+        assert_eq!(doc["spec"]["workload"]["name"], "web_2_0");
+        assert_eq!(doc["spec"]["targets"][0]["kubernetes"]["name"], "cool-app_4_2_0");
+        assert_eq!(doc["spec"]["targets"][1]["kubernetes"]["name"], "cool-app_4_2_0.infra");
+        let doc = &client_intents(&edges, IntentsVersion::V1alpha3)[0];
+        assert_eq!(doc["spec"]["service"]["name"], "web_2_0");
+        assert_eq!(doc["spec"]["calls"][1]["name"], "cool-app_4_2_0.infra");
+    }
+
+    #[test]
+    fn the_api_server_is_svc_kubernetes_default_in_v1alpha3() {
+        let api =
+            Target::Service(ServiceRef { namespace: "default".into(), name: "kubernetes".into() });
+        let other = Target::Service(ServiceRef { namespace: "infra".into(), name: "dns".into() });
+        for ns in ["shop", "default"] {
+            let client = WorkloadRef::new(ns, "web", None);
+            let edges: Vec<Edge> = [api.clone(), other.clone()]
+                .into_iter()
+                .map(|t| Edge { client: client.clone(), ..edge("web", t, &[]) })
+                .collect();
+            let doc = &client_intents(&edges, IntentsVersion::V1alpha3)[0];
+            let calls = doc["spec"]["calls"].as_array().unwrap();
+            assert!(calls.contains(&json!({"name": "svc:kubernetes.default"})), "{calls:?}");
+            assert!(calls.contains(&json!({"name": "dns.infra", "kind": "Service"})), "{calls:?}");
+            let doc = &client_intents(&edges, IntentsVersion::V2beta1)[0];
+            let expected = if ns == "default" { "kubernetes" } else { "kubernetes.default" };
+            assert!(doc["spec"]["targets"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"service": {"name": expected}})));
+        }
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub use edge::{
 pub use graph::{AccessGraph, ClusterSummary, GraphEdge, GraphNode, NodeKind};
 pub use graph::{ClusterEdge, ClusterExposure, GraphFilter};
 pub use intents::{
-    client_intents, to_json, to_yaml, IntentsVersion, UnknownIntentsVersion, INTENTS_API_GROUP,
-    INTENTS_KIND,
+    client_intents, intents_name, to_json, to_yaml, IntentsVersion, UnknownIntentsVersion,
+    INTENTS_API_GROUP, INTENTS_KIND,
 };
-pub use list::render_list;
+pub use list::{render_list, render_list_with, ListStyle};
 pub use report::{EdgeReport, ExposedWorkload, ReportError, SCHEMA_VERSION};

@@ -38,6 +38,23 @@ use crate::intents::{calls_by_client, internet_ports};
 ///
 /// No edges at all reads `No connections found.`
 pub fn render_list(edges: &[Edge]) -> String {
+    render_list_with(edges, ListStyle::Seeds)
+}
+
+/// How `list` names in-cluster targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListStyle {
+    /// As the seeds (and Otterize's CLI docs) print: a target in the client's namespace by its
+    /// bare name, any other as `{name} in namespace {namespace}`.
+    #[default]
+    Seeds,
+    /// Every in-cluster target as `{name} in namespace {namespace}`, the client's own namespace
+    /// too, as some Otterize CLI versions print.
+    Qualified,
+}
+
+/// [`render_list`] in the given style.
+pub fn render_list_with(edges: &[Edge], style: ListStyle) -> String {
     let clients = calls_by_client(edges);
     if clients.is_empty() {
         return "No connections found.\n".to_owned();
@@ -49,7 +66,7 @@ pub fn render_list(edges: &[Edge]) -> String {
         // Service) sort next to each other and are listed once, with what each adds.
         let mut current: Option<(String, Vec<KafkaTopic>, Vec<HttpResource>)> = None;
         for edge in &c.calls {
-            let line = describe(&c.client.namespace, edge);
+            let line = describe(&c.client.namespace, edge, style);
             match &mut current {
                 Some((previous, kafka, http)) if *previous == line => {
                     *kafka = merge_kafka(kafka, &edge.kafka);
@@ -93,9 +110,9 @@ fn write_target(
     }
 }
 
-fn describe(client_namespace: &str, edge: &Edge) -> String {
+fn describe(client_namespace: &str, edge: &Edge, style: ListStyle) -> String {
     let in_cluster = |namespace: &str, name: &str| {
-        if namespace == client_namespace {
+        if namespace == client_namespace && style == ListStyle::Seeds {
             name.to_owned()
         } else {
             format!("{name} in namespace {namespace}")
@@ -389,5 +406,22 @@ emailer in namespace shop calls:
     - Kafka topic: emails, operations: [consume], denied: [consume]
 ";
         assert_eq!(render_list(&edges), expected);
+    }
+
+    #[test]
+    fn the_qualified_style_names_the_namespace_of_every_in_cluster_target() {
+        let edges = vec![
+            edge("shop", "web", Target::Kubernetes(WorkloadRef::new("shop", "cart", None))),
+            edge("shop", "web", Target::Kubernetes(WorkloadRef::new("infra", "redis", None))),
+        ];
+        assert_eq!(
+            render_list(&edges),
+            "web in namespace shop calls:\n  - cart\n  - redis in namespace infra\n"
+        );
+        assert_eq!(render_list_with(&edges, ListStyle::Seeds), render_list(&edges));
+        assert_eq!(
+            render_list_with(&edges, ListStyle::Qualified),
+            "web in namespace shop calls:\n  - cart in namespace shop\n  - redis in namespace infra\n"
+        );
     }
 }

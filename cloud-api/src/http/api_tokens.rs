@@ -60,6 +60,16 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// The caller's organisation and token: what the web page shows before it signs in with a link.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens", operation_id = "whoami",
+    security(("api_token" = ["read"])),
+    responses(
+        (status = 200, description = "The token's organisation and the token", body = crate::openapi::WhoAmI),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn whoami(
     State(state): State<AppState>,
     auth: CanRead,
@@ -76,6 +86,16 @@ pub async fn whoami(
     Ok(Json(serde_json::json!({"org_id": auth.org_id, "org_name": org_name, "token": token})))
 }
 
+/// The organisation's API tokens, never their secrets.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", operation_id = "list_tokens",
+    security(("api_token" = ["admin"])),
+    responses(
+        (status = 200, description = "The tokens", body = Vec<ApiTokenInfo>),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     auth: CanAdmin,
@@ -83,6 +103,19 @@ pub async fn list(
     Ok(Json(state.store.list_api_tokens(auth.org_id).await?))
 }
 
+/// A new API token, returned once in `token`.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", operation_id = "create_token",
+    security(("api_token" = ["admin"])),
+    request_body = crate::openapi::NewTokenBody,
+    responses(
+        (status = 201, description = "Created; keep `token`, it is not shown again", body = NewApiToken),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     auth: CanAdmin,
@@ -100,6 +133,19 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(token)))
 }
 
+/// One API token.
+#[utoipa::path(get, path = "/api/v1/tokens/{token}", tag = "tokens", operation_id = "show_token",
+    security(("api_token" = ["admin"])),
+    params(("token" = String, Path, description = "The API token's id")),
+    responses(
+        (status = 200, description = "The token", body = ApiTokenInfo),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     auth: CanAdmin,
@@ -109,6 +155,19 @@ pub async fn show(
     Ok(Json(state.store.find_api_token(auth.org_id, token).await?.ok_or_else(|| not_found(&id))?))
 }
 
+/// Revokes an API token: refused from its next request on, on every replica.
+#[utoipa::path(post, path = "/api/v1/tokens/{token}/revoke", tag = "tokens", operation_id = "revoke_token",
+    security(("api_token" = ["admin"])),
+    params(("token" = String, Path, description = "The API token's id")),
+    responses(
+        (status = 200, description = "Revoked", body = ApiTokenInfo),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     auth: CanAdmin,

@@ -17,6 +17,20 @@ struct NewCluster {
     name: String,
 }
 
+/// Registers a cluster; its client ID and secret are returned once.
+#[utoipa::path(post, path = "/api/v1/clusters", tag = "clusters", operation_id = "create_cluster",
+    security(("api_token" = ["write"])),
+    request_body = crate::openapi::NewClusterBody,
+    responses(
+        (status = 201, description = "Registered; keep the secret, it is not shown again", body = ClusterCredentials),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The name is taken", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn create(
     State(state): State<AppState>,
     auth: CanWrite,
@@ -31,6 +45,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(creds)))
 }
 
+/// The organisation's clusters.
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "clusters", operation_id = "list_clusters",
+    security(("api_token" = ["read"])),
+    responses(
+        (status = 200, description = "The clusters", body = Vec<ClusterInfo>),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn list(
     State(state): State<AppState>,
     auth: CanRead,
@@ -38,6 +62,19 @@ pub async fn list(
     Ok(Json(state.store.list_clusters(auth.org_id).await?))
 }
 
+/// One cluster.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}", tag = "clusters", operation_id = "show_cluster",
+    security(("api_token" = ["read"])),
+    params(("cluster" = String, Path, description = "The cluster's id or name", example = "prod")),
+    responses(
+        (status = 200, description = "The cluster", body = ClusterInfo),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn show(
     State(state): State<AppState>,
     auth: CanRead,
@@ -46,6 +83,19 @@ pub async fn show(
     Ok(Json(cluster_of(&state, auth.org_id, &cluster).await?))
 }
 
+/// Revokes the cluster's credentials; its tokens stop working at once.
+#[utoipa::path(post, path = "/api/v1/clusters/{cluster}/revoke", tag = "clusters", operation_id = "revoke_cluster",
+    security(("api_token" = ["write"])),
+    params(("cluster" = String, Path, description = "The cluster's id or name")),
+    responses(
+        (status = 200, description = "Revoked", body = ClusterInfo),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     auth: CanWrite,
@@ -57,6 +107,19 @@ pub async fn revoke(
     Ok(Json(cluster_of(&state, auth.org_id, &cluster).await?))
 }
 
+/// Deletes the cluster with all its data.
+#[utoipa::path(delete, path = "/api/v1/clusters/{cluster}", tag = "clusters", operation_id = "delete_cluster",
+    security(("api_token" = ["write"])),
+    params(("cluster" = String, Path, description = "The cluster's id or name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn delete(
     State(state): State<AppState>,
     auth: CanWrite,

@@ -29,6 +29,24 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// trickling bytes must not keep it for ever.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Ingests a cluster's `EdgeReport` (`Content-Encoding: gzip` accepted), once per report id.
+#[utoipa::path(post, path = "/api/v1/reports", tag = "ingest", operation_id = "ingest_report",
+    security(("cluster_jwt" = [])),
+    request_body = crate::openapi::EdgeReportBody,
+    responses(
+        (status = 202, description = "Applied", body = crate::openapi::IngestResult),
+        (status = 200, description = "This report id was applied before: nothing changed", body = crate::openapi::IngestResult),
+        (status = 400, description = "Not a report; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No cluster token, or an invalid, expired or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not a cluster token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The cluster no longer exists", body = crate::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Over a size or count limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A field breaks a rule; the error names it", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many reports in flight or failed credential checks; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Busy; retry later", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn ingest(
     State(state): State<AppState>,
     auth: ClusterAuth,

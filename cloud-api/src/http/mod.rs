@@ -2,6 +2,7 @@
 
 pub mod api_tokens;
 pub mod auth;
+pub mod changes;
 pub mod clusters;
 pub mod error;
 pub mod graph;
@@ -60,7 +61,8 @@ pub type AppState = Arc<Shared>;
 
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(crate::openapi::healthz))
+        .route("/api/v1/openapi.json", get(crate::openapi::openapi_json))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/oauth/token", post(oauth::token))
@@ -83,6 +85,12 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "meta", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database is unreachable", body = crate::openapi::ErrorBody),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     state.store.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "database unreachable");

@@ -66,6 +66,21 @@ fn refused(state: &AppState, r: Refusal, what: &str) -> Response {
     }
 }
 
+/// OAuth2 client-credentials grant for clusters: form or JSON body, or HTTP Basic.
+#[utoipa::path(post, path = "/oauth/token", tag = "ingest", operation_id = "oauth_token",
+    request_body(content(
+        (crate::openapi::TokenRequest = "application/x-www-form-urlencoded"),
+        (crate::openapi::TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "A cluster access token", body = crate::openapi::AccessToken),
+        (status = 400, description = "A malformed or unsupported request (RFC 6749)", body = crate::openapi::OAuthError),
+        (status = 401, description = "Unknown client or wrong secret (RFC 6749 invalid_client)", body = crate::openapi::OAuthError),
+        (status = 413, description = "The body is too large", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Neither a form nor JSON", body = crate::openapi::OAuthError),
+        (status = 429, description = "Too many requests (slow_down); retry after Retry-After", body = crate::openapi::OAuthError),
+        (status = 503, description = "Too many checks at once (temporarily_unavailable); retry after Retry-After", body = crate::openapi::OAuthError),
+    ))]
 pub async fn token(
     State(state): State<AppState>,
     caller: Caller,
@@ -197,6 +212,9 @@ pub async fn token(
     ([(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
+/// The public keys cluster tokens are signed with.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ingest", operation_id = "jwks",
+    responses((status = 200, description = "A JWK set", body = crate::openapi::Jwks)))]
 pub async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "public, max-age=300")], Json(state.jwt.jwks()))
 }

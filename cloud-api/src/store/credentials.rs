@@ -29,10 +29,11 @@ pub(super) async fn load_hasher(
 }
 
 /// An API token as listed: never its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiTokenInfo {
     pub id: Uuid,
     pub name: String,
+    #[schema(value_type = Vec<crate::tokens::Scope>)]
     pub scopes: Scopes,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -74,7 +75,7 @@ impl<'r> sqlx::Decode<'r, Postgres> for Scopes {
 }
 
 /// A new API token: shown once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NewApiToken {
     #[serde(flatten)]
     pub info: ApiTokenInfo,

@@ -42,6 +42,16 @@ fn read(state: &ApiState, m: &mut Scrape<'_>) {
         stats.unattributed_targets,
     );
     m.counter(
+        "contested_addresses",
+        "Observations whose client or target address two running pods held at the time (named as neither)",
+        stats.contested_addresses,
+    );
+    m.counter(
+        "unknown_hinted_pods",
+        "Connections whose node named a pod the mapper does not know, from an address that was not that pod's (refused)",
+        stats.unknown_hinted_pods,
+    );
+    m.counter(
         "invalid_observations",
         "Observations with nothing usable",
         stats.invalid_observations,

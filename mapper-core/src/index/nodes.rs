@@ -170,7 +170,7 @@ impl Index {
     pub fn address_node(&self, ip: IpAddr, at: DateTime<Utc>) -> Option<&Name> {
         let ip = ip.to_canonical();
         if let Some(leases) = self.pod_ips.get(&ip) {
-            return lease_at(leases, at)?.node.as_ref();
+            return lease_at(leases, at).lease()?.node.as_ref();
         }
         self.host_ips.get(&ip)
     }

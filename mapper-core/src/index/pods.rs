@@ -170,7 +170,14 @@ impl Index {
                 })
                 .max()
                 .map_or(LeaseEnd::Unknown { noticed: None }, LeaseEnd::At),
-            _ => LeaseEnd::Open,
+            // A pod whose deletion was requested but that is still listed (a finalizer holds
+            // it, or its grace period runs) holds its IPs until its `deletionTimestamp`, no
+            // longer: after that the address is not its own, whatever the object says.
+            _ => meta
+                .deletion_timestamp
+                .as_ref()
+                .and_then(to_utc)
+                .map_or(LeaseEnd::Open, LeaseEnd::At),
         };
         let workload = Arc::new(self.workload_of(
             &key.namespace,

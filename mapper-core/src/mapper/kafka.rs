@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use model::WorkloadRef;
 
 use super::stats::bump;
-use super::Mapper;
+use super::{Mapper, Reporter};
 use crate::edges::{Detail, Observation, ObservedTarget, Recorded};
 use crate::identity::Workload;
 use crate::kafka::{self, AuthorizerLine, TopicRefused};
@@ -75,9 +75,10 @@ impl Mapper {
                 continue;
             };
             let at = self.clamp(at, now);
-            let Some(client) =
-                kafka::host_address(entry.host).and_then(|ip| self.client(None, ip, at))
-            else {
+            let Some(client) = kafka::host_address(entry.host).and_then(|ip| {
+                // A contested address is no one's: counted as unresolved.
+                self.reported_client(Reporter::Anyone, None, ip, at).ok().flatten()
+            }) else {
                 bump(&mut self.stats.kafka_unresolved_hosts);
                 continue;
             };

@@ -22,7 +22,7 @@ pub use reporter::Reporter;
 pub use stats::MapperStats;
 
 use self::istio::IstioState;
-use self::reporter::Foreign;
+use self::reporter::Refused;
 use self::stats::bump;
 use crate::dns_memory::{DnsMemory, DnsMemoryConfig};
 use crate::edges::{Detail, EdgeStore, EdgeStoreConfig, Observation, ObservedTarget, Recorded};
@@ -177,11 +177,19 @@ impl Mapper {
                 bump(&mut self.stats.unknown_clients);
                 None
             }
-            Err(Foreign) => {
-                bump(&mut self.stats.foreign_clients);
+            Err(refused) => {
+                self.count_refused(refused);
                 None
             }
         }
+    }
+
+    fn count_refused(&mut self, refused: Refused) {
+        bump(match refused {
+            Refused::Foreign => &mut self.stats.foreign_clients,
+            Refused::UnknownPod => &mut self.stats.unknown_hinted_pods,
+            Refused::Contested => &mut self.stats.contested_addresses,
+        });
     }
 
     fn observe_tcp(
@@ -224,21 +232,17 @@ impl Mapper {
         }
         // The answer names things for its client: only the client's node may say what it heard.
         // (A client not known yet may still be told names: its pod may be indexed a moment later.)
-        let bound = match reporter {
-            Reporter::Node(_) => match self.reported_client(reporter, None, answer.client_ip, at) {
-                Ok(client) => Some(client),
-                Err(Foreign) => {
-                    bump(&mut self.stats.foreign_clients);
-                    return;
-                }
-            },
-            Reporter::Anyone | Reporter::AwsCalls => None,
+        let bound = match self.reported_client(reporter, None, answer.client_ip, at) {
+            Ok(client) => client,
+            Err(refused) => {
+                self.count_refused(refused);
+                return;
+            }
         };
         // As DNS sniffing does: asking for a Service is calling it (with no port, and no
         // connection counted: a lookup is not a connection).
         if let Some(resolution) = self.index.resolve_name(&name) {
-            let Some(client) = bound.unwrap_or_else(|| self.client(None, answer.client_ip, at))
-            else {
+            let Some(client) = bound else {
                 bump(&mut self.stats.unknown_clients);
                 return;
             };
@@ -334,30 +338,6 @@ impl Mapper {
         }
     }
 
-    /// The client's workload: the pod the node named, if the index knows it, else the source
-    /// address's pod, hostNetwork pod or node at that time.
-    fn client(
-        &self,
-        hint: Option<&PodHint>,
-        src: IpAddr,
-        at: DateTime<Utc>,
-    ) -> Option<Arc<Workload>> {
-        if let Some(hint) = hint {
-            if let Some(workload) =
-                hint.uid.as_deref().and_then(|uid| self.index.pod_workload_by_uid(uid))
-            {
-                return Some(workload);
-            }
-            if let (Some(namespace), Some(name)) = (hint.namespace.as_deref(), hint.name.as_deref())
-            {
-                if let Some(workload) = self.index.pod_workload(namespace, name) {
-                    return Some(workload);
-                }
-            }
-        }
-        self.index.resolve_address(src, at, None).client().cloned()
-    }
-
     /// The edge store's targets for what `resolution` found: a Service as the workloads behind
     /// it, or as the Service when nothing backs it; the API server as `kubernetes` in `default`.
     fn for_each_target(
@@ -387,7 +367,9 @@ impl Mapper {
                     name: &self.api_server.name,
                 },
             ),
-            Resolution::External(_) | Resolution::Unattributed => return None,
+            Resolution::External(_) | Resolution::Unattributed | Resolution::Contested => {
+                return None
+            }
         })
     }
 
@@ -412,6 +394,10 @@ impl Mapper {
                     detail,
                     connection,
                 }) != Recorded::Refused
+            }
+            (None, Resolution::Contested) => {
+                bump(&mut self.stats.contested_addresses);
+                false
             }
             (None, _) => {
                 bump(&mut self.stats.unattributed_targets);

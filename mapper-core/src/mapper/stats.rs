@@ -21,6 +21,12 @@ pub struct MapperStats {
     pub unpermitted_observations: u64,
     /// Connections to a pod address that no pod held at the time.
     pub unattributed_targets: u64,
+    /// Observations whose client or target address two running pods held at the time (a CNI
+    /// race, or a stale pod object): named as neither.
+    pub contested_addresses: u64,
+    /// Observations whose node named a pod (its pod hint) the index does not know, from an
+    /// address that was not that pod's at the time: refused, not blamed on the address.
+    pub unknown_hinted_pods: u64,
     /// Connections to loopback, unspecified, multicast or broadcast addresses.
     pub ignored_destinations: u64,
     /// Observations with nothing usable (a DNS answer without a usable name, an AWS service that is not one).

@@ -323,6 +323,19 @@ fn filters_by_client_namespace_server_and_client_labels() {
         EdgeFilter { exclude_labels: vec!["app".parse().unwrap()], ..EdgeFilter::default() };
     assert_eq!(shown(no_apps), "load-1 in namespace shop calls:\n  - web\n");
     assert_eq!(EdgeFilter::default().apply(&edges, &mapper.index), edges);
+
+    // A client selected by `server` keeps every call it makes (its ClientIntents list them
+    // all): load-1 calls web and, now, cart too.
+    mapper.observe(
+        &batch(vec![tcp("10.244.0.9", "10.96.0.6", 7070, "2026-01-01T10:00:01Z")]),
+        later(),
+    );
+    let edges = mapper.snapshot();
+    let to_web = EdgeFilter { server: Some("web.shop".parse().unwrap()), ..EdgeFilter::default() };
+    assert_eq!(
+        render_list(&to_web.apply(&edges, &mapper.index)),
+        "load-1 in namespace shop calls:\n  - cart\n  - web\n"
+    );
 }
 
 #[test]

@@ -20,6 +20,7 @@ fn name_of(resolution: &Resolution) -> String {
         Resolution::ApiServer => "api server".to_owned(),
         Resolution::External(ip) => format!("external {ip}"),
         Resolution::Unattributed => "unattributed".to_owned(),
+        Resolution::Contested => "contested".to_owned(),
     }
 }
 
