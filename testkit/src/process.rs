@@ -132,3 +132,67 @@ pub fn spawn_watchdog(
     }
     Ok(())
 }
+
+/// Forwards every TCP connection made to its address to `to`, until dropped (connections already
+/// made run on until either side closes). For a service of the host that listens on loopback
+/// only (the test PostgreSQL) to be reached from elsewhere, e.g. from the real cluster's pods at
+/// the node's address.
+pub struct TcpForward {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpForward {
+    /// Listens on `listen` (port 0 picks a free one) and forwards to `to`.
+    pub fn start(listen: std::net::SocketAddr, to: std::net::SocketAddr) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(listen)
+            .map_err(|e| anyhow::anyhow!("listening on {listen} to forward to {to}: {e}"))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let accepting = std::thread::spawn(move || {
+            while !stopping.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((inbound, _)) => {
+                        if let Ok(outbound) = std::net::TcpStream::connect(to) {
+                            let _ = inbound.set_nonblocking(false);
+                            pipe(inbound, outbound);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(TcpForward { addr, stop, accepting: Some(accepting) })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+/// Copies each direction on its own thread; each closes its writing half when its reader ends.
+fn pipe(a: std::net::TcpStream, b: std::net::TcpStream) {
+    for (mut from, mut to) in [(a.try_clone(), b.try_clone()), (Ok(b), Ok(a))]
+        .into_iter()
+        .filter_map(|(from, to)| Some((from.ok()?, to.ok()?)))
+    {
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    }
+}
+
+impl Drop for TcpForward {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Running the workspace's real binaries from end-to-end tests.
 
+pub mod kube;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;

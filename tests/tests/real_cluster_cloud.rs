@@ -1,0 +1,424 @@
+//! The whole product on a real cluster, as users install it: the cloud-api chart (PostgreSQL
+//! outside the cluster, reached from the pods at the node's address, as a managed database
+//! would be), the cluster-agent chart with the cluster's cloud credentials and a persistent
+//! outbox, the seeds' shop on real pods, and the cloud's access graph and ClientIntents of it.
+//! Then the outbox across the mapper pod's deletion: with the cloud down, reports wait on the
+//! outbox's volume; the pod is deleted; its successor finds them there and delivers them once
+//! the cloud is back. Its own test binary (and so its own cluster).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::cluster::{Cluster, NODE_IP};
+use tests::kube::{helm, port_forward, ready_pods, shop, workspace};
+use tests::{admin, run_ok, serving_url, wait_for, wait_for_none, SHOP_CALLS, SHOP_NAMESPACE};
+
+const CLOUD_NS: &str = "intentmap-cloud";
+const CLOUD: &str = "intentmap-cloud";
+const AGENT_NS: &str = "intentmap-agent";
+const AGENT: &str = "intentmap";
+const CLUSTER: &str = "real";
+const OUTBOX_CLASS: &str = "intentmap-outbox";
+
+/// `url` (a PostgreSQL URL on 127.0.0.1) with its host and port replaced by `addr`.
+fn at(url: &str, addr: SocketAddr) -> String {
+    let mut url = reqwest::Url::parse(url).expect("a postgres:// URL");
+    url.set_host(Some(&addr.ip().to_string())).unwrap();
+    url.set_port(Some(addr.port())).unwrap();
+    url.to_string()
+}
+
+/// The edges between two workloads of `namespace` in the cloud's graph, as `client -> server`.
+async fn cloud_edges(
+    cloud: &str,
+    token: &str,
+    namespace: &str,
+) -> Result<BTreeSet<String>, String> {
+    let graph: Value = reqwest::Client::new()
+        .get(format!("{cloud}/api/v1/access-graph"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let prefix = format!("{CLUSTER}/{namespace}/");
+    let edges = graph["edges"].as_array().ok_or_else(|| graph.to_string())?;
+    Ok(edges
+        .iter()
+        .filter_map(|e| {
+            let source = e["source"].as_str()?.strip_prefix(&prefix)?;
+            let target = e["target"].as_str()?.strip_prefix(&prefix)?;
+            Some(format!("{source} -> {target}"))
+        })
+        .collect())
+}
+
+/// Waits until the cloud's graph of `namespace` satisfies `done`; the edges then.
+fn wait_for_cloud(
+    what: &str,
+    cloud: &str,
+    token: &str,
+    namespace: &str,
+    done: impl Fn(&BTreeSet<String>) -> bool,
+) -> BTreeSet<String> {
+    let rt = tokio::runtime::Handle::current();
+    let found = tokio::task::block_in_place(|| {
+        wait_for(what, Duration::from_secs(240), || {
+            let edges = rt.block_on(cloud_edges(cloud, token, namespace))?;
+            let text = edges.iter().cloned().collect::<Vec<_>>().join("\n");
+            if done(&edges) {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+    });
+    found.lines().map(str::to_owned).collect()
+}
+
+/// `intentmap_mapper_reports_pending` on the mapper's /metrics (through its port-forward, which
+/// may not be up yet: then the error).
+async fn pending_reports(mapper: &str) -> Result<u64, String> {
+    let response = reqwest::get(format!("{mapper}/metrics")).await.map_err(|e| e.to_string())?;
+    let metrics = response.text().await.map_err(|e| e.to_string())?;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("intentmap_mapper_reports_pending "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no intentmap_mapper_reports_pending in:\n{metrics}"))
+}
+
+fn scale_cloud(cluster: &Cluster, replicas: usize) {
+    cluster
+        .kubectl(&[
+            "-n",
+            CLOUD_NS,
+            "scale",
+            &format!("deployment/{CLOUD}"),
+            &format!("--replicas={replicas}"),
+        ])
+        .unwrap();
+    if replicas == 0 {
+        wait_for_none(
+            cluster,
+            "the cloud's pods to be gone",
+            &["-n", CLOUD_NS, "get", "pods", "-o", "name"],
+        );
+    } else {
+        ready_pods(cluster, CLOUD_NS, "", replicas, Duration::from_secs(180));
+    }
+}
+
+/// A Deployment `name` in the shop calling the frontend every second.
+fn caller(name: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  namespace: {SHOP_NAMESPACE}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        imagePullPolicy: Never
+        command:
+        - /bin/sh
+        - -c
+        - while true; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 frontend 8080 >/dev/null 2>&1; sleep 1; done
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    unprivileged,
+    ignore = "needs root: a real Kubernetes cluster (network links, mounts, cgroups, iptables)"
+)]
+async fn helm_installs_the_cloud_and_the_agent_the_graph_shows_the_shop_and_the_outbox_outlives_the_mapper_pod(
+) {
+    testkit::need::root("a real Kubernetes cluster");
+    let root = workspace();
+    run_ok(Command::new("bash").arg(root.join("scripts/images.sh")).args([
+        "--profile",
+        "debug",
+        "cloud-api",
+        "cluster-agent",
+    ]));
+    let cluster = testkit::cluster::shared()
+        .await
+        .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
+    for image in ["cloud-api", "cluster-agent"] {
+        cluster.import_image(&root.join(format!("target/images/{image}.tar"))).unwrap();
+    }
+    let home = testkit::process::TempDir::new("e2e-helm-cloud");
+
+    // The database: the suite's PostgreSQL, reached from the pods at the node's address.
+    let pg =
+        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
+    let db = pg.fresh_database("e2e_real_cloud").await.unwrap();
+    let local: SocketAddr = {
+        let url = reqwest::Url::parse(&db).unwrap();
+        format!("127.0.0.1:{}", url.port().unwrap()).parse().unwrap()
+    };
+    let forward =
+        testkit::process::TcpForward::start(format!("{NODE_IP}:0").parse().unwrap(), local)
+            .unwrap();
+    let owner_url = at(&db, forward.addr());
+    let org = admin(&db, &["create-org", "acme"]);
+    let token = org["api_token"].as_str().unwrap().to_owned();
+    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), CLUSTER]);
+
+    // `helm install` the cloud: migrations in the init container, then Ready on /readyz.
+    let cloud_chart = root.join("charts/cloud-api");
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &[
+                "install",
+                CLOUD,
+                cloud_chart.to_str().unwrap(),
+                "--namespace",
+                CLOUD_NS,
+                "--create-namespace",
+                "--set",
+                &format!("fullnameOverride={CLOUD}"),
+                "--set",
+                "replicaCount=1",
+                "--set",
+                &format!("database.url={owner_url}"),
+                "--set",
+                &format!("database.appUrl={}", serving_url(&owner_url)),
+                "--set",
+                "logFormat=text",
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
+        )
+    });
+    ready_pods(cluster, CLOUD_NS, "", 1, Duration::from_secs(180));
+
+    // The outbox's volume: a PersistentVolume on the node (no dynamic provisioner here), owned
+    // by the mapper's user as a provisioner would make it.
+    let volume = home.path().join("outbox-volume");
+    std::fs::create_dir_all(&volume).unwrap();
+    run_ok(Command::new("chown").args(["65532:65532", volume.to_str().unwrap()]));
+    cluster
+        .apply(&format!(
+            r#"apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: {OUTBOX_CLASS}
+spec:
+  storageClassName: {OUTBOX_CLASS}
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: {}, type: Directory}}
+"#,
+            volume.display()
+        ))
+        .unwrap();
+
+    // `helm install` the agent with the cluster's credentials; the cloud is plain HTTP inside
+    // the cluster (TLS is the Ingress's job), which the mapper refuses unless told.
+    let agent_chart = root.join("charts/cluster-agent");
+    let cloud_address = format!("http://{CLOUD}.{CLOUD_NS}.svc.cluster.local");
+    tokio::task::block_in_place(|| {
+        helm(
+            cluster,
+            home.path(),
+            &[
+                "install",
+                AGENT,
+                agent_chart.to_str().unwrap(),
+                "--namespace",
+                AGENT_NS,
+                "--create-namespace",
+                "--set",
+                &format!("clusterName={CLUSTER}"),
+                "--set",
+                &format!("cloud.address={cloud_address}"),
+                "--set",
+                &format!("cloud.clientId={}", creds["client_id"].as_str().unwrap()),
+                "--set",
+                &format!("cloud.clientSecret={}", creds["client_secret"].as_str().unwrap()),
+                "--set",
+                "cloud.uploadIntervalSeconds=2",
+                "--set",
+                "mapper.extraArgs={--allow-insecure-cloud-url}",
+                "--set",
+                "mapper.outbox.persistence.enabled=true",
+                "--set",
+                &format!("mapper.outbox.persistence.storageClass={OUTBOX_CLASS}"),
+                "--set",
+                "logFormat=text",
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
+        )
+    });
+    ready_pods(cluster, AGENT_NS, "", 2, Duration::from_secs(180));
+
+    // The seeds' shop on real pods; the cloud's graph has exactly its calls.
+    let image = cluster.versions().traffic_image.clone();
+    cluster.apply(&shop(&image)).unwrap();
+    let expected: BTreeSet<String> = SHOP_CALLS
+        .iter()
+        .flat_map(|(client, targets)| targets.iter().map(move |t| format!("{client} -> {t}")))
+        .collect();
+    let (_cloud_forward, cloud) = port_forward(cluster, CLOUD_NS, CLOUD, 80);
+    let edges = wait_for_cloud(
+        "the cloud's graph to show the shop's calls",
+        &cloud,
+        &token,
+        SHOP_NAMESPACE,
+        |edges| *edges == expected,
+    );
+    assert_eq!(edges, expected);
+
+    // The cloud's ClientIntents of this cluster, accepted by the API server's validation of the
+    // published CRD (a server-side dry run of every document).
+    let crd = testkit::need::shared_file("reference/clientintents-crd.yaml");
+    cluster.kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]).unwrap();
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "crd/clientintents.k8s.otterize.com",
+            "--timeout=60s",
+        ])
+        .unwrap();
+    for version in ["v2beta1", "v1alpha3"] {
+        let yaml = reqwest::Client::new()
+            .get(format!(
+                "{cloud}/api/v1/clusters/{CLUSTER}/client-intents?version={version}&namespace={SHOP_NAMESPACE}"
+            ))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            yaml.matches("kind: ClientIntents").count(),
+            SHOP_CALLS.len(),
+            "one ClientIntents per calling workload:\n{yaml}"
+        );
+        let file = home.path().join(format!("cloud-{version}.yaml"));
+        std::fs::write(&file, &yaml).unwrap();
+        cluster
+            .kubectl(&[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager=intentmap",
+                "-f",
+                file.to_str().unwrap(),
+            ])
+            .unwrap_or_else(|e| panic!("the API server refused the cloud's {version}: {e:#}"));
+    }
+
+    // The cloud goes down. A short-lived client calls the frontend; its edge reaches the
+    // mapper, which keeps the report in its outbox, unsent.
+    scale_cloud(cluster, 0);
+    cluster.apply(&caller("outage-caller", &image)).unwrap();
+    let (mapper_forward, mapper) =
+        port_forward(cluster, AGENT_NS, &format!("{AGENT}-mapper"), 9090);
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        wait_for("the outage caller's edge in the mapper", Duration::from_secs(180), || {
+            let out = Command::new(tests::binary("intentmap"))
+                .args(["--mapper-url", &mapper, "list", "-n", SHOP_NAMESPACE])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            let pending = rt.block_on(pending_reports(&mapper))?;
+            if listed.contains("outage-caller in namespace") && pending > 0 {
+                Ok(listed)
+            } else {
+                Err(format!("{pending} reports pending; {listed}"))
+            }
+        })
+    });
+    // Reports are made every two seconds: wait for one made after the edge was listed.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.kubectl(&["-n", SHOP_NAMESPACE, "delete", "deployment", "outage-caller"]).unwrap();
+    wait_for_none(
+        cluster,
+        "the outage caller's pods to be gone",
+        &["-n", SHOP_NAMESPACE, "get", "pods", "-l", "app=outage-caller", "-o", "name"],
+    );
+    drop(mapper_forward);
+
+    // The mapper pod is deleted; its successor mounts the same volume and finds the reports.
+    cluster
+        .kubectl(&["-n", AGENT_NS, "delete", "pod", "-l", "app.kubernetes.io/component=mapper"])
+        .unwrap();
+    ready_pods(
+        cluster,
+        AGENT_NS,
+        "app.kubernetes.io/component=mapper",
+        1,
+        Duration::from_secs(180),
+    );
+    let (_mapper_forward, mapper) =
+        port_forward(cluster, AGENT_NS, &format!("{AGENT}-mapper"), 9090);
+    let pending = tokio::task::block_in_place(|| {
+        wait_for("the new mapper pod to find the outbox", Duration::from_secs(60), || {
+            rt.block_on(pending_reports(&mapper)).map(|n| n.to_string())
+        })
+    });
+    assert_ne!(pending, "0", "the reports made before the deletion wait in the new pod's outbox");
+
+    // The cloud comes back: the outage caller's call, seen only by the deleted pod, arrives.
+    scale_cloud(cluster, 1);
+    let (_cloud_forward, cloud) = port_forward(cluster, CLOUD_NS, CLOUD, 80);
+    let with_outage: BTreeSet<String> =
+        expected.iter().cloned().chain(["outage-caller -> frontend".to_owned()]).collect();
+    let edges = wait_for_cloud(
+        "the outage caller's call in the cloud's graph",
+        &cloud,
+        &token,
+        SHOP_NAMESPACE,
+        |edges| edges.contains("outage-caller -> frontend"),
+    );
+    assert_eq!(edges, with_outage);
+    tokio::task::block_in_place(|| {
+        wait_for("the outbox to drain", Duration::from_secs(120), || {
+            match rt.block_on(pending_reports(&mapper))? {
+                0 => Ok(String::new()),
+                n => Err(format!("{n} reports pending")),
+            }
+        })
+    });
+
+    // `helm uninstall` of both; the kept outbox claim and the volume are removed by hand, as
+    // the chart's NOTES say.
+    for (release, namespace) in [(AGENT, AGENT_NS), (CLOUD, CLOUD_NS)] {
+        tokio::task::block_in_place(|| {
+            helm(cluster, home.path(), &["uninstall", release, "--namespace", namespace, "--wait"])
+        });
+    }
+    cluster.kubectl(&["-n", AGENT_NS, "delete", "pvc", "--all", "--wait=true"]).unwrap();
+    cluster.kubectl(&["delete", "pv", OUTBOX_CLASS, "--wait=true"]).unwrap();
+    cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
+    drop(forward);
+}
