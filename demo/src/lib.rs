@@ -3,4 +3,5 @@
 
 pub mod cleanup;
 pub mod lab;
+pub mod on_cluster;
 pub mod product;

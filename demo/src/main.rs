@@ -43,6 +43,12 @@ struct Args {
     /// Replay the traffic to the mappers even when running as root.
     #[arg(long, env = "DEMO_REPLAY")]
     replay: bool,
+    /// Run the product on a real single-node Kubernetes cluster built on this machine
+    /// (`testkit::cluster`; the first run builds Kubernetes from the Go module proxy, about 18
+    /// minutes) instead of the simulated clusters: both charts installed with Helm from our own
+    /// images, the seeds' shop as real pods. Needs root.
+    #[arg(long, env = "DEMO_REAL_CLUSTER")]
+    real_cluster: bool,
     /// Only remove what an earlier run with this --out left behind when it was killed
     /// (processes, network namespaces), then exit. A normal start does this too.
     #[arg(long)]
@@ -110,9 +116,16 @@ async fn main() -> ExitCode {
     // What `run` starts lands here, so that it is stopped in order however `run` ends.
     let mut throwaway: Option<ThrowawayPg> = None;
     let mut product: Option<Product> = None;
+    let mut real: Option<demo::on_cluster::OnCluster> = None;
     let mut serving = false;
     let code = tokio::select! {
-        result = run(&args, &out, &mut throwaway, &mut product, &mut serving) => match result {
+        result = async {
+            if args.real_cluster {
+                run_on_cluster(&args, &out, &mut throwaway, &mut real, &mut serving).await
+            } else {
+                run(&args, &out, &mut throwaway, &mut product, &mut serving).await
+            }
+        } => match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -132,10 +145,13 @@ async fn main() -> ExitCode {
     // Signals arriving from here on are caught and ignored: cleaning up takes a few seconds.
     // (A panic in `run` skips what follows, but unwinding drops `product`, then `throwaway`,
     // which stops and removes everything just the same.)
-    if product.is_some() || throwaway.is_some() {
+    if product.is_some() || throwaway.is_some() || real.is_some() {
         say("Stopping every process the demo started and removing its network namespaces...");
     }
     drop(product.take());
+    if let Some(real) = real.take() {
+        let _ = tokio::task::spawn_blocking(move || drop(real)).await;
+    }
     if let Some(pg) = throwaway.take() {
         pg.stop();
     }
@@ -159,6 +175,81 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// The throwaway PostgreSQL (unless `--database-url`), its fresh database's URL.
+async fn database(args: &Args, throwaway: &mut Option<ThrowawayPg>) -> anyhow::Result<String> {
+    match &args.database_url {
+        Some(url) => Ok(url.clone()),
+        None => {
+            println!("Starting a throwaway PostgreSQL (set DATABASE_URL to use your own)...");
+            let pg =
+                throwaway.insert(testkit::pg::start_throwaway().await.context(
+                    "starting PostgreSQL; run scripts/ensure-postgres.sh to install it",
+                )?);
+            pg.fresh_database("intentmap_demo").await
+        }
+    }
+}
+
+/// `--real-cluster`: a real cluster, the product installed into it with Helm, the shop's
+/// calls in the cloud's graph; prints what a user would look at, and (without `--exit`) serves
+/// until cancelled. What it starts goes into `throwaway` and `real`, which the caller stops.
+async fn run_on_cluster(
+    args: &Args,
+    out: &Path,
+    throwaway: &mut Option<ThrowawayPg>,
+    real: &mut Option<demo::on_cluster::OnCluster>,
+    serving: &mut bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        testkit::need::is_root(),
+        "a real cluster needs root (network links, mounts, cgroups, iptables): sudo ./scripts/demo.sh --real-cluster, or drop --real-cluster for the simulated clusters"
+    );
+    let bin_dir =
+        std::env::current_exe()?.parent().context("the demo binary has a directory")?.to_owned();
+    let options = demo::on_cluster::Options {
+        root: std::env::current_dir()?,
+        bin_dir: bin_dir.clone(),
+        database_url: database(args, throwaway).await?,
+        home: out.join("work/real-cluster"),
+        cluster_name: "real".into(),
+        profile: "debug".into(),
+    };
+    println!("Starting a real Kubernetes cluster on this machine (the first run builds it: about 18 minutes)...");
+    let started = tokio::task::spawn_blocking(move || demo::on_cluster::OnCluster::start(options))
+        .await
+        .context("the cluster's set-up thread")??;
+    let running = real.insert(started);
+    println!(
+        "
+== kubectl get pods -A ==
+{}",
+        running.kubectl(&["get", "pods", "-A"])?
+    );
+    println!(
+        "== `intentmap list -n {}` (the mapper, through kubectl port-forward) ==",
+        demo::on_cluster::SHOP_NAMESPACE
+    );
+    println!("{}", running.list(&bin_dir)?);
+    println!("== Look ==");
+    println!("  access graph page: {}/#token={}", running.cloud_url, running.installed.api_token);
+    println!("  export KUBECONFIG={}", running.cluster.kubeconfig().display());
+    println!(
+        "  export PATH={}:$PATH",
+        running.cluster.versions().build_dir().join("bin").display()
+    );
+    println!("  kubectl get pods -A; intentmap --mapper-url {} list", running.mapper_url);
+    if args.exit {
+        return Ok(());
+    }
+    println!(
+        "
+Serving. Ctrl-C (or SIGTERM) stops it and removes the cluster and everything else."
+    );
+    *serving = true;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 /// Sets everything up, prints where to look, and (without `--exit`) serves until cancelled.
 /// Everything it starts goes into `throwaway` and `product`, which the caller stops.
 async fn run(
@@ -178,17 +269,7 @@ async fn run(
         );
     }
 
-    let database_url = match &args.database_url {
-        Some(url) => url.clone(),
-        None => {
-            println!("Starting a throwaway PostgreSQL (set DATABASE_URL to use your own)...");
-            let pg =
-                throwaway.insert(testkit::pg::start_throwaway().await.context(
-                    "starting PostgreSQL; run scripts/ensure-postgres.sh to install it",
-                )?);
-            pg.fresh_database("intentmap_demo").await?
-        }
-    };
+    let database_url = database(args, throwaway).await?;
     let traffic = if args.replay {
         Traffic::Replayed
     } else if testkit::need::is_root() {

@@ -182,7 +182,7 @@ fn spawn(tracker: &Tracker, cmd: &mut Command, what: &str) -> anyhow::Result<Run
     ))
 }
 
-fn admin(bin: &Path, db: &str, args: &[&str]) -> anyhow::Result<Value> {
+pub(crate) fn admin(bin: &Path, db: &str, args: &[&str]) -> anyhow::Result<Value> {
     let out = Command::new(bin.join("cloud-api"))
         .arg("admin")
         .args(args)

@@ -154,49 +154,7 @@ pub fn seeds_list() -> String {
 }
 
 /// The seeds' shop (otterize-ecom-demo): its namespace, its services, and who calls whom.
-pub const SHOP_NAMESPACE: &str = "otterize-ecom-demo";
-pub const SHOP_SERVICES: &[&str] = &[
-    "adservice",
-    "cartservice",
-    "checkoutservice",
-    "currencyservice",
-    "emailservice",
-    "frontend",
-    "loadgenerator",
-    "paymentservice",
-    "productcatalogservice",
-    "recommendationservice",
-    "redis-cart",
-    "shippingservice",
-];
-pub const SHOP_CALLS: &[(&str, &[&str])] = &[
-    ("cartservice", &["redis-cart"]),
-    (
-        "checkoutservice",
-        &[
-            "cartservice",
-            "currencyservice",
-            "emailservice",
-            "paymentservice",
-            "productcatalogservice",
-            "shippingservice",
-        ],
-    ),
-    (
-        "frontend",
-        &[
-            "adservice",
-            "cartservice",
-            "checkoutservice",
-            "currencyservice",
-            "productcatalogservice",
-            "recommendationservice",
-            "shippingservice",
-        ],
-    ),
-    ("loadgenerator", &["frontend"]),
-    ("recommendationservice", &["productcatalogservice"]),
-];
+pub use demo::on_cluster::{SHOP_CALLS, SHOP_NAMESPACE, SHOP_SERVICES};
 
 /// Polls `check` until it finds what it looks for (`Ok`); on timeout, panics with what it saw
 /// last (`Err`).

@@ -7,29 +7,16 @@
 //! the cloud is back. Its own test binary (and so its own cluster).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
+use demo::on_cluster::{install, uninstall, Options, AGENT, AGENT_NS, CLOUD, CLOUD_NS};
 use serde_json::Value;
-use testkit::cluster::{Cluster, NODE_IP};
-use tests::kube::{helm, port_forward, ready_pods, shop, workspace};
-use tests::{admin, run_ok, serving_url, wait_for, wait_for_none, SHOP_CALLS, SHOP_NAMESPACE};
+use testkit::cluster::Cluster;
+use tests::kube::{port_forward, ready_pods, workspace};
+use tests::{binary, wait_for, wait_for_none, SHOP_CALLS, SHOP_NAMESPACE};
 
-const CLOUD_NS: &str = "intentmap-cloud";
-const CLOUD: &str = "intentmap-cloud";
-const AGENT_NS: &str = "intentmap-agent";
-const AGENT: &str = "intentmap";
 const CLUSTER: &str = "real";
-const OUTBOX_CLASS: &str = "intentmap-outbox";
-
-/// `url` (a PostgreSQL URL on 127.0.0.1) with its host and port replaced by `addr`.
-fn at(url: &str, addr: SocketAddr) -> String {
-    let mut url = reqwest::Url::parse(url).expect("a postgres:// URL");
-    url.set_host(Some(&addr.ip().to_string())).unwrap();
-    url.set_port(Some(addr.port())).unwrap();
-    url.to_string()
-}
 
 /// The edges between two workloads of `namespace` in the cloud's graph, as `client -> server`.
 async fn cloud_edges(
@@ -151,134 +138,26 @@ spec:
 async fn helm_installs_the_cloud_and_the_agent_the_graph_shows_the_shop_and_the_outbox_outlives_the_mapper_pod(
 ) {
     testkit::need::root("a real Kubernetes cluster");
-    let root = workspace();
-    run_ok(Command::new("bash").arg(root.join("scripts/images.sh")).args([
-        "--profile",
-        "debug",
-        "cloud-api",
-        "cluster-agent",
-    ]));
     let cluster = testkit::cluster::shared()
         .await
         .unwrap_or_else(|e| panic!("the test cluster did not start: {e:#}"));
-    for image in ["cloud-api", "cluster-agent"] {
-        cluster.import_image(&root.join(format!("target/images/{image}.tar"))).unwrap();
-    }
     let home = testkit::process::TempDir::new("e2e-helm-cloud");
-
-    // The database: the suite's PostgreSQL, reached from the pods at the node's address.
     let pg =
         testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database("e2e_real_cloud").await.unwrap();
-    let local: SocketAddr = {
-        let url = reqwest::Url::parse(&db).unwrap();
-        format!("127.0.0.1:{}", url.port().unwrap()).parse().unwrap()
+    // The test script has built the debug binaries; users get release builds by default.
+    let options = Options {
+        root: workspace(),
+        bin_dir: binary("cloud-api").parent().unwrap().to_owned(),
+        database_url: pg.fresh_database("e2e_real_cloud").await.unwrap(),
+        home: home.path().to_owned(),
+        cluster_name: CLUSTER.into(),
+        profile: "debug".into(),
     };
-    let forward =
-        testkit::process::TcpForward::start(format!("{NODE_IP}:0").parse().unwrap(), local)
-            .unwrap();
-    let owner_url = at(&db, forward.addr());
-    let org = admin(&db, &["create-org", "acme"]);
-    let token = org["api_token"].as_str().unwrap().to_owned();
-    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), CLUSTER]);
-
-    // `helm install` the cloud: migrations in the init container, then Ready on /readyz.
-    let cloud_chart = root.join("charts/cloud-api");
-    tokio::task::block_in_place(|| {
-        helm(
-            cluster,
-            home.path(),
-            &[
-                "install",
-                CLOUD,
-                cloud_chart.to_str().unwrap(),
-                "--namespace",
-                CLOUD_NS,
-                "--create-namespace",
-                "--set",
-                &format!("fullnameOverride={CLOUD}"),
-                "--set",
-                "replicaCount=1",
-                "--set",
-                &format!("database.url={owner_url}"),
-                "--set",
-                &format!("database.appUrl={}", serving_url(&owner_url)),
-                "--set",
-                "logFormat=text",
-                "--wait",
-                "--timeout",
-                "5m",
-            ],
-        )
-    });
-    ready_pods(cluster, CLOUD_NS, "", 1, Duration::from_secs(180));
-
-    // The outbox's volume: a PersistentVolume on the node (no dynamic provisioner here), owned
-    // by the mapper's user as a provisioner would make it.
-    let volume = home.path().join("outbox-volume");
-    std::fs::create_dir_all(&volume).unwrap();
-    run_ok(Command::new("chown").args(["65532:65532", volume.to_str().unwrap()]));
-    cluster
-        .apply(&format!(
-            r#"apiVersion: v1
-kind: PersistentVolume
-metadata:
-  name: {OUTBOX_CLASS}
-spec:
-  storageClassName: {OUTBOX_CLASS}
-  capacity: {{storage: 1Gi}}
-  accessModes: [ReadWriteOnce]
-  persistentVolumeReclaimPolicy: Retain
-  hostPath: {{path: {}, type: Directory}}
-"#,
-            volume.display()
-        ))
-        .unwrap();
-
-    // `helm install` the agent with the cluster's credentials; the cloud is plain HTTP inside
-    // the cluster (TLS is the Ingress's job), which the mapper refuses unless told.
-    let agent_chart = root.join("charts/cluster-agent");
-    let cloud_address = format!("http://{CLOUD}.{CLOUD_NS}.svc.cluster.local");
-    tokio::task::block_in_place(|| {
-        helm(
-            cluster,
-            home.path(),
-            &[
-                "install",
-                AGENT,
-                agent_chart.to_str().unwrap(),
-                "--namespace",
-                AGENT_NS,
-                "--create-namespace",
-                "--set",
-                &format!("clusterName={CLUSTER}"),
-                "--set",
-                &format!("cloud.address={cloud_address}"),
-                "--set",
-                &format!("cloud.clientId={}", creds["client_id"].as_str().unwrap()),
-                "--set",
-                &format!("cloud.clientSecret={}", creds["client_secret"].as_str().unwrap()),
-                "--set",
-                "cloud.uploadIntervalSeconds=2",
-                "--set",
-                "mapper.extraArgs={--allow-insecure-cloud-url}",
-                "--set",
-                "mapper.outbox.persistence.enabled=true",
-                "--set",
-                &format!("mapper.outbox.persistence.storageClass={OUTBOX_CLASS}"),
-                "--set",
-                "logFormat=text",
-                "--wait",
-                "--timeout",
-                "5m",
-            ],
-        )
-    });
-    ready_pods(cluster, AGENT_NS, "", 2, Duration::from_secs(180));
-
-    // The seeds' shop on real pods; the cloud's graph has exactly its calls.
+    // As `intentmap-demo --real-cluster` does: both charts and the shop.
+    let installed = tokio::task::block_in_place(|| install(cluster, &options))
+        .unwrap_or_else(|e| panic!("installing the product: {e:#}"));
+    let token = installed.api_token.clone();
     let image = cluster.versions().traffic_image.clone();
-    cluster.apply(&shop(&image)).unwrap();
     let expected: BTreeSet<String> = SHOP_CALLS
         .iter()
         .flat_map(|(client, targets)| targets.iter().map(move |t| format!("{client} -> {t}")))
@@ -412,13 +291,7 @@ spec:
 
     // `helm uninstall` of both; the kept outbox claim and the volume are removed by hand, as
     // the chart's NOTES say.
-    for (release, namespace) in [(AGENT, AGENT_NS), (CLOUD, CLOUD_NS)] {
-        tokio::task::block_in_place(|| {
-            helm(cluster, home.path(), &["uninstall", release, "--namespace", namespace, "--wait"])
-        });
-    }
-    cluster.kubectl(&["-n", AGENT_NS, "delete", "pvc", "--all", "--wait=true"]).unwrap();
-    cluster.kubectl(&["delete", "pv", OUTBOX_CLASS, "--wait=true"]).unwrap();
+    tokio::task::block_in_place(|| uninstall(cluster, &options)).unwrap();
     cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
-    drop(forward);
+    drop(installed);
 }
