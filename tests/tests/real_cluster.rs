@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
-use tests::kube::{documented_grants, granted, helm, port_forward, ready_pods, shop, workspace};
+use tests::kube::{
+    documented_grants, granted, helm, named_workloads, port_forward, ready_pods, shop, workspace,
+    NAMING_NS,
+};
 use tests::{
     binary, pod_ips, run_ok, seeds_list, start_mapper, wait_for, wait_for_none, SHOP_CALLS,
     SHOP_NAMESPACE,
@@ -216,133 +219,6 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
 
     cluster.kubectl(&["delete", "namespace", NS, "--wait=false"]).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Workloads whose names come from elsewhere than their Deployment, each calling the shop's
-/// frontend: a pod with Otterize's workload-name annotation, a pod with the
-/// `otterize/service-name` label, a CronJob's pods (Pod -> Job -> CronJob), and a hostNetwork
-/// DaemonSet (`host-agent`, serving on the node's address at [`HOST_AGENT_PORT`]), itself called
-/// there by `node-scraper`.
-const NAMING_NS: &str = "naming";
-
-const HOST_AGENT_PORT: u16 = 19180;
-
-fn named_workloads(image: &str) -> String {
-    let call = format!(
-        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 frontend.{SHOP_NAMESPACE} 8080 >/dev/null 2>&1"
-    );
-    let deployment = |name: &str, pod_meta: &str| {
-        format!(
-            r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {NAMING_NS}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      {pod_meta}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command: [/bin/sh, -c, "while true; do {call}; sleep 2; done"]
-"#
-        )
-    };
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NAMING_NS}
-{}{}---
-apiVersion: batch/v1
-kind: CronJob
-metadata:
-  name: nightly-report
-  namespace: {NAMING_NS}
-spec:
-  schedule: "* * * * *"
-  successfulJobsHistoryLimit: 1
-  jobTemplate:
-    spec:
-      template:
-        spec:
-          restartPolicy: Never
-          terminationGracePeriodSeconds: 1
-          containers:
-          - name: main
-            image: {image}
-            imagePullPolicy: Never
-            command: [/bin/sh, -c, "for i in 1 2 3; do {call}; sleep 1; done"]
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: host-agent
-  namespace: {NAMING_NS}
-spec:
-  selector:
-    matchLabels: {{app: host-agent}}
-  template:
-    metadata:
-      labels: {{app: host-agent}}
-    spec:
-      hostNetwork: true
-      # Cluster names from the node's network need the cluster's DNS asked for.
-      dnsPolicy: ClusterFirstWithHostNet
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command:
-        - /bin/sh
-        - -c
-        - mkdir -p /www && hostname > /www/index.html && httpd -p {HOST_AGENT_PORT} -h /www && while true; do {call}; sleep 2; done
-        ports: [{{containerPort: {HOST_AGENT_PORT}}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: node-scraper
-  namespace: {NAMING_NS}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: node-scraper}}
-  template:
-    metadata:
-      labels: {{app: node-scraper}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        env:
-        - name: HOST_IP
-          valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}
-        command:
-        - /bin/sh
-        - -c
-        - while true; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 $HOST_IP {HOST_AGENT_PORT} >/dev/null 2>&1; sleep 2; done
-"#,
-        deployment(
-            "annotated-7f",
-            "labels: {app: annotated-7f}\n      annotations: {intents.otterize.com/workload-name: billing}",
-        ),
-        deployment(
-            "labelled-9c",
-            "labels: {app: labelled-9c, otterize/service-name: invoices}",
-        ),
-    )
 }
 
 const RELEASE: &str = "intentmap";

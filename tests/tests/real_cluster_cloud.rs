@@ -13,12 +13,13 @@ use std::time::Duration;
 use demo::on_cluster::{install, uninstall, Options, AGENT, AGENT_NS, CLOUD, CLOUD_NS};
 use serde_json::Value;
 use testkit::cluster::Cluster;
-use tests::kube::{port_forward, ready_pods, workspace};
+use tests::kube::{named_workloads, port_forward, ready_pods, workspace, NAMING_NS};
 use tests::{binary, wait_for, wait_for_none, SHOP_CALLS, SHOP_NAMESPACE};
 
 const CLUSTER: &str = "real";
 
-/// The edges between two workloads of `namespace` in the cloud's graph, as `client -> server`.
+/// The edges from the workloads of `namespace` in the cloud's graph, as `client -> server`
+/// (`server` as `namespace/name` when in another namespace).
 async fn cloud_edges(
     cloud: &str,
     token: &str,
@@ -39,7 +40,8 @@ async fn cloud_edges(
         .iter()
         .filter_map(|e| {
             let source = e["source"].as_str()?.strip_prefix(&prefix)?;
-            let target = e["target"].as_str()?.strip_prefix(&prefix)?;
+            let target = e["target"].as_str()?.strip_prefix(&format!("{CLUSTER}/"))?;
+            let target = target.strip_prefix(&format!("{namespace}/")).unwrap_or(target);
             Some(format!("{source} -> {target}"))
         })
         .collect())
@@ -172,6 +174,24 @@ async fn helm_installs_the_cloud_and_the_agent_the_graph_shows_the_shop_and_the_
     );
     assert_eq!(edges, expected);
 
+    // Workloads named by Otterize's annotation and label, by their CronJob, and a hostNetwork
+    // DaemonSet (as client, and as server on its node's address): named so in the cloud too.
+    cluster.apply(&named_workloads(&image)).unwrap();
+    let frontend = format!("{SHOP_NAMESPACE}/frontend");
+    let named: BTreeSet<String> = ["billing", "host-agent", "invoices", "nightly-report"]
+        .iter()
+        .map(|client| format!("{client} -> {frontend}"))
+        .chain(["node-scraper -> host-agent".to_owned()])
+        .collect();
+    let edges = wait_for_cloud(
+        "the named workloads in the cloud's graph",
+        &cloud,
+        &token,
+        NAMING_NS,
+        |edges| *edges == named,
+    );
+    assert_eq!(edges, named);
+
     // The cloud's ClientIntents of this cluster, accepted by the API server's validation of the
     // published CRD (a server-side dry run of every document).
     let crd = testkit::need::shared_file("reference/clientintents-crd.yaml");
@@ -292,6 +312,8 @@ async fn helm_installs_the_cloud_and_the_agent_the_graph_shows_the_shop_and_the_
     // `helm uninstall` of both; the kept outbox claim and the volume are removed by hand, as
     // the chart's NOTES say.
     tokio::task::block_in_place(|| uninstall(cluster, &options)).unwrap();
-    cluster.kubectl(&["delete", "namespace", SHOP_NAMESPACE, "--wait=false"]).unwrap();
+    for namespace in [SHOP_NAMESPACE, NAMING_NS] {
+        cluster.kubectl(&["delete", "namespace", namespace, "--wait=false"]).unwrap();
+    }
     drop(installed);
 }
