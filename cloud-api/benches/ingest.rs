@@ -876,7 +876,8 @@ fn make_reports(total: usize, variant: u128) -> Vec<EdgeReport> {
             let id = Uuid::from_u128((variant << 64) | (0xbe7c_0000 + r as u128));
             EdgeReport::new(
                 id,
-                base_time() + chrono::Duration::days(1) + chrono::Duration::minutes(r as i64),
+                // Recent: a report older than the replay window is refused.
+                Utc::now() - chrono::Duration::seconds(r as i64),
                 edges,
                 vec![],
             )

@@ -40,7 +40,7 @@ pub enum Output {
 pub enum Command {
     /// Serve the API as the serving login role (with --migrate-database-url, apply pending
     /// migrations and set that role up first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations as the schema owner and exit; with --app-database-url,
     /// also create (or update the password of) the serving login role.
     Migrate {
@@ -81,6 +81,8 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub ingest: crate::http::ingest::IngestArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// The most edges one access-graph or ClientIntents read returns; larger reads get 422.
     #[arg(long, env = "GRAPH_MAX_EDGES", default_value_t = ReadLimits::default().max_edges)]
     pub graph_max_edges: usize,
@@ -103,6 +105,46 @@ impl ServeArgs {
         let statement_timeout =
             timeout.context("--read-timeout-seconds must be a positive number of seconds")?;
         Ok(ReadLimits { max_edges: self.graph_max_edges, statement_timeout })
+    }
+}
+
+/// Background pruning (edges past their organisation's retention, report ids past the replay
+/// window).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct RetentionArgs {
+    /// Seconds between pruning runs.
+    #[arg(long, env = "RETENTION_INTERVAL_SECONDS", default_value_t = 3600.0)]
+    pub retention_interval_seconds: f64,
+    /// Rows deleted per transaction while pruning (1-100000).
+    #[arg(long, env = "RETENTION_BATCH", default_value_t = 1000)]
+    pub retention_batch: i64,
+    /// Days a report id is remembered; a report generated longer ago is refused (422), since
+    /// applying it again could count its connections twice (1-3650).
+    #[arg(long, env = "REPORT_REPLAY_WINDOW_DAYS", default_value_t = 30)]
+    pub report_replay_window_days: u32,
+}
+
+impl RetentionArgs {
+    pub fn config(&self) -> anyhow::Result<crate::retention::RetentionConfig> {
+        let interval = Duration::try_from_secs_f64(self.retention_interval_seconds)
+            .ok()
+            .filter(|t| *t >= Duration::from_millis(100));
+        let interval = interval
+            .context("--retention-interval-seconds must be a number of seconds, at least 0.1")?;
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.retention_batch),
+            "--retention-batch must be between 1 and 100000"
+        );
+        anyhow::ensure!(
+            (1..=3650).contains(&self.report_replay_window_days),
+            "--report-replay-window-days must be between 1 and 3650"
+        );
+        Ok(crate::retention::RetentionConfig {
+            interval,
+            batch: self.retention_batch,
+            replay_window: Duration::from_secs(u64::from(self.report_replay_window_days) * 86_400),
+            ..Default::default()
+        })
     }
 }
 

@@ -6,6 +6,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod secrets;
 pub mod store;
 pub mod tokens;
@@ -109,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_decompressed_bytes: args.max_decompressed_bytes,
         ingest: args.ingest.limits()?,
+        retention: args.retention.config()?,
     };
     let protections = Protections { auth: args.auth.limits()?, reads: args.read_limits()? };
     let state = state_from(store, args.jwt.issuer()?, config, protections);
@@ -123,7 +125,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    serve_on(listener, metrics, state).await
+    let pruner = tokio::spawn(retention::run(state.clone()));
+    let served = serve_on(listener, metrics, state).await;
+    pruner.abort();
+    served
 }
 
 /// Serves the API on a bound listener (and `/metrics` on another) until SIGINT or SIGTERM.
@@ -153,7 +158,7 @@ pub async fn serve_on(
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Command::Serve(serve_args) => serve(serve_args).await,
+        Command::Serve(serve_args) => serve(*serve_args).await,
         Command::Migrate { database_url, app_database_url } => {
             migrate(&database_url).await?;
             println!("migrations applied");

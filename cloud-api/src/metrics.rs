@@ -31,6 +31,9 @@ pub struct Metrics {
     pub auth_throttled: Family<Reason, Counter>,
     pub secrets_rehashed: Family<Method, Counter>,
     pub ingest_seconds: Histogram,
+    pub retention_edges_pruned: Counter,
+    pub retention_reports_pruned: Counter,
+    pub retention_runs: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +73,24 @@ impl Default for Metrics {
             "Time to store one accepted report",
             ingest_seconds.clone(),
         );
+        let retention_edges_pruned = Counter::default();
+        registry.register(
+            "retention_edges_pruned",
+            "Edges deleted because they were not seen within their organisation's retention",
+            retention_edges_pruned.clone(),
+        );
+        let retention_reports_pruned = Counter::default();
+        registry.register(
+            "retention_reports_pruned",
+            "Processed report ids deleted after the replay window",
+            retention_reports_pruned.clone(),
+        );
+        let retention_runs = Family::<Outcome, Counter>::default();
+        registry.register(
+            "retention_runs",
+            "Pruning runs, by outcome (ok, failed)",
+            retention_runs.clone(),
+        );
         Self {
             registry,
             reports,
@@ -79,6 +100,9 @@ impl Default for Metrics {
             auth_throttled,
             secrets_rehashed,
             ingest_seconds,
+            retention_edges_pruned,
+            retention_reports_pruned,
+            retention_runs,
         }
     }
 }
@@ -102,6 +126,10 @@ impl Metrics {
 
     pub fn secret_rehashed(&self, method: &str) {
         self.secrets_rehashed.get_or_create(&Method { method: method.into() }).inc();
+    }
+
+    pub fn retention_run(&self, outcome: &str) {
+        self.retention_runs.get_or_create(&Outcome { outcome: outcome.into() }).inc();
     }
 
     /// The answer to `GET /metrics` (OpenMetrics text).

@@ -35,6 +35,9 @@ use crate::http;
         http::api_tokens::create,
         http::api_tokens::show,
         http::api_tokens::revoke,
+        http::audit::list,
+        http::audit::retention,
+        http::audit::set_retention,
         healthz,
         http::readyz,
         openapi_json,
@@ -45,6 +48,7 @@ use crate::http;
         (name = "clusters", description = "Registering clusters and their credentials"),
         (name = "graph", description = "The merged access graph and ClientIntents"),
         (name = "tokens", description = "The organisation's API tokens"),
+        (name = "audit", description = "The audit log and retention"),
         (name = "ingest", description = "What cluster agents call"),
         (name = "meta", description = "Health and this document"),
     )
@@ -392,9 +396,11 @@ mod tests {
             "/healthz",
             "/readyz",
             "/api/v1/openapi.json",
+            "/api/v1/audit",
+            "/api/v1/retention",
         ] {
             assert!(paths.contains_key(path), "{path} is in the document");
         }
-        assert_eq!(paths.len(), 15, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 17, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

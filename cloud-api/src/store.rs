@@ -3,22 +3,28 @@
 //!
 //! - `credentials`: organisations, clusters and API tokens;
 //! - `reads`: the bounded reads behind the access graph and ClientIntents;
+//! - `audit`: the audit log of changes to clusters, tokens and retention;
+//! - `retention`: each organisation's retention and the batched pruning;
 //! - `roles`: the serving login role (created by `migrate`, checked by `serve`).
 //!
 //! Operations fail with [`StoreError`]. The fixed queries are checked against the schema at
 //! build time (`sqlx::query!`), from the data in `cloud-api/.sqlx/` (regenerate it with
 //! `scripts/sqlx-prepare.sh` after changing a query or a migration).
 
+mod audit;
 mod cluster_name;
 mod credentials;
 mod error;
 mod reads;
+mod retention;
 pub mod roles;
 
+pub use audit::{Action, Actor, AuditEntry};
 pub use cluster_name::{ClusterName, InvalidClusterName};
 pub use credentials::{ApiTokenInfo, NewApiToken, Scopes};
 pub use error::StoreError;
 pub use reads::{GraphData, ReadError, ReadLimits};
+pub use retention::{Cursor, Pruned as PrunedBatch, DEFAULT_RETENTION_DAYS, RETENTION_DAYS};
 
 use std::str::FromStr;
 use std::sync::Arc;

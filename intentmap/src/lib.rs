@@ -1,5 +1,10 @@
 //! The `intentmap` CLI's library part: what `intentmap export` writes and the picture
-//! `intentmap visualize` draws, so tests can look at them.
+//! `intentmap visualize` draws, how it finds and reaches the mapper, and the filters it applies
+//! itself, so tests can look at them.
 
+pub mod cloud;
+pub mod discover;
 pub mod export;
+pub mod filters;
+pub mod forward;
 pub mod picture;

@@ -1,11 +1,14 @@
 //! `intentmap`: what people run. It asks a cluster's mapper (its local API on :9090) for the
-//! traffic it has seen and lists it, exports it as ClientIntents, draws it, or resets it.
+//! traffic it has seen and lists it, exports it as ClientIntents, draws it, or resets it. The
+//! mapper is found through the kubeconfig (by the chart's labels, port-forwarded through the API
+//! server) unless `--mapper-url` says where it is.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use intentmap::{export, picture};
+use intentmap::forward::{Endpoint, Reply};
+use intentmap::{discover, export, filters, picture};
 use model::intents::{self, IntentsVersion};
 use model::list::ListStyle;
 use model::Edge;
@@ -17,14 +20,16 @@ use model::Edge;
     about = "List, export, visualize or reset the traffic a cluster's mapper has seen"
 )]
 struct Cli {
-    /// The mapper's local API (e.g. after `kubectl port-forward svc/intentmap-mapper 9090`).
-    #[arg(
-        long,
-        env = "INTENTMAP_MAPPER_URL",
-        default_value = "http://localhost:9090",
-        global = true
-    )]
-    mapper_url: String,
+    /// The mapper's local API (e.g. `http://localhost:9090` after `kubectl port-forward -n
+    /// intentmap svc/intentmap-mapper 9090`). Without it the mapper is found through your
+    /// kubeconfig (KUBECONFIG, ~/.kube/config): the cluster-agent chart's mapper Service, a
+    /// Ready pod behind it, port-forwarded through the API server.
+    #[arg(long, env = "INTENTMAP_MAPPER_URL", global = true)]
+    mapper_url: Option<String>,
+    /// Without --mapper-url: look for the mapper's Service in this namespace only (default: in
+    /// every namespace).
+    #[arg(long, env = "INTENTMAP_MAPPER_NAMESPACE", global = true)]
+    mapper_namespace: Option<String>,
     /// Needed only when the mapper is reached other than through `kubectl port-forward` (e.g.
     /// from a pod): a ServiceAccount token made for the mapper's audience, whose account may
     /// read (`get`) or reset (`delete`) `edges.intentmap.dev` in the mapper's namespace, e.g.
@@ -51,6 +56,12 @@ struct Filters {
     /// Leave out clients whose pods carry any of these labels (`key=value`, comma-separated or repeated).
     #[arg(long = "exclude-labels", value_delimiter = ',')]
     exclude_labels: Vec<String>,
+    /// Leave out these workloads or Services, as clients and as targets (`name` in any
+    /// namespace or `name.namespace`, comma-separated or repeated), as Otterize's CLI does.
+    /// Unlike the filters above this removes targets from the clients that remain: their
+    /// exported ClientIntents no longer allow calls to the services left out.
+    #[arg(long = "exclude-services", value_delimiter = ',')]
+    exclude_services: Vec<String>,
 }
 
 impl Filters {
@@ -65,6 +76,9 @@ impl Filters {
         }
         if !self.exclude_labels.is_empty() {
             out.push_str(&format!(" · without {}", self.exclude_labels.join(", ")));
+        }
+        if !self.exclude_services.is_empty() {
+            out.push_str(&format!(" · without {}", self.exclude_services.join(", ")));
         }
         out
     }
@@ -122,40 +136,34 @@ enum Command {
     },
     /// Forget all traffic the mapper has seen so far.
     Reset,
+    /// The cloud: log in, clusters, API tokens, the access graph, ClientIntents exports.
+    Cloud(intentmap::cloud::CloudArgs),
 }
 
 struct Mapper {
-    base: String,
-    http: reqwest::Client,
+    endpoint: Endpoint,
     token: Option<String>,
 }
 
 impl Mapper {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, format!("{}{path}", self.base));
-        match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+    ) -> anyhow::Result<Reply> {
+        self.endpoint.send(method, path_and_query, self.token.as_deref()).await
     }
 
     /// What to say when the mapper refuses: its own message, and what to do about it.
-    async fn refused(&self, what: &str, reply: reqwest::Response) -> anyhow::Error {
-        let status = reply.status();
-        let body = reply.text().await.unwrap_or_default();
+    fn refused(&self, what: &str, reply: Reply) -> anyhow::Error {
+        let status = reply.status;
+        let body = String::from_utf8_lossy(&reply.body);
         let hint = match status.as_u16() {
-            401 => "\nReach the mapper through `kubectl port-forward -n intentmap svc/intentmap-mapper 9090:9090` (then no token is needed), or pass --token / INTENTMAP_TOKEN: a token made for the mapper's audience (`kubectl create token <serviceaccount> --audience intentmap-mapper`).",
+            401 => "\nLeave out --mapper-url to reach the mapper through your kubeconfig (a port-forward: then no token is needed), or pass --token / INTENTMAP_TOKEN: a token made for the mapper's audience (`kubectl create token <serviceaccount> --audience intentmap-mapper`).",
             403 => "\nThe token's account needs `get` (list, export, visualize) or `delete` (reset) on `edges.intentmap.dev` in the mapper's namespace: bind it to the chart's edges-viewer or edges-admin Role.",
             _ => "",
         };
         anyhow::anyhow!("the mapper refused to {what} ({status}): {body}{hint}")
-    }
-
-    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
-        anyhow::anyhow!(
-            "cannot reach the mapper at {}: {e}\nIs it running? In a cluster: kubectl port-forward -n intentmap svc/intentmap-mapper 9090:9090 (or set --mapper-url / INTENTMAP_MAPPER_URL)",
-            self.base
-        )
     }
 
     async fn edges(&self, f: &Filters) -> anyhow::Result<Vec<Edge>> {
@@ -169,26 +177,24 @@ impl Mapper {
         if !f.exclude_labels.is_empty() {
             query.push(("exclude_labels", f.exclude_labels.join(",")));
         }
-        let reply = self
-            .request(reqwest::Method::GET, "/v1/edges")
-            .query(&query)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !reply.status().is_success() {
-            return Err(self.refused("list its edges", reply).await);
+        filters::check_service_names(&f.exclude_services).map_err(anyhow::Error::msg)?;
+        let url = reqwest::Url::parse_with_params("http://mapper/v1/edges", &query)?;
+        let path = match url.query() {
+            Some(q) if !q.is_empty() => format!("{}?{q}", url.path()),
+            _ => url.path().to_owned(),
+        };
+        let reply = self.request(reqwest::Method::GET, &path).await?;
+        if !reply.status.is_success() {
+            return Err(self.refused("list its edges", reply));
         }
-        reply.json().await.context("the mapper's answer is not a list of edges; are --mapper-url and the mapper's version right?")
+        let edges: Vec<Edge> = serde_json::from_slice(&reply.body).context("the mapper's answer is not a list of edges; are --mapper-url and the mapper's version right?")?;
+        Ok(filters::exclude_services(edges, &f.exclude_services))
     }
 
     async fn reset(&self) -> anyhow::Result<()> {
-        let reply = self
-            .request(reqwest::Method::POST, "/v1/reset")
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !reply.status().is_success() {
-            return Err(self.refused("reset", reply).await);
+        let reply = self.request(reqwest::Method::POST, "/v1/reset").await?;
+        if !reply.status.is_success() {
+            return Err(self.refused("reset", reply));
         }
         Ok(())
     }
@@ -205,6 +211,9 @@ fn write_out(path: &Option<PathBuf>, text: &str) -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Cloud(args) = cli.command {
+        return intentmap::cloud::run(args, cli.token).await;
+    }
     let token = match (&cli.token, &cli.token_file) {
         (Some(token), _) => Some(token.trim().to_owned()),
         (None, Some(file)) => Some(
@@ -215,12 +224,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         (None, None) => None,
     };
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let mapper = Mapper {
-        base: cli.mapper_url.trim_end_matches('/').to_owned(),
-        http,
-        token: token.filter(|t| !t.is_empty()),
+    let endpoint = match &cli.mapper_url {
+        Some(url) => Endpoint::url(url)?,
+        None => find_mapper(cli.mapper_namespace.as_deref()).await?,
     };
+    let mapper = Mapper { endpoint, token: token.filter(|t| !t.is_empty()) };
     match cli.command {
         Command::List { filters, qualified } => {
             let style = if qualified { ListStyle::Qualified } else { ListStyle::Seeds };
@@ -260,12 +268,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Visualize { filters, output } => {
+            let extension =
+                output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            match extension.as_str() {
+                "svg" | "png" => {}
+                "jpg" | "jpeg" => anyhow::bail!("{} would be a JPEG, which intentmap does not write (no JPEG encoder under an allowed licence yet); write a PNG (-o {}) or an SVG", output.display(), output.with_extension("png").display()),
+                _ => anyhow::bail!("write the picture to a file ending in .svg or .png, not {}", output.display()),
+            }
             let svg = picture::render_svg(
                 &mapper.edges(&filters).await?,
-                &filters.describe(&mapper.base),
+                &filters.describe(&mapper.endpoint.describe()),
             );
-            let png = output.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-            if png {
+            if extension == "png" {
                 std::fs::write(&output, picture::svg_to_png(&svg)?)
             } else {
                 std::fs::write(&output, svg)
@@ -277,8 +291,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mapper.reset().await?;
             eprintln!("the mapper's traffic was reset");
         }
+        Command::Cloud(_) => unreachable!("run() hands cloud commands over first"),
     }
     Ok(())
+}
+
+/// The mapper through the kubeconfig: its Service by the chart's labels, a Ready pod, a
+/// port-forward per request.
+async fn find_mapper(namespace: Option<&str>) -> anyhow::Result<Endpoint> {
+    let mut config = kube::Config::infer().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no --mapper-url, and no usable kubeconfig to find the mapper with: {e}\nPoint KUBECONFIG at your cluster's kubeconfig (or log in so that kubectl works), or pass --mapper-url http://localhost:9090 after kubectl port-forward -n intentmap svc/intentmap-mapper 9090:9090"
+        )
+    })?;
+    let cluster = config.cluster_url.to_string();
+    config.connect_timeout = Some(std::time::Duration::from_secs(10));
+    config.read_timeout = Some(intentmap::forward::TIMEOUT);
+    let client = kube::Client::try_from(config).map_err(|e| {
+        anyhow::anyhow!("the kubeconfig's cluster {cluster} cannot be used: {e}\nCheck it with kubectl get pods, or pass --mapper-url")
+    })?;
+    let target =
+        tokio::time::timeout(intentmap::forward::TIMEOUT, discover::find_mapper(&client, namespace))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!("the API server at {cluster} did not answer within {} s; is it reachable (kubectl get pods)? Or pass --mapper-url", intentmap::forward::TIMEOUT.as_secs())
+            })??;
+    Ok(Endpoint::forwarded(client, target))
 }
 
 #[tokio::main]

@@ -87,7 +87,7 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
         .unwrap();
     let jwt = token["access_token"].as_str().expect("an access token").to_owned();
 
-    let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": "2026-11-24T18:00:00Z",
+    let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
         "edges": [{"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"},
                    "target": {"kubernetes": {"namespace": "shop", "name": "cartservice", "kind": "Deployment"}},
                    "ports": [{"port": 7070, "protocol": "TCP"}], "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z", "connections": 12}]});

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::auth::{CanAdmin, CanRead};
 use super::error::ApiError;
 use super::AppState;
-use crate::store::{ApiTokenInfo, NewApiToken};
+use crate::store::{Actor, ApiTokenInfo, NewApiToken};
 use crate::tokens::Scope;
 
 #[derive(Debug, Deserialize)]
@@ -128,7 +128,10 @@ pub async fn create(
     })?;
     check_token_name(&req.name).map_err(ApiError::Unprocessable)?;
     let scopes = parse_scopes(&req.scopes).map_err(ApiError::Unprocessable)?;
-    let token = state.store.create_api_token(auth.org_id, &req.name, &scopes).await?;
+    let token = state
+        .store
+        .create_api_token_by(auth.org_id, &req.name, &scopes, Actor::ApiToken(auth.token_id))
+        .await?;
     tracing::info!(org = %auth.org_id, token = %token.info.id, by = %auth.token_id, scopes = ?req.scopes, "API token created");
     Ok((StatusCode::CREATED, Json(token)))
 }
@@ -174,8 +177,11 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiTokenInfo>, ApiError> {
     let token = token_of(&id)?;
-    let revoked =
-        state.store.revoke_api_token(auth.org_id, token).await?.ok_or_else(|| not_found(&id))?;
+    let revoked = state
+        .store
+        .revoke_api_token_by(auth.org_id, token, Actor::ApiToken(auth.token_id))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
     tracing::info!(org = %auth.org_id, token = %token, by = %auth.token_id, "API token revoked");
     Ok(Json(revoked))
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::auth::{CanRead, CanWrite};
 use super::error::ApiError;
 use super::{cluster_of, AppState};
-use crate::store::{ClusterCredentials, ClusterInfo, ClusterName};
+use crate::store::{Actor, ClusterCredentials, ClusterInfo, ClusterName};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,7 +40,8 @@ pub async fn create(
         ApiError::BadRequest(format!("expected {{\"name\": \"<cluster name>\"}}: {e}"))
     })?;
     let name = ClusterName::new(req.name).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let creds = state.store.create_cluster(auth.org_id, &name).await?;
+    let creds =
+        state.store.create_cluster_by(auth.org_id, &name, Actor::ApiToken(auth.token_id)).await?;
     tracing::info!(org = %auth.org_id, cluster = %creds.cluster_id, name = %creds.name, "cluster created");
     Ok((StatusCode::CREATED, Json(creds)))
 }
@@ -102,7 +103,7 @@ pub async fn revoke(
     Path(cluster): Path<String>,
 ) -> Result<Json<ClusterInfo>, ApiError> {
     let c = cluster_of(&state, auth.org_id, &cluster).await?;
-    state.store.revoke_cluster(auth.org_id, c.id).await?;
+    state.store.revoke_cluster_by(auth.org_id, c.id, Actor::ApiToken(auth.token_id)).await?;
     tracing::info!(org = %auth.org_id, cluster = %c.id, "cluster credentials revoked");
     Ok(Json(cluster_of(&state, auth.org_id, &cluster).await?))
 }
@@ -126,7 +127,7 @@ pub async fn delete(
     Path(cluster): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let c = cluster_of(&state, auth.org_id, &cluster).await?;
-    state.store.delete_cluster(auth.org_id, c.id).await?;
+    state.store.delete_cluster_by(auth.org_id, c.id, Actor::ApiToken(auth.token_id)).await?;
     tracing::info!(org = %auth.org_id, cluster = %c.id, "cluster deleted");
     Ok(StatusCode::NO_CONTENT)
 }

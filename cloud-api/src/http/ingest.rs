@@ -80,6 +80,15 @@ pub async fn ingest(
             return Err(e);
         }
     };
+    if state.config.retention.too_old(report.generated_at, Utc::now()) {
+        state.metrics.report("rejected");
+        let days = state.config.retention.replay_window.as_secs() / 86_400;
+        tracing::warn!(org = %auth.org_id, cluster = %auth.cluster_id, report_id = %report.report_id, generated_at = %report.generated_at, "report older than the replay window refused");
+        return Err(ApiError::Unprocessable(format!(
+            "generated_at: {} is older than the replay window ({days} days): ids of reports this old are no longer remembered, so it could be applied twice; send a fresh report of the current edges",
+            report.generated_at.to_rfc3339()
+        )));
+    }
     let IngestOutcome { duplicate, edges_merged } = state.store.ingest(auth.org_id, auth.cluster_id, &report).await.map_err(|e| {
         let e = ApiError::from(e);
         if !matches!(e, ApiError::Internal(_)) {

@@ -1,6 +1,7 @@
 //! Routes. `app(state)` is the whole HTTP surface; tests drive it without a socket.
 
 pub mod api_tokens;
+pub mod audit;
 pub mod auth;
 pub mod changes;
 pub mod clusters;
@@ -32,6 +33,8 @@ pub struct Config {
     pub max_decompressed_bytes: usize,
     /// Reports worked on at once, in all and per organisation.
     pub ingest: ingest::IngestLimits,
+    /// Retention pruning and the report replay window.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Default for Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             max_body_bytes: 16 << 20,
             max_decompressed_bytes: 64 << 20,
             ingest: Default::default(),
+            retention: Default::default(),
         }
     }
 }
@@ -76,6 +80,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/tokens", get(api_tokens::list).post(api_tokens::create))
         .route("/api/v1/tokens/{token}", get(api_tokens::show))
         .route("/api/v1/tokens/{token}/revoke", post(api_tokens::revoke))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/retention", get(audit::retention).put(audit::set_retention))
         .merge(web::routes())
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; see the API section of README.md".into())

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
+use super::audit::{self, Action, Actor};
 use super::{ClusterCredentials, ClusterInfo, ClusterName, NewOrg, Store, StoreError};
 use crate::secrets::{self, HashKey, Purpose, SecretHasher};
 use crate::tokens::{self, Scope};
@@ -124,10 +125,21 @@ impl Store {
 
     // === clusters ===
 
+    /// [`Store::create_cluster_by`] the admin CLI.
     pub async fn create_cluster(
         &self,
         org: Uuid,
         name: &ClusterName,
+    ) -> Result<ClusterCredentials, StoreError> {
+        self.create_cluster_by(org, name, Actor::AdminCli).await
+    }
+
+    /// Registers a cluster and records who did in the audit log, in one transaction.
+    pub async fn create_cluster_by(
+        &self,
+        org: Uuid,
+        name: &ClusterName,
+        actor: Actor,
     ) -> Result<ClusterCredentials, StoreError> {
         let cluster_id = Uuid::new_v4();
         let client_id = format!("cl_{}", cluster_id.simple());
@@ -143,6 +155,8 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
+        let details = serde_json::json!({"name": name.as_str(), "client_id": client_id});
+        audit::record(&mut tx, org, actor, Action::ClusterCreate, cluster_id, details).await?;
         tx.commit().await?;
         Ok(ClusterCredentials { cluster_id, name: name.clone(), client_id, client_secret })
     }
@@ -182,31 +196,65 @@ impl Store {
         Ok(row)
     }
 
-    /// Revoking stops the cluster's secret and every token issued from it.
+    /// [`Store::revoke_cluster_by`] the admin CLI.
     pub async fn revoke_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, StoreError> {
+        self.revoke_cluster_by(org, cluster, Actor::AdminCli).await
+    }
+
+    /// Revoking stops the cluster's secret and every token issued from it. Recorded in the
+    /// audit log (in the same transaction) when it revoked something.
+    pub async fn revoke_cluster_by(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        actor: Actor,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.tenant(org).await?;
-        let done = sqlx::query!(
-            "UPDATE clusters SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2",
+        let name = sqlx::query_scalar!(
+            "UPDATE clusters SET revoked_at = COALESCE(revoked_at, now()) WHERE org_id = $1 AND id = $2 RETURNING name",
             org,
             cluster
         )
-        .execute(&mut *tx)
-            .await?;
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(name) = &name {
+            let details = serde_json::json!({"name": name});
+            audit::record(&mut tx, org, actor, Action::ClusterRevoke, cluster, details).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(name.is_some())
     }
 
-    /// Deletes the cluster with all its edges and reports.
+    /// [`Store::delete_cluster_by`] the admin CLI.
     pub async fn delete_cluster(&self, org: Uuid, cluster: Uuid) -> Result<bool, StoreError> {
+        self.delete_cluster_by(org, cluster, Actor::AdminCli).await
+    }
+
+    /// Deletes the cluster with all its edges and reports, and records who did in the audit
+    /// log, in one transaction.
+    pub async fn delete_cluster_by(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        actor: Actor,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.tenant(org).await?;
         sqlx::query!("DELETE FROM edges WHERE org_id = $1 AND cluster_id = $2", org, cluster)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query!("DELETE FROM clusters WHERE org_id = $1 AND id = $2", org, cluster)
-            .execute(&mut *tx)
-            .await?;
+        let name = sqlx::query_scalar!(
+            "DELETE FROM clusters WHERE org_id = $1 AND id = $2 RETURNING name",
+            org,
+            cluster
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(name) = &name {
+            let details = serde_json::json!({"name": name});
+            audit::record(&mut tx, org, actor, Action::ClusterDelete, cluster, details).await?;
+        }
         tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        Ok(name.is_some())
     }
 
     /// `(org, cluster, secret hash)` for an active client ID. Runs before the tenant is known,
@@ -298,14 +346,28 @@ impl Store {
         Ok(tx.commit().await?)
     }
 
+    /// [`Store::create_api_token_by`] the admin CLI.
     pub async fn create_api_token(
         &self,
         org: Uuid,
         name: &str,
         scopes: &[Scope],
     ) -> Result<NewApiToken, StoreError> {
+        self.create_api_token_by(org, name, scopes, Actor::AdminCli).await
+    }
+
+    /// Creates an API token and records who did in the audit log, in one transaction.
+    pub async fn create_api_token_by(
+        &self,
+        org: Uuid,
+        name: &str,
+        scopes: &[Scope],
+        actor: Actor,
+    ) -> Result<NewApiToken, StoreError> {
         let mut tx = self.tenant(org).await?;
         let token = insert_api_token(&mut tx, &self.hasher, org, name, scopes).await?;
+        let details = serde_json::json!({"name": name, "scopes": scope_names(scopes)});
+        audit::record(&mut tx, org, actor, Action::TokenCreate, token.info.id, details).await?;
         tx.commit().await?;
         Ok(token)
     }
@@ -341,11 +403,22 @@ impl Store {
         Ok(row)
     }
 
-    /// Revokes at once: every request checks the token in the database.
+    /// [`Store::revoke_api_token_by`] the admin CLI.
     pub async fn revoke_api_token(
         &self,
         org: Uuid,
         id: Uuid,
+    ) -> Result<Option<ApiTokenInfo>, StoreError> {
+        self.revoke_api_token_by(org, id, Actor::AdminCli).await
+    }
+
+    /// Revokes at once: every request checks the token in the database. Recorded in the audit
+    /// log in the same transaction.
+    pub async fn revoke_api_token_by(
+        &self,
+        org: Uuid,
+        id: Uuid,
+        actor: Actor,
     ) -> Result<Option<ApiTokenInfo>, StoreError> {
         let mut tx = self.tenant(org).await?;
         let row = sqlx::query_as!(
@@ -357,6 +430,10 @@ impl Store {
         )
         .fetch_optional(&mut *tx)
         .await?;
+        if let Some(token) = &row {
+            let details = serde_json::json!({"name": token.name});
+            audit::record(&mut tx, org, actor, Action::TokenRevoke, id, details).await?;
+        }
         tx.commit().await?;
         Ok(row)
     }

@@ -187,9 +187,9 @@ async fn the_newest_report_decides_what_a_cluster_exposes() {
         ]
     };
     let mut newer = report(vec![], exposed("198.51.100.20"));
-    newer["generated_at"] = json!("2026-11-24T18:00:00Z");
+    newer["generated_at"] = json!(chrono::Utc::now() - chrono::Duration::hours(1));
     let mut older = report(vec![], exposed("198.51.100.10"));
-    older["generated_at"] = json!("2026-11-24T17:00:00Z");
+    older["generated_at"] = json!(chrono::Utc::now() - chrono::Duration::hours(2));
     assert_eq!(app.post_report(&jwt, &newer).await.status, StatusCode::ACCEPTED);
     assert_eq!(
         app.post_report(&jwt, &older).await.status,

@@ -9,8 +9,15 @@ use sqlx::{Connection, Executor, PgConnection};
 
 use crate::common::*;
 
-const TENANT_TABLES: [&str; 6] =
-    ["organizations", "api_tokens", "clusters", "reports", "edges", "exposed_workloads"];
+const TENANT_TABLES: [&str; 7] = [
+    "organizations",
+    "api_tokens",
+    "clusters",
+    "reports",
+    "edges",
+    "exposed_workloads",
+    "audit_log",
+];
 
 async fn count(conn: &mut PgConnection, table: &str) -> i64 {
     sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(conn).await.unwrap()
