@@ -386,6 +386,29 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     let (forwarding, mut mapper_url) = forward();
     let mut _forwarding = forwarding;
     assert_eq!(seeds_listed(&mapper_url, "the shop's calls in intentmap list"), expected);
+    // With only a kubeconfig (no --mapper-url), intentmap finds the chart's mapper Service and
+    // port-forwards to its pod through the API server by itself.
+    let by_kubeconfig = |namespace: Option<&str>| {
+        let mut command = Command::new(binary("intentmap"));
+        command
+            .args(["list", "-n", SHOP_NAMESPACE])
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env_remove("INTENTMAP_MAPPER_URL");
+        if let Some(namespace) = namespace {
+            command.env("INTENTMAP_MAPPER_NAMESPACE", namespace);
+        }
+        tokio::task::block_in_place(|| command.output().unwrap())
+    };
+    let found = by_kubeconfig(None);
+    assert_eq!(
+        String::from_utf8_lossy(&found.stdout),
+        expected,
+        "intentmap list with only a kubeconfig: {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let missing = by_kubeconfig(Some("default"));
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && said.contains("helm install"), "{said}");
     // Named by the annotation, the label, the CronJob and the hostNetwork DaemonSet (as a
     // client, and as the server on its node's address), never by pod, ReplicaSet or node.
     let named = format!(
