@@ -156,6 +156,21 @@ pub fn seeds_list() -> String {
 /// The seeds' shop (otterize-ecom-demo): its namespace, its services, and who calls whom.
 pub use demo::on_cluster::{SHOP_CALLS, SHOP_NAMESPACE, SHOP_SERVICES};
 
+/// The real mapper's `/metrics`: each series' value by name (`intentmap_mapper_...`), labelled
+/// series of one name added up; `Err` while it cannot be read (a port-forward not up yet).
+pub async fn mapper_metrics(
+    mapper: &str,
+) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    let http = reqwest::Client::builder().no_proxy().build().map_err(|e| e.to_string())?;
+    let response = http.get(format!("{mapper}/metrics")).send().await.map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    let mut metrics = std::collections::BTreeMap::new();
+    for sample in mapper_core::prometheus::lines(&text).filter_map(|l| l.ok().flatten()) {
+        *metrics.entry(sample.name.to_owned()).or_insert(0.0) += sample.value;
+    }
+    Ok(metrics)
+}
+
 /// Polls `check` until it finds what it looks for (`Ok`); on timeout, panics with what it saw
 /// last (`Err`).
 pub fn wait_for(

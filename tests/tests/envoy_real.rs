@@ -57,21 +57,14 @@ fn deploy(api: &FakeApiServer, name: &str, ip: &str, sidecar: bool) {
 
 /// The mapper's own metrics by name without the `intentmap_mapper_` prefix (labelled series
 /// of one name added up).
-async fn mapper_metrics(http: &reqwest::Client, mapper: &str) -> BTreeMap<String, f64> {
-    let text = http
-        .get(format!("{mapper}/metrics"))
-        .send()
-        .await
-        .expect("the mapper's /metrics")
-        .text()
-        .await
-        .expect("the mapper's /metrics text");
-    let mut metrics = BTreeMap::new();
-    for sample in prometheus::lines(&text).filter_map(|l| l.ok().flatten()) {
-        let name = sample.name.strip_prefix("intentmap_mapper_").unwrap_or(sample.name);
-        *metrics.entry(name.to_owned()).or_insert(0.0) += sample.value;
-    }
+async fn mapper_metrics(mapper: &str) -> BTreeMap<String, f64> {
+    let metrics = tests::mapper_metrics(mapper).await.expect("the mapper's /metrics");
     metrics
+        .into_iter()
+        .map(|(name, value)| {
+            (name.strip_prefix("intentmap_mapper_").map(str::to_owned).unwrap_or(name), value)
+        })
+        .collect()
 }
 
 fn metric(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
@@ -335,9 +328,9 @@ rm -rf "$TK_DIR"
 
     let clean =
         until("the mapper has scraped the sidecar 3 times", Duration::from_secs(30), || {
-            let (http, mapper) = (&http, &mapper);
+            let mapper = &mapper;
             async move {
-                let m = mapper_metrics(http, mapper).await;
+                let m = mapper_metrics(mapper).await;
                 (metric(&m, "istio_scrapes_total") >= 3.0).then_some(m)
             }
         })
@@ -361,9 +354,9 @@ rm -rf "$TK_DIR"
         "the mapper counts failed scrapes while Envoy is down",
         Duration::from_secs(30),
         || {
-            let (http, mapper) = (&http, &mapper);
+            let mapper = &mapper;
             async move {
-                let m = mapper_metrics(http, mapper).await;
+                let m = mapper_metrics(mapper).await;
                 (metric(&m, "istio_scrape_failures_total") >= 2.0).then_some(m)
             }
         },
@@ -398,19 +391,19 @@ rm -rf "$TK_DIR"
     // Scraped again, cleanly: the failures stop, nothing unreadable, no request invented.
     let resumed = metric(&down, "istio_scrapes_total");
     let up = until("the mapper scrapes the restarted sidecar", Duration::from_secs(30), || {
-        let (http, mapper) = (&http, &mapper);
+        let mapper = &mapper;
         async move {
-            let m = mapper_metrics(http, mapper).await;
+            let m = mapper_metrics(mapper).await;
             (metric(&m, "istio_scrapes_total") >= resumed + 2.0).then_some(m)
         }
     })
     .await;
     let failures = metric(&up, "istio_scrape_failures_total");
     let later = until("the mapper scrapes it 3 more times", Duration::from_secs(30), || {
-        let (http, mapper) = (&http, &mapper);
+        let mapper = &mapper;
         let seen = metric(&up, "istio_scrapes_total");
         async move {
-            let m = mapper_metrics(http, mapper).await;
+            let m = mapper_metrics(mapper).await;
             (metric(&m, "istio_scrapes_total") >= seen + 3.0).then_some(m)
         }
     })

@@ -176,22 +176,14 @@ fn read_log(broker: &Broker) -> Logged {
 
 /// The mapper's `<family>_total` counters whose names hold `kafka`, by the part after
 /// `kafka_` (`accesses`, `malformed_lines`, ...).
-async fn kafka_metrics(http: &reqwest::Client, mapper: &str) -> BTreeMap<String, u64> {
-    let text = http
-        .get(format!("{mapper}/metrics"))
-        .send()
-        .await
-        .expect("the mapper's /metrics")
-        .text()
-        .await
-        .expect("the mapper's /metrics text");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' '))
+async fn kafka_metrics(mapper: &str) -> BTreeMap<String, u64> {
+    let metrics = tests::mapper_metrics(mapper).await.expect("the mapper's /metrics");
+    metrics
+        .into_iter()
         .filter_map(|(name, value)| {
             let name = name.strip_suffix("_total")?;
             let kind = &name[name.find("kafka_")? + "kafka_".len()..];
-            Some((kind.to_owned(), value.trim().parse().ok()?))
+            Some((kind.to_owned(), value as u64))
         })
         .collect()
 }
@@ -205,7 +197,7 @@ async fn mapper_matches_log(
     clients: &[(&str, &str)],
 ) -> Result<(Logged, Vec<Value>), String> {
     let logged = tokio::task::block_in_place(|| read_log(broker));
-    let metrics = kafka_metrics(http, mapper).await;
+    let metrics = kafka_metrics(mapper).await;
     let counted: u64 = [
         "accesses",
         "other_lines",
@@ -560,7 +552,7 @@ rm -rf "$TK_DIR"
     assert_eq!(consumed.lines().collect::<Vec<_>>(), ["order-4", "order-5"], "{consumed}");
     refused(&broker, &billing_ns, "forged-2\n");
     let (after, edges_after) = until_mapper_matches_log(&http, &mapper, &broker, &clients).await;
-    let metrics = kafka_metrics(&http, &mapper).await;
+    let metrics = kafka_metrics(&mapper).await;
     assert!(
         after.files > 1 && metrics.get("log_file_rotations").copied().unwrap_or(0) >= 1,
         "the authorizer log should have rolled over ({} files, {metrics:?}); lower authorizer_log_max_kib",

@@ -73,13 +73,11 @@ fn wait_for_cloud(
 /// `intentmap_mapper_reports_pending` on the mapper's /metrics (through its port-forward, which
 /// may not be up yet: then the error).
 async fn pending_reports(mapper: &str) -> Result<u64, String> {
-    let response = reqwest::get(format!("{mapper}/metrics")).await.map_err(|e| e.to_string())?;
-    let metrics = response.text().await.map_err(|e| e.to_string())?;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("intentmap_mapper_reports_pending "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no intentmap_mapper_reports_pending in:\n{metrics}"))
+    let metrics = tests::mapper_metrics(mapper).await?;
+    let pending = metrics.get("intentmap_mapper_reports_pending");
+    pending
+        .map(|v| *v as u64)
+        .ok_or_else(|| format!("no intentmap_mapper_reports_pending in {metrics:?}"))
 }
 
 fn scale_cloud(cluster: &Cluster, replicas: usize) {
