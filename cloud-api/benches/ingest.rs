@@ -389,7 +389,9 @@ fn encode_copy<'a>(org: Uuid, cluster: Uuid, edges: impl Iterator<Item = &'a Edg
                 (w.kind.as_deref(), none, none, &[][..], none)
             }
             Target::Service(_) => (None, none, none, &[][..], none),
-            Target::Internet(i) => (None, &i.domains[..], &i.ips[..], &i.ports[..], none),
+            Target::Internet(i) | Target::Incoming(i) => {
+                (None, &i.domains[..], &i.ips[..], &i.ports[..], none)
+            }
             Target::Aws(a) => (None, none, none, &[][..], &a.actions[..]),
         };
         let ports: Vec<String> = edge.ports.iter().map(PortSpec::to_string).collect();

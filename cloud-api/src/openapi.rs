@@ -30,6 +30,7 @@ use crate::http;
         http::clusters::revoke,
         http::graph::client_intents,
         http::graph::access_graph,
+        http::graph::access_graph_summary,
         http::api_tokens::whoami,
         http::api_tokens::list,
         http::api_tokens::create,
@@ -300,6 +301,9 @@ pub struct GraphEdgeBody {
     pub actions: Option<Vec<String>>,
     /// Addresses or hostnames that resolved the target across clusters.
     pub via: Option<Vec<String>>,
+    /// Incoming internet traffic (from the node `incoming/internet` to a workload): the
+    /// addresses outside the cluster that called it.
+    pub client_ips: Option<Vec<String>>,
     pub http: Option<Vec<HttpBody>>,
     pub kafka: Option<Vec<KafkaBody>>,
     /// With `changed_since`: `new` (first seen after it), `gone` (not seen since) or `seen`.
@@ -389,6 +393,7 @@ mod tests {
             "/api/v1/clusters/{cluster}/revoke",
             "/api/v1/clusters/{cluster}/client-intents",
             "/api/v1/access-graph",
+            "/api/v1/access-graph/summary",
             "/api/v1/whoami",
             "/api/v1/tokens",
             "/api/v1/tokens/{token}",
@@ -401,6 +406,6 @@ mod tests {
         ] {
             assert!(paths.contains_key(path), "{path} is in the document");
         }
-        assert_eq!(paths.len(), 17, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 18, "{:?}", paths.keys().collect::<Vec<_>>());
     }
 }

@@ -23,7 +23,7 @@ pub use audit::{Action, Actor, AuditEntry};
 pub use cluster_name::{ClusterName, InvalidClusterName};
 pub use credentials::{ApiTokenInfo, NewApiToken, Scopes};
 pub use error::StoreError;
-pub use reads::{GraphData, ReadError, ReadLimits};
+pub use reads::{namespace_id, GraphData, GraphSelection, GraphSummary, ReadError, ReadLimits};
 pub use retention::{Cursor, Pruned as PrunedBatch, DEFAULT_RETENTION_DAYS, RETENTION_DAYS};
 
 use std::str::FromStr;
@@ -254,7 +254,7 @@ impl EdgeColumns {
             Target::Service(_) => {
                 (None, String::new(), String::new(), String::new(), String::new())
             }
-            Target::Internet(i) => {
+            Target::Internet(i) | Target::Incoming(i) => {
                 (None, join(&i.domains), join(&i.ips), join(&i.ports), String::new())
             }
             Target::Aws(a) => (None, String::new(), String::new(), String::new(), join(&a.actions)),

@@ -11,6 +11,13 @@
 // - internet and AWS targets sit in their own boxes to the right of all clusters.
 //
 // Everything is linear in nodes and edges (plus sorting), so thousands of edges draw at once.
+//
+// A large organisation (more than GROUP_ABOVE nodes) starts grouped: each namespace of each
+// cluster is one box with its workload count, and the calls between boxes are drawn once per
+// pair with their count. A click on a box opens it (its workloads take its place; calls to
+// closed boxes stay aggregated); the search box finds a workload by name and opens its
+// namespace. The layout runs once per change of the data or of which boxes are open; panning
+// and zooming only change one transform.
 "use strict";
 
 (() => {
@@ -34,6 +41,12 @@
   const GAP = 16;
   const MARGIN = 20;
   const CLUSTER_TINTS = 6;
+  // Above this many nodes the page starts with every namespace closed.
+  const GROUP_ABOVE = 400;
+  const GROUP_PREFIX = "group:";
+  const MIN_ZOOM = 0.05;
+  const MAX_ZOOM = 3;
+  const SEARCH_MAX = 253;
 
   const $ = (id) => document.getElementById(id);
   // team-2 before team-10
@@ -50,8 +63,18 @@
     drawing: null,
     clusters: [],
     namespaceOptions: [],
-    zoom: 1,
+    // Pan and zoom: the drawing's translation and scale, applied as one SVG transform.
+    view: { x: 0, y: 0, k: 1 },
     request: 0,
+    // Whether namespaces are grouped (a large organisation) and which ones are open.
+    grouped: false,
+    expanded: new Set(),
+    // The drawn graph: the data graph, or its grouped view.
+    shown: null,
+    layouts: 0,
+    drawn: 0,
+    search: { query: "", matches: [], at: -1 },
+    found: null,
   };
 
   class Unauthorized extends Error {}
@@ -202,10 +225,12 @@
       state.clusters = clusters.map((c) => c.name).sort(byName);
       state.graph = normalise(graph);
       state.index = buildIndex(state.graph);
+      state.grouped = state.graph.nodes.length > GROUP_ABOVE;
+      openGroupOf(state.selected);
       if (!state.filters.namespace) state.namespaceOptions = namespacesOf(state.graph);
       renderFilters();
       renderDownloads();
-      render();
+      render("load");
       document.body.dataset.state = "ready";
     } catch (e) {
       if (request !== state.request) return;
@@ -571,6 +596,79 @@
     return { pos, clusters, namespaces, outsideGroups, width, height };
   }
 
+  // === grouping: a namespace as one box ===
+
+  const groupKey = (n) => `${n.cluster}/${n.namespace}`;
+
+  function isClosed(n) {
+    return state.grouped && isInside(n) && !state.expanded.has(groupKey(n));
+  }
+
+  // Opens the namespace holding node `id` when it is closed; true when it was.
+  function openGroupOf(id) {
+    const n = id && state.index && state.index.byId.get(id);
+    if (!n || !isClosed(n)) return false;
+    state.expanded.add(groupKey(n));
+    return true;
+  }
+
+  // What is drawn: the data graph itself, or (grouped) one node per closed namespace and one
+  // edge per pair of drawn ends carrying the calls between them. `rep` maps each data node to
+  // the drawn node standing for it, `edgeOf` each data edge to the drawn edge carrying it.
+  function shownGraph(graph, index) {
+    if (!state.grouped) {
+      const rep = new Map(graph.nodes.map((n) => [n.id, n.id]));
+      return { graph, index, rep, edgeOf: graph.edges.map((_, i) => i), closed: 0, namespaces: 0 };
+    }
+    const nodes = [];
+    const rep = new Map();
+    const groups = new Map();
+    for (const n of graph.nodes) {
+      if (!isClosed(n)) {
+        nodes.push(n);
+        rep.set(n.id, n.id);
+        continue;
+      }
+      const key = groupKey(n);
+      let group = groups.get(key);
+      if (!group) {
+        group = { id: GROUP_PREFIX + key, kind: "group", name: n.namespace, cluster: n.cluster, namespace: n.namespace, group: key, members: 0, out: 0, in: 0 };
+        groups.set(key, group);
+        nodes.push(group);
+      }
+      group.members++;
+      rep.set(n.id, group.id);
+    }
+    const edges = [];
+    const edgeOf = new Array(graph.edges.length);
+    const pairs = new Map();
+    graph.edges.forEach((e, i) => {
+      const source = rep.get(e.source);
+      const target = rep.get(e.target);
+      if (source === e.source && target === e.target) {
+        edgeOf[i] = edges.length;
+        edges.push(e);
+        return;
+      }
+      const pair = `${source}\u0000${target}`;
+      let at = pairs.get(pair);
+      if (at === undefined) {
+        at = edges.length;
+        pairs.set(pair, at);
+        edges.push({ source, target, count: 0, aggregate: true });
+      }
+      edges[at].count++;
+      edgeOf[i] = at;
+      const from = groups.get(groupKey(index.byId.get(e.source)));
+      if (from && from.id === source) from.out++;
+      const to = isInside(index.byId.get(e.target)) && groups.get(groupKey(index.byId.get(e.target)));
+      if (to && to.id === target) to.in++;
+    });
+    const all = new Set(graph.nodes.filter(isInside).map(groupKey));
+    const shown = { nodes, edges, clusters: graph.clusters, changes: graph.changes };
+    return { graph: shown, index: buildIndex(shown), rep, edgeOf, closed: groups.size, namespaces: all.size };
+  }
+
   // === drawing ===
 
   function svg(tag, attrs, parent) {
@@ -635,6 +733,7 @@
   // runs along the gap between rows below its caller (no node is ever there: namespaces are
   // horizontal bands) and turns towards its target in the gap just before the target's column.
   // A call within a column bulges out to the right.
+  // Returns the path and where along it a count label goes.
   function edgePath(s, t, dy1, dy2, lane) {
     const x1 = s.x + NODE_W;
     const y1 = s.y + NODE_H / 2 + dy1;
@@ -642,43 +741,62 @@
     const gap = COL - NODE_W;
     if (s === t) {
       const top = s.y - 18;
-      return `M${x1},${y1} C${x1 + 36},${y1} ${x1 + 10},${top} ${s.x + NODE_W / 2},${top} S${s.x - 34},${y2} ${s.x - 2},${y2}`;
+      return { d: `M${x1},${y1} C${x1 + 36},${y1} ${x1 + 10},${top} ${s.x + NODE_W / 2},${top} S${s.x - 34},${y2} ${s.x - 2},${y2}`, mx: s.x + NODE_W / 2, my: top };
     }
     if (t.x === s.x) {
       const dx = 28 + Math.min(gap - 40, Math.abs(y2 - y1) / 5);
-      return `M${x1},${y1} C${x1 + dx},${y1} ${x1 + dx},${y2} ${x1 + 2},${y2}`;
+      return { d: `M${x1},${y1} C${x1 + dx},${y1} ${x1 + dx},${y2} ${x1 + 2},${y2}`, mx: x1 + dx * 0.75, my: (y1 + y2) / 2 };
     }
     const x2 = t.x - 2;
     if (x2 > x1 && x2 - x1 <= gap + 40) {
       const dx = (x2 - x1) / 2;
-      return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+      return { d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`, mx: x1 + dx, my: (y1 + y2) / 2 };
     }
     const cy = s.y + NODE_H + (ROW - NODE_H) / 2 + lane;
     const out = `M${x1},${y1} C${x1 + 22},${y1} ${x1 + 12},${cy} ${x1 + 36},${cy}`;
     if (x2 > x1) {
       const turn = t.x - gap + 12;
       const mid = (turn + x2) / 2;
-      return `${out} L${turn},${cy} C${mid},${cy} ${mid},${y2} ${x2},${y2}`;
+      return { d: `${out} L${turn},${cy} C${mid},${cy} ${mid},${y2} ${x2},${y2}`, mx: (x1 + 36 + turn) / 2, my: cy };
     }
     const back = Math.min(x1 + 36, t.x - 36);
-    return `${out} L${back},${cy} C${t.x - 70},${cy} ${t.x - 70},${y2} ${x2},${y2}`;
+    return { d: `${out} L${back},${cy} C${t.x - 70},${cy} ${t.x - 70},${y2} ${x2},${y2}`, mx: (x1 + 36 + back) / 2, my: cy };
   }
 
-  function render() {
-    const graph = state.graph;
-    const index = state.index;
+  function drawGroup(parent, n, p) {
+    const g = svg("g", { class: "group", "data-group": n.group, "data-workloads": n.members, transform: `translate(${p.x},${p.y})`, tabindex: 0, role: "button" }, parent);
+    const workloads = `${n.members} ${n.members === 1 ? "workload" : "workloads"}`;
+    g.setAttribute("aria-label", `namespace ${n.namespace} in cluster ${n.cluster}, ${workloads}: open it`);
+    svg("title", {}, g).textContent = `namespace ${n.namespace} in cluster ${n.cluster}\n${workloads}, ${n.out} calls from them, ${n.in} calls to them\nClick to show its workloads`;
+    svg("rect", { class: "stack", x: 5, y: -5, width: NODE_W, height: NODE_H, rx: 7 }, g);
+    svg("rect", { class: "box", width: NODE_W, height: NODE_H, rx: 7 }, g);
+    const max = Math.floor((NODE_W - 40) / 7.4);
+    text(g, 12, 18, truncate(n.namespace, max), "name");
+    text(g, 12, 33, `${workloads} · ${n.out} calls out`, "sub");
+    text(g, NODE_W - 22, 28, "+", "open");
+    return g;
+  }
+
+  // A drawn edge's end, as the attribute names it: a namespace box by its namespace.
+  const endName = (n) => (n.kind === "group" ? n.group : n.id);
+
+  // Lays out and draws the graph. `reason` names what changed (for the timing marks); `keep`
+  // keeps the current pan and zoom instead of fitting the drawing into the window.
+  function render(reason, keep) {
+    const data = state.graph;
     const canvas = $("canvas");
     canvas.querySelector("svg")?.remove();
     state.drawing = null;
-    const clusterCount = new Set(graph.nodes.filter(isInside).map((n) => n.cluster)).size;
+    const clusterCount = new Set(data.nodes.filter(isInside).map((n) => n.cluster)).size;
     const summary = $("summary");
-    summary.dataset.nodes = graph.nodes.length;
-    summary.dataset.edges = graph.edges.length;
+    summary.dataset.nodes = data.nodes.length;
+    summary.dataset.edges = data.edges.length;
     summary.textContent =
-      `${graph.nodes.length} ${graph.nodes.length === 1 ? "node" : "nodes"} · ${graph.edges.length} ${graph.edges.length === 1 ? "call" : "calls"} · ` +
+      `${data.nodes.length} ${data.nodes.length === 1 ? "node" : "nodes"} · ${data.edges.length} ${data.edges.length === 1 ? "call" : "calls"} · ` +
       `${clusterCount} ${clusterCount === 1 ? "cluster" : "clusters"} · seen in ${WINDOW_TEXT[state.filters.window]}`;
-    const changes = graph.changes;
+    const changes = data.changes;
     document.body.classList.toggle("changes", Boolean(changes && state.filters.changes));
+    document.body.classList.toggle("grouped", state.grouped);
     if (changes && state.filters.changes) {
       summary.textContent += ` · since ${CHANGES_TEXT[state.filters.changes]}: ${changes.new} new, ${changes.gone} gone`;
       summary.dataset.new = changes.new;
@@ -688,22 +806,33 @@
       delete summary.dataset.gone;
     }
     const empty = $("empty");
-    if (!graph.edges.length) {
+    if (!data.edges.length) {
       empty.hidden = false;
       empty.textContent = state.filters.window === "all" && !state.filters.cluster && !state.filters.namespace && !state.filters.workload
         ? "No calls have been reported yet. Install the cluster agent in a cluster and its calls appear here."
         : "No calls match these filters. Widen the time window or clear a filter.";
+      $("collapse-all").hidden = true;
       renderDetails();
       return;
     }
     empty.hidden = true;
 
+    const shown = shownGraph(data, state.index);
+    state.shown = shown;
+    const { graph, index } = shown;
+    if (state.grouped) {
+      summary.textContent += ` · ${shown.namespaces - shown.closed} of ${shown.namespaces} namespaces open`;
+    }
+    $("collapse-all").hidden = !state.grouped || shown.closed === shown.namespaces;
     const l = layout(graph, index);
-    const root = svg("svg", { class: "graph", id: "graph", viewBox: `0 0 ${l.width} ${l.height}`, role: "img" });
+    state.layouts++;
+    canvas.dataset.layouts = state.layouts;
+    const root = svg("svg", { class: "graph", id: "graph", width: "100%", height: "100%", role: "img" });
     root.setAttribute("aria-label", `Access graph: ${summary.textContent}`);
     arrowMarkers(svg("defs", {}, root));
+    const viewport = svg("g", { class: "viewport" }, root);
 
-    const groups = svg("g", { class: "groups" }, root);
+    const groups = svg("g", { class: "groups" }, viewport);
     l.clusters.forEach((c, i) => {
       const g = svg("g", { class: `cluster cl-${i % CLUSTER_TINTS}`, "data-cluster": c.name }, groups);
       svg("rect", { x: c.x, y: c.y, width: c.w, height: c.h, rx: 12 }, g);
@@ -714,10 +843,22 @@
         label.setAttribute("text-anchor", "end");
       }
     });
+    const bands = new Map();
     for (const ns of l.namespaces) {
-      const g = svg("g", { class: "namespace", "data-namespace": `${ns.cluster}/${ns.namespace}` }, groups);
+      const key = `${ns.cluster}/${ns.namespace}`;
+      // A closed namespace is its box; only open ones get a band.
+      if (state.grouped && !state.expanded.has(key)) continue;
+      const g = svg("g", { class: "namespace", "data-namespace": key }, groups);
       svg("rect", { x: ns.x, y: ns.y, width: ns.w, height: ns.h, rx: 8 }, g);
       text(g, ns.x + 8, ns.y + 15, `namespace ${truncate(ns.namespace, Math.floor(ns.w / 6.5) - 10)}`);
+      bands.set(key, ns);
+      if (state.grouped) {
+        const close = svg("g", { class: "ns-close", "data-collapse": key, tabindex: 0, role: "button" }, g);
+        close.setAttribute("aria-label", `Close namespace ${ns.namespace} of cluster ${ns.cluster}`);
+        svg("title", {}, close).textContent = "Close this namespace back into one box";
+        svg("rect", { x: ns.x + ns.w - 62, y: ns.y + 3, width: 56, height: 16, rx: 4 }, close);
+        text(close, ns.x + ns.w - 34, ns.y + 15, "close").setAttribute("text-anchor", "middle");
+      }
     }
     for (const o of l.outsideGroups) {
       const g = svg("g", { class: `outside ${o.kind}`, "data-outside": o.kind }, groups);
@@ -725,45 +866,177 @@
       text(g, o.x + 14, o.y + 20, o.label);
     }
 
-    const edgeLayer = svg("g", { class: "edges" }, root);
+    const edgeLayer = svg("g", { class: "edges" }, viewport);
+    const countLayer = svg("g", { class: "counts" }, viewport);
     const ids = graph.nodes.map((n) => n.id);
     const outAt = ports(graph, index, l.pos, ids, true);
     const inAt = ports(graph, index, l.pos, ids, false);
-    const edgeEls = new Array(graph.edges.length);
+    const shownEls = new Array(graph.edges.length);
     graph.edges.forEach((e, i) => {
       const s = index.byId.get(e.source);
       const t = index.byId.get(e.target);
       const cross = isInside(t) && s.cluster !== t.cluster;
       const [sp, tp] = [l.pos.get(e.source), l.pos.get(e.target)];
-      let cls = `edge k-${t.kind}`;
+      const geometry = edgePath(sp, tp, outAt.get(i), inAt.get(i), ((i % 5) - 2) * 1.6);
+      let cls = `edge k-${t.kind === "group" ? "workload" : t.kind}`;
       if (cross) cls += " cross";
       if (tp.x <= sp.x) cls += " back";
+      if (e.aggregate) {
+        cls += ` agg w${e.count >= 50 ? 4 : e.count >= 20 ? 3 : e.count >= 5 ? 2 : 1}`;
+        const path = svg("path", { class: cls, "data-agg-edge": `${endName(s)} -> ${endName(t)}`, "data-count": e.count, d: geometry.d }, edgeLayer);
+        svg("title", {}, path).textContent = `${e.count} ${e.count === 1 ? "call" : "calls"} from ${endName(s)} to ${endName(t)}`;
+        shownEls[i] = path;
+        // A count on the line where it stands for more than one call.
+        if (e.count < 2) return;
+        const label = svg("g", { class: "agg-count", transform: `translate(${geometry.mx},${geometry.my})` }, countLayer);
+        const digits = String(e.count).length;
+        svg("rect", { x: -(4 + digits * 3.6), y: -8, width: 8 + digits * 7.2, height: 16, rx: 8 }, label);
+        text(label, 0, 4, String(e.count)).setAttribute("text-anchor", "middle");
+        return;
+      }
       if (e.change === "new" || e.change === "gone") cls += ` change-${e.change}`;
-      const path = svg("path", { class: cls, "data-edge": `${e.source} -> ${e.target}`, d: edgePath(sp, tp, outAt.get(i), inAt.get(i), ((i % 5) - 2) * 1.6) }, edgeLayer);
+      const path = svg("path", { class: cls, "data-edge": `${e.source} -> ${e.target}`, d: geometry.d }, edgeLayer);
       const facts = edgeFacts(e).map(([k, v]) => `\n${k}: ${Array.isArray(v) ? v.join("; ") : v}`);
       svg("title", {}, path).textContent = `${e.source} → ${e.target}${facts.join("")}`;
-      edgeEls[i] = path;
+      shownEls[i] = path;
     });
 
-    const nodeLayer = svg("g", { class: "nodes" }, root);
-    const nodeEls = new Map();
-    for (const n of graph.nodes) nodeEls.set(n.id, drawNode(nodeLayer, n, l.pos.get(n.id)));
+    const nodeLayer = svg("g", { class: "nodes" }, viewport);
+    const shownNodeEls = new Map();
+    for (const n of graph.nodes) {
+      shownNodeEls.set(n.id, n.kind === "group" ? drawGroup(nodeLayer, n, l.pos.get(n.id)) : drawNode(nodeLayer, n, l.pos.get(n.id)));
+    }
+    // Each node and call of the data, by the element that shows it (its namespace's box and
+    // the aggregate call while closed).
+    const nodeEls = new Map(data.nodes.map((n) => [n.id, shownNodeEls.get(shown.rep.get(n.id))]));
+    const edgeEls = shown.edgeOf.map((si) => shownEls[si]);
 
     canvas.appendChild(root);
-    state.drawing = { root, nodeEls, edgeEls, pos: l.pos, width: l.width, height: l.height, marked: [] };
-    fit(0.55);
+    state.drawing = { root, viewport, nodeEls, edgeEls, pos: l.pos, rep: shown.rep, bands, width: l.width, height: l.height, marked: [] };
+    if (keep) applyView();
+    else fit(0.55);
     highlight();
     renderDetails();
-    reveal(state.selected);
+    if (!keep) reveal(state.selected);
+    markDrawn(reason);
   }
 
-  // === zoom and pan ===
+  // A timing mark once the browser has painted the new drawing: `performance` entries named
+  // intentmap:drawn (and intentmap:interaction where a click or search began) let a benchmark
+  // read time to first render and to each interaction.
+  function markDrawn(reason) {
+    requestAnimationFrame(() =>
+      setTimeout(() => {
+        performance.mark("intentmap:drawn", { detail: reason });
+        state.drawn++;
+        $("canvas").dataset.drawn = state.drawn;
+      }),
+    );
+  }
 
-  function applyZoom() {
+  function interaction(reason) {
+    performance.mark("intentmap:interaction", { detail: reason });
+  }
+
+  // Opens or closes a namespace: a new layout, the view stays where it was and the namespace
+  // in the middle of it.
+  function toggleGroup(key, open) {
+    interaction(open ? "expand" : "collapse");
+    if (open) state.expanded.add(key);
+    else state.expanded.delete(key);
+    const before = state.drawing && state.drawing.bands.get(key);
+    // Its workloads readable: from an overview, opening a namespace zooms in.
+    if (open && state.view.k < 0.7) state.view.k = 0.8;
+    render(open ? "expand" : "collapse", true);
+    const d = state.drawing;
+    const band = d && d.bands.get(key);
+    if (band) centreOn(band.x + band.w / 2, band.y + Math.min(band.h, 400) / 2);
+    else if (before) {
+      const box = d && d.pos.get(GROUP_PREFIX + key);
+      if (box) centreOn(box.x + NODE_W / 2, box.y + NODE_H / 2);
+    }
+  }
+
+  function collapseAll() {
+    interaction("collapse-all");
+    state.expanded.clear();
+    render("collapse-all", false);
+  }
+
+  // === search ===
+
+  function searchMatches(query) {
+    const q = query.trim().toLowerCase();
+    if (!q || !state.graph) return [];
+    const exact = [];
+    const partial = [];
+    for (const n of state.graph.nodes) {
+      const name = nodeTitle(n).toLowerCase();
+      if (name === q) exact.push(n.id);
+      else if (name.includes(q)) partial.push(n.id);
+    }
+    return (exact.length ? exact : partial).sort(byName);
+  }
+
+  function searchStatus(text) {
+    $("search-status").textContent = text;
+  }
+
+  function onSearchInput() {
+    const query = $("search").value.slice(0, SEARCH_MAX);
+    if (!query.trim()) {
+      searchStatus("");
+      return;
+    }
+    const n = searchMatches(query).length;
+    searchStatus(n ? `${n} ${n === 1 ? "match" : "matches"}, press Enter` : "no workload by that name");
+  }
+
+  // Enter: the next workload matching the name (an exact name first, else a part of one); its
+  // namespace opens, it is selected, marked and brought into the middle of the view.
+  function search() {
+    const query = $("search").value.slice(0, SEARCH_MAX).trim();
+    if (!query) return;
+    interaction("search");
+    const s = state.search;
+    if (query.toLowerCase() !== s.query) {
+      s.query = query.toLowerCase();
+      s.matches = searchMatches(query);
+      s.at = -1;
+    }
+    if (!s.matches.length) {
+      searchStatus(`No workload named like “${query}” in this view. Check the spelling or widen the filters.`);
+      return;
+    }
+    s.at = (s.at + 1) % s.matches.length;
+    const id = s.matches[s.at];
+    state.found = id;
+    state.selected = id;
+    writeFragment();
+    if (openGroupOf(id)) render("search", true);
+    else {
+      highlight();
+      renderDetails();
+      markDrawn("search");
+    }
+    if (state.view.k < 0.8) state.view.k = 1;
+    reveal(id);
+    searchStatus(s.matches.length === 1 ? "1 match" : `${s.at + 1} of ${s.matches.length} · Enter: next`);
+  }
+
+  // === zoom and pan: one transform ===
+
+  function applyView() {
     const d = state.drawing;
     if (!d) return;
-    d.root.setAttribute("width", Math.round(d.width * state.zoom));
-    d.root.setAttribute("height", Math.round(d.height * state.zoom));
+    const { x, y, k } = state.view;
+    d.viewport.setAttribute("transform", `translate(${x.toFixed(1)},${y.toFixed(1)}) scale(${k.toFixed(4)})`);
+    $("canvas").dataset.zoom = k.toFixed(3);
+  }
+
+  function canvasSize() {
+    const canvas = $("canvas");
+    return { w: canvas.clientWidth || 1000, h: canvas.clientHeight || 700 };
   }
 
   // The whole drawing in view, but never smaller than `min` (names stay readable on first
@@ -771,39 +1044,50 @@
   function fit(min) {
     const d = state.drawing;
     if (!d) return;
-    const canvas = $("canvas");
-    const w = canvas.clientWidth || 1000;
-    const h = canvas.clientHeight || 700;
-    state.zoom = Math.max(min, Math.min(1, (w - 4) / d.width, (h - 4) / d.height));
-    applyZoom();
+    const { w, h } = canvasSize();
+    const k = Math.max(min, Math.min(1, (w - 4) / d.width, (h - 4) / d.height));
+    state.view = { k, x: Math.max(0, (w - d.width * k) / 2), y: Math.max(0, (h - d.height * k) / 2) };
+    applyView();
   }
 
-  // Scrolls a node into the middle of the view.
+  // Puts the drawing's point (px, py) in the middle of the view.
+  function centreOn(px, py) {
+    const { w, h } = canvasSize();
+    state.view.x = w / 2 - px * state.view.k;
+    state.view.y = h / 2 - py * state.view.k;
+    applyView();
+  }
+
+  // Brings a node into the middle of the view.
   function reveal(id) {
     const d = state.drawing;
-    const p = d && id && d.pos.get(id);
+    const shownId = d && id && d.rep.get(id);
+    const p = shownId && d.pos.get(shownId);
     if (!p) return;
-    const canvas = $("canvas");
-    canvas.scrollLeft = (p.x + NODE_W / 2) * state.zoom - canvas.clientWidth / 2;
-    canvas.scrollTop = (p.y + NODE_H / 2) * state.zoom - canvas.clientHeight / 2;
+    centreOn(p.x + NODE_W / 2, p.y + NODE_H / 2);
+  }
+
+  // Zooms by `factor` keeping the canvas point (cx, cy) where it is.
+  function zoomAt(factor, cx, cy) {
+    const v = state.view;
+    const k = Math.max(MIN_ZOOM, Math.min(MAX_ZOOM, v.k * factor));
+    v.x = cx - ((cx - v.x) * k) / v.k;
+    v.y = cy - ((cy - v.y) * k) / v.k;
+    v.k = k;
+    applyView();
   }
 
   function zoomBy(factor) {
-    const canvas = $("canvas");
-    const cx = (canvas.scrollLeft + canvas.clientWidth / 2) / state.zoom;
-    const cy = (canvas.scrollTop + canvas.clientHeight / 2) / state.zoom;
-    state.zoom = Math.max(0.05, Math.min(3, state.zoom * factor));
-    applyZoom();
-    canvas.scrollLeft = cx * state.zoom - canvas.clientWidth / 2;
-    canvas.scrollTop = cy * state.zoom - canvas.clientHeight / 2;
+    const { w, h } = canvasSize();
+    zoomAt(factor, w / 2, h / 2);
   }
 
   function enablePanning() {
     const canvas = $("canvas");
     let start = null;
     canvas.addEventListener("pointerdown", (ev) => {
-      if (ev.button !== 0 || ev.target.closest(".node")) return;
-      start = { x: ev.clientX, y: ev.clientY, left: canvas.scrollLeft, top: canvas.scrollTop, moved: false };
+      if (ev.button !== 0 || ev.target.closest(".node, .group, .ns-close")) return;
+      start = { x: ev.clientX, y: ev.clientY, vx: state.view.x, vy: state.view.y, moved: false };
       canvas.setPointerCapture(ev.pointerId);
     });
     canvas.addEventListener("pointermove", (ev) => {
@@ -814,8 +1098,9 @@
         start.moved = true;
         canvas.classList.add("panning");
       }
-      canvas.scrollLeft = start.left - dx;
-      canvas.scrollTop = start.top - dy;
+      state.view.x = start.vx + dx;
+      state.view.y = start.vy + dy;
+      applyView();
     });
     const end = (ev) => {
       if (!start) return;
@@ -830,9 +1115,10 @@
     canvas.addEventListener(
       "wheel",
       (ev) => {
-        if (!ev.ctrlKey) return;
         ev.preventDefault();
-        zoomBy(ev.deltaY < 0 ? 1.15 : 1 / 1.15);
+        const rect = canvas.getBoundingClientRect();
+        const delta = ev.deltaMode === 1 ? ev.deltaY * 16 : ev.deltaY;
+        zoomAt(Math.exp(-Math.max(-300, Math.min(300, delta)) * 0.002), ev.clientX - rect.left, ev.clientY - rect.top);
       },
       { passive: false },
     );
@@ -841,8 +1127,15 @@
   // === selection: calls and callers ===
 
   function select(id) {
+    if (id !== state.found) state.found = null;
     state.selected = id;
     writeFragment();
+    // A workload in a closed namespace (a peer in the side panel): open it first.
+    if (openGroupOf(id)) {
+      render("select", true);
+      reveal(id);
+      return;
+    }
     highlight();
     renderDetails();
   }
@@ -857,6 +1150,8 @@
       el.classList.add(...classes);
       d.marked.push([el, classes]);
     };
+    const found = state.found && d.nodeEls.get(state.found);
+    if (found) mark(found, "found");
     const id = state.selected;
     const own = id && d.nodeEls.get(id);
     d.root.classList.toggle("focus", Boolean(own));
@@ -1092,17 +1387,36 @@
     $("zoom-in").addEventListener("click", () => zoomBy(1.25));
     $("zoom-out").addEventListener("click", () => zoomBy(0.8));
     $("zoom-fit").addEventListener("click", () => fit(0.05));
-    const canvas = $("canvas");
-    canvas.addEventListener("click", (ev) => {
-      const node = ev.target.closest && ev.target.closest("[data-node-id]");
-      if (node) select(node.getAttribute("data-node-id"));
+    $("collapse-all").addEventListener("click", collapseAll);
+    $("search-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      search();
     });
-    canvas.addEventListener("keydown", (ev) => {
-      const node = ev.target.closest && ev.target.closest("[data-node-id]");
-      if (node && (ev.key === "Enter" || ev.key === " ")) {
-        ev.preventDefault();
-        select(node.getAttribute("data-node-id"));
+    $("search").addEventListener("input", onSearchInput);
+    const canvas = $("canvas");
+    // A node selects it; a namespace box opens; a band's "close" closes it.
+    const activate = (target) => {
+      if (!target.closest) return false;
+      const group = target.closest("[data-group]");
+      if (group) {
+        toggleGroup(group.getAttribute("data-group"), true);
+        return true;
       }
+      const close = target.closest("[data-collapse]");
+      if (close) {
+        toggleGroup(close.getAttribute("data-collapse"), false);
+        return true;
+      }
+      const node = target.closest("[data-node-id]");
+      if (node) {
+        select(node.getAttribute("data-node-id"));
+        return true;
+      }
+      return false;
+    };
+    canvas.addEventListener("click", (ev) => activate(ev.target));
+    canvas.addEventListener("keydown", (ev) => {
+      if ((ev.key === "Enter" || ev.key === " ") && activate(ev.target)) ev.preventDefault();
     });
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && state.selected) select(null);

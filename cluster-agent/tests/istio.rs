@@ -238,6 +238,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
             pid: None,
             netns: None,
             pod: None,
+            accepted: false,
         }],
         ..Default::default()
     };

@@ -23,6 +23,7 @@ fn connection(dst_port: u16) -> Observed {
         pid: None,
         netns: None,
         pod: None,
+        accepted: false,
     })
 }
 

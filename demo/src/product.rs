@@ -604,6 +604,7 @@ fn replayed_batch(cluster: &str, per_call: u32) -> ObservationBatch {
             pid: None,
             netns: None,
             pod: None,
+            accepted: false,
         });
     }
     batch

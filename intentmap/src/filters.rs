@@ -29,7 +29,7 @@ pub fn exclude_services(edges: Vec<Edge>, names: &[String]) -> Vec<Edge> {
         .filter(|e| match &e.target {
             Target::Kubernetes(w) | Target::Kafka(w) => !excluded(&w.namespace, &w.name),
             Target::Service(s) => !excluded(&s.namespace, &s.name),
-            Target::Internet(_) | Target::Aws(_) => true,
+            Target::Internet(_) | Target::Aws(_) | Target::Incoming(_) => true,
         })
         .collect()
 }

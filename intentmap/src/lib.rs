@@ -8,3 +8,4 @@ pub mod export;
 pub mod filters;
 pub mod forward;
 pub mod picture;
+pub mod shape;

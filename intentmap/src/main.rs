@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use intentmap::forward::{Endpoint, Reply};
-use intentmap::{discover, export, filters, picture};
+use intentmap::{discover, export, filters, picture, shape};
 use model::intents::{self, IntentsVersion};
 use model::list::ListStyle;
 use model::Edge;
@@ -62,6 +62,27 @@ struct Filters {
     /// exported ClientIntents no longer allow calls to the services left out.
     #[arg(long = "exclude-services", value_delimiter = ',')]
     exclude_services: Vec<String>,
+    /// As Otterize's CLI: tell clients apart by name and the value of this label on their pods
+    /// instead of by name and namespace. Workloads of one name whose pods carry different
+    /// values are separate entries (`api (track=canary) in namespace shop`; exported as
+    /// `metadata.name: api-canary` with that label); those of one name and value in several
+    /// namespaces are one, listed and exported in the first namespace. Needs a mapper of this
+    /// version.
+    #[arg(long = "distinct-by-label", value_name = "KEY")]
+    distinct_by_label: Option<String>,
+    /// As Otterize's CLI: name a called workload by the Kubernetes Service in front of it
+    /// (ClientIntents `service` / `kind: Service` targets) instead of by the workload. A
+    /// workload behind no Service keeps its name, and a note on standard error says so; one
+    /// behind several Services is named by each. Needs a mapper of this version.
+    #[arg(long = "as-kubernetes-service")]
+    as_kubernetes_service: bool,
+}
+
+/// The edges as `list`, `export` and `visualize` show them.
+struct Shaped {
+    edges: Vec<Edge>,
+    /// With `--distinct-by-label KEY`: the client entries instead of `edges`.
+    distinct: Option<shape::Distinct>,
 }
 
 impl Filters {
@@ -79,6 +100,12 @@ impl Filters {
         }
         if !self.exclude_services.is_empty() {
             out.push_str(&format!(" · without {}", self.exclude_services.join(", ")));
+        }
+        if let Some(key) = &self.distinct_by_label {
+            out.push_str(&format!(" · distinct by {key}"));
+        }
+        if self.as_kubernetes_service {
+            out.push_str(" · targets as Services");
         }
         out
     }
@@ -160,13 +187,14 @@ impl Mapper {
         let body = String::from_utf8_lossy(&reply.body);
         let hint = match status.as_u16() {
             401 => "\nLeave out --mapper-url to reach the mapper through your kubeconfig (a port-forward: then no token is needed), or pass --token / INTENTMAP_TOKEN: a token made for the mapper's audience (`kubectl create token <serviceaccount> --audience intentmap-mapper`).",
+            400 if body.contains("unknown field") => "\nThe mapper is older than this intentmap: upgrade the cluster-agent chart to use --distinct-by-label or --as-kubernetes-service, or leave them out.",
             403 => "\nThe token's account needs `get` (list, export, visualize) or `delete` (reset) on `edges.intentmap.dev` in the mapper's namespace: bind it to the chart's edges-viewer or edges-admin Role.",
             _ => "",
         };
         anyhow::anyhow!("the mapper refused to {what} ({status}): {body}{hint}")
     }
 
-    async fn edges(&self, f: &Filters) -> anyhow::Result<Vec<Edge>> {
+    async fn edges(&self, f: &Filters) -> anyhow::Result<Shaped> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if !f.namespaces.is_empty() {
             query.push(("namespaces", f.namespaces.join(",")));
@@ -176,6 +204,13 @@ impl Mapper {
         }
         if !f.exclude_labels.is_empty() {
             query.push(("exclude_labels", f.exclude_labels.join(",")));
+        }
+        if let Some(key) = &f.distinct_by_label {
+            shape::check_label_key(key).map_err(anyhow::Error::msg)?;
+            query.push(("label_values", key.clone()));
+        }
+        if f.as_kubernetes_service {
+            query.push(("services", "true".to_owned()));
         }
         filters::check_service_names(&f.exclude_services).map_err(anyhow::Error::msg)?;
         let url = reqwest::Url::parse_with_params("http://mapper/v1/edges", &query)?;
@@ -187,8 +222,36 @@ impl Mapper {
         if !reply.status.is_success() {
             return Err(self.refused("list its edges", reply));
         }
-        let edges: Vec<Edge> = serde_json::from_slice(&reply.body).context("the mapper's answer is not a list of edges; are --mapper-url and the mapper's version right?")?;
-        Ok(filters::exclude_services(edges, &f.exclude_services))
+        let context = "the mapper's answer is not a list of edges; are --mapper-url and the mapper's version right?";
+        let (edges, facts) = if f.distinct_by_label.is_some() || f.as_kubernetes_service {
+            let answer: shape::EdgesWithFacts =
+                serde_json::from_slice(&reply.body).context(context)?;
+            (answer.edges, answer.workloads)
+        } else {
+            (serde_json::from_slice(&reply.body).context(context)?, Vec::new())
+        };
+        let mut edges = filters::exclude_services(edges, &f.exclude_services);
+        let mut notes = Vec::new();
+        if f.as_kubernetes_service {
+            let (services, said) = shape::as_kubernetes_services(edges, &facts);
+            // Now also by the Services' names.
+            edges = filters::exclude_services(services, &f.exclude_services);
+            notes.extend(said);
+        }
+        let distinct = f.distinct_by_label.as_ref().map(|key| {
+            let (distinct, said) =
+                shape::distinct_by_label(std::mem::take(&mut edges), &facts, key);
+            notes.extend(said);
+            distinct
+        });
+        const MAX_NOTES: usize = 20;
+        for note in notes.iter().take(MAX_NOTES) {
+            eprintln!("intentmap: note: {note}");
+        }
+        if notes.len() > MAX_NOTES {
+            eprintln!("intentmap: note: and {} more like these", notes.len() - MAX_NOTES);
+        }
+        Ok(Shaped { edges, distinct })
     }
 
     async fn reset(&self) -> anyhow::Result<()> {
@@ -232,11 +295,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::List { filters, qualified } => {
             let style = if qualified { ListStyle::Qualified } else { ListStyle::Seeds };
-            print!("{}", model::list::render_list_with(&mapper.edges(&filters).await?, style))
+            let shaped = mapper.edges(&filters).await?;
+            match &shaped.distinct {
+                Some(distinct) => print!("{}", distinct.render_list(style)),
+                None => print!("{}", model::list::render_list_with(&shaped.edges, style)),
+            }
         }
         Command::Export { filters, output_version, format, output, output_type } => {
             let version: IntentsVersion = output_version.parse()?;
-            let docs = intents::client_intents(&mapper.edges(&filters).await?, version);
+            let shaped = mapper.edges(&filters).await?;
+            let docs = match &shaped.distinct {
+                Some(distinct) => distinct.client_intents(version),
+                None => intents::client_intents(&shaped.edges, version),
+            };
             let render = |docs: &[serde_json::Value]| {
                 export::render(
                     docs,
@@ -275,10 +346,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "jpg" | "jpeg" => anyhow::bail!("{} would be a JPEG, which intentmap does not write (no JPEG encoder under an allowed licence yet); write a PNG (-o {}) or an SVG", output.display(), output.with_extension("png").display()),
                 _ => anyhow::bail!("write the picture to a file ending in .svg or .png, not {}", output.display()),
             }
-            let svg = picture::render_svg(
-                &mapper.edges(&filters).await?,
-                &filters.describe(&mapper.endpoint.describe()),
-            );
+            let shaped = mapper.edges(&filters).await?;
+            let edges = match &shaped.distinct {
+                Some(distinct) => distinct.relabelled(),
+                None => shaped.edges,
+            };
+            let svg = picture::render_svg(&edges, &filters.describe(&mapper.endpoint.describe()));
             if extension == "png" {
                 std::fs::write(&output, picture::svg_to_png(&svg)?)
             } else {

@@ -37,6 +37,7 @@ fn tcp(src: &str, dst: &str, port: u16) -> TcpConnection {
         pid: None,
         netns: None,
         pod: None,
+        accepted: false,
     }
 }
 

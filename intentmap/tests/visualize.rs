@@ -267,6 +267,7 @@ fn names(edges: &[Edge]) -> Vec<String> {
             Target::Service(s) => s.name.clone(),
             Target::Internet(i) => i.identity().to_owned(),
             Target::Aws(a) => a.arn.rsplit(':').next().unwrap().to_owned(),
+            Target::Incoming(_) => "internet".to_owned(),
         });
     }
     names.sort();

@@ -182,6 +182,7 @@ fn observations(start: DateTime<Utc>) -> (Vec<ObservationBatch>, usize) {
                 pid: None,
                 netns: None,
                 pod: None,
+                accepted: false,
             });
         }
         batches.push(batch);

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use model::limits::MAX_ADDRESSES_PER_LIST;
 use model::{
     AwsTarget, Edge, HttpResource, InternetTarget, KafkaTopic, PortSpec, ServiceRef, Target,
 };
@@ -57,6 +58,11 @@ pub enum ObservedTarget<'a> {
     },
     /// A Kafka broker's workload, called through the Kafka protocol.
     Kafka(&'a Workload),
+    /// Incoming internet traffic: `ip`, outside the cluster, called the observation's `client`
+    /// (the workload that served it; see [`model::Target::Incoming`]).
+    Incoming {
+        ip: IpAddr,
+    },
 }
 
 /// What an observation says about the call beyond its two ends.
@@ -110,6 +116,7 @@ enum TargetKey {
     Ip(IpAddr),
     Aws(Box<str>),
     Kafka(Name, Name),
+    Incoming,
 }
 
 impl SlotKey {
@@ -127,6 +134,7 @@ impl SlotKey {
             },
             ObservedTarget::Aws { arn, .. } => TargetKey::Aws(arn.into()),
             ObservedTarget::Kafka(w) => TargetKey::Kafka(w.namespace.clone(), w.name.clone()),
+            ObservedTarget::Incoming { .. } => TargetKey::Incoming,
         };
         Self {
             client_namespace: observation.client.namespace.clone(),
@@ -159,6 +167,7 @@ impl Tracked {
                 Target::Aws(AwsTarget { arn: arn.to_owned(), actions: Vec::new() })
             }
             ObservedTarget::Kafka(w) => Target::Kafka(w.to_ref()),
+            ObservedTarget::Incoming { .. } => Target::Incoming(InternetTarget::default()),
         };
         let edge = Edge {
             client: observation.client.to_ref(),
@@ -175,7 +184,10 @@ impl Tracked {
         tracked
     }
 
-    fn fold(&mut self, observation: &Observation<'_>) {
+    /// Folds `observation` in; whether all of it fit (an incoming edge keeps at most
+    /// [`MAX_ADDRESSES_PER_LIST`] client addresses).
+    fn fold(&mut self, observation: &Observation<'_>) -> bool {
+        let mut fit = true;
         let edge = &mut self.edge;
         edge.first_seen = edge.first_seen.min(observation.at);
         edge.last_seen = edge.last_seen.max(observation.at);
@@ -199,6 +211,15 @@ impl Tracked {
                 if !self.ips.contains(&ip) {
                     self.ips.push(ip);
                     insert_sorted_str(&mut internet.ips, &ip.to_string());
+                }
+            }
+            (Target::Incoming(incoming), ObservedTarget::Incoming { ip }) => {
+                if self.ips.contains(&ip) {
+                } else if self.ips.len() < MAX_ADDRESSES_PER_LIST {
+                    self.ips.push(ip);
+                    insert_sorted_str(&mut incoming.ips, &ip.to_string());
+                } else {
+                    fit = false;
                 }
             }
             (Target::Aws(aws), ObservedTarget::Aws { action: Some(action), .. }) => {
@@ -249,6 +270,7 @@ impl Tracked {
                 }
             }
         }
+        fit
     }
 
     /// Whether `detail` is already on the edge or there is room for it.
@@ -340,7 +362,9 @@ impl EdgeStore {
         };
         let recorded = match &mut slot.current {
             Some(current) => {
-                current.fold(observation);
+                if !current.fold(observation) {
+                    self.dropped_details = self.dropped_details.saturating_add(1);
+                }
                 Recorded::Updated
             }
             None => {
@@ -350,7 +374,9 @@ impl EdgeStore {
             }
         };
         match &mut slot.unsent {
-            Some(unsent) => unsent.fold(observation),
+            Some(unsent) => {
+                unsent.fold(observation);
+            }
             None => slot.unsent = Some(Tracked::new(observation)),
         }
         recorded

@@ -93,7 +93,7 @@ impl EdgeFilter {
         let (namespace, name) = match &edge.target {
             Target::Kubernetes(w) | Target::Kafka(w) => (&w.namespace, &w.name),
             Target::Service(s) => (&s.namespace, &s.name),
-            Target::Internet(_) | Target::Aws(_) => return false,
+            Target::Internet(_) | Target::Aws(_) | Target::Incoming(_) => return false,
         };
         *namespace == server.namespace && *name == server.name
     }
@@ -114,9 +114,188 @@ impl EdgeFilter {
     }
 }
 
+/// At most this many values of the `--distinct-by-label` key per workload, and this many
+/// Services per workload, are reported: a workload's pods rarely carry more than a few values
+/// of one label (a rollout, a canary), and the answer stays bounded whatever the pods carry.
+pub const MAX_FACTS_PER_WORKLOAD: usize = 16;
+
+/// The longest label key Kubernetes accepts: a DNS-subdomain prefix (253), `/`, a name (63).
+pub const MAX_LABEL_KEY_LEN: usize = 317;
+
+/// Whether `key` is a Kubernetes label key: `[prefix/]name`, the name at most 63 characters of
+/// letters, digits, `-`, `_`, `.` beginning and ending with a letter or digit, the prefix a
+/// DNS subdomain (lower-case).
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+    });
+    name_ok && prefix_ok
+}
+
+/// What the mapper knows about one workload of the edges, for the CLI's
+/// `--distinct-by-label` and `--as-kubernetes-service`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadFacts {
+    pub namespace: String,
+    pub name: String,
+    /// The values of the asked label on the workload's pods the index holds, sorted, at most
+    /// [`MAX_FACTS_PER_WORKLOAD`] (empty: no pod carries it, or no pod is known).
+    pub label_values: Vec<String>,
+    /// More values than [`MAX_FACTS_PER_WORKLOAD`] were left out.
+    pub more_label_values: bool,
+    /// The Services (in the workload's namespace) whose backends include the workload, sorted,
+    /// at most [`MAX_FACTS_PER_WORKLOAD`]; the API server's `kubernetes` Service is left out.
+    pub services: Vec<String>,
+}
+
+/// The facts about every client of `edges` (the values of `label`, when asked) and every
+/// in-cluster workload target (its Services, when `services`), one entry per workload,
+/// sorted by namespace, then name.
+pub fn workload_facts(
+    edges: &[Edge],
+    index: &Index,
+    label: Option<&str>,
+    services: bool,
+) -> Vec<WorkloadFacts> {
+    let mut facts: std::collections::BTreeMap<(&str, &str), WorkloadFacts> = Default::default();
+    let entry = |namespace: &str, name: &str| WorkloadFacts {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    if let Some(key) = label {
+        for e in edges {
+            let (namespace, name) = (e.client.namespace.as_str(), e.client.name.as_str());
+            if facts.contains_key(&(namespace, name)) {
+                continue;
+            }
+            let mut values: Vec<&str> = index
+                .pods
+                .in_namespace(namespace)
+                .filter(|(_, pod)| *pod.workload.name == *name)
+                .filter_map(|(_, pod)| pod.labels.get(key))
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            let mut f = entry(namespace, name);
+            f.more_label_values = values.len() > MAX_FACTS_PER_WORKLOAD;
+            f.label_values =
+                values.into_iter().take(MAX_FACTS_PER_WORKLOAD).map(str::to_owned).collect();
+            facts.insert((namespace, name), f);
+        }
+    }
+    if services {
+        for e in edges {
+            let (Target::Kubernetes(w) | Target::Kafka(w)) = &e.target else { continue };
+            let found = facts
+                .entry((&w.namespace, &w.name))
+                .or_insert_with(|| entry(&w.namespace, &w.name));
+            if !found.services.is_empty() {
+                continue;
+            }
+            let mut names: Vec<&str> = index
+                .services
+                .in_namespace(&w.namespace)
+                .filter(|(service, _)| !(w.namespace == "default" && &***service == "kubernetes"))
+                .filter(|(_, record)| record.backends.iter().any(|b| *b.name == *w.name))
+                .map(|(service, _)| &**service)
+                .collect();
+            names.sort_unstable();
+            found.services =
+                names.into_iter().take(MAX_FACTS_PER_WORKLOAD).map(str::to_owned).collect();
+        }
+    }
+    facts.into_values().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_are_checked_as_kubernetes_does() {
+        for key in ["track", "app.kubernetes.io/version", "a_b.c-d", "x/Y9"] {
+            assert!(is_label_key(key), "{key}");
+        }
+        for key in ["", "-track", "track-", "a b", "/x", "Example.com/x", "x/", &"a".repeat(64)] {
+            assert!(!is_label_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn workload_facts_give_label_values_and_services() {
+        use crate::fixtures::*;
+        use model::WorkloadRef;
+
+        let mut index = Index::default();
+        index.apply_meta("Deployment", &mk_deployment("shop", "api"));
+        index.apply_meta("ReplicaSet", &mk_replicaset("shop", "api-7c9d", "api"));
+        for (pod, ip, track) in [("a", "10.0.0.1", "stable"), ("b", "10.0.0.2", "canary")] {
+            index.apply(
+                &mk_pod("shop", &format!("api-7c9d-{pod}"), &[ip])
+                    .owned_by("ReplicaSet", "api-7c9d")
+                    .labelled("app", "api")
+                    .labelled("track", track),
+            );
+        }
+        // One pod per value beyond the cap: the answer stays bounded.
+        for i in 0..MAX_FACTS_PER_WORKLOAD + 2 {
+            index.apply(
+                &mk_pod("shop", &format!("api-7c9d-x{i}"), &[&format!("10.0.1.{i}")])
+                    .owned_by("ReplicaSet", "api-7c9d")
+                    .labelled("app", "api")
+                    .labelled("shard", &format!("s{i:02}")),
+            );
+        }
+        index.apply(&mk_pod("shop", "db", &["10.0.0.3"]).labelled("app", "db"));
+        index.apply(&mk_service("shop", "db", &["10.96.0.3"], &[("app", "db")]));
+        index.apply(&mk_service("shop", "db-read", &["10.96.0.4"], &[("app", "db")]));
+        let edge = |client: &str, target: &str| Edge {
+            client: WorkloadRef::new("shop", client, None),
+            target: Target::Kubernetes(WorkloadRef::new("shop", target, None)),
+            ports: vec![],
+            first_seen: chrono::Utc::now(),
+            last_seen: chrono::Utc::now(),
+            connections: 1,
+            http: vec![],
+            kafka: vec![],
+        };
+        let edges = [edge("api", "db"), edge("db", "api")];
+
+        let facts = workload_facts(&edges, &index, Some("track"), true);
+        let api = facts.iter().find(|f| f.name == "api").unwrap();
+        assert_eq!(api.label_values, ["canary", "stable"]);
+        assert!(api.services.is_empty());
+        let db = facts.iter().find(|f| f.name == "db").unwrap();
+        assert!(db.label_values.is_empty());
+        assert_eq!(db.services, ["db", "db-read"]);
+
+        let facts = workload_facts(&edges, &index, Some("shard"), false);
+        let api = facts.iter().find(|f| f.name == "api").unwrap();
+        assert_eq!(api.label_values.len(), MAX_FACTS_PER_WORKLOAD);
+        assert!(api.more_label_values);
+        assert!(facts.iter().all(|f| f.services.is_empty()));
+        assert!(workload_facts(&edges, &index, None, false).is_empty());
+    }
 
     #[test]
     fn selectors_parse_or_say_what_is_expected() {

@@ -291,6 +291,8 @@ pub trait ServiceBuilder: Sized {
     /// `type: LoadBalancer` with these ingress IPs or hostnames.
     fn load_balancer(self, ingress: &[&str]) -> Self;
     fn external_ips(self, ips: &[&str]) -> Self;
+    /// TCP ports, each with its node port if it has one.
+    fn ports(self, ports: &[(u16, Option<u16>)]) -> Self;
 }
 
 impl ServiceBuilder for Service {
@@ -307,6 +309,20 @@ impl ServiceBuilder for Service {
     fn external_ips(mut self, ips: &[&str]) -> Self {
         self.spec.get_or_insert_with(ServiceSpec::default).external_ips =
             Some(ips.iter().map(|ip| (*ip).to_owned()).collect());
+        self
+    }
+
+    fn ports(mut self, ports: &[(u16, Option<u16>)]) -> Self {
+        let ports = ports
+            .iter()
+            .map(|&(port, node_port)| k8s_openapi::api::core::v1::ServicePort {
+                port: i32::from(port),
+                node_port: node_port.map(i32::from),
+                protocol: Some("TCP".to_owned()),
+                ..Default::default()
+            })
+            .collect();
+        self.spec.get_or_insert_with(ServiceSpec::default).ports = Some(ports);
         self
     }
 }

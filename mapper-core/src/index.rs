@@ -128,6 +128,10 @@ pub struct Index {
     dependents: Namespaced<Vec<Dependent>>,
     pub(crate) services: Namespaced<ServiceRecord>,
     pub(crate) service_ips: HashMap<IpAddr, ObjectKey>,
+    /// External and load balancer addresses → the Services they reach (several may share one).
+    pub(crate) outside_ips: HashMap<IpAddr, Vec<ObjectKey>>,
+    /// Node ports → the Service each forwards to (node ports are unique in a cluster).
+    pub(crate) node_ports: HashMap<u16, ObjectKey>,
     /// Service → slice name → slice.
     pub(crate) slices: HashMap<ObjectKey, HashMap<Name, SliceRecord>>,
     slice_services: HashMap<ObjectKey, ObjectKey>,
@@ -140,6 +144,9 @@ pub struct Index {
     pub(crate) api_server_ips: HashSet<IpAddr>,
     pub(crate) api_server_ports: HashSet<u16>,
     pub(crate) pod_ips: HashMap<IpAddr, Vec<IpLease>>,
+    /// Every /24 (IPv4) and /64 (IPv6) a pod address was ever seen in: the pod network, whose
+    /// addresses are never clients from outside the cluster. Never shrinks (a few entries a node).
+    pub(crate) pod_networks: HashSet<(bool, u128)>,
     pub(crate) hosts: HashMap<Name, HostRecord>,
     pub(crate) host_ips: HashMap<IpAddr, Name>,
     pub(crate) ingresses: Namespaced<IngressRecord>,
@@ -195,6 +202,8 @@ impl Index {
             dependents: Namespaced::default(),
             services: Namespaced::default(),
             service_ips: HashMap::new(),
+            outside_ips: HashMap::new(),
+            node_ports: HashMap::new(),
             slices: HashMap::new(),
             slice_services: HashMap::new(),
             service_pods: HashMap::new(),
@@ -203,6 +212,7 @@ impl Index {
             api_server_ips: HashSet::new(),
             api_server_ports: HashSet::new(),
             pod_ips: HashMap::new(),
+            pod_networks: HashSet::new(),
             hosts: HashMap::new(),
             host_ips: HashMap::new(),
             ingresses: Namespaced::default(),

@@ -32,7 +32,12 @@ pub use identity::{
     NameSource, Workload, NODE_KIND, NODE_NAMESPACE, POD_KIND, WORKLOAD_NAME_SOURCES,
 };
 pub use index::{Index, IndexConfig, IndexStats, Indexed, LabelledPod, Name, ObjectKey};
-pub use istio::{read_metrics, SidecarMetrics, SidecarScrape, ISTIO_SIDECAR_LABEL};
+pub use istio::{
+    read_ambient_metrics, read_metrics, AmbientProxy, AmbientScrape, SidecarMetrics, SidecarScrape,
+    ISTIO_SIDECAR_LABEL,
+};
 pub use kafka::{LineSplitter, LogCursor, StreamStart};
-pub use mapper::{KafkaBroker, Mapper, MapperConfig, MapperStats, Reporter};
+pub use mapper::{
+    KafkaBroker, Mapper, MapperConfig, MapperStats, Reporter, INCOMING_SETTLE, MAX_PENDING_INCOMING,
+};
 pub use resolve::{Resolution, Via, CLOCK_TOLERANCE};

@@ -107,6 +107,49 @@ impl Index {
         }
     }
 
+    /// The workloads that a connection from outside the cluster to `ip`:`port` reached at `at`
+    /// (incoming internet traffic): a pod's address → its workload; a load balancer's or an
+    /// external address of Services → the workloads behind those of them that serve `port`; a
+    /// node's address → the hostNetwork pod that takes `port` there, else the workloads behind
+    /// the Service whose node port it is. Empty when it reached nothing known.
+    pub fn resolve_incoming(&self, ip: IpAddr, port: u16, at: DateTime<Utc>) -> Vec<Arc<Workload>> {
+        let ip = ip.to_canonical();
+        if let Some(leases) = self.pod_ips.get(&ip) {
+            return lease_at(leases, at)
+                .lease()
+                .map(|l| vec![l.workload.clone()])
+                .unwrap_or_default();
+        }
+        let backends_of = |keys: &mut dyn Iterator<Item = &ObjectKey>| {
+            let mut found: Vec<Arc<Workload>> = Vec::new();
+            for key in keys {
+                let Some(service) = self.services.get(&key.namespace, &key.name) else { continue };
+                for backend in service.backends.iter() {
+                    if !found.contains(backend) {
+                        found.push(backend.clone());
+                    }
+                }
+            }
+            found
+        };
+        if let Some(keys) = self.outside_ips.get(&ip) {
+            let serving = keys.iter().filter(|k| {
+                self.services
+                    .get(&k.namespace, &k.name)
+                    .is_some_and(|s| s.ports.iter().any(|p| p.port == port))
+            });
+            return backends_of(&mut { serving });
+        }
+        let Some(host) = self.host_ips.get(&ip).and_then(|node| self.hosts.get(node)) else {
+            return Vec::new();
+        };
+        let spec = PortSpec { port, protocol: model::Protocol::Tcp };
+        if let Some(workload) = host_port_owner(host, spec) {
+            return vec![workload.clone()];
+        }
+        backends_of(&mut self.node_ports.get(&port).into_iter())
+    }
+
     /// What an in-cluster DNS name stands for; `None` for names outside the cluster or unknown.
     ///
     /// Understood: `svc.ns.svc.<domain>`, `svc.ns.svc`, `svc.ns` (Services, if they exist),

@@ -128,10 +128,17 @@ pub enum Target {
     Aws(AwsTarget),
     /// A Kafka broker's workload, called through the Kafka protocol (topics on the edge).
     Kafka(WorkloadRef),
+    /// Incoming internet traffic, read the other way round: the addresses outside the cluster
+    /// in `ips` (with their DNS names in `domains`, where known) called the edge's `client`, the
+    /// workload in the cluster that served them; the edge's `ports` are that workload's ports
+    /// they reached. One such edge per workload. It says who the workload's clients are, not
+    /// what it calls: ClientIntents leave it out.
+    Incoming(InternetTarget),
 }
 
 impl Target {
-    /// The kind of target as stored and shown: `kubernetes`, `service`, `internet`, `aws`, `kafka`.
+    /// The kind of target as stored and shown: `kubernetes`, `service`, `internet`, `aws`,
+    /// `kafka`, `incoming`.
     pub fn type_name(&self) -> &'static str {
         match self {
             Target::Kubernetes(_) => "kubernetes",
@@ -139,6 +146,7 @@ impl Target {
             Target::Internet(_) => "internet",
             Target::Aws(_) => "aws",
             Target::Kafka(_) => "kafka",
+            Target::Incoming(_) => "incoming",
         }
     }
 }
@@ -246,6 +254,9 @@ pub struct Edge {
     pub kafka: Vec<KafkaTopic>,
 }
 
+/// The target name of every incoming-traffic edge ([`Target::Incoming`]): one per workload.
+pub const INCOMING_NAME: &str = "internet";
+
 /// What makes two edges the same edge: the client and the target's identity.
 ///
 /// Target attributes that accumulate (ports, IPs, actions, kinds) are not part of the key.
@@ -268,6 +279,7 @@ impl Edge {
             Target::Internet(i) => (String::new(), i.identity().to_owned()),
             Target::Aws(a) => (String::new(), a.arn.clone()),
             Target::Kafka(w) => (w.namespace.clone(), w.name.clone()),
+            Target::Incoming(_) => (String::new(), INCOMING_NAME.to_owned()),
         };
         EdgeKey {
             client_namespace: self.client.namespace.clone(),
@@ -291,7 +303,8 @@ impl Edge {
             (Target::Kubernetes(a), Target::Kubernetes(b)) if b.kind.is_some() => {
                 a.kind.clone_from(&b.kind)
             }
-            (Target::Internet(a), Target::Internet(b)) => {
+            (Target::Internet(a), Target::Internet(b))
+            | (Target::Incoming(a), Target::Incoming(b)) => {
                 a.domains = union(&a.domains, &b.domains);
                 a.ips = union(&a.ips, &b.ips);
                 a.ports = union(&a.ports, &b.ports);
@@ -361,7 +374,7 @@ fn normalise(edge: &mut Edge) {
     edge.http = merge_http(&edge.http, &[]);
     edge.kafka = merge_kafka(&edge.kafka, &[]);
     match &mut edge.target {
-        Target::Internet(i) => {
+        Target::Internet(i) | Target::Incoming(i) => {
             i.domains = union(&i.domains, &[]);
             i.ips = union(&i.ips, &[]);
             i.ports = union(&i.ports, &[]);

@@ -83,6 +83,10 @@ pub struct GraphEdge {
     /// When the target was resolved across clusters: the addresses or hostnames that matched.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub via: Vec<String>,
+    /// For incoming internet traffic (from the `internet` node to a workload): the addresses
+    /// outside the cluster that called it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_ips: Vec<String>,
     /// HTTP paths and methods called on a workload or Service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpResource>,
@@ -97,6 +101,21 @@ pub struct AccessGraph {
     pub clusters: Vec<ClusterSummary>,
     pub nodes: Vec<GraphNode>,
     pub edges: Vec<GraphEdge>,
+}
+
+/// The id of the node every cluster's incoming internet traffic comes from.
+pub const INCOMING_NODE_ID: &str = "incoming/internet";
+
+/// The source of incoming internet traffic: one node for the whole organisation.
+fn incoming_node() -> GraphNode {
+    GraphNode {
+        id: INCOMING_NODE_ID.to_owned(),
+        kind: NodeKind::Internet,
+        cluster: None,
+        namespace: None,
+        name: "internet (incoming)".to_owned(),
+        workload_kind: None,
+    }
 }
 
 fn workload_id(cluster: &str, namespace: &str, name: &str) -> String {
@@ -126,7 +145,7 @@ impl AccessGraph {
             if filter.since.is_some_and(|since| edge.last_seen < since) {
                 continue;
             }
-            let client = GraphNode {
+            let workload = GraphNode {
                 id: workload_id(&ce.cluster, &edge.client.namespace, &edge.client.name),
                 kind: NodeKind::Workload,
                 cluster: Some(ce.cluster.clone()),
@@ -134,7 +153,14 @@ impl AccessGraph {
                 name: edge.client.name.clone(),
                 workload_kind: edge.client.kind.clone(),
             };
-            let (target, via, actions) = target_node(&ce.cluster, &edge.target, &exposed_by);
+            // Incoming internet traffic is drawn the way it went: from the internet to the workload.
+            let (client, target, via, actions, client_ips) = match &edge.target {
+                Target::Incoming(i) => (incoming_node(), workload, vec![], vec![], i.ips.clone()),
+                other => {
+                    let (target, via, actions) = target_node(&ce.cluster, other, &exposed_by);
+                    (workload, target, via, actions, vec![])
+                }
+            };
             if !filter_keeps(filter, &client, &target) {
                 continue;
             }
@@ -155,6 +181,7 @@ impl AccessGraph {
                     g.ports = union(&g.ports, &ports);
                     g.actions = union(&g.actions, &actions);
                     g.via = union(&g.via, &via);
+                    g.client_ips = union(&g.client_ips, &client_ips);
                     g.http = merge_http(&g.http, &edge.http);
                     g.kafka = merge_kafka(&g.kafka, &edge.kafka);
                 }
@@ -171,6 +198,7 @@ impl AccessGraph {
                             connections: edge.connections,
                             actions,
                             via,
+                            client_ips: union(&client_ips, &[]),
                             http: merge_http(&edge.http, &[]),
                             kafka: merge_kafka(&edge.kafka, &[]),
                         },
@@ -265,6 +293,16 @@ fn edge_label(edge: &GraphEdge) -> String {
     let mut first: Vec<String> = edge.ports.iter().map(|p| p.to_string()).collect();
     first.extend(edge.actions.iter().cloned());
     let mut lines = vec![first.join(", ")];
+    if !edge.client_ips.is_empty() {
+        let mut from: Vec<&str> =
+            edge.client_ips.iter().take(DOT_LABEL_ITEMS).map(String::as_str).collect();
+        let more = edge.client_ips.len().saturating_sub(DOT_LABEL_ITEMS);
+        let more = format!("+{more} more");
+        if edge.client_ips.len() > DOT_LABEL_ITEMS {
+            from.push(&more);
+        }
+        lines.push(format!("from {}", from.join(", ")));
+    }
     for t in edge.kafka.iter().take(DOT_LABEL_ITEMS) {
         let mut line = format!("topic {}", t.name);
         if !t.operations.is_empty() {
@@ -428,6 +466,8 @@ fn target_node(
             vec![],
             a.actions.clone(),
         ),
+        // `build` draws incoming traffic from this node to the workload, not through here.
+        Target::Incoming(_) => (incoming_node(), vec![], vec![]),
     }
 }
 
@@ -462,6 +502,41 @@ mod tests {
             ips: vec![ip.into()],
             ports: vec![443],
         })
+    }
+
+    #[test]
+    fn incoming_internet_traffic_is_drawn_from_the_internet_to_the_workload() {
+        let from = |ips: &[&str]| {
+            Target::Incoming(InternetTarget {
+                domains: vec![],
+                ips: ips.iter().map(|s| (*s).to_owned()).collect(),
+                ports: vec![],
+            })
+        };
+        let edges = vec![
+            edge("us", "frontend", from(&["203.0.113.7"]), "2026-11-02T00:00:00Z"),
+            edge("us", "frontend", from(&["198.51.100.3"]), "2026-11-03T00:00:00Z"),
+            edge("eu", "gateway", from(&["203.0.113.7"]), "2026-11-03T00:00:00Z"),
+        ];
+        let graph =
+            AccessGraph::build(&["eu".into(), "us".into()], &edges, &[], &GraphFilter::default());
+        let incoming: Vec<_> =
+            graph.edges.iter().filter(|e| e.source == INCOMING_NODE_ID).collect();
+        assert_eq!(incoming.len(), 2, "{:?}", graph.edges);
+        let frontend = incoming.iter().find(|e| e.target == "us/shop/frontend").unwrap();
+        assert_eq!(frontend.client_ips, ["198.51.100.3", "203.0.113.7"]);
+        assert_eq!(frontend.connections, 4);
+        let node = graph.nodes.iter().find(|n| n.id == INCOMING_NODE_ID).unwrap();
+        assert_eq!(node.kind, NodeKind::Internet);
+        // The namespace filter keeps a workload's incoming traffic.
+        let filter = GraphFilter { namespace: Some("shop".into()), ..Default::default() };
+        let filtered = AccessGraph::build(&["us".into()], &edges, &[], &filter);
+        assert_eq!(filtered.edges.len(), 2);
+        let dot = graph.to_dot();
+        assert!(
+            dot.contains("\"incoming/internet\" -> \"us/shop/frontend\" [label=\"443/TCP\\nfrom 198.51.100.3, 203.0.113.7\"]"),
+            "{dot}"
+        );
     }
 
     #[test]

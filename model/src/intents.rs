@@ -131,6 +131,8 @@ pub(crate) fn calls_by_client(edges: &[Edge]) -> Vec<ClientCalls> {
     });
 
     let mut by_client: BTreeMap<(String, String), ClientCalls> = BTreeMap::new();
+    // Incoming internet traffic names a workload's clients, not its calls.
+    sorted.retain(|e| !matches!(e.target, Target::Incoming(_)));
     for edge in merge_edges(sorted) {
         let key = (edge.client.namespace.clone(), edge.client.name.clone());
         let entry = by_client
@@ -169,6 +171,7 @@ pub(crate) fn call_order(
         Target::Service(s) => (0, s.name.clone(), s.namespace.clone()),
         Target::Internet(i) => (1, i.identity().to_owned(), String::new()),
         Target::Aws(a) => (2, a.arn.clone(), String::new()),
+        Target::Incoming(i) => (3, i.identity().to_owned(), String::new()),
         Target::Kafka(w) => (0, w.name.clone(), w.namespace.clone()),
     };
     let elsewhere = rank == 0 && namespace != client_namespace;
@@ -262,6 +265,8 @@ fn v2beta1_target(client_namespace: &str, edge: &Edge) -> Value {
             json!({ "service": svc })
         }
         Target::Internet(i) => json!({ "internet": internet(edge, i) }),
+        // Never reached: `calls_by_client` leaves incoming traffic out.
+        Target::Incoming(_) => json!({}),
         Target::Aws(a) => {
             let mut aws = Map::new();
             aws.insert("arn".into(), json!(a.arn));
@@ -318,6 +323,8 @@ fn v1alpha3_call(client_namespace: &str, edge: &Edge) -> Value {
             call.insert("type".into(), json!("internet"));
             call.insert("internet".into(), internet(edge, i));
         }
+        // Never reached: `calls_by_client` leaves incoming traffic out.
+        Target::Incoming(_) => {}
         Target::Aws(a) => {
             call.insert("type".into(), json!("aws"));
             call.insert("name".into(), json!(a.arn));

@@ -1,5 +1,6 @@
 //! The text format of the `list` command: who calls what, one client at a time.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::edge::{merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, Target};
@@ -36,6 +37,13 @@ use crate::intents::{calls_by_client, internet_ports};
 ///   every operation the client called, as its ClientIntents do; those the broker refused are
 ///   repeated after it: `operations: [consume describe], denied: [describe]`.
 ///
+/// Incoming internet traffic follows, one workload at a time, sorted the same way:
+///
+/// ```text
+/// frontend in namespace shop is called from outside the cluster by:
+///   - 198.51.100.3, 203.0.113.7 (ports: 8080)
+/// ```
+///
 /// No edges at all reads `No connections found.`
 pub fn render_list(edges: &[Edge]) -> String {
     render_list_with(edges, ListStyle::Seeds)
@@ -56,7 +64,8 @@ pub enum ListStyle {
 /// [`render_list`] in the given style.
 pub fn render_list_with(edges: &[Edge], style: ListStyle) -> String {
     let clients = calls_by_client(edges);
-    if clients.is_empty() {
+    let incoming = incoming_by_server(edges);
+    if clients.is_empty() && incoming.is_empty() {
         return "No connections found.\n".to_owned();
     }
     let mut out = String::new();
@@ -85,7 +94,33 @@ pub fn render_list_with(edges: &[Edge], style: ListStyle) -> String {
             write_target(&mut out, done);
         }
     }
+    for ((namespace, name), (ips, ports)) in incoming {
+        let _ =
+            writeln!(out, "{name} in namespace {namespace} is called from outside the cluster by:");
+        let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+        if ports.is_empty() {
+            let _ = writeln!(out, "  - {}", ips.join(", "));
+        } else {
+            let _ = writeln!(out, "  - {} (ports: {})", ips.join(", "), ports.join(", "));
+        }
+    }
     out
+}
+
+/// Incoming internet traffic per workload (namespace, name): its clients' addresses and the
+/// ports they reached.
+fn incoming_by_server(edges: &[Edge]) -> BTreeMap<(String, String), (Vec<String>, Vec<u16>)> {
+    let mut by_server: BTreeMap<(String, String), (Vec<String>, Vec<u16>)> = BTreeMap::new();
+    for edge in edges {
+        if let Target::Incoming(i) = &edge.target {
+            let key = (edge.client.namespace.clone(), edge.client.name.clone());
+            let (ips, ports) = by_server.entry(key).or_default();
+            *ips = union(ips, &i.ips);
+            let seen: Vec<u16> = edge.ports.iter().map(|p| p.port).collect();
+            *ports = union(ports, &seen);
+        }
+    }
+    by_server
 }
 
 fn write_target(
@@ -135,6 +170,7 @@ fn describe(client_namespace: &str, edge: &Edge, style: ListStyle) -> String {
                 format!("{name} (internet, ports: {})", ports.join(", "))
             }
         }
+        Target::Incoming(i) => format!("incoming from {} (internet)", i.ips.join(", ")),
         Target::Aws(a) if a.actions.is_empty() => format!("{} (AWS)", a.arn),
         Target::Aws(a) => format!("{} (AWS: {})", a.arn, a.actions.join(", ")),
     }

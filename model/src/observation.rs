@@ -27,6 +27,10 @@ pub struct TcpConnection {
     /// The connecting pod, when the node could tell it from the cgroup or network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodHint>,
+    /// The node saw the server's side: a process on it accepted the connection (`dst` is the
+    /// local end). A source outside the cluster is then incoming internet traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accepted: bool,
 }
 
 fn one() -> u64 {

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::edge::{
-    Edge, HttpResource, KafkaTopic, Target, WorkloadRef, HTTP_METHODS, KAFKA_OPERATIONS,
+    Edge, HttpResource, InternetTarget, KafkaTopic, Target, WorkloadRef, HTTP_METHODS,
+    KAFKA_OPERATIONS,
 };
 use crate::limits::*;
 pub use crate::limits::{
@@ -249,6 +250,30 @@ fn validate_exposed(exposed: &ExposedWorkload) -> Result<(), (String, String)> {
     Ok(())
 }
 
+/// An internet target's, or incoming traffic's, addresses and names (`path` names the field).
+fn check_internet(path: &str, i: &InternetTarget) -> Result<(), (String, String)> {
+    let at = |field: &str| {
+        let field = format!("{path}.{field}");
+        move |p: String| (field.clone(), p)
+    };
+    if i.domains.is_empty() && i.ips.is_empty() {
+        return Err((path.to_owned(), format!("{path} needs at least one domain or IP")));
+    }
+    check_count(&format!("{path}.domains"), i.domains.len(), MAX_ADDRESSES_PER_LIST, "domains")?;
+    check_count(&format!("{path}.ips"), i.ips.len(), MAX_ADDRESSES_PER_LIST, "IPs")?;
+    check_count(&format!("{path}.ports"), i.ports.len(), MAX_PORTS_PER_EDGE, "ports")?;
+    for d in &i.domains {
+        check_hostname(d).map_err(at("domains"))?;
+    }
+    for ip in &i.ips {
+        check_ip(ip).map_err(at("ips"))?;
+    }
+    if i.ports.contains(&0) {
+        return Err((format!("{path}.ports"), "port 0 is not a destination port".into()));
+    }
+    Ok(())
+}
+
 /// One edge's values.
 pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (String, String)> {
     fn at(field: &'static str) -> impl Fn(String) -> (String, String) {
@@ -289,35 +314,8 @@ pub(crate) fn validate_edge(edge: &Edge, times: &TimeBounds) -> Result<(), (Stri
             check_name(&s.namespace).map_err(at("target.service.namespace"))?;
             check_name(&s.name).map_err(at("target.service.name"))
         }
-        Target::Internet(i) => {
-            if i.domains.is_empty() && i.ips.is_empty() {
-                return Err((
-                    "target.internet".into(),
-                    "an internet target needs at least one domain or IP".into(),
-                ));
-            }
-            check_count(
-                "target.internet.domains",
-                i.domains.len(),
-                MAX_ADDRESSES_PER_LIST,
-                "domains",
-            )?;
-            check_count("target.internet.ips", i.ips.len(), MAX_ADDRESSES_PER_LIST, "IPs")?;
-            check_count("target.internet.ports", i.ports.len(), MAX_PORTS_PER_EDGE, "ports")?;
-            for d in &i.domains {
-                check_hostname(d).map_err(at("target.internet.domains"))?;
-            }
-            for ip in &i.ips {
-                check_ip(ip).map_err(at("target.internet.ips"))?;
-            }
-            if i.ports.contains(&0) {
-                return Err((
-                    "target.internet.ports".into(),
-                    "port 0 is not a destination port".into(),
-                ));
-            }
-            Ok(())
-        }
+        Target::Internet(i) => check_internet("target.internet", i),
+        Target::Incoming(i) => check_internet("target.incoming", i),
         Target::Aws(a) => {
             if a.arn.len() > MAX_ARN_BYTES {
                 return Err((

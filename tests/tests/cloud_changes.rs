@@ -68,18 +68,27 @@ fn edge<'a>(graph: &'a Value, target: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no edge to {target} in {graph:#}"))
 }
 
-#[tokio::test]
-async fn what_changed_since_a_moment_is_marked_in_the_graph_and_in_client_intents() {
+/// A running cloud with an org (`acme`, its API token) and a cluster `prod` (a cluster JWT), and
+/// a second org's token.
+struct Tenant {
+    api: Api,
+    token: String,
+    jwt: String,
+    other_token: String,
+    _cloud: tests::Running,
+}
+
+async fn tenant(database: &str) -> Tenant {
     let pg =
         testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database("e2e_changes").await.unwrap();
+    let db = pg.fresh_database(database).await.unwrap();
     let org = admin(&db, &["create-org", "acme"]);
     let token = org["api_token"].as_str().unwrap().to_owned();
     let org_id = org["org_id"].as_str().unwrap();
     let creds = admin(&db, &["create-cluster", "--org", org_id, "prod"]);
     let other = admin(&db, &["create-org", "globex"]);
     let other_token = other["api_token"].as_str().unwrap().to_owned();
-    let (_cloud, base) = start_cloud(&db).await;
+    let (cloud, base) = start_cloud(&db).await;
     let api = Api { http: reqwest::Client::new(), base };
 
     let auth: Value = api
@@ -97,6 +106,12 @@ async fn what_changed_since_a_moment_is_marked_in_the_graph_and_in_client_intent
         .await
         .unwrap();
     let jwt = auth["access_token"].as_str().unwrap().to_owned();
+    Tenant { api, token, jwt, other_token, _cloud: cloud }
+}
+
+#[tokio::test]
+async fn what_changed_since_a_moment_is_marked_in_the_graph_and_in_client_intents() {
+    let Tenant { api, token, jwt, other_token, _cloud } = tenant("e2e_changes").await;
 
     // Yesterday's state: frontend calls cartservice and ads.
     let first = Utc::now();
@@ -242,4 +257,42 @@ async fn what_changed_since_a_moment_is_marked_in_the_graph_and_in_client_intent
     // Another organisation cannot diff this cluster.
     let (status, _) = api.get(intents, &other_token, &[("diff_since", "1h")]).await;
     assert_eq!(status, 404);
+}
+
+/// Incoming internet traffic (clients outside the cluster reaching a workload, as a cluster's
+/// mapper reports it) is drawn from the internet to the workload with the clients' addresses;
+/// the ClientIntents, which describe what clients call, leave it out.
+#[tokio::test]
+async fn incoming_internet_traffic_is_in_the_graph_and_not_in_client_intents() {
+    let Tenant { api, token, jwt, other_token, _cloud } = tenant("e2e_incoming").await;
+    let now = Utc::now();
+    let incoming = |ips: &[&str]| {
+        let mut edge = call(json!({"incoming": {"ips": ips}}), now, now);
+        edge["ports"] = json!([{"port": 8080}]);
+        edge
+    };
+    api.report(&jwt, vec![incoming(&["203.0.113.7"]), call(workload("cartservice"), now, now)])
+        .await;
+    api.report(&jwt, vec![incoming(&["198.51.100.3"])]).await;
+
+    let graph = api.json("/api/v1/access-graph", &token, &[]).await;
+    let edges = graph["edges"].as_array().unwrap();
+    let from_outside: Vec<&Value> =
+        edges.iter().filter(|e| e["source"] == "incoming/internet").collect();
+    assert_eq!(from_outside.len(), 1, "{graph:#}");
+    assert_eq!(from_outside[0]["target"], "prod/shop/frontend");
+    assert_eq!(from_outside[0]["client_ips"], json!(["198.51.100.3", "203.0.113.7"]));
+    assert_eq!(from_outside[0]["connections"], 2);
+    let node = graph["nodes"].as_array().unwrap().iter().find(|n| n["id"] == "incoming/internet");
+    assert_eq!(node.map(|n| &n["kind"]), Some(&json!("internet")), "{graph:#}");
+    let dot = api.get("/api/v1/access-graph", &token, &[("format", "dot")]).await.1;
+    assert!(dot.contains("\"incoming/internet\" -> \"prod/shop/frontend\""), "{dot}");
+
+    let (status, yaml) = api.get("/api/v1/clusters/prod/client-intents", &token, &[]).await;
+    assert_eq!(status, 200, "{yaml}");
+    assert!(yaml.contains("name: cartservice"), "{yaml}");
+    assert!(!yaml.contains("203.0.113.7") && !yaml.contains("internet"), "{yaml}");
+
+    let theirs = api.json("/api/v1/access-graph", &other_token, &[]).await;
+    assert_eq!(theirs["edges"], json!([]), "another org sees none of it: {theirs:#}");
 }

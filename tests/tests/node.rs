@@ -252,3 +252,88 @@ async fn ebpf_capture_names_tcp_and_dns_between_pods() {
 async fn fallback_capture_names_tcp_and_dns_between_pods() {
     scenario(true, 62).await;
 }
+
+/// A client outside the cluster (an address no pod or node of the API has) connects to a pod:
+/// the server's node reports the accepted connection, and the mapper records incoming internet
+/// traffic on the pod's workload, in `list` and in the edges it uploads, never as a client.
+#[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: network namespaces and eBPF")]
+async fn ebpf_capture_reports_incoming_internet_traffic_on_the_server() {
+    testkit::need::root("network namespaces and eBPF");
+    let subnet = 64;
+    let mut node = Node::new(subnet);
+    let b = node.ip('b');
+    // The outside client is on the same bridge but not in the pods' network (another /24,
+    // reached by a route each way), as a load balancer's client would be.
+    let outside = format!("10.211.{subnet}.2");
+    let outside_ns = node._bridge.add_pod(&format!("{outside}/24")).unwrap();
+    testkit::netns::ip(&[
+        "-n",
+        &outside_ns,
+        "route",
+        "add",
+        &format!("10.210.{subnet}.0/24"),
+        "dev",
+        "eth0",
+    ]);
+    testkit::netns::ip(&[
+        "-n",
+        &node.pods[1],
+        "route",
+        "add",
+        &format!("10.211.{subnet}.0/24"),
+        "dev",
+        "eth0",
+    ]);
+    let api = FakeApiServer::start().await.unwrap();
+    api.apply(&Namespace { metadata: mk_namespace("shop"), ..Default::default() });
+    api.apply::<Pod>(&mk_pod("shop", "cart-0", &[&b]));
+    let dir = std::env::temp_dir().join(format!("e2e-node-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_mapper, mapper) = start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
+    let health_port = free_port();
+    let _agent = spawn(
+        Command::new(binary("cluster-agent"))
+            .args(["node", "--mapper-url", &mapper, "--shared-token", "node-secret"])
+            .args(["--ship-interval-seconds", "0.2"])
+            .args(["--listen", &format!("127.0.0.1:{health_port}")])
+            .env("RUST_LOG", "warn"),
+    );
+    wait_ready(&format!("http://127.0.0.1:{health_port}/healthz"), Duration::from_secs(30)).await;
+
+    let _server = node.exec('b', "python3", &["-c", PY_SERVER, &b]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _client = spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &outside_ns, "python3", "-c", PY_CLIENT, &b])
+            .stdin(Stdio::null()),
+    );
+    // Judged once the source has had time to turn out a pod (10 s), then listed.
+    let expected = format!(
+        "cart-0 in namespace shop is called from outside the cluster by:\n  - {outside} (ports: 8080)\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut listed = String::new();
+    while Instant::now() < deadline {
+        let out = Command::new(binary("intentmap"))
+            .args(["--mapper-url", &mapper, "list"])
+            .output()
+            .unwrap();
+        listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(listed, expected, "the outside client is incoming traffic of cart-0, not a client");
+    let exported = Command::new(binary("intentmap"))
+        .args(["--mapper-url", &mapper, "export", "--format", "json"])
+        .output()
+        .unwrap();
+    let exported = String::from_utf8_lossy(&exported.stdout);
+    assert!(!exported.contains(&outside), "ClientIntents describe clients only: {exported}");
+    let metrics = tests::mapper_metrics(&mapper).await.expect("the mapper's /metrics");
+    let incoming = metrics.iter().find(|(name, _)| name.ends_with("incoming_connections_total"));
+    assert!(matches!(incoming, Some((_, n)) if *n >= 1.0), "{metrics:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -221,6 +221,9 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The address of the client outside the cluster (on a bridge of its own on the node).
+const OUTSIDE_CLIENT: &str = "10.215.0.2";
+
 const RELEASE: &str = "intentmap";
 const AGENT_NS: &str = "intentmap-system";
 
@@ -523,6 +526,43 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     );
     apply(&v2, &[]);
     assert_eq!(versions(), stored, "applying the same export again is a no-op");
+
+    // Incoming internet traffic: a client outside the cluster (a network namespace on a bridge of
+    // its own, routed through the node) connects straight to the frontend pod's address. The
+    // node agent sees the pod accept it, and `list` shows it on the frontend, not as a client.
+    let frontend = tokio::task::block_in_place(|| pod_ips(cluster, SHOP_NAMESPACE, "frontend", 1))
+        .into_iter()
+        .find(|ip| !ip.contains(':'))
+        .expect("the frontend pod's IPv4 address");
+    let mut outside = testkit::netns::Bridge::new("e2eout").unwrap();
+    let outside_ns = outside.add_pod(&format!("{OUTSIDE_CLIENT}/24")).unwrap();
+    testkit::netns::ip(&["addr", "add", "10.215.0.1/24", "dev", "e2eout-br"]);
+    testkit::netns::ip(&["-n", &outside_ns, "route", "add", "default", "via", "10.215.0.1"]);
+    let _outside_client = tests::spawn(
+        Command::new("ip")
+            .args(["netns", "exec", &outside_ns, "python3", "-c"])
+            .arg("import socket,sys,time\nfor _ in range(30):\n  socket.create_connection((sys.argv[1], 8080), timeout=5); time.sleep(2)")
+            .arg(&frontend),
+    );
+    let incoming = format!(
+        "frontend in namespace {SHOP_NAMESPACE} is called from outside the cluster by:\n  - {OUTSIDE_CLIENT} (ports: 8080)\n"
+    );
+    tokio::task::block_in_place(|| {
+        wait_for("the outside client in intentmap list", Duration::from_secs(90), || {
+            let out = Command::new(binary("intentmap"))
+                .args(["--mapper-url", &mapper_url, "list", "-n", SHOP_NAMESPACE])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if listed.ends_with(&incoming) && listed.starts_with(&expected) {
+                Ok(listed)
+            } else {
+                Err(listed)
+            }
+        })
+    });
+    drop(_outside_client);
+    drop(outside);
 
     // Node agents authenticate with projected tokens the real API server reviews (TokenReview,
     // audiences, bound pods). Sent straight to the mapper pod's address from the node.

@@ -1,6 +1,7 @@
 //! Reads: the merged access graph and per-cluster ClientIntents, bounded in edges
 //! (`--graph-max-edges`) and time (`--read-timeout-seconds`).
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -10,12 +11,16 @@ use model::graph::GraphFilter;
 use model::intents::{self, IntentsVersion};
 use model::AccessGraph;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
 use super::auth::CanRead;
 use super::changes;
 use super::error::ApiError;
 use super::{cluster_of, AppState};
-use crate::store::ReadError;
+use crate::store::{GraphSelection, GraphSummary, ReadError};
+
+/// The longest `namespace=` or `workload=` taken: a Kubernetes name is at most 253 bytes.
+const MAX_NAME_BYTES: usize = 253;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +80,20 @@ fn read_error(e: ReadError, narrow: &str) -> ApiError {
     }
 }
 
+/// A name filter the database can compare: at most [`MAX_NAME_BYTES`], no control characters
+/// (PostgreSQL's text cannot hold NUL).
+fn check_name(param: &str, value: Option<&str>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > MAX_NAME_BYTES => Err(ApiError::BadRequest(format!(
+            "{param}= is longer than {MAX_NAME_BYTES} bytes; no Kubernetes name is"
+        ))),
+        Some(v) if v.chars().any(char::is_control) => Err(ApiError::BadRequest(format!(
+            "{param}= holds a control character; give a Kubernetes name"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| ApiError::BadRequest(e.body_text()))
 }
@@ -113,14 +132,23 @@ pub async fn access_graph(
     let since = q.since.as_deref().map(|s| parse_since(s, now)).transpose()?;
     let changed_since =
         q.changed_since.as_deref().map(|s| parse_time("changed_since", s, now)).transpose()?;
-    if let Some(name) = &q.cluster {
-        cluster_of(&state, auth.org_id, name).await?;
-    }
-    let data = state
-        .store
-        .graph(auth.org_id, since, &state.reads)
-        .await
-        .map_err(|e| read_error(e, "read a shorter window with since= (e.g. since=24h)"))?;
+    check_name("cluster", q.cluster.as_deref())?;
+    let cluster = match &q.cluster {
+        Some(name) => Some((cluster_of(&state, auth.org_id, name).await?.id, name.clone())),
+        None => None,
+    };
+    check_name("namespace", q.namespace.as_deref())?;
+    check_name("workload", q.workload.as_deref())?;
+    let selection = GraphSelection {
+        cluster,
+        namespace: q.namespace.clone(),
+        workload: q.workload.clone(),
+        since,
+    };
+    let data =
+        state.store.graph_selected(auth.org_id, &selection, &state.reads).await.map_err(|e| {
+            read_error(e, "read one namespace= or a shorter window with since= (e.g. since=24h)")
+        })?;
     let filter =
         GraphFilter { cluster: q.cluster, namespace: q.namespace, workload: q.workload, since };
     let graph = AccessGraph::build(&data.clusters, &data.edges, &data.exposures, &filter);
@@ -142,6 +170,58 @@ pub async fn access_graph(
             Err(ApiError::BadRequest(format!("format={other:?} is not supported; use json or dot")))
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    cluster: Option<String>,
+    since: Option<String>,
+}
+
+/// The aggregated access graph: namespaces as nodes, aggregate edges between them.
+///
+/// For the page and for large organisations: one node per namespace of each cluster (with how
+/// many workloads and Services of the full graph it holds) and per kind of external target, and
+/// one edge per observing cluster, client namespace and target namespace (or external kind)
+/// with how many of the full graph's edges it stands for and their connections. Computed in the
+/// database. Expanding a namespace is `GET /api/v1/access-graph?namespace=NS` (edges with either
+/// end in it), with `cluster=` for one cluster's.
+#[utoipa::path(get, path = "/api/v1/access-graph/summary", tag = "graph", operation_id = "access_graph_summary",
+    security(("api_token" = ["read"])),
+    params(
+        ("cluster" = Option<String>, Query, description = "Aggregate edges with either end in this cluster (its id or name)"),
+        ("since" = Option<String>, Query, description = "Edges seen at or after this RFC 3339 time (2026-11-24T18:00:00Z) or a window back from now (30m, 24h, 7d)"),
+    ),
+    responses(
+        (status = 200, description = "The aggregated graph", body = GraphSummary),
+        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
+        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
+        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn access_graph_summary(
+    State(state): State<AppState>,
+    auth: CanRead,
+    q: Result<Query<SummaryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let since = q.since.as_deref().map(|s| parse_since(s, Utc::now())).transpose()?;
+    check_name("cluster", q.cluster.as_deref())?;
+    // By id or name, as everywhere; the aggregate is keyed by the name.
+    let cluster = match &q.cluster {
+        Some(id_or_name) => Some(cluster_of(&state, auth.org_id, id_or_name).await?.name),
+        None => None,
+    };
+    let summary = state
+        .store
+        .graph_summary(auth.org_id, cluster.as_deref(), since, &state.reads)
+        .await
+        .map_err(|e| read_error(e, "read one cluster= or a shorter window with since="))?;
+    Ok(Json(summary).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,7 +278,12 @@ pub async fn client_intents(
             "format={format:?} is not supported; use yaml or json"
         )));
     }
+    check_name("cluster", Some(&cluster))?;
+    check_name("namespace", q.namespace.as_deref())?;
     let cluster = cluster_of(&state, auth.org_id, &cluster).await?;
+    let Some(since) = diff_since else {
+        return export_stream(state, auth.org_id, cluster.id, q.namespace, version, format).await;
+    };
     let edges: Vec<model::Edge> = state
         .store
         .cluster_edges(auth.org_id, cluster.id, q.namespace.as_deref(), &state.reads)
@@ -207,32 +292,112 @@ pub async fn client_intents(
         .into_iter()
         .map(|ce| ce.edge)
         .collect();
-    if let Some(since) = diff_since {
-        let docs = changes::diff_intents(&edges, version, since);
-        return Ok(match format {
-            "json" => Json(changes::diff_json(&docs, since)).into_response(),
-            _ => (
-                [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
-                changes::diff_yaml(&docs, since),
-            )
-                .into_response(),
-        });
-    }
-    let docs = intents::client_intents(&edges, version);
-    match format {
-        "yaml" => Ok((
+    let docs = changes::diff_intents(&edges, version, since);
+    Ok(match format {
+        "json" => Json(changes::diff_json(&docs, since)).into_response(),
+        _ => (
             [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
-            intents::to_yaml(&docs),
+            changes::diff_yaml(&docs, since),
         )
-            .into_response()),
-        "json" => {
-            Ok(([(header::CONTENT_TYPE, "application/json")], intents::to_json(&docs))
-                .into_response())
-        }
-        other => Err(ApiError::BadRequest(format!(
-            "format={other:?} is not supported; use yaml or json"
-        ))),
-    }
+            .into_response(),
+    })
+}
+
+/// Streamed exports at once (each holds a database connection while its client reads); more get
+/// 503. Leaves most of the pool (`--database-max-connections`, 16) to everything else.
+const EXPORTS_AT_ONCE: usize = 4;
+static EXPORT_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(EXPORTS_AT_ONCE);
+
+/// Clients' edges read ahead of the one being rendered.
+const EXPORT_GROUPS_IN_FLIGHT: usize = 8;
+/// Rendered documents waiting for the client to read them.
+const EXPORT_CHUNKS_IN_FLIGHT: usize = 8;
+
+/// The export as a streamed body: the size is checked first (422 above `--graph-max-edges`),
+/// then the edges come from the database one client workload at a time and each client's
+/// document is rendered and sent as it is complete, so memory holds a few clients' edges, not the
+/// cluster's. The bytes equal the unstreamed rendering of all edges at once. A read that fails
+/// after the first byte (the statement timeout, the database going away) ends the body early:
+/// the client sees an incomplete chunked transfer, never a truncated document that looks whole.
+async fn export_stream(
+    state: AppState,
+    org: uuid::Uuid,
+    cluster: uuid::Uuid,
+    namespace: Option<String>,
+    version: IntentsVersion,
+    format: &str,
+) -> Result<Response, ApiError> {
+    let narrow = "export one namespace at a time with namespace=";
+    let permit = EXPORT_PERMITS.try_acquire().map_err(|_| {
+        ApiError::Unavailable(format!(
+            "{EXPORTS_AT_ONCE} ClientIntents exports are being streamed already; retry in a few seconds"
+        ))
+    })?;
+    state
+        .store
+        .export_size_ok(org, cluster, namespace.as_deref(), &state.reads)
+        .await
+        .map_err(|e| read_error(e, narrow))?;
+    let json = format == "json";
+    let (groups_tx, mut groups_rx) = mpsc::channel::<Vec<model::Edge>>(EXPORT_GROUPS_IN_FLIGHT);
+    let (bytes_tx, bytes_rx) =
+        mpsc::channel::<Result<Bytes, std::io::Error>>(EXPORT_CHUNKS_IN_FLIGHT);
+    let store = state.store.clone();
+    let limits = state.reads.clone();
+    tokio::spawn(async move {
+        let read = store.export_by_client(org, cluster, namespace.as_deref(), &limits, groups_tx);
+        let render = async move {
+            let mut wrote_any = false;
+            while let Some(group) = groups_rx.recv().await {
+                let docs = intents::client_intents(&group, version);
+                if docs.is_empty() {
+                    continue;
+                }
+                let chunk = if json {
+                    let mut chunk = String::new();
+                    for doc in &docs {
+                        chunk.push_str(if wrote_any { ",\n" } else { "[\n" });
+                        chunk.push_str(json_array_item(&intents::to_json(std::slice::from_ref(
+                            doc,
+                        ))));
+                        wrote_any = true;
+                    }
+                    chunk
+                } else {
+                    wrote_any = true;
+                    intents::to_yaml(&docs)
+                };
+                if bytes_tx.send(Ok(Bytes::from(chunk))).await.is_err() {
+                    // The client went away: dropping the receiver of groups ends the read.
+                    return (None, wrote_any);
+                }
+            }
+            (Some(bytes_tx), wrote_any)
+        };
+        let (result, (bytes_tx, wrote_any)) = tokio::join!(read, render);
+        // Free before the last chunk: a client that has read the whole body may export again.
+        drop(permit);
+        let Some(bytes_tx) = bytes_tx else { return };
+        let last = match result {
+            Ok(()) if json => Ok(Bytes::from_static(if wrote_any { b"\n]\n" } else { b"[]\n" })),
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "a streamed ClientIntents export broke off");
+                Err(std::io::Error::other(e.to_string()))
+            }
+        };
+        let _ = bytes_tx.send(last).await;
+    });
+    let body = Body::from_stream(futures::stream::unfold(bytes_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let content_type = if json { "application/json" } else { "application/yaml; charset=utf-8" };
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// The one item of a pretty-printed one-element JSON array, as it is indented in a longer one.
+fn json_array_item(one: &str) -> &str {
+    one.strip_prefix("[\n").and_then(|s| s.strip_suffix("\n]\n")).unwrap_or(one)
 }
 
 #[cfg(test)]

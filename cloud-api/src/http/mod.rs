@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/clusters/{cluster}/revoke", post(clusters::revoke))
         .route("/api/v1/clusters/{cluster}/client-intents", get(graph::client_intents))
         .route("/api/v1/access-graph", get(graph::access_graph))
+        .route("/api/v1/access-graph/summary", get(graph::access_graph_summary))
         .route("/api/v1/whoami", get(api_tokens::whoami))
         .route("/api/v1/tokens", get(api_tokens::list).post(api_tokens::create))
         .route("/api/v1/tokens/{token}", get(api_tokens::show))

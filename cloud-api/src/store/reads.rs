@@ -9,7 +9,10 @@ use model::graph::{ClusterEdge, ClusterExposure};
 use model::{
     AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef,
 };
+use serde::Serialize;
 use sqlx::PgConnection;
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{decode_http, decode_kafka, tenant, Store, StoreError};
@@ -56,12 +59,40 @@ pub struct GraphData {
     pub exposures: Vec<ClusterExposure>,
 }
 
+/// Which edges a graph read wants. Each part narrows the read, in SQL; [`AccessGraph::build`]
+/// applies the same filter again, so what the database returns may be a superset (an internet
+/// target is resolved to another cluster's workload only once the graph is built).
+///
+/// [`AccessGraph::build`]: model::AccessGraph::build
+#[derive(Debug, Clone, Default)]
+pub struct GraphSelection {
+    /// Edges with either end in this cluster: its id and name.
+    pub cluster: Option<(Uuid, String)>,
+    /// Edges with either end in this namespace.
+    pub namespace: Option<String>,
+    /// Edges with either end named so.
+    pub workload: Option<String>,
+    /// Edges seen at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
 impl Store {
     /// The org's clusters, its edges seen since `since` and its exposed workloads.
     pub async fn graph(
         &self,
         org: Uuid,
         since: Option<DateTime<Utc>>,
+        limits: &ReadLimits,
+    ) -> Result<GraphData, ReadError> {
+        self.graph_selected(org, &GraphSelection { since, ..Default::default() }, limits).await
+    }
+
+    /// The org's clusters, its exposed workloads and the edges `selection` may keep, filtered by
+    /// the database: the read is bounded by what matches, not by the organisation's size.
+    pub async fn graph_selected(
+        &self,
+        org: Uuid,
+        selection: &GraphSelection,
         limits: &ReadLimits,
     ) -> Result<GraphData, ReadError> {
         let timeout = limits.statement_timeout;
@@ -74,10 +105,30 @@ impl Store {
             )
             .fetch_all(&mut *tx)
             .await?;
-            let edges =
-                edges(&mut tx, org, EdgeFilter { since, ..Default::default() }, limits.max_edges)
-                    .await?;
             let exposures = exposures(&mut tx, org).await?;
+            let keys_where = |keep: &dyn Fn(&ClusterExposure) -> bool| -> Vec<String> {
+                exposures.iter().filter(|x| keep(x)).flat_map(exposure_keys).collect()
+            };
+            let filter = EdgeFilter {
+                cluster: selection.cluster.as_ref().map(|(id, _)| *id),
+                cluster_keys: selection
+                    .cluster
+                    .as_ref()
+                    .map_or_else(Vec::new, |(_, name)| keys_where(&|x| &x.cluster == name)),
+                namespace: selection.namespace.as_deref(),
+                namespace_keys: selection
+                    .namespace
+                    .as_ref()
+                    .map_or_else(Vec::new, |ns| keys_where(&|x| &x.exposed.namespace == ns)),
+                workload: selection.workload.as_deref(),
+                workload_keys: selection
+                    .workload
+                    .as_ref()
+                    .map_or_else(Vec::new, |w| keys_where(&|x| &x.exposed.name == w)),
+                since: selection.since,
+                ..Default::default()
+            };
+            let edges = edges(&mut tx, org, filter, limits.max_edges).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(edges.map(|edges| GraphData { clusters, edges, exposures }))
         };
@@ -101,12 +152,271 @@ impl Store {
             let edges = edges(
                 &mut tx,
                 org,
-                EdgeFilter { cluster: Some(cluster), client_namespace: namespace, since: None },
+                EdgeFilter {
+                    cluster: Some(cluster),
+                    client_namespace: namespace,
+                    ..Default::default()
+                },
                 limits.max_edges,
             )
             .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(edges)
+        };
+        run.await
+            .map_err(|e| ReadError::from_sqlx(e, timeout))?
+            .ok_or(ReadError::TooManyEdges { limit: limits.max_edges })
+    }
+
+    /// Whether one cluster's export (optionally of one client namespace) holds at most
+    /// `max_edges` edges: counted before a streamed export starts, so that the refusal is a 422
+    /// and not a body cut short.
+    pub async fn export_size_ok(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        namespace: Option<&str>,
+        limits: &ReadLimits,
+    ) -> Result<(), ReadError> {
+        let timeout = limits.statement_timeout;
+        let limit = i64::try_from(limits.max_edges).unwrap_or(i64::MAX - 1);
+        let run = async {
+            let mut tx = tenant(&self.pool, org).await?;
+            set_timeout(&mut tx, timeout).await?;
+            let count = sqlx::query_scalar!(
+                r#"SELECT count(*) AS "count!" FROM (
+                     SELECT 1 FROM edges e
+                     WHERE e.org_id = $1 AND e.cluster_id = $2
+                           AND ($3::text IS NULL OR e.client_namespace COLLATE "C" = $3)
+                     LIMIT $4) AS matching"#,
+                org,
+                cluster,
+                namespace,
+                limit + 1
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(count <= limit)
+        };
+        match run.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ReadError::TooManyEdges { limit: limits.max_edges }),
+            Err(e) => Err(ReadError::from_sqlx(e, timeout)),
+        }
+    }
+
+    /// Sends one cluster's edges (optionally of one client namespace) to `sink` one client
+    /// workload at a time, clients in byte order of (namespace, name): the order
+    /// [`model::intents::client_intents`] sorts them in, so rendering each group and
+    /// concatenating gives the unstreamed export. At most one client's edges (and the channel's
+    /// capacity) are held at once. Past `max_edges` (ingest added edges since
+    /// [`Store::export_size_ok`]) the read fails rather than pass the cap. The whole read,
+    /// including the time the receiver takes, is cut off after the statement timeout; a dropped
+    /// receiver ends it.
+    pub async fn export_by_client(
+        &self,
+        org: Uuid,
+        cluster: Uuid,
+        namespace: Option<&str>,
+        limits: &ReadLimits,
+        sink: mpsc::Sender<Vec<Edge>>,
+    ) -> Result<(), ReadError> {
+        use futures::TryStreamExt;
+
+        let timeout = limits.statement_timeout;
+        let limit = i64::try_from(limits.max_edges).unwrap_or(i64::MAX - 1);
+        let run = async {
+            let mut tx = tenant(&self.pool, org).await?;
+            set_timeout(&mut tx, timeout).await?;
+            let mut rows = sqlx::query_as!(
+                EdgeRow,
+                r#"SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
+                          e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
+                   FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
+                   WHERE e.org_id = $1 AND e.cluster_id = $2
+                         AND ($3::text IS NULL OR e.client_namespace COLLATE "C" = $3)
+                   ORDER BY e.client_namespace COLLATE "C", e.client_name COLLATE "C""#,
+                org,
+                cluster,
+                namespace
+            )
+            .fetch(&mut *tx);
+            let mut group: Vec<Edge> = Vec::new();
+            let mut sent = 0i64;
+            while let Some(row) = rows.try_next().await? {
+                sent += 1;
+                if sent > limit {
+                    // Ingest added edges since the count: stop rather than pass the cap.
+                    return Err(sqlx::Error::Protocol(format!(
+                        "the export grew past {limit} edges while it was read"
+                    )));
+                }
+                let edge = edge_from_row(row)?.edge;
+                let same = group.first().is_none_or(|g| {
+                    g.client.namespace == edge.client.namespace && g.client.name == edge.client.name
+                });
+                if !same && sink.send(std::mem::take(&mut group)).await.is_err() {
+                    return Ok(());
+                }
+                group.push(edge);
+            }
+            drop(rows);
+            if !group.is_empty() && sink.send(group).await.is_err() {
+                return Ok(());
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        run.await.map_err(|e| ReadError::from_sqlx(e, timeout))
+    }
+
+    /// The aggregated graph: namespaces (per cluster) and external target kinds as nodes, with
+    /// how many workloads, Services or targets each holds, and one edge per (observing cluster,
+    /// client namespace, target namespace or kind) with how many of the full graph's edges it
+    /// stands for. Computed by GROUP BY in the database, with the full graph's cross-cluster
+    /// resolution (a call to an address another cluster exposes lands in that cluster).
+    pub async fn graph_summary(
+        &self,
+        org: Uuid,
+        cluster: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        limits: &ReadLimits,
+    ) -> Result<GraphSummary, ReadError> {
+        let timeout = limits.statement_timeout;
+        let limit = i64::try_from(limits.max_edges).unwrap_or(i64::MAX - 1);
+        let run = async {
+            let mut tx = tenant(&self.pool, org).await?;
+            set_timeout(&mut tx, timeout).await?;
+            let clusters = sqlx::query_scalar!(
+                "SELECT name FROM clusters WHERE org_id = $1 AND ($2::text IS NULL OR name = $2) ORDER BY name",
+                org,
+                cluster
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            let rows = sqlx::query!(
+                r#"WITH keys AS (
+                     SELECT DISTINCT ON (k.key) k.key, c.name AS cluster, x.namespace, x.name
+                     FROM exposed_workloads x JOIN clusters c ON c.org_id = x.org_id AND c.id = x.cluster_id,
+                          LATERAL (SELECT rtrim(a, '.') AS key FROM unnest(x.addresses || x.hostnames) AS a) AS k
+                     WHERE x.org_id = $1
+                     ORDER BY k.key, c.name, x.namespace, x.name
+                   ), resolved AS (
+                     SELECT c.name AS cluster, e.client_namespace AS cns, e.client_name AS cname,
+                            CASE WHEN hit.name IS NOT NULL OR e.target_type IN ('kubernetes', 'kafka') THEN 'workload'
+                                 ELSE e.target_type END AS tkind,
+                            CASE WHEN hit.name IS NOT NULL THEN hit.cluster
+                                 WHEN e.target_type IN ('kubernetes', 'kafka', 'service') THEN c.name END AS tcluster,
+                            CASE WHEN hit.name IS NOT NULL THEN hit.namespace
+                                 WHEN e.target_type IN ('kubernetes', 'kafka', 'service') THEN e.target_namespace END AS tns,
+                            COALESCE(hit.name, e.target_name) AS tname,
+                            e.connections, e.first_seen, e.last_seen
+                     FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
+                     LEFT JOIN LATERAL (
+                         SELECT keys.cluster, keys.namespace, keys.name
+                         FROM unnest(e.domains || e.ips) WITH ORDINALITY AS u(key, at)
+                         JOIN keys ON keys.key = rtrim(u.key, '.')
+                         WHERE e.target_type = 'internet'
+                         ORDER BY u.at LIMIT 1
+                     ) AS hit ON true
+                     WHERE e.org_id = $1 AND ($2::timestamptz IS NULL OR e.last_seen >= $2)
+                   ), merged AS (
+                     SELECT cluster, cns, cname, tkind, tcluster, tns, tname,
+                            LEAST(sum(connections), 9223372036854775807)::bigint AS connections,
+                            min(first_seen) AS first_seen, max(last_seen) AS last_seen
+                     FROM resolved
+                     WHERE $3::text IS NULL OR cluster = $3 OR tcluster = $3
+                     GROUP BY cluster, cns, cname, tkind, tcluster, tns, tname
+                   ), ends AS (
+                     SELECT cluster, cns AS ns, 'workload' AS kind, cname AS name FROM merged
+                     UNION ALL SELECT tcluster, tns, tkind, tname FROM merged
+                   )
+                   SELECT * FROM (
+                     SELECT true AS "is_edge!", cluster, cns AS namespace,
+                            CASE WHEN tcluster IS NULL THEN tkind END AS target_kind,
+                            tcluster AS target_cluster, tns AS target_namespace,
+                            count(*) AS "count!", LEAST(sum(connections), 9223372036854775807)::bigint AS connections,
+                            min(first_seen) AS first_seen, max(last_seen) AS last_seen
+                     FROM merged
+                     GROUP BY cluster, cns, CASE WHEN tcluster IS NULL THEN tkind END, tcluster, tns
+                     UNION ALL
+                     SELECT false, cluster, ns, kind, NULL, NULL, count(DISTINCT name), NULL, NULL, NULL
+                     FROM ends GROUP BY cluster, ns, kind
+                   ) AS summary
+                   ORDER BY 1, 2, 3, 4, 5, 6
+                   LIMIT $4"#,
+                org,
+                since,
+                cluster,
+                limit + 1
+            )
+            .fetch_all(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if rows.len() as i64 > limit {
+                return Ok(None);
+            }
+            let mut summary = GraphSummary {
+                clusters: clusters
+                    .into_iter()
+                    .map(|name| SummaryCluster { name, edges: 0 })
+                    .collect(),
+                ..Default::default()
+            };
+            let count = |n: i64| u64::try_from(n).unwrap_or(0);
+            let mut namespaces: std::collections::BTreeMap<(String, String), NamespaceNode> =
+                Default::default();
+            for r in rows {
+                if r.is_edge {
+                    let (Some(observed_in), Some(namespace)) = (r.cluster, r.namespace) else {
+                        continue;
+                    };
+                    let target = match (r.target_cluster, r.target_namespace, r.target_kind) {
+                        (Some(c), Some(ns), _) => namespace_id(&c, &ns),
+                        (_, _, Some(kind)) => kind,
+                        _ => continue,
+                    };
+                    if let Some(c) = summary.clusters.iter_mut().find(|c| c.name == observed_in) {
+                        c.edges += count(r.count);
+                    }
+                    summary.edges.push(SummaryEdge {
+                        source: namespace_id(&observed_in, &namespace),
+                        target,
+                        observed_in,
+                        edges: count(r.count),
+                        connections: r.connections.map_or(0, count),
+                        first_seen: r.first_seen,
+                        last_seen: r.last_seen,
+                    });
+                } else {
+                    let kind = r.target_kind.unwrap_or_default();
+                    match (r.cluster, r.namespace) {
+                        (Some(cluster), Some(namespace)) => {
+                            let node = namespaces
+                                .entry((cluster.clone(), namespace.clone()))
+                                .or_insert_with(|| NamespaceNode {
+                                    id: namespace_id(&cluster, &namespace),
+                                    cluster,
+                                    namespace,
+                                    workloads: 0,
+                                    services: 0,
+                                });
+                            match kind.as_str() {
+                                "service" => node.services += count(r.count),
+                                _ => node.workloads += count(r.count),
+                            }
+                        }
+                        _ => summary.external.push(ExternalNode {
+                            id: kind.clone(),
+                            kind,
+                            targets: count(r.count),
+                        }),
+                    }
+                }
+            }
+            summary.namespaces = namespaces.into_values().collect();
+            Ok::<_, sqlx::Error>(Some(summary))
         };
         run.await
             .map_err(|e| ReadError::from_sqlx(e, timeout))?
@@ -122,9 +432,88 @@ impl Store {
     }
 }
 
+/// A namespace node's id in the aggregated graph: `cluster/namespace`.
+pub fn namespace_id(cluster: &str, namespace: &str) -> String {
+    format!("{cluster}/{namespace}")
+}
+
+/// The aggregated access graph (`GET /api/v1/access-graph/summary`).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct GraphSummary {
+    /// The organisation's clusters (only the one asked for with `cluster=`), each with how many
+    /// of the full graph's edges it observed.
+    pub clusters: Vec<SummaryCluster>,
+    /// Every namespace that an edge touches, per cluster.
+    pub namespaces: Vec<NamespaceNode>,
+    /// Targets outside the clusters, one node per kind (`internet`, `aws`, ...).
+    pub external: Vec<ExternalNode>,
+    /// Aggregate edges: from a client namespace to a target namespace or external kind.
+    pub edges: Vec<SummaryEdge>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryCluster {
+    pub name: String,
+    /// Edges of the full graph observed in this cluster.
+    pub edges: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NamespaceNode {
+    /// `cluster/namespace`.
+    pub id: String,
+    pub cluster: String,
+    pub namespace: String,
+    /// Workload nodes of the full graph in this namespace.
+    pub workloads: u64,
+    /// Service nodes of the full graph in this namespace.
+    pub services: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExternalNode {
+    /// The kind itself: `internet`, `aws`.
+    pub id: String,
+    pub kind: String,
+    /// Distinct targets of this kind in the full graph.
+    pub targets: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SummaryEdge {
+    /// The client namespace's id (`cluster/namespace`).
+    pub source: String,
+    /// The target namespace's id, or an external kind's id.
+    pub target: String,
+    /// The cluster whose agent observed these calls.
+    pub observed_in: String,
+    /// How many edges of the full graph this one stands for.
+    pub edges: u64,
+    /// Their connections, summed.
+    pub connections: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// The addresses and hostnames an exposure is reached by, as the graph matches them.
+fn exposure_keys(x: &ClusterExposure) -> impl Iterator<Item = String> + '_ {
+    x.exposed
+        .addresses
+        .iter()
+        .chain(&x.exposed.hostnames)
+        .map(|k| k.trim_end_matches('.').to_owned())
+}
+
 async fn set_timeout(tx: &mut PgConnection, timeout: Duration) -> Result<(), sqlx::Error> {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
     sqlx::query_scalar!("SELECT set_config('statement_timeout', $1, true)", ms)
+        .fetch_one(&mut *tx)
+        .await?;
+    // The filters are `($n IS NULL OR ...)`: plan each read for the values it has, so that a
+    // namespace read uses the indexes even after PostgreSQL would switch to a generic plan.
+    sqlx::query_scalar!("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
         .fetch_one(tx)
         .await
         .map(|_| ())
@@ -133,11 +522,24 @@ async fn set_timeout(tx: &mut PgConnection, timeout: Duration) -> Result<(), sql
 #[derive(Default)]
 struct EdgeFilter<'a> {
     cluster: Option<Uuid>,
+    /// With `cluster`: the keys of that cluster's exposures (an internet edge matching one ends
+    /// in the cluster).
+    cluster_keys: Vec<String>,
+    /// Clients in this namespace only (the ClientIntents export).
     client_namespace: Option<&'a str>,
+    /// Either end in this namespace.
+    namespace: Option<&'a str>,
+    namespace_keys: Vec<String>,
+    /// Either end named so.
+    workload: Option<&'a str>,
+    workload_keys: Vec<String>,
     since: Option<DateTime<Utc>>,
 }
 
 /// The org's edges that pass `filter`, named by cluster; `None` when there are more than `max`.
+/// Where `filter` names either end, the rows are a superset of what the graph keeps: every edge
+/// whose client or target matches, and every internet edge reaching a matching exposure (that
+/// part of the plan drops out, as a constant, when no exposure matches: plans are custom).
 async fn edges(
     tx: &mut PgConnection,
     org: Uuid,
@@ -146,17 +548,31 @@ async fn edges(
 ) -> Result<Option<Vec<ClusterEdge>>, sqlx::Error> {
     let rows = sqlx::query_as!(
         EdgeRow,
-        "SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
+        r#"SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
                 e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
          FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
-         WHERE e.org_id = $1 AND ($2::uuid IS NULL OR e.cluster_id = $2) AND ($3::timestamptz IS NULL OR e.last_seen >= $3)
-               AND ($5::text IS NULL OR e.client_namespace = $5)
-         LIMIT $4",
+         WHERE e.org_id = $1 AND ($3::timestamptz IS NULL OR e.last_seen >= $3)
+               AND ($2::uuid IS NULL OR e.cluster_id = $2
+                    OR (cardinality($6::text[]) > 0 AND e.target_namespace = '' AND e.target_type = 'internet'
+                        AND EXISTS (SELECT 1 FROM unnest(e.domains || e.ips) AS k WHERE rtrim(k, '.') = ANY($6::text[]))))
+               AND ($5::text IS NULL OR e.client_namespace COLLATE "C" = $5)
+               AND ($7::text IS NULL OR e.client_namespace COLLATE "C" = $7 OR e.target_namespace = $7
+                    OR (cardinality($8::text[]) > 0 AND e.target_namespace = '' AND e.target_type = 'internet'
+                        AND EXISTS (SELECT 1 FROM unnest(e.domains || e.ips) AS k WHERE rtrim(k, '.') = ANY($8::text[]))))
+               AND ($9::text IS NULL OR e.client_name COLLATE "C" = $9 OR e.target_name = $9
+                    OR (cardinality($10::text[]) > 0 AND e.target_namespace = '' AND e.target_type = 'internet'
+                        AND EXISTS (SELECT 1 FROM unnest(e.domains || e.ips) AS k WHERE rtrim(k, '.') = ANY($10::text[]))))
+         LIMIT $4"#,
         org,
         filter.cluster,
         filter.since,
         i64::try_from(max).unwrap_or(i64::MAX - 1) + 1,
-        filter.client_namespace
+        filter.client_namespace,
+        &filter.cluster_keys,
+        filter.namespace,
+        &filter.namespace_keys,
+        filter.workload,
+        &filter.workload_keys,
     )
     .fetch_all(tx)
     .await?;
@@ -229,6 +645,11 @@ fn edge_from_row(r: EdgeRow) -> Result<ClusterEdge, sqlx::Error> {
         }),
         "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
         "internet" => Target::Internet(InternetTarget {
+            domains: r.domains,
+            ips: r.ips,
+            ports: r.internet_ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
+        }),
+        "incoming" => Target::Incoming(InternetTarget {
             domains: r.domains,
             ips: r.ips,
             ports: r.internet_ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),

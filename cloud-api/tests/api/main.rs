@@ -9,5 +9,6 @@ mod ingest_limits;
 mod protocols;
 mod reads;
 mod roles;
+mod scaled_reads;
 mod tenancy;
 mod tokens;

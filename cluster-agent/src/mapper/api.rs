@@ -159,6 +159,12 @@ struct EdgeQuery {
     server: Option<String>,
     /// Comma-separated `key=value` labels; clients whose pods carry one are left out.
     exclude_labels: Option<String>,
+    /// A label key (`intentmap --distinct-by-label`): the answer becomes `{"edges": [...],
+    /// "workloads": [...]}`, each client workload with the values of this label on its pods.
+    label_values: Option<String>,
+    /// `true` (`intentmap --as-kubernetes-service`): the answer becomes `{"edges", "workloads"}`,
+    /// each in-cluster target workload with the Services in front of it.
+    services: Option<bool>,
 }
 
 fn parse_filter(q: EdgeQuery) -> Result<EdgeFilter, String> {
@@ -188,14 +194,31 @@ async fn person(state: &ApiState, request: &Parts, verb: PeopleVerb) -> Result<S
 async fn edges(State(state): State<Arc<ApiState>>, request: Request) -> Result<Response, ApiError> {
     let (request, _) = request.into_parts();
     person(&state, &request, PeopleVerb::Read).await?;
-    let filter = Query::<EdgeQuery>::try_from_uri(&request.uri)
-        .map_err(|e| e.body_text())
-        .and_then(|Query(q)| parse_filter(q))
-        .map_err(ApiError::BadRequest)?;
+    let Query(mut query) = Query::<EdgeQuery>::try_from_uri(&request.uri)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (label, services) = (query.label_values.take(), query.services.take().unwrap_or(false));
+    if let Some(key) = label.as_deref().filter(|k| !mapper_core::filter::is_label_key(k)) {
+        return Err(ApiError::BadRequest(format!(
+            "label_values={:?} is not a label key: give [prefix/]name, e.g. app.kubernetes.io/version",
+            key.chars().take(80).collect::<String>()
+        )));
+    }
+    let filter = parse_filter(query).map_err(ApiError::BadRequest)?;
     let mapper = state.mapper.lock();
     let edges = filter.apply(&mapper.snapshot(), &mapper.index);
+    let facts = (label.is_some() || services).then(|| {
+        mapper_core::filter::workload_facts(&edges, &mapper.index, label.as_deref(), services)
+    });
     drop(mapper);
-    Ok(Json(edges).into_response())
+    let Some(facts) = facts else { return Ok(Json(edges).into_response()) };
+    let workloads: Vec<serde_json::Value> = facts
+        .into_iter()
+        .map(|f| {
+            serde_json::json!({"namespace": f.namespace, "name": f.name, "label_values": f.label_values,
+                "more_label_values": f.more_label_values, "services": f.services})
+        })
+        .collect();
+    Ok(Json(serde_json::json!({"edges": edges, "workloads": workloads})).into_response())
 }
 
 async fn reset(

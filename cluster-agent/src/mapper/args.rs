@@ -109,6 +109,12 @@ pub struct MapperArgs {
     /// The sidecars' Prometheus path.
     #[arg(long, env = "ISTIO_METRICS_PATH", default_value = "/stats/prometheus")]
     pub istio_metrics_path: String,
+    /// The ambient proxies' (ztunnel, waypoints) Prometheus port.
+    #[arg(long, env = "ISTIO_AMBIENT_METRICS_PORT", default_value_t = 15020)]
+    pub istio_ambient_metrics_port: u16,
+    /// The ambient proxies' Prometheus path.
+    #[arg(long, env = "ISTIO_AMBIENT_METRICS_PATH", default_value = "/stats/prometheus")]
+    pub istio_ambient_metrics_path: String,
     /// Where istiod runs: sidecars are scraped only while its Service (`istiod`, `istiod-<rev>`) is there.
     #[arg(long, env = "ISTIO_NAMESPACE", default_value = "istio-system")]
     pub istio_namespace: String,
@@ -136,6 +142,8 @@ impl MapperArgs {
             port: self.istio_metrics_port,
             path: self.istio_metrics_path.clone(),
             namespace: self.istio_namespace.clone(),
+            ambient_port: self.istio_ambient_metrics_port,
+            ambient_path: self.istio_ambient_metrics_path.clone(),
             ..istio::IstioConfig::default()
         })
     }

@@ -4,6 +4,11 @@
 //! ([`mapper_core::Mapper::observe_sidecar`]), which turns the increases of
 //! `istio_requests_total` that something vouches for into HTTP edges (see [`mapper_core::istio`]).
 //!
+//! In Istio's ambient mode there are no sidecars: the same rounds scrape every ztunnel (`app=ztunnel`
+//! in Istio's namespace) and waypoint proxy (`gateway.istio.io/managed=istio.io-mesh-controller` or
+//! `istio.io/gateway-name`) at `http://<pod IP>:15020/stats/prometheus`
+//! ([`mapper_core::Mapper::observe_ambient`], rules in [`mapper_core::istio::ambient`]).
+//!
 //! A sidecar's answer is the pod's word: it is read incrementally up to a small limit (larger
 //! answers are refused and counted), never decompressed, never followed through a redirect,
 //! and at most a few are read at once, so the mapper's memory does not depend on what pods say.
@@ -14,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mapper_core::{read_metrics, LabelledPod};
+use mapper_core::{read_ambient_metrics, read_metrics, AmbientProxy, LabelledPod};
 
 use super::telemetry::{IstioWatchStats, Telemetry};
 use super::SharedMapper;
@@ -33,6 +38,9 @@ pub struct IstioConfig {
     pub concurrency: usize,
     /// Larger answers are refused (a sidecar with thousands of request series answers about a MiB).
     pub max_body_bytes: usize,
+    /// The ambient proxies' (ztunnel, waypoints) Prometheus port and path.
+    pub ambient_port: u16,
+    pub ambient_path: String,
 }
 
 impl Default for IstioConfig {
@@ -45,6 +53,8 @@ impl Default for IstioConfig {
             timeout: Duration::from_secs(5),
             concurrency: 4,
             max_body_bytes: 4 << 20,
+            ambient_port: 15020,
+            ambient_path: "/stats/prometheus".to_owned(),
         }
     }
 }
@@ -77,7 +87,10 @@ pub async fn run(mapper: SharedMapper, telemetry: Arc<Telemetry>, config: IstioC
             Some(_) => said_absent = false,
         }
         telemetry.istio.rounds.fetch_add(1, Ordering::Relaxed);
-        telemetry.istio.sidecars.store(sidecars.unwrap_or(0) as u64, Ordering::Relaxed);
+        if sidecars.is_none() {
+            telemetry.istio.sidecars.store(0, Ordering::Relaxed);
+            telemetry.istio.ambient_proxies.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -94,9 +107,16 @@ pub fn client(config: &IstioConfig) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
-/// One round: while istiod is there, scrapes every injected sidecar the index knows, a few at
-/// a time, each answer read into metrics outside the mapper's lock and handed over as it
-/// comes; then ends the round. Returns how many sidecars there were, `None` without Istio.
+/// What one round scrapes.
+enum Proxy {
+    Sidecar(LabelledPod),
+    Ambient(AmbientProxy),
+}
+
+/// One round: while istiod is there, scrapes every injected sidecar and every ambient proxy
+/// (ztunnel, waypoint) the index knows, a few at a time, each answer read into metrics outside
+/// the mapper's lock and handed over as it comes; then ends the round. Returns how many proxies
+/// there were, `None` without Istio.
 pub async fn scrape_round(
     mapper: &SharedMapper,
     http: &reqwest::Client,
@@ -110,28 +130,47 @@ pub async fn scrape_round(
         if !present {
             return None;
         }
-        let pods = mapper.index.istio_sidecars();
+        let sidecars = mapper.index.istio_sidecars();
+        let ambient = mapper.index.istio_ambient_proxies(&config.namespace);
+        stats.ambient_proxies.store(ambient.len() as u64, Ordering::Relaxed);
+        let pods: Vec<LabelledPod> =
+            sidecars.iter().cloned().chain(ambient.iter().map(|p| p.pod.clone())).collect();
         mapper.begin_istio_round(&pods, chrono::Utc::now());
-        pods
+        stats.sidecars.store(sidecars.len() as u64, Ordering::Relaxed);
+        sidecars
+            .into_iter()
+            .map(Proxy::Sidecar)
+            .chain(ambient.into_iter().map(Proxy::Ambient))
+            .collect::<Vec<_>>()
     };
     let count = pods.len();
     let mut scrapes = futures::stream::iter(pods)
-        .map(|pod| async move {
-            let metrics = match scrape(http, &pod, config).await {
-                Ok(text) => Ok(read_metrics(&text)),
+        .map(|proxy| async move {
+            let (pod, port, path, read): (_, _, _, fn(&str) -> _) = match &proxy {
+                Proxy::Sidecar(pod) => (pod, config.port, &config.path, read_metrics),
+                Proxy::Ambient(p) => {
+                    (&p.pod, config.ambient_port, &config.ambient_path, read_ambient_metrics)
+                }
+            };
+            let metrics = match scrape(http, pod, port, path, config).await {
+                Ok(text) => Ok(read(&text)),
                 Err(e) => {
                     if matches!(e, ScrapeError::TooLarge(_)) {
                         stats.oversized.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::debug!(pod = %pod.pod.name, namespace = %pod.pod.namespace, error = %e, "sidecar scrape failed");
+                    tracing::debug!(pod = %pod.pod.name, namespace = %pod.pod.namespace, error = %e, "Istio proxy scrape failed");
                     Err(e.to_string())
                 }
             };
-            (pod, metrics)
+            (proxy, metrics)
         })
         .buffer_unordered(config.concurrency.max(1));
-    while let Some((pod, metrics)) = scrapes.next().await {
-        mapper.lock().observe_sidecar(&pod, metrics.as_ref().map_err(String::as_str));
+    while let Some((proxy, metrics)) = scrapes.next().await {
+        let metrics = metrics.as_ref().map_err(String::as_str);
+        match &proxy {
+            Proxy::Sidecar(pod) => mapper.lock().observe_sidecar(pod, metrics),
+            Proxy::Ambient(proxy) => mapper.lock().observe_ambient(proxy, metrics),
+        }
     }
     mapper.lock().end_istio_round(chrono::Utc::now());
     Some(count)
@@ -152,9 +191,11 @@ pub enum ScrapeError {
 async fn scrape(
     http: &reqwest::Client,
     pod: &LabelledPod,
+    port: u16,
+    path: &str,
     config: &IstioConfig,
 ) -> Result<String, ScrapeError> {
-    let url = format!("http://{}{}", SocketAddr::new(pod.ip, config.port), config.path);
+    let url = format!("http://{}{}", SocketAddr::new(pod.ip, port), path);
     let mut response =
         http.get(&url).send().await.map_err(|e| ScrapeError::Request(url.clone(), e))?;
     if !response.status().is_success() {

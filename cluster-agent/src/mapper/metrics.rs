@@ -82,6 +82,21 @@ fn read(state: &ApiState, m: &mut Scrape<'_>) {
         stats.dropped_details,
     );
     m.counter(
+        "incoming_connections",
+        "Accepted connections from outside the cluster recorded as incoming internet traffic",
+        stats.incoming_connections,
+    );
+    m.counter(
+        "accepted_from_workloads",
+        "Server-side reports of calls between workloads, left to the client's side",
+        stats.accepted_from_workloads,
+    );
+    m.counter(
+        "incoming_dropped",
+        "Accepted connections from unknown sources dropped: too many waited to be judged",
+        stats.incoming_dropped,
+    );
+    m.counter(
         "kafka_accesses",
         "Kafka topic accesses recorded from broker authorizer logs",
         stats.kafka_accesses,
@@ -252,6 +267,26 @@ fn read(state: &ApiState, m: &mut Scrape<'_>) {
         "istio_unusable_paths",
         "Request series whose path is not one or too long (recorded without it)",
         stats.istio_unusable_paths,
+    );
+    m.gauge(
+        "istio_ambient_proxies",
+        "Istio ambient proxies (ztunnel, waypoints) in the last round",
+        istio.ambient_proxies.load(Ordering::Relaxed),
+    );
+    m.counter(
+        "istio_ambient_scrapes",
+        "Istio ambient proxies' (ztunnel, waypoints) metrics scraped",
+        stats.istio_ambient_scrapes,
+    );
+    m.counter(
+        "istio_foreign_series",
+        "ztunnel series about a pod not enrolled on its own node, or whose principal names another namespace (not recorded)",
+        stats.istio_foreign_series,
+    );
+    m.counter(
+        "istio_waypoint_hops",
+        "ztunnel series of a hop to or from a waypoint, left to the waypoint's count",
+        stats.istio_waypoint_hops,
     );
     if let Some(upload) = &state.upload {
         let u = upload.snapshot();

@@ -173,6 +173,15 @@ pub async fn serve(
             expiring.lock().expire(Utc::now());
         }
     });
+    // Accepted connections from unknown sources are judged once the index has caught up.
+    let settling = mapper.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            settling.lock().settle_incoming(Utc::now());
+        }
+    });
 
     let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     let auth = auth::ApiAuth::new(args.auth(namespace), Some(client));

@@ -79,6 +79,8 @@ pub struct IstioWatchStats {
     pub rounds: AtomicU64,
     /// Sidecars in the last round.
     pub sidecars: AtomicU64,
+    /// Ambient proxies (ztunnel, waypoints) in the last round.
+    pub ambient_proxies: AtomicU64,
     /// 1 when istiod was found at the last round.
     pub control_plane: AtomicU64,
     /// Answers past `max_body_bytes`.

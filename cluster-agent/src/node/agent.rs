@@ -104,23 +104,40 @@ fn to_observation(event: &TcpEvent, pod: Option<PodHint>) -> TcpConnection {
         pid: Some(event.pid),
         netns: Some(event.netns),
         pod,
+        accepted: event.kind == TcpEventKind::Accept,
     }
 }
 
-/// Both ends of a connection between two pods of this node report it; the first report wins.
+/// Both ends of a connection between two pods of this node report it; the first report wins,
+/// except that the server's side still goes out after a connect that named no pod: the client
+/// is then no pod of this node (a host process, or the test's stand-in for the internet), and
+/// the accept is what tells the mapper about incoming traffic.
 struct SeenConnections {
     window: Duration,
-    seen: HashMap<(SocketAddr, SocketAddr), Instant>,
+    /// When each connection was first reported, and whether that report can name its client.
+    seen: HashMap<(SocketAddr, SocketAddr), (Instant, bool)>,
 }
 
 impl SeenConnections {
-    fn first_sighting(&mut self, event: &TcpEvent, now: Instant) -> bool {
+    fn first_sighting(&mut self, event: &TcpEvent, named: bool, now: Instant) -> bool {
         if self.seen.len() > 100_000 {
-            self.seen.retain(|_, t| now.duration_since(*t) < self.window);
+            self.seen.retain(|_, (t, _)| now.duration_since(*t) < self.window);
         }
-        match self.seen.insert((event.src, event.dst), now) {
-            Some(before) => now.duration_since(before) >= self.window,
-            None => true,
+        let accept = event.kind == TcpEventKind::Accept;
+        match self.seen.get_mut(&(event.src, event.dst)) {
+            Some(entry) if now.duration_since(entry.0) >= self.window => {
+                *entry = (now, named || accept);
+                true
+            }
+            Some((_, named_before)) if accept && !*named_before => {
+                *named_before = true;
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.seen.insert((event.src, event.dst), (now, named || accept));
+                true
+            }
         }
     }
 }
@@ -138,19 +155,29 @@ async fn run_ebpf(
             event = capture.next() => match event {
                 Ok(Event::Tcp(t)) => {
                     // A connection reset before accept() returns has no local port left to read.
-                    if t.dst.port() == 0 || !seen.first_sighting(&t, Instant::now()) {
+                    if t.dst.port() == 0 {
+                        continue;
+                    }
+                    // Only a connect runs in the client's process: its cgroup names the client's pod.
+                    let (pod, from_host) = {
+                        let pods = pods.read().expect("pod index poisoned");
+                        match t.kind {
+                            TcpEventKind::Connect => (
+                                pods.pod_for_cgroup_id(t.cgroup_id).or_else(|| pods.pod_for_netns(t.netns)),
+                                false,
+                            ),
+                            TcpEventKind::Accept => (None, pods.is_host_address(t.src.ip())),
+                        }
+                    };
+                    if !seen.first_sighting(&t, pod.is_some(), Instant::now()) {
                         continue;
                     }
                     status.tcp_events.fetch_add(1, Ordering::Relaxed);
-                    // Only a connect runs in the client's process: its cgroup names the client's pod.
-                    let pod = match t.kind {
-                        TcpEventKind::Connect => {
-                            let pods = pods.read().expect("pod index poisoned");
-                            pods.pod_for_cgroup_id(t.cgroup_id).or_else(|| pods.pod_for_netns(t.netns))
-                        }
-                        TcpEventKind::Accept => None,
-                    };
-                    outgoing.push(Observed::Tcp(to_observation(&t, pod)));
+                    let mut line = to_observation(&t, pod);
+                    // From one of the node's own addresses (a CNI bridge's, masqueraded traffic):
+                    // the node's, never the internet's.
+                    line.accepted &= !from_host;
+                    outgoing.push(Observed::Tcp(line));
                 }
                 Ok(Event::Dns(packet)) => match parse_dns_packet(&packet.bytes, packet.transport) {
                     Ok(answers) => {
@@ -178,9 +205,14 @@ fn scan_once(proc_root: &std::path::Path, pods: &RwLock<PodIndex>) -> Vec<TcpCon
     match proc_scan::scan(proc_root) {
         Ok(scan) => {
             let pods = pods.read().expect("pod index poisoned");
-            proc_scan::observations(&scan.connections, Utc::now(), |netns, _pid| {
-                pods.pod_for_netns(netns)
-            })
+            let mut found =
+                proc_scan::observations(&scan.connections, Utc::now(), |netns, _pid| {
+                    pods.pod_for_netns(netns)
+                });
+            for line in found.iter_mut().filter(|l| l.accepted) {
+                line.accepted = !pods.is_host_address(line.src_ip);
+            }
+            found
         }
         Err(e) => {
             tracing::warn!(error = %e, "scanning /proc for connections failed");
@@ -218,7 +250,7 @@ fn run_fallback(
     let proc_root = args.proc_root.clone();
     let every = Duration::from_secs_f64(args.scan_interval_seconds.max(0.1));
     tokio::spawn(async move {
-        let mut previous: HashSet<(SocketAddr, SocketAddr)> = HashSet::new();
+        let mut previous: HashSet<(SocketAddr, SocketAddr, bool)> = HashSet::new();
         let mut tick = tokio::time::interval(every);
         while !stop.load(Ordering::Relaxed) {
             tick.tick().await;
@@ -227,17 +259,18 @@ fn run_fallback(
             else {
                 continue;
             };
-            let current: HashSet<_> = found
-                .iter()
-                .map(|c| {
-                    (SocketAddr::new(c.src_ip, c.src_port), SocketAddr::new(c.dst_ip, c.dst_port))
-                })
-                .collect();
-            for c in found {
-                if !previous.contains(&(
+            // Keyed with the side too: a scan that caught only the server's side must not hide
+            // the client's side from the next one (the mapper takes a call from its client's side).
+            let key = |c: &TcpConnection| {
+                (
                     SocketAddr::new(c.src_ip, c.src_port),
                     SocketAddr::new(c.dst_ip, c.dst_port),
-                )) {
+                    c.accepted,
+                )
+            };
+            let current: HashSet<_> = found.iter().map(key).collect();
+            for c in found {
+                if !previous.contains(&key(&c)) {
                     status.tcp_events.fetch_add(1, Ordering::Relaxed);
                     outgoing.push(Observed::Tcp(c));
                 }
@@ -355,4 +388,41 @@ fn health_router(status: Arc<NodeStatus>, outgoing: Outgoing) -> Router {
     let registry = Arc::new(registry);
     let metrics = move || std::future::ready(registry.response());
     Router::new().route("/healthz", get(health)).route("/metrics", get(metrics))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: TcpEventKind) -> TcpEvent {
+        TcpEvent {
+            kind,
+            src: "10.244.1.5:40000".parse().unwrap(),
+            dst: "10.244.1.9:8080".parse().unwrap(),
+            pid: 1,
+            comm: "client".into(),
+            cgroup_id: 0,
+            netns: 0,
+            netns_cookie: 0,
+            at: std::time::SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn both_ends_of_a_connection_on_one_node_are_reported_once() {
+        let mut seen = SeenConnections { window: Duration::from_secs(10), seen: HashMap::new() };
+        let t0 = Instant::now();
+        // A pod's connect (its cgroup named it): the accept adds nothing.
+        assert!(seen.first_sighting(&event(TcpEventKind::Connect), true, t0));
+        assert!(!seen.first_sighting(&event(TcpEventKind::Accept), false, t0));
+        assert!(!seen.first_sighting(&event(TcpEventKind::Connect), true, t0));
+        // After the window it is a new connection again.
+        assert!(seen.first_sighting(&event(TcpEventKind::Connect), false, t0 + seen.window));
+
+        // A connect that named no pod: the server's accept still goes out, once.
+        let mut seen = SeenConnections { window: Duration::from_secs(10), seen: HashMap::new() };
+        assert!(seen.first_sighting(&event(TcpEventKind::Connect), false, t0));
+        assert!(seen.first_sighting(&event(TcpEventKind::Accept), false, t0));
+        assert!(!seen.first_sighting(&event(TcpEventKind::Accept), false, t0));
+    }
 }

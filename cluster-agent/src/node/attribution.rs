@@ -5,7 +5,8 @@
 //!
 //! The mapper gets the pod UID as a hint, so it need not guess from IPs alone (NAT, reused IPs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -72,6 +73,9 @@ fn valid_uid(uid: &str) -> Option<String> {
 pub struct PodIndex {
     by_netns: HashMap<u64, String>,
     by_cgroup_id: HashMap<u64, String>,
+    /// The node's own addresses, on every interface (a CNI bridge's, a tunnel's), which the
+    /// node object does not list: a connection from one of them is the node's, not the internet's.
+    host_ips: HashSet<IpAddr>,
 }
 
 impl PodIndex {
@@ -81,7 +85,13 @@ impl PodIndex {
         PodIndex {
             by_netns: netns_pods(proc_root),
             by_cgroup_id: cgroup2_root.map(cgroup_id_pods).unwrap_or_default(),
+            host_ips: host_addresses(proc_root),
         }
+    }
+
+    /// Whether `ip` is one of the node's own addresses.
+    pub fn is_host_address(&self, ip: IpAddr) -> bool {
+        self.host_ips.contains(&ip.to_canonical())
     }
 
     pub fn pod_for_netns(&self, netns: u64) -> Option<PodHint> {
@@ -100,6 +110,32 @@ impl PodIndex {
     pub fn cgroup_count(&self) -> usize {
         self.by_cgroup_id.len()
     }
+}
+
+/// The addresses of the node's own network namespace (pid 1's), from `net/fib_trie` (IPv4:
+/// the `/32 host LOCAL` entries) and `net/if_inet6` (IPv6). Empty when unreadable.
+pub fn host_addresses(proc_root: &Path) -> HashSet<IpAddr> {
+    let net = proc_root.join("1/net");
+    let mut found = HashSet::new();
+    if let Ok(trie) = std::fs::read_to_string(net.join("fib_trie")) {
+        let mut last: Option<IpAddr> = None;
+        for line in trie.lines() {
+            let line = line.trim();
+            if let Some(address) = line.strip_prefix("|-- ").or_else(|| line.strip_prefix("+-- ")) {
+                last = address.split('/').next().and_then(|a| a.parse().ok());
+            } else if line.contains("host LOCAL") {
+                found.extend(last);
+            }
+        }
+    }
+    if let Ok(inet6) = std::fs::read_to_string(net.join("if_inet6")) {
+        for hex in inet6.lines().filter_map(|l| l.split_whitespace().next()) {
+            if let Ok(bits) = u128::from_str_radix(hex, 16) {
+                found.insert(IpAddr::V6(std::net::Ipv6Addr::from(bits)).to_canonical());
+            }
+        }
+    }
+    found
 }
 
 /// Network-namespace inode → pod UID, for namespaces whose processes all belong to one pod.
@@ -196,6 +232,27 @@ pub(crate) fn unescape_mount_path(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_nodes_own_addresses_come_from_fib_trie_and_if_inet6() {
+        let root = std::env::temp_dir().join(format!("host-addrs-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("1/net")).unwrap();
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 10.213.1.0/24 2 0 2\n        |-- 10.213.1.0\n           /24 link UNICAST\n        |-- 10.213.1.1\n           /32 host LOCAL\n        |-- 10.213.1.255\n           /32 link BROADCAST\nLocal:\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
+        std::fs::write(root.join("1/net/fib_trie"), trie).unwrap();
+        std::fs::write(
+            root.join("1/net/if_inet6"),
+            "fd000000000000000000000000000001 03 40 00 80 cni0\n",
+        )
+        .unwrap();
+        let found = host_addresses(&root);
+        let expected: HashSet<IpAddr> =
+            ["10.213.1.1", "127.0.0.1", "fd00::1"].iter().map(|a| a.parse().unwrap()).collect();
+        assert_eq!(found, expected);
+        std::fs::remove_dir_all(&root).unwrap();
+        // This machine's own /proc: its loopback address at least.
+        let real = host_addresses(Path::new("/proc"));
+        assert!(real.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()), "{real:?}");
+    }
+
     use std::os::unix::fs::symlink;
 
     use super::*;
@@ -369,7 +426,7 @@ mod tests {
 
         let pods = cgroup_id_pods(&tree.0);
         assert_eq!(pods.len(), 4, "{pods:?}");
-        let index = PodIndex { by_netns: HashMap::new(), by_cgroup_id: pods };
+        let index = PodIndex { by_netns: HashMap::new(), by_cgroup_id: pods, ..Default::default() };
         for (id, uid) in [
             (systemd_pod, UID_B),
             (systemd_container, UID_B),

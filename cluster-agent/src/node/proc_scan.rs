@@ -173,6 +173,7 @@ impl ScannedConnection {
             pid: outbound.then_some(self.pid),
             netns: outbound.then_some(self.netns),
             pod: if outbound { pod } else { None },
+            accepted: !outbound,
         }
     }
 }

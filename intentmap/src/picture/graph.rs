@@ -134,6 +134,13 @@ impl Builder {
                     tooltip,
                 }
             }),
+            Target::Incoming(_) => self.node(Kind::Internet, None, INCOMING, || Node {
+                kind: Kind::Internet,
+                namespace: None,
+                title: "internet".into(),
+                subtitle: "incoming".into(),
+                tooltip: "clients outside the cluster".into(),
+            }),
             Target::Aws(a) => self.node(Kind::Aws, None, &a.arn, || {
                 let (service, resource) = aws_parts(&a.arn);
                 let subtitle =
@@ -149,6 +156,9 @@ impl Builder {
         }
     }
 }
+
+/// The key of the one node that incoming internet traffic comes from (no domain is spelled so).
+const INCOMING: &str = "(incoming)";
 
 /// `arn:partition:service:region:account:resource` → (service, resource); anything else is all resource.
 fn aws_parts(arn: &str) -> (&str, &str) {
@@ -181,8 +191,13 @@ pub fn build(edges: &[Edge]) -> Graph {
     let mut b = Builder::default();
     let mut links: BTreeMap<(usize, usize), (BTreeSet<PortSpec>, bool)> = BTreeMap::new();
     for edge in edges {
-        let from = b.workload(&edge.client);
-        let to = b.target(&edge.target);
+        let workload = b.workload(&edge.client);
+        let other = b.target(&edge.target);
+        // Incoming internet traffic goes from the internet to the workload.
+        let (from, to) = match edge.target {
+            Target::Incoming(_) => (other, workload),
+            _ => (workload, other),
+        };
         let link = links.entry((from, to)).or_default();
         link.0.extend(edge.ports.iter().copied());
         link.1 |= matches!(edge.target, Target::Kafka(_));

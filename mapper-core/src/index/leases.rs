@@ -37,6 +37,13 @@ impl Index {
     /// Drops IP leases of pods that ended longer than
     /// [`IndexConfig::deleted_pod_ip_grace`](crate::IndexConfig::deleted_pod_ip_grace) ago.
     /// Returns how many were dropped.
+    /// Whether `ip` lies in the pod network (a /24 or /64 some pod address was ever in): an
+    /// address there that no pod holds is a pod the index does not know (yet, or any more), not
+    /// a client from outside the cluster.
+    pub fn in_pod_network(&self, ip: IpAddr) -> bool {
+        self.pod_networks.contains(&pod_network(ip))
+    }
+
     pub fn prune(&mut self, now: DateTime<Utc>) -> usize {
         let grace = self.config.deleted_pod_ip_grace;
         let mut dropped = 0;
@@ -75,6 +82,7 @@ impl Index {
         }
         let Some(new) = new.filter(|n| !n.host_network) else { return };
         for ip in new.ips.iter() {
+            self.pod_networks.insert(pod_network(*ip));
             // Most addresses only ever have one lease.
             let leases = self.pod_ips.entry(*ip).or_insert_with(|| Vec::with_capacity(1));
             match leases.iter_mut().find(|l| l.pod == *key && l.uid == new.uid) {
@@ -94,5 +102,14 @@ impl Index {
                 }),
             }
         }
+    }
+}
+
+/// The network a pod address lies in, as far as telling pods from the outside goes: its /24
+/// (IPv4) or /64 (IPv6), the smallest blocks CNIs hand to a node.
+pub(crate) fn pod_network(ip: IpAddr) -> (bool, u128) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => (false, u128::from(u32::from(v4) >> 8)),
+        IpAddr::V6(v6) => (true, u128::from(v6) >> 64),
     }
 }

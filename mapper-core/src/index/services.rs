@@ -19,7 +19,22 @@ pub(crate) struct ServiceRecord {
     pub external_ips: Box<[Name]>,
     /// `status.loadBalancer.ingress`: IPs and hostnames.
     pub load_balancer: Box<[Name]>,
+    /// `spec.ports`: each port and the node port that forwards to it, if any.
+    pub ports: Box<[ServicePort]>,
     pub backends: Arc<[Arc<Workload>]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServicePort {
+    pub port: u16,
+    pub node_port: Option<u16>,
+}
+
+impl ServiceRecord {
+    /// The addresses outside the cluster that reach it: external IPs and load balancer IPs.
+    fn outside_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.external_ips.iter().chain(self.load_balancer.iter()).filter_map(|a| parse_ip(a))
+    }
 }
 
 /// The `kubernetes` Service in `default`, which stands for the API server.
@@ -85,17 +100,31 @@ impl Index {
             .flat_map(|i| i.ip.iter().chain(i.hostname.iter()))
             .map(|a| self.strings.intern(a))
             .collect();
+        let ports = spec
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+            .filter_map(|p| {
+                Some(ServicePort {
+                    port: u16::try_from(p.port).ok()?,
+                    node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                })
+            })
+            .collect();
         let record = ServiceRecord {
             cluster_ips: dedup_ips(cluster_ips),
             selector,
             external_ips,
             load_balancer,
+            ports,
             backends: Arc::from([]),
         };
 
         let previous = self.services.insert(&key, record);
         if let Some(previous) = &previous {
             self.unpublish_cluster_ips(&key, &previous.cluster_ips);
+            self.unpublish_outside(&key, previous);
         }
         if let Some(current) = self.services.get_mut(&key.namespace, &key.name) {
             if let Some(previous) = previous {
@@ -104,6 +133,15 @@ impl Index {
             for ip in current.cluster_ips.iter() {
                 self.service_ips.insert(*ip, key.clone());
             }
+            for ip in current.outside_ips() {
+                let keys = self.outside_ips.entry(ip).or_default();
+                if !keys.contains(&key) {
+                    keys.push(key.clone());
+                }
+            }
+            for node_port in current.ports.iter().filter_map(|p| p.node_port) {
+                self.node_ports.insert(node_port, key.clone());
+            }
         }
         self.dirty.services.insert(key);
     }
@@ -111,8 +149,25 @@ impl Index {
     fn remove_service(&mut self, key: &ObjectKey) {
         let Some(previous) = self.services.remove(&key.namespace, &key.name) else { return };
         self.unpublish_cluster_ips(key, &previous.cluster_ips);
+        self.unpublish_outside(key, &previous);
         if let Some(backed) = self.selector_backed.get_mut(&key.namespace) {
             backed.remove(&key.name);
+        }
+    }
+
+    fn unpublish_outside(&mut self, key: &ObjectKey, service: &ServiceRecord) {
+        for ip in service.outside_ips() {
+            if let Some(keys) = self.outside_ips.get_mut(&ip) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.outside_ips.remove(&ip);
+                }
+            }
+        }
+        for node_port in service.ports.iter().filter_map(|p| p.node_port) {
+            if self.node_ports.get(&node_port) == Some(key) {
+                self.node_ports.remove(&node_port);
+            }
         }
     }
 

@@ -46,35 +46,60 @@ fn series_hasher() -> &'static RandomState {
 /// Reads `istio_requests_total` and `envoy_server_uptime` out of a sidecar's metrics; other
 /// metrics are skipped without being parsed, broken or overlong lines of these two are counted.
 pub fn read_metrics(text: &str) -> SidecarMetrics {
+    read_counters(text, &[(REQUESTS_METRIC, SeriesKind::Requests)])
+}
+
+/// Reads the counters `counters` names (each as its kind of series, within
+/// [`MAX_SERIES_PER_POD`] in all) and `envoy_server_uptime`; other metrics are skipped without
+/// being parsed, broken or overlong lines of these are counted.
+pub(crate) fn read_counters(text: &str, counters: &[(&str, SeriesKind)]) -> SidecarMetrics {
     let mut metrics = SidecarMetrics::default();
     for line in text.lines().map(str::trim_start) {
-        if !(line.starts_with(REQUESTS_METRIC) || line.starts_with(UPTIME_METRIC)) {
+        if !(line.starts_with(UPTIME_METRIC) || counters.iter().any(|(m, _)| line.starts_with(m))) {
             continue;
         }
         if line.len() > MAX_LINE_BYTES {
             metrics.malformed_lines = metrics.malformed_lines.saturating_add(1);
             continue;
         }
-        match prometheus::parse_line(line) {
-            Ok(Some(sample)) if sample.name == REQUESTS_METRIC => {
-                if !sample.value.is_finite() || sample.value < 0.0 {
-                    metrics.malformed_lines = metrics.malformed_lines.saturating_add(1);
-                } else if metrics.requests.len() >= MAX_SERIES_PER_POD {
-                    metrics.untracked_series = metrics.untracked_series.saturating_add(1);
-                } else {
-                    metrics.requests.push(RequestSample {
-                        key: sample.series_hash(series_hasher()),
-                        series: RequestSeries::of(&sample),
-                        value: sample.value,
-                    });
-                }
+        let sample = match prometheus::parse_line(line) {
+            Ok(Some(sample)) => sample,
+            Ok(None) => continue,
+            Err(_) => {
+                metrics.malformed_lines = metrics.malformed_lines.saturating_add(1);
+                continue;
             }
-            Ok(Some(sample)) if sample.name == UPTIME_METRIC => metrics.uptime = Some(sample.value),
-            Ok(_) => {}
-            Err(_) => metrics.malformed_lines = metrics.malformed_lines.saturating_add(1),
+        };
+        if sample.name == UPTIME_METRIC {
+            metrics.uptime = Some(sample.value);
+            continue;
+        }
+        let Some(kind) = counters.iter().find(|(m, _)| *m == sample.name).map(|(_, k)| *k) else {
+            continue;
+        };
+        if !sample.value.is_finite() || sample.value < 0.0 {
+            metrics.malformed_lines = metrics.malformed_lines.saturating_add(1);
+        } else if metrics.requests.len() >= MAX_SERIES_PER_POD {
+            metrics.untracked_series = metrics.untracked_series.saturating_add(1);
+        } else {
+            metrics.requests.push(RequestSample {
+                key: sample.series_hash(series_hasher()),
+                series: RequestSeries::of(&sample, kind),
+                value: sample.value,
+            });
         }
     }
     metrics
+}
+
+/// What a series counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SeriesKind {
+    /// `istio_requests_total`: HTTP (or gRPC) requests.
+    #[default]
+    Requests,
+    /// `istio_tcp_connections_opened_total`: TCP connections (ztunnel's count).
+    TcpConnections,
 }
 
 /// The labels of one `istio_requests_total` series that name the call.
@@ -89,10 +114,16 @@ pub struct RequestSeries {
     pub destination_service_namespace: String,
     pub request_method: Option<String>,
     pub request_path: Option<String>,
+    /// The SPIFFE identities of the two ends (`spiffe://<trust domain>/ns/<ns>/sa/<sa>`), when
+    /// the proxy knew them.
+    pub source_principal: Option<String>,
+    pub destination_principal: Option<String>,
+    /// Which counter the series is.
+    pub kind: SeriesKind,
 }
 
 impl RequestSeries {
-    fn of(sample: &Sample<'_>) -> Self {
+    fn of(sample: &Sample<'_>, kind: SeriesKind) -> Self {
         let label = |name: &str| sample.label(name).unwrap_or_default().to_owned();
         Self {
             reporter: label("reporter"),
@@ -104,6 +135,9 @@ impl RequestSeries {
             destination_service_namespace: label("destination_service_namespace"),
             request_method: sample.label("request_method").map(str::to_owned),
             request_path: sample.label("request_path").map(str::to_owned),
+            source_principal: sample.label("source_principal").map(str::to_owned),
+            destination_principal: sample.label("destination_principal").map(str::to_owned),
+            kind,
         }
     }
 }

@@ -18,16 +18,22 @@
 //!
 //! Counters are totals since the sidecar started, so only their increases are calls seen now
 //! ([`windows`]): the first scrape of a pod is a baseline, a counter that went down is a reset.
+//!
+//! Ambient mode (no sidecars; ztunnel per node and waypoint proxies) is read by the same rules
+//! ([`ambient`]).
 
+pub mod ambient;
 pub mod corroboration;
 pub mod metrics;
 pub mod windows;
 
 use k8s_openapi::api::core::v1::Pod;
 
+pub use ambient::{read_ambient_metrics, AmbientProxy, AmbientScrape, ProxyRole};
 pub use corroboration::Claims;
 pub use metrics::{
-    read_metrics, RequestSample, RequestSeries, SidecarMetrics, MAX_LINE_BYTES, MAX_SERIES_PER_POD,
+    read_metrics, RequestSample, RequestSeries, SeriesKind, SidecarMetrics, MAX_LINE_BYTES,
+    MAX_SERIES_PER_POD,
 };
 pub use windows::{IstioWindows, RequestIncrease, ScrapeCounts, MAX_TRACKED_SERIES};
 

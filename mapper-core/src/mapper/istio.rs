@@ -8,6 +8,12 @@
 //! that served the call, as the index does. The source's count is used only when the
 //! destination's sidecar is not followed (no sidecar, or never scraped), so each request is
 //! counted once.
+//!
+//! Ambient mode's proxies (ztunnel, waypoints) take part in the same rounds ([`ambient`]): a
+//! ztunnel's client-side count is left to the server's ztunnel when that one is followed, and
+//! claims of either kind vouch for counts of the other.
+
+mod ambient;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -44,6 +50,9 @@ pub(crate) struct IstioState {
 struct Round {
     /// Workloads `(namespace, name)` with a sidecar followed in this round.
     followed: HashSet<(Name, Name)>,
+    /// Nodes whose ztunnel is followed in this round: the enrolled pods there are counted by
+    /// their server side.
+    ztunnel_nodes: HashSet<Name>,
     pending: Vec<Pending>,
     pending_bytes: usize,
 }
@@ -59,12 +68,19 @@ struct Pending {
     method: Result<Option<&'static str>, UnknownMethod>,
     path: Result<Option<Box<str>>, PathRefused>,
     requests: u64,
+    /// The waypoint's workload that counted it: a client's claim of calls to the waypoint
+    /// vouches too.
+    via: Option<(Name, Name)>,
 }
 
 #[derive(Debug)]
 enum Side {
     Destination,
-    Source { server: Option<Arc<Workload>> },
+    /// `ztunnel`: counted by the client's ztunnel, so the server's ztunnel counts the same.
+    Source {
+        server: Option<Arc<Workload>>,
+        ztunnel: bool,
+    },
 }
 
 impl IstioState {
@@ -144,8 +160,24 @@ impl Mapper {
     pub fn end_istio_round(&mut self, now: DateTime<Utc>) {
         let round = std::mem::take(&mut self.istio.round);
         let since = now - self.istio.connection_window;
+        let mut ambient_followed: HashMap<(Name, Name), bool> = HashMap::new();
         for pending in round.pending {
-            self.settle(pending, &round.followed, since, now);
+            // The server's side counts the same requests when its sidecar is followed, and a
+            // ztunnel's count the same connections when the server's node's ztunnel is.
+            let server_followed = match &pending.side {
+                Side::Source { server: Some(server), ztunnel } => {
+                    round.followed.contains(&key(server))
+                        || (*ztunnel
+                            && *ambient_followed.entry(key(server)).or_insert_with(|| {
+                                !round.ztunnel_nodes.is_empty()
+                                    && self.index.ambient_pod_on(server, |node| {
+                                        round.ztunnel_nodes.contains(node)
+                                    })
+                            }))
+                }
+                _ => false,
+            };
+            self.settle(pending, server_followed, since, now);
         }
     }
 
@@ -226,13 +258,26 @@ impl Mapper {
                     bump(&mut self.stats.istio_unknown_targets);
                     return;
                 };
-                (Side::Source { server }, pod.workload.clone(), target)
+                (Side::Source { server, ztunnel: false }, pod.workload.clone(), target)
             }
             _ => {
                 bump(&mut self.stats.istio_unknown_reporters);
                 return;
             }
         };
+        self.pend(side, client, target, &increase, None);
+    }
+
+    /// Keeps a named increase for the round's end, within [`MAX_PENDING_BYTES`].
+    fn pend(
+        &mut self,
+        side: Side,
+        client: Arc<Workload>,
+        target: Resolution,
+        increase: &RequestIncrease,
+        via: Option<(Name, Name)>,
+    ) {
+        let series = &increase.series;
         let method = istio::request_method(series.request_method.as_deref());
         let path: Result<Option<Box<str>>, PathRefused> =
             istio::request_path(series.request_path.as_deref()).map(|p| p.map(Box::from));
@@ -251,6 +296,7 @@ impl Mapper {
             method,
             path,
             requests: increase.requests,
+            via,
         });
     }
 
@@ -258,16 +304,14 @@ impl Mapper {
     fn settle(
         &mut self,
         pending: Pending,
-        followed: &HashSet<(Name, Name)>,
+        server_followed: bool,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) {
-        let Pending { side, client, target, method, path, requests } = pending;
-        if let Side::Source { server: Some(server) } = &side {
-            if followed.contains(&key(server)) {
-                bump(&mut self.stats.istio_left_to_destination);
-                return;
-            }
+        let Pending { side, client, target, method, path, requests, via } = pending;
+        if server_followed {
+            bump(&mut self.stats.istio_left_to_destination);
+            return;
         }
         if method.is_err() {
             bump(&mut self.stats.istio_unknown_methods);
@@ -291,6 +335,11 @@ impl Mapper {
                     _ => None,
                 };
                 self.istio.claims.vouch(&Pair { client: key(&client), server: key(workload) }, path)
+                    || via.is_some_and(|waypoint| {
+                        self.istio
+                            .claims
+                            .vouch(&Pair { client: key(&client), server: waypoint }, path)
+                    })
             }
             _ => false,
         };

@@ -5,6 +5,7 @@
 //! through [`Mapper::observe_kafka_log`]; Istio sidecars' metrics through a round of
 //! [`Mapper::begin_istio_round`], [`Mapper::observe_sidecar`], [`Mapper::end_istio_round`].
 
+mod incoming;
 mod istio;
 mod kafka;
 mod reporter;
@@ -17,10 +18,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use model::observation::{AwsOperation, DnsAnswer, ObservationBatch, PodHint, TcpConnection};
 use model::{Edge, ExposedWorkload, PortSpec, Protocol};
 
+pub use incoming::{MAX_PENDING as MAX_PENDING_INCOMING, SETTLE as INCOMING_SETTLE};
 pub use kafka::KafkaBroker;
 pub use reporter::Reporter;
 pub use stats::MapperStats;
 
+use self::incoming::IncomingQueue;
 use self::istio::IstioState;
 use self::reporter::Refused;
 use self::stats::bump;
@@ -60,6 +63,7 @@ pub struct Mapper {
     dns: DnsMemory,
     edges: EdgeStore,
     istio: IstioState,
+    incoming: IncomingQueue,
     stats: MapperStats,
     /// `default/kubernetes`, the name calls to the API server are recorded under.
     api_server: ObjectKey,
@@ -78,6 +82,7 @@ impl Mapper {
             dns: DnsMemory::new(config.dns),
             edges: EdgeStore::new(config.edges),
             istio: IstioState::new(config.istio_connection_window),
+            incoming: IncomingQueue::default(),
             stats: MapperStats::default(),
             api_server: ObjectKey::new("default", "kubernetes"),
         }
@@ -99,6 +104,7 @@ impl Mapper {
         now: DateTime<Utc>,
     ) {
         bump(&mut self.stats.batches);
+        self.settle_incoming(now);
         if reporter == Reporter::AwsCalls {
             stats::add(
                 &mut self.stats.unpermitted_observations,
@@ -119,6 +125,7 @@ impl Mapper {
 
     /// Drops edges past their TTL, DNS answers past their time and pod IP leases past their grace.
     pub fn expire(&mut self, now: DateTime<Utc>) {
+        self.settle_incoming(now);
         self.edges.expire(now);
         self.dns.expire(now);
         self.index.prune(now);
@@ -199,10 +206,26 @@ impl Mapper {
         now: DateTime<Utc>,
     ) {
         let at = self.clamp(connection.at, now);
-        let Some(client) = self.client_of(reporter, connection.pod.as_ref(), connection.src_ip, at)
-        else {
-            return;
-        };
+        let client =
+            match self.reported_client(reporter, connection.pod.as_ref(), connection.src_ip, at) {
+                // The server's side of a call between workloads: the client's side reports it.
+                Ok(Some(_)) if connection.accepted => {
+                    bump(&mut self.stats.accepted_from_workloads);
+                    return;
+                }
+                Ok(Some(client)) => client,
+                Ok(None) => {
+                    // A connection accepted from outside the cluster (or from a pod not indexed yet).
+                    if !self.hold_incoming(connection, reporter, at) {
+                        bump(&mut self.stats.unknown_clients);
+                    }
+                    return;
+                }
+                Err(refused) => {
+                    self.count_refused(refused);
+                    return;
+                }
+            };
         if !is_destination(connection.dst_ip) {
             bump(&mut self.stats.ignored_destinations);
             return;

@@ -151,6 +151,7 @@ mod tests {
             pid: None,
             netns: None,
             pod,
+            accepted: false,
         }
     }
 

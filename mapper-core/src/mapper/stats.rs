@@ -42,6 +42,13 @@ pub struct MapperStats {
     pub dns_evictions: u64,
     /// HTTP paths and Kafka topics left off edges that already had the most allowed.
     pub dropped_details: u64,
+    /// Accepted connections from outside the cluster recorded as incoming internet traffic.
+    pub incoming_connections: u64,
+    /// Accepted connections from unknown sources dropped because too many waited to be judged.
+    pub incoming_dropped: u64,
+    /// Accepted connections (the server's side) whose client is a workload: the client's own
+    /// side reports the call, so it is not counted again.
+    pub accepted_from_workloads: u64,
 
     /// Kafka topic accesses (authorizer log lines) recorded.
     pub kafka_accesses: u64,
@@ -92,6 +99,14 @@ pub struct MapperStats {
     pub istio_dropped_increases: u64,
     /// Clients' claims not kept for want of room.
     pub istio_refused_claims: u64,
+    /// Ambient proxies' (ztunnel, waypoints) metrics scraped; failures count in
+    /// `istio_scrape_failures`.
+    pub istio_ambient_scrapes: u64,
+    /// ztunnel series about a pod not enrolled on its own node, or whose SPIFFE principal names
+    /// another namespace than its workload label: dropped.
+    pub istio_foreign_series: u64,
+    /// ztunnel series of a hop to or from a waypoint, left to the waypoint's own count.
+    pub istio_waypoint_hops: u64,
 }
 
 /// `counter += by`, saturating.

@@ -64,6 +64,7 @@ pub(crate) fn tcp(src: &str, dst: &str, port: u16, at: &str) -> TcpConnection {
         pid: None,
         netns: None,
         pod: None,
+        accepted: false,
     }
 }
 

@@ -34,7 +34,7 @@ pub fn list_entries(report: &EdgeReport) -> usize {
 
 pub fn edge_entries(edge: &Edge) -> usize {
     let target = match &edge.target {
-        Target::Internet(i) => i.domains.len() + i.ips.len() + i.ports.len(),
+        Target::Internet(i) | Target::Incoming(i) => i.domains.len() + i.ips.len() + i.ports.len(),
         Target::Aws(a) => a.actions.len(),
         Target::Kubernetes(_) | Target::Service(_) | Target::Kafka(_) => 0,
     };
@@ -46,7 +46,7 @@ pub fn edge_entries(edge: &Edge) -> usize {
 /// Whether every list of `edge` is within its limit (what [`trim_edge`] makes true).
 pub fn edge_within_limits(edge: &Edge) -> bool {
     let target = match &edge.target {
-        Target::Internet(i) => {
+        Target::Internet(i) | Target::Incoming(i) => {
             i.domains.len() <= MAX_ADDRESSES_PER_LIST
                 && i.ips.len() <= MAX_ADDRESSES_PER_LIST
                 && i.ports.len() <= MAX_PORTS_PER_EDGE
@@ -78,7 +78,7 @@ fn trim<T: Ord + Clone>(list: &mut Vec<T>, max: usize) -> usize {
 pub fn trim_edge(edge: &mut Edge) -> usize {
     let mut over = trim(&mut edge.ports, MAX_PORTS_PER_EDGE);
     match &mut edge.target {
-        Target::Internet(i) => {
+        Target::Internet(i) | Target::Incoming(i) => {
             over += trim(&mut i.domains, MAX_ADDRESSES_PER_LIST)
                 + trim(&mut i.ips, MAX_ADDRESSES_PER_LIST)
                 + trim(&mut i.ports, MAX_PORTS_PER_EDGE);

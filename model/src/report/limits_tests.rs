@@ -70,6 +70,10 @@ fn every_list_is_bounded() {
             "edges[0].target.internet.ports: more than 1000 ports",
         ),
         (
+            edge(json!({"incoming": {"ips": many(1001, json!("192.0.2.1"))}})),
+            "edges[0].target.incoming.ips: more than 1000 IPs",
+        ),
+        (
             edge(
                 json!({"aws": {"arn": "arn:aws:s3:::b", "actions": many(1001, json!("s3:GetObject"))}}),
             ),
@@ -274,4 +278,25 @@ fn fitting_drops_only_the_edges_the_cloud_would_refuse() {
         fitted.dropped
     );
     assert!(fitted.dropped[1].contains("target.aws.arn"), "{:?}", fitted.dropped);
+}
+
+#[test]
+fn incoming_traffic_travels_in_reports_and_is_checked() {
+    let incoming = |ips: serde_json::Value| json!({"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"}, "target": {"incoming": {"ips": ips}}, "ports": [{"port": 8080}], "first_seen": "2026-12-01T10:00:00Z", "last_seen": "2026-12-01T10:05:00Z", "connections": 3});
+    let bytes = report_with(vec![incoming(json!(["203.0.113.7", "2001:db8::1"]))]).to_string();
+    let report = EdgeReport::from_json_at(bytes.as_bytes(), now()).unwrap();
+    let Target::Incoming(i) = &report.edges[0].target else { panic!("{:?}", report.edges[0]) };
+    assert_eq!(i.ips, ["203.0.113.7", "2001:db8::1"]);
+    assert_eq!(report.edges[0].key().target_name, crate::edge::INCOMING_NAME);
+    // What a sender writes, the cloud reads back the same.
+    let again = EdgeReport::from_json_at(&serde_json::to_vec(&report).unwrap(), now()).unwrap();
+    assert_eq!(again, report);
+    for (ips, problem) in [
+        (json!(["not an address"]), "edges[0].target.incoming.ips"),
+        (json!([]), "edges[0].target.incoming"),
+    ] {
+        let bytes = report_with(vec![incoming(ips)]).to_string();
+        let refused = EdgeReport::from_json_at(bytes.as_bytes(), now()).unwrap_err().to_string();
+        assert!(refused.starts_with(problem), "expected {problem:?}, got {refused:?}");
+    }
 }

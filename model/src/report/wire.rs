@@ -260,6 +260,9 @@ list_limit!(Ports, MAX_PORTS_PER_EDGE, "ports", "ports");
 list_limit!(Domains, MAX_ADDRESSES_PER_LIST, "target.internet.domains", "domains");
 list_limit!(Ips, MAX_ADDRESSES_PER_LIST, "target.internet.ips", "IPs");
 list_limit!(InternetPorts, MAX_PORTS_PER_EDGE, "target.internet.ports", "ports");
+list_limit!(IncomingDomains, MAX_ADDRESSES_PER_LIST, "target.incoming.domains", "domains");
+list_limit!(IncomingIps, MAX_ADDRESSES_PER_LIST, "target.incoming.ips", "IPs");
+list_limit!(IncomingPorts, MAX_PORTS_PER_EDGE, "target.incoming.ports", "ports");
 list_limit!(Actions, MAX_ACTIONS_PER_EDGE, "target.aws.actions", "actions");
 list_limit!(Paths, MAX_RESOURCES_PER_EDGE, "http", "paths", POSITIONED = true);
 list_limit!(Methods, MAX_VERBS, "methods", "methods");
@@ -352,6 +355,7 @@ enum TargetIn {
     Internet(InternetIn),
     Aws(AwsIn),
     Kafka(WorkloadIn),
+    Incoming(IncomingIn),
 }
 
 #[derive(serde::Deserialize)]
@@ -370,6 +374,17 @@ struct InternetIn {
     ips: List<Text<Ip>, Ips>,
     #[serde(default)]
     ports: List<u16, InternetPorts>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingIn {
+    #[serde(default)]
+    domains: List<Text<DnsName>, IncomingDomains>,
+    #[serde(default)]
+    ips: List<Text<Ip>, IncomingIps>,
+    #[serde(default)]
+    ports: List<u16, IncomingPorts>,
 }
 
 #[derive(serde::Deserialize)]
@@ -450,6 +465,11 @@ impl From<EdgeIn> for Edge {
                 Target::Aws(AwsTarget { arn: a.arn.0, actions: strings(a.actions) })
             }
             TargetIn::Kafka(w) => Target::Kafka(w.into()),
+            TargetIn::Incoming(i) => Target::Incoming(InternetTarget {
+                domains: strings(i.domains),
+                ips: strings(i.ips),
+                ports: i.ports.0,
+            }),
         };
         Edge {
             client: e.client.into(),
