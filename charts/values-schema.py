@@ -238,6 +238,10 @@ CLOUD_API = chart("intentmap cloud-api values", {
     "auth": AUTH,
     "reads": obj({"maxEdges": {"type": "integer", "minimum": 1}, "timeoutSeconds": {"type": "number", "exclusiveMinimum": 0}},
                  ["maxEdges", "timeoutSeconds"]),
+    "retention": obj({"intervalSeconds": {"type": "number", "minimum": 0.1},
+                      "batch": {"type": "integer", "minimum": 1, "maximum": 100000},
+                      "reportReplayWindowDays": {"type": "integer", "minimum": 1, "maximum": 3650}},
+                     ["intervalSeconds", "batch", "reportReplayWindowDays"]),
     "metrics": obj({"enabled": {"type": "boolean"}, "port": PORT}, ["enabled", "port"]),
     "allowPlainHTTP": {"type": "boolean",
                        "description": "Let an Ingress without TLS, or a NodePort/LoadBalancer Service, serve plain HTTP."},
@@ -255,7 +259,7 @@ CLOUD_API = chart("intentmap cloud-api values", {
     "podDisruptionBudget": obj({"maxUnavailable": {"oneOf": [{"type": "integer", "minimum": 1},
                                                              {"type": "string", "pattern": r"^[0-9]+%$"}]}}),
     **placement(),
-}, ["image", "replicaCount", "logFormat", "database", "migrations", "jwt", "tokenHashKey", "auth", "reads", "metrics",
+}, ["image", "replicaCount", "logFormat", "database", "migrations", "jwt", "tokenHashKey", "auth", "reads", "retention", "metrics",
     "allowPlainHTTP", "service"])
 # Replicas verify each other's tokens only with shared keys.
 CLOUD_API["if"] = {"properties": {"replicaCount": {"minimum": 2}}}

@@ -236,6 +236,12 @@ fn values_schemas_refuse_wrong_values() {
         ),
         ("an unknown top-level key", "cluster-agent", "clustername: prod", "clustername"),
         (
+            "a replay window longer than the server allows",
+            "cloud-api",
+            "retention: {intervalSeconds: 3600, batch: 1000, reportReplayWindowDays: 5000}",
+            "retention.reportReplayWindowDays",
+        ),
+        (
             "AWS visibility without the DNS ClusterIP",
             "cluster-agent",
             "aws: {visibility: {enabled: true}}",
