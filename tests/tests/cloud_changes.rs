@@ -288,6 +288,14 @@ async fn incoming_internet_traffic_is_in_the_graph_and_not_in_client_intents() {
     let dot = api.get("/api/v1/access-graph", &token, &[("format", "dot")]).await.1;
     assert!(dot.contains("\"incoming/internet\" -> \"prod/shop/frontend\""), "{dot}");
 
+    // The aggregated view draws it from the `incoming` node to the namespace.
+    let summary = api.json("/api/v1/access-graph/summary", &token, &[]).await;
+    let aggregated: Vec<&Value> =
+        summary["edges"].as_array().unwrap().iter().filter(|e| e["source"] == "incoming").collect();
+    assert_eq!(aggregated.len(), 1, "{summary:#}");
+    assert_eq!(aggregated[0]["target"], "prod/shop");
+    assert_eq!(aggregated[0]["connections"], 2);
+
     let (status, yaml) = api.get("/api/v1/clusters/prod/client-intents", &token, &[]).await;
     assert_eq!(status, 200, "{yaml}");
     assert!(yaml.contains("name: cartservice"), "{yaml}");

@@ -380,8 +380,14 @@ impl Store {
                     if let Some(c) = summary.clusters.iter_mut().find(|c| c.name == observed_in) {
                         c.edges += count(r.count);
                     }
+                    let mut source = namespace_id(&observed_in, &namespace);
+                    let mut target = target;
+                    // Incoming internet traffic goes from the outside to the namespace.
+                    if target == "incoming" {
+                        std::mem::swap(&mut source, &mut target);
+                    }
                     summary.edges.push(SummaryEdge {
-                        source: namespace_id(&observed_in, &namespace),
+                        source,
                         target,
                         observed_in,
                         edges: count(r.count),
@@ -445,7 +451,8 @@ pub struct GraphSummary {
     pub clusters: Vec<SummaryCluster>,
     /// Every namespace that an edge touches, per cluster.
     pub namespaces: Vec<NamespaceNode>,
-    /// Targets outside the clusters, one node per kind (`internet`, `aws`, ...).
+    /// Targets outside the clusters, one node per kind (`internet`, `aws`, ...), and
+    /// `incoming`, the clients outside the clusters whose edges go from it to a namespace.
     pub external: Vec<ExternalNode>,
     /// Aggregate edges: from a client namespace to a target namespace or external kind.
     pub edges: Vec<SummaryEdge>,
