@@ -1,21 +1,27 @@
-//! Ingest throughput against a plain binary `COPY`, and the access-graph read.
+//! Ingest throughput, inserts and updates, against a plain binary `COPY`, and the access-graph
+//! read.
 //!
 //! `cargo bench -p cloud-api --bench ingest [-- --concurrency N --edges N]`
 //!
-//! - Phase A posts `BENCH_EDGES` (default 1,000,000) distinct edges, in reports of 10,000,
-//!   through the real router: JWT auth, JSON parse and validation, merge, and the batched upsert
-//!   in one transaction per report. `--concurrency N` / `BENCH_CONCURRENCY` reports are in
-//!   flight at once (default 2).
+//! - Phase A (inserts) posts `BENCH_EDGES` (default 1,000,000) distinct edges, in reports of
+//!   10,000, through the real router: JWT auth, JSON parse and validation, merge, and the
+//!   batched upsert in one transaction per report. `--concurrency N` / `BENCH_CONCURRENCY`
+//!   reports are in flight at once (default 2).
 //! - Phase B copies the same rows into a bare table with the columns of `edges` (no keys, no
 //!   indexes, no row-level security) in one `COPY ... FROM STDIN (FORMAT binary)` stream,
 //!   encoded here by hand. That is the server's floor for writing these rows.
-//! - Phase C reads the access graph of another organisation holding exactly 10,000 edges.
-//! - Phase D takes a few reports apart, one at a time: JSON parse and validation, merge,
+//! - Phase C copies them again into a table with the primary key of `edges`
+//!   (`org_id, cluster_id, edge_key`) and nothing else: what the key alone costs.
+//! - Phase D (updates) re-reports the same edges through the same router, as agents mostly do:
+//!   the same keys, `last_seen` an hour later and as many connections again, in reports with
+//!   new ids. Every edge already exists, so each row is an `ON CONFLICT DO UPDATE`.
+//! - Phase E reads the access graph of another organisation holding exactly 10,000 edges.
+//! - Phase F takes a few reports apart, one at a time: JSON parse and validation, merge,
 //!   `Store::ingest` alone, and the whole POST, to show where ingest time goes.
 //!
 //! PostgreSQL comes from `testkit::pg::server()`: `DATABASE_URL` if set, else a throwaway
-//! cluster. The figures are printed, never asserted: targets are at least 0.5 of the `COPY`
-//! rate and a 10,000-edge read under 100 ms.
+//! cluster. The figures are printed, never asserted: targets are at least 0.5 of the bare
+//! `COPY` rate for both inserts and updates, and a 10,000-edge read under 100 ms.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -138,9 +144,8 @@ async fn run(options: Options) -> Result<()> {
     let org = state.store.create_org("bench-ingest").await?;
     let cluster = state.store.create_cluster(org.org_id, &"bench-cluster".parse()?).await?;
     let token = cluster_token(&state, org.org_id, cluster.cluster_id);
-    let reports = make_reports(total, 0);
-    let bodies: Vec<Bytes> =
-        reports.iter().map(|r| serde_json::to_vec(r).map(Bytes::from)).collect::<Result<_, _>>()?;
+    let reports = make_reports(total, 0, 0);
+    let bodies = to_bodies(&reports)?;
     let copy_data =
         encode_copy(org.org_id, cluster.cluster_id, reports.iter().flat_map(|r| &r.edges));
     let report_count = reports.len();
@@ -155,7 +160,7 @@ async fn run(options: Options) -> Result<()> {
     );
 
     // === A: ingest through the router ===
-    println!("\n[A] ingest: {report_count} reports through POST /api/v1/reports, {concurrency} in flight");
+    println!("\n[A] inserts: {report_count} reports of new edges through POST /api/v1/reports, {concurrency} in flight");
     let bodies = Arc::new(bodies);
     checkpoint(&mut admin).await;
     let cpu_before = process_cpu();
@@ -170,8 +175,7 @@ async fn run(options: Options) -> Result<()> {
     println!("\n[B] COPY baseline: one binary COPY stream into a bare table");
     sqlx::query("CREATE TABLE copy_baseline (LIKE edges)").execute(&mut admin).await?;
     checkpoint(&mut admin).await;
-    let copy_time = copy_in(&mut admin, &copy_data).await?;
-    drop(copy_data);
+    let copy_time = copy_in(&mut admin, "copy_baseline", &copy_data).await?;
     let copied: i64 =
         sqlx::query_scalar("SELECT count(*) FROM copy_baseline").fetch_one(&mut admin).await?;
     ensure!(copied == total as i64, "copy_baseline holds {copied} rows, expected {total}");
@@ -181,47 +185,103 @@ async fn run(options: Options) -> Result<()> {
     ensure!(differing == 0, "{differing} rows of edges are not in copy_baseline: the two phases did not write the same rows");
     println!("  copy_baseline holds the same {} rows as edges", group(total as u64));
 
-    // === C: the access-graph read ===
+    // === C: COPY into a table with the key of edges ===
+    println!("\n[C] COPY with the key: one binary COPY stream into a table with the primary key of edges");
+    sqlx::query("CREATE TABLE copy_keyed (LIKE edges)").execute(&mut admin).await?;
+    sqlx::query("ALTER TABLE copy_keyed ADD PRIMARY KEY (org_id, cluster_id, edge_key)")
+        .execute(&mut admin)
+        .await?;
+    checkpoint(&mut admin).await;
+    let keyed_time = copy_in(&mut admin, "copy_keyed", &copy_data).await?;
+    drop(copy_data);
+    let keyed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM copy_keyed").fetch_one(&mut admin).await?;
+    ensure!(keyed == total as i64, "copy_keyed holds {keyed} rows, expected {total}");
+    // The copies are not needed any more; their pages would only slow the next checkpoint.
+    sqlx::query("DROP TABLE copy_baseline, copy_keyed").execute(&mut admin).await?;
+
+    // === D: updates through the router ===
+    let sample: Vec<Bytes> = bodies[..BREAKDOWN_SAMPLE.min(bodies.len())].to_vec();
+    drop(bodies);
+    let inserted_connections: i64 = sqlx::query_scalar("SELECT sum(connections)::int8 FROM edges")
+        .fetch_one(&mut admin)
+        .await?;
+    let started = Instant::now();
+    let updates = Arc::new(to_bodies(&make_reports(total, 2, 1))?);
     println!(
-        "\n[C] GET /api/v1/access-graph of an organisation with {} edges",
+        "\n[D] updates: the same {} edges re-reported (same keys, last_seen an hour later, as many connections again) in {} new reports, {concurrency} in flight (generated in {:.1} s)",
+        group(total as u64),
+        updates.len(),
+        started.elapsed().as_secs_f64()
+    );
+    checkpoint(&mut admin).await;
+    let cpu_before = process_cpu();
+    let (update_time, merged) = ingest_all(&router, &token, updates.clone(), concurrency).await?;
+    let update_cpu = process_cpu().zip(cpu_before).map(|(after, before)| after - before);
+    drop(updates);
+    ensure!(merged == total as u64, "the replies count {merged} merged edges, expected {total}");
+    let (stored, connections): (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(connections)::int8 FROM edges")
+            .fetch_one(&mut admin)
+            .await?;
+    ensure!(
+        stored == total as i64,
+        "edges holds {stored} rows after the updates, expected {total}"
+    );
+    ensure!(
+        connections == 2 * inserted_connections,
+        "edges counts {connections} connections after the updates, expected twice {inserted_connections}"
+    );
+    println!("  edges holds the same {} rows with twice the connections", group(total as u64));
+
+    // === E: the access-graph read ===
+    println!(
+        "\n[E] GET /api/v1/access-graph of an organisation with {} edges",
         group(READ_EDGES as u64)
     );
     let reader = state.store.create_org("bench-read").await?;
     let read_cluster = state.store.create_cluster(reader.org_id, &"read-cluster".parse()?).await?;
     let read_token = cluster_token(&state, reader.org_id, read_cluster.cluster_id);
-    for report in make_reports(READ_EDGES, 1) {
+    for report in make_reports(READ_EDGES, 1, 0) {
         post_report(&router, &read_token, Bytes::from(serde_json::to_vec(&report)?)).await?;
     }
     let read_times = read_graph(&router, &reader.api_token).await?;
     admin.close().await?;
 
-    // === D: one report at a time, taken apart ===
-    let sample = &bodies[..BREAKDOWN_SAMPLE.min(bodies.len())];
+    // === F: one report at a time, taken apart ===
+    let sample = &sample[..];
     println!(
-        "\n[D] where one report's time goes: {} reports, one at a time, into clusters of their own",
+        "\n[F] where one report's time goes: {} reports, one at a time, into clusters of their own",
         sample.len()
     );
     let breakdown = breakdown(&state, &router, sample).await?;
 
     // === summary ===
-    let ingest_rate = total as f64 / ingest_time.as_secs_f64();
-    let copy_rate = total as f64 / copy_time.as_secs_f64();
+    let rate = |d: Duration| total as f64 / d.as_secs_f64();
+    let (ingest_rate, update_rate, copy_rate, keyed_rate) =
+        (rate(ingest_time), rate(update_time), rate(copy_time), rate(keyed_time));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!();
-    let ingest_label = format!("ingest  {total} edges in {report_count} reports:");
-    let copy_label = format!("COPY    {total} rows (binary):");
-    let width = ingest_label.len().max(copy_label.len());
-    println!(
-        "{ingest_label:<width$} {:>6.1} s {:>9} edges/s",
-        ingest_time.as_secs_f64(),
-        group(ingest_rate as u64)
-    );
-    println!(
-        "{copy_label:<width$} {:>6.1} s {:>9} rows/s",
-        copy_time.as_secs_f64(),
-        group(copy_rate as u64)
-    );
-    println!("ratio   {:.2} (target >= 0.5)", ingest_rate / copy_rate);
+    let rows = [
+        (format!("inserts  {total} new edges in {report_count} reports (HTTP):"), ingest_time),
+        (format!("updates  the same {total} edges re-reported (HTTP):"), update_time),
+        (format!("COPY     {total} rows into a bare table (binary):"), copy_time),
+        (format!("COPY     {total} rows into a table with the key:"), keyed_time),
+    ];
+    let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+    for (label, time) in &rows {
+        println!(
+            "{label:<width$} {:>6.1} s {:>9} rows/s",
+            time.as_secs_f64(),
+            group(rate(*time) as u64)
+        );
+    }
+    let verdict = |r: f64| if r >= 0.5 { "met" } else { "NOT MET" };
+    let ratio = ingest_rate / copy_rate;
+    println!("ratio inserts / bare COPY        {ratio:.2} (goal >= 0.5: {})", verdict(ratio));
+    let ratio = update_rate / copy_rate;
+    println!("ratio updates / bare COPY        {ratio:.2} (goal >= 0.5: {})", verdict(ratio));
+    println!("ratio COPY with key / bare COPY  {:.2}", keyed_rate / copy_rate);
     println!(
         "access-graph read, {READ_EDGES} edges: min {:.0} ms, median {:.0} ms, p95 {:.0} ms (target < 100 ms)",
         ms(read_times[0]),
@@ -230,10 +290,13 @@ async fn run(options: Options) -> Result<()> {
     );
     println!();
     let cores = cpus() as f64;
-    if let Some(cpu) = ingest_cpu {
-        let wall = ingest_time.as_secs_f64();
+    for (what, cpu, time) in
+        [("inserts", ingest_cpu, ingest_time), ("updates", update_cpu, update_time)]
+    {
+        let Some(cpu) = cpu else { continue };
+        let wall = time.as_secs_f64();
         println!(
-            "during ingest this process (router, JSON, merge, sqlx) used {:.1} s of CPU, {:.0}% of the {:.1} core-seconds available; the rest is PostgreSQL's or idle",
+            "during {what} this process (router, JSON, merge, sqlx) used {:.1} s of CPU, {:.0}% of the {:.1} core-seconds available; the rest is PostgreSQL's or idle",
             cpu,
             100.0 * cpu / (wall * cores),
             wall * cores
@@ -356,19 +419,18 @@ async fn post_report(router: &Router, token: &str, body: Bytes) -> Result<u64> {
     reply["edges_merged"].as_u64().context("the reply has no edges_merged")
 }
 
-// === phase B ===
+// === phases B and C ===
 
 /// The columns of `edges`, in the order the COPY stream carries them.
 const COLUMNS: &str = "org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name, client_kind, target_kind, \
                        ports, domains, ips, internet_ports, actions, http, kafka, first_seen, last_seen, connections, edge_key";
 const COLUMN_COUNT: i16 = 20;
 
-async fn copy_in(conn: &mut PgConnection, data: &[u8]) -> Result<Duration> {
+async fn copy_in(conn: &mut PgConnection, table: &str, data: &[u8]) -> Result<Duration> {
     const CHUNK: usize = 1 << 20;
     let started = Instant::now();
-    let mut copy = conn
-        .copy_in_raw(&format!("COPY copy_baseline ({COLUMNS}) FROM STDIN (FORMAT binary)"))
-        .await?;
+    let mut copy =
+        conn.copy_in_raw(&format!("COPY {table} ({COLUMNS}) FROM STDIN (FORMAT binary)")).await?;
     for chunk in data.chunks(CHUNK) {
         copy.send(chunk).await?;
     }
@@ -508,7 +570,7 @@ impl CopyWriter {
     }
 }
 
-// === phase C ===
+// === phase E ===
 
 /// One warm-up, then `READ_RUNS` timed reads; sorted durations.
 async fn read_graph(router: &Router, api_token: &str) -> Result<Vec<Duration>> {
@@ -554,7 +616,7 @@ async fn read_graph(router: &Router, api_token: &str) -> Result<Vec<Duration>> {
     Ok(times)
 }
 
-// === phase D ===
+// === phase F ===
 
 const BREAKDOWN_SAMPLE: usize = 5;
 
@@ -744,7 +806,10 @@ fn base_time() -> DateTime<Utc> {
 /// Client `c` (of `NAMESPACES` x workloads) calling its `slot`-th target. Within one client the
 /// 100 slots are 100 distinct targets: 40 workloads of its own namespace, 30 of others, 10
 /// Services, 15 internet destinations and 5 AWS resources.
-fn edge(c: usize, slot: usize) -> Edge {
+///
+/// `pass` 0 is the edge as first reported; pass `p` is the same edge re-reported `p` hours
+/// later (same key, `last_seen` `p` hours later, the same number of connections again).
+fn edge(c: usize, slot: usize, pass: usize) -> Edge {
     let (ns, w) = (c % NAMESPACES, c / NAMESPACES);
     let seed = c.wrapping_mul(2_654_435_761) ^ slot.wrapping_mul(40_503);
     let port = |n: u16| PortSpec { port: n, protocol: Protocol::Tcp };
@@ -847,7 +912,9 @@ fn edge(c: usize, slot: usize) -> Edge {
     };
     let first_seen =
         base_time() + chrono::Duration::seconds(((c * 37 + slot * 101) % 86_400) as i64);
-    let last_seen = first_seen + chrono::Duration::seconds(((c + slot * 7) % 3_600) as i64);
+    let last_seen = first_seen
+        + chrono::Duration::seconds(((c + slot * 7) % 3_600) as i64)
+        + chrono::Duration::hours(pass as i64);
     Edge {
         client: WorkloadRef::new(&namespace(ns), &workload(w), Some(workload_kind(w))),
         target,
@@ -862,13 +929,14 @@ fn edge(c: usize, slot: usize) -> Edge {
 
 /// `total` distinct edges (`total / 100` clients with 100 targets each) as reports of about
 /// `REPORT_EDGES`. Every report carries some targets of every client, as an agent's periodic
-/// report would, so each one touches the whole key range. `variant` changes the report ids.
-fn make_reports(total: usize, variant: u128) -> Vec<EdgeReport> {
+/// report would, so each one touches the whole key range. `variant` changes the report ids;
+/// `pass` is as for [`edge`].
+fn make_reports(total: usize, variant: u128, pass: usize) -> Vec<EdgeReport> {
     let count = total.div_ceil(REPORT_EDGES);
     let mut edges: Vec<Vec<Edge>> = (0..count).map(|_| Vec::with_capacity(REPORT_EDGES)).collect();
     for c in 0..total / TARGETS_PER_CLIENT {
         for slot in 0..TARGETS_PER_CLIENT {
-            edges[(c + slot) % count].push(edge(c, slot));
+            edges[(c + slot) % count].push(edge(c, slot, pass));
         }
     }
     edges
@@ -885,6 +953,10 @@ fn make_reports(total: usize, variant: u128) -> Vec<EdgeReport> {
             )
         })
         .collect()
+}
+
+fn to_bodies(reports: &[EdgeReport]) -> Result<Vec<Bytes>> {
+    Ok(reports.iter().map(|r| serde_json::to_vec(r).map(Bytes::from)).collect::<Result<_, _>>()?)
 }
 
 /// `1234567` as `1,234,567`.
