@@ -47,6 +47,22 @@ const PY_CLIENT: &str =
 /// One DNS query (A, recursion desired) for argv[2] to the server argv[1], repeated a few times.
 const PY_DNS: &str = "import socket,struct,sys,time\nq=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\nfor _ in range(3):\n  s.sendto(q,(sys.argv[1],53)); s.recv(512); time.sleep(0.5)";
 
+/// What `intentmap list` prints once it prints `expected`, or when `timeout` has passed.
+async fn listed_when(mapper: &str, expected: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = Command::new(binary("intentmap"))
+            .args(["--mapper-url", mapper, "list"])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        if listed == expected || Instant::now() >= deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn scenario(no_ebpf: bool, subnet: u8) {
     testkit::need::root("network namespaces and traffic capture");
     let node = Node::new(subnet);
@@ -128,19 +144,7 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
     let _query = node.exec('a', "python3", &["-c", PY_DNS, &b, "ledger.shop.svc.cluster.local"]);
 
     let expected = "frontend-0 in namespace shop calls:\n  - cart-0\n  - ledger-0\n";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut listed = String::new();
-    while Instant::now() < deadline {
-        let out = Command::new(binary("intentmap"))
-            .args(["--mapper-url", &mapper, "list"])
-            .output()
-            .unwrap();
-        listed = String::from_utf8_lossy(&out.stdout).into_owned();
-        if listed == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let listed = listed_when(&mapper, expected, Duration::from_secs(20)).await;
     assert_eq!(
         listed,
         expected,
@@ -224,19 +228,7 @@ async fn ebpf_capture_names_the_client_by_its_pod_cgroup_when_its_address_is_unk
         PY_CLIENT,
     ]));
     let expected = "checkout-0 in namespace shop calls:\n  - cart-0\n";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut listed = String::new();
-    while Instant::now() < deadline {
-        let out = Command::new(binary("intentmap"))
-            .args(["--mapper-url", &mapper, "list"])
-            .output()
-            .unwrap();
-        listed = String::from_utf8_lossy(&out.stdout).into_owned();
-        if listed == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let listed = listed_when(&mapper, expected, Duration::from_secs(20)).await;
     assert_eq!(listed, expected, "the pod hint from the client's cgroup names it");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -312,19 +304,7 @@ async fn ebpf_capture_reports_incoming_internet_traffic_on_the_server() {
     let expected = format!(
         "cart-0 in namespace shop is called from outside the cluster by:\n  - {outside} (ports: 8080)\n"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut listed = String::new();
-    while Instant::now() < deadline {
-        let out = Command::new(binary("intentmap"))
-            .args(["--mapper-url", &mapper, "list"])
-            .output()
-            .unwrap();
-        listed = String::from_utf8_lossy(&out.stdout).into_owned();
-        if listed == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let listed = listed_when(&mapper, &expected, Duration::from_secs(30)).await;
     assert_eq!(listed, expected, "the outside client is incoming traffic of cart-0, not a client");
     let exported = Command::new(binary("intentmap"))
         .args(["--mapper-url", &mapper, "export", "--format", "json"])
