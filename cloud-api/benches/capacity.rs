@@ -584,6 +584,7 @@ fn edge(e: usize, last_seen: DateTime<Utc>, connections: u64) -> Edge {
         connections,
         http: Vec::new(),
         kafka: Vec::new(),
+        bytes: None,
     }
 }
 

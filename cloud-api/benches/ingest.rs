@@ -924,6 +924,7 @@ fn edge(c: usize, slot: usize, pass: usize) -> Edge {
         connections: 1 + ((c * 31 + slot * 17) % 5_000) as u64,
         http: Vec::new(),
         kafka: Vec::new(),
+        bytes: None,
     }
 }
 

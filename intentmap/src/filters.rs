@@ -74,6 +74,7 @@ mod tests {
             connections: 1,
             http: vec![],
             kafka: vec![],
+            bytes: None,
         }
     }
 

@@ -374,6 +374,7 @@ mod tests {
             connections: 1,
             http: vec![],
             kafka: vec![],
+            bytes: None,
         }
     }
 

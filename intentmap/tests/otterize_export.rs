@@ -234,6 +234,7 @@ fn edge(client: &WorkloadRef, target: Target) -> Edge {
         connections: 1,
         http: vec![],
         kafka: vec![],
+        bytes: None,
     }
 }
 

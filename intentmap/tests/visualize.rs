@@ -27,6 +27,7 @@ fn edge(client: (&str, &str), target: Target, ports: &[u16]) -> Edge {
         connections: 3,
         http: Vec::new(),
         kafka: Vec::new(),
+        bytes: None,
     }
 }
 

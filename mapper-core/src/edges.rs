@@ -178,6 +178,7 @@ impl Tracked {
             connections: 0,
             http: Vec::new(),
             kafka: Vec::new(),
+            bytes: None,
         };
         let mut tracked = Tracked { edge, ips: Vec::new(), last_connected: None };
         tracked.fold(observation);

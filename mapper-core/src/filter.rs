@@ -278,6 +278,7 @@ mod tests {
             connections: 1,
             http: vec![],
             kafka: vec![],
+            bytes: None,
         };
         let edges = [edge("api", "db"), edge("db", "api")];
 

@@ -252,6 +252,40 @@ pub struct Edge {
     /// Kafka topics and operations, for `kafka` targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kafka: Vec<KafkaTopic>,
+    /// Bytes carried by the connections of this edge that closed in `first_seen..=last_seen`,
+    /// as the kernel counted them; `None` when nobody measured (the /proc fallback, Istio,
+    /// Kafka and AWS observations count no bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<Traffic>,
+}
+
+/// Traffic volume of an edge, from the client's side: `sent` went from the client to the target,
+/// `received` came back. Sums saturate at [`crate::limits::MAX_CONNECTIONS`] (PostgreSQL's
+/// `bigint`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl Traffic {
+    /// Both directions added, saturating at the wire format's bound.
+    pub fn add(self, other: Traffic) -> Traffic {
+        let cap = crate::limits::MAX_CONNECTIONS;
+        Traffic {
+            sent: self.sent.saturating_add(other.sent).min(cap),
+            received: self.received.saturating_add(other.received).min(cap),
+        }
+    }
+
+    /// `a + b` where either may be unmeasured: measured wins, both unmeasured stays `None`.
+    pub fn sum(a: Option<Traffic>, b: Option<Traffic>) -> Option<Traffic> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.add(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// The target name of every incoming-traffic edge ([`Target::Incoming`]): one per workload.
@@ -315,6 +349,7 @@ impl Edge {
         }
         self.http = merge_http(&self.http, &other.http);
         self.kafka = merge_kafka(&self.kafka, &other.kafka);
+        self.bytes = Traffic::sum(self.bytes, other.bytes);
     }
 }
 
@@ -408,6 +443,7 @@ mod tests {
             connections: n,
             http: Vec::new(),
             kafka: Vec::new(),
+            bytes: None,
         }
     }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::edge::{
-    merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, PortSpec, Target,
+    merge_http, merge_kafka, union, Edge, HttpResource, KafkaTopic, PortSpec, Target, Traffic,
 };
 use crate::report::ExposedWorkload;
 
@@ -94,6 +94,10 @@ pub struct GraphEdge {
     /// the operations the broker refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kafka: Vec<KafkaTopic>,
+    /// Bytes the client sent and received over the calls' closed connections (see
+    /// [`crate::edge::Traffic`]); absent when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<Traffic>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +188,7 @@ impl AccessGraph {
                     g.client_ips = union(&g.client_ips, &client_ips);
                     g.http = merge_http(&g.http, &edge.http);
                     g.kafka = merge_kafka(&g.kafka, &edge.kafka);
+                    g.bytes = Traffic::sum(g.bytes, edge.bytes);
                 }
                 None => {
                     merged.insert(
@@ -201,6 +206,7 @@ impl AccessGraph {
                             client_ips: union(&client_ips, &[]),
                             http: merge_http(&edge.http, &[]),
                             kafka: merge_kafka(&edge.kafka, &[]),
+                            bytes: edge.bytes,
                         },
                     );
                 }
@@ -492,6 +498,7 @@ mod tests {
                 connections: 2,
                 http: Vec::new(),
                 kafka: Vec::new(),
+                bytes: None,
             },
         }
     }

@@ -13,7 +13,7 @@ pub mod report;
 
 pub use edge::{
     merge_edges, AwsTarget, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, PortSpec,
-    Protocol, ServiceRef, Target, Transport, WorkloadRef,
+    Protocol, ServiceRef, Target, Traffic, Transport, WorkloadRef,
 };
 pub use graph::{AccessGraph, ClusterSummary, GraphEdge, GraphNode, NodeKind};
 pub use graph::{ClusterEdge, ClusterExposure, GraphFilter};

@@ -23,6 +23,7 @@ fn edge(client: (&str, &str, Option<&str>), target: Target, ports: &[(u16, Proto
         connections: 12,
         http: Vec::new(),
         kafka: Vec::new(),
+        bytes: None,
     }
 }
 

@@ -684,6 +684,7 @@ fn edge_from_row(r: EdgeRow) -> Result<ClusterEdge, sqlx::Error> {
             connections: r.connections.max(0) as u64,
             http: decode_http(&r.http).map_err(decode)?,
             kafka: decode_kafka(&r.kafka).map_err(decode)?,
+            bytes: None,
         },
     })
 }

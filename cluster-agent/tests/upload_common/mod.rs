@@ -193,6 +193,7 @@ pub fn report(client: &str, connections: u64) -> EdgeReport {
         connections,
         http: Vec::new(),
         kafka: Vec::new(),
+        bytes: None,
     };
     EdgeReport::new(Uuid::new_v4(), Utc::now(), vec![edge], vec![])
 }

@@ -56,6 +56,7 @@ mod tests {
             connections: 1,
             http: Vec::new(),
             kafka: Vec::new(),
+            bytes: None,
         }
     }
 

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{validate_edge, validate_exposed, EdgeReport, ExposedWorkload, TimeBounds};
-use crate::edge::{merge_http, merge_kafka, union, Edge, Target};
+use crate::edge::{merge_http, merge_kafka, union, Edge, Target, Traffic};
 use crate::limits::*;
 
 /// What [`fit`] made of a report.
@@ -100,6 +100,7 @@ pub fn trim_edge(edge: &mut Edge) -> usize {
         t.denied.retain(|op| t.operations.contains(op));
     }
     edge.connections = edge.connections.min(MAX_CONNECTIONS);
+    edge.bytes = edge.bytes.map(|b| Traffic::default().add(b));
     over
 }
 

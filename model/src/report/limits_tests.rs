@@ -173,6 +173,7 @@ fn edge(client: &str, target: Target) -> Edge {
         connections: 1,
         http: vec![],
         kafka: vec![],
+        bytes: None,
     }
 }
 

@@ -32,9 +32,9 @@ fn a_newer_schema_version_is_named_as_such() {
 
 #[test]
 fn unknown_fields_and_broken_json_are_refused_with_the_reason() {
-    let extra = SAMPLE.replace("\"connections\": 12", "\"connections\": 12, \"bytes\": 5");
+    let extra = SAMPLE.replace("\"connections\": 12", "\"connections\": 12, \"volume\": 5");
     let err = EdgeReport::from_json(extra.as_bytes()).unwrap_err().to_string();
-    assert!(err.contains("unknown field `bytes`"), "{err}");
+    assert!(err.contains("unknown field `volume`"), "{err}");
     let cut = &SAMPLE[..SAMPLE.len() / 2];
     assert!(matches!(EdgeReport::from_json(cut.as_bytes()), Err(ReportError::Malformed(_))));
 }
@@ -285,4 +285,29 @@ fn exposed_workloads_merge_per_workload_with_sorted_unique_addresses() {
         ExposedWorkload::merge_all(&[exposed("a", "b", None, &["x", "x"], &["h", "h"])]),
         vec![exposed("a", "b", None, &["x"], &["h"])]
     );
+}
+
+#[test]
+fn bytes_are_read_summed_and_bounded() {
+    let with = SAMPLE.replace(
+        "\"connections\": 12",
+        "\"connections\": 12, \"bytes\": {\"sent\": 10, \"received\": 20}",
+    );
+    let report = EdgeReport::from_json(with.as_bytes()).unwrap();
+    let measured = report.edges.iter().find(|e| e.bytes.is_some()).unwrap();
+    assert_eq!(measured.bytes, Some(crate::Traffic { sent: 10, received: 20 }));
+    assert!(
+        report.edges.iter().filter(|e| e.bytes.is_none()).count() >= 1,
+        "unmeasured stays None"
+    );
+    let mut twice = measured.clone();
+    twice.absorb(measured);
+    assert_eq!(twice.bytes, Some(crate::Traffic { sent: 20, received: 40 }));
+    let huge = crate::Traffic { sent: u64::MAX, received: 1 };
+    assert_eq!(huge.add(huge).sent, crate::limits::MAX_CONNECTIONS);
+    let bad = SAMPLE.replace(
+        "\"connections\": 12",
+        "\"connections\": 12, \"bytes\": {\"sent\": -1, \"received\": 0}",
+    );
+    assert!(EdgeReport::from_json(bad.as_bytes()).is_err());
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{ExposedWorkload, ReportError, SCHEMA_VERSION};
 use crate::edge::{
     AwsTarget, Edge, HttpResource, InternetTarget, KafkaTopic, PortSpec, ServiceRef, Target,
-    WorkloadRef,
+    Traffic, WorkloadRef,
 };
 use crate::limits::*;
 use crate::EdgeReport;
@@ -337,6 +337,8 @@ struct EdgeIn {
     http: List<HttpIn, Paths>,
     #[serde(default)]
     kafka: List<KafkaIn, Topics>,
+    #[serde(default)]
+    bytes: Option<Traffic>,
 }
 
 #[derive(serde::Deserialize)]
@@ -494,6 +496,7 @@ impl From<EdgeIn> for Edge {
                     denied: strings(k.denied),
                 })
                 .collect(),
+            bytes: e.bytes,
         }
     }
 }

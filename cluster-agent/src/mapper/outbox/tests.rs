@@ -25,6 +25,7 @@ fn report(client: &str, connections: u64, generated: i64) -> EdgeReport {
         connections,
         http: Vec::new(),
         kafka: Vec::new(),
+        bytes: None,
     };
     let exposed = ExposedWorkload {
         namespace: "shop".into(),
