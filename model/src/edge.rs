@@ -271,7 +271,7 @@ pub struct Traffic {
 
 impl Traffic {
     /// Both directions added, saturating at the wire format's bound.
-    pub fn add(self, other: Traffic) -> Traffic {
+    pub fn saturating_add(self, other: Traffic) -> Traffic {
         let cap = crate::limits::MAX_CONNECTIONS;
         Traffic {
             sent: self.sent.saturating_add(other.sent).min(cap),
@@ -282,7 +282,7 @@ impl Traffic {
     /// `a + b` where either may be unmeasured: measured wins, both unmeasured stays `None`.
     pub fn sum(a: Option<Traffic>, b: Option<Traffic>) -> Option<Traffic> {
         match (a, b) {
-            (Some(a), Some(b)) => Some(a.add(b)),
+            (Some(a), Some(b)) => Some(a.saturating_add(b)),
             (a, b) => a.or(b),
         }
     }

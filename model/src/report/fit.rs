@@ -100,7 +100,7 @@ pub fn trim_edge(edge: &mut Edge) -> usize {
         t.denied.retain(|op| t.operations.contains(op));
     }
     edge.connections = edge.connections.min(MAX_CONNECTIONS);
-    edge.bytes = edge.bytes.map(|b| Traffic::default().add(b));
+    edge.bytes = edge.bytes.map(|b| Traffic::default().saturating_add(b));
     over
 }
 

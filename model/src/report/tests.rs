@@ -304,7 +304,7 @@ fn bytes_are_read_summed_and_bounded() {
     twice.absorb(measured);
     assert_eq!(twice.bytes, Some(crate::Traffic { sent: 20, received: 40 }));
     let huge = crate::Traffic { sent: u64::MAX, received: 1 };
-    assert_eq!(huge.add(huge).sent, crate::limits::MAX_CONNECTIONS);
+    assert_eq!(huge.saturating_add(huge).sent, crate::limits::MAX_CONNECTIONS);
     let bad = SAMPLE.replace(
         "\"connections\": 12",
         "\"connections\": 12, \"bytes\": {\"sent\": -1, \"received\": 0}",
