@@ -5,7 +5,7 @@
 //! emulator's real answers.
 //!
 //! Needs `target/pytools` (boto3, moto), which `scripts/setup.sh` installs; without it the tests
-//! print `skipped: <reason>`.
+//! fail naming the script that installs it (`testkit::need`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
