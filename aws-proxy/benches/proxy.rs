@@ -2,7 +2,8 @@
 //! real `aws-proxy` binary (SNI mode), in the same run.
 //!
 //! Two emulators, each measured direct and proxied: `moto` in server mode (the AWS emulator the
-//! tests use; from `target/pytools`, skipped if absent), and an in-process HTTPS server answering
+//! tests use; from `target/pytools`: without it the bench stops and names the script that
+//! installs it), and an in-process HTTPS server answering
 //! S3 `GetObject` with a 1 KiB object, much faster than moto, so that the proxy's own cost is not
 //! hidden behind a slow upstream. The proxy runs as its own process (so its RSS is its own) and
 //! ships the recorded calls to a sink standing in for the mapper. Everything shares this machine's
@@ -375,7 +376,9 @@ async fn main() {
             let (_, peak) = proxy.rss_mib();
             println!("aws-proxy peak RSS: {peak:.1} MiB");
         }
-        Err(reason) => println!("moto: skipped ({reason})"),
+        Err(reason) => panic!(
+            "moto is needed for the first comparison ({reason}): run scripts/ensure-python-tools.sh"
+        ),
     }
 
     let stand_in = start_emulator(&emulator_ca).await;

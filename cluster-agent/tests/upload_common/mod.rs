@@ -72,6 +72,26 @@ pub async fn cloud_state(database_url: &str, lifetime: Duration) -> AppState {
         .expect("connect to the test database")
 }
 
+/// A fresh database, the cloud API serving it on a real socket (its tokens valid for
+/// `lifetime`) and one tenant with a cluster; tracing on.
+pub async fn serving(lifetime: Duration) -> (String, Cloud, Tenant) {
+    init_tracing();
+    let db = database().await;
+    let cloud = Cloud::serve(cloud_state(&db, lifetime).await, free_addr()).await;
+    let tenant = tenant(&cloud.state).await;
+    (db, cloud, tenant)
+}
+
+/// Like [`serving`], but the cloud is not up yet: its state, the tenant, and the address it
+/// will listen on (nothing answers there until [`Cloud::serve`]).
+pub async fn not_serving_yet() -> (AppState, Tenant, SocketAddr) {
+    init_tracing();
+    let db = database().await;
+    let state = cloud_state(&db, Duration::from_secs(300)).await;
+    let tenant = tenant(&state).await;
+    (state, tenant, free_addr())
+}
+
 /// An address nothing listens on (for now).
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
@@ -124,6 +144,14 @@ impl Cloud {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Stops and serves `database_url` again on the same address with a new state (a new
+    /// signing key: tokens the old one issued are refused).
+    pub async fn restart(self, database_url: &str, lifetime: Duration) -> Cloud {
+        let addr = self.addr;
+        self.stop().await;
+        Cloud::serve(cloud_state(database_url, lifetime).await, addr).await
     }
 
     /// Stops listening and closes every connection.
@@ -215,6 +243,12 @@ pub fn client(url: &str, tenant: &Tenant) -> CloudClient {
     CloudClient::new(config).unwrap()
 }
 
+/// An uploader for `tenant` with a fresh outbox in `dir`, sending to `url` with
+/// [`fast_config`].
+pub fn uploader(dir: &Path, url: &str, tenant: &Tenant) -> Running {
+    spawn(Outbox::open(dir).unwrap(), client(url, tenant), fast_config())
+}
+
 /// An uploader running in its own task, fed reports through a channel.
 pub struct Running {
     pub feed: std::sync::mpsc::Sender<EdgeReport>,
@@ -253,6 +287,12 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(DEADLINE, self.task).await.expect("the uploader stops").unwrap();
+    }
+
+    /// Stops the uploader, then the cloud.
+    pub async fn shutdown_with(self, cloud: Cloud) {
+        self.shutdown().await;
+        cloud.stop().await;
     }
 
     /// Like a killed process: no chance to clean up.
