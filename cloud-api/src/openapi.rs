@@ -306,8 +306,19 @@ pub struct GraphEdgeBody {
     pub client_ips: Option<Vec<String>>,
     pub http: Option<Vec<HttpBody>>,
     pub kafka: Option<Vec<KafkaBody>>,
+    /// Measured traffic volume, from the client's side; absent when not measured.
+    pub bytes: Option<TrafficBody>,
     /// With `changed_since`: `new` (first seen after it), `gone` (not seen since) or `seen`.
     pub change: Option<http::changes::GraphChange>,
+}
+
+/// Bytes of a call, from the client's side, summed over reports (saturating at 2^63-1).
+#[derive(ToSchema)]
+pub struct TrafficBody {
+    /// From the client to the target.
+    pub sent: u64,
+    /// From the target back to the client.
+    pub received: u64,
 }
 
 #[derive(ToSchema)]

@@ -213,6 +213,8 @@ struct EdgeColumns {
     first_seen: Vec<DateTime<Utc>>,
     last_seen: Vec<DateTime<Utc>>,
     connections: Vec<i64>,
+    bytes_sent: Vec<Option<i64>>,
+    bytes_received: Vec<Option<i64>>,
     edge_key: Vec<Vec<u8>>,
 }
 
@@ -270,6 +272,9 @@ impl EdgeColumns {
         self.first_seen.push(edge.first_seen);
         self.last_seen.push(edge.last_seen);
         self.connections.push(i64::try_from(edge.connections).unwrap_or(i64::MAX));
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.bytes_sent.push(edge.bytes.map(|t| bytes(t.sent)));
+        self.bytes_received.push(edge.bytes.map(|t| bytes(t.received)));
     }
 }
 
@@ -296,33 +301,48 @@ async fn upsert_edges(
     sqlx::query!(
         "INSERT INTO edges AS e (org_id, cluster_id, client_namespace, client_name, target_type, target_namespace, target_name,
                                  client_kind, target_kind, ports, domains, ips, internet_ports, actions, http, kafka,
-                                 first_seen, last_seen, connections, edge_key)
+                                 first_seen, last_seen, connections, edge_key, bytes_sent, bytes_received)
          SELECT $1, $2, u.cns, u.cn, u.tt, u.tns, u.tn, u.ck, u.tk,
                 string_to_array(u.ports, ','), string_to_array(u.domains, ','), string_to_array(u.ips, ','),
                 string_to_array(u.iports, ',')::integer[], string_to_array(u.actions, ','),
-                string_to_array(u.http, E'\n'), string_to_array(u.kafka, E'\n'), u.fs, u.ls, u.n, u.k
+                string_to_array(u.http, E'\n'), string_to_array(u.kafka, E'\n'), u.fs, u.ls, u.n, u.k, u.bs, u.br
          FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                      $11::text[], $12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::int8[], $18::bytea[],
-                     $19::text[], $20::text[])
-              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n, k, http, kafka)
+                     $19::text[], $20::text[], $23::int8[], $24::int8[])
+              AS u(cns, cn, tt, tns, tn, ck, tk, ports, domains, ips, iports, actions, fs, ls, n, k, http, kafka, bs, br)
          ON CONFLICT (org_id, cluster_id, edge_key) DO UPDATE SET
              client_kind = COALESCE(EXCLUDED.client_kind, e.client_kind),
              target_kind = COALESCE(EXCLUDED.target_kind, e.target_kind),
-             ports = ARRAY(SELECT DISTINCT x FROM unnest(e.ports || EXCLUDED.ports) x ORDER BY 1 LIMIT $21),
-             domains = ARRAY(SELECT DISTINCT x FROM unnest(e.domains || EXCLUDED.domains) x ORDER BY 1 LIMIT $21),
-             ips = ARRAY(SELECT DISTINCT x FROM unnest(e.ips || EXCLUDED.ips) x ORDER BY 1 LIMIT $21),
-             internet_ports = ARRAY(SELECT DISTINCT x FROM unnest(e.internet_ports || EXCLUDED.internet_ports) x ORDER BY 1 LIMIT $21),
-             actions = ARRAY(SELECT DISTINCT x FROM unnest(e.actions || EXCLUDED.actions) x ORDER BY 1 LIMIT $21),
-             -- Most edges carry neither; skip the sort for them.
-             http = CASE WHEN cardinality(EXCLUDED.http) = 0 THEN e.http
+             -- A re-report mostly carries what is stored already (most edges carry no http or
+             -- kafka at all): skip the sort then.
+             ports = CASE WHEN EXCLUDED.ports <@ e.ports THEN e.ports
+                          ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.ports || EXCLUDED.ports) x ORDER BY 1 LIMIT $21) END,
+             domains = CASE WHEN EXCLUDED.domains <@ e.domains THEN e.domains
+                            ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.domains || EXCLUDED.domains) x ORDER BY 1 LIMIT $21) END,
+             ips = CASE WHEN EXCLUDED.ips <@ e.ips THEN e.ips
+                        ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.ips || EXCLUDED.ips) x ORDER BY 1 LIMIT $21) END,
+             internet_ports = CASE WHEN EXCLUDED.internet_ports <@ e.internet_ports THEN e.internet_ports
+                                   ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.internet_ports || EXCLUDED.internet_ports) x ORDER BY 1 LIMIT $21) END,
+             actions = CASE WHEN EXCLUDED.actions <@ e.actions THEN e.actions
+                            ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.actions || EXCLUDED.actions) x ORDER BY 1 LIMIT $21) END,
+             http = CASE WHEN EXCLUDED.http <@ e.http THEN e.http
                          ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.http || EXCLUDED.http) x ORDER BY 1 LIMIT $22) END,
-             kafka = CASE WHEN cardinality(EXCLUDED.kafka) = 0 THEN e.kafka
+             kafka = CASE WHEN EXCLUDED.kafka <@ e.kafka THEN e.kafka
                           ELSE ARRAY(SELECT DISTINCT x FROM unnest(e.kafka || EXCLUDED.kafka) x ORDER BY 1 LIMIT $22) END,
              first_seen = LEAST(e.first_seen, EXCLUDED.first_seen),
              last_seen = GREATEST(e.last_seen, EXCLUDED.last_seen),
              -- Saturating: a count near 2^63 stays there rather than failing every later report.
              connections = CASE WHEN e.connections > 9223372036854775807 - EXCLUDED.connections THEN 9223372036854775807
-                                ELSE e.connections + EXCLUDED.connections END",
+                                ELSE e.connections + EXCLUDED.connections END,
+             -- Unmeasured (NULL) plus measured is the measured value; saturating like connections.
+             bytes_sent = CASE WHEN EXCLUDED.bytes_sent IS NULL THEN e.bytes_sent
+                               WHEN e.bytes_sent IS NULL THEN EXCLUDED.bytes_sent
+                               WHEN e.bytes_sent > 9223372036854775807 - EXCLUDED.bytes_sent THEN 9223372036854775807
+                               ELSE e.bytes_sent + EXCLUDED.bytes_sent END,
+             bytes_received = CASE WHEN EXCLUDED.bytes_received IS NULL THEN e.bytes_received
+                                   WHEN e.bytes_received IS NULL THEN EXCLUDED.bytes_received
+                                   WHEN e.bytes_received > 9223372036854775807 - EXCLUDED.bytes_received THEN 9223372036854775807
+                                   ELSE e.bytes_received + EXCLUDED.bytes_received END",
         org,
         cluster,
         &c.client_namespace,
@@ -345,6 +365,8 @@ async fn upsert_edges(
         &c.kafka,
         STORED_LIST_MAX,
         STORED_DETAIL_MAX,
+        &c.bytes_sent as &[Option<i64>],
+        &c.bytes_received as &[Option<i64>],
     )
     .execute(tx)
     .await?;

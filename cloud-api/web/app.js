@@ -325,6 +325,26 @@
     return `${p.port}/${p.protocol || "TCP"}`;
   }
 
+  // 1536 -> "1.5 KiB": the measured traffic volume of a call, as text.
+  function fmtBytes(n) {
+    if (typeof n !== "number" || !Number.isFinite(n) || n < 0) return "?";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i += 1;
+    }
+    return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
+  }
+
+  // A call's width by its measured volume (sent + received): none unmeasured, v1 under 1 MiB,
+  // v2 under 1 GiB, v3 beyond.
+  function volumeClass(e) {
+    if (!e.bytes) return "";
+    const total = (Number(e.bytes.sent) || 0) + (Number(e.bytes.received) || 0);
+    return total >= 1024 ** 3 ? " v3" : total >= 1024 ** 2 ? " v2" : " v1";
+  }
+
   function fmtTime(t) {
     if (!t) return "";
     const d = new Date(t);
@@ -894,6 +914,7 @@
         text(label, 0, 4, String(e.count)).setAttribute("text-anchor", "middle");
         return;
       }
+      cls += volumeClass(e);
       if (e.change === "new" || e.change === "gone") cls += ` change-${e.change}`;
       const path = svg("path", { class: cls, "data-edge": `${e.source} -> ${e.target}`, d: geometry.d }, edgeLayer);
       const facts = edgeFacts(e).map(([k, v]) => `\n${k}: ${Array.isArray(v) ? v.join("; ") : v}`);
@@ -1185,6 +1206,7 @@
     }
     if (e.via && e.via.length) facts.push(["via", e.via.join(", ")]);
     if (typeof e.connections === "number") facts.push(["connections", String(e.connections)]);
+    if (e.bytes) facts.push(["bytes", `${fmtBytes(e.bytes.sent)} sent, ${fmtBytes(e.bytes.received)} received`]);
     if (e.first_seen) facts.push(["first seen", fmtTime(e.first_seen)]);
     if (e.last_seen) facts.push(["last seen", fmtTime(e.last_seen)]);
     if (e.observed_in) facts.push(["observed in", `cluster ${e.observed_in}`]);

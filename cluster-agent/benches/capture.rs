@@ -1,8 +1,9 @@
 //! The node agent's eBPF capture under load: TCP connections opened and closed as fast as
 //! possible between two network namespaces (a veth pair) for `BENCH_SECONDS` (10), while
-//! `EbpfCapture` runs in this process on its own thread and runtime and drains its events.
-//! Prints connections/s, events received and lost, the capture thread's CPU and the process's
-//! peak RSS against the targets in issue 6. Needs root; fails saying so otherwise.
+//! `EbpfCapture` runs in this process on its own thread and runtime and drains its events
+//! (a connect, an accept and the close of each of those sockets, with its bytes, per
+//! connection). Prints connections/s, events received and lost, the capture thread's CPU and
+//! the process's peak RSS against the targets in issue 6. Needs root; fails saying so otherwise.
 //!
 //! `cargo bench -p cluster-agent --bench capture`
 //! Optional: `BENCH_CLIENTS` (client threads, 2), `BENCH_RATE` (cap on connections/s, none).
@@ -13,7 +14,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use cluster_agent::node::ebpf::EbpfCapture;
-use cluster_agent::node::events::{Event, TcpEventKind};
+use cluster_agent::node::events::{Event, TcpEventKind, TcpSide};
 use socket2::{Domain, Socket, Type};
 use testkit::netns::{in_netns_named, ip, NetnsPair};
 
@@ -111,6 +112,8 @@ struct CaptureReport {
     connects: u64,
     accepts: u64,
     accepts_without_port: u64,
+    connect_closes: u64,
+    accept_closes: u64,
     other_events: u64,
     lost: u64,
     malformed: u64,
@@ -124,8 +127,8 @@ fn thread_cpu() -> Duration {
 
 /// Loads the capture on a dedicated thread with a current-thread runtime (so the thread's CPU
 /// time is the capture's: draining, parsing, the I/O driver) and drains it from `go` until
-/// `expected` (known once the generator stopped) events of the test's server arrived or
-/// [`TAIL`] passed since then.
+/// `expected` (known once the generator stopped) connect and accept events of the test's server
+/// and a close for every connect arrived, or [`TAIL`] passed since then.
 fn capture_thread(
     server: SocketAddr,
     client: IpAddr,
@@ -153,7 +156,9 @@ fn capture_thread(
         let mut target: Option<(u64, tokio::time::Instant)> = None;
         loop {
             if let Some((want, deadline)) = target {
-                if report.connects + report.accepts >= want || tokio::time::Instant::now() >= deadline {
+                let all = report.connects + report.accepts >= want
+                    && report.connect_closes >= report.connects;
+                if all || tokio::time::Instant::now() >= deadline {
                     break;
                 }
             }
@@ -168,6 +173,8 @@ fn capture_thread(
                             report.accepts_without_port += 1;
                         }
                         TcpEventKind::Accept => report.accepts += 1,
+                        TcpEventKind::Close { side: TcpSide::Connect, .. } => report.connect_closes += 1,
+                        TcpEventKind::Close { side: TcpSide::Accept, .. } => report.accept_closes += 1,
                     },
                     _ => report.other_events += 1,
                 },
@@ -295,6 +302,10 @@ fn main() {
     println!(
         "  events received         {received} of {} expected (connect {}, accept {}); other events {}, malformed {}",
         expected, report.connects, report.accepts, report.other_events, report.malformed
+    );
+    println!(
+        "  closes received         {} of {} connects' sockets, {} of {} accepts' (an accepted socket the client reset before accept() returned was closed before it was reported: no close)",
+        report.connect_closes, report.connects, report.accept_closes, report.accepts
     );
     if report.accepts_without_port > 0 {
         println!("  note                    {} accept events carried local port 0 (connection reset by the client before accept)", report.accepts_without_port);

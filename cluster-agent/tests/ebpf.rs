@@ -1,8 +1,8 @@
 //! The eBPF capture on this machine's kernel, as root (as CI runs it): the programs pass the
 //! verifier, and real TCP connections and DNS answers between network namespaces ("pods": a
 //! veth pair, IPv4 and IPv6 addresses) arrive as events with the right 4-tuple, process,
-//! cgroup and network namespace. The tracepoints are global, so every assertion filters by the
-//! test's own addresses.
+//! cgroup and network namespace, and a closed connection's bytes arrive exactly, from both ends.
+//! The tracepoints are global, so every assertion filters by the test's own addresses.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,7 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cluster_agent::node::ebpf::{cgroup2_mount, EbpfCapture};
-use cluster_agent::node::events::{DnsPacket, DnsTransport, Event, TcpEvent, TcpEventKind};
+use cluster_agent::node::events::{
+    DnsPacket, DnsTransport, Event, TcpEvent, TcpEventKind, TcpSide,
+};
+use model::Traffic;
 use testkit::netns::{in_netns_named, netns_inode, NetnsPair};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -169,7 +172,11 @@ async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
         expected.iter().map(|(src, dst, _)| (*src, *dst)).collect();
     let events = collect(
         &mut capture,
-        |event| matches!(event, Event::Tcp(e) if ours.contains(&(e.src, e.dst))),
+        // Their closes follow (see tcp_close_reports_the_bytes_each_way): left to that test.
+        |event| {
+            matches!(event, Event::Tcp(e) if ours.contains(&(e.src, e.dst))
+                && matches!(e.kind, TcpEventKind::Connect | TcpEventKind::Accept))
+        },
         |events| events.len() >= 2 * ours.len(),
     )
     .await;
@@ -212,6 +219,92 @@ async fn tcp_connect_and_accept_between_namespaces_ipv4_and_ipv6() {
     }
     assert_eq!(capture.lost_tcp_events(), 0);
     println!("tcp test took {:?}", started.elapsed());
+}
+
+/// What the client sends and what the server answers in the close test: sizes no TCP default
+/// (window, buffer, segment) divides, larger than a socket buffer.
+const CLIENT_SENDS: usize = 1_234_567;
+const SERVER_SENDS: usize = 7_654_321;
+
+#[tokio::test]
+#[cfg_attr(unprivileged, ignore = "needs root: eBPF and network namespaces")]
+async fn tcp_close_reports_the_bytes_each_way_ipv4_and_ipv6() {
+    let mut capture = load("bytes");
+    let started = Instant::now();
+    let lab = Lab::new("bytes", 3);
+    let (server_ns, client_ns) = (netns_inode(&lab.a), netns_inode(&lab.b));
+
+    let mut ours = Vec::new();
+    for server_ip in [lab.v4(1), lab.v6(1)] {
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let server = in_netns_named(&lab.a, "bytes-server", move || {
+            let listener = TcpListener::bind((server_ip, 0)).unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let (mut stream, peer) = listener.accept().unwrap();
+            let mut request = vec![0; CLIENT_SENDS];
+            stream.read_exact(&mut request).unwrap();
+            stream.write_all(&vec![7; SERVER_SENDS]).unwrap();
+            // Until the client closes, then close too.
+            let rest = stream.read_to_end(&mut Vec::new()).unwrap();
+            assert_eq!(rest, 0, "the client sent more than it should");
+            peer
+        });
+        let port = port_rx.recv().unwrap();
+        let target = SocketAddr::new(server_ip, port);
+        let client = in_netns_named(&lab.b, "bytes-client", move || {
+            let mut stream = TcpStream::connect_timeout(&target, WAIT).unwrap();
+            stream.write_all(&vec![1; CLIENT_SENDS]).unwrap();
+            let mut answer = vec![0; SERVER_SENDS];
+            stream.read_exact(&mut answer).unwrap();
+            stream.local_addr().unwrap()
+        });
+        let local = client.join().unwrap();
+        let peer = server.join().unwrap();
+        assert_eq!(local, peer, "no NAT between the namespaces");
+        ours.push((peer, target));
+    }
+    println!("transfers done in {:?}", started.elapsed());
+
+    let close_of = |events: &[Event], src: SocketAddr, dst: SocketAddr, side: TcpSide| {
+        events.iter().find_map(|event| match event {
+            Event::Tcp(e)
+                if (e.src, e.dst) == (src, dst)
+                    && matches!(e.kind, TcpEventKind::Close { side: s, .. } if s == side) =>
+            {
+                Some(e.clone())
+            }
+            _ => None,
+        })
+    };
+    let events = collect(
+        &mut capture,
+        |event| matches!(event, Event::Tcp(e) if ours.contains(&(e.src, e.dst))),
+        |events| {
+            ours.iter().all(|&(src, dst)| {
+                [TcpSide::Connect, TcpSide::Accept]
+                    .into_iter()
+                    .all(|side| close_of(events, src, dst, side).is_some())
+            })
+        },
+    )
+    .await;
+    for event in &events {
+        println!("  {event:?}");
+    }
+    let expected = Traffic { sent: CLIENT_SENDS as u64, received: SERVER_SENDS as u64 };
+    for &(src, dst) in &ours {
+        for (side, netns) in [(TcpSide::Connect, client_ns), (TcpSide::Accept, server_ns)] {
+            let close = close_of(&events, src, dst, side).unwrap();
+            // Both ends count the same bytes, from the client's view.
+            assert_eq!(close.kind, TcpEventKind::Close { side, bytes: expected }, "{close:?}");
+            // The socket's own event again: its process and namespace.
+            assert_eq!((close.pid, close.netns), (std::process::id(), netns), "{close:?}");
+            let age = close.at.elapsed().unwrap_or_default();
+            assert!(age < Duration::from_secs(30), "event time {:?} is off by {age:?}", close.at);
+        }
+    }
+    assert_eq!(capture.lost_tcp_events(), 0);
+    println!("bytes test took {:?}", started.elapsed());
 }
 
 /// A DNS query for `name` (type A) with id `id`.

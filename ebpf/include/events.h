@@ -21,13 +21,18 @@
 enum tcp_event_kind {
 	TCP_EVENT_CONNECT = 1,
 	TCP_EVENT_ACCEPT = 2,
+	TCP_EVENT_CLOSE = 3,
 };
 
 /*
  * One TCP connection seen from one end: connect (the client's process) or accept (the
- * server's process). saddr/sport is always the connecting side and daddr/dport the accepting
- * side, so both events of one connection carry the same 4-tuple. IPv4 addresses fill the first
- * four bytes of saddr/daddr.
+ * server's process), and later the close of a socket reported by one of those. saddr/sport is
+ * always the connecting side and daddr/dport the accepting side, so every event of one
+ * connection carries the same 4-tuple. IPv4 addresses fill the first four bytes of saddr/daddr.
+ *
+ * A close repeats its socket's connect or accept event (process, cgroup, namespace, 4-tuple as
+ * they were then), with side saying which, and the kernel's byte counters from the client's
+ * view: bytes_sent went from the connecting side to the accepting side.
  */
 struct tcp_event {
 	__u64 timestamp_ns; /* CLOCK_BOOTTIME */
@@ -37,7 +42,7 @@ struct tcp_event {
 	__u32 pid;          /* thread group id: the process */
 	__u32 tid;
 	__u8 kind;          /* enum tcp_event_kind */
-	__u8 _pad0;
+	__u8 side;          /* close: TCP_EVENT_CONNECT or TCP_EVENT_ACCEPT, the closed socket's end; else 0 */
 	__u16 family;       /* AF_INET or AF_INET6 */
 	__u16 sport;
 	__u16 dport;
@@ -45,6 +50,8 @@ struct tcp_event {
 	__u8 daddr[EVENT_ADDR_LEN];
 	char comm[EVENT_COMM_LEN];
 	__u32 _pad1;
+	__u64 bytes_sent;     /* close only: connecting side -> accepting side, acknowledged */
+	__u64 bytes_received; /* close only: accepting side -> connecting side */
 };
 
 /*

@@ -9,6 +9,10 @@
  * Accept: the server side of inet_sock_set_state runs in softirq, where current is whoever was
  * interrupted, so accepts come from the exit of accept()/accept4(): the returned fd is looked
  * up in the calling task's file table to find the new socket and its 4-tuple.
+ *
+ * Close: every socket reported by a connect or accept event is remembered (by its address)
+ * with that event; when it reaches TCP_CLOSE (from any state, possibly in softirq, so nothing
+ * is read from current) the event is sent again as a close with the kernel's byte counters.
  */
 #include "common.bpf.h"
 
@@ -36,6 +40,16 @@ struct {
 	__type(value, struct connect_owner);
 } connecting SEC(".maps");
 
+/* Sockets reported by a connect or accept event, with that event, until they close. LRU, so
+ * sockets whose close we miss (closed before accept() returned, a lost close) age out; a socket
+ * pushed out while open closes unmeasured. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct tcp_event);
+} reported SEC(".maps");
+
 /* The record of syscalls/sys_exit_* (see its format file in tracefs). */
 struct sys_exit_ctx {
 	__u64 common;
@@ -54,6 +68,62 @@ static __always_inline void remember_owner(__u64 sk)
 	owner.cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(owner.comm, sizeof(owner.comm));
 	bpf_map_update_elem(&connecting, &sk, &owner, BPF_ANY);
+}
+
+/* Remembers a reported socket with its event, for its close. Through the stack: older kernels
+ * take no ring buffer memory as a map value. */
+static __always_inline void remember(__u64 sk, struct tcp_event *e)
+{
+	struct tcp_event copy;
+
+	__builtin_memcpy(&copy, e, sizeof(copy));
+	bpf_map_update_elem(&reported, &sk, &copy, BPF_ANY);
+}
+
+/* A reported socket reached TCP_CLOSE: its event again, as a close with the byte counters. */
+static __always_inline int try_close(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	__u64 sk = (__u64)ctx->skaddr;
+	struct tcp_sock *tp = (struct tcp_sock *)ctx->skaddr;
+	struct tcp_event *seen, *e;
+	__u64 sent, retrans, received, flags;
+	int err = 0;
+
+	seen = bpf_map_lookup_elem(&reported, &sk);
+	if (!seen)
+		return E_SKIP;
+	/* Payload only. bytes_acked and bytes_received count sequence space, so SYN and FIN are in
+	 * them: what this socket sent is its transmitted payload less retransmissions, and what it
+	 * received is bytes_received less the peer's FIN (tcp_fin() sets SOCK_DONE). */
+	sent = BPF_CORE_READ(tp, bytes_sent);
+	retrans = BPF_CORE_READ(tp, bytes_retrans);
+	sent = sent > retrans ? sent - retrans : 0;
+	received = BPF_CORE_READ(tp, bytes_received);
+	flags = BPF_CORE_READ((struct sock *)ctx->skaddr, __sk_common.skc_flags);
+	if (received && (flags & (1UL << SOCK_DONE)))
+		received -= 1;
+	e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
+	if (!e) {
+		count_lost(&tcp_lost);
+		err = E_FULL;
+		goto forget;
+	}
+	__builtin_memcpy(e, seen, sizeof(*e));
+	e->timestamp_ns = bpf_ktime_get_boot_ns();
+	e->side = seen->kind;
+	e->kind = TCP_EVENT_CLOSE;
+	/* From the client's view: the accepting socket's received bytes are what the client sent. */
+	if (seen->kind == TCP_EVENT_CONNECT) {
+		e->bytes_sent = sent;
+		e->bytes_received = received;
+	} else {
+		e->bytes_sent = received;
+		e->bytes_received = sent;
+	}
+	bpf_ringbuf_submit(e, 0);
+forget:
+	bpf_map_delete_elem(&reported, &sk);
+	return err;
 }
 
 static __always_inline int try_connect_state(struct trace_event_raw_inet_sock_set_state *ctx)
@@ -107,6 +177,7 @@ static __always_inline int try_connect_state(struct trace_event_raw_inet_sock_se
 		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
 	}
 	read_netns((struct sock *)ctx->skaddr, &e->netns_ino, &e->netns_cookie);
+	remember(sk, e);
 	bpf_ringbuf_submit(e, 0);
 forget:
 	bpf_map_delete_elem(&connecting, &sk);
@@ -175,6 +246,7 @@ static __always_inline int try_accept(struct sys_exit_ctx *ctx)
 		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
 	}
 	read_netns(sk, &e->netns_ino, &e->netns_cookie);
+	remember((__u64)sk, e);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -182,6 +254,8 @@ static __always_inline int try_accept(struct sys_exit_ctx *ctx)
 SEC("tracepoint/sock/inet_sock_set_state")
 int tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
+	if (ctx->newstate == TCP_CLOSE && ctx->protocol == IPPROTO_TCP)
+		try_close(ctx);
 	try_connect_state(ctx);
 	return 0;
 }

@@ -183,6 +183,7 @@ fn observations(start: DateTime<Utc>) -> (Vec<ObservationBatch>, usize) {
                 netns: None,
                 pod: None,
                 accepted: false,
+                bytes: None,
             });
         }
         batches.push(batch);

@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use model::limits::MAX_ADDRESSES_PER_LIST;
 use model::{
     AwsTarget, Edge, HttpResource, InternetTarget, KafkaTopic, PortSpec, ServiceRef, Target,
+    Traffic,
 };
 
 use crate::identity::Workload;
@@ -89,6 +90,8 @@ pub struct Observation<'a> {
     /// A node agent saw the client's socket connect (a TCP observation): what Istio's
     /// request counters are checked against (see [`EdgeStore::connected_since`]).
     pub connection: bool,
+    /// Bytes carried, from the client's view (a node agent's close line); added to the edge's.
+    pub bytes: Option<Traffic>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +196,7 @@ impl Tracked {
         edge.first_seen = edge.first_seen.min(observation.at);
         edge.last_seen = edge.last_seen.max(observation.at);
         edge.connections = edge.connections.saturating_add(observation.connections);
+        edge.bytes = Traffic::sum(edge.bytes, observation.bytes);
         if observation.connection {
             self.last_connected = self.last_connected.max(Some(observation.at));
         }
@@ -451,6 +455,7 @@ impl EdgeStore {
             connections: 0,
             detail: Detail::None,
             connection: false,
+            bytes: None,
         };
         self.slots
             .get(&SlotKey::of(&probe))

@@ -260,7 +260,8 @@ pub struct Edge {
 }
 
 /// Traffic volume of an edge, from the client's side: `sent` went from the client to the target,
-/// `received` came back. Sums saturate at [`crate::limits::MAX_CONNECTIONS`] (PostgreSQL's
+/// `received` came back. Incoming internet traffic ([`Target::Incoming`]) is read the other way
+/// round, as its target is: `sent` went from the outside client to the workload. Sums saturate at [`crate::limits::MAX_CONNECTIONS`] (PostgreSQL's
 /// `bigint`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +286,34 @@ impl Traffic {
             (Some(a), Some(b)) => Some(a.saturating_add(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// For people: `1.2 MiB ↑ / 3.4 MiB ↓`, sent then received, in binary units.
+    pub fn label(&self) -> String {
+        format!("{} ↑ / {} ↓", human_bytes(self.sent), human_bytes(self.received))
+    }
+}
+
+/// A byte count for people, in binary units: `512 B`, `1.5 KiB`, `293 KiB`, `8.0 EiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    // One decimal below 10 (`1.5 MiB`), none above (`293 KiB`); rounding up to 1024 of a unit
+    // is written as the next one.
+    if value < 9.95 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else if value < 1023.5 || unit + 1 == UNITS.len() {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("1.0 {}", UNITS[unit + 1])
     }
 }
 
@@ -425,6 +454,28 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn byte_counts_read_in_binary_units() {
+        let cases = [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            (300_000, "293 KiB"),
+            (1_048_064, "1.0 MiB"),
+            (2_000_000, "1.9 MiB"),
+            (5 << 30, "5.0 GiB"),
+            (u64::MAX, "16 EiB"),
+        ];
+        for (n, text) in cases {
+            assert_eq!(human_bytes(n), text, "{n}");
+        }
+        assert_eq!(
+            Traffic { sent: 1_258_292, received: 3_565_158 }.label(),
+            "1.2 MiB ↑ / 3.4 MiB ↓"
+        );
     }
 
     #[test]

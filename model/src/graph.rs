@@ -332,6 +332,10 @@ fn edge_label(edge: &GraphEdge) -> String {
     if edge.http.len() > DOT_LABEL_ITEMS {
         lines.push(format!("+{} more paths", edge.http.len() - DOT_LABEL_ITEMS));
     }
+    // The volume, when a node agent measured it (`sent` along the arrow).
+    if let Some(bytes) = edge.bytes {
+        lines.push(bytes.label());
+    }
     if lines.len() > 1 && lines[0].is_empty() {
         lines.remove(0);
     }
@@ -711,6 +715,44 @@ mod tests {
             "{dot}"
         );
         assert!(dot.contains("\"us/shop/checkout\" -> \"us/shop/cart\" [label=\"443/TCP\\nGET,POST /api/cart\\n/healthz\"];"), "{dot}");
+    }
+
+    #[test]
+    fn dot_labels_show_the_measured_volume() {
+        let mut measured = edge(
+            "us",
+            "frontend",
+            Target::Kubernetes(WorkloadRef::new("shop", "cart", None)),
+            "2026-11-24T10:00:00Z",
+        );
+        measured.edge.bytes = Some(Traffic { sent: 300_000, received: 2_000_000 });
+        let unmeasured = edge(
+            "us",
+            "frontend",
+            Target::Kubernetes(WorkloadRef::new("shop", "ledger", None)),
+            "2026-11-24T10:00:00Z",
+        );
+        let graph = AccessGraph::build(
+            &["us".into()],
+            &[measured.clone(), measured, unmeasured],
+            &[],
+            &GraphFilter::default(),
+        );
+        let dot = graph.to_dot();
+        assert!(
+            dot.contains("\"us/shop/frontend\" -> \"us/shop/cart\" [label=\"443/TCP\\n586 KiB ↑ / 3.8 MiB ↓\"];"),
+            "two reports of one edge add up: {dot}"
+        );
+        assert!(
+            dot.contains("\"us/shop/frontend\" -> \"us/shop/ledger\" [label=\"443/TCP\"];"),
+            "{dot}"
+        );
+        let json = serde_json::to_value(&graph).unwrap();
+        assert_eq!(
+            json["edges"][0]["bytes"],
+            serde_json::json!({"sent": 600_000, "received": 4_000_000})
+        );
+        assert!(json["edges"][1].get("bytes").is_none(), "unmeasured: absent, not zero");
     }
 
     #[test]

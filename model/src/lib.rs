@@ -12,8 +12,8 @@ pub mod observation;
 pub mod report;
 
 pub use edge::{
-    merge_edges, AwsTarget, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic, PortSpec,
-    Protocol, ServiceRef, Target, Traffic, Transport, WorkloadRef,
+    human_bytes, merge_edges, AwsTarget, Edge, EdgeKey, HttpResource, InternetTarget, KafkaTopic,
+    PortSpec, Protocol, ServiceRef, Target, Traffic, Transport, WorkloadRef,
 };
 pub use graph::{AccessGraph, ClusterSummary, GraphEdge, GraphNode, NodeKind};
 pub use graph::{ClusterEdge, ClusterExposure, GraphFilter};

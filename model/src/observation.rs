@@ -31,6 +31,12 @@ pub struct TcpConnection {
     /// local end). A source outside the cluster is then incoming internet traffic.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accepted: bool,
+    /// Set on the line a node agent sends when the connection closed (with `count` 0: it is
+    /// not another connection): the bytes it carried, from the client's view (`sent` went from
+    /// `src` to `dst`), as the kernel counted them on the socket of the side `accepted` names.
+    /// Absent when unmeasured (every other line; the /proc fallback measures nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<crate::Traffic>,
 }
 
 fn one() -> u64 {
@@ -111,8 +117,26 @@ mod tests {
         let batch: ObservationBatch = serde_json::from_str(json).unwrap();
         assert_eq!(batch.tcp[0].count, 1);
         assert!(batch.tcp[0].dst_ip.is_ipv6());
+        assert_eq!(batch.tcp[0].bytes, None);
         let again: ObservationBatch =
             serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
         assert_eq!(again, batch);
+    }
+
+    #[test]
+    fn a_close_line_carries_bytes_and_counts_no_connection() {
+        let json = r#"{"src_ip": "10.0.0.5", "src_port": 40000, "dst_ip": "10.0.0.7", "dst_port": 7070,
+            "at": "2026-11-24T18:00:00Z", "count": 0, "bytes": {"sent": 1200, "received": 35000}}"#;
+        let line: TcpConnection = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            (line.count, line.bytes),
+            (0, Some(crate::Traffic { sent: 1200, received: 35000 }))
+        );
+        assert!(serde_json::to_string(&line)
+            .unwrap()
+            .contains(r#""bytes":{"sent":1200,"received":35000}"#));
+        // Negative or unknown fields in bytes are refused.
+        assert!(serde_json::from_str::<TcpConnection>(&json.replace("1200", "-1")).is_err());
+        assert!(serde_json::from_str::<TcpConnection>(&json.replace("\"sent\"", "\"up\"")).is_err());
     }
 }

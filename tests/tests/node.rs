@@ -47,6 +47,71 @@ const PY_CLIENT: &str =
 /// One DNS query (A, recursion desired) for argv[2] to the server argv[1], repeated a few times.
 const PY_DNS: &str = "import socket,struct,sys,time\nq=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\nfor _ in range(3):\n  s.sendto(q,(sys.argv[1],53)); s.recv(512); time.sleep(0.5)";
 
+/// A transfer of known size on port 8081: the client (argv: server, bytes to send, bytes to
+/// read) sends, reads the whole answer and closes; the server (argv: address, bytes to read,
+/// bytes to answer) answers each connection once it has read the request, then closes when the
+/// client has.
+const PY_TRANSFER_SERVER: &str = r#"import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 8081)); s.listen()
+while True:
+  c,_=s.accept(); n=int(sys.argv[2])
+  while n>0:
+    d=c.recv(min(n,65536))
+    if not d: break
+    n-=len(d)
+  c.sendall(b'x'*int(sys.argv[3]))
+  while c.recv(65536): pass
+  c.close()"#;
+const PY_TRANSFER_CLIENT: &str = r#"import socket,sys
+s=socket.create_connection((sys.argv[1], 8081)); s.sendall(b'y'*int(sys.argv[2])); n=int(sys.argv[3])
+while n>0:
+  d=s.recv(min(n,65536))
+  if not d: sys.exit('the server closed early')
+  n-=len(d)
+s.close()"#;
+/// The transfer's sizes, from the client's view: what it sends and what it receives.
+const SENDS: u64 = 300_000;
+const RECEIVES: u64 = 2_000_000;
+
+/// The `bytes` of the mapper's edge from `client` to a target whose JSON mentions `target`
+/// (`/v1/edges`), once `done` holds for it or `timeout` has passed (then as it is: `Null` when
+/// the edge has none).
+async fn edge_bytes(
+    mapper: &str,
+    client: &str,
+    target: &str,
+    timeout: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let edges: serde_json::Value =
+            reqwest::get(format!("{mapper}/v1/edges")).await.unwrap().json().await.unwrap();
+        let bytes = edges
+            .as_array()
+            .expect("/v1/edges lists edges")
+            .iter()
+            .find(|e| e["client"]["name"] == client && e["target"].to_string().contains(target))
+            .map(|e| e["bytes"].clone())
+            .unwrap_or_default();
+        if done(&bytes) || Instant::now() >= deadline {
+            return bytes;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs the transfer client in `ns` against `server` (port 8081) to its end.
+fn transfer(ns: &str, server: &str) {
+    let status = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", PY_TRANSFER_CLIENT, server])
+        .args([SENDS.to_string(), RECEIVES.to_string()])
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the transfer client failed: {status}");
+}
+
 /// What `intentmap list` prints once it prints `expected`, or when `timeout` has passed.
 async fn listed_when(mapper: &str, expected: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
@@ -158,6 +223,45 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
         .await
         .unwrap();
     assert!(metrics.contains("intentmap_node_lost_events_total 0"), "{metrics}");
+
+    // A transfer of known size from a to b, closed: eBPF counts its bytes on the edge (exactly:
+    // the long-lived connection above is still open); the /proc fallback measures none.
+    let _transfer_server = node.exec(
+        'b',
+        "python3",
+        &["-c", PY_TRANSFER_SERVER, &b, &SENDS.to_string(), &RECEIVES.to_string()],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    transfer(&node.pods[0], &b);
+    let expected_bytes = serde_json::json!({"sent": SENDS, "received": RECEIVES});
+    if no_ebpf {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let bytes = edge_bytes(&mapper, "frontend-0", "cart-0", Duration::ZERO, |_| true).await;
+        assert!(bytes.is_null(), "the fallback measures no bytes (absent, not 0): {bytes}");
+    } else {
+        let bytes = edge_bytes(&mapper, "frontend-0", "cart-0", Duration::from_secs(20), |b| {
+            *b == expected_bytes
+        })
+        .await;
+        assert_eq!(bytes, expected_bytes, "the closed transfer's bytes, from the client's view");
+        // `intentmap visualize` draws the link wider and tells the volume.
+        let svg = dir.join("graph.svg");
+        let out = Command::new(binary("intentmap"))
+            .args(["--mapper-url", &mapper, "visualize", "-o"])
+            .arg(&svg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(svg.contains("<title>293 KiB ↑ / 1.9 MiB ↓</title>"), "{svg}");
+        let node_metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(node_metrics.contains("intentmap_node_tcp_closes_total"), "{node_metrics}");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -315,5 +419,21 @@ async fn ebpf_capture_reports_incoming_internet_traffic_on_the_server() {
     let metrics = tests::mapper_metrics(&mapper).await.expect("the mapper's /metrics");
     let incoming = metrics.iter().find(|(name, _)| name.ends_with("incoming_connections_total"));
     assert!(matches!(incoming, Some((_, n)) if *n >= 1.0), "{metrics:?}");
+
+    // A transfer of known size from outside, closed: its bytes on the incoming edge, read as
+    // the outside client's (what it sent went to cart-0), once judged (10 s).
+    let _transfer_server = node.exec(
+        'b',
+        "python3",
+        &["-c", PY_TRANSFER_SERVER, &b, &SENDS.to_string(), &RECEIVES.to_string()],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    transfer(&outside_ns, &b);
+    let expected_bytes = serde_json::json!({"sent": SENDS, "received": RECEIVES});
+    let bytes = edge_bytes(&mapper, "cart-0", "incoming", Duration::from_secs(30), |b| {
+        *b == expected_bytes
+    })
+    .await;
+    assert_eq!(bytes, expected_bytes, "the incoming transfer's bytes, once");
     std::fs::remove_dir_all(&dir).ok();
 }

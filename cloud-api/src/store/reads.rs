@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use model::graph::{ClusterEdge, ClusterExposure};
 use model::{
-    AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, WorkloadRef,
+    AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, Traffic,
+    WorkloadRef,
 };
 use serde::Serialize;
 use sqlx::PgConnection;
@@ -232,7 +233,7 @@ impl Store {
             let mut rows = sqlx::query_as!(
                 EdgeRow,
                 r#"SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
-                          e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
+                          e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections, e.bytes_sent, e.bytes_received
                    FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
                    WHERE e.org_id = $1 AND e.cluster_id = $2
                          AND ($3::text IS NULL OR e.client_namespace COLLATE "C" = $3)
@@ -311,7 +312,7 @@ impl Store {
                             CASE WHEN hit.name IS NOT NULL THEN hit.namespace
                                  WHEN e.target_type IN ('kubernetes', 'kafka', 'service') THEN e.target_namespace END AS tns,
                             COALESCE(hit.name, e.target_name) AS tname,
-                            e.connections, e.first_seen, e.last_seen
+                            e.connections, e.first_seen, e.last_seen, e.bytes_sent, e.bytes_received
                      FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
                      LEFT JOIN LATERAL (
                          SELECT keys.cluster, keys.namespace, keys.name
@@ -322,9 +323,13 @@ impl Store {
                      ) AS hit ON true
                      WHERE e.org_id = $1 AND ($2::timestamptz IS NULL OR e.last_seen >= $2)
                    ), merged AS (
+                     -- Volumes saturate with CASE, not LEAST: LEAST ignores NULL, and a sum of
+                     -- nothing measured must stay NULL.
                      SELECT cluster, cns, cname, tkind, tcluster, tns, tname,
                             LEAST(sum(connections), 9223372036854775807)::bigint AS connections,
-                            min(first_seen) AS first_seen, max(last_seen) AS last_seen
+                            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+                            (CASE WHEN sum(bytes_sent) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_sent) END)::bigint AS bytes_sent,
+                            (CASE WHEN sum(bytes_received) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_received) END)::bigint AS bytes_received
                      FROM resolved
                      WHERE $3::text IS NULL OR cluster = $3 OR tcluster = $3
                      GROUP BY cluster, cns, cname, tkind, tcluster, tns, tname
@@ -337,11 +342,13 @@ impl Store {
                             CASE WHEN tcluster IS NULL THEN tkind END AS target_kind,
                             tcluster AS target_cluster, tns AS target_namespace,
                             count(*) AS "count!", LEAST(sum(connections), 9223372036854775807)::bigint AS connections,
-                            min(first_seen) AS first_seen, max(last_seen) AS last_seen
+                            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+                            (CASE WHEN sum(bytes_sent) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_sent) END)::bigint AS bytes_sent,
+                            (CASE WHEN sum(bytes_received) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_received) END)::bigint AS bytes_received
                      FROM merged
                      GROUP BY cluster, cns, CASE WHEN tcluster IS NULL THEN tkind END, tcluster, tns
                      UNION ALL
-                     SELECT false, cluster, ns, kind, NULL, NULL, count(DISTINCT name), NULL, NULL, NULL
+                     SELECT false, cluster, ns, kind, NULL, NULL, count(DISTINCT name), NULL, NULL, NULL, NULL, NULL
                      FROM ends GROUP BY cluster, ns, kind
                    ) AS summary
                    ORDER BY 1, 2, 3, 4, 5, 6
@@ -394,6 +401,7 @@ impl Store {
                         connections: r.connections.map_or(0, count),
                         first_seen: r.first_seen,
                         last_seen: r.last_seen,
+                        bytes: traffic(r.bytes_sent, r.bytes_received),
                     });
                 } else {
                     let kind = r.target_kind.unwrap_or_default();
@@ -502,6 +510,10 @@ pub struct SummaryEdge {
     pub first_seen: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<DateTime<Utc>>,
+    /// Their measured traffic volume, summed (absent when none of them was measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::openapi::TrafficBody>)]
+    pub bytes: Option<Traffic>,
 }
 
 /// The addresses and hostnames an exposure is reached by, as the graph matches them.
@@ -556,7 +568,7 @@ async fn edges(
     let rows = sqlx::query_as!(
         EdgeRow,
         r#"SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
-                e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections
+                e.target_kind, e.ports, e.domains, e.ips, e.internet_ports, e.actions, e.http, e.kafka, e.first_seen, e.last_seen, e.connections, e.bytes_sent, e.bytes_received
          FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
          WHERE e.org_id = $1 AND ($3::timestamptz IS NULL OR e.last_seen >= $3)
                AND ($2::uuid IS NULL OR e.cluster_id = $2
@@ -633,6 +645,15 @@ struct EdgeRow {
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
     connections: i64,
+    bytes_sent: Option<i64>,
+    bytes_received: Option<i64>,
+}
+
+/// The stored volume columns as the model's [`Traffic`]: `None` when neither was measured.
+fn traffic(sent: Option<i64>, received: Option<i64>) -> Option<Traffic> {
+    let bytes = |n: Option<i64>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    (sent.is_some() || received.is_some())
+        .then(|| Traffic { sent: bytes(sent), received: bytes(received) })
 }
 
 fn edge_from_row(r: EdgeRow) -> Result<ClusterEdge, sqlx::Error> {
@@ -684,7 +705,7 @@ fn edge_from_row(r: EdgeRow) -> Result<ClusterEdge, sqlx::Error> {
             connections: r.connections.max(0) as u64,
             http: decode_http(&r.http).map_err(decode)?,
             kafka: decode_kafka(&r.kafka).map_err(decode)?,
-            bytes: None,
+            bytes: traffic(r.bytes_sent, r.bytes_received),
         },
     })
 }

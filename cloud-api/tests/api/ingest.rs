@@ -63,6 +63,73 @@ async fn replaying_a_report_changes_nothing_and_new_reports_merge() {
     );
 }
 
+#[tokio::test]
+async fn traffic_volume_is_summed_saturating_and_returned_on_the_graph_summary_and_dot() {
+    let app = test_app().await;
+    let (org, _, jwt) = app.tenant("acme", "prod").await;
+    let mut measured = k8s_edge("shop", "frontend", "shop", "cart", 7070, 1);
+    measured["bytes"] = json!({"sent": 1000, "received": 250});
+    let unmeasured = k8s_edge("shop", "frontend", "shop", "cart", 7070, 1);
+    let mut near_max = k8s_edge("shop", "frontend", "shop", "cart", 9090, 1);
+    near_max["bytes"] = json!({"sent": i64::MAX as u64, "received": 5});
+    let mut other = k8s_edge("shop", "checkout", "shop", "cart", 7070, 1);
+    other["bytes"] = json!(null);
+    let post = |edges: Vec<Value>| {
+        let body = report(edges, vec![]);
+        let app = &app;
+        let jwt = &jwt;
+        async move {
+            let reply = app.post_report(jwt, &body).await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+        }
+    };
+    let graph = || async { app.get("/api/v1/access-graph", &org.api_token).await.json() };
+
+    // Unmeasured: no bytes at all (not zero).
+    post(vec![unmeasured.clone(), other]).await;
+    let g = graph().await;
+    let no_bytes = |e: &Value| e.get("bytes").is_none_or(Value::is_null);
+    assert!(no_bytes(edge_of(&g, "prod/shop/frontend", "prod/shop/cart")), "{g}");
+
+    // NULL + x = x, then x + x.
+    post(vec![measured.clone()]).await;
+    post(vec![measured]).await;
+    let g = graph().await;
+    let e = edge_of(&g, "prod/shop/frontend", "prod/shop/cart");
+    assert_eq!(e["bytes"], json!({"sent": 2000, "received": 500}), "{g}");
+    assert_eq!(e["connections"], 3);
+    assert!(no_bytes(edge_of(&g, "prod/shop/checkout", "prod/shop/cart")), "{g}");
+
+    // Saturating at 2^63-1 rather than failing the report; x + NULL = x.
+    post(vec![near_max]).await;
+    post(vec![unmeasured]).await;
+    let g = graph().await;
+    let e = edge_of(&g, "prod/shop/frontend", "prod/shop/cart");
+    assert_eq!(e["bytes"], json!({"sent": i64::MAX, "received": 505}), "{g}");
+    assert_eq!(e["connections"], 5);
+    // A re-report of a port already stored keeps both ports.
+    assert_eq!(
+        e["ports"],
+        json!([{"port": 7070, "protocol": "TCP"}, {"port": 9090, "protocol": "TCP"}]),
+        "{g}"
+    );
+
+    // The aggregated view sums them per namespace pair (one of its two calls unmeasured); the DOT
+    // form labels the call with them.
+    let summary = app.get("/api/v1/access-graph/summary", &org.api_token).await.json();
+    let agg = summary["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == "prod/shop" && e["target"] == "prod/shop")
+        .unwrap_or_else(|| panic!("no prod/shop -> prod/shop in {summary}"));
+    assert_eq!(agg["edges"], 2, "{summary}");
+    assert_eq!(agg["bytes"], json!({"sent": i64::MAX, "received": 505}), "{summary}");
+    let dot = app.get("/api/v1/access-graph?format=dot", &org.api_token).await;
+    assert_eq!(dot.status, StatusCode::OK);
+    assert!(dot.text().contains(" ↑ / 505 B ↓"), "{}", dot.text());
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(bytes).unwrap();
@@ -132,7 +199,7 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
     );
 
     let mut unknown_field = good.clone();
-    unknown_field["edges"][0]["bytes"] = json!(12);
+    unknown_field["edges"][0]["volume"] = json!(12);
     let mut newer = good.clone();
     newer["schema_version"] = json!(2);
     let mut bad_ip = good.clone();
@@ -143,7 +210,7 @@ async fn malformed_reports_are_refused_with_a_reason_and_write_nothing() {
     no_id.as_object_mut().unwrap().remove("report_id");
 
     for (what, body, status, says) in [
-        ("unknown field", unknown_field, StatusCode::BAD_REQUEST, "unknown field `bytes`"),
+        ("unknown field", unknown_field, StatusCode::BAD_REQUEST, "unknown field `volume`"),
         (
             "newer schema",
             newer,

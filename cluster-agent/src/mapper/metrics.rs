@@ -24,6 +24,11 @@ fn read(state: &ApiState, m: &mut Scrape<'_>) {
     m.gauge("edges", "Edges currently kept", edges as u64);
     m.counter("observation_batches", "Observation batches received", stats.batches);
     m.counter("tcp_connections", "TCP connections recorded as edges", stats.tcp_connections);
+    m.counter(
+        "tcp_closes",
+        "TCP connection closes whose bytes were added to edges",
+        stats.tcp_closes,
+    );
     m.counter("dns_answers", "DNS answers for external names remembered", stats.dns_answers);
     m.counter(
         "dns_cluster_answers",

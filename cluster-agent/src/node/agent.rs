@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use model::observation::{PodHint, TcpConnection};
+use model::Traffic;
 use service_shell::metrics::Registry;
 use service_shell::{ShipArgs, ShipProfile};
 
@@ -21,7 +22,7 @@ use super::attribution::{cgroup2_mount, PodIndex};
 use super::capture::{CaptureConfig, DnsCapture};
 use super::dns::parse_dns_packet;
 use super::ebpf::EbpfCapture;
-use super::events::{Event, TcpEvent, TcpEventKind};
+use super::events::{Event, TcpEvent, TcpEventKind, TcpSide};
 use super::proc_scan;
 use super::ship::{Observed, Outgoing};
 use super::CaptureMode;
@@ -84,6 +85,7 @@ pub struct NodeStatus {
     pub mode: RwLock<Option<CaptureMode>>,
     pub fallback_reason: RwLock<Option<String>>,
     pub tcp_events: AtomicU64,
+    pub tcp_closes: AtomicU64,
     pub dns_answers: AtomicU64,
     pub dns_malformed: AtomicU64,
     pub lost_events: AtomicU64,
@@ -94,17 +96,23 @@ fn at(t: std::time::SystemTime) -> DateTime<Utc> {
 }
 
 fn to_observation(event: &TcpEvent, pod: Option<PodHint>) -> TcpConnection {
+    // A close is no new connection: it only brings the bytes (bounded as the wire format is).
+    let (count, bytes) = match event.kind {
+        TcpEventKind::Close { bytes, .. } => (0, Some(Traffic::default().saturating_add(bytes))),
+        TcpEventKind::Connect | TcpEventKind::Accept => (1, None),
+    };
     TcpConnection {
         src_ip: event.src.ip(),
         src_port: event.src.port(),
         dst_ip: event.dst.ip(),
         dst_port: event.dst.port(),
         at: at(event.at),
-        count: 1,
+        count,
         pid: Some(event.pid),
         netns: Some(event.netns),
         pod,
-        accepted: event.kind == TcpEventKind::Accept,
+        accepted: event.kind.side() == TcpSide::Accept,
+        bytes,
     }
 }
 
@@ -142,6 +150,98 @@ impl SeenConnections {
     }
 }
 
+/// Open connections seen on this node and which of their ends were seen, so that a connection's
+/// bytes are counted once: with the close of the connecting side when its connect was seen,
+/// else with the accepting side's. As with [`SeenConnections`], when the connect named no pod
+/// and the accept looks like incoming traffic (its source is no address of this node), both
+/// closes go out and the mapper, which knows the addresses, takes one: a client it knows is
+/// named by the connect's close and the accept's is dropped as the server's side of a call
+/// between workloads; a client from outside has no workload for the connect's close, and the
+/// accept's close goes to the incoming edge.
+struct OpenConnections {
+    ends: HashMap<(SocketAddr, SocketAddr), Ends>,
+    /// Entries past which the oldest are forgotten (closes lost to a full ring buffer would
+    /// otherwise keep theirs for ever); a close of a forgotten connection still goes out.
+    max: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    opened: Instant,
+    /// A connect was seen: whether it named the client's pod; and whether its socket closed.
+    connect: Option<(bool, bool)>,
+    /// An accept was seen: whether it is incoming traffic; and whether its socket closed.
+    accept: Option<(bool, bool)>,
+}
+
+impl Ends {
+    /// Whether the close of `side` reports the connection's bytes.
+    fn carries(&self, side: TcpSide) -> bool {
+        match (self.connect, self.accept, side) {
+            // The mapper picks one (see above).
+            (Some((false, _)), Some((true, _)), _) => true,
+            (Some(_), _, side) => side == TcpSide::Connect,
+            (None, _, side) => side == TcpSide::Accept,
+        }
+    }
+
+    fn all_closed(&self) -> bool {
+        self.connect.is_none_or(|(_, closed)| closed)
+            && self.accept.is_none_or(|(_, closed)| closed)
+    }
+}
+
+/// How long an entry is kept once the table is full (a connection open for longer than this is
+/// forgotten first; its close then still goes out).
+const OPEN_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+
+impl OpenConnections {
+    fn new(max: usize) -> Self {
+        OpenConnections { ends: HashMap::new(), max }
+    }
+
+    /// A connect (`flag`: it named a pod) or accept (`flag`: incoming traffic) was seen.
+    fn opened(&mut self, event: &TcpEvent, flag: bool, now: Instant) {
+        if self.ends.len() >= self.max {
+            self.ends.retain(|_, e| now.duration_since(e.opened) < OPEN_CONNECTION_AGE);
+            if self.ends.len() >= self.max {
+                self.ends.clear();
+            }
+        }
+        let side = event.kind.side();
+        let ends = self.ends.entry((event.src, event.dst)).or_insert(Ends {
+            opened: now,
+            connect: None,
+            accept: None,
+        });
+        match side {
+            TcpSide::Connect => ends.connect = Some((flag, false)),
+            TcpSide::Accept => ends.accept = Some((flag, false)),
+        }
+    }
+
+    /// A socket of the connection closed: whether its line goes out.
+    fn closed(&mut self, event: &TcpEvent) -> bool {
+        let key = (event.src, event.dst);
+        let Some(ends) = self.ends.get_mut(&key) else { return true };
+        let side = event.kind.side();
+        let carries = ends.carries(side);
+        let end = match side {
+            TcpSide::Connect => &mut ends.connect,
+            TcpSide::Accept => &mut ends.accept,
+        };
+        match end {
+            Some((_, closed)) => *closed = true,
+            // This end was never seen opening (its event was lost): nothing to match it with.
+            None => return carries,
+        }
+        if ends.all_closed() {
+            self.ends.remove(&key);
+        }
+        carries
+    }
+}
+
 async fn run_ebpf(
     mut capture: EbpfCapture,
     outgoing: Outgoing,
@@ -149,6 +249,7 @@ async fn run_ebpf(
     status: Arc<NodeStatus>,
 ) {
     let mut seen = SeenConnections { window: Duration::from_secs(10), seen: HashMap::new() };
+    let mut open = OpenConnections::new(MAX_OPEN_CONNECTIONS);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -161,18 +262,31 @@ async fn run_ebpf(
                     // Only a connect runs in the client's process: its cgroup names the client's pod.
                     let (pod, from_host) = {
                         let pods = pods.read().expect("pod index poisoned");
-                        match t.kind {
-                            TcpEventKind::Connect => (
+                        match t.kind.side() {
+                            TcpSide::Connect => (
                                 pods.pod_for_cgroup_id(t.cgroup_id).or_else(|| pods.pod_for_netns(t.netns)),
                                 false,
                             ),
-                            TcpEventKind::Accept => (None, pods.is_host_address(t.src.ip())),
+                            TcpSide::Accept => (None, pods.is_host_address(t.src.ip())),
                         }
                     };
-                    if !seen.first_sighting(&t, pod.is_some(), Instant::now()) {
-                        continue;
+                    let now = Instant::now();
+                    if matches!(t.kind, TcpEventKind::Close { .. }) {
+                        if !open.closed(&t) {
+                            continue;
+                        }
+                        status.tcp_closes.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        let flag = match t.kind.side() {
+                            TcpSide::Connect => pod.is_some(),
+                            TcpSide::Accept => !from_host,
+                        };
+                        open.opened(&t, flag, now);
+                        if !seen.first_sighting(&t, pod.is_some(), now) {
+                            continue;
+                        }
+                        status.tcp_events.fetch_add(1, Ordering::Relaxed);
                     }
-                    status.tcp_events.fetch_add(1, Ordering::Relaxed);
                     let mut line = to_observation(&t, pod);
                     // From one of the node's own addresses (a CNI bridge's, masqueraded traffic):
                     // the node's, never the internet's.
@@ -200,6 +314,10 @@ async fn run_ebpf(
         }
     }
 }
+
+/// Open connections the eBPF capture keeps track of (about 200 bytes each): twice what the
+/// kernel programs remember.
+const MAX_OPEN_CONNECTIONS: usize = 131_072;
 
 fn scan_once(proc_root: &std::path::Path, pods: &RwLock<PodIndex>) -> Vec<TcpConnection> {
     match proc_scan::scan(proc_root) {
@@ -370,6 +488,7 @@ fn health_router(status: Arc<NodeStatus>, outgoing: Outgoing) -> Router {
         m.gauge("ebpf", "Whether capture runs on eBPF (1) or on the fallback (0)", ebpf);
         let counters = [
             ("tcp_events", "TCP connections captured", &status.tcp_events),
+            ("tcp_closes", "TCP connection closes reported with their bytes", &status.tcp_closes),
             ("dns_answers", "DNS answers captured", &status.dns_answers),
             ("dns_malformed", "DNS packets that could not be read", &status.dns_malformed),
             ("lost_events", "Capture events lost to a full ring buffer", &status.lost_events),
@@ -424,5 +543,78 @@ mod tests {
         assert!(seen.first_sighting(&event(TcpEventKind::Connect), false, t0));
         assert!(seen.first_sighting(&event(TcpEventKind::Accept), false, t0));
         assert!(!seen.first_sighting(&event(TcpEventKind::Accept), false, t0));
+    }
+
+    fn close(side: TcpSide) -> TcpEvent {
+        let bytes = Traffic { sent: 10, received: 20 };
+        event(TcpEventKind::Close { side, bytes })
+    }
+
+    #[test]
+    fn a_connections_bytes_go_out_once() {
+        let t0 = Instant::now();
+        let (connect, accept) = (event(TcpEventKind::Connect), event(TcpEventKind::Accept));
+        // Both ends on this node, the connect naming a pod: the connect's close carries the
+        // bytes, whichever socket closes first.
+        for connect_closes_first in [true, false] {
+            let mut open = OpenConnections::new(100);
+            open.opened(&connect, true, t0);
+            open.opened(&accept, true, t0);
+            if connect_closes_first {
+                assert!(open.closed(&close(TcpSide::Connect)));
+                assert!(!open.closed(&close(TcpSide::Accept)));
+            } else {
+                assert!(!open.closed(&close(TcpSide::Accept)));
+                assert!(open.closed(&close(TcpSide::Connect)));
+            }
+            assert!(open.ends.is_empty(), "both ends closed: forgotten");
+        }
+
+        // Only the server's end here (the client on another node, or outside): its close.
+        let mut open = OpenConnections::new(100);
+        open.opened(&accept, true, t0);
+        assert!(open.closed(&close(TcpSide::Accept)));
+
+        // The connect named no pod and the accept looks like incoming traffic: both, for the
+        // mapper to pick by the client's address; from one of the node's own addresses: the
+        // connect's.
+        let mut open = OpenConnections::new(100);
+        open.opened(&connect, false, t0);
+        open.opened(&accept, true, t0);
+        assert!(open.closed(&close(TcpSide::Connect)));
+        assert!(open.closed(&close(TcpSide::Accept)));
+        let mut open = OpenConnections::new(100);
+        open.opened(&connect, false, t0);
+        open.opened(&accept, false, t0);
+        assert!(open.closed(&close(TcpSide::Connect)));
+        assert!(!open.closed(&close(TcpSide::Accept)));
+
+        // A connection opened before the agent started: its close still goes out.
+        let mut open = OpenConnections::new(100);
+        assert!(open.closed(&close(TcpSide::Connect)));
+    }
+
+    #[test]
+    fn open_connections_are_bounded() {
+        let t0 = Instant::now();
+        let mut open = OpenConnections::new(10);
+        for port in 0..25u16 {
+            let mut e = event(TcpEventKind::Connect);
+            e.src.set_port(port);
+            open.opened(&e, true, t0 + OPEN_CONNECTION_AGE * u32::from(port));
+            assert!(open.ends.len() <= 10);
+        }
+    }
+
+    #[test]
+    fn a_close_line_counts_no_connection_and_carries_bounded_bytes() {
+        let bytes = Traffic { sent: u64::MAX, received: 7 };
+        let mut e = event(TcpEventKind::Close { side: TcpSide::Accept, bytes });
+        e.src = "203.0.113.9:5000".parse().unwrap();
+        let line = to_observation(&e, None);
+        assert_eq!((line.count, line.accepted), (0, true));
+        assert_eq!(line.bytes, Some(Traffic { sent: model::limits::MAX_CONNECTIONS, received: 7 }));
+        let open = to_observation(&event(TcpEventKind::Connect), None);
+        assert_eq!((open.count, open.accepted, open.bytes), (1, false, None));
     }
 }

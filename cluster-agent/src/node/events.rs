@@ -18,6 +18,7 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const TCP_EVENT_CONNECT: u8 = 1;
 const TCP_EVENT_ACCEPT: u8 = 2;
+const TCP_EVENT_CLOSE: u8 = 3;
 
 // === raw records (events.h) ===
 
@@ -32,7 +33,7 @@ pub struct RawTcpEvent {
     pub pid: u32,
     pub tid: u32,
     pub kind: u8,
-    pub _pad0: u8,
+    pub side: u8,
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
@@ -40,6 +41,8 @@ pub struct RawTcpEvent {
     pub daddr: [u8; ADDR_LEN],
     pub comm: [u8; COMM_LEN],
     pub _pad1: u32,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
 }
 
 /// `struct dns_event`.
@@ -66,12 +69,38 @@ pub struct RawDnsEvent {
 
 // === domain types ===
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpEventKind {
     /// The client side: a process's connect() completed.
     Connect,
     /// The server side: a process accepted the connection.
     Accept,
+    /// A socket reported by a connect (`side` [`TcpEventKind::Connect`]) or an accept
+    /// (`side` [`TcpEventKind::Accept`]) closed; the event repeats that one's process, cgroup
+    /// and namespace, and carries the kernel's byte counts.
+    Close {
+        side: TcpSide,
+        /// From the client's view: `sent` went from `src` to `dst`.
+        bytes: model::Traffic,
+    },
+}
+
+/// Which end of a connection a socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpSide {
+    Connect,
+    Accept,
+}
+
+impl TcpEventKind {
+    /// The end of the connection the event's socket is.
+    pub fn side(self) -> TcpSide {
+        match self {
+            TcpEventKind::Connect => TcpSide::Connect,
+            TcpEventKind::Accept => TcpSide::Accept,
+            TcpEventKind::Close { side, .. } => side,
+        }
+    }
 }
 
 /// One end of a TCP connection and the process there. `src` is always the connecting side and
@@ -132,6 +161,8 @@ pub enum EventError {
     Family(u16),
     #[error("unknown TCP event kind {0}")]
     Kind(u8),
+    #[error("unknown side {0} of a TCP close event")]
+    Side(u8),
     #[error("unknown transport protocol {0}")]
     Protocol(u8),
     #[error("captured length {captured} exceeds {max}")]
@@ -201,6 +232,14 @@ impl TcpEvent {
         let kind = match raw.kind {
             TCP_EVENT_CONNECT => TcpEventKind::Connect,
             TCP_EVENT_ACCEPT => TcpEventKind::Accept,
+            TCP_EVENT_CLOSE => TcpEventKind::Close {
+                side: match raw.side {
+                    TCP_EVENT_CONNECT => TcpSide::Connect,
+                    TCP_EVENT_ACCEPT => TcpSide::Accept,
+                    other => return Err(EventError::Side(other)),
+                },
+                bytes: model::Traffic { sent: raw.bytes_sent, received: raw.bytes_received },
+            },
             other => return Err(EventError::Kind(other)),
         };
         Ok(TcpEvent {
@@ -290,14 +329,16 @@ mod tests {
                 pid,
                 tid,
                 kind,
-                _pad0,
+                side,
                 family,
                 sport,
                 dport,
                 saddr,
                 daddr,
                 comm,
-                _pad1
+                _pad1,
+                bytes_sent,
+                bytes_received
             ]
         );
         rows.extend(layout!(
@@ -456,6 +497,32 @@ mod tests {
         let mut bad = raw;
         bad.kind = 9;
         assert_eq!(TcpEvent::parse(bytemuck::bytes_of(&bad), &clock()), Err(EventError::Kind(9)));
+        let mut bad = raw;
+        bad.kind = TCP_EVENT_CLOSE;
+        bad.side = 7;
+        assert_eq!(TcpEvent::parse(bytemuck::bytes_of(&bad), &clock()), Err(EventError::Side(7)));
+    }
+
+    #[test]
+    fn parses_a_close_with_its_side_and_bytes() {
+        let mut raw = tcp_raw();
+        raw.kind = TCP_EVENT_CLOSE;
+        raw.side = TCP_EVENT_ACCEPT;
+        raw.bytes_sent = 5_000_000;
+        raw.bytes_received = u64::MAX;
+        let event = TcpEvent::parse(bytemuck::bytes_of(&raw), &clock()).unwrap();
+        assert_eq!(
+            event.kind,
+            TcpEventKind::Close {
+                side: TcpSide::Accept,
+                bytes: model::Traffic { sent: 5_000_000, received: u64::MAX }
+            }
+        );
+        assert_eq!(event.kind.side(), TcpSide::Accept);
+        assert_eq!(
+            (event.src, event.dst),
+            ("10.0.0.1:40000".parse().unwrap(), "10.0.0.2:443".parse().unwrap())
+        );
     }
 
     fn dns_raw(protocol: u8, payload: &[u8], payload_len: u16) -> RawDnsEvent {

@@ -174,6 +174,7 @@ impl ScannedConnection {
             netns: outbound.then_some(self.netns),
             pod: if outbound { pod } else { None },
             accepted: !outbound,
+            bytes: None,
         }
     }
 }

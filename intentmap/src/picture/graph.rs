@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use model::{Edge, PortSpec, Protocol, Target, WorkloadRef};
+use model::{Edge, PortSpec, Protocol, Target, Traffic, WorkloadRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
@@ -43,6 +43,8 @@ pub struct Link {
     pub to: usize,
     /// The ports called (`7070`, `53/UDP`), or `Kafka`; empty when none were seen.
     pub label: String,
+    /// The bytes carried, when a node agent measured them (`sent` along the link).
+    pub bytes: Option<Traffic>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -189,7 +191,9 @@ fn port_label(ports: &BTreeSet<PortSpec>, kafka: bool) -> String {
 /// The graph of `edges`, nodes in the order they are first met.
 pub fn build(edges: &[Edge]) -> Graph {
     let mut b = Builder::default();
-    let mut links: BTreeMap<(usize, usize), (BTreeSet<PortSpec>, bool)> = BTreeMap::new();
+    // Per (from, to): the ports, whether it is Kafka, the bytes.
+    type Joined = (BTreeSet<PortSpec>, bool, Option<Traffic>);
+    let mut links: BTreeMap<(usize, usize), Joined> = BTreeMap::new();
     for edge in edges {
         let workload = b.workload(&edge.client);
         let other = b.target(&edge.target);
@@ -201,6 +205,7 @@ pub fn build(edges: &[Edge]) -> Graph {
         let link = links.entry((from, to)).or_default();
         link.0.extend(edge.ports.iter().copied());
         link.1 |= matches!(edge.target, Target::Kafka(_));
+        link.2 = Traffic::sum(link.2, edge.bytes);
     }
     for id in &b.kafka {
         let node = &mut b.nodes[*id];
@@ -217,7 +222,12 @@ pub fn build(edges: &[Edge]) -> Graph {
     }
     let links = links
         .into_iter()
-        .map(|((from, to), (ports, kafka))| Link { from, to, label: port_label(&ports, kafka) })
+        .map(|((from, to), (ports, kafka, bytes))| Link {
+            from,
+            to,
+            label: port_label(&ports, kafka),
+            bytes,
+        })
         .collect();
     Graph { nodes: b.nodes, links }
 }

@@ -146,7 +146,7 @@ mod tests {
             nodes: (0..n).map(node).collect(),
             links: links
                 .iter()
-                .map(|&(from, to)| Link { from, to, label: String::new() })
+                .map(|&(from, to)| Link { from, to, label: String::new(), bytes: None })
                 .collect(),
         }
     }

@@ -139,6 +139,19 @@ mod tests {
     }
 
     #[test]
+    fn measured_links_are_wider_and_tell_their_volume() {
+        let cart = Target::Kubernetes(WorkloadRef::new("shop", "cartservice", None));
+        let ledger = Target::Kubernetes(WorkloadRef::new("shop", "ledger", None));
+        let mut measured = edge("frontend", cart);
+        measured.bytes = Some(model::Traffic { sent: 300_000, received: 2_000_000 });
+        let svg = render_svg(&[measured.clone(), measured, edge("frontend", ledger)], "test");
+        assert!(svg.contains("<title>586 KiB ↑ / 3.8 MiB ↓</title></path>"), "{svg}");
+        assert_eq!(svg.matches("</path>").count(), 1, "the unmeasured link has none: {svg}");
+        assert!(svg.contains("stroke-width=\"3.7\""), "{svg}");
+        assert!(svg_to_png(&svg).is_ok());
+    }
+
+    #[test]
     fn an_empty_graph_says_so() {
         let svg = render_svg(&[], "mapper http://localhost:9090");
         assert!(

@@ -19,6 +19,8 @@ pub struct Route {
     pub kind: Kind,
     /// Runs right to left (a call back to an earlier column or within one).
     pub back: bool,
+    /// The link's measured bytes: drawn wider, and told in its tooltip.
+    pub bytes: Option<model::Traffic>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +175,7 @@ pub fn route(graph: &Graph, layout: &Layout) -> (Vec<Route>, Vec<PortLabel>) {
                 first_x: layout.first_x[l.to],
             };
             let (path, back) = path(&ends);
-            Route { path, kind: graph.nodes[l.to].kind, back }
+            Route { path, kind: graph.nodes[l.to].kind, back, bytes: l.bytes }
         })
         .collect();
     (routes, labels)

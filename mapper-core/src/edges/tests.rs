@@ -19,7 +19,37 @@ fn call<'a>(client: &'a Workload, server: &'a Workload, at: &str) -> Observation
         connections: 1,
         detail: Detail::None,
         connection: true,
+        bytes: None,
     }
+}
+
+fn traffic(sent: u64, received: u64) -> Option<Traffic> {
+    Some(Traffic { sent, received })
+}
+
+#[test]
+fn a_close_adds_bytes_and_no_connection_and_deltas_carry_only_new_bytes() {
+    let (front, cart) = (workload("frontend"), workload("cartservice"));
+    let mut store = EdgeStore::new(EdgeStoreConfig::default());
+    store.record(&call(&front, &cart, "2026-01-01T10:00:00Z"));
+    assert_eq!(store.snapshot()[0].bytes, None, "a connection alone measures nothing");
+    let close = |sent, received, at| Observation {
+        connections: 0,
+        bytes: traffic(sent, received),
+        ..call(&front, &cart, at)
+    };
+    store.record(&close(1_000, 50_000, "2026-01-01T10:00:02Z"));
+    let first = store.take_delta();
+    assert_eq!((first[0].connections, first[0].bytes), (1, traffic(1_000, 50_000)));
+
+    store.record(&close(24, 8, "2026-01-01T10:00:03Z"));
+    store.record(&close(u64::MAX, 1, "2026-01-01T10:00:04Z"));
+    let second = store.take_delta();
+    assert_eq!(second[0].connections, 0, "closes are no new connections");
+    assert_eq!(second[0].bytes, traffic(model::limits::MAX_CONNECTIONS, 9), "bounded");
+    let listed = &store.snapshot()[0];
+    assert_eq!(listed.connections, 1);
+    assert_eq!(listed.bytes, traffic(model::limits::MAX_CONNECTIONS, 50_009));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use model::observation::TcpConnection;
-use model::{PortSpec, Protocol};
+use model::{PortSpec, Protocol, Traffic};
 
 use super::stats::bump;
 use super::{Call, Mapper, Reporter};
@@ -35,6 +35,8 @@ pub(super) struct Pending {
     port: u16,
     at: DateTime<Utc>,
     connections: u64,
+    /// What a close line measured, from the (outside) client's view.
+    bytes: Option<Traffic>,
     /// The node whose agent reported it (`None`: a reporter believed about any pod).
     node: Option<Name>,
 }
@@ -75,6 +77,7 @@ impl Mapper {
             port: connection.dst_port,
             at,
             connections: connection.count,
+            bytes: connection.bytes.map(super::bounded),
             node,
         });
         true
@@ -105,9 +108,10 @@ impl Mapper {
                     connections: p.connections,
                     detail: Detail::None,
                     connection: true,
+                    bytes: p.bytes,
                 };
                 if self.record(&client, &resolution, call) {
-                    bump(&mut self.stats.tcp_connections);
+                    bump(self.stats.tcp_line(p.connections));
                 }
                 return;
             }
@@ -146,11 +150,18 @@ impl Mapper {
                 connections: p.connections,
                 detail: Detail::None,
                 connection: false,
+                // As the target, read the other way round: `sent` went from the outside client
+                // to the workload (the direction the graph draws the edge).
+                bytes: p.bytes,
             };
             recorded |= self.edges.record(&observation) != Recorded::Refused;
         }
         if recorded {
-            bump(&mut self.stats.incoming_connections);
+            bump(if p.connections == 0 {
+                &mut self.stats.tcp_closes
+            } else {
+                &mut self.stats.incoming_connections
+            });
         }
     }
 
@@ -328,5 +339,54 @@ mod tests {
         flooded.observe_as(&batch, Reporter::Anyone, ts(AT));
         assert_eq!(flooded.pending_incoming(), MAX_PENDING);
         assert_eq!(flooded.stats().incoming_dropped, 3);
+    }
+
+    /// A node agent's line for a closed socket: no new connection, the bytes it carried.
+    fn closed(mut line: TcpConnection, sent: u64, received: u64) -> TcpConnection {
+        line.count = 0;
+        line.bytes = Some(Traffic { sent, received });
+        line
+    }
+
+    #[test]
+    fn closes_bring_bytes_to_calls_and_incoming_edges_once() {
+        let mut mapper = cluster();
+        let call = crate::tests::hinted(tcp("10.244.1.5", "10.244.2.5", 7070, AT), "shop", "web-1");
+        let lines = vec![
+            call.clone(),
+            // The client's socket closed: its bytes, counted once.
+            closed(call.clone(), 300, 4_000),
+            // The server's side of that call, on the other node: the client's side tells it.
+            closed(accepted("10.244.1.5", "10.244.2.5", 7070), 300, 4_000),
+            // Incoming traffic: its connection and its close, held and judged together.
+            accepted("203.0.113.4", "10.244.1.5", 8080),
+            closed(accepted("203.0.113.4", "10.244.1.5", 8080), 20, 1_000_000),
+        ];
+        send(&mut mapper, lines, Reporter::Anyone);
+        let edges = mapper.snapshot();
+        let call = edges.iter().find(|e| matches!(&e.target, Target::Kubernetes(_))).unwrap();
+        assert_eq!(
+            (call.connections, call.bytes),
+            (1, Some(Traffic { sent: 300, received: 4_000 }))
+        );
+        let incoming = edges.iter().find(|e| matches!(&e.target, Target::Incoming(_))).unwrap();
+        assert_eq!(incoming.client.name, "web-1");
+        assert_eq!(
+            (incoming.connections, incoming.bytes),
+            (1, Some(Traffic { sent: 20, received: 1_000_000 })),
+            "read as the internet client's: it sent 20 bytes to the workload"
+        );
+        let stats = mapper.stats();
+        assert_eq!(
+            (stats.tcp_connections, stats.incoming_connections, stats.tcp_closes),
+            (1, 1, 2)
+        );
+        assert_eq!(stats.accepted_from_workloads, 1);
+        // The upload carries the same bytes.
+        let delta = mapper.take_delta();
+        assert_eq!(
+            delta.iter().filter_map(|e| e.bytes).map(|b| b.received).sum::<u64>(),
+            1_004_000
+        );
     }
 }

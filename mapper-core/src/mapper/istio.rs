@@ -357,6 +357,7 @@ impl Mapper {
             connections: requests,
             detail,
             connection: false,
+            bytes: None,
         };
         if self.record(&client, &target, call) {
             add(&mut self.stats.http_requests, requests);

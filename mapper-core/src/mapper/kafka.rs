@@ -91,6 +91,7 @@ impl Mapper {
                 connections: 1,
                 detail,
                 connection: false,
+                bytes: None,
             };
             if self.edges.record(&observation) != Recorded::Refused {
                 bump(&mut self.stats.kafka_accesses);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use model::observation::{AwsOperation, DnsAnswer, ObservationBatch, PodHint, TcpConnection};
-use model::{Edge, ExposedWorkload, PortSpec, Protocol};
+use model::{Edge, ExposedWorkload, PortSpec, Protocol, Traffic};
 
 pub use incoming::{MAX_PENDING as MAX_PENDING_INCOMING, SETTLE as INCOMING_SETTLE};
 pub use kafka::KafkaBroker;
@@ -240,9 +240,10 @@ impl Mapper {
             connections: connection.count,
             detail: Detail::None,
             connection: true,
+            bytes: connection.bytes.map(bounded),
         };
         if self.record(&client, &resolution, call) {
-            bump(&mut self.stats.tcp_connections);
+            bump(self.stats.tcp_line(connection.count));
         }
     }
 
@@ -276,6 +277,7 @@ impl Mapper {
                 connections: 0,
                 detail: Detail::None,
                 connection: false,
+                bytes: None,
             };
             if self.record(&client, &resolution, call) {
                 bump(&mut self.stats.dns_cluster_answers);
@@ -346,6 +348,7 @@ impl Mapper {
             connections: 1,
             detail: Detail::None,
             connection: false,
+            bytes: None,
         };
         if self.edges.record(&observation) != Recorded::Refused {
             bump(&mut self.stats.aws_operations);
@@ -398,10 +401,11 @@ impl Mapper {
 
     /// Records `client` calling what `resolution` found; whether anything was recorded.
     fn record(&mut self, client: &Workload, resolution: &Resolution, call: Call<'_>) -> bool {
-        let Call { client_ip, port, at, connections, detail, connection } = call;
+        let Call { client_ip, port, at, connections, detail, connection, bytes } = call;
         let recorded = self.for_each_target(resolution, |edges, target| {
-            edges.record(&Observation { client, target, port, at, connections, detail, connection })
-                != Recorded::Refused
+            let observation =
+                Observation { client, target, port, at, connections, detail, connection, bytes };
+            edges.record(&observation) != Recorded::Refused
         });
         match (recorded, resolution) {
             (Some(recorded), _) => recorded,
@@ -416,6 +420,7 @@ impl Mapper {
                     connections,
                     detail,
                     connection,
+                    bytes,
                 }) != Recorded::Refused
             }
             (None, Resolution::Contested) => {
@@ -439,6 +444,12 @@ struct Call<'a> {
     connections: u64,
     detail: Detail<'a>,
     connection: bool,
+    bytes: Option<Traffic>,
+}
+
+/// Bytes as a node agent reported them, each direction bounded as the wire format is.
+fn bounded(bytes: Traffic) -> Traffic {
+    Traffic::default().saturating_add(bytes)
 }
 
 /// Whether an address can be a connection's destination worth naming.

@@ -152,6 +152,7 @@ mod tests {
             netns: None,
             pod,
             accepted: false,
+            bytes: None,
         }
     }
 

@@ -7,6 +7,9 @@ pub struct MapperStats {
     pub batches: u64,
     /// TCP connection lines that were recorded as edges.
     pub tcp_connections: u64,
+    /// TCP close lines (a closed connection's bytes, no new connection) added to edges,
+    /// incoming internet traffic's included.
+    pub tcp_closes: u64,
     /// Answers for names outside the cluster, remembered to name later connections.
     pub dns_answers: u64,
     /// Answers for Services and pods, recorded as edges.
@@ -107,6 +110,18 @@ pub struct MapperStats {
     pub istio_foreign_series: u64,
     /// ztunnel series of a hop to or from a waypoint, left to the waypoint's own count.
     pub istio_waypoint_hops: u64,
+}
+
+impl MapperStats {
+    /// The counter a recorded TCP line of `count` connections goes to: a close line (0) or
+    /// connections.
+    pub(crate) fn tcp_line(&mut self, count: u64) -> &mut u64 {
+        if count == 0 {
+            &mut self.tcp_closes
+        } else {
+            &mut self.tcp_connections
+        }
+    }
 }
 
 /// `counter += by`, saturating.

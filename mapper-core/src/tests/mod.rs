@@ -65,6 +65,7 @@ pub(crate) fn tcp(src: &str, dst: &str, port: u16, at: &str) -> TcpConnection {
         netns: None,
         pod: None,
         accepted: false,
+        bytes: None,
     }
 }
 
