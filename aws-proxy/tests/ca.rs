@@ -10,8 +10,6 @@ use aws_proxy::ca::{
     generate_ca, permitted_names, CaKeeper, CaStore, CertificateAuthority, StoredCa,
 };
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::ByteString;
-use kube::api::ObjectMeta;
 use rustls::pki_types::ServerName;
 use testkit::kube_api::FakeApiServer;
 use time::OffsetDateTime;
@@ -190,19 +188,7 @@ async fn an_unconstrained_ten_year_ca_from_an_earlier_version_is_replaced() {
     params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
     params.not_after = OffsetDateTime::now_utc() + time::Duration::days(3650);
     let old = params.self_signed(&key).unwrap().pem();
-    let data = [("ca.crt", old.clone()), ("ca.key", key.serialize_pem())]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
-        .collect();
-    api.apply(&Secret {
-        metadata: ObjectMeta {
-            name: Some("aws-proxy-ca".into()),
-            namespace: Some("intentmap".into()),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    });
+    api.apply(&support::ca_secret(&old, &key.serialize_pem()));
 
     let store = CaStore::Secret { namespace: "intentmap".into(), name: "aws-proxy-ca".into() };
     let ca = CertificateAuthority::load_or_create(&store, Some(api.client())).await.unwrap();

@@ -11,12 +11,10 @@ use std::time::Duration;
 
 use aws_proxy::ca::{generate_ca, permitted_names, CaKeeper, CaStore, CertificateAuthority};
 use aws_proxy::webhook::{mutate, MutationConfig, Webhook, WebhookArgs};
-use base64::Engine as _;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, ServiceReference, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::ByteString;
 use kube::api::ObjectMeta;
 use serde_json::{json, Value};
 use testkit::kube_api::FakeApiServer;
@@ -166,18 +164,7 @@ async fn a_forged_review_for_a_namespace_not_opted_in_writes_nothing_there() {
     let answer = post(&client, webhook.local_addr(), &review("shop")).await.unwrap();
     assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
     assert!(server.get::<ConfigMap>("shop", "intentmap-aws-ca").is_some());
-    let patch: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(answer["response"]["patch"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    let dns = patch
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|op| op["path"] == "/spec/dnsConfig")
-        .expect("a dnsConfig");
+    let dns = testkit::admission::patch_operation(&answer, "/spec/dnsConfig");
     assert_eq!(
         dns["value"]["nameservers"],
         json!(["10.96.0.53", "10.96.0.10"]),
@@ -302,19 +289,7 @@ async fn a_rotation_reaches_the_serving_certificate_the_configmaps_and_the_ca_bu
         time::Duration::days(365),
     )
     .unwrap();
-    let data = [("ca.crt", &old.cert_pem), ("ca.key", &old.key_pem)]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), ByteString(v.clone().into_bytes())))
-        .collect();
-    server.apply(&Secret {
-        metadata: ObjectMeta {
-            name: Some("aws-proxy-ca".into()),
-            namespace: Some("intentmap".into()),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    });
+    server.apply(&support::ca_secret(&old.cert_pem, &old.key_pem));
 
     let days_ahead = Arc::new(AtomicI64::new(0));
     let ahead = days_ahead.clone();

@@ -11,193 +11,18 @@ use axum::http::{header, StatusCode};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use self::support::TestApi;
+#[path = "web_large/browser.rs"]
+mod browser;
 
-mod support {
-    //! The API on a real socket; requests from the test go through the same router in-process.
-
-    use std::net::SocketAddr;
-    use std::time::Duration;
-
-    use axum::body::{Body, Bytes};
-    use axum::http::{header, HeaderMap, Method, Request, StatusCode};
-    use cloud_api::tokens::{JwtIssuer, SigningKey};
-    use cloud_api::{AppState, Config};
-    use serde_json::Value;
-    use tower::ServiceExt;
-
-    pub struct Reply {
-        pub status: StatusCode,
-        pub headers: HeaderMap,
-        pub body: Bytes,
-    }
-
-    impl Reply {
-        pub fn text(&self) -> String {
-            String::from_utf8_lossy(&self.body).into_owned()
-        }
-        pub fn json(&self) -> Value {
-            serde_json::from_slice(&self.body)
-                .unwrap_or_else(|e| panic!("expected JSON ({e}), got {:?}", self.text()))
-        }
-        pub fn header(&self, name: header::HeaderName) -> String {
-            self.headers
-                .get(&name)
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_else(|| panic!("no {name} header"))
-        }
-    }
-
-    /// Served by the test only, never by cloud-api.
-    const SIGN_IN: &str = r##"<!doctype html><script>
-const [token, rest] = location.hash.slice(1).split("#");
-sessionStorage.setItem("intentmap.apiToken", decodeURIComponent(token));
-location.replace("/#" + (rest || ""));
-</script>"##;
-
-    pub struct TestApi {
-        pub state: AppState,
-        pub addr: SocketAddr,
-        server: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for TestApi {
-        fn drop(&mut self) {
-            self.server.abort();
-        }
-    }
-
-    impl TestApi {
-        pub async fn start() -> Self {
-            let server = testkit::pg::server()
-                .await
-                .expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
-            let database_url =
-                server.fresh_database("cloudweb").await.expect("a fresh test database");
-            cloud_api::migrate(&database_url).await.expect("migrations apply");
-            let jwt = JwtIssuer::new(
-                "https://cloud.test".into(),
-                "intentmap-ingest".into(),
-                Duration::from_secs(300),
-                vec![SigningKey::generate()],
-            )
-            .unwrap();
-            let state = cloud_api::state(&database_url, jwt, Config::default(), 4)
-                .await
-                .expect("connect to the test database");
-            let listener =
-                tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
-            let addr = listener.local_addr().unwrap();
-            let app = cloud_api::app(state.clone()).route(
-                "/test-sign-in",
-                axum::routing::get(|| async { axum::response::Html(SIGN_IN) }),
-            );
-            let server = tokio::spawn(async move {
-                axum::serve(listener, app).await.expect("the API serves");
-            });
-            TestApi { state, addr, server }
-        }
-
-        pub fn url(&self, fragment: &str) -> String {
-            format!("http://{}/{fragment}", self.addr)
-        }
-
-        /// The page with `token` already signed in (as after the user agreed to a link or
-        /// pasted it), then `fragment`: a test-only page of the same origin stores the token
-        /// where the page keeps it and goes on to the page.
-        pub fn signed_in(&self, token: &str, fragment: &str) -> String {
-            format!("http://{}/test-sign-in#{token}#{fragment}", self.addr)
-        }
-
-        pub async fn call(
-            &self,
-            method: Method,
-            uri: &str,
-            bearer: Option<&str>,
-            body: Option<Body>,
-            content_type: &str,
-        ) -> Reply {
-            let mut req = Request::builder().method(method).uri(uri);
-            if let Some(t) = bearer {
-                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-            }
-            if body.is_some() {
-                req = req.header(header::CONTENT_TYPE, content_type);
-            }
-            let res = cloud_api::app(self.state.clone())
-                .oneshot(req.body(body.unwrap_or_else(Body::empty)).unwrap())
-                .await
-                .unwrap();
-            let (status, headers) = (res.status(), res.headers().clone());
-            let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-            Reply { status, headers, body }
-        }
-
-        pub async fn get(&self, uri: &str, bearer: Option<&str>) -> Reply {
-            self.call(Method::GET, uri, bearer, None, "").await
-        }
-
-        /// An organisation; returns its API token.
-        pub async fn org(&self, name: &str) -> String {
-            self.state.store.create_org(name).await.expect("create org").api_token
-        }
-
-        /// Registers a cluster and returns a cluster access token for it.
-        pub async fn cluster(&self, api_token: &str, name: &str) -> String {
-            let body = Body::from(serde_json::json!({"name": name}).to_string());
-            let reply = self
-                .call(
-                    Method::POST,
-                    "/api/v1/clusters",
-                    Some(api_token),
-                    Some(body),
-                    "application/json",
-                )
-                .await;
-            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
-            let creds = reply.json();
-            let form = format!(
-                "grant_type=client_credentials&client_id={}&client_secret={}",
-                creds["client_id"].as_str().unwrap(),
-                creds["client_secret"].as_str().unwrap()
-            );
-            let reply = self
-                .call(
-                    Method::POST,
-                    "/oauth/token",
-                    None,
-                    Some(Body::from(form)),
-                    "application/x-www-form-urlencoded",
-                )
-                .await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-            reply.json()["access_token"].as_str().unwrap().to_owned()
-        }
-
-        pub async fn report(&self, cluster_jwt: &str, edges: Vec<Value>, exposed: Vec<Value>) {
-            let report = serde_json::json!({
-                "schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
-                "edges": edges, "exposed": exposed,
-            });
-            let reply = self
-                .call(
-                    Method::POST,
-                    "/api/v1/reports",
-                    Some(cluster_jwt),
-                    Some(Body::from(report.to_string())),
-                    "application/json",
-                )
-                .await;
-            assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
-        }
-    }
-}
+use self::browser::{
+    assert_png, chromium_binary as chromium, fresh_profile, screenshot_path, Api, HEADLESS,
+};
 
 // === what the page is served as ===
 
 #[tokio::test]
 async fn the_page_is_served_with_a_strict_content_security_policy() {
-    let api = TestApi::start().await;
+    let api = Api::start("cloudweb").await;
     let page = api.get("/", None).await;
     assert_eq!(page.status, StatusCode::OK, "the page itself needs no token: it asks for one");
     assert!(page.header(header::CONTENT_TYPE).starts_with("text/html"), "{:?}", page.headers);
@@ -243,17 +68,6 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
 /// The browser runs one at a time: this machine has few cores and Chromium is heavy.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Debian's chromium; a test fails naming the package when it is missing.
-fn chromium() -> PathBuf {
-    testkit::need::command("chromium", "chromium")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
 struct Browser {
     binary: PathBuf,
 }
@@ -268,34 +82,18 @@ impl Browser {
     /// `screenshot`, also saves a 1400×900 PNG there.
     async fn load(&self, url: &str, screenshot: Option<&Path>) -> Page {
         let _one_at_a_time = BROWSER.lock().await;
-        let profile = std::env::temp_dir().join(format!(
-            "intentmap-web-test-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&profile).unwrap();
+        let profile = fresh_profile("intentmap-web-test");
         let mut cmd = tokio::process::Command::new(&self.binary);
-        cmd.args([
-            "--headless",
-            // Tests run as root in containers, where Chromium's sandbox cannot start.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            // No internet here: nothing may try to reach Google.
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--window-size=1400,900",
-            "--virtual-time-budget=10000",
-            // Console messages (script errors, CSP violations) go to stderr.
-            "--enable-logging=stderr",
-            "--log-level=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom");
+        cmd.args(HEADLESS)
+            .args([
+                "--window-size=1400,900",
+                "--virtual-time-budget=10000",
+                // Console messages (script errors, CSP violations) go to stderr.
+                "--enable-logging=stderr",
+                "--log-level=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("--dump-dom");
         if let Some(path) = screenshot {
             cmd.arg(format!("--screenshot={}", path.display()));
         }
@@ -425,7 +223,7 @@ fn workload(ns: &str, name: &str) -> Value {
 /// Two clusters of one organisation: `us` runs the shop and calls `eu`'s payment gateway
 /// through its public hostname, the internet and S3; `eu` writes to DynamoDB. One call is three
 /// days old. Returns the org's API token.
-async fn shop(api: &TestApi) -> String {
+async fn shop(api: &Api) -> String {
     let token = api.org("acme").await;
     let us = api.cluster(&token, "us").await;
     let eu = api.cluster(&token, "eu").await;
@@ -499,31 +297,11 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
-fn screenshot_path(name: &str) -> PathBuf {
-    let dir = target_dir().join("web-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn assert_png(path: &Path) {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
-    assert!(
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
-        "{} is not a real screenshot ({} bytes)",
-        path.display(),
-        bytes.len()
-    );
-    println!("screenshot: {}", path.canonicalize().unwrap().display());
-}
-
 #[tokio::test]
 async fn the_page_draws_the_access_graph_in_a_real_browser() {
     let binary = chromium();
     let browser = Browser { binary };
-    let api = TestApi::start().await;
+    let api = Api::start("cloudweb").await;
     let token = shop(&api).await;
     let graph = api.get("/api/v1/access-graph", Some(&token)).await.json();
     let node_ids: Vec<String> = graph["nodes"]
@@ -683,7 +461,7 @@ async fn the_page_draws_the_access_graph_in_a_real_browser() {
 async fn the_page_colours_new_and_gone_calls() {
     let binary = chromium();
     let browser = Browser { binary };
-    let api = TestApi::start().await;
+    let api = Api::start("cloudweb").await;
     let token = api.org("initech").await;
     let jwt = api.cluster(&token, "prod").await;
     let call = |target: &str, first_minutes_ago: i64, last_minutes_ago: i64| {
@@ -734,7 +512,7 @@ async fn the_page_colours_new_and_gone_calls() {
 async fn the_page_draws_thousands_of_edges() {
     let binary = chromium();
     let browser = Browser { binary };
-    let api = TestApi::start().await;
+    let api = Api::start("cloudweb").await;
     let token = api.org("bigcorp").await;
     let jwt = api.cluster(&token, "prod").await;
     // 60 namespaces of 5 workloads in a few tiers, each calling several of the next tier, plus

@@ -239,6 +239,7 @@ async fn counter_increases_between_scrapes_become_http_edges() {
             netns: None,
             pod: None,
             accepted: false,
+            bytes: None,
         }],
         ..Default::default()
     };

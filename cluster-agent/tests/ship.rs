@@ -24,6 +24,7 @@ fn connection(dst_port: u16) -> Observed {
         netns: None,
         pod: None,
         accepted: false,
+        bytes: None,
     })
 }
 

@@ -8,12 +8,9 @@ use upload_common::*;
 
 #[tokio::test]
 async fn reports_arrive_and_are_counted() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
-    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let up = uploader(dir.path(), &cloud.url(), &tenant);
 
     up.give(&report("frontend", 1));
     up.give(&report("frontend", 2));
@@ -28,23 +25,14 @@ async fn reports_arrive_and_are_counted() {
     assert_eq!((counts.duplicates, counts.retries, counts.rejected, counts.pending), (0, 0, 0, 0));
     assert!(files(dir.path(), ".json").is_empty());
     assert_eq!(cloud.tokens_issued(), 1, "the token is reused");
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn reports_wait_in_the_outbox_while_the_cloud_is_down() {
-    init_tracing();
-    let db = database().await;
-    let state = cloud_state(&db, Duration::from_secs(300)).await;
-    let tenant = tenant(&state).await;
-    let addr = free_addr();
+    let (state, tenant, addr) = not_serving_yet().await;
     let dir = temp_dir();
-    let up = spawn(
-        Outbox::open(dir.path()).unwrap(),
-        client(&format!("http://{addr}"), &tenant),
-        fast_config(),
-    );
+    let up = uploader(dir.path(), &format!("http://{addr}"), &tenant);
 
     for n in [1, 2, 4] {
         up.give(&report("frontend", n));
@@ -66,21 +54,16 @@ async fn reports_wait_in_the_outbox_while_the_cloud_is_down() {
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 7, "each report counted exactly once");
     assert_eq!(up.stats.duplicates.load(Ordering::SeqCst), 0);
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn a_restarted_mapper_sends_what_it_left_pending() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
+    let (db, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let addr = cloud.addr;
-    let tenant = tenant(&cloud.state).await;
     let dir = temp_dir();
 
-    let first =
-        spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let first = uploader(dir.path(), &cloud.url(), &tenant);
     first.give(&report("frontend", 1));
     eventually("the first report is delivered", || first.stats.sent.load(Ordering::SeqCst) == 1)
         .await;
@@ -102,7 +85,7 @@ async fn a_restarted_mapper_sends_what_it_left_pending() {
         "the pending reports survive, in order"
     );
     let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, addr).await;
-    let second = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
+    let second = uploading(outbox, &cloud.url(), &tenant);
     eventually("the new uploader delivers them", || second.stats.sent.load(Ordering::SeqCst) == 2)
         .await;
     let graph = cloud.graph(&tenant.api_token).await;
@@ -115,10 +98,7 @@ async fn a_restarted_mapper_sends_what_it_left_pending() {
 
 #[tokio::test]
 async fn a_report_applied_before_its_ack_was_lost_is_counted_once() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
     let mut outbox = Outbox::open(dir.path()).unwrap();
     let applied = report("frontend", 5);
@@ -131,7 +111,7 @@ async fn a_report_applied_before_its_ack_was_lost_is_counted_once() {
 
     let later = report("frontend", 1);
     outbox.push(&later).unwrap();
-    let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
+    let up = uploading(outbox, &cloud.url(), &tenant);
     eventually("the outbox drains", || {
         up.stats.duplicates.load(Ordering::SeqCst) == 1 && up.stats.sent.load(Ordering::SeqCst) == 1
     })
@@ -140,16 +120,12 @@ async fn a_report_applied_before_its_ack_was_lost_is_counted_once() {
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(connections(&graph, "frontend"), 6, "the replay changed nothing");
     assert_eq!((cloud.reports("accepted"), cloud.reports("duplicate")), (2, 2));
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn an_expired_token_is_replaced() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(1)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(1)).await;
 
     // The client keeps a token until shortly before expires_in, then fetches another.
     let direct = client(&cloud.url(), &tenant);
@@ -159,7 +135,7 @@ async fn an_expired_token_is_replaced() {
     assert_ne!(direct.token().await.unwrap(), token, "replaced once expired");
 
     let dir = temp_dir();
-    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let up = uploader(dir.path(), &cloud.url(), &tenant);
     up.give(&report("frontend", 1));
     eventually("the first report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
     let issued = cloud.tokens_issued();
@@ -170,41 +146,31 @@ async fn an_expired_token_is_replaced() {
     assert_eq!(cloud.tokens_issued(), issued + 1, "a new token was fetched for the second report");
     assert_eq!(up.stats.retries.load(Ordering::SeqCst), 0, "no failed attempt");
     assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 3);
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn a_refused_token_is_replaced_and_the_report_sent_again() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (db, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
-    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let up = uploader(dir.path(), &cloud.url(), &tenant);
     up.give(&report("frontend", 1));
     eventually("the first report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
 
     // The cloud restarts with a new signing key: the cached token (valid for minutes) is refused with 401.
-    let addr = cloud.addr;
-    cloud.stop().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, addr).await;
+    let cloud = cloud.restart(&db, Duration::from_secs(300)).await;
     up.give(&report("frontend", 2));
     eventually("the second report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 2)
         .await;
     assert_eq!(cloud.refused_jwts(), 1, "the old token was refused once");
     assert_eq!(cloud.tokens_issued(), 1, "one new token from the restarted cloud");
     assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 3);
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn a_rejected_report_is_set_aside_and_the_queue_moves_on() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
     let mut outbox = Outbox::open(dir.path()).unwrap();
     let bad = report("Front End", 1);
@@ -212,7 +178,7 @@ async fn a_rejected_report_is_set_aside_and_the_queue_moves_on() {
     outbox.push(&bad).unwrap();
     outbox.push(&good).unwrap();
 
-    let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
+    let up = uploading(outbox, &cloud.url(), &tenant);
     eventually("the good report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
     assert_eq!(up.stats.rejected.load(Ordering::SeqCst), 1);
     assert_eq!(up.stats.retries.load(Ordering::SeqCst), 0, "a rejection is not retried");
@@ -223,16 +189,12 @@ async fn a_rejected_report_is_set_aside_and_the_queue_moves_on() {
     let graph = cloud.graph(&tenant.api_token).await;
     assert_eq!(graph.edges.len(), 1);
     assert_eq!(connections(&graph, "frontend"), 2);
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn a_corrupt_file_in_the_outbox_is_skipped() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
     // Older than anything the outbox will write, so it is first in line.
     let corrupt = format!("{:020}-{}.json", 1, Uuid::new_v4());
@@ -241,28 +203,23 @@ async fn a_corrupt_file_in_the_outbox_is_skipped() {
     let mut outbox = Outbox::open(dir.path()).unwrap();
     outbox.push(&report("frontend", 3)).unwrap();
 
-    let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
+    let up = uploading(outbox, &cloud.url(), &tenant);
     eventually("the good report is delivered", || up.stats.sent.load(Ordering::SeqCst) == 1).await;
     assert_eq!(files(dir.path(), ".corrupt"), vec![format!("{corrupt}.corrupt")]);
     assert_eq!(up.outbox_stats.corrupt.load(Ordering::SeqCst), 1);
     assert!(files(dir.path(), ".json").is_empty());
     assert_eq!(connections(&cloud.graph(&tenant.api_token).await, "frontend"), 3);
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn a_full_outbox_merges_its_oldest_reports_without_losing_or_doubling() {
-    init_tracing();
-    let db = database().await;
-    let state = cloud_state(&db, Duration::from_secs(300)).await;
-    let tenant = tenant(&state).await;
-    let addr = free_addr();
+    let (state, tenant, addr) = not_serving_yet().await;
     let dir = temp_dir();
     let outbox =
         Outbox::open_with(dir.path(), OutboxLimits { max_reports: 3, ..OutboxLimits::default() })
             .unwrap();
-    let up = spawn(outbox, client(&format!("http://{addr}"), &tenant), fast_config());
+    let up = uploading(outbox, &format!("http://{addr}"), &tenant);
 
     for n in 1..=8u64 {
         up.give(&report(if n % 2 == 0 { "frontend" } else { "checkout" }, n));
@@ -281,16 +238,12 @@ async fn a_full_outbox_merges_its_oldest_reports_without_losing_or_doubling() {
     assert_eq!(connections(&graph, "frontend"), 2 + 4 + 6 + 8);
     assert_eq!(connections(&graph, "checkout"), 1 + 3 + 5 + 7);
     assert_eq!(total_connections(&graph), 36);
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn the_exposed_set_is_sent_again_when_nothing_changes() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
     let config =
         UploaderConfig { exposed_refresh: Some(Duration::from_millis(100)), ..fast_config() };
@@ -316,6 +269,5 @@ async fn the_exposed_set_is_sent_again_when_nothing_changes() {
         1,
         "refreshes carry no edges"
     );
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }

@@ -27,17 +27,14 @@ fn many_edges(first: usize, count: usize) -> EdgeReport {
 
 #[tokio::test]
 async fn a_backlog_held_in_memory_while_the_disk_was_full_is_split_for_the_cloud() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
     let outbox_dir = dir.path().join("outbox");
     let outbox = Outbox::open(&outbox_dir).unwrap();
     // The outbox cannot be written: its directory is gone, a file in its place.
     std::fs::remove_dir_all(&outbox_dir).unwrap();
     std::fs::write(&outbox_dir, b"not a directory").unwrap();
-    let up = spawn(outbox, client(&cloud.url(), &tenant), fast_config());
+    let up = uploading(outbox, &cloud.url(), &tenant);
 
     up.give(&many_edges(0, 30_000));
     up.give(&many_edges(30_000, 30_000));
@@ -59,18 +56,14 @@ async fn a_backlog_held_in_memory_while_the_disk_was_full_is_split_for_the_cloud
     assert_eq!(cloud.state.metrics.edges_merged.get(), 60_000, "every edge arrived, once");
     let counts = up.stats.snapshot();
     assert_eq!((counts.rejected, counts.dropped_edges), (0, 0));
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 #[tokio::test]
 async fn long_lists_are_trimmed_and_only_the_edges_the_cloud_would_refuse_are_left_out() {
-    init_tracing();
-    let db = database().await;
-    let cloud = Cloud::serve(cloud_state(&db, Duration::from_secs(300)).await, free_addr()).await;
-    let tenant = tenant(&cloud.state).await;
+    let (_, cloud, tenant) = serving(Duration::from_secs(300)).await;
     let dir = temp_dir();
-    let up = spawn(Outbox::open(dir.path()).unwrap(), client(&cloud.url(), &tenant), fast_config());
+    let up = uploader(dir.path(), &cloud.url(), &tenant);
 
     let mut r = report("frontend", 2);
     let mut busy = r.edges[0].clone();
@@ -98,8 +91,7 @@ async fn long_lists_are_trimmed_and_only_the_edges_the_cloud_would_refuse_are_le
     assert!(!graph.edges.iter().any(|e| e.target.contains("payments")), "{graph:?}");
     let counts = up.stats.snapshot();
     assert_eq!((counts.trimmed_entries, counts.dropped_edges, counts.rejected), (500, 1, 0));
-    up.shutdown().await;
-    cloud.stop().await;
+    up.shutdown_with(cloud).await;
 }
 
 /// A stand-in cloud that fails (500) on reports with a `poison` client, or on every report.

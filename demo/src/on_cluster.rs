@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use testkit::cluster::{Cluster, NODE_IP};
+use testkit::cluster::{service, Cluster, Workload, NODE_IP};
 use testkit::process::{spawn, Running, TcpForward};
 
 /// The cloud's namespace and release (also its objects' names: `fullnameOverride`).
@@ -82,50 +82,17 @@ pub fn shop(image: &str) -> String {
             .find(|(client, _)| client == name)
             .map(|(_, targets)| targets.join(" "))
             .unwrap_or_default();
-        let kind = if *name == "redis-cart" { "StatefulSet" } else { "Deployment" };
-        let service_name =
-            if kind == "StatefulSet" { format!("\n  serviceName: {name}") } else { String::new() };
-        yaml += &format!(
-            r#"---
-apiVersion: apps/v1
-kind: {kind}
-metadata:
-  name: {name}
-  namespace: {SHOP_NAMESPACE}
-spec:{service_name}
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command:
-        - /bin/sh
-        - -c
-        - |
-          mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www
-          while true; do
-            for t in {targets}; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 $t 8080 >/dev/null 2>&1; done
-            sleep 2
-          done
-        ports: [{{containerPort: 8080}}]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {SHOP_NAMESPACE}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{port: 8080, targetPort: 8080}}]
-"#
+        let script = format!(
+            r#"mkdir -p /www && hostname > /www/index.html && httpd -p 8080 -h /www
+while true; do
+  for t in {targets}; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 $t 8080 >/dev/null 2>&1; done
+  sleep 2
+done"#
         );
+        let workload = Workload::deployment(SHOP_NAMESPACE, name, image, &script).port(8080);
+        let workload = if *name == "redis-cart" { workload.stateful_set() } else { workload };
+        yaml += &workload.yaml();
+        yaml += &service(SHOP_NAMESPACE, name, 8080);
     }
     yaml
 }

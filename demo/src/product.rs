@@ -605,6 +605,7 @@ fn replayed_batch(cluster: &str, per_call: u32) -> ObservationBatch {
             netns: None,
             pod: None,
             accepted: false,
+            bytes: None,
         });
     }
     batch

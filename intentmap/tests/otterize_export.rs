@@ -38,6 +38,7 @@ fn tcp(src: &str, dst: &str, port: u16) -> TcpConnection {
         netns: None,
         pod: None,
         accepted: false,
+        bytes: None,
     }
 }
 

@@ -4,33 +4,18 @@
 //! mapper's public functions (`read_ambient_metrics`, `Index::istio_ambient_proxies`,
 //! `Mapper::observe_mesh`).
 
-use std::collections::{BTreeMap, BTreeSet};
+mod otterize_common;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use mapper_core::fixtures::*;
 use mapper_core::istio::SeriesKind;
 use mapper_core::{read_ambient_metrics, AmbientScrape, Mapper};
 use model::observation::{ObservationBatch, TcpConnection};
 use model::Target;
+use otterize_common::*;
 use serde_json::Value;
-
-fn fixture_text(relative: &str) -> String {
-    let path = testkit::need::shared_file(&format!("reference/otterize/{relative}"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-fn fixture_json(relative: &str) -> Value {
-    serde_json::from_str(&fixture_text(relative))
-        .unwrap_or_else(|e| panic!("{relative} is not JSON: {e}"))
-}
-
-fn text_of(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("expected a string, found {v}"))
-}
-
-fn at(seconds: i64) -> DateTime<Utc> {
-    ts(CREATED) + TimeDelta::seconds(seconds)
-}
 
 /// A node agent's report of `src` connecting to `dst`.
 fn connection(mapper: &mut Mapper, src: &str, dst: &str, port: u16, when: DateTime<Utc>) {
@@ -136,24 +121,9 @@ fn the_captured_ambient_scrape_reads_and_maps_as_expected() {
 
     // Every series reads as expected by the ambient reader too; the empty label set is skipped.
     let metrics = read_ambient_metrics(&text);
-    assert_eq!(metrics.malformed_lines, 0);
-    assert_eq!(metrics.requests.len(), series.len());
-    for (read, want) in metrics.requests.iter().zip(series) {
-        let s = &read.series;
-        assert_eq!(s.kind, SeriesKind::Requests);
-        assert_eq!(s.reporter, text_of(&want["reporter"]));
-        assert_eq!(s.source_workload, text_of(&want["source_workload"]));
-        assert_eq!(s.destination_workload, text_of(&want["destination_workload"]));
-        for (field, value) in [
-            ("source_workload_namespace", &s.source_workload_namespace),
-            ("destination_workload_namespace", &s.destination_workload_namespace),
-            ("destination_service_name", &s.destination_service_name),
-        ] {
-            if let Some(w) = want[field].as_str() {
-                assert_eq!(value, w, "{field}");
-            }
-        }
-        assert_eq!(read.value, want["value"].as_f64().expect("a value"));
+    assert_reads_as_expected(&metrics, &expected);
+    for read in &metrics.requests {
+        assert_eq!(read.series.kind, SeriesKind::Requests, "{read:?}");
     }
 
     // Block C is ztunnel's (`:15020`, ambient): tier-1-app-a (node-a) calls tier-2-app-b
@@ -202,10 +172,10 @@ fn the_captured_ambient_scrape_reads_and_maps_as_expected() {
     assert_eq!(edges.len(), 1, "{edges:#?}");
     assert_eq!(
         format!("{}.{}", ambient[0].client.name, ambient[0].client.namespace),
-        text_of(&want["client"])
+        str_of(&want["client"])
     );
     assert!(
-        matches!(&ambient[0].target, Target::Kubernetes(w) if format!("{}.{}", w.name, w.namespace) == text_of(&want["server"])),
+        matches!(&ambient[0].target, Target::Kubernetes(w) if format!("{}.{}", w.name, w.namespace) == str_of(&want["server"])),
         "{:?}",
         ambient[0].target
     );
@@ -229,7 +199,7 @@ fn the_captured_ambient_scrape_reads_and_maps_as_expected() {
 /// Otterize's Envoy stat name as a waypoint's Prometheus line (`reporter="waypoint"`): the tags
 /// its watcher reads, workload names lowercased (Kubernetes names are).
 fn as_waypoint_line(stat: &Value) -> String {
-    let name = text_of(&stat["name"]);
+    let name = str_of(&stat["name"]);
     let tag = |t: &str| {
         name.split(&format!(".{t}."))
             .nth(1)
@@ -283,38 +253,9 @@ fn otterizes_watcher_rounds_through_a_waypoint_follow_the_same_deltas() {
     };
     let rounds = case["rounds"].as_array().expect("rounds");
     round(&mut mapper, &[("waypoint", waypoint_text(&rounds[0]["stats"]))], at(60));
-    let http = |mapper: &Mapper| -> BTreeSet<(String, String, String, Vec<String>)> {
-        mapper
-            .snapshot()
-            .into_iter()
-            .flat_map(|e| {
-                let server = match &e.target {
-                    Target::Kubernetes(w) => w.name.clone(),
-                    other => format!("{other:?}"),
-                };
-                e.http
-                    .into_iter()
-                    .map(move |h| (e.client.name.clone(), server.clone(), h.path, h.methods))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    assert!(http(&mapper).is_empty(), "a baseline");
+    assert!(http_edges(&mapper).is_empty(), "a baseline");
     round(&mut mapper, &[("waypoint", waypoint_text(&rounds[1]["stats"]))], at(90));
-    let expected: BTreeSet<_> = rounds[1]["expected_connections"]
-        .as_array()
-        .expect("expected connections")
-        .iter()
-        .map(|c| {
-            (
-                text_of(&c["source_workload"]).to_lowercase(),
-                text_of(&c["destination_workload"]).to_owned(),
-                text_of(&c["request_path"]).to_owned(),
-                vec![text_of(&c["request_method"]).to_owned()],
-            )
-        })
-        .collect();
-    assert_eq!(http(&mapper), expected, "{}", rounds[1]["note"]);
+    assert_eq!(http_edges(&mapper), expected_http(&rounds[1]), "{}", rounds[1]["note"]);
     let stats = mapper.stats();
     assert_eq!(stats.istio_counter_resets, 1, "clienta's 5 -> 1");
     assert_eq!(stats.istio_uncorroborated, 0, "{stats:#?}");

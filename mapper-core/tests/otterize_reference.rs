@@ -10,6 +10,8 @@
 //! `intentmap/tests/otterize_export.rs`.
 
 use std::collections::BTreeSet;
+mod otterize_common;
+
 use std::net::IpAddr;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -23,19 +25,10 @@ use mapper_core::{
 };
 use model::observation::{DnsAnswer, ObservationBatch, PodHint, TcpConnection};
 use model::{Edge, Target};
+use otterize_common::*;
 use serde_json::Value;
 
 // === Reading the fixtures ===
-
-fn fixture_text(relative: &str) -> String {
-    let path = testkit::need::shared_file(&format!("reference/otterize/{relative}"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-fn fixture_json(relative: &str) -> Value {
-    serde_json::from_str(&fixture_text(relative))
-        .unwrap_or_else(|e| panic!("{relative} is not JSON: {e}"))
-}
 
 fn scenario(id: &str) -> Value {
     let all = fixture_json("resolution/otterize-resolution-scenarios.json");
@@ -48,20 +41,12 @@ fn scenario(id: &str) -> Value {
         .clone()
 }
 
-fn str_of(v: &Value) -> &str {
-    v.as_str().unwrap_or_else(|| panic!("expected a string, found {v}"))
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap_or_else(|e| panic!("address {s:?}: {e}"))
 }
 
 /// The namespace Otterize's tests call `<test-ns>`.
 const NS: &str = "test-ns";
-
-fn at(offset_seconds: i64) -> DateTime<Utc> {
-    ts(CREATED) + TimeDelta::seconds(offset_seconds)
-}
 
 // === Otterize's test base, as watchers would deliver it ===
 
@@ -140,6 +125,7 @@ fn tcp(src: &str, dst: &str, port: u16, when: DateTime<Utc>) -> TcpConnection {
         netns: None,
         pod: None,
         accepted: false,
+        bytes: None,
     }
 }
 
@@ -1037,25 +1023,10 @@ fn captured_sidecar_scrapes_read_as_expected() {
     let text = fixture_text("istio/captured-sidecar-scrapes.prom");
     let expected = fixture_json("istio/captured-sidecar-scrapes.expected.json");
     let metrics = read_metrics(&text);
-    assert_eq!(metrics.malformed_lines, 0);
-    let series = expected["series"].as_array().unwrap();
-    assert_eq!(metrics.requests.len(), series.len());
-    for (read, want) in metrics.requests.iter().zip(series) {
-        let s = &read.series;
-        assert_eq!(s.reporter, str_of(&want["reporter"]));
-        assert_eq!(s.source_workload, str_of(&want["source_workload"]));
-        assert_eq!(s.destination_workload, str_of(&want["destination_workload"]));
-        for (field, value) in [
-            ("source_workload_namespace", &s.source_workload_namespace),
-            ("destination_workload_namespace", &s.destination_workload_namespace),
-            ("destination_service_name", &s.destination_service_name),
-        ] {
-            if let Some(w) = want[field].as_str() {
-                assert_eq!(value, w, "{field}");
-            }
-        }
-        assert_eq!(read.value, want["value"].as_f64().unwrap());
-        assert_eq!(s.request_path, None, "no request_path label in these scrapes");
+    assert_reads_as_expected(&metrics, &expected);
+    let series = expected["series"].as_array().expect("series");
+    for read in &metrics.requests {
+        assert_eq!(read.series.request_path, None, "no request_path label in these scrapes");
     }
     assert_ne!(
         metrics.requests[1].key, metrics.requests[2].key,
@@ -1275,23 +1246,6 @@ fn watcher_mesh() -> Mapper {
     mapper
 }
 
-fn http_edges(mapper: &Mapper) -> BTreeSet<(String, String, String, Vec<String>)> {
-    mapper
-        .snapshot()
-        .iter()
-        .filter(|e| !e.http.is_empty())
-        .flat_map(|e| {
-            let server = match &e.target {
-                Target::Kubernetes(w) => w.name.clone(),
-                other => format!("{other:?}"),
-            };
-            e.http.iter().map(move |h| {
-                (e.client.name.clone(), server.clone(), h.path.clone(), h.methods.clone())
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn istio_watcher_ignore_old_metrics() {
     // TestIgnoreOldMetrics. DIFFERENCE: Otterize reports every series the first time it sees
@@ -1310,20 +1264,7 @@ fn istio_watcher_ignore_old_metrics() {
     mapper.observe_istio(&scrapes_of(&mapper, &watcher_round(&rounds[0]["stats"])), at(60));
     assert!(http_edges(&mapper).is_empty(), "a baseline");
     mapper.observe_istio(&scrapes_of(&mapper, &watcher_round(&rounds[1]["stats"])), at(90));
-    let expected: BTreeSet<_> = rounds[1]["expected_connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                str_of(&c["source_workload"]).to_lowercase(),
-                str_of(&c["destination_workload"]).to_owned(),
-                str_of(&c["request_path"]).to_owned(),
-                vec![str_of(&c["request_method"]).to_owned()],
-            )
-        })
-        .collect();
-    assert_eq!(http_edges(&mapper), expected, "{}", rounds[1]["note"]);
+    assert_eq!(http_edges(&mapper), expected_http(&rounds[1]), "{}", rounds[1]["note"]);
     assert_eq!(mapper.stats().istio_counter_resets, 1, "clientA's 5 -> 1");
 }
 

@@ -1,5 +1,6 @@
 //! What tests and the local demo share.
 //!
+//! - [`admission`]: the JSON patch in an admission webhook's answer.
 //! - [`pg`]: a throwaway PostgreSQL cluster (or the one `DATABASE_URL` names), one fresh
 //!   database per caller.
 //! - [`crd`]: a strict validator for Kubernetes `openAPIV3Schema`s, used to check the
@@ -16,6 +17,7 @@
 //! - [`process`]: child processes killed on drop, readiness polling, free ports and temporary
 //!   directories.
 
+pub mod admission;
 pub mod cluster;
 pub mod crd;
 pub mod envoy;

@@ -178,6 +178,32 @@ impl Bridge {
         Ok(made)
     }
 
+    /// A watchdog ([`crate::process::spawn_watchdog`], named `name`) for a test that makes
+    /// `pods` pods on bridge `tag` and keeps its files in `dir`: should the test's process die
+    /// without unwinding (SIGTERM, SIGKILL), it kills what runs in the pods and the process
+    /// whose id is in `<dir>/mapper.pid`, removes the pods and the bridge, then `dir`.
+    pub fn spawn_watchdog(
+        name: &str,
+        dir: &std::path::Path,
+        tag: &str,
+        pods: usize,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let pods: Vec<String> = (0..pods).map(|n| Self::pod_names(tag, n).0).collect();
+        crate::process::spawn_watchdog(
+            name,
+            dir,
+            r#"for ns in $TK_PODS; do for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid"; done; done
+[ -f "$TK_DIR/mapper.pid" ] && kill -9 "$(cat "$TK_DIR/mapper.pid")" 2>/dev/null
+for ns in $TK_PODS; do ip link del "${ns}v" 2>/dev/null; ip netns del "$ns" 2>/dev/null; done
+ip link del "$TK_BRIDGE" 2>/dev/null
+rm -rf "$TK_DIR"
+"#,
+            &[("TK_PODS", pods.join(" ").as_ref()), ("TK_BRIDGE", Self::bridge_name(tag).as_ref())],
+            what,
+        )
+    }
+
     /// The number of the next pod [`add_pod`](Self::add_pod) makes (for names noted beforehand).
     pub fn next_pod(&self) -> usize {
         self.pods.len()

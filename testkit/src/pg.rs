@@ -35,6 +35,8 @@ use sqlx::{Connection, Executor, PgConnection};
 use tokio::sync::OnceCell;
 use tracing::{debug, info, warn};
 
+use crate::process::tail;
+
 /// The system user a cluster runs as when this process is root.
 const PG_SYSTEM_USER: &str = "postgres";
 /// The superuser `initdb` creates in every throwaway cluster.
@@ -580,18 +582,6 @@ async fn wait_until_accepting(url: &str, dir: &Path) -> Result<()> {
     }
 }
 
-/// The last `lines` lines of a file, or a note on why there are none.
-fn tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(err) => format!("(no log at {}: {err})", path.display()),
-    }
-}
-
 fn describe_output(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -634,6 +624,7 @@ fn with_database(url: &str, database: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::process_alive;
 
     async fn select_one(url: &str) -> Result<i32> {
         let mut conn = PgConnection::connect(url).await?;
@@ -652,18 +643,6 @@ mod tests {
         .await?;
         conn.close().await?;
         Ok(found)
-    }
-
-    /// Whether a process is running (a zombie nobody has reaped yet counts as gone).
-    fn process_alive(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // "<pid> (<comm>) <state> ..."; comm may contain spaces, so look after the ')'.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-                .unwrap_or(true),
-            Err(_) => false,
-        }
     }
 
     fn postmaster_pid(dir: &Path) -> u32 {

@@ -51,6 +51,46 @@ impl Drop for TempDir {
     }
 }
 
+/// The names of the files in `dir` whose names end with `suffix`, sorted; panics naming `dir`
+/// when it cannot be read.
+pub fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()));
+    let mut names: Vec<String> = entries
+        .map(|e| {
+            let name = e.unwrap_or_else(|e| panic!("listing {}: {e}", dir.display())).file_name();
+            name.to_string_lossy().into_owned()
+        })
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether process `pid` is running (a zombie nobody has reaped yet counts as gone).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "<pid> (<comm>) <state> ..."; comm may contain spaces, so look after the ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// The last `lines` lines of a file (a log), or a note on why there are none.
+pub fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(err) => format!("(no log at {}: {err})", path.display()),
+    }
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test leaves nothing running.
 pub struct Running(pub Child);
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use testkit::cluster::Cluster;
+use testkit::cluster::{Cluster, Workload};
 
 use crate::SHOP_NAMESPACE;
 
@@ -14,6 +14,22 @@ pub use demo::on_cluster::{port_forward, shop, READINESS};
 /// The workspace's root (tests/ is inside it).
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").into()
+}
+
+/// Installs the published ClientIntents CRD (`reference/clientintents-crd.yaml`) server-side
+/// and waits until the API server serves it.
+pub fn install_clientintents_crd(cluster: &Cluster) {
+    let crd = testkit::need::shared_file("reference/clientintents-crd.yaml");
+    let crd = crd.to_str().expect("a UTF-8 path to the CRD");
+    cluster.kubectl(&["apply", "--server-side", "-f", crd]).unwrap_or_else(|e| panic!("{e:#}"));
+    cluster
+        .kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "crd/clientintents.k8s.otterize.com",
+            "--timeout=60s",
+        ])
+        .unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// `helm <args>` against the cluster, with its caches in `home`; its stdout.
@@ -102,31 +118,14 @@ pub fn named_workloads(image: &str) -> String {
     let call = format!(
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 frontend.{SHOP_NAMESPACE} 8080 >/dev/null 2>&1"
     );
-    let deployment = |name: &str, pod_meta: &str| {
-        format!(
-            r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {NAMING_NS}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      {pod_meta}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command: [/bin/sh, -c, "while true; do {call}; sleep 2; done"]
-"#
-        )
-    };
+    let calling = format!("while true; do {call}; sleep 2; done");
+    let deployment = |name| Workload::deployment(NAMING_NS, name, image, &calling);
+    let serving = format!(
+        "mkdir -p /www && hostname > /www/index.html && httpd -p {HOST_AGENT_PORT} -h /www && while true; do {call}; sleep 2; done"
+    );
+    let scraping = format!(
+        "while true; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $HOST_IP {HOST_AGENT_PORT} >/dev/null 2>&1; sleep 2; done"
+    );
     format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -176,42 +175,88 @@ spec:
         command:
         - /bin/sh
         - -c
-        - mkdir -p /www && hostname > /www/index.html && httpd -p {HOST_AGENT_PORT} -h /www && while true; do {call}; sleep 2; done
+        - {serving}
         ports: [{{containerPort: {HOST_AGENT_PORT}}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: node-scraper
-  namespace: {NAMING_NS}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: node-scraper}}
-  template:
-    metadata:
-      labels: {{app: node-scraper}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        env:
-        - name: HOST_IP
-          valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}
-        command:
-        - /bin/sh
-        - -c
-        - while true; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 $HOST_IP {HOST_AGENT_PORT} >/dev/null 2>&1; sleep 2; done
-"#,
-        deployment(
-            "annotated-7f",
-            "labels: {app: annotated-7f}\n      annotations: {intents.otterize.com/workload-name: billing}",
-        ),
-        deployment(
-            "labelled-9c",
-            "labels: {app: labelled-9c, otterize/service-name: invoices}",
-        ),
+{}"#,
+        deployment("annotated-7f")
+            .annotation("intents.otterize.com/workload-name", "billing")
+            .yaml(),
+        deployment("labelled-9c").label("otterize/service-name", "invoices").yaml(),
+        Workload::deployment(NAMING_NS, "node-scraper", image, &scraping)
+            .env_from_field("HOST_IP", "status.hostIP")
+            .yaml(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_yaml::Value;
+
+    use super::*;
+
+    /// Every document of a manifest, by `<kind>/<name>`.
+    fn documents(yaml: &str) -> std::collections::BTreeMap<String, Value> {
+        yaml.split("\n---\n")
+            .map(|doc| doc.trim_start_matches("---\n"))
+            .filter(|doc| !doc.trim().is_empty())
+            .map(|doc| {
+                let value: Value =
+                    serde_yaml::from_str(doc).unwrap_or_else(|e| panic!("{e}:\n{doc}"));
+                let name = format!(
+                    "{}/{}",
+                    value["kind"].as_str().expect("a kind"),
+                    value["metadata"]["name"].as_str().expect("a name")
+                );
+                (name, value)
+            })
+            .collect()
+    }
+
+    fn script(workload: &Value) -> &str {
+        workload["spec"]["template"]["spec"]["containers"][0]["command"][2]
+            .as_str()
+            .expect("a /bin/sh -c script")
+    }
+
+    #[test]
+    fn the_shop_is_a_workload_and_a_service_per_service_of_the_seeds() {
+        let docs = documents(&shop("traffic:1"));
+        assert_eq!(docs.len(), 1 + 2 * crate::SHOP_SERVICES.len(), "{:?}", docs.keys());
+        let redis = &docs["StatefulSet/redis-cart"];
+        assert_eq!(redis["spec"]["serviceName"].as_str(), Some("redis-cart"));
+        let frontend = &docs["Deployment/frontend"];
+        assert_eq!(frontend["metadata"]["namespace"].as_str(), Some(SHOP_NAMESPACE));
+        assert_eq!(
+            frontend["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+                .as_u64(),
+            Some(8080)
+        );
+        assert!(script(frontend).contains("for t in adservice cartservice"), "{frontend:?}");
+        assert!(script(frontend).contains(r#"printf "GET / HTTP/1.0\r\n\r\n""#));
+        assert_eq!(docs["Service/frontend"]["spec"]["selector"]["app"].as_str(), Some("frontend"));
+    }
+
+    #[test]
+    fn the_named_workloads_carry_the_names_otterize_reads() {
+        let docs = documents(&named_workloads("traffic:1"));
+        let meta = |name: &str| {
+            docs[&format!("Deployment/{name}")]["spec"]["template"]["metadata"].clone()
+        };
+        assert_eq!(
+            meta("annotated-7f")["annotations"]["intents.otterize.com/workload-name"].as_str(),
+            Some("billing")
+        );
+        assert_eq!(
+            meta("labelled-9c")["labels"]["otterize/service-name"].as_str(),
+            Some("invoices")
+        );
+        let scraper = &docs["Deployment/node-scraper"];
+        let env = &scraper["spec"]["template"]["spec"]["containers"][0]["env"][0];
+        assert_eq!(env["name"].as_str(), Some("HOST_IP"));
+        assert!(script(scraper).contains(&format!("$HOST_IP {HOST_AGENT_PORT}")));
+        assert!(
+            docs.contains_key("CronJob/nightly-report")
+                && docs.contains_key("DaemonSet/host-agent")
+        );
+    }
 }

@@ -1,9 +1,17 @@
 //! Running the workspace's real binaries from end-to-end tests.
 
+pub mod cloud;
 pub mod kube;
+
+pub use cloud::{
+    cluster_jwt, fresh_db, get_json, get_text, org_with_cluster, post_gzip, post_report,
+    request_cluster_token, Org,
+};
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A workspace binary, from the same target directory as the running test. `cargo test
@@ -141,6 +149,47 @@ pub async fn start_mapper_only_with(
     (mapper, url)
 }
 
+/// Sends `batch` (node observations, JSON) to the mapper at `mapper` as a node agent with the
+/// shared token `node-secret` would; the mapper takes it (202).
+pub async fn send_observations(mapper: &str, batch: &serde_json::Value) {
+    let url = format!("{mapper}/v1/observations");
+    let answer = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth("node-secret")
+        .json(batch)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = answer.status().as_u16();
+    assert_eq!(status, 202, "POST {url}: {}", answer.text().await.unwrap_or_default());
+}
+
+/// An Istio proxy's metrics endpoint (`http://<ip>:<port>/stats/prometheus`): `text` renders the page from the current count; returns how
+/// many times it was scraped.
+pub async fn serve_stats(
+    ip: &str,
+    port: u16,
+    count: Arc<AtomicU64>,
+    text: fn(u64) -> String,
+) -> Arc<AtomicUsize> {
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let seen = scrapes.clone();
+    let app = axum::Router::new().route(
+        "/stats/prometheus",
+        axum::routing::get(move || {
+            let (count, seen) = (count.clone(), seen.clone());
+            async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                text(count.load(Ordering::SeqCst))
+            }
+        }),
+    );
+    let listener =
+        tokio::net::TcpListener::bind((ip, port)).await.expect("binding the metrics port");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serving metrics") });
+    scrapes
+}
+
 /// The `list` block of the seeds' README (`../shared/seeds`).
 pub fn seeds_list() -> String {
     let readme = testkit::need::shared_file("seeds/network-mapper-readme.txt");
@@ -187,6 +236,22 @@ pub fn wait_for(
             }
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(500)),
         }
+    }
+}
+
+/// Polls `check` (every 100 ms) until it finds something, or panics after `timeout`.
+pub async fn until<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

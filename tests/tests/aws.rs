@@ -11,7 +11,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use mapper_core::fixtures::*;
@@ -152,15 +151,14 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
         .resolve("aws-proxy.intentmap.svc", format!("127.0.0.1:{webhook}").parse().unwrap())
         .build()
         .unwrap();
-    let answer: Value = https
-        .post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate"))
-        .json(&review)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mutate = |review: &Value| {
+        let request = https
+            .post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate"))
+            .json(review)
+            .send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let answer = mutate(&review).await;
     assert_eq!(answer["response"]["uid"], "e2e-1");
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["patchType"], "JSONPatch");
@@ -168,18 +166,7 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
         api.get::<ConfigMap>("billing", "intentmap-aws-ca").is_some(),
         "the CA bundle ConfigMap is kept in the pod's namespace"
     );
-    let patch: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(answer["response"]["patch"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
-    let dns = patch
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|op| op["path"] == "/spec/dnsConfig")
-        .expect("the pod's DNS is set");
+    let dns = testkit::admission::patch_operation(&answer, "/spec/dnsConfig");
     assert_eq!(
         dns["value"]["nameservers"],
         json!(["10.96.0.53", "10.96.0.10"]),
@@ -190,15 +177,7 @@ async fn aws_proxy_binary_records_calls_into_the_mapper_answers_dns_and_patches_
     let mut forged = review.clone();
     forged["request"]["namespace"] = "kube-system".into();
     forged["request"]["object"]["metadata"]["namespace"] = "kube-system".into();
-    let answer: Value = https
-        .post(format!("https://aws-proxy.intentmap.svc:{webhook}/mutate"))
-        .json(&forged)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = mutate(&forged).await;
     assert!(answer["response"].get("patch").is_none(), "{answer}");
     assert!(
         answer["response"]["warnings"][0].as_str().unwrap().contains("kube-system"),

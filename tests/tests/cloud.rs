@@ -1,22 +1,21 @@
 //! The cloud as a user runs it: the `cloud-api` binary's admin commands, `serve` over real
 //! HTTP, and the demo the README starts.
 
-use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use tests::{admin, binary, free_port, run_ok, serving_url, spawn, wait_ready};
+use serde_json::json;
+use tests::cloud::gzip;
+use tests::{
+    binary, cluster_jwt, free_port, fresh_db, get_json, get_text, org_with_cluster, post_gzip,
+    run_ok, serving_url, spawn, wait_ready, Org,
+};
 
 #[tokio::test]
 async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
-    let pg =
-        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database("e2e_cloud").await.unwrap();
-    let org = admin(&db, &["create-org", "acme"]);
-    let org_id = org["org_id"].as_str().unwrap();
-    let api_token = org["api_token"].as_str().unwrap();
-    let creds = admin(&db, &["create-cluster", "--org", org_id, "prod"]);
+    let db = fresh_db("e2e_cloud").await;
+    let Org { api_token, creds, .. } = org_with_cluster(&db, "acme", "prod");
+    let api_token = api_token.as_str();
 
     let missing = Command::new(binary("cloud-api"))
         .args([
@@ -72,73 +71,31 @@ async fn an_operator_sets_up_a_tenant_and_a_cluster_uploads_over_http() {
     wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await;
 
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{base}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", creds["client_id"].as_str().unwrap()),
-            ("client_secret", creds["client_secret"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt = token["access_token"].as_str().expect("an access token").to_owned();
+    let jwt = cluster_jwt(&http, &base, &creds).await;
 
     let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
         "edges": [{"client": {"namespace": "shop", "name": "frontend", "kind": "Deployment"},
                    "target": {"kubernetes": {"namespace": "shop", "name": "cartservice", "kind": "Deployment"}},
                    "ports": [{"port": 7070, "protocol": "TCP"}], "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z", "connections": 12}]});
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(report.to_string().as_bytes()).unwrap();
-    let body = gz.finish().unwrap();
-    let post = |jwt: String, body: Vec<u8>| {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/reports");
-        async move {
-            http.post(url)
-                .bearer_auth(jwt)
-                .header("content-type", "application/json")
-                .header("content-encoding", "gzip")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(post(jwt.clone(), body.clone()).await, 202);
+    let body = gzip(report.to_string().as_bytes(), flate2::Compression::default());
+    assert_eq!(post_gzip(&http, &base, &jwt, body.clone()).await.0, 202);
 
     // A restart with the same signing key keeps issued tokens valid; the replay is recognised.
     drop(server);
     let _server = serve(&db);
     wait_ready(&format!("{base}/readyz"), Duration::from_secs(30)).await;
-    assert_eq!(post(jwt.clone(), body).await, 200, "the same report again is a no-op");
+    assert_eq!(
+        post_gzip(&http, &base, &jwt, body).await.0,
+        200,
+        "the same report again is a no-op"
+    );
 
-    let graph: Value = http
-        .get(format!("{base}/api/v1/access-graph"))
-        .bearer_auth(api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let graph = get_json(&http, &format!("{base}/api/v1/access-graph"), api_token).await;
     assert_eq!(graph["edges"][0]["source"], "prod/shop/frontend");
     assert_eq!(graph["edges"][0]["target"], "prod/shop/cartservice");
     assert_eq!(graph["edges"][0]["connections"], 12);
-    let yaml = http
-        .get(format!("{base}/api/v1/clusters/prod/client-intents"))
-        .bearer_auth(api_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let yaml =
+        get_text(&http, &format!("{base}/api/v1/clusters/prod/client-intents"), api_token).await;
     assert!(
         yaml.contains("apiVersion: k8s.otterize.com/v2beta1") && yaml.contains("name: cartservice"),
         "{yaml}"

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use tests::{admin, start_cloud};
+use tests::{admin, cluster_jwt, fresh_db, org_with_cluster, post_report, start_cloud, Org};
 
 struct Api {
     http: reqwest::Client,
@@ -37,15 +37,8 @@ impl Api {
     async fn report(&self, jwt: &str, edges: Vec<Value>) {
         let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(),
             "generated_at": Utc::now(), "edges": edges});
-        let res = self
-            .http
-            .post(format!("{}/api/v1/reports", self.base))
-            .bearer_auth(jwt)
-            .json(&report)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 202, "{}", res.text().await.unwrap());
+        let (status, body) = post_report(&self.http, &self.base, jwt, &report).await;
+        assert_eq!(status, 202, "{body}");
     }
 }
 
@@ -79,33 +72,14 @@ struct Tenant {
 }
 
 async fn tenant(database: &str) -> Tenant {
-    let pg =
-        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database(database).await.unwrap();
-    let org = admin(&db, &["create-org", "acme"]);
-    let token = org["api_token"].as_str().unwrap().to_owned();
-    let org_id = org["org_id"].as_str().unwrap();
-    let creds = admin(&db, &["create-cluster", "--org", org_id, "prod"]);
+    let db = fresh_db(database).await;
+    let Org { api_token: token, creds, .. } = org_with_cluster(&db, "acme", "prod");
     let other = admin(&db, &["create-org", "globex"]);
     let other_token = other["api_token"].as_str().unwrap().to_owned();
     let (cloud, base) = start_cloud(&db).await;
     let api = Api { http: reqwest::Client::new(), base };
 
-    let auth: Value = api
-        .http
-        .post(format!("{}/oauth/token", api.base))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", creds["client_id"].as_str().unwrap()),
-            ("client_secret", creds["client_secret"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt = auth["access_token"].as_str().unwrap().to_owned();
+    let jwt = cluster_jwt(&api.http, &api.base, &creds).await;
     Tenant { api, token, jwt, other_token, _cloud: cloud }
 }
 

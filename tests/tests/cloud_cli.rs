@@ -9,7 +9,10 @@ use std::process::{Command, Output, Stdio};
 
 use chrono::{Duration, Utc};
 use serde_json::{json, Value};
-use tests::{admin, binary, start_cloud, start_cloud_with};
+use tests::{
+    admin, binary, cluster_jwt, fresh_db, post_report, request_cluster_token, start_cloud,
+    start_cloud_with,
+};
 
 /// Runs `intentmap cloud <args>` with its own config directory and no token in the environment
 /// unless `env` gives one; `stdin` is written to it.
@@ -80,9 +83,7 @@ impl Api {
 
 #[tokio::test]
 async fn a_user_runs_the_cloud_from_the_cli() {
-    let pg =
-        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database("e2e_cloud_cli").await.unwrap();
+    let db = fresh_db("e2e_cloud_cli").await;
     let org = admin(&db, &["create-org", "acme"]);
     let admin_token = org["api_token"].as_str().unwrap().to_owned();
     let other = admin(&db, &["create-org", "globex"]);
@@ -219,20 +220,7 @@ async fn a_user_runs_the_cloud_from_the_cli() {
     assert!(err.contains("403"), "INTENTMAP_TOKEN's cloud token is used: {err}");
 
     // The cluster uploads a report as a mapper would.
-    let jwt: Value = api
-        .http
-        .post(format!("{url}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", creds["client_id"].as_str().unwrap()),
-            ("client_secret", creds["client_secret"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwt = cluster_jwt(&api.http, &url, &creds).await;
     let now = Utc::now();
     let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": now,
         "edges": [
@@ -245,15 +233,7 @@ async fn a_user_runs_the_cloud_from_the_cli() {
             {"client": {"namespace": "billing", "name": "ledger", "kind": "Deployment"},
              "target": {"kubernetes": {"namespace": "billing", "name": "postgres", "kind": "StatefulSet"}},
              "ports": [{"port": 5432, "protocol": "TCP"}], "first_seen": now - Duration::days(3), "last_seen": now, "connections": 3}]});
-    let res = api
-        .http
-        .post(format!("{url}/api/v1/reports"))
-        .bearer_auth(jwt["access_token"].as_str().unwrap())
-        .json(&report)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 202);
+    assert_eq!(post_report(&api.http, &url, &jwt, &report).await.0, 202);
 
     // The graph, as the API serves it.
     let graph: Value =
@@ -402,17 +382,7 @@ async fn a_user_runs_the_cloud_from_the_cli() {
     assert!(out.contains("cluster prod revoked"), "{out}");
     let table = ok(cloud(&home, &["clusters", "list"], &[], ""), "list");
     assert!(table.lines().find(|l| l.starts_with("prod ")).unwrap().contains("Revoked"), "{table}");
-    let refused = api
-        .http
-        .post(format!("{url}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", creds["client_id"].as_str().unwrap()),
-            ("client_secret", creds["client_secret"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let refused = request_cluster_token(&api.http, &url, &creds).await;
     assert_eq!(refused.status().as_u16(), 401);
 
     // The stored token revoked: the next command says to log in again.

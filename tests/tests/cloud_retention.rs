@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
-use tests::{admin, free_port, start_cloud_with};
+use tests::{admin, cluster_jwt, free_port, fresh_db, start_cloud_with};
 
 struct Api {
     http: reqwest::Client,
@@ -56,15 +56,7 @@ impl Api {
     }
 
     async fn jwt(&self, creds: &Value) -> String {
-        let (status, body) = self
-            .send(self.http.post(format!("{}/oauth/token", self.base)).form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", creds["client_id"].as_str().unwrap()),
-                ("client_secret", creds["client_secret"].as_str().unwrap()),
-            ]))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["access_token"].as_str().unwrap().to_owned()
+        cluster_jwt(&self.http, &self.base, creds).await
     }
 
     async fn report(
@@ -131,9 +123,7 @@ where
 
 #[tokio::test]
 async fn old_edges_and_report_ids_are_pruned_per_organisation_and_every_change_is_audited() {
-    let pg =
-        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database("e2e_retention").await.unwrap();
+    let db = fresh_db("e2e_retention").await;
     let acme = admin(&db, &["create-org", "acme"]);
     let acme_id = acme["org_id"].as_str().unwrap().to_owned();
     let acme_admin = acme["api_token"].as_str().unwrap().to_owned();

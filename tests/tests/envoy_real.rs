@@ -238,20 +238,8 @@ async fn a_real_envoy_sidecar_is_scraped_without_errors_across_a_restart() {
     // this process die without unwinding (SIGTERM, SIGKILL), a watchdog kills what runs in the
     // pods and the mapper and removes the pods and the bridge (Envoy has a watchdog of its own).
     let dir = TempDir::new("e2e-envoy-real");
-    let pods: Vec<String> = (0..2).map(|n| Bridge::pod_names(TAG, n).0).collect();
-    testkit::process::spawn_watchdog(
-        "e2e-envoy-watchdog",
-        dir.path(),
-        r#"for ns in $TK_PODS; do for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid"; done; done
-[ -f "$TK_DIR/mapper.pid" ] && kill -9 "$(cat "$TK_DIR/mapper.pid")" 2>/dev/null
-for ns in $TK_PODS; do ip link del "${ns}v" 2>/dev/null; ip netns del "$ns" 2>/dev/null; done
-ip link del "$TK_BRIDGE" 2>/dev/null
-rm -rf "$TK_DIR"
-"#,
-        &[("TK_PODS", pods.join(" ").as_ref()), ("TK_BRIDGE", Bridge::bridge_name(TAG).as_ref())],
-        "the Envoy test's pods",
-    )
-    .expect("a watchdog for the test's pods");
+    Bridge::spawn_watchdog("e2e-envoy-watchdog", dir.path(), TAG, 2, "the Envoy test's pods")
+        .expect("a watchdog for the test's pods");
     let mut bridge = Bridge::new(TAG).expect("a bridge for the test pods");
     testkit::netns::try_ip(&[
         "addr",

@@ -10,13 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
-use tests::{admin, binary, serving_url, start_cloud, start_cloud_with};
-
-async fn fresh_db(prefix: &str) -> String {
-    let pg =
-        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    pg.fresh_database(prefix).await.unwrap()
-}
+use tests::{
+    admin, binary, fresh_db, get_json, post_report, serving_url, start_cloud, start_cloud_with,
+};
 
 /// An organisation with one cluster: `(api token, client id, client secret)`.
 fn tenant(db: &str, org: &str) -> (String, String, String) {
@@ -222,23 +218,10 @@ async fn the_serving_role_sees_no_tenant_row_on_its_own_and_serve_refuses_the_su
     let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
         "edges": [{"client": {"namespace": "shop", "name": "frontend"}, "target": {"kubernetes": {"namespace": "shop", "name": "cart"}},
                    "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z"}]});
-    let res = http
-        .post(format!("{base}/api/v1/reports"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .json(&report)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
-    let graph: Value = http
-        .get(format!("{base}/api/v1/access-graph"))
-        .bearer_auth(&api_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, body) =
+        post_report(&http, &base, token["access_token"].as_str().unwrap(), &report).await;
+    assert_eq!(status, 202, "{body}");
+    let graph = get_json(&http, &format!("{base}/api/v1/access-graph"), &api_token).await;
     assert_eq!(graph["edges"].as_array().unwrap().len(), 1);
 
     // The binary's own credentials, as a statement injected into its connection would run.
@@ -352,14 +335,9 @@ async fn a_graph_read_larger_than_the_limit_is_refused_with_what_to_do() {
         "first_seen": "2026-11-24T17:00:00Z", "last_seen": "2026-11-24T17:59:00Z"})
     };
     let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(), "edges": [edge("a"), edge("b"), edge("c")]});
-    let res = http
-        .post(format!("{base}/api/v1/reports"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .json(&report)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    let (status, body) =
+        post_report(&http, &base, token["access_token"].as_str().unwrap(), &report).await;
+    assert_eq!(status, 202, "{body}");
     let res = http
         .get(format!("{base}/api/v1/access-graph"))
         .bearer_auth(&api_token)

@@ -14,14 +14,14 @@
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::{FakeApiServer, TokenIdentity, API_AUDIENCE};
-use tests::{binary, start_mapper_only_with, start_mapper_with, write_kubeconfig};
+use tests::{binary, start_mapper_only_with, start_mapper_with, until, write_kubeconfig};
 
 const AUDIENCE: &str = "intentmap-mapper";
 const NODE_ACCOUNT: &str = "system:serviceaccount:intentmap:intentmap-node";
@@ -62,19 +62,8 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// How long a wait of this test ([`until`]) may take.
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn metric(mapper: &str, name: &str) -> u64 {
     let text = reqwest::get(format!("{mapper}/metrics"))
@@ -455,18 +444,18 @@ async fn a_forged_sidecar_reaches_neither_the_list_nor_the_client_intents() {
     let (_mapper, mapper) =
         start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
 
-    until("every injected sidecar has a baseline", || async {
+    until("every injected sidecar has a baseline", WAIT, || async {
         asked[..3].iter().all(|a| a.load(Ordering::SeqCst) >= 2).then_some(())
     })
     .await;
     calls.fetch_add(5, Ordering::SeqCst);
-    let listed = until("frontend's real call is listed", || async {
+    let listed = until("frontend's real call is listed", WAIT, || async {
         let listed = stdout(&intentmap(&mapper, &["list"]));
         listed.contains("cartservice").then_some(listed)
     })
     .await;
     let after = asked[2].load(Ordering::SeqCst);
-    until("the forged sidecar is scraped twice more", || async {
+    until("the forged sidecar is scraped twice more", WAIT, || async {
         (asked[2].load(Ordering::SeqCst) >= after + 2).then_some(())
     })
     .await;
@@ -547,12 +536,12 @@ async fn huge_sidecar_answers_and_counters_at_the_limit_cost_the_mapper_nothing(
     for round in 1..=3 {
         let seen = asked[4].load(Ordering::SeqCst);
         rounds.store(round, Ordering::SeqCst);
-        until("the overflowing sidecar is scraped again", || async {
+        until("the overflowing sidecar is scraped again", WAIT, || async {
             (asked[4].load(Ordering::SeqCst) >= seen + 2).then_some(())
         })
         .await;
     }
-    until("the huge sidecars were asked a few times", || async {
+    until("the huge sidecars were asked a few times", WAIT, || async {
         asked[..4].iter().all(|a| a.load(Ordering::SeqCst) >= 3).then_some(())
     })
     .await;

@@ -7,7 +7,6 @@
 //! - A count near 2^63, a timestamp in the year -5000, a `generated_at` in 9999: the mapper's
 //!   outbox gets past all of them and the cluster's later traffic reaches the cloud.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,11 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::FakeApiServer;
-use tests::{admin, start_cloud, start_mapper_with, write_kubeconfig};
+use testkit::process::files_ending as files;
+use tests::{
+    cluster_jwt, fresh_db, get_json, org_with_cluster, post_gzip, send_observations, start_cloud,
+    start_mapper_with, write_kubeconfig, Org,
+};
 use uuid::Uuid;
 
 /// How much the cloud's peak resident memory may grow under the attack.
@@ -37,45 +40,7 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(bytes).unwrap();
-    enc.finish().unwrap()
-}
-
-/// An organisation with one cluster: `(org JSON, cluster JSON, the cluster's access token)`.
-async fn tenant(db: &str, cloud: &str, name: &str) -> (Value, Value, String) {
-    let org = admin(db, &["create-org", name]);
-    let creds = admin(db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
-    let form = [
-        ("grant_type", "client_credentials"),
-        ("client_id", creds["client_id"].as_str().unwrap()),
-        ("client_secret", creds["client_secret"].as_str().unwrap()),
-    ];
-    let token: Value = reqwest::Client::new()
-        .post(format!("{cloud}/oauth/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let jwt =
-        token["access_token"].as_str().unwrap_or_else(|| panic!("no token: {token}")).to_owned();
-    (org, creds, jwt)
-}
-
-async fn post_gzip(http: &reqwest::Client, cloud: &str, jwt: &str, body: Vec<u8>) -> (u16, String) {
-    let reply = http
-        .post(format!("{cloud}/api/v1/reports"))
-        .bearer_auth(jwt)
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (reply.status().as_u16(), reply.text().await.unwrap())
+    tests::cloud::gzip(bytes, flate2::Compression::best())
 }
 
 fn edge(client: &str, target: Value, connections: u64) -> Value {
@@ -89,14 +54,14 @@ fn report(edges: Vec<Value>, exposed: Vec<Value>) -> Value {
 
 #[tokio::test]
 async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
-    let pg = testkit::pg::server().await.expect("PostgreSQL");
-    let db = pg.fresh_database("e2e_bomb").await.unwrap();
+    let db = fresh_db("e2e_bomb").await;
     let (cloud_process, cloud) = start_cloud(&db).await;
     let pid = cloud_process.0.id();
     let http = reqwest::Client::new();
     let mut tenants = Vec::new();
     for name in ["acme", "globex", "initech", "umbrella"] {
-        tenants.push(tenant(&db, &cloud, name).await);
+        let Org { creds, .. } = org_with_cluster(&db, name, "prod");
+        tenants.push(cluster_jwt(&http, &cloud, &creds).await);
     }
 
     // The attack: 12,000,000 one-letter domains on one edge, about 57 MiB of JSON.
@@ -108,7 +73,7 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
     assert!(bomb.len() < 100 << 10, "the bomb is {} bytes gzipped", bomb.len());
 
     // A normal report first, so that the baseline includes what serving one costs.
-    let (status, text) = post_gzip(&http, &cloud, &tenants[0].2, gzip(one.as_bytes())).await;
+    let (status, text) = post_gzip(&http, &cloud, &tenants[0], gzip(one.as_bytes())).await;
     assert_eq!(status, 202, "{text}");
     let (rss_before, peak_before) = memory_kib(pid);
 
@@ -134,7 +99,7 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
     };
     let attacks: Vec<_> = tenants
         .iter()
-        .map(|(_, _, jwt)| {
+        .map(|jwt| {
             let (http, cloud, jwt, bomb) = (http.clone(), cloud.clone(), jwt.clone(), bomb.clone());
             tokio::spawn(async move { post_gzip(&http, &cloud, &jwt, bomb).await })
         })
@@ -163,7 +128,7 @@ async fn four_domain_bombs_at_once_are_refused_within_a_memory_bound() {
     let (status, text) = post_gzip(
         &http,
         &cloud,
-        &tenants[1].2,
+        &tenants[1],
         gzip(
             report(
                 vec![edge(
@@ -186,16 +151,6 @@ fn seed(outbox: &Path, seq: u64, report: &Value) {
     std::fs::create_dir_all(outbox).unwrap();
     let id = report["report_id"].as_str().unwrap();
     std::fs::write(outbox.join(format!("{seq:020}-{id}.json")), report.to_string()).unwrap();
-}
-
-fn files(dir: &Path, suffix: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(suffix))
-        .collect();
-    names.sort();
-    names
 }
 
 /// Namespace `shop`: Deployments `frontend` (pod 10.244.0.10) and `checkout` (pod 10.244.0.11,
@@ -224,11 +179,10 @@ fn load_shop(api: &FakeApiServer) {
 
 #[tokio::test]
 async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading() {
-    let pg = testkit::pg::server().await.expect("PostgreSQL");
-    let db = pg.fresh_database("e2e_stall").await.unwrap();
+    let db = fresh_db("e2e_stall").await;
     let (_cloud_process, cloud) = start_cloud(&db).await;
-    let org = admin(&db, &["create-org", "acme"]);
-    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let org = org_with_cluster(&db, "acme", "prod");
+    let api_token = org.api_token.clone();
     let api = FakeApiServer::start().await.unwrap();
     load_shop(&api);
     let dir = std::env::temp_dir().join(format!("e2e-stall-{}", Uuid::new_v4()));
@@ -249,24 +203,14 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
     seed(&outbox, 4, &report(vec![edge("frontend", cart, 5)], vec![gateway("198.51.100.20")]));
 
     let kubeconfig = write_kubeconfig(&dir, &api.url());
-    let upload = ["--cloud-url", &cloud, "--cloud-client-id", creds["client_id"].as_str().unwrap()];
-    let secret = format!("--cloud-client-secret={}", creds["client_secret"].as_str().unwrap());
+    let upload = org.upload_flags(&cloud);
     let flags: Vec<&str> =
-        upload.into_iter().chain([secret.as_str(), "--upload-interval-seconds", "0.2"]).collect();
+        upload.iter().map(String::as_str).chain(["--upload-interval-seconds", "0.2"]).collect();
     let (_mapper_process, mapper) = start_mapper_with(&dir, &kubeconfig, &flags).await;
 
     let http = reqwest::Client::new();
-    let api_token = org["api_token"].as_str().unwrap().to_owned();
-    let graph = || async {
-        http.get(format!("{cloud}/api/v1/access-graph"))
-            .bearer_auth(&api_token)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let graph_url = format!("{cloud}/api/v1/access-graph");
+    let graph = || get_json(&http, &graph_url, &api_token);
     let connections = |g: &Value, target: &str| {
         g["edges"]
             .as_array()
@@ -303,15 +247,7 @@ async fn reports_that_used_to_stall_a_cluster_are_handled_and_it_keeps_uploading
 
     // The cluster keeps uploading: new traffic reaches the cloud.
     let batch = json!({"source": "node-1", "tcp": [{"src_ip": "10.244.0.10", "src_port": 40000, "dst_ip": "10.96.0.11", "dst_port": 8080, "at": chrono::Utc::now(), "count": 3}]});
-    let status = http
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&batch)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 202);
+    send_observations(&mapper, &batch).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let g = graph().await;

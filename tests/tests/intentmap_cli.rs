@@ -8,7 +8,7 @@
 //! port-forward is seen asked for the right pod and port; the forward itself is exercised on
 //! the real cluster.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use mapper_core::fixtures::*;
 use serde_json::json;
 use testkit::kube_api::FakeApiServer;
-use tests::{binary, run_ok, write_kubeconfig};
+use tests::{binary, run_ok, send_observations, write_kubeconfig, Running};
 
 /// `intentmap ARGS` with exactly this kubeconfig and no mapper URL from the environment.
 fn intentmap(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -145,33 +145,18 @@ fn load_cluster(api: &FakeApiServer) {
 async fn exclude_services_leaves_workloads_out_as_clients_and_as_targets() {
     let api = FakeApiServer::start().await.unwrap();
     load_cluster(&api);
-    let dir = std::env::temp_dir().join(format!("e2e-intentmap-exclude-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_agent, mapper) = tests::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
-    let now = chrono::Utc::now().to_rfc3339();
-    let tcp: Vec<_> = [
-        ("10.244.1.10", "10.244.1.11"),
-        ("10.244.1.10", "10.244.1.12"),
-        ("10.244.1.13", "10.244.1.10"),
-        ("10.244.1.13", "10.244.1.11"),
-    ]
-    .iter()
-    .map(|(src, dst)| json!({"src_ip": src, "src_port": 40000, "dst_ip": dst, "dst_port": 8080, "at": now, "count": 1}))
-    .collect();
-    let status = reqwest::Client::new()
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&json!({"source": "node-1", "tcp": tcp}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
-    let run = |args: &[&str]| {
-        let out =
-            run_ok(Command::new(binary("intentmap")).args(["--mapper-url", &mapper]).args(args));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let (dir, _agent, mapper) = mapper_for(&api, "exclude").await;
+    observe(
+        &mapper,
+        &[
+            ("10.244.1.10", "10.244.1.11"),
+            ("10.244.1.10", "10.244.1.12"),
+            ("10.244.1.13", "10.244.1.10"),
+            ("10.244.1.13", "10.244.1.11"),
+        ],
+    )
+    .await;
+    let run = |args: &[&str]| run_cli(&mapper, args).0;
     assert_eq!(
         run(&["list"]),
         "prometheus in namespace monitoring calls:\n  - cart in namespace shop\n  - web in namespace shop\nweb in namespace shop calls:\n  - cart\n  - metrics-proxy\n"
@@ -270,6 +255,15 @@ fn load_workloads(api: &FakeApiServer, workloads: &[OnePod]) {
     }
 }
 
+/// A fresh directory (`e2e-intentmap-<what>-…`) with a mapper in it watching `api`: the
+/// directory, the mapper's process and its URL.
+async fn mapper_for(api: &FakeApiServer, what: &str) -> (PathBuf, Running, String) {
+    let dir = std::env::temp_dir().join(format!("e2e-intentmap-{what}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (agent, mapper) = tests::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
+    (dir, agent, mapper)
+}
+
 /// Node-agent observations of these (source IP, destination IP) connections, now.
 async fn observe(mapper: &str, pairs: &[(&str, &str)]) {
     let now = chrono::Utc::now().to_rfc3339();
@@ -277,15 +271,7 @@ async fn observe(mapper: &str, pairs: &[(&str, &str)]) {
         .iter()
         .map(|(src, dst)| json!({"src_ip": src, "src_port": 40000, "dst_ip": dst, "dst_port": 8080, "at": now, "count": 1}))
         .collect();
-    let status = reqwest::Client::new()
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&json!({"source": "node-1", "tcp": tcp}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 202);
+    send_observations(mapper, &json!({"source": "node-1", "tcp": tcp})).await;
 }
 
 /// `intentmap --mapper-url MAPPER ARGS`: its standard output and standard error.
@@ -318,9 +304,7 @@ async fn distinct_by_label_tells_apart_workloads_of_one_name_by_their_pods_label
             ("eu", "web", "10.244.2.30", &[("app", "web")]),
         ],
     );
-    let dir = std::env::temp_dir().join(format!("e2e-intentmap-distinct-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_agent, mapper) = tests::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
+    let (dir, _agent, mapper) = mapper_for(&api, "distinct").await;
     observe(
         &mapper,
         &[
@@ -511,9 +495,7 @@ async fn as_kubernetes_service_names_targets_by_the_service_in_front_of_them() {
     );
     api.apply(&mk_service("shop", "carts", &["10.96.3.1"], &[("app", "cart")]));
     api.apply(&mk_service("infra", "redis-master", &["10.96.3.2"], &[("app", "redis")]));
-    let dir = std::env::temp_dir().join(format!("e2e-intentmap-services-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_agent, mapper) = tests::start_mapper(&dir, &write_kubeconfig(&dir, &api.url())).await;
+    let (dir, _agent, mapper) = mapper_for(&api, "services").await;
     observe(
         &mapper,
         &[

@@ -8,41 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use mapper_core::fixtures::*;
 use testkit::kube_api::FakeApiServer;
-use tests::{binary, free_port, mapper_metrics, start_mapper_with, write_kubeconfig};
-
-/// A proxy's metrics endpoint: `text` renders the page from the current count; returns how
-/// many times it was scraped.
-async fn serve_metrics(
-    ip: &str,
-    port: u16,
-    count: Arc<AtomicU64>,
-    text: fn(u64) -> String,
-) -> Arc<AtomicUsize> {
-    let scrapes = Arc::new(AtomicUsize::new(0));
-    let seen = scrapes.clone();
-    let app = axum::Router::new().route(
-        "/stats/prometheus",
-        axum::routing::get(move || {
-            let (count, seen) = (count.clone(), seen.clone());
-            async move {
-                seen.fetch_add(1, Ordering::SeqCst);
-                text(count.load(Ordering::SeqCst))
-            }
-        }),
-    );
-    let listener =
-        tokio::net::TcpListener::bind((ip, port)).await.expect("binding the metrics port");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serving metrics") });
-    scrapes
-}
+use tests::{
+    binary, free_port, mapper_metrics, serve_stats, start_mapper_with, until, write_kubeconfig,
+};
 
 /// ztunnel's TCP connection counter of `source` calling `destination` (both in `shop`).
 fn tcp_series(reporter: &str, source: &str, destination: &str, value: u64) -> String {
@@ -125,19 +101,8 @@ fn intentmap(mapper: &str, args: &[&str]) -> Output {
         .expect("running intentmap")
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a wait of this test ([`until`]) may take.
+const WAIT: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ztunnel_and_waypoint_counts_show_in_intentmap_list() {
@@ -183,12 +148,12 @@ async fn ztunnel_and_waypoint_counts_show_in_intentmap_list() {
     }
     let port = free_port();
     let count = Arc::new(AtomicU64::new(0));
-    let a = serve_metrics("127.0.0.21", port, count.clone(), ztunnel_a).await;
-    let b = serve_metrics("127.0.0.22", port, count.clone(), ztunnel_b).await;
-    let w = serve_metrics("127.0.0.23", port, count.clone(), waypoint).await;
-    let impostor = serve_metrics("127.0.0.24", port, count.clone(), forger).await;
+    let a = serve_stats("127.0.0.21", port, count.clone(), ztunnel_a).await;
+    let b = serve_stats("127.0.0.22", port, count.clone(), ztunnel_b).await;
+    let w = serve_stats("127.0.0.23", port, count.clone(), waypoint).await;
+    let impostor = serve_stats("127.0.0.24", port, count.clone(), forger).await;
     // node-c's ztunnel answers more than the 4 MiB a scrape may read.
-    let huge = serve_metrics("127.0.0.25", port, count.clone(), |_| {
+    let huge = serve_stats("127.0.0.25", port, count.clone(), |_| {
         "istio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"web\"} 1\n"
             .repeat(80_000)
     })
@@ -209,7 +174,7 @@ async fn ztunnel_and_waypoint_counts_show_in_intentmap_list() {
     let (_mapper, mapper) =
         start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
 
-    until("every proxy is scraped once", || async {
+    until("every proxy is scraped once", WAIT, || async {
         [&a, &b, &w, &huge].iter().all(|s| s.load(Ordering::SeqCst) > 0).then_some(())
     })
     .await;
@@ -225,7 +190,7 @@ async fn ztunnel_and_waypoint_counts_show_in_intentmap_list() {
     count.store(4, Ordering::SeqCst);
     let expected = "checkout in namespace shop calls:\n  - orders-api\n    - path /api/orders, methods: [POST]\n\
                     web in namespace shop calls:\n  - cart\n";
-    let listed = until("intentmap list shows both calls", || async {
+    let listed = until("intentmap list shows both calls", WAIT, || async {
         let out = intentmap(&mapper, &["list"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         (out.status.success() && text == expected).then_some(text)
@@ -236,8 +201,10 @@ async fn ztunnel_and_waypoint_counts_show_in_intentmap_list() {
     // Counted once each (cart's ztunnel's count, not web's too; the waypoint's requests, not
     // its hops), in later rounds nothing more.
     let scraped = b.load(Ordering::SeqCst);
-    until("two more rounds", || async { (b.load(Ordering::SeqCst) >= scraped + 2).then_some(()) })
-        .await;
+    until("two more rounds", WAIT, || async {
+        (b.load(Ordering::SeqCst) >= scraped + 2).then_some(())
+    })
+    .await;
     let edges: serde_json::Value = reqwest::Client::new()
         .get(format!("{mapper}/v1/edges"))
         .send()

@@ -371,23 +371,8 @@ async fn scenario(version: &str, subnet: u8) {
     // removes the pods and the bridge (the broker has a watchdog of its own too).
     let dir = TempDir::new("e2e-kafka-real");
     let tag = format!("kfk{subnet}");
-    let pods: Vec<String> = (0..3).map(|n| Bridge::pod_names(&tag, n).0).collect();
-    testkit::process::spawn_watchdog(
-        "e2e-kafka-watchdog",
-        dir.path(),
-        r#"for ns in $TK_PODS; do for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid"; done; done
-[ -f "$TK_DIR/mapper.pid" ] && kill -9 "$(cat "$TK_DIR/mapper.pid")" 2>/dev/null
-for ns in $TK_PODS; do ip link del "${ns}v" 2>/dev/null; ip netns del "$ns" 2>/dev/null; done
-ip link del "$TK_BRIDGE" 2>/dev/null
-rm -rf "$TK_DIR"
-"#,
-        &[
-            ("TK_PODS", pods.join(" ").as_ref()),
-            ("TK_BRIDGE", Bridge::bridge_name(&tag).as_ref()),
-        ],
-        "the Kafka test's pods",
-    )
-    .expect("a watchdog for the test's pods");
+    Bridge::spawn_watchdog("e2e-kafka-watchdog", dir.path(), &tag, 3, "the Kafka test's pods")
+        .expect("a watchdog for the test's pods");
     let ip = |host: u8| format!("10.214.{subnet}.{host}");
     let mut bridge = Bridge::new(&tag).expect("a bridge for the test pods");
     let kafka_ns = bridge.add_pod(&format!("{}/24", ip(2))).expect("the broker's pod");

@@ -11,7 +11,8 @@ use mapper_core::fixtures::*;
 use serde_json::{json, Value};
 use testkit::kube_api::{FakeApiServer, TokenIdentity};
 use tests::{
-    admin, binary, free_port, run_ok, seeds_list, spawn, start_cloud, wait_ready, write_kubeconfig,
+    binary, free_port, fresh_db, get_json, org_with_cluster, run_ok, seeds_list, send_observations,
+    spawn, start_cloud, wait_ready, write_kubeconfig,
 };
 
 use tests::{SHOP_CALLS as CALLS, SHOP_NAMESPACE as NS, SHOP_SERVICES as SERVICES};
@@ -207,10 +208,8 @@ async fn the_mapper_names_the_shop_like_the_seeds_and_the_cli_lists_exports_draw
 #[tokio::test]
 async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     // The cloud, as the cloud-api binary.
-    let pg = testkit::pg::server().await.expect("PostgreSQL");
-    let db = pg.fresh_database("e2e_upload").await.unwrap();
-    let org = admin(&db, &["create-org", "acme"]);
-    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let db = fresh_db("e2e_upload").await;
+    let org = org_with_cluster(&db, "acme", "prod");
     let (_cloud, cloud) = start_cloud(&db).await;
 
     let api = FakeApiServer::start().await.unwrap();
@@ -233,13 +232,7 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
                     "--outbox-dir",
                 ])
                 .arg(dir.join("outbox"))
-                .args([
-                    "--cloud-url",
-                    &cloud,
-                    "--cloud-client-id",
-                    creds["client_id"].as_str().unwrap(),
-                    &format!("--cloud-client-secret={}", creds["client_secret"].as_str().unwrap()),
-                ])
+                .args(org.upload_flags(&cloud))
                 .env("KUBECONFIG", write_kubeconfig(&dir, &api.url()))
                 .env("RUST_LOG", "warn"),
         )
@@ -249,15 +242,7 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     wait_ready(&format!("{mapper}/readyz"), Duration::from_secs(30)).await;
     let http = reqwest::Client::new();
     let observe = || async {
-        let status = http
-            .post(format!("{mapper}/v1/observations"))
-            .bearer_auth("node-secret")
-            .json(&shop_observations())
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status.as_u16(), 202);
+        send_observations(&mapper, &shop_observations()).await;
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     observe().await;
@@ -266,17 +251,9 @@ async fn the_mapper_uploads_to_the_cloud_and_a_restart_loses_nothing() {
     let status = agent.0.wait().unwrap();
     assert!(status.success(), "the mapper exits cleanly on SIGTERM: {status}");
 
-    let api_token = org["api_token"].as_str().unwrap().to_owned();
-    let graph = || async {
-        http.get(format!("{cloud}/api/v1/access-graph?cluster=prod"))
-            .bearer_auth(&api_token)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let api_token = org.api_token.clone();
+    let graph_url = format!("{cloud}/api/v1/access-graph?cluster=prod");
+    let graph = || get_json(&http, &graph_url, &api_token);
     let connections = |g: &Value| {
         g["edges"]
             .as_array()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use tests::{admin, start_cloud_with};
+use tests::{cluster_jwt, fresh_db, org_with_cluster, post_report, start_cloud_with, Org};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -24,13 +24,8 @@ fn schemathesis() -> PathBuf {
 
 #[tokio::test]
 async fn the_live_api_keeps_to_its_published_document() {
-    let pg =
-        testkit::pg::server().await.expect("PostgreSQL (scripts/ensure-postgres.sh installs it)");
-    let db = pg.fresh_database("e2e_openapi").await.unwrap();
-    let org = admin(&db, &["create-org", "acme"]);
-    let token = org["api_token"].as_str().unwrap().to_owned();
-    let org_id = org["org_id"].as_str().unwrap();
-    let creds = admin(&db, &["create-cluster", "--org", org_id, "prod"]);
+    let db = fresh_db("e2e_openapi").await;
+    let Org { api_token: token, creds, .. } = org_with_cluster(&db, "acme", "prod");
     // schemathesis also sends requests without the token (are they refused?): keep the
     // per-address limit on failed credentials out of its way.
     let (_cloud, base) = start_cloud_with(
@@ -59,19 +54,7 @@ async fn the_live_api_keeps_to_its_published_document() {
         .any(|p| p["name"] == "changed_since"));
 
     // Data to read: a cluster that reported calls, so the graph and ClientIntents are not empty.
-    let auth: Value = http
-        .post(format!("{base}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", creds["client_id"].as_str().unwrap()),
-            ("client_secret", creds["client_secret"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwt = cluster_jwt(&http, &base, &creds).await;
     let now = Utc::now();
     let report = json!({"schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": now,
         "edges": [
@@ -90,14 +73,8 @@ async fn the_live_api_keeps_to_its_published_document() {
              "kafka": [{"name": "orders", "operations": ["consume", "produce"], "denied": ["produce"]}],
              "first_seen": now, "last_seen": now}],
         "exposed": [{"namespace": "shop", "name": "frontend", "addresses": ["198.51.100.10"], "hostnames": ["shop.example.com"]}]});
-    let res = http
-        .post(format!("{base}/api/v1/reports"))
-        .bearer_auth(auth["access_token"].as_str().unwrap())
-        .json(&report)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let (status, body) = post_report(&http, &base, &jwt, &report).await;
+    assert_eq!(status, 202, "{body}");
 
     let st = schemathesis();
     let reports = workspace().join("target/openapi-test");

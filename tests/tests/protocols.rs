@@ -7,37 +7,29 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use mapper_core::fixtures::*;
 use serde_json::Value;
 use testkit::kube_api::FakeApiServer;
-use tests::{admin, binary, free_port, run_ok, start_cloud, start_mapper_with, write_kubeconfig};
+use tests::{
+    binary, free_port, fresh_db, get_text, org_with_cluster, run_ok, send_observations,
+    serve_stats, start_cloud, start_mapper_with, until, write_kubeconfig,
+};
 
 /// The sidecar of `orders-api`: one `istio_requests_total` series (POST /api/orders from
 /// checkout), whose value is read from `count` at each scrape. Returns the scrape counter.
 async fn sidecar(ip: &str, port: u16, count: Arc<AtomicU64>) -> Arc<AtomicUsize> {
-    let scrapes = Arc::new(AtomicUsize::new(0));
-    let seen = scrapes.clone();
-    let app = axum::Router::new().route(
-        "/stats/prometheus",
-        axum::routing::get(move || {
-            let (count, seen) = (count.clone(), seen.clone());
-            async move {
-                seen.fetch_add(1, Ordering::SeqCst);
-                format!(
-                    "# TYPE istio_requests_total counter\n\
-                     istio_requests_total{{reporter=\"destination\",source_workload=\"checkout\",source_workload_namespace=\"shop\",source_principal=\"spiffe://cluster.local/ns/shop/sa/checkout\",source_app=\"checkout\",source_canonical_service=\"checkout\",destination_workload=\"orders-api\",destination_workload_namespace=\"shop\",destination_service=\"orders-api.shop.svc.cluster.local\",destination_service_name=\"orders-api\",destination_service_namespace=\"shop\",destination_app=\"orders-api\",request_protocol=\"http\",response_code=\"201\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"mutual_tls\",request_method=\"POST\",request_path=\"/api/orders\"}} {}\n",
-                    count.load(Ordering::SeqCst)
-                )
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    scrapes
+    serve_stats(ip, port, count, |n| {
+        format!(
+            "# TYPE istio_requests_total counter\n\
+             istio_requests_total{{reporter=\"destination\",source_workload=\"checkout\",source_workload_namespace=\"shop\",source_principal=\"spiffe://cluster.local/ns/shop/sa/checkout\",source_app=\"checkout\",source_canonical_service=\"checkout\",destination_workload=\"orders-api\",destination_workload_namespace=\"shop\",destination_service=\"orders-api.shop.svc.cluster.local\",destination_service_name=\"orders-api\",destination_service_namespace=\"shop\",destination_app=\"orders-api\",request_protocol=\"http\",response_code=\"201\",grpc_response_status=\"\",response_flags=\"-\",connection_security_policy=\"mutual_tls\",request_method=\"POST\",request_path=\"/api/orders\"}} {}\n",
+            n
+        )
+    })
+    .await
 }
 
 fn deploy(api: &FakeApiServer, name: &str, ip: &str, sidecar: bool) {
@@ -50,27 +42,14 @@ fn deploy(api: &FakeApiServer, name: &str, ip: &str, sidecar: bool) {
     api.apply::<Pod>(&if sidecar { pod.with_istio_sidecar() } else { pod });
 }
 
-async fn until<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    mut check: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+/// How long a wait of this test ([`until`]) may take.
+const WAIT: Duration = Duration::from_secs(40);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() {
     // The cloud.
-    let pg = testkit::pg::server().await.expect("PostgreSQL");
-    let db = pg.fresh_database("e2e_protocols").await.unwrap();
-    let org = admin(&db, &["create-org", "acme"]);
-    let creds = admin(&db, &["create-cluster", "--org", org["org_id"].as_str().unwrap(), "prod"]);
+    let db = fresh_db("e2e_protocols").await;
+    let org = org_with_cluster(&db, "acme", "prod");
     let (_cloud, cloud) = start_cloud(&db).await;
 
     // The cluster: checkout (127.0.0.3) calls orders-api (127.0.0.2, with a sidecar) over HTTP
@@ -95,26 +74,24 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     let dir = std::env::temp_dir().join(format!("e2e-protocols-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let metrics_port = metrics_port.to_string();
-    let flags = [
-        "--upload-interval-seconds",
-        "0.5",
-        "--cloud-url",
-        &cloud,
-        "--cloud-client-id",
-        creds["client_id"].as_str().unwrap(),
-        &format!("--cloud-client-secret={}", creds["client_secret"].as_str().unwrap()),
-        "--kafka-brokers",
-        "infra/app=kafka",
-        "--istio-scrape-interval-seconds",
-        "1",
-        "--istio-metrics-port",
-        &metrics_port,
-    ];
+    let upload = org.upload_flags(&cloud);
+    let flags: Vec<&str> = ["--upload-interval-seconds", "0.5"]
+        .into_iter()
+        .chain(upload.iter().map(String::as_str))
+        .chain([
+            "--kafka-brokers",
+            "infra/app=kafka",
+            "--istio-scrape-interval-seconds",
+            "1",
+            "--istio-metrics-port",
+            &metrics_port,
+        ])
+        .collect();
     let (_mapper, mapper) =
         start_mapper_with(&dir, &write_kubeconfig(&dir, &api.url()), &flags).await;
 
     // Kafka: the broker logs what it authorised, once the mapper follows its log.
-    until("the mapper follows the broker's log", || async {
+    until("the mapper follows the broker's log", WAIT, || async {
         (api.log_streams("infra", "kafka-0") > 0).then_some(())
     })
     .await;
@@ -137,23 +114,15 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     // baseline), 7 more requests.
     let http = reqwest::Client::new();
     let connection = serde_json::json!({"tcp": [{"src_ip": "127.0.0.3", "src_port": 40000, "dst_ip": "10.96.0.12", "dst_port": 8080, "at": chrono::Utc::now()}]});
-    let status = http
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&connection)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 202);
-    until("the sidecar is scraped", || async {
+    send_observations(&mapper, &connection).await;
+    until("the sidecar is scraped", WAIT, || async {
         (scrapes.load(Ordering::SeqCst) > 0).then_some(())
     })
     .await;
     count.fetch_add(7, Ordering::SeqCst);
 
-    let token = org["api_token"].as_str().unwrap().to_owned();
-    let graph = until("the cloud's graph has the Kafka topic and the HTTP path", || async {
+    let token = org.api_token.clone();
+    let graph = until("the cloud's graph has the Kafka topic and the HTTP path", WAIT, || async {
         let g: Value = http
             .get(format!("{cloud}/api/v1/access-graph"))
             .bearer_auth(&token)
@@ -195,15 +164,8 @@ async fn kafka_topics_and_http_paths_reach_the_cloud_graph_and_client_intents() 
     );
 
     for version in ["v2beta1", "v1alpha3"] {
-        let yaml = http
-            .get(format!("{cloud}/api/v1/clusters/prod/client-intents?version={version}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let url = format!("{cloud}/api/v1/clusters/prod/client-intents?version={version}");
+        let yaml = get_text(&http, &url, &token).await;
         assert!(
             yaml.contains("name: orders")
                 && yaml.contains("/api/orders")

@@ -16,12 +16,12 @@ use std::time::Duration;
 use serde_json::json;
 use testkit::cluster::{Cluster, API_SERVICE_IP, CLUSTER_DOMAIN, NODE_NAME};
 use tests::kube::{
-    documented_grants, granted, helm, named_workloads, port_forward, ready_pods, shop, workspace,
-    NAMING_NS,
+    documented_grants, granted, helm, install_clientintents_crd, named_workloads, port_forward,
+    ready_pods, shop, workspace, NAMING_NS,
 };
 use tests::{
-    binary, pod_ips, run_ok, seeds_list, start_mapper, wait_for, wait_for_none, SHOP_CALLS,
-    SHOP_NAMESPACE,
+    binary, pod_ips, run_ok, seeds_list, send_observations, start_mapper, until, wait_for,
+    wait_for_none, SHOP_CALLS, SHOP_NAMESPACE,
 };
 
 const NS: &str = "real-cluster";
@@ -187,30 +187,14 @@ async fn the_mapper_names_real_pods_by_their_deployment_and_pods_resolve_service
                 .map(move |server| json!({"src_ip": client, "src_port": 40000, "dst_ip": server, "dst_port": 8080, "at": now, "count": 1}))
         })
         .collect();
-    let status = reqwest::Client::new()
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&json!({"source": NODE_NAME, "tcp": tcp}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 202);
+    send_observations(&mapper, &json!({"source": NODE_NAME, "tcp": tcp})).await;
     assert_eq!(
         intentmap(&mapper, &["list"]),
         format!("client in namespace {NS} calls:\n  - server\n"),
         "both ends are named by their Deployment, not the pod"
     );
     // A call to the API server's Service is named as the `kubernetes` Service in `default`.
-    let status = reqwest::Client::new()
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&json!({"source": NODE_NAME, "tcp": [{"src_ip": family(&clients, false)[0], "src_port": 40001, "dst_ip": API_SERVICE_IP, "dst_port": 443, "at": now, "count": 1}]}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 202);
+    send_observations(&mapper, &json!({"source": NODE_NAME, "tcp": [{"src_ip": family(&clients, false)[0], "src_port": 40001, "dst_ip": API_SERVICE_IP, "dst_port": 443, "at": now, "count": 1}]})).await;
     let listed = intentmap(&mapper, &["list"]);
     assert!(
         listed.contains("  - kubernetes in namespace default\n") && listed.contains("  - server\n"),
@@ -466,20 +450,37 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     (_forwarding, mapper_url) = forward();
     assert_eq!(seeds_listed(&mapper_url, "the shop after helm upgrade"), expected);
 
+    // Traffic volume (issue 18 item 11): the node agent's eBPF programs count the bytes of each
+    // connection as it closes. Every shop call is a short HTTP GET answered with the server
+    // pod's name, then closed: bytes both ways on every edge, the request at least 18 bytes
+    // and each answer more than a status line.
+    let mapper_edges = format!("{mapper_url}/v1/edges");
+    let measured = until("bytes on cartservice → redis-cart", Duration::from_secs(90), || {
+        let url = mapper_edges.clone();
+        async move {
+            let edges: serde_json::Value =
+                reqwest::get(&url).await.ok()?.error_for_status().ok()?.json().await.ok()?;
+            edges.as_array()?.iter().find_map(|e| {
+                let to_redis = e["client"]["name"] == "cartservice"
+                    && e["target"]["kubernetes"]["name"] == "redis-cart";
+                (to_redis && e["bytes"]["received"].as_u64()? > 0).then(|| e.clone())
+            })
+        }
+    })
+    .await;
+    let connections = measured["connections"].as_u64().unwrap();
+    let (sent, received) = (
+        measured["bytes"]["sent"].as_u64().unwrap(),
+        measured["bytes"]["received"].as_u64().unwrap(),
+    );
+    assert!(sent >= 18 && received > sent, "{measured}");
+    assert!(sent <= 64 * (connections + 2), "one short request a connection: {measured}");
+
     // The ClientIntents the mapper exports, accepted by the API server's own validation of the
     // published CRD: v1alpha3 checked by a server-side dry run, then v2beta1 applied server-side
     // (and a second apply changes nothing). Without the operator's conversion webhook the two
     // versions cannot be merged into one stored object, so v1alpha3 is checked before any exists.
-    let crd = testkit::need::shared_file("reference/clientintents-crd.yaml");
-    cluster.kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]).unwrap();
-    cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "crd/clientintents.k8s.otterize.com",
-            "--timeout=60s",
-        ])
-        .unwrap();
+    install_clientintents_crd(cluster);
     let export = |version: &str| -> PathBuf {
         let file = home.path().join(format!("intents-{version}.yaml"));
         run_ok(
@@ -503,6 +504,53 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
             .kubectl(&args)
             .unwrap_or_else(|e| panic!("the API server refused {}: {e:#}", file.display()))
     };
+    // Otterize's CLI flags on real pods (issue 18 item 13). `--distinct-by-label app`: every
+    // client told apart by its pods' `app` label, the calls as before.
+    let by_label = run_ok(Command::new(binary("intentmap")).args([
+        "--mapper-url",
+        &mapper_url,
+        "list",
+        "-n",
+        SHOP_NAMESPACE,
+        "--distinct-by-label",
+        "app",
+    ]));
+    let labelled: String = expected
+        .lines()
+        .map(|line| match line.split_once(" in namespace ") {
+            Some((client, rest)) if !line.starts_with(' ') => {
+                format!("{client} (app={client}) in namespace {rest}\n")
+            }
+            _ => format!("{line}\n"),
+        })
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&by_label.stdout), labelled);
+    // `--as-kubernetes-service`: every shop workload has a Service of its name in front of it,
+    // so every target is that Service, in the form the API server's CRD accepts for both
+    // versions (dry runs, while no ClientIntents exists).
+    let as_service = |version: &str| -> PathBuf {
+        let file = home.path().join(format!("intents-services-{version}.yaml"));
+        run_ok(Command::new(binary("intentmap")).args(["--mapper-url", &mapper_url]).args([
+            "export",
+            "-n",
+            SHOP_NAMESPACE,
+            "--as-kubernetes-service",
+            "--output-version",
+            version,
+            "-o",
+            file.to_str().unwrap(),
+        ]));
+        file
+    };
+    let services_v2 = std::fs::read_to_string(as_service("v2beta1")).unwrap();
+    let calls: usize = SHOP_CALLS.iter().map(|(_, targets)| targets.len()).sum();
+    assert_eq!(services_v2.matches("  - service:\n").count(), calls, "{services_v2}");
+    assert!(!services_v2.contains("  - kubernetes:"), "{services_v2}");
+    apply(&as_service("v2beta1"), &["--dry-run=server"]);
+    let services_v1 = as_service("v1alpha3");
+    assert!(std::fs::read_to_string(&services_v1).unwrap().contains("kind: Service"));
+    apply(&services_v1, &["--dry-run=server"]);
+
     // First, while no object exists: a dry run creates against the v1alpha3 schema.
     apply(&export("v1alpha3"), &["--dry-run=server"]);
     apply(&v2, &[]);

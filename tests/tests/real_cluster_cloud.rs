@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use demo::on_cluster::{install, uninstall, Options, AGENT, AGENT_NS, CLOUD, CLOUD_NS};
 use serde_json::Value;
-use testkit::cluster::Cluster;
-use tests::kube::{named_workloads, port_forward, ready_pods, workspace, NAMING_NS};
-use tests::{binary, wait_for, wait_for_none, SHOP_CALLS, SHOP_NAMESPACE};
+use testkit::cluster::{Cluster, Workload};
+use tests::kube::{
+    install_clientintents_crd, named_workloads, port_forward, ready_pods, workspace, NAMING_NS,
+};
+use tests::{binary, get_text, wait_for, wait_for_none, SHOP_CALLS, SHOP_NAMESPACE};
 
 const CLUSTER: &str = "real";
 
@@ -103,31 +105,8 @@ fn scale_cloud(cluster: &Cluster, replicas: usize) {
 
 /// A Deployment `name` in the shop calling the frontend every second.
 fn caller(name: &str, image: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {SHOP_NAMESPACE}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command:
-        - /bin/sh
-        - -c
-        - while true; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 frontend 8080 >/dev/null 2>&1; sleep 1; done
-"#
-    )
+    let script = r#"while true; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 frontend 8080 >/dev/null 2>&1; sleep 1; done"#;
+    Workload::deployment(SHOP_NAMESPACE, name, image, script).yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,28 +171,12 @@ async fn helm_installs_the_cloud_and_the_agent_the_graph_shows_the_shop_and_the_
 
     // The cloud's ClientIntents of this cluster, accepted by the API server's validation of the
     // published CRD (a server-side dry run of every document).
-    let crd = testkit::need::shared_file("reference/clientintents-crd.yaml");
-    cluster.kubectl(&["apply", "--server-side", "-f", crd.to_str().unwrap()]).unwrap();
-    cluster
-        .kubectl(&[
-            "wait",
-            "--for=condition=established",
-            "crd/clientintents.k8s.otterize.com",
-            "--timeout=60s",
-        ])
-        .unwrap();
+    install_clientintents_crd(cluster);
     for version in ["v2beta1", "v1alpha3"] {
-        let yaml = reqwest::Client::new()
-            .get(format!(
-                "{cloud}/api/v1/clusters/{CLUSTER}/client-intents?version={version}&namespace={SHOP_NAMESPACE}"
-            ))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let url = format!(
+            "{cloud}/api/v1/clusters/{CLUSTER}/client-intents?version={version}&namespace={SHOP_NAMESPACE}"
+        );
+        let yaml = get_text(&reqwest::Client::new(), &url, &token).await;
         assert_eq!(
             yaml.matches("kind: ClientIntents").count(),
             SHOP_CALLS.len(),

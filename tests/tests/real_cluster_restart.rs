@@ -9,35 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use testkit::cluster::{Cluster, NODE_NAME};
-use tests::{binary, pod_ips, run_ok, start_mapper, wait_for};
+use testkit::cluster::{Cluster, Workload, NODE_NAME};
+use tests::{binary, pod_ips, run_ok, send_observations, start_mapper, wait_for};
 
 const NS: &str = "restart";
 
 fn deployment(name: &str, image: &str, command: &str) -> String {
-    format!(
-        r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {name}
-  namespace: {NS}
-spec:
-  replicas: 1
-  selector:
-    matchLabels: {{app: {name}}}
-  template:
-    metadata:
-      labels: {{app: {name}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: main
-        image: {image}
-        imagePullPolicy: Never
-        command: [/bin/sh, -c, '{command}']
-"#
-    )
+    Workload::deployment(NS, name, image, command).yaml()
 }
 
 /// The IPv4 address of the running pod of Deployment `app`.
@@ -62,15 +40,7 @@ async fn readyz(mapper: &str) -> (u16, String) {
 async fn observe(mapper: &str, client: &str, server: &str) {
     let batch = json!({"source": NODE_NAME, "tcp": [{"src_ip": client, "src_port": 40000,
         "dst_ip": server, "dst_port": 8080, "at": chrono::Utc::now().to_rfc3339(), "count": 1}]});
-    let status = reqwest::Client::new()
-        .post(format!("{mapper}/v1/observations"))
-        .bearer_auth("node-secret")
-        .json(&batch)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status.as_u16(), 202);
+    send_observations(mapper, &batch).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,24 @@ pub use testkit::process::free_port;
 
 pub mod lab;
 
+/// The Secret `intentmap/aws-proxy-ca` holding a CA's certificate and key (PEM), as the proxy
+/// keeps its CA in a cluster.
+pub fn ca_secret(cert_pem: &str, key_pem: &str) -> k8s_openapi::api::core::v1::Secret {
+    let data = [("ca.crt", cert_pem), ("ca.key", key_pem)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+        .collect();
+    k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("aws-proxy-ca".into()),
+            namespace: Some("intentmap".into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    }
+}
+
 /// Where `scripts/setup.sh` installs the Python tools (boto3, moto).
 pub fn pytools() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pytools/bin")

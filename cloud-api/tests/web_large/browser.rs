@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use base64::Engine as _;
 use cloud_api::tokens::{JwtIssuer, SigningKey};
 use cloud_api::{AppState, Config};
@@ -75,13 +75,19 @@ impl Api {
         format!("http://{}/test-sign-in#{token}#{fragment}", self.addr)
     }
 
+    /// The page's address with `fragment` (after `/`).
+    pub fn url(&self, fragment: &str) -> String {
+        format!("http://{}/{fragment}", self.addr)
+    }
+
+    /// A request through the API's router in-process; `body` with its content type.
     pub async fn call(
         &self,
         method: Method,
         uri: &str,
         bearer: Option<&str>,
         body: Option<(String, &str)>,
-    ) -> (StatusCode, Value) {
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -95,11 +101,13 @@ impl Api {
         };
         let res =
             cloud_api::app(self.state.clone()).oneshot(req.body(body).unwrap()).await.unwrap();
-        let status = res.status();
-        let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, value)
+        let (status, headers) = (res.status(), res.headers().clone());
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str, bearer: Option<&str>) -> Reply {
+        self.call(Method::GET, uri, bearer, None).await
     }
 
     /// An organisation; returns its API token.
@@ -110,7 +118,7 @@ impl Api {
     /// Registers a cluster through the API and returns a cluster access token for it.
     pub async fn cluster(&self, api_token: &str, name: &str) -> String {
         let body = json!({ "name": name }).to_string();
-        let (status, creds) = self
+        let reply = self
             .call(
                 Method::POST,
                 "/api/v1/clusters",
@@ -118,13 +126,14 @@ impl Api {
                 Some((body, "application/json")),
             )
             .await;
-        assert_eq!(status, StatusCode::CREATED, "{creds}");
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+        let creds = reply.json();
         let form = format!(
             "grant_type=client_credentials&client_id={}&client_secret={}",
             creds["client_id"].as_str().unwrap(),
             creds["client_secret"].as_str().unwrap()
         );
-        let (status, token) = self
+        let reply = self
             .call(
                 Method::POST,
                 "/oauth/token",
@@ -132,16 +141,17 @@ impl Api {
                 Some((form, "application/x-www-form-urlencoded")),
             )
             .await;
-        assert_eq!(status, StatusCode::OK, "{token}");
-        token["access_token"].as_str().unwrap().to_owned()
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()["access_token"].as_str().unwrap().to_owned()
     }
 
-    pub async fn report(&self, cluster_jwt: &str, edges: Vec<Value>) {
+    /// Ingests a report of `edges` and `exposed` workloads as the cluster of `cluster_jwt`.
+    pub async fn report(&self, cluster_jwt: &str, edges: Vec<Value>, exposed: Vec<Value>) {
         let report = json!({
             "schema_version": 1, "report_id": uuid::Uuid::new_v4(), "generated_at": chrono::Utc::now(),
-            "edges": edges, "exposed": [],
+            "edges": edges, "exposed": exposed,
         });
-        let (status, body) = self
+        let reply = self
             .call(
                 Method::POST,
                 "/api/v1/reports",
@@ -149,14 +159,38 @@ impl Api {
                 Some((report.to_string(), "application/json")),
             )
             .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
     }
 
     pub async fn graph(&self, token: &str) -> Value {
-        let (status, graph) =
-            self.call(Method::GET, "/api/v1/access-graph", Some(token), None).await;
-        assert_eq!(status, StatusCode::OK, "{graph}");
-        graph
+        let reply = self.get("/api/v1/access-graph", Some(token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        reply.json()
+    }
+}
+
+/// What the API answered.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("expected JSON ({e}), got {:?}", self.text()))
+    }
+
+    pub fn header(&self, name: header::HeaderName) -> String {
+        self.headers
+            .get(&name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {name} header"))
     }
 }
 
@@ -236,7 +270,7 @@ pub async fn seed(api: &Api, org: &str, shape: Shape) -> String {
     let token = api.org(org).await;
     for c in 0..shape.clusters {
         let jwt = api.cluster(&token, &Shape::cluster_name(c)).await;
-        api.report(&jwt, shape.edges()).await;
+        api.report(&jwt, shape.edges(), vec![]).await;
     }
     token
 }
@@ -248,10 +282,61 @@ pub fn chromium_binary() -> PathBuf {
     testkit::need::command("chromium", "chromium")
 }
 
+/// How the tests start Chromium: headless, and quiet.
+pub const HEADLESS: &[&str] = &[
+    "--headless",
+    // Tests run as root in containers, where Chromium's sandbox cannot start.
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    // No internet here: nothing may try to reach Google.
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+];
+
+/// A new, empty Chromium profile directory named `<prefix>-<pid>-<uuid>` under the temporary
+/// directory.
+pub fn fresh_profile(prefix: &str) -> PathBuf {
+    let profile = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&profile)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", profile.display()));
+    profile
+}
+
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// Where a test saves the screenshot `name`: `target/web-test/<name>`, made empty.
+pub fn screenshot_path(name: &str) -> PathBuf {
+    let dir = target_dir().join("web-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// A real screenshot (a PNG of some size) is at `path`; says where.
+pub fn assert_png(path: &Path) {
+    let bytes =
+        std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
+        "{} is not a real screenshot ({} bytes)",
+        path.display(),
+        bytes.len()
+    );
+    println!("screenshot: {}", path.canonicalize().unwrap_or_else(|_| path.to_owned()).display());
 }
 
 type Socket =
@@ -283,32 +368,26 @@ impl Rect {
 }
 
 impl Chromium {
+    /// A 1400×900 page showing the access graph of `api` signed in with `token`, once it is
+    /// drawn.
+    pub async fn graph_page(api: &Api, token: &str) -> Chromium {
+        let mut page = Chromium::launch(1400, 900).await;
+        page.goto(&api.signed_in(token, "")).await;
+        page.wait_for(
+            "document.body.dataset.state === 'ready' && Number(document.getElementById('canvas').dataset.drawn) >= 1",
+            "the graph to be drawn",
+        )
+        .await;
+        page
+    }
+
     /// A headless Chromium with a fresh profile and one page of `width`×`height`.
     pub async fn launch(width: u32, height: u32) -> Chromium {
         let binary = chromium_binary();
-        let profile = std::env::temp_dir().join(format!(
-            "intentmap-page-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&profile).unwrap();
+        let profile = fresh_profile("intentmap-page");
         let child = tokio::process::Command::new(&binary)
-            .args([
-                "--headless",
-                // Tests run as root in containers, where Chromium's sandbox cannot start.
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                // No internet here: nothing may try to reach Google.
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-            ])
+            .args(HEADLESS)
+            .args(["--hide-scrollbars", "--remote-debugging-port=0"])
             .arg(format!("--window-size={width},{height}"))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")

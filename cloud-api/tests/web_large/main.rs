@@ -6,29 +6,12 @@
 mod browser;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use serde_json::Value;
 
-use self::browser::{chromium_binary, seed, target_dir, Api, Chromium, Rect, Shape};
-
-fn screenshot_path(name: &str) -> PathBuf {
-    let path = target_dir().join("web-test").join(name);
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-fn assert_png(path: &PathBuf) {
-    let bytes =
-        std::fs::read(path).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", path.display()));
-    assert!(
-        bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 10_000,
-        "{} is not a real screenshot ({} bytes)",
-        path.display(),
-        bytes.len()
-    );
-    println!("screenshot: {}", path.display());
-}
+use self::browser::{
+    assert_png, chromium_binary, screenshot_path, seed, Api, Chromium, Rect, Shape,
+};
 
 /// `[[name, number], ...]` from the page as a map.
 fn counts(value: &Value) -> BTreeMap<String, u64> {
@@ -121,13 +104,7 @@ async fn a_large_organisation_is_grouped_by_namespace_and_opens_on_a_click_and_a
     let want = expected(&graph);
     assert_eq!(want.members.len(), 50, "10 clusters of 5 namespaces");
 
-    let mut page = Chromium::launch(1400, 900).await;
-    page.goto(&api.signed_in(&token, "")).await;
-    page.wait_for(
-        "document.body.dataset.state === 'ready' && Number(document.getElementById('canvas').dataset.drawn) >= 1",
-        "the graph to be drawn",
-    )
-    .await;
+    let mut page = Chromium::graph_page(&api, &token).await;
 
     // Grouped: one box per namespace with its workload count, one call per pair of namespaces
     // with the number of calls it stands for, and no single workload.
@@ -333,13 +310,7 @@ async fn a_small_organisation_starts_with_every_workload_drawn() {
         .map(|n| n["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(ids.len(), 10);
-    let mut page = Chromium::launch(1400, 900).await;
-    page.goto(&api.signed_in(&token, "")).await;
-    page.wait_for(
-        "document.body.dataset.state === 'ready' && Number(document.getElementById('canvas').dataset.drawn) >= 1",
-        "the graph to be drawn",
-    )
-    .await;
+    let mut page = Chromium::graph_page(&api, &token).await;
     assert_eq!(strings(&page.eval(NODES).await), ids);
     assert!(counts(&page.eval(GROUPS).await).is_empty(), "no namespace box");
     assert_eq!(page.eval(EDGES).await.as_array().unwrap().len(), 10);

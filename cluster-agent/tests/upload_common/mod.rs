@@ -18,6 +18,8 @@ pub use cluster_agent::mapper::upload::{
 pub use model::{
     AccessGraph, Edge, EdgeReport, ExposedWorkload, PortSpec, Protocol, Target, WorkloadRef,
 };
+/// Names of the files in a directory ending with a suffix, sorted.
+pub use testkit::process::files_ending as files;
 pub use testkit::process::TempDir;
 pub use tokio::sync::oneshot;
 pub use tokio::task::JoinHandle;
@@ -35,17 +37,6 @@ pub fn init_tracing() {
 /// A fresh directory for an outbox, removed on drop.
 pub fn temp_dir() -> TempDir {
     TempDir::new("upload-test")
-}
-
-/// Names of the files in `dir` ending with `suffix`, sorted.
-pub fn files(dir: &Path, suffix: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(suffix))
-        .collect();
-    names.sort();
-    names
 }
 
 pub async fn database() -> String {
@@ -246,7 +237,12 @@ pub fn client(url: &str, tenant: &Tenant) -> CloudClient {
 /// An uploader for `tenant` with a fresh outbox in `dir`, sending to `url` with
 /// [`fast_config`].
 pub fn uploader(dir: &Path, url: &str, tenant: &Tenant) -> Running {
-    spawn(Outbox::open(dir).unwrap(), client(url, tenant), fast_config())
+    uploading(Outbox::open(dir).unwrap(), url, tenant)
+}
+
+/// An uploader for `tenant` draining `outbox` to `url` with [`fast_config`].
+pub fn uploading(outbox: Outbox, url: &str, tenant: &Tenant) -> Running {
+    spawn(outbox, client(url, tenant), fast_config())
 }
 
 /// An uploader running in its own task, fed reports through a channel.

@@ -21,6 +21,7 @@
 //! end) all run.
 
 mod config;
+mod manifest;
 mod pki;
 
 use std::path::{Path, PathBuf};
@@ -30,12 +31,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::sync::OnceCell;
 
+pub use manifest::{service, Workload};
+
 pub use config::{
     API_SERVICE_IP, BRIDGE, CLUSTER_DOMAIN, DNS_SERVICE_IP, NODE_IP, NODE_IP6, NODE_NAME, POD_CIDR,
     POD_CIDR6, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR, SERVICE_CIDR6,
 };
 
-use crate::process::free_ports;
+use crate::process::{free_ports, process_alive, tail};
 use config::{Layout, Ports, CNI_NETWORK, NODE_LINK};
 use pki::Pki;
 
@@ -842,28 +845,6 @@ fn http_get_ok(port: u16, path: &str) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-}
-
-/// Whether a process is running (a zombie counts as gone).
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-            .unwrap_or(true),
-        Err(_) => false,
-    }
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(err) => format!("(no log at {}: {err})", path.display()),
-    }
 }
 
 /// A line on stderr, written to the file descriptor itself so that the test harness's output
