@@ -228,19 +228,12 @@ async fn counter_increases_between_scrapes_become_http_edges() {
     let stats = IstioWatchStats::default();
     // A node agent saw web connect to ledger's Service (ledger has no sidecar to vouch for web's counts).
     let connect = model::observation::ObservationBatch {
-        tcp: vec![model::observation::TcpConnection {
-            src_ip: "127.0.0.2".parse().unwrap(),
-            src_port: 40000,
-            dst_ip: "10.96.0.9".parse().unwrap(),
-            dst_port: 8080,
-            at: chrono::Utc::now(),
-            count: 1,
-            pid: None,
-            netns: None,
-            pod: None,
-            accepted: false,
-            bytes: None,
-        }],
+        tcp: vec![model::observation::TcpConnection::between(
+            "127.0.0.2".parse().unwrap(),
+            "10.96.0.9".parse().unwrap(),
+            8080,
+            chrono::Utc::now(),
+        )],
         ..Default::default()
     };
     mapper.lock().observe(&connect, chrono::Utc::now());

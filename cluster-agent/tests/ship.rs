@@ -13,19 +13,12 @@ use mapper_core::Mapper;
 use model::observation::TcpConnection;
 
 fn connection(dst_port: u16) -> Observed {
-    Observed::Tcp(TcpConnection {
-        src_ip: "10.244.0.5".parse().unwrap(),
-        src_port: 40000,
-        dst_ip: "10.244.0.6".parse().unwrap(),
+    Observed::Tcp(TcpConnection::between(
+        "10.244.0.5".parse().unwrap(),
+        "10.244.0.6".parse().unwrap(),
         dst_port,
-        at: chrono::Utc::now(),
-        count: 1,
-        pid: None,
-        netns: None,
-        pod: None,
-        accepted: false,
-        bytes: None,
-    })
+        chrono::Utc::now(),
+    ))
 }
 
 fn mapper() -> SharedMapper {

@@ -27,19 +27,12 @@ fn case(id: &str) -> Value {
 }
 
 fn tcp(src: &str, dst: &str, port: u16) -> TcpConnection {
-    TcpConnection {
-        src_ip: src.parse().unwrap(),
-        src_port: 40000,
-        dst_ip: dst.parse().unwrap(),
-        dst_port: port,
-        at: ts("2026-01-01T00:01:00Z"),
-        count: 1,
-        pid: None,
-        netns: None,
-        pod: None,
-        accepted: false,
-        bytes: None,
-    }
+    TcpConnection::between(
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        port,
+        ts("2026-01-01T00:01:00Z"),
+    )
 }
 
 /// When the mapper is given the observations (a minute after they were made).

@@ -114,19 +114,7 @@ fn build(mapper: &mut Mapper, setup: &Value, ips: &dyn Fn(&str) -> String) {
 }
 
 fn tcp(src: &str, dst: &str, port: u16, when: DateTime<Utc>) -> TcpConnection {
-    TcpConnection {
-        src_ip: ip(src),
-        src_port: 40000,
-        dst_ip: ip(dst),
-        dst_port: port,
-        at: when,
-        count: 1,
-        pid: None,
-        netns: None,
-        pod: None,
-        accepted: false,
-        bytes: None,
-    }
+    TcpConnection::between(ip(src), ip(dst), port, when)
 }
 
 fn dns(client: &str, name: &str, addresses: &[&str], when: DateTime<Utc>) -> DnsAnswer {

@@ -39,6 +39,26 @@ pub struct TcpConnection {
     pub bytes: Option<crate::Traffic>,
 }
 
+impl TcpConnection {
+    /// One connection from `src` to `dst` (port 40000 to `dst_port`) at `at`, with nothing else
+    /// known: no process, pod, side or bytes. Fields are public: set what else is known.
+    pub fn between(src_ip: IpAddr, dst_ip: IpAddr, dst_port: u16, at: DateTime<Utc>) -> Self {
+        TcpConnection {
+            src_ip,
+            src_port: 40000,
+            dst_ip,
+            dst_port,
+            at,
+            count: 1,
+            pid: None,
+            netns: None,
+            pod: None,
+            accepted: false,
+            bytes: None,
+        }
+    }
+}
+
 fn one() -> u64 {
     1
 }

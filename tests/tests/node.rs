@@ -216,12 +216,15 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
         "the TCP connection names cart-0 and the DNS answer for the ledger Service names its pod ({} mode)",
         if no_ebpf { "fallback" } else { "eBPF" }
     );
-    let metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let node_metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{health_port}/metrics"))
+            .await
+            .expect("the node agent's /metrics")
+            .text()
+            .await
+            .expect("its body")
+    };
+    let metrics = node_metrics().await;
     assert!(metrics.contains("intentmap_node_lost_events_total 0"), "{metrics}");
 
     // A transfer of known size from a to b, closed: eBPF counts its bytes on the edge (exactly:
@@ -254,13 +257,8 @@ async fn scenario(no_ebpf: bool, subnet: u8) {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let svg = std::fs::read_to_string(&svg).unwrap();
         assert!(svg.contains("<title>293 KiB ↑ / 1.9 MiB ↓</title>"), "{svg}");
-        let node_metrics = reqwest::get(format!("http://127.0.0.1:{health_port}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(node_metrics.contains("intentmap_node_tcp_closes_total"), "{node_metrics}");
+        let metrics = node_metrics().await;
+        assert!(metrics.contains("intentmap_node_tcp_closes_total"), "{metrics}");
     }
     std::fs::remove_dir_all(&dir).ok();
 }

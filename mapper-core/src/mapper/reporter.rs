@@ -142,17 +142,13 @@ mod tests {
 
     fn tcp(src: &str, dst: &str, pod: Option<PodHint>) -> TcpConnection {
         TcpConnection {
-            src_ip: src.parse().unwrap(),
-            src_port: 40000,
-            dst_ip: dst.parse().unwrap(),
-            dst_port: 8080,
-            at: ts("2026-01-02T00:00:00Z"),
-            count: 1,
-            pid: None,
-            netns: None,
             pod,
-            accepted: false,
-            bytes: None,
+            ..TcpConnection::between(
+                src.parse().unwrap(),
+                dst.parse().unwrap(),
+                8080,
+                ts("2026-01-02T00:00:00Z"),
+            )
         }
     }
 

@@ -54,19 +54,7 @@ pub(crate) fn ip(s: &str) -> IpAddr {
 }
 
 pub(crate) fn tcp(src: &str, dst: &str, port: u16, at: &str) -> TcpConnection {
-    TcpConnection {
-        src_ip: ip(src),
-        src_port: 40000,
-        dst_ip: ip(dst),
-        dst_port: port,
-        at: ts(at),
-        count: 1,
-        pid: None,
-        netns: None,
-        pod: None,
-        accepted: false,
-        bytes: None,
-    }
+    TcpConnection::between(ip(src), ip(dst), port, ts(at))
 }
 
 pub(crate) fn hinted(mut connection: TcpConnection, namespace: &str, name: &str) -> TcpConnection {
