@@ -43,7 +43,7 @@ use crate::http;
         http::readyz,
         openapi_json,
     ),
-    components(schemas(GraphFormat, IntentsFormat, IntentsApiVersion)),
+    components(schemas(GraphFormat, IntentsFormat, IntentsApiVersion, ErrorBody)),
     modifiers(&Security),
     tags(
         (name = "clusters", description = "Registering clusters and their credentials"),
@@ -136,6 +136,47 @@ pub enum IntentsApiVersion {
     V2beta1,
     V1alpha3,
 }
+
+// === refusals several operations share, each written once ===
+//
+// A handler lists its own success rows and then these types, e.g.
+// `responses((status = 200, ...), BadRequest, NotFound, TokenRefusals)`. The document orders a
+// path's responses by status, so where they are listed does not change it. `IntoResponses` types
+// register no schemas: `ErrorBody` is named in `components` above for them.
+
+/// What any call with an org API token can be refused with.
+#[derive(utoipa::IntoResponses)]
+pub enum TokenRefusals {
+    #[response(status = 401, description = "No token, or an invalid or revoked one")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "The token lacks the scope this needs")]
+    Forbidden(ErrorBody),
+    #[response(
+        status = 429,
+        description = "Too many failed credential checks from this address; retry after Retry-After"
+    )]
+    TooManyFailures(ErrorBody),
+    #[response(status = 503, description = "Too busy or the database is unreachable; retry later")]
+    Unavailable(ErrorBody),
+}
+
+/// 400 of an operation with a body, path or query to validate.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 400, description = "A malformed request; the error says what to fix")]
+pub struct BadRequest(pub ErrorBody);
+
+/// 404 of an operation that names an object of the organisation.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 404, description = "No such object in this organisation")]
+pub struct NotFound(pub ErrorBody);
+
+/// 422 of an operation whose well-formed input can still be refused.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 422,
+    description = "A well-formed request the server cannot do; the error says why"
+)]
+pub struct Unprocessable(pub ErrorBody);
 
 // === bodies ===
 

@@ -64,11 +64,8 @@ fn not_found(id: &str) -> ApiError {
     security(("api_token" = ["read"])),
     responses(
         (status = 200, description = "The token's organisation and the token", body = crate::openapi::WhoAmI),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn whoami(
     State(state): State<AppState>,
@@ -91,10 +88,7 @@ pub async fn whoami(
     security(("api_token" = ["admin"])),
     responses(
         (status = 200, description = "The tokens", body = Vec<ApiTokenInfo>),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -109,12 +103,9 @@ pub async fn list(
     request_body = crate::openapi::NewTokenBody,
     responses(
         (status = 201, description = "Created; keep `token`, it is not shown again", body = NewApiToken),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::Unprocessable,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -142,12 +133,9 @@ pub async fn create(
     params(("token" = String, Path, description = "The API token's id")),
     responses(
         (status = 200, description = "The token", body = ApiTokenInfo),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn show(
     State(state): State<AppState>,
@@ -164,12 +152,9 @@ pub async fn show(
     params(("token" = String, Path, description = "The API token's id")),
     responses(
         (status = 200, description = "Revoked", body = ApiTokenInfo),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn revoke(
     State(state): State<AppState>,

@@ -57,11 +57,8 @@ pub struct RetentionUpdate {
     ),
     responses(
         (status = 200, description = "A page of entries, newest first", body = AuditPage),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -109,11 +106,8 @@ async fn current(state: &AppState, org: uuid::Uuid) -> Result<Retention, ApiErro
     security(("api_token" = ["read"])),
     responses(
         (status = 200, description = "The retention", body = Retention),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn retention(
     State(state): State<AppState>,
@@ -129,13 +123,10 @@ pub async fn retention(
     request_body = RetentionUpdate,
     responses(
         (status = 200, description = "The retention now", body = Retention),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::Unprocessable,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn set_retention(
     State(state): State<AppState>,

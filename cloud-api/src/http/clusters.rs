@@ -23,13 +23,10 @@ struct NewCluster {
     request_body = crate::openapi::NewClusterBody,
     responses(
         (status = 201, description = "Registered; keep the secret, it is not shown again", body = ClusterCredentials),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
         (status = 409, description = "The name is taken", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::Unprocessable,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -51,10 +48,7 @@ pub async fn create(
     security(("api_token" = ["read"])),
     responses(
         (status = 200, description = "The clusters", body = Vec<ClusterInfo>),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -69,12 +63,9 @@ pub async fn list(
     params(("cluster" = String, Path, description = "The cluster's id or name", example = "prod")),
     responses(
         (status = 200, description = "The cluster", body = ClusterInfo),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn show(
     State(state): State<AppState>,
@@ -90,12 +81,9 @@ pub async fn show(
     params(("cluster" = String, Path, description = "The cluster's id or name")),
     responses(
         (status = 200, description = "Revoked", body = ClusterInfo),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -114,12 +102,9 @@ pub async fn revoke(
     params(("cluster" = String, Path, description = "The cluster's id or name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -114,13 +114,10 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
             (crate::openapi::AccessGraphBody = "application/json"),
             (String = "text/vnd.graphviz"),
         )),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::Unprocessable,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn access_graph(
     State(state): State<AppState>,
@@ -195,13 +192,10 @@ pub struct SummaryQuery {
     ),
     responses(
         (status = 200, description = "The aggregated graph", body = GraphSummary),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::Unprocessable,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn access_graph_summary(
     State(state): State<AppState>,
@@ -251,13 +245,10 @@ pub struct IntentsQuery {
             (Value = "application/yaml"),
             (crate::openapi::IntentsJson = "application/json"),
         )),
-        (status = 400, description = "A malformed request; the error says what to fix", body = crate::openapi::ErrorBody),
-        (status = 404, description = "No such object in this organisation", body = crate::openapi::ErrorBody),
-        (status = 422, description = "A well-formed request the server cannot do; the error says why", body = crate::openapi::ErrorBody),
-        (status = 401, description = "No token, or an invalid or revoked one", body = crate::openapi::ErrorBody),
-        (status = 403, description = "The token lacks the scope this needs", body = crate::openapi::ErrorBody),
-        (status = 429, description = "Too many failed credential checks from this address; retry after Retry-After", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Too busy or the database is unreachable; retry later", body = crate::openapi::ErrorBody),
+        crate::openapi::BadRequest,
+        crate::openapi::NotFound,
+        crate::openapi::Unprocessable,
+        crate::openapi::TokenRefusals,
     ))]
 pub async fn client_intents(
     State(state): State<AppState>,

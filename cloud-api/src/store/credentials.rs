@@ -295,16 +295,25 @@ impl Store {
         old_hash: &str,
         secret: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.tenant(org).await?;
-        sqlx::query!(
+        let rehash = sqlx::query!(
             "UPDATE clusters SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3",
             org,
             cluster,
             old_hash,
             self.hasher.hash(Purpose::ClusterSecret, secret)
-        )
-        .execute(&mut *tx)
-        .await?;
+        );
+        self.execute_as_tenant(org, rehash).await
+    }
+
+    /// Runs one already-built statement in `org`'s tenant transaction (under row-level security)
+    /// and commits: what the two `rehash_*` share, since `query!` needs its SQL literal.
+    async fn execute_as_tenant(
+        &self,
+        org: Uuid,
+        statement: sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.tenant(org).await?;
+        statement.execute(&mut *tx).await?;
         Ok(tx.commit().await?)
     }
 
@@ -333,17 +342,14 @@ impl Store {
         old_hash: &str,
         secret: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.tenant(org).await?;
-        sqlx::query!(
+        let rehash = sqlx::query!(
             "UPDATE api_tokens SET secret_hash = $4 WHERE org_id = $1 AND id = $2 AND secret_hash = $3",
             org,
             token_id,
             old_hash,
             self.hasher.hash(Purpose::ApiToken, secret)
-        )
-        .execute(&mut *tx)
-        .await?;
-        Ok(tx.commit().await?)
+        );
+        self.execute_as_tenant(org, rehash).await
     }
 
     /// [`Store::create_api_token_by`] the admin CLI.
