@@ -48,7 +48,8 @@ struct Setup {
     mapper_addr: SocketAddr,
     outgoing: Outgoing,
     tools: PathBuf,
-    dir: PathBuf,
+    /// Removed when the test ends (after the emulator stops: fields drop in order).
+    dir: testkit::process::TempDir,
 }
 
 async fn setup(name: &str) -> Setup {
@@ -57,9 +58,8 @@ async fn setup(name: &str) -> Setup {
         "pytools/bin/python",
         "scripts/ensure-python-tools.sh (boto3 and moto from PyPI)",
     );
-    let dir = std::env::temp_dir().join(format!("aws-proxy-sdk-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = testkit::process::TempDir::new(&format!("aws-proxy-sdk-{name}"));
+    let dir = temp.path().to_owned();
     let emulator =
         support::start_moto(&dir, EMULATED_NAMES).unwrap_or_else(|reason| panic!("{reason}"));
 
@@ -96,7 +96,16 @@ async fn setup(name: &str) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mapper_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-    Setup { _emulator: emulator, proxy, proxy_ca_file, mapper, mapper_addr, outgoing, tools, dir }
+    Setup {
+        _emulator: emulator,
+        proxy,
+        proxy_ca_file,
+        mapper,
+        mapper_addr,
+        outgoing,
+        tools,
+        dir: temp,
+    }
 }
 
 impl Setup {
@@ -110,14 +119,14 @@ impl Setup {
             .arg(prefix)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.dir)
+            .env("HOME", self.dir.path())
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", "intentmap/test/secret/key/not/real/0000000")
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_CA_BUNDLE", &self.proxy_ca_file)
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.dir.join("no-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.join("no-credentials"));
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-credentials"));
         if mode == "connect" {
             command.env("HTTPS_PROXY", format!("http://{}", self.proxy.connect_addr()));
         }
