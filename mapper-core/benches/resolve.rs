@@ -173,17 +173,8 @@ fn observations(start: DateTime<Utc>) -> (Vec<ObservationBatch>, usize) {
                 (external, 443)
             };
             batch.tcp.push(TcpConnection {
-                src_ip: pod_ip(client_pod),
                 src_port: 40_000 + (n % 20_000) as u16,
-                dst_ip,
-                dst_port,
-                at,
-                count: 1,
-                pid: None,
-                netns: None,
-                pod: None,
-                accepted: false,
-                bytes: None,
+                ..TcpConnection::between(pod_ip(client_pod), dst_ip, dst_port, at)
             });
         }
         batches.push(batch);

@@ -26,6 +26,31 @@ use tests::{
 
 const NS: &str = "real-cluster";
 
+/// `intentmap list -n namespace` through `mapper`, polled (off the async threads) until `wanted`
+/// takes what it prints, which it returns; after `timeout`, fails with what it printed last.
+fn listed_until(
+    what: &str,
+    mapper: &str,
+    namespace: &str,
+    timeout: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> String {
+    tokio::task::block_in_place(|| {
+        wait_for(what, timeout, || {
+            let out = Command::new(binary("intentmap"))
+                .args(["--mapper-url", mapper, "list", "-n", namespace])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            if wanted(&listed) {
+                Ok(listed)
+            } else {
+                Err(format!("{listed}{}", String::from_utf8_lossy(&out.stderr)))
+            }
+        })
+    })
+}
+
 /// Istio present (istiod's Service, selector-less) and a waypoint stand-in in the shop: a pod
 /// with a waypoint's labels whose busybox httpd serves `/stats/prometheus` on port 15020, the
 /// `istio_requests_total` series of frontend's GET /cart on cartservice as a waypoint's Envoy
@@ -427,20 +452,8 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     };
     let expected = seeds_list();
     let seeds_listed = |mapper_url: &str, what: &str| -> String {
-        tokio::task::block_in_place(|| {
-            wait_for(what, Duration::from_secs(240), || {
-                let out = Command::new(binary("intentmap"))
-                    .args(["--mapper-url", mapper_url, "list", "-n", SHOP_NAMESPACE])
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-                if listed == expected {
-                    Ok(listed)
-                } else {
-                    Err(format!("{listed}{}", String::from_utf8_lossy(&out.stderr)))
-                }
-            })
-        })
+        let timeout = Duration::from_secs(240);
+        listed_until(what, mapper_url, SHOP_NAMESPACE, timeout, |listed| listed == expected)
     };
     let (forwarding, mut mapper_url) = forward();
     let mut _forwarding = forwarding;
@@ -477,20 +490,8 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
          nightly-report in namespace {NAMING_NS} calls:\n  - frontend in namespace {SHOP_NAMESPACE}\n\
          node-scraper in namespace {NAMING_NS} calls:\n  - host-agent\n"
     );
-    tokio::task::block_in_place(|| {
-        wait_for("the named workloads in intentmap list", Duration::from_secs(150), || {
-            let out = Command::new(binary("intentmap"))
-                .args(["--mapper-url", &mapper_url, "list", "-n", NAMING_NS])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-            if listed == named {
-                Ok(listed)
-            } else {
-                Err(listed)
-            }
-        })
-    });
+    let what = "the named workloads in intentmap list";
+    listed_until(what, &mapper_url, NAMING_NS, Duration::from_secs(150), |l| l == named);
 
     // A rolling update: new ReplicaSets, new pods, new addresses. With the map reset, the new
     // pods' calls are named by their Deployments again.
@@ -667,19 +668,9 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
     let incoming = format!(
         "frontend in namespace {SHOP_NAMESPACE} is called from outside the cluster by:\n  - {OUTSIDE_CLIENT} (ports: 8080)\n"
     );
-    tokio::task::block_in_place(|| {
-        wait_for("the outside client in intentmap list", Duration::from_secs(90), || {
-            let out = Command::new(binary("intentmap"))
-                .args(["--mapper-url", &mapper_url, "list", "-n", SHOP_NAMESPACE])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-            if listed.ends_with(&incoming) && listed.starts_with(&expected) {
-                Ok(listed)
-            } else {
-                Err(listed)
-            }
-        })
+    let what = "the outside client in intentmap list";
+    listed_until(what, &mapper_url, SHOP_NAMESPACE, Duration::from_secs(90), |listed| {
+        listed.ends_with(&incoming) && listed.starts_with(&expected)
     });
     drop(_outside_client);
     drop(outside);
@@ -720,21 +711,8 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
         "  - cartservice\n    - path /cart, methods: [GET]\n  - checkoutservice\n",
     );
     assert_ne!(with_path, expected, "frontend calls cartservice, then checkoutservice");
-    let ambient = tokio::task::block_in_place(|| {
-        wait_for("the waypoint's path in intentmap list", Duration::from_secs(120), || {
-            let out = Command::new(binary("intentmap"))
-                .args(["--mapper-url", &mapper_url, "list", "-n", SHOP_NAMESPACE])
-                .output()
-                .map_err(|e| e.to_string())?;
-            let listed = String::from_utf8_lossy(&out.stdout).into_owned();
-            if listed == with_path {
-                Ok(listed)
-            } else {
-                Err(listed)
-            }
-        })
-    });
-    assert_eq!(ambient, with_path);
+    let what = "the waypoint's path in intentmap list";
+    listed_until(what, &mapper_url, SHOP_NAMESPACE, Duration::from_secs(120), |l| l == with_path);
 
     // Node agents authenticate with projected tokens the real API server reviews (TokenReview,
     // audiences, bound pods). Sent straight to the mapper pod's address from the node.
