@@ -471,14 +471,25 @@ async fn helm_installs_the_agent_from_our_images_and_it_maps_the_seeds_shop_on_r
         }
         tokio::task::block_in_place(|| command.output().unwrap())
     };
-    let found = by_kubeconfig(None);
-    assert_eq!(
-        String::from_utf8_lossy(&found.stdout),
-        expected,
-        "intentmap list with only a kubeconfig: {}",
-        String::from_utf8_lossy(&found.stderr)
-    );
-    let missing = by_kubeconfig(Some("default"));
+    // The AWS test of this binary installs a second release for a while (its own mapper
+    // Service); while both exist, intentmap rightly asks which one: wait until ours is the only
+    // one (that test uninstalls its release at its end).
+    let found = tokio::task::block_in_place(|| {
+        wait_for("intentmap list with only a kubeconfig", Duration::from_secs(300), || {
+            let found = by_kubeconfig(None);
+            let (listed, said) = (
+                String::from_utf8_lossy(&found.stdout).into_owned(),
+                String::from_utf8_lossy(&found.stderr).into_owned(),
+            );
+            match listed == expected {
+                true => Ok(listed),
+                false if said.contains("2 mapper Services") => Err(said),
+                false => panic!("intentmap list with only a kubeconfig: {listed}{said}"),
+            }
+        })
+    });
+    assert_eq!(found, expected);
+    let missing = tokio::task::block_in_place(|| by_kubeconfig(Some("default")));
     let said = String::from_utf8_lossy(&missing.stderr);
     assert!(!missing.status.success() && said.contains("helm install"), "{said}");
     // Named by the annotation, the label, the CronJob and the hostNetwork DaemonSet (as a
