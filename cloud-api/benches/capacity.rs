@@ -25,7 +25,7 @@
 //! connections its accepted reports carried. The steps stop at the first that misses: p99 ≥ 1 s,
 //! a failed report or a count that differs. The figures are printed, never asserted.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ const TARGETS_PER_CLIENT: usize = 20;
 const MAX_STEPS: usize = 32;
 const MAX_CLUSTERS: usize = 20_000;
 const MAX_SECONDS: u64 = 3_600;
+
+mod support;
+use support::{admin, env_list, Server};
 
 fn main() -> Result<()> {
     let options = Options::parse()?;
@@ -91,33 +94,6 @@ impl Options {
     }
 }
 
-fn env_list(name: &str, default: &str) -> Result<Vec<usize>> {
-    let value = std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let value = value.as_deref().unwrap_or(default);
-    ensure!(value.len() <= 1_000, "{name} is too long");
-    value
-        .split(',')
-        .map(|s| {
-            s.trim()
-                .replace('_', "")
-                .parse::<usize>()
-                .with_context(|| format!("{name}: {s:?} is not a number"))
-        })
-        .collect()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
     /// CPU seconds (user + system) the server has used so far.
     fn cpu(&self) -> Option<f64> {
@@ -141,19 +117,6 @@ fn machine_busy() -> Option<f64> {
     let total: u64 = ticks.iter().take(8).sum();
     let idle = ticks.get(3)? + ticks.get(4)?;
     Some(total.saturating_sub(idle) as f64 / 100.0)
-}
-
-fn admin(owner_url: &str, args: &[&str]) -> Result<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cloud-api"))
-        .arg("admin")
-        .args(args)
-        .args(["--output", "json", "--database-url", owner_url])
-        .output()
-        .context("running cloud-api admin")?;
-    if !out.status.success() {
-        bail!("cloud-api admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 struct Org {

@@ -22,7 +22,7 @@
 //! memory), so it is the "before" column of each filtered read. Figures are printed, never
 //! asserted.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -32,31 +32,12 @@ const CLUSTERS: usize = 10;
 const NAMESPACES: usize = 200;
 const EDGES_PER_CLIENT: usize = 20;
 
+mod support;
+use support::{admin, env_list, Server};
+
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run())
-}
-
-fn env_list(name: &str, default: &str) -> Result<Vec<usize>> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.to_owned())
-        .split(',')
-        .map(|s| {
-            s.trim().replace('_', "").parse::<usize>().with_context(|| format!("{name}: {s:?}"))
-        })
-        .collect()
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -74,18 +55,6 @@ impl Server {
         std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
             .context("resetting the server's peak RSS (/proc/<pid>/clear_refs)")
     }
-}
-
-fn admin(owner_url: &str, args: &[&str]) -> Result<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_cloud-api"))
-        .arg("admin")
-        .args(args)
-        .args(["--output", "json", "--database-url", owner_url])
-        .output()?;
-    if !out.status.success() {
-        bail!("admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 async fn run() -> Result<()> {
