@@ -13,6 +13,11 @@
 //! same namespace, some to the next namespace, a Service, AWS, a unique internet host and a host
 //! that cluster `c-1` exposes, which the graph resolves to its workload).
 //!
+//! The aggregated view is read three ways: computed (its stored copies deleted before each run),
+//! stored and current, and stored after a report (each run first bumps a cluster's
+//! `edges_version` as a report does, so the stored view is served `stale` and a refresh starts;
+//! the last refresh is waited for after the runs).
+//!
 //! For each read: the median wall time of the runs, as a client sees it (request to last byte),
 //! the response size, and the server's peak RSS during the read (VmHWM of the server process,
 //! reset through `/proc/<pid>/clear_refs` before each read) and its growth over the RSS the read
@@ -121,8 +126,17 @@ async fn run() -> Result<()> {
             ),
             ("workload=wl-21 (both ends)", "/api/v1/access-graph?workload=wl-21".into()),
             ("since=1h (none recent: an org scan)", "/api/v1/access-graph?since=1h".into()),
-            ("aggregated view (summary)", "/api/v1/access-graph/summary".into()),
-            ("aggregated view, cluster=c-5", "/api/v1/access-graph/summary?cluster=c-5".into()),
+            ("aggregated view, computed (none stored)", "/api/v1/access-graph/summary".into()),
+            ("aggregated view, stored and current", "/api/v1/access-graph/summary".into()),
+            ("aggregated view, stored, after a report", "/api/v1/access-graph/summary".into()),
+            (
+                "aggregated view cluster=c-5, computed",
+                "/api/v1/access-graph/summary?cluster=c-5".into(),
+            ),
+            (
+                "aggregated view cluster=c-5, stored",
+                "/api/v1/access-graph/summary?cluster=c-5".into(),
+            ),
             ("ClientIntents c-0, streamed", "/api/v1/clusters/c-0/client-intents".into()),
             (
                 "ClientIntents c-0 namespace=ns-17",
@@ -138,6 +152,11 @@ async fn run() -> Result<()> {
             let mut bytes = 0usize;
             let mut edges = String::from("-");
             for _ in 0..runs {
+                if name.ends_with(", computed (none stored)") || name.ends_with(", computed") {
+                    forget_summaries(&mut db, &org_id).await?;
+                } else if name.ends_with(", after a report") {
+                    as_if_reported(&mut db, &org_id).await?;
+                }
                 server.reset_peak()?;
                 let before = server.status_kib("VmRSS:")?;
                 let t = Instant::now();
@@ -166,6 +185,10 @@ async fn run() -> Result<()> {
                     edges = v["edges"].as_array().map_or(0, Vec::len).to_string();
                 }
             }
+            if name.ends_with(", after a report") {
+                // Each run served the stored view and started a refresh: let the last one land.
+                settle(&http, &server.url, &token, path.as_str()).await?;
+            }
             times.sort();
             let median = times[times.len() / 2];
             println!(
@@ -178,6 +201,45 @@ async fn run() -> Result<()> {
     }
     db.close().await?;
     Ok(())
+}
+
+/// Deletes the organisation's stored aggregated views: the next read computes one.
+async fn forget_summaries(db: &mut PgConnection, org: &str) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM graph_summaries WHERE org_id = $1::uuid")
+        .bind(org)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What a report does to the stored aggregated views: bumps its cluster's `edges_version`, so
+/// the next read serves the stored view as `stale` and starts a refresh.
+async fn as_if_reported(db: &mut PgConnection, org: &str) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org).execute(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE clusters SET edges_version = edges_version + 1 WHERE org_id = $1::uuid AND name = 'c-0'",
+    )
+    .bind(org)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Reads `path` until it is no longer `stale` (the background refresh has stored a new view).
+async fn settle(http: &reqwest::Client, url: &str, token: &str, path: &str) -> Result<()> {
+    loop {
+        let v: serde_json::Value =
+            http.get(format!("{url}{path}")).bearer_auth(token).send().await?.json().await?;
+        if v["stale"] == false {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `size` edges for `org`, straight into `edges` and `exposed_workloads` (as the owner, under

@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// PostgreSQL statement timeout for those reads, in seconds; slower ones get 503.
     #[arg(long, env = "READ_TIMEOUT_SECONDS", default_value_t = 10.0)]
     pub read_timeout_seconds: f64,
+    /// Once edges change, the stored aggregated view (`/access-graph/summary`) is still served,
+    /// marked `stale`, while a newer one is computed, for at most this many seconds after it was
+    /// computed; 0 computes it at the read instead.
+    #[arg(long, env = "SUMMARY_MAX_STALE_SECONDS", default_value_t = 300.0)]
+    pub summary_max_stale_seconds: f64,
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
     #[arg(long, env = "MAX_DECOMPRESSED_BYTES", default_value_t = 64 << 20)]
@@ -104,7 +109,10 @@ impl ServeArgs {
             Duration::try_from_secs_f64(self.read_timeout_seconds).ok().filter(|t| !t.is_zero());
         let statement_timeout =
             timeout.context("--read-timeout-seconds must be a positive number of seconds")?;
-        Ok(ReadLimits { max_edges: self.graph_max_edges, statement_timeout })
+        let summary_max_stale = Duration::try_from_secs_f64(self.summary_max_stale_seconds)
+            .ok()
+            .context("--summary-max-stale-seconds must be 0 or a positive number of seconds")?;
+        Ok(ReadLimits { max_edges: self.graph_max_edges, statement_timeout, summary_max_stale })
     }
 }
 

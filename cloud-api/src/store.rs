@@ -3,6 +3,7 @@
 //!
 //! - `credentials`: organisations, clusters and API tokens;
 //! - `reads`: the bounded reads behind the access graph and ClientIntents;
+//! - `summary`: the aggregated graph, kept between reads;
 //! - `audit`: the audit log of changes to clusters, tokens and retention;
 //! - `retention`: each organisation's retention and the batched pruning;
 //! - `roles`: the serving login role (created by `migrate`, checked by `serve`).
@@ -18,13 +19,15 @@ mod error;
 mod reads;
 mod retention;
 pub mod roles;
+mod summary;
 
 pub use audit::{Action, Actor, AuditEntry};
 pub use cluster_name::{ClusterName, InvalidClusterName};
 pub use credentials::{ApiTokenInfo, NewApiToken, Scopes};
 pub use error::StoreError;
-pub use reads::{namespace_id, GraphData, GraphSelection, GraphSummary, ReadError, ReadLimits};
+pub use reads::{GraphData, GraphSelection, ReadError, ReadLimits};
 pub use retention::{Cursor, Pruned as PrunedBatch, DEFAULT_RETENTION_DAYS, RETENTION_DAYS};
+pub use summary::{namespace_id, GraphSummary};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -58,6 +61,7 @@ pub async fn migrate(database_url: &str) -> Result<(), sqlx::migrate::MigrateErr
 pub struct Store {
     pool: PgPool,
     hasher: Arc<SecretHasher>,
+    refreshes: summary::Refreshes,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -113,7 +117,7 @@ impl Store {
         let pool =
             PgPoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         let hasher = credentials::load_hasher(&pool, keys).await?;
-        Ok(Self { pool, hasher: Arc::new(hasher) })
+        Ok(Self { pool, hasher: Arc::new(hasher), refreshes: Default::default() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -166,7 +170,7 @@ impl Store {
             replace_exposed_if_newer(&mut tx, org, cluster, report.generated_at, &report.exposed)
                 .await?;
             sqlx::query!(
-                "UPDATE clusters SET last_report_at = now() WHERE org_id = $1 AND id = $2",
+                "UPDATE clusters SET last_report_at = now(), edges_version = edges_version + 1 WHERE org_id = $1 AND id = $2",
                 org,
                 cluster
             )

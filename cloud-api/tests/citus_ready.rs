@@ -30,6 +30,7 @@ const TENANT_TABLES: &[(&str, &str)] = &[
     ("edges", "org_id"),
     ("exposed_workloads", "org_id"),
     ("audit_log", "org_id"),
+    ("graph_summaries", "org_id"),
 ];
 
 /// Reference tables: small, the same for every organisation, copied to every node.

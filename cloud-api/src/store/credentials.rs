@@ -250,6 +250,9 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(name) = &name {
+            sqlx::query!("DELETE FROM graph_summaries WHERE org_id = $1", org)
+                .execute(&mut *tx)
+                .await?;
             let details = serde_json::json!({"name": name});
             audit::record(&mut tx, org, actor, Action::ClusterDelete, cluster, details).await?;
         }

@@ -10,10 +10,8 @@ use model::{
     AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, Traffic,
     WorkloadRef,
 };
-use serde::Serialize;
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{decode_http, decode_kafka, tenant, Store, StoreError};
@@ -24,11 +22,18 @@ pub struct ReadLimits {
     pub max_edges: usize,
     /// PostgreSQL's `statement_timeout` for each statement of a read.
     pub statement_timeout: Duration,
+    /// How long after it was computed a stored aggregated view is still served once edges have
+    /// changed (marked `stale`, while a newer one is computed); zero: never.
+    pub summary_max_stale: Duration,
 }
 
 impl Default for ReadLimits {
     fn default() -> Self {
-        Self { max_edges: 100_000, statement_timeout: Duration::from_secs(10) }
+        Self {
+            max_edges: 100_000,
+            statement_timeout: Duration::from_secs(10),
+            summary_max_stale: Duration::from_secs(300),
+        }
     }
 }
 
@@ -43,7 +48,7 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    fn from_sqlx(e: sqlx::Error, timeout: Duration) -> Self {
+    pub(super) fn from_sqlx(e: sqlx::Error, timeout: Duration) -> Self {
         // 57014 query_canceled: what statement_timeout raises.
         match e.as_database_error().and_then(|d| d.code()) {
             Some(code) if code == "57014" => ReadError::Timeout(timeout),
@@ -272,171 +277,6 @@ impl Store {
         run.await.map_err(|e| ReadError::from_sqlx(e, timeout))
     }
 
-    /// The aggregated graph: namespaces (per cluster) and external target kinds as nodes, with
-    /// how many workloads, Services or targets each holds, and one edge per (observing cluster,
-    /// client namespace, target namespace or kind) with how many of the full graph's edges it
-    /// stands for. Computed by GROUP BY in the database, with the full graph's cross-cluster
-    /// resolution (a call to an address another cluster exposes lands in that cluster).
-    pub async fn graph_summary(
-        &self,
-        org: Uuid,
-        cluster: Option<&str>,
-        since: Option<DateTime<Utc>>,
-        limits: &ReadLimits,
-    ) -> Result<GraphSummary, ReadError> {
-        let timeout = limits.statement_timeout;
-        let limit = i64::try_from(limits.max_edges).unwrap_or(i64::MAX - 1);
-        let run = async {
-            let mut tx = tenant(&self.pool, org).await?;
-            set_timeout(&mut tx, timeout).await?;
-            let clusters = sqlx::query_scalar!(
-                "SELECT name FROM clusters WHERE org_id = $1 AND ($2::text IS NULL OR name = $2) ORDER BY name",
-                org,
-                cluster
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            let rows = sqlx::query!(
-                r#"WITH keys AS (
-                     SELECT DISTINCT ON (k.key) k.key, c.name AS cluster, x.namespace, x.name
-                     FROM exposed_workloads x JOIN clusters c ON c.org_id = x.org_id AND c.id = x.cluster_id,
-                          LATERAL (SELECT rtrim(a, '.') AS key FROM unnest(x.addresses || x.hostnames) AS a) AS k
-                     WHERE x.org_id = $1
-                     ORDER BY k.key, c.name, x.namespace, x.name
-                   ), resolved AS (
-                     SELECT c.name AS cluster, e.client_namespace AS cns, e.client_name AS cname,
-                            CASE WHEN hit.name IS NOT NULL OR e.target_type IN ('kubernetes', 'kafka') THEN 'workload'
-                                 ELSE e.target_type END AS tkind,
-                            CASE WHEN hit.name IS NOT NULL THEN hit.cluster
-                                 WHEN e.target_type IN ('kubernetes', 'kafka', 'service') THEN c.name END AS tcluster,
-                            CASE WHEN hit.name IS NOT NULL THEN hit.namespace
-                                 WHEN e.target_type IN ('kubernetes', 'kafka', 'service') THEN e.target_namespace END AS tns,
-                            COALESCE(hit.name, e.target_name) AS tname,
-                            e.connections, e.first_seen, e.last_seen, e.bytes_sent, e.bytes_received
-                     FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
-                     LEFT JOIN LATERAL (
-                         SELECT keys.cluster, keys.namespace, keys.name
-                         FROM unnest(e.domains || e.ips) WITH ORDINALITY AS u(key, at)
-                         JOIN keys ON keys.key = rtrim(u.key, '.')
-                         WHERE e.target_type = 'internet'
-                         ORDER BY u.at LIMIT 1
-                     ) AS hit ON true
-                     WHERE e.org_id = $1 AND ($2::timestamptz IS NULL OR e.last_seen >= $2)
-                   ), merged AS (
-                     -- Volumes saturate with CASE, not LEAST: LEAST ignores NULL, and a sum of
-                     -- nothing measured must stay NULL.
-                     SELECT cluster, cns, cname, tkind, tcluster, tns, tname,
-                            LEAST(sum(connections), 9223372036854775807)::bigint AS connections,
-                            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-                            (CASE WHEN sum(bytes_sent) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_sent) END)::bigint AS bytes_sent,
-                            (CASE WHEN sum(bytes_received) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_received) END)::bigint AS bytes_received
-                     FROM resolved
-                     WHERE $3::text IS NULL OR cluster = $3 OR tcluster = $3
-                     GROUP BY cluster, cns, cname, tkind, tcluster, tns, tname
-                   ), ends AS (
-                     SELECT cluster, cns AS ns, 'workload' AS kind, cname AS name FROM merged
-                     UNION ALL SELECT tcluster, tns, tkind, tname FROM merged
-                   )
-                   SELECT * FROM (
-                     SELECT true AS "is_edge!", cluster, cns AS namespace,
-                            CASE WHEN tcluster IS NULL THEN tkind END AS target_kind,
-                            tcluster AS target_cluster, tns AS target_namespace,
-                            count(*) AS "count!", LEAST(sum(connections), 9223372036854775807)::bigint AS connections,
-                            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-                            (CASE WHEN sum(bytes_sent) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_sent) END)::bigint AS bytes_sent,
-                            (CASE WHEN sum(bytes_received) > 9223372036854775807 THEN 9223372036854775807 ELSE sum(bytes_received) END)::bigint AS bytes_received
-                     FROM merged
-                     GROUP BY cluster, cns, CASE WHEN tcluster IS NULL THEN tkind END, tcluster, tns
-                     UNION ALL
-                     SELECT false, cluster, ns, kind, NULL, NULL, count(DISTINCT name), NULL, NULL, NULL, NULL, NULL
-                     FROM ends GROUP BY cluster, ns, kind
-                   ) AS summary
-                   ORDER BY 1, 2, 3, 4, 5, 6
-                   LIMIT $4"#,
-                org,
-                since,
-                cluster,
-                limit + 1
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            if rows.len() as i64 > limit {
-                return Ok(None);
-            }
-            let mut summary = GraphSummary {
-                clusters: clusters
-                    .into_iter()
-                    .map(|name| SummaryCluster { name, edges: 0 })
-                    .collect(),
-                ..Default::default()
-            };
-            let count = |n: i64| u64::try_from(n).unwrap_or(0);
-            let mut namespaces: std::collections::BTreeMap<(String, String), NamespaceNode> =
-                Default::default();
-            for r in rows {
-                if r.is_edge {
-                    let (Some(observed_in), Some(namespace)) = (r.cluster, r.namespace) else {
-                        continue;
-                    };
-                    let target = match (r.target_cluster, r.target_namespace, r.target_kind) {
-                        (Some(c), Some(ns), _) => namespace_id(&c, &ns),
-                        (_, _, Some(kind)) => kind,
-                        _ => continue,
-                    };
-                    if let Some(c) = summary.clusters.iter_mut().find(|c| c.name == observed_in) {
-                        c.edges += count(r.count);
-                    }
-                    let mut source = namespace_id(&observed_in, &namespace);
-                    let mut target = target;
-                    // Incoming internet traffic goes from the outside to the namespace.
-                    if target == "incoming" {
-                        std::mem::swap(&mut source, &mut target);
-                    }
-                    summary.edges.push(SummaryEdge {
-                        source,
-                        target,
-                        observed_in,
-                        edges: count(r.count),
-                        connections: r.connections.map_or(0, count),
-                        first_seen: r.first_seen,
-                        last_seen: r.last_seen,
-                        bytes: traffic(r.bytes_sent, r.bytes_received),
-                    });
-                } else {
-                    let kind = r.target_kind.unwrap_or_default();
-                    match (r.cluster, r.namespace) {
-                        (Some(cluster), Some(namespace)) => {
-                            let node = namespaces
-                                .entry((cluster.clone(), namespace.clone()))
-                                .or_insert_with(|| NamespaceNode {
-                                    id: namespace_id(&cluster, &namespace),
-                                    cluster,
-                                    namespace,
-                                    workloads: 0,
-                                    services: 0,
-                                });
-                            match kind.as_str() {
-                                "service" => node.services += count(r.count),
-                                _ => node.workloads += count(r.count),
-                            }
-                        }
-                        _ => summary.external.push(ExternalNode {
-                            id: kind.clone(),
-                            kind,
-                            targets: count(r.count),
-                        }),
-                    }
-                }
-            }
-            summary.namespaces = namespaces.into_values().collect();
-            Ok::<_, sqlx::Error>(Some(summary))
-        };
-        run.await
-            .map_err(|e| ReadError::from_sqlx(e, timeout))?
-            .ok_or(ReadError::TooManyEdges { limit: limits.max_edges })
-    }
-
     /// The org's exposed workloads (the cross-cluster merge reads them with the graph).
     pub async fn exposures(&self, org: Uuid) -> Result<Vec<ClusterExposure>, StoreError> {
         let mut tx = tenant(&self.pool, org).await?;
@@ -444,76 +284,6 @@ impl Store {
         tx.commit().await?;
         Ok(found)
     }
-}
-
-/// A namespace node's id in the aggregated graph: `cluster/namespace`.
-pub fn namespace_id(cluster: &str, namespace: &str) -> String {
-    format!("{cluster}/{namespace}")
-}
-
-/// The aggregated access graph (`GET /api/v1/access-graph/summary`).
-#[derive(Debug, Default, Serialize, ToSchema)]
-pub struct GraphSummary {
-    /// The organisation's clusters (only the one asked for with `cluster=`), each with how many
-    /// of the full graph's edges it observed.
-    pub clusters: Vec<SummaryCluster>,
-    /// Every namespace that an edge touches, per cluster.
-    pub namespaces: Vec<NamespaceNode>,
-    /// Targets outside the clusters, one node per kind (`internet`, `aws`, ...), and
-    /// `incoming`, the clients outside the clusters whose edges go from it to a namespace.
-    pub external: Vec<ExternalNode>,
-    /// Aggregate edges: from a client namespace to a target namespace or external kind.
-    pub edges: Vec<SummaryEdge>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SummaryCluster {
-    pub name: String,
-    /// Edges of the full graph observed in this cluster.
-    pub edges: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct NamespaceNode {
-    /// `cluster/namespace`.
-    pub id: String,
-    pub cluster: String,
-    pub namespace: String,
-    /// Workload nodes of the full graph in this namespace.
-    pub workloads: u64,
-    /// Service nodes of the full graph in this namespace.
-    pub services: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ExternalNode {
-    /// The kind itself: `internet`, `aws`.
-    pub id: String,
-    pub kind: String,
-    /// Distinct targets of this kind in the full graph.
-    pub targets: u64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SummaryEdge {
-    /// The client namespace's id (`cluster/namespace`).
-    pub source: String,
-    /// The target namespace's id, or an external kind's id.
-    pub target: String,
-    /// The cluster whose agent observed these calls.
-    pub observed_in: String,
-    /// How many edges of the full graph this one stands for.
-    pub edges: u64,
-    /// Their connections, summed.
-    pub connections: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_seen: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_seen: Option<DateTime<Utc>>,
-    /// Their measured traffic volume, summed (absent when none of them was measured).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::openapi::TrafficBody>)]
-    pub bytes: Option<Traffic>,
 }
 
 /// The addresses and hostnames an exposure is reached by, as the graph matches them.
@@ -525,7 +295,10 @@ fn exposure_keys(x: &ClusterExposure) -> impl Iterator<Item = String> + '_ {
         .map(|k| k.trim_end_matches('.').to_owned())
 }
 
-async fn set_timeout(tx: &mut PgConnection, timeout: Duration) -> Result<(), sqlx::Error> {
+pub(super) async fn set_timeout(
+    tx: &mut PgConnection,
+    timeout: Duration,
+) -> Result<(), sqlx::Error> {
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128).to_string();
     sqlx::query_scalar!("SELECT set_config('statement_timeout', $1, true)", ms)
         .fetch_one(&mut *tx)
@@ -650,7 +423,7 @@ struct EdgeRow {
 }
 
 /// The stored volume columns as the model's [`Traffic`]: `None` when neither was measured.
-fn traffic(sent: Option<i64>, received: Option<i64>) -> Option<Traffic> {
+pub(super) fn traffic(sent: Option<i64>, received: Option<i64>) -> Option<Traffic> {
     let bytes = |n: Option<i64>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
     (sent.is_some() || received.is_some())
         .then(|| Traffic { sent: bytes(sent), received: bytes(received) })

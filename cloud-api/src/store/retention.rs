@@ -101,6 +101,15 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
+        if row.deleted > 0 {
+            // The stored aggregated views no longer match the edges (see `summary`).
+            sqlx::query!(
+                "UPDATE organizations SET edges_version = edges_version + 1 WHERE id = $1",
+                org
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(Pruned::of(row.deleted, row.scanned, batch, row.last_cluster, row.last_key))
     }

@@ -202,7 +202,11 @@ async fn metrics_are_served_only_on_their_own_address() {
 
 #[tokio::test]
 async fn graph_reads_are_bounded_in_edges_and_time() {
-    let reads = ReadLimits { max_edges: 3, statement_timeout: Duration::from_millis(300) };
+    let reads = ReadLimits {
+        max_edges: 3,
+        statement_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
     let app =
         test_app_protected(Config::default(), Protections { reads, ..Default::default() }).await;
     let (org, _, jwt) = app.tenant("acme", "prod").await;

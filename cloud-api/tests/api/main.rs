@@ -10,5 +10,6 @@ mod protocols;
 mod reads;
 mod roles;
 mod scaled_reads;
+mod summary_cache;
 mod tenancy;
 mod tokens;

@@ -1,0 +1,163 @@
+//! The aggregated view is kept between reads: served while the edges it was computed from are
+//! current, served marked `stale` for a bounded time after a report while a newer one is
+//! computed, and never served once its cluster is deleted or the bound has passed.
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use cloud_api::store::ReadLimits;
+use cloud_api::{Config, Protections};
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// How many full-graph edges the aggregate edge `source -> target` stands for (0: none).
+fn edges_between(summary: &Value, source: &str, target: &str) -> u64 {
+    summary["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == source && e["target"] == target)
+        .map(|e| e["edges"].as_u64().unwrap())
+        .sum()
+}
+
+async fn summary(app: &TestApp, token: &str) -> Value {
+    let reply = app.get("/api/v1/access-graph/summary", token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
+/// Reads the summary until `done` holds (the background refresh has landed), for up to 20 s.
+async fn summary_until(app: &TestApp, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = summary(app, token).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never refreshed: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stored_summary_is_served_until_a_report_then_marked_stale_until_refreshed() {
+    let app = test_app().await;
+    let (org, _, jwt) = app.tenant("acme", "us").await;
+    let (_, _, other_jwt) = app.tenant("globex", "us").await;
+    let ok = |r: Reply| assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    ok(app
+        .post_report(
+            &jwt,
+            &report(vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 1)], vec![]),
+        )
+        .await);
+
+    let first = summary(&app, &org.api_token).await;
+    assert_eq!(first["stale"], false, "{first:#}");
+    assert_eq!(edges_between(&first, "us/shop", "us/shop"), 1);
+    // Served from what was stored: the same snapshot, not a new one.
+    let again = summary(&app, &org.api_token).await;
+    assert_eq!(again, first);
+
+    // Another organisation's reports change nothing here.
+    ok(app
+        .post_report(&other_jwt, &report(vec![k8s_edge("shop", "a", "shop", "b", 80, 1)], vec![]))
+        .await);
+    assert_eq!(summary(&app, &org.api_token).await, first);
+
+    // A report: the stored view is served once more, marked stale, and refreshed behind it.
+    ok(app
+        .post_report(
+            &jwt,
+            &report(vec![k8s_edge("shop", "checkout", "shop", "cart", 80, 1)], vec![]),
+        )
+        .await);
+    let stale = summary(&app, &org.api_token).await;
+    assert_eq!(stale["stale"], true, "{stale:#}");
+    assert_eq!(stale["as_of"], first["as_of"]);
+    assert_eq!(edges_between(&stale, "us/shop", "us/shop"), 1, "what was stored: {stale:#}");
+    let fresh = summary_until(&app, &org.api_token, |s| s["stale"] == false).await;
+    assert_eq!(edges_between(&fresh, "us/shop", "us/shop"), 2, "{fresh:#}");
+    assert!(fresh["as_of"].as_str() > first["as_of"].as_str(), "{fresh:#}");
+
+    // A re-sent report (same id) writes nothing: the view stays current.
+    let resent = report(vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 7)], vec![]);
+    ok(app.post_report(&jwt, &resent).await);
+    let after = summary_until(&app, &org.api_token, |s| s["stale"] == false).await;
+    let duplicate = app.post_report(&jwt, &resent).await;
+    assert_eq!(duplicate.json()["duplicate"], true, "{}", duplicate.text());
+    assert_eq!(summary(&app, &org.api_token).await, after, "a duplicate report changed nothing");
+}
+
+#[tokio::test]
+async fn deleting_a_cluster_or_pruning_its_edges_shows_at_the_next_read() {
+    let app = test_app().await;
+    let (org, _, us_jwt) = app.tenant("acme", "us").await;
+    let eu = app.cluster(&org.api_token, "eu").await;
+    let eu_jwt = app.cluster_token(&eu).await;
+    let old = json!({
+        "client": {"namespace": "ops", "name": "backup", "kind": "CronJob"},
+        "target": {"kubernetes": {"namespace": "ops", "name": "store", "kind": "Deployment"}},
+        "first_seen": "2026-01-01T00:00:00Z", "last_seen": "2026-01-02T00:00:00Z",
+        "connections": 1,
+    });
+    for (jwt, edges) in [
+        (&us_jwt, vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 1), old]),
+        (&eu_jwt, vec![k8s_edge("pay", "api", "pay", "db", 5432, 1)]),
+    ] {
+        assert_eq!(app.post_report(jwt, &report(edges, vec![])).await.status, StatusCode::ACCEPTED);
+    }
+    let before = summary(&app, &org.api_token).await;
+    assert_eq!(edges_between(&before, "eu/pay", "eu/pay"), 1, "{before:#}");
+    assert_eq!(edges_between(&before, "us/ops", "us/ops"), 1, "{before:#}");
+
+    // Deleted: its edges are gone from the very next read, not after a refresh.
+    let reply = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/clusters/{}", eu.cluster_id),
+            Some(&org.api_token),
+            None,
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let after = summary(&app, &org.api_token).await;
+    assert_eq!(after["stale"], false, "{after:#}");
+    assert_eq!(edges_between(&after, "eu/pay", "eu/pay"), 0, "{after:#}");
+    assert!(after["clusters"].as_array().unwrap().iter().all(|c| c["name"] != "eu"), "{after:#}");
+
+    // Pruned: the edge last seen in January goes at a 30-day retention, and the view follows.
+    let reply = app
+        .call(
+            Method::PUT,
+            "/api/v1/retention",
+            Some(&org.api_token),
+            Some(json!({"edge_retention_days": 30})),
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.text());
+    let pruned = cloud_api::retention::prune_once(&app.state).await.expect("pruning runs");
+    assert_eq!(pruned.edges, 1, "{pruned:?}");
+    let stale = summary(&app, &org.api_token).await;
+    assert_eq!(stale["stale"], true, "pruning changed the edges: {stale:#}");
+    let fresh = summary_until(&app, &org.api_token, |s| s["stale"] == false).await;
+    assert_eq!(edges_between(&fresh, "us/ops", "us/ops"), 0, "{fresh:#}");
+    assert_eq!(edges_between(&fresh, "us/shop", "us/shop"), 1, "{fresh:#}");
+}
+
+#[tokio::test]
+async fn past_the_staleness_bound_a_read_computes_the_summary_itself() {
+    let reads = ReadLimits { summary_max_stale: Duration::ZERO, ..Default::default() };
+    let app =
+        test_app_protected(Config::default(), Protections { reads, ..Default::default() }).await;
+    let (org, _, jwt) = app.tenant("acme", "us").await;
+    for (client, want) in [("frontend", 1), ("checkout", 2), ("invoicer", 3)] {
+        let r = report(vec![k8s_edge("shop", client, "shop", "cart", 80, 1)], vec![]);
+        assert_eq!(app.post_report(&jwt, &r).await.status, StatusCode::ACCEPTED);
+        let s = summary(&app, &org.api_token).await;
+        assert_eq!(s["stale"], false, "{s:#}");
+        assert_eq!(edges_between(&s, "us/shop", "us/shop"), want, "{s:#}");
+    }
+}
