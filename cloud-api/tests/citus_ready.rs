@@ -65,6 +65,11 @@ const CROSS_ORG_FUNCTIONS: &[(&str, &str)] = &[
     ("auth_cluster_client", "finds a cluster by client ID at /oauth/token; one row"),
     ("auth_api_token", "finds an API token by id on every API request; one row"),
     ("retention_orgs", "the pruner's list of organisation ids; no tenant data"),
+    (
+        "internet_edges_reaching",
+        "the keys of the caller's own organisation's internet edges reaching some addresses \
+         (it answers nothing for another organisation); distributed by its org argument",
+    ),
 ];
 
 async fn migrated() -> PgConnection {

@@ -115,22 +115,25 @@ impl Store {
             let keys_where = |keep: &dyn Fn(&ClusterExposure) -> bool| -> Vec<String> {
                 exposures.iter().filter(|x| keep(x)).flat_map(exposure_keys).collect()
             };
+            let cluster_keys = selection
+                .cluster
+                .as_ref()
+                .map_or_else(Vec::new, |(_, name)| keys_where(&|x| &x.cluster == name));
+            let namespace_keys = selection
+                .namespace
+                .as_ref()
+                .map_or_else(Vec::new, |ns| keys_where(&|x| &x.exposed.namespace == ns));
+            let workload_keys = selection
+                .workload
+                .as_ref()
+                .map_or_else(Vec::new, |w| keys_where(&|x| &x.exposed.name == w));
             let filter = EdgeFilter {
                 cluster: selection.cluster.as_ref().map(|(id, _)| *id),
-                cluster_keys: selection
-                    .cluster
-                    .as_ref()
-                    .map_or_else(Vec::new, |(_, name)| keys_where(&|x| &x.cluster == name)),
+                cluster_reach: Reaching::find(&mut tx, org, cluster_keys).await?,
                 namespace: selection.namespace.as_deref(),
-                namespace_keys: selection
-                    .namespace
-                    .as_ref()
-                    .map_or_else(Vec::new, |ns| keys_where(&|x| &x.exposed.namespace == ns)),
+                namespace_reach: Reaching::find(&mut tx, org, namespace_keys).await?,
                 workload: selection.workload.as_deref(),
-                workload_keys: selection
-                    .workload
-                    .as_ref()
-                    .map_or_else(Vec::new, |w| keys_where(&|x| &x.exposed.name == w)),
+                workload_reach: Reaching::find(&mut tx, org, workload_keys).await?,
                 since: selection.since,
                 ..Default::default()
             };
@@ -314,24 +317,61 @@ pub(super) async fn set_timeout(
 #[derive(Default)]
 struct EdgeFilter<'a> {
     cluster: Option<Uuid>,
-    /// With `cluster`: the keys of that cluster's exposures (an internet edge matching one ends
-    /// in the cluster).
-    cluster_keys: Vec<String>,
+    /// With `cluster`: the internet edges reaching that cluster's exposures (they end in it).
+    cluster_reach: Reaching,
     /// Clients in this namespace only (the ClientIntents export).
     client_namespace: Option<&'a str>,
     /// Either end in this namespace.
     namespace: Option<&'a str>,
-    namespace_keys: Vec<String>,
+    namespace_reach: Reaching,
     /// Either end named so.
     workload: Option<&'a str>,
-    workload_keys: Vec<String>,
+    workload_reach: Reaching,
     since: Option<DateTime<Utc>>,
+}
+
+/// Internet edges that reach some exposures, as primary-key parts: each of them has one of
+/// `clusters` and one of `keys` (a superset when several clusters hold such edges).
+#[derive(Default)]
+struct Reaching {
+    clusters: Vec<Uuid>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Reaching {
+    /// Through `internet_edges_reaching` (see its migration: the index it uses is out of the
+    /// serving role's reach under row-level security).
+    async fn find(
+        tx: &mut PgConnection,
+        org: Uuid,
+        keys: Vec<String>,
+    ) -> Result<Self, sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(Self::default());
+        }
+        let rows = sqlx::query!(
+            r#"SELECT cluster_id AS "cluster_id!", edge_key AS "edge_key!" FROM internet_edges_reaching($1, $2)"#,
+            org,
+            &keys
+        )
+        .fetch_all(tx)
+        .await?;
+        let mut reaching = Self::default();
+        for r in rows {
+            if !reaching.clusters.contains(&r.cluster_id) {
+                reaching.clusters.push(r.cluster_id);
+            }
+            reaching.keys.push(r.edge_key);
+        }
+        Ok(reaching)
+    }
 }
 
 /// The org's edges that pass `filter`, named by cluster; `None` when there are more than `max`.
 /// Where `filter` names either end, the rows are a superset of what the graph keeps: every edge
 /// whose client or target matches, and every internet edge reaching a matching exposure (that
-/// part of the plan drops out, as a constant, when no exposure matches: plans are custom).
+/// part of the plan drops out, as a constant, when no exposure matches: plans are custom; those
+/// edges are found first, by [`Reaching::find`]).
 async fn edges(
     tx: &mut PgConnection,
     org: Uuid,
@@ -345,26 +385,29 @@ async fn edges(
          FROM edges e JOIN clusters c ON c.org_id = e.org_id AND c.id = e.cluster_id
          WHERE e.org_id = $1 AND ($3::timestamptz IS NULL OR e.last_seen >= $3)
                AND ($2::uuid IS NULL OR e.cluster_id = $2
-                    OR (cardinality($6::text[]) > 0 AND e.target_namespace = '' AND e.target_type = 'internet'
-                        AND EXISTS (SELECT 1 FROM unnest(e.domains || e.ips) AS k WHERE rtrim(k, '.') = ANY($6::text[]))))
+                    OR (cardinality($6::bytea[]) > 0 AND e.target_type = 'internet'
+                        AND e.cluster_id = ANY($11::uuid[]) AND e.edge_key = ANY($6::bytea[])))
                AND ($5::text IS NULL OR e.client_namespace COLLATE "C" = $5)
                AND ($7::text IS NULL OR e.client_namespace COLLATE "C" = $7 OR e.target_namespace = $7
-                    OR (cardinality($8::text[]) > 0 AND e.target_namespace = '' AND e.target_type = 'internet'
-                        AND EXISTS (SELECT 1 FROM unnest(e.domains || e.ips) AS k WHERE rtrim(k, '.') = ANY($8::text[]))))
+                    OR (cardinality($8::bytea[]) > 0 AND e.target_type = 'internet'
+                        AND e.cluster_id = ANY($12::uuid[]) AND e.edge_key = ANY($8::bytea[])))
                AND ($9::text IS NULL OR e.client_name COLLATE "C" = $9 OR e.target_name = $9
-                    OR (cardinality($10::text[]) > 0 AND e.target_namespace = '' AND e.target_type = 'internet'
-                        AND EXISTS (SELECT 1 FROM unnest(e.domains || e.ips) AS k WHERE rtrim(k, '.') = ANY($10::text[]))))
+                    OR (cardinality($10::bytea[]) > 0 AND e.target_type = 'internet'
+                        AND e.cluster_id = ANY($13::uuid[]) AND e.edge_key = ANY($10::bytea[])))
          LIMIT $4"#,
         org,
         filter.cluster,
         filter.since,
         i64::try_from(max).unwrap_or(i64::MAX - 1) + 1,
         filter.client_namespace,
-        &filter.cluster_keys,
+        &filter.cluster_reach.keys,
         filter.namespace,
-        &filter.namespace_keys,
+        &filter.namespace_reach.keys,
         filter.workload,
-        &filter.workload_keys,
+        &filter.workload_reach.keys,
+        &filter.cluster_reach.clusters,
+        &filter.namespace_reach.clusters,
+        &filter.workload_reach.clusters,
     )
     .fetch_all(tx)
     .await?;

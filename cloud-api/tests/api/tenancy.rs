@@ -143,3 +143,31 @@ async fn row_level_security_hides_other_tenants_even_from_a_query_without_a_filt
     assert_eq!(touched.rows_affected(), 0);
     assert_eq!(count(&mut as_acme, "edges").await, 2);
 }
+
+/// `internet_edges_reaching` runs past row-level security (its index cannot be used under it):
+/// it must answer for the caller's own organisation only, whatever organisation it is asked for.
+#[tokio::test]
+async fn the_internet_edge_lookup_answers_for_the_callers_organisation_only() {
+    let app = test_app().await;
+    let (acme, _, acme_jwt) = app.tenant("acme", "prod").await;
+    let (globex, _, _) = app.tenant("globex", "staging").await;
+    let edges = vec![internet_edge("shop", "checkout", "pay.example.com.", "198.51.100.10", 443)];
+    let reply = app.post_report(&acme_jwt, &report(edges, vec![])).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let reaching = |org: uuid::Uuid| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM internet_edges_reaching($1, ARRAY['pay.example.com', '203.0.113.9'])",
+        )
+        .bind(org)
+    };
+    let mut as_acme = as_app_role(&app.database_url, Some(acme.org_id)).await;
+    assert_eq!(reaching(acme.org_id).fetch_one(&mut as_acme).await.unwrap(), 1, "its own edge");
+    let mut as_globex = as_app_role(&app.database_url, Some(globex.org_id)).await;
+    assert_eq!(
+        reaching(acme.org_id).fetch_one(&mut as_globex).await.unwrap(),
+        0,
+        "acme's, asked by globex"
+    );
+    let mut none = as_app_role(&app.database_url, None).await;
+    assert_eq!(reaching(acme.org_id).fetch_one(&mut none).await.unwrap(), 0, "no organisation set");
+}
