@@ -42,8 +42,9 @@ impl Node {
 }
 
 const PY_SERVER: &str = "import socket,sys,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 8080)); s.listen()\nc=[]\nwhile True: c.append(s.accept())";
-const PY_CLIENT: &str =
-    "import socket,sys,time\ns=socket.create_connection((sys.argv[1], 8080)); time.sleep(60)";
+/// Connects to argv[1]:8080 and holds the connection; retries for 20 s while the server (a
+/// Python starting in another namespace, slow on a loaded machine) is not listening yet.
+const PY_CLIENT: &str = "import socket,sys,time\nfor _ in range(200):\n  try:\n    s=socket.create_connection((sys.argv[1], 8080)); break\n  except OSError:\n    time.sleep(0.1)\ntime.sleep(60)";
 /// One DNS query (A, recursion desired) for argv[2] to the server argv[1], repeated a few times.
 const PY_DNS: &str = "import socket,struct,sys,time\nq=struct.pack('>HHHHHH',0x1234,0x0100,1,0,0,0)+b''.join(bytes([len(l)])+l.encode() for l in sys.argv[2].split('.'))+b'\\x00'+struct.pack('>HH',1,1)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\nfor _ in range(3):\n  s.sendto(q,(sys.argv[1],53)); s.recv(512); time.sleep(0.5)";
 

@@ -167,9 +167,13 @@ impl Store {
         let Ok(slot) = self.refreshes.slots.clone().try_acquire_owned() else {
             return;
         };
-        if !self.refreshes.running.lock().expect("not poisoned").insert(key.clone()) {
+        let Ok(mut running) = self.refreshes.running.lock() else {
+            return;
+        };
+        if !running.insert(key.clone()) {
             return;
         }
+        drop(running);
         let (store, cluster, limits) = (self.clone(), cluster.map(str::to_owned), limits.clone());
         tokio::spawn(async move {
             // Removed however the refresh ends.
