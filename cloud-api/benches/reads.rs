@@ -113,49 +113,84 @@ async fn run() -> Result<()> {
             "{:<44} {:>10} {:>10} {:>12} {:>11} {:>11}",
             "read", "edges", "time ms", "bytes", "peak MiB", "growth MiB"
         );
-        let reads: Vec<(&str, String)> = vec![
-            ("namespace=ns-17 (both ends)", "/api/v1/access-graph?namespace=ns-17".into()),
+        let reads: Vec<(&str, String, Before)> = vec![
+            (
+                "namespace=ns-17 (both ends)",
+                "/api/v1/access-graph?namespace=ns-17".into(),
+                Before::Nothing,
+            ),
             (
                 "namespace=ns-7 (holds an exposed workload)",
                 "/api/v1/access-graph?namespace=ns-7".into(),
+                Before::Nothing,
             ),
-            ("cluster=c-5 (both ends)", "/api/v1/access-graph?cluster=c-5".into()),
+            ("cluster=c-5 (both ends)", "/api/v1/access-graph?cluster=c-5".into(), Before::Nothing),
             (
                 "cluster=c-5&namespace=ns-17",
                 "/api/v1/access-graph?cluster=c-5&namespace=ns-17".into(),
+                Before::Nothing,
             ),
-            ("workload=wl-21 (both ends)", "/api/v1/access-graph?workload=wl-21".into()),
-            ("since=1h (none recent: an org scan)", "/api/v1/access-graph?since=1h".into()),
-            ("aggregated view, computed (none stored)", "/api/v1/access-graph/summary".into()),
-            ("aggregated view, stored and current", "/api/v1/access-graph/summary".into()),
-            ("aggregated view, stored, after a report", "/api/v1/access-graph/summary".into()),
+            (
+                "workload=wl-21 (both ends)",
+                "/api/v1/access-graph?workload=wl-21".into(),
+                Before::Nothing,
+            ),
+            (
+                "since=1h (none recent: an org scan)",
+                "/api/v1/access-graph?since=1h".into(),
+                Before::Nothing,
+            ),
+            (
+                "aggregated view, computed (none stored)",
+                "/api/v1/access-graph/summary".into(),
+                Before::ForgetSummaries,
+            ),
+            (
+                "aggregated view, stored and current",
+                "/api/v1/access-graph/summary".into(),
+                Before::Nothing,
+            ),
+            (
+                "aggregated view, stored, after a report",
+                "/api/v1/access-graph/summary".into(),
+                Before::Report,
+            ),
             (
                 "aggregated view cluster=c-5, computed",
                 "/api/v1/access-graph/summary?cluster=c-5".into(),
+                Before::ForgetSummaries,
             ),
             (
                 "aggregated view cluster=c-5, stored",
                 "/api/v1/access-graph/summary?cluster=c-5".into(),
+                Before::Nothing,
             ),
-            ("ClientIntents c-0, streamed", "/api/v1/clusters/c-0/client-intents".into()),
+            (
+                "ClientIntents c-0, streamed",
+                "/api/v1/clusters/c-0/client-intents".into(),
+                Before::Nothing,
+            ),
             (
                 "ClientIntents c-0 namespace=ns-17",
                 "/api/v1/clusters/c-0/client-intents?namespace=ns-17".into(),
+                Before::Nothing,
             ),
             // Last: what it leaves allocated would otherwise sit under the others' figures.
-            ("full graph (the old path for every read)", "/api/v1/access-graph".into()),
+            (
+                "full graph (the old path for every read)",
+                "/api/v1/access-graph".into(),
+                Before::Nothing,
+            ),
         ];
-        for (name, path) in reads {
+        for (name, path, prepare) in reads {
             let mut times = Vec::new();
             let mut peak = 0u64;
             let mut growth = 0u64;
             let mut bytes = 0usize;
             let mut edges = String::from("-");
             for _ in 0..runs {
-                if name.ends_with(", computed (none stored)") || name.ends_with(", computed") {
-                    forget_summaries(&mut db, &org_id).await?;
-                } else if name.ends_with(", after a report") {
-                    as_if_reported(&mut db, &org_id).await?;
+                if let Some(sql) = prepare.sql() {
+                    as_tenant(&mut db, &org_id, sql).await?;
                 }
                 server.reset_peak()?;
                 let before = server.status_kib("VmRSS:")?;
@@ -185,7 +220,7 @@ async fn run() -> Result<()> {
                     edges = v["edges"].as_array().map_or(0, Vec::len).to_string();
                 }
             }
-            if name.ends_with(", after a report") {
+            if matches!(prepare, Before::Report) {
                 // Each run served the stored view and started a refresh: let the last one land.
                 settle(&http, &server.url, &token, path.as_str()).await?;
             }
@@ -203,29 +238,35 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
-/// Deletes the organisation's stored aggregated views: the next read computes one.
-async fn forget_summaries(db: &mut PgConnection, org: &str) -> Result<()> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM graph_summaries WHERE org_id = $1::uuid")
-        .bind(org)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
+/// What is done before each timed run of a read.
+enum Before {
+    Nothing,
+    /// Delete the organisation's stored aggregated views: the read computes one.
+    ForgetSummaries,
+    /// Bump a cluster's `edges_version`, as a report does: the read serves the stored view
+    /// `stale` and starts a refresh.
+    Report,
 }
 
-/// What a report does to the stored aggregated views: bumps its cluster's `edges_version`, so
-/// the next read serves the stored view as `stale` and starts a refresh.
-async fn as_if_reported(db: &mut PgConnection, org: &str) -> Result<()> {
+impl Before {
+    /// The statement that does it (`$1`: the organisation).
+    fn sql(&self) -> Option<&'static str> {
+        match self {
+            Before::Nothing => None,
+            Before::ForgetSummaries => Some("DELETE FROM graph_summaries WHERE org_id = $1::uuid"),
+            Before::Report => Some(
+                "UPDATE clusters SET edges_version = edges_version + 1 WHERE org_id = $1::uuid AND name = 'c-0'",
+            ),
+        }
+    }
+}
+
+/// Runs `sql` (with `$1` the organisation) as the owner, under the organisation's row-level
+/// security.
+async fn as_tenant(db: &mut PgConnection, org: &str, sql: &str) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query("SELECT set_config('app.org_id', $1, true)").bind(org).execute(&mut *tx).await?;
-    sqlx::query(
-        "UPDATE clusters SET edges_version = edges_version + 1 WHERE org_id = $1::uuid AND name = 'c-0'",
-    )
-    .bind(org)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query(sql).bind(org).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -186,10 +186,16 @@ impl Store {
 /// A transaction on `pool` in which only `org`'s rows are visible or writable.
 async fn tenant(pool: &PgPool, org: Uuid) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query_scalar!("SELECT set_config('app.org_id', $1, true)", org.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+    set_org(&mut tx, org).await?;
     Ok(tx)
+}
+
+/// Names the transaction's organisation: row-level security shows and admits its rows only.
+async fn set_org(tx: &mut PgConnection, org: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!("SELECT set_config('app.org_id', $1, true)", org.to_string())
+        .fetch_one(tx)
+        .await
+        .map(|_| ())
 }
 
 // === edge rows ===

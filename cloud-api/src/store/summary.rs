@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::reads::{set_timeout, traffic};
-use super::{tenant, ReadError, ReadLimits, Store};
+use super::{set_org, tenant, ReadError, ReadLimits, Store};
 use model::Traffic;
 
 /// How many summaries one cloud-api computes in the background at once; a stale read that finds
@@ -212,9 +212,7 @@ async fn snapshot(pool: &PgPool, org: Uuid) -> Result<Transaction<'static, Postg
     sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    sqlx::query_scalar!("SELECT set_config('app.org_id', $1, true)", org.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
+    set_org(&mut tx, org).await?;
     Ok(tx)
 }
 

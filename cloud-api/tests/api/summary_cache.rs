@@ -28,6 +28,12 @@ async fn summary(app: &TestApp, token: &str) -> Value {
     reply.json()
 }
 
+/// Posts a report of `edges` and checks it was accepted.
+async fn send(app: &TestApp, jwt: &str, edges: Vec<Value>) {
+    let reply = app.post_report(jwt, &report(edges, vec![])).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
+}
+
 /// Reads the summary until `done` holds (the background refresh has landed), for up to 20 s.
 async fn summary_until(app: &TestApp, token: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -46,13 +52,7 @@ async fn a_stored_summary_is_served_until_a_report_then_marked_stale_until_refre
     let app = test_app().await;
     let (org, _, jwt) = app.tenant("acme", "us").await;
     let (_, _, other_jwt) = app.tenant("globex", "us").await;
-    let ok = |r: Reply| assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
-    ok(app
-        .post_report(
-            &jwt,
-            &report(vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 1)], vec![]),
-        )
-        .await);
+    send(&app, &jwt, vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 1)]).await;
 
     let first = summary(&app, &org.api_token).await;
     assert_eq!(first["stale"], false, "{first:#}");
@@ -62,18 +62,11 @@ async fn a_stored_summary_is_served_until_a_report_then_marked_stale_until_refre
     assert_eq!(again, first);
 
     // Another organisation's reports change nothing here.
-    ok(app
-        .post_report(&other_jwt, &report(vec![k8s_edge("shop", "a", "shop", "b", 80, 1)], vec![]))
-        .await);
+    send(&app, &other_jwt, vec![k8s_edge("shop", "a", "shop", "b", 80, 1)]).await;
     assert_eq!(summary(&app, &org.api_token).await, first);
 
     // A report: the stored view is served once more, marked stale, and refreshed behind it.
-    ok(app
-        .post_report(
-            &jwt,
-            &report(vec![k8s_edge("shop", "checkout", "shop", "cart", 80, 1)], vec![]),
-        )
-        .await);
+    send(&app, &jwt, vec![k8s_edge("shop", "checkout", "shop", "cart", 80, 1)]).await;
     let stale = summary(&app, &org.api_token).await;
     assert_eq!(stale["stale"], true, "{stale:#}");
     assert_eq!(stale["as_of"], first["as_of"]);
@@ -84,7 +77,8 @@ async fn a_stored_summary_is_served_until_a_report_then_marked_stale_until_refre
 
     // A re-sent report (same id) writes nothing: the view stays current.
     let resent = report(vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 7)], vec![]);
-    ok(app.post_report(&jwt, &resent).await);
+    let first_time = app.post_report(&jwt, &resent).await;
+    assert_eq!(first_time.status, StatusCode::ACCEPTED, "{}", first_time.text());
     let after = summary_until(&app, &org.api_token, |s| s["stale"] == false).await;
     let duplicate = app.post_report(&jwt, &resent).await;
     assert_eq!(duplicate.json()["duplicate"], true, "{}", duplicate.text());
@@ -107,7 +101,7 @@ async fn deleting_a_cluster_or_pruning_its_edges_shows_at_the_next_read() {
         (&us_jwt, vec![k8s_edge("shop", "frontend", "shop", "cart", 80, 1), old]),
         (&eu_jwt, vec![k8s_edge("pay", "api", "pay", "db", 5432, 1)]),
     ] {
-        assert_eq!(app.post_report(jwt, &report(edges, vec![])).await.status, StatusCode::ACCEPTED);
+        send(&app, jwt, edges).await;
     }
     let before = summary(&app, &org.api_token).await;
     assert_eq!(edges_between(&before, "eu/pay", "eu/pay"), 1, "{before:#}");
@@ -154,8 +148,7 @@ async fn past_the_staleness_bound_a_read_computes_the_summary_itself() {
         test_app_protected(Config::default(), Protections { reads, ..Default::default() }).await;
     let (org, _, jwt) = app.tenant("acme", "us").await;
     for (client, want) in [("frontend", 1), ("checkout", 2), ("invoicer", 3)] {
-        let r = report(vec![k8s_edge("shop", client, "shop", "cart", 80, 1)], vec![]);
-        assert_eq!(app.post_report(&jwt, &r).await.status, StatusCode::ACCEPTED);
+        send(&app, &jwt, vec![k8s_edge("shop", client, "shop", "cart", 80, 1)]).await;
         let s = summary(&app, &org.api_token).await;
         assert_eq!(s["stale"], false, "{s:#}");
         assert_eq!(edges_between(&s, "us/shop", "us/shop"), want, "{s:#}");
