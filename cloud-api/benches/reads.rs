@@ -24,8 +24,10 @@
 //! started from (the allocator keeps what earlier reads freed, so the growth is the read's own
 //! cost; the full read runs last for the same reason). The full graph read is what every
 //! read cost before the filters went into SQL (the organisation was loaded and filtered in
-//! memory), so it is the "before" column of each filtered read. Figures are printed, never
-//! asserted.
+//! memory), so it is the "before" column of each filtered read. Then three reads are walked in
+//! pages of 5,000 edges (`limit=5000`, following `next`): the median and slowest page (request
+//! to last byte), the whole walk, and the most one page grew the server. Figures are printed,
+//! never asserted.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,8 +235,75 @@ async fn run() -> Result<()> {
                 growth as f64 / 1024.0
             );
         }
+        println!(
+            "\n{:<44} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11}",
+            "paged read (limit=5000), every page",
+            "edges",
+            "pages",
+            "median ms",
+            "max ms",
+            "total ms",
+            "growth MiB"
+        );
+        for (name, query) in [
+            ("cluster=c-5", "cluster=c-5"),
+            ("namespace=ns-7", "namespace=ns-7"),
+            ("full graph", ""),
+        ] {
+            walk_pages(&server, &http, &token, name, query, 5000).await?;
+        }
     }
     db.close().await?;
+    Ok(())
+}
+
+/// Reads `query` in pages of `limit` edges, following `next`, and prints how many pages, the
+/// median and slowest page (request to last byte) and the whole walk's time and memory growth.
+async fn walk_pages(
+    server: &Server,
+    http: &reqwest::Client,
+    token: &str,
+    name: &str,
+    query: &str,
+    limit: usize,
+) -> Result<()> {
+    let (mut times, mut edges, mut growth) = (Vec::new(), 0usize, 0u64);
+    let mut after: Option<String> = None;
+    let started = Instant::now();
+    loop {
+        let mut url = format!("{}/api/v1/access-graph?{query}&limit={limit}", server.url);
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        server.reset_peak()?;
+        let before = server.status_kib("VmRSS:")?;
+        let t = Instant::now();
+        let resp = http.get(url).bearer_auth(token).send().await?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        times.push(t.elapsed());
+        growth = growth.max(server.status_kib("VmHWM:")?.saturating_sub(before));
+        if !status.is_success() {
+            bail!("{name} page {}: {status}: {}", times.len(), String::from_utf8_lossy(&body));
+        }
+        let page: serde_json::Value = serde_json::from_slice(&body)?;
+        edges += page["edges"].as_array().map_or(0, Vec::len);
+        after = page["next"].as_str().map(str::to_owned);
+        if after.is_none() {
+            break;
+        }
+    }
+    let total = started.elapsed();
+    let pages = times.len();
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:<44} {edges:>10} {pages:>10} {:>10.1} {:>10.1} {:>10.1} {:>11.1}",
+        ms(times[pages / 2]),
+        ms(times[pages - 1]),
+        ms(total),
+        growth as f64 / 1024.0
+    );
     Ok(())
 }
 

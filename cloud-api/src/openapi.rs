@@ -277,6 +277,8 @@ pub struct AccessGraphBody {
     pub edges: Vec<GraphEdgeBody>,
     /// With `changed_since`: the moment and how many edges are new, seen and gone.
     pub changes: Option<ChangesSummary>,
+    /// In a paged read (`limit=`), when more edges follow: the `after=` of the next page.
+    pub next: Option<String>,
 }
 
 #[derive(ToSchema)]

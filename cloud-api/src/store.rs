@@ -25,7 +25,7 @@ pub use audit::{Action, Actor, AuditEntry};
 pub use cluster_name::{ClusterName, InvalidClusterName};
 pub use credentials::{ApiTokenInfo, NewApiToken, Scopes};
 pub use error::StoreError;
-pub use reads::{GraphData, GraphSelection, ReadError, ReadLimits};
+pub use reads::{ClientCursor, GraphData, GraphSelection, PageRequest, ReadError, ReadLimits};
 pub use retention::{Cursor, Pruned as PrunedBatch, DEFAULT_RETENTION_DAYS, RETENTION_DAYS};
 pub use summary::{namespace_id, GraphSummary};
 

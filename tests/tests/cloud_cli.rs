@@ -254,6 +254,21 @@ async fn a_user_runs_the_cloud_from_the_cli() {
         api.json("/api/v1/access-graph", &[("namespace", "shop"), ("since", "1d")]).await
     );
     assert_eq!(narrowed["edges"].as_array().unwrap().len(), 1, "only shop's call of the last day");
+    // Read one call a page (frontend's two calls come as one page: pages hold whole clients),
+    // the CLI puts together the graph one unpaged read returns.
+    let paged: Value = serde_json::from_str(&ok(
+        cloud(&home, &["graph", "--page-size", "1", "-o", "json"], &[], ""),
+        "graph in pages",
+    ))
+    .unwrap();
+    assert_eq!(paged, graph);
+    let paged_dot = ok(cloud(&home, &["graph", "--page-size", "1", "-o", "dot"], &[], ""), "dot");
+    assert_eq!(paged_dot, dot);
+    let page = api.json("/api/v1/access-graph", &[("limit", "1")]).await;
+    assert_eq!(page["edges"].as_array().unwrap().len(), 1, "billing's one call: {page}");
+    assert!(page["next"].is_string(), "{page}");
+    let err = fails(cloud(&home, &["graph", "--page-size", "0"], &[], ""), "page size 0");
+    assert!(err.contains("page-size"), "{err}");
     let text = ok(cloud(&home, &["graph"], &[], ""), "graph text");
     let cart = text
         .lines()
@@ -272,6 +287,19 @@ async fn a_user_runs_the_cloud_from_the_cli() {
     assert!(line("stripe").starts_with("gone "), "{changed}");
     assert!(line("postgres").starts_with("seen "), "{changed}");
     assert!(changed.contains("1 new, 1 seen, 1 gone"), "{changed}");
+    let paged = ok(
+        cloud(&home, &["graph", "--changed-since", "1h", "--page-size", "1"], &[], ""),
+        "changes in pages",
+    );
+    let without_ages =
+        |t: &str| t.lines().map(|l| l.split_whitespace().count()).collect::<Vec<_>>();
+    assert_eq!(without_ages(&paged), without_ages(&changed), "{paged}");
+    assert!(paged.contains("1 new, 1 seen, 1 gone"), "{paged}");
+    let err = fails(
+        cloud(&home, &["graph", "--changed-since", "1h", "-o", "dot"], &[], ""),
+        "dot with changes",
+    );
+    assert!(err.contains("-o dot"), "{err}");
     let err = fails(cloud(&home, &["graph", "--since", "yesterday"], &[], ""), "bad since");
     assert!(err.contains("400") && err.contains("since"), "{err}");
     let err = fails(cloud(&home, &["graph", "--cluster", "nope"], &[], ""), "no cluster");

@@ -10,14 +10,14 @@ use chrono::{DateTime, Duration, Utc};
 use model::graph::GraphFilter;
 use model::intents::{self, IntentsVersion};
 use model::AccessGraph;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::auth::CanRead;
 use super::changes;
 use super::error::ApiError;
 use super::{cluster_of, AppState};
-use crate::store::{GraphSelection, GraphSummary, ReadError};
+use crate::store::{ClientCursor, GraphSelection, GraphSummary, PageRequest, ReadError};
 
 /// The longest `namespace=` or `workload=` taken: a Kubernetes name is at most 253 bytes.
 const MAX_NAME_BYTES: usize = 253;
@@ -34,6 +34,68 @@ pub struct GraphQuery {
     format: Option<String>,
     /// Marks each edge `new`, `seen` or `gone` relative to this time (same forms as `since`).
     changed_since: Option<String>,
+    /// Read in pages of about this many edges (JSON only); each page says where the next starts.
+    limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+/// The longest `after=` taken: a cursor this server gives is under 700 characters.
+const MAX_CURSOR_CHARS: usize = 1024;
+
+/// A page's `next`, opaque to clients: the last client of the page, as URL-safe base64 of
+/// `["namespace","name"]`.
+fn encode_cursor(c: &ClientCursor) -> String {
+    use base64::Engine;
+    let json = serde_json::to_vec(&(&c.namespace, &c.name)).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_cursor(s: &str) -> Result<ClientCursor, ApiError> {
+    use base64::Engine;
+    let bad = || {
+        ApiError::BadRequest(
+            "after= is not a `next` this server gave; start again from the first page (no after=)"
+                .into(),
+        )
+    };
+    if s.len() > MAX_CURSOR_CHARS {
+        return Err(bad());
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let (namespace, name): (String, String) = serde_json::from_slice(&json).map_err(|_| bad())?;
+    check_name("after", Some(&namespace)).map_err(|_| bad())?;
+    check_name("after", Some(&name)).map_err(|_| bad())?;
+    Ok(ClientCursor { namespace, name })
+}
+
+/// A page of a paged read: the body and where the next page starts.
+#[derive(Serialize)]
+struct Paged<T> {
+    #[serde(flatten)]
+    body: T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// `limit=` and `after=` as a page to read, checked against the read's bound.
+fn page_request(
+    limit: Option<usize>,
+    after: Option<&str>,
+    max_edges: usize,
+) -> Result<Option<PageRequest>, ApiError> {
+    match (limit, after) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::BadRequest(
+            "after= continues a paged read: give the same limit= as the first page".into(),
+        )),
+        (Some(0), _) => Err(ApiError::BadRequest("limit=0: a page holds at least one edge".into())),
+        // Larger pages than one read may return are cut to that size.
+        (Some(limit), after) => Ok(Some(PageRequest {
+            after: after.map(decode_cursor).transpose()?,
+            limit: limit.min(max_edges),
+        })),
+    }
 }
 
 fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
@@ -108,6 +170,8 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
         ("since" = Option<String>, Query, description = "Edges seen at or after this RFC 3339 time (2026-11-24T18:00:00Z) or a window back from now (30m, 24h, 7d)"),
         ("format" = Option<crate::openapi::GraphFormat>, Query, description = "`json` (default) or `dot`"),
         ("changed_since" = Option<String>, Query, description = "Mark each edge new, seen or gone relative to this RFC 3339 time (2026-11-24T18:00:00Z) or a window back from now (30m, 24h, 7d); JSON only"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Read in pages of about this many edges (a larger limit is cut to --graph-max-edges; JSON only): each page holds whole client workloads, in byte order of (namespace, name), so a page may be larger when one client alone has more edges; `clusters` and `changes` count the page's edges. The answer's `next`, when present, is the `after` of the next page"),
+        ("after" = Option<String>, Query, description = "The `next` of the previous page (with the same limit and filters)"),
     ),
     responses(
         (status = 200, description = "The graph (JSON), or Graphviz DOT with format=dot", content(
@@ -136,24 +200,38 @@ pub async fn access_graph(
     };
     check_name("namespace", q.namespace.as_deref())?;
     check_name("workload", q.workload.as_deref())?;
+    let page = page_request(q.limit, q.after.as_deref(), state.reads.max_edges)?;
+    if page.is_some() && q.format.as_deref().is_some_and(|f| f != "json") {
+        return Err(ApiError::BadRequest(
+            "limit= pages the JSON form only; drop format= or read the whole graph without limit="
+                .into(),
+        ));
+    }
     let selection = GraphSelection {
         cluster,
         namespace: q.namespace.clone(),
         workload: q.workload.clone(),
         since,
     };
-    let data =
-        state.store.graph_selected(auth.org_id, &selection, &state.reads).await.map_err(|e| {
-            read_error(e, "read one namespace= or a shorter window with since= (e.g. since=24h)")
+    let data = state
+        .store
+        .graph_selected(auth.org_id, &selection, page.as_ref(), &state.reads)
+        .await
+        .map_err(|e| {
+            read_error(
+                e,
+                "read in pages with limit=, or one namespace= or a shorter window with since= (e.g. since=24h)",
+            )
         })?;
+    let next = data.next.as_ref().map(encode_cursor);
     let filter =
         GraphFilter { cluster: q.cluster, namespace: q.namespace, workload: q.workload, since };
     let graph = AccessGraph::build(&data.clusters, &data.edges, &data.exposures, &filter);
     match (q.format.as_deref().unwrap_or("json"), changed_since) {
-        ("json", None) => Ok(Json(graph).into_response()),
+        ("json", None) => Ok(Json(Paged { body: graph, next }).into_response()),
         ("json", Some(t)) => {
-            Ok(Json(changes::mark_graph(&graph, t).map_err(|e| ApiError::Internal(e.into()))?)
-                .into_response())
+            let body = changes::mark_graph(&graph, t).map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(Json(Paged { body, next }).into_response())
         }
         ("dot", Some(_)) => Err(ApiError::BadRequest(
             "changed_since= marks edges in the JSON form only; drop format=dot or changed_since="

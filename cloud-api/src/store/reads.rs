@@ -63,6 +63,36 @@ pub struct GraphData {
     pub clusters: Vec<String>,
     pub edges: Vec<ClusterEdge>,
     pub exposures: Vec<ClusterExposure>,
+    /// In a paged read, where the next page starts (`None`: this was the last).
+    pub next: Option<ClientCursor>,
+}
+
+/// A client workload's namespace and name: pages of the graph hold whole clients, in byte order
+/// of (namespace, name), so that no edge of the graph (merged per client, target and observing
+/// cluster) is split across two pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCursor {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ClientCursor {
+    fn of(edge: &ClusterEdge) -> Self {
+        Self { namespace: edge.edge.client.namespace.clone(), name: edge.edge.client.name.clone() }
+    }
+
+    fn is_client_of(&self, edge: &ClusterEdge) -> bool {
+        edge.edge.client.namespace == self.namespace && edge.edge.client.name == self.name
+    }
+}
+
+/// One page of a graph read: the clients after `after`, about `limit` edges of them.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub after: Option<ClientCursor>,
+    /// At most this many edges, unless one client alone has more: then that client's edges
+    /// (up to the read's `max_edges`) are the page.
+    pub limit: usize,
 }
 
 /// Which edges a graph read wants. Each part narrows the read, in SQL; [`AccessGraph::build`]
@@ -90,15 +120,18 @@ impl Store {
         since: Option<DateTime<Utc>>,
         limits: &ReadLimits,
     ) -> Result<GraphData, ReadError> {
-        self.graph_selected(org, &GraphSelection { since, ..Default::default() }, limits).await
+        self.graph_selected(org, &GraphSelection { since, ..Default::default() }, None, limits)
+            .await
     }
 
     /// The org's clusters, its exposed workloads and the edges `selection` may keep, filtered by
-    /// the database: the read is bounded by what matches, not by the organisation's size.
+    /// the database: the read is bounded by what matches, not by the organisation's size. With
+    /// `page`, one page of them and where the next starts.
     pub async fn graph_selected(
         &self,
         org: Uuid,
         selection: &GraphSelection,
+        page: Option<&PageRequest>,
         limits: &ReadLimits,
     ) -> Result<GraphData, ReadError> {
         let timeout = limits.statement_timeout;
@@ -135,11 +168,24 @@ impl Store {
                 workload: selection.workload.as_deref(),
                 workload_reach: Reaching::find(&mut tx, org, workload_keys).await?,
                 since: selection.since,
+                after: page.and_then(|p| p.after.as_ref()),
                 ..Default::default()
             };
-            let edges = edges(&mut tx, org, filter, limits.max_edges).await?;
+            let read = match page {
+                None => {
+                    edges(&mut tx, org, &filter, limits.max_edges).await?.map(|edges| (edges, None))
+                }
+                Some(page) => {
+                    edges_page(&mut tx, org, filter, page.limit, limits.max_edges).await?
+                }
+            };
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(edges.map(|edges| GraphData { clusters, edges, exposures }))
+            Ok::<_, sqlx::Error>(read.map(|(edges, next)| GraphData {
+                clusters,
+                edges,
+                exposures,
+                next,
+            }))
         };
         run.await
             .map_err(|e| ReadError::from_sqlx(e, timeout))?
@@ -161,7 +207,7 @@ impl Store {
             let edges = edges(
                 &mut tx,
                 org,
-                EdgeFilter {
+                &EdgeFilter {
                     cluster: Some(cluster),
                     client_namespace: namespace,
                     ..Default::default()
@@ -328,6 +374,10 @@ struct EdgeFilter<'a> {
     workload: Option<&'a str>,
     workload_reach: Reaching,
     since: Option<DateTime<Utc>>,
+    /// Clients after this one only, in byte order of (namespace, name).
+    after: Option<&'a ClientCursor>,
+    /// Clients up to and including this one only.
+    through: Option<&'a ClientCursor>,
 }
 
 /// Internet edges that reach some exposures, as primary-key parts: each of them has one of
@@ -367,6 +417,36 @@ impl Reaching {
     }
 }
 
+/// A page of the edges that pass `filter` (whose `after` says where it starts): the clients that
+/// come next, whole, about `limit` edges of them, and the last of them when more follow. `None`
+/// when one client alone has more than `max` edges.
+async fn edges_page(
+    tx: &mut PgConnection,
+    org: Uuid,
+    filter: EdgeFilter<'_>,
+    limit: usize,
+    max: usize,
+) -> Result<Option<(Vec<ClusterEdge>, Option<ClientCursor>)>, sqlx::Error> {
+    let limit = limit.clamp(1, max.max(1));
+    let mut rows = edges_upto(tx, org, &filter, limit + 1).await?;
+    if rows.len() <= limit {
+        return Ok(Some((rows, None)));
+    }
+    // The extra row's client may have edges past this read: keep only the clients before it.
+    let cut = ClientCursor::of(&rows[limit]);
+    rows.truncate(limit);
+    while rows.last().is_some_and(|e| cut.is_client_of(e)) {
+        rows.pop();
+    }
+    if rows.is_empty() {
+        // One client has more edges than a page: it is the page, whole.
+        let whole = EdgeFilter { through: Some(&cut), ..filter };
+        return Ok(edges(tx, org, &whole, max).await?.map(|rows| (rows, Some(cut))));
+    }
+    let next = rows.last().map(ClientCursor::of);
+    Ok(Some((rows, next)))
+}
+
 /// The org's edges that pass `filter`, named by cluster; `None` when there are more than `max`.
 /// Where `filter` names either end, the rows are a superset of what the graph keeps: every edge
 /// whose client or target matches, and every internet edge reaching a matching exposure (that
@@ -375,9 +455,24 @@ impl Reaching {
 async fn edges(
     tx: &mut PgConnection,
     org: Uuid,
-    filter: EdgeFilter<'_>,
+    filter: &EdgeFilter<'_>,
     max: usize,
 ) -> Result<Option<Vec<ClusterEdge>>, sqlx::Error> {
+    let rows = edges_upto(tx, org, filter, max.saturating_add(1)).await?;
+    Ok((rows.len() <= max).then_some(rows))
+}
+
+/// At most `take` of the org's edges that pass `filter`, in byte order of their clients'
+/// (namespace, name) (a page's order; `edges_by_client` gives it without sorting when the
+/// filter matches much of the organisation).
+async fn edges_upto(
+    tx: &mut PgConnection,
+    org: Uuid,
+    filter: &EdgeFilter<'_>,
+    take: usize,
+) -> Result<Vec<ClusterEdge>, sqlx::Error> {
+    let (after_ns, after_name) = filter.after.map(|c| (&c.namespace, &c.name)).unzip();
+    let (through_ns, through_name) = filter.through.map(|c| (&c.namespace, &c.name)).unzip();
     let rows = sqlx::query_as!(
         EdgeRow,
         r#"SELECT c.name AS cluster, e.client_namespace, e.client_name, e.client_kind, e.target_type, e.target_namespace, e.target_name,
@@ -394,11 +489,16 @@ async fn edges(
                AND ($9::text IS NULL OR e.client_name COLLATE "C" = $9 OR e.target_name = $9
                     OR (cardinality($10::bytea[]) > 0 AND e.target_type = 'internet'
                         AND e.cluster_id = ANY($13::uuid[]) AND e.edge_key = ANY($10::bytea[])))
+               AND ($14::text IS NULL
+                    OR (e.client_namespace COLLATE "C", e.client_name COLLATE "C") > ($14::text, $15::text))
+               AND ($16::text IS NULL
+                    OR (e.client_namespace COLLATE "C", e.client_name COLLATE "C") <= ($16::text, $17::text))
+         ORDER BY e.client_namespace COLLATE "C", e.client_name COLLATE "C"
          LIMIT $4"#,
         org,
         filter.cluster,
         filter.since,
-        i64::try_from(max).unwrap_or(i64::MAX - 1) + 1,
+        i64::try_from(take).unwrap_or(i64::MAX),
         filter.client_namespace,
         &filter.cluster_reach.keys,
         filter.namespace,
@@ -408,13 +508,14 @@ async fn edges(
         &filter.cluster_reach.clusters,
         &filter.namespace_reach.clusters,
         &filter.workload_reach.clusters,
+        after_ns,
+        after_name,
+        through_ns,
+        through_name,
     )
     .fetch_all(tx)
     .await?;
-    if rows.len() > max {
-        return Ok(None);
-    }
-    rows.into_iter().map(edge_from_row).collect::<Result<Vec<_>, _>>().map(Some)
+    rows.into_iter().map(edge_from_row).collect()
 }
 
 async fn exposures(tx: &mut PgConnection, org: Uuid) -> Result<Vec<ClusterExposure>, sqlx::Error> {

@@ -6,6 +6,7 @@ mod auth;
 mod hostile;
 mod ingest;
 mod ingest_limits;
+mod paged_reads;
 mod protocols;
 mod reads;
 mod roles;

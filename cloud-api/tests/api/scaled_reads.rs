@@ -31,7 +31,7 @@ const OLD: &str = "2026-10-01T00:00:00Z";
 
 /// acme: `us` (shop, catalog, ops, infra) calls into `eu` (pay) through eu's public hostname;
 /// globex, another organisation, uses the same namespace and workload names and some of its own.
-async fn two_orgs(app: &TestApp) -> (String, String) {
+pub(crate) async fn two_orgs(app: &TestApp) -> (String, String) {
     let acme = app.org("acme").await;
     let us = app.cluster(&acme.api_token, "us").await;
     let eu = app.cluster(&acme.api_token, "eu").await;
@@ -84,7 +84,7 @@ async fn two_orgs(app: &TestApp) -> (String, String) {
 }
 
 /// The graph's edges as (source, target, observed_in), sorted.
-fn edge_set(graph: &Value) -> BTreeSet<(String, String, String)> {
+pub(crate) fn edge_set(graph: &Value) -> BTreeSet<(String, String, String)> {
     graph["edges"]
         .as_array()
         .unwrap()
@@ -97,7 +97,7 @@ fn edge_set(graph: &Value) -> BTreeSet<(String, String, String)> {
 }
 
 /// Nodes by id.
-fn nodes(graph: &Value) -> BTreeMap<String, Value> {
+pub(crate) fn nodes(graph: &Value) -> BTreeMap<String, Value> {
     graph["nodes"]
         .as_array()
         .unwrap()

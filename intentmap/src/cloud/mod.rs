@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod output;
+pub mod pages;
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -146,6 +147,10 @@ enum CloudCommand {
         changed_since: Option<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: GraphFormat,
+        /// Read the graph in requests of about this many calls each (the cloud answers each
+        /// within its --graph-max-edges; the CLI puts the pages together).
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+        page_size: u32,
     },
     /// A cluster's ClientIntents, as the cloud exports them.
     Export {
@@ -270,7 +275,15 @@ pub async fn run(args: CloudArgs, global_token: Option<String>) -> anyhow::Resul
         CloudCommand::Whoami { output } => whoami(&cloud, output).await,
         CloudCommand::Clusters(c) => clusters(&cloud, c).await,
         CloudCommand::Tokens(t) => tokens(&cloud, t).await,
-        CloudCommand::Graph { cluster, namespace, workload, since, changed_since, output } => {
+        CloudCommand::Graph {
+            cluster,
+            namespace,
+            workload,
+            since,
+            changed_since,
+            output,
+            page_size,
+        } => {
             let mut query = Vec::new();
             for (key, value) in [
                 ("cluster", cluster),
@@ -283,7 +296,7 @@ pub async fn run(args: CloudArgs, global_token: Option<String>) -> anyhow::Resul
                     query.push((key, v));
                 }
             }
-            graph(&cloud, query, output).await
+            graph(&cloud, query, output, page_size).await
         }
         CloudCommand::Export {
             cluster,
@@ -766,37 +779,57 @@ async fn tokens(cloud: &Cloud, command: TokensCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Reads the graph page by page (so that no read is refused for its size) and prints it whole.
 async fn graph(
     cloud: &Cloud,
     query: Vec<(&str, String)>,
     output: GraphFormat,
+    page_size: u32,
 ) -> anyhow::Result<()> {
-    let mut query = query;
-    if output == GraphFormat::Dot {
-        query.push(("format", "dot".into()));
+    if output == GraphFormat::Dot && query.iter().any(|(k, _)| *k == "changed_since") {
+        bail!("--changed-since marks calls in the text, JSON and YAML outputs only; drop -o dot or --changed-since");
     }
-    let answer = cloud
-        .call(
-            Method::GET,
-            &["api", "v1", "access-graph"],
-            &query,
-            None,
-            &Doing {
-                what: "read the access graph",
-                not_found: "`intentmap cloud clusters list` lists the clusters (--cluster takes a name).",
-                unprocessable: "Read less at once: a shorter window with --since (e.g. --since 24h), or one --namespace or --cluster.",
-                scope: "read",
-            },
-        )
-        .await?;
-    match output {
-        GraphFormat::Dot => print!("{}", answer.text()?),
-        GraphFormat::Json => print!("{}", output::json(&answer.json::<Value>(&cloud.base)?)?),
-        GraphFormat::Yaml => print!("{}", output::yaml(&answer.json::<Value>(&cloud.base)?)?),
-        GraphFormat::Text => {
-            let value: Value = answer.json(&cloud.base)?;
-            print!("{}", graph_text(&value, Utc::now())?);
+    let mut pages = pages::Pages::default();
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = query.clone();
+        query.push(("limit", page_size.to_string()));
+        if let Some(after) = after.take() {
+            query.push(("after", after));
         }
+        let answer = cloud
+            .call(
+                Method::GET,
+                &["api", "v1", "access-graph"],
+                &query,
+                None,
+                &Doing {
+                    what: "read the access graph",
+                    not_found: "`intentmap cloud clusters list` lists the clusters (--cluster takes a name).",
+                    unprocessable: "Read less at once: a smaller --page-size, a shorter window with --since (e.g. --since 24h), or one --namespace or --cluster.",
+                    scope: "read",
+                },
+            )
+            .await?;
+        after = pages.add(answer.json::<Value>(&cloud.base)?)?;
+        if after.is_none() {
+            break;
+        }
+        if pages.count() % 20 == 0 && std::io::stderr().is_terminal() {
+            eprintln!("read {} pages of the graph ...", pages.count());
+        }
+    }
+    let value = pages.finish();
+    match output {
+        GraphFormat::Dot => {
+            let graph: model::AccessGraph = serde_json::from_value(value).context(
+                "the cloud's access graph is not in the form this CLI knows; update the CLI",
+            )?;
+            print!("{}", graph.to_dot());
+        }
+        GraphFormat::Json => print!("{}", output::json(&value)?),
+        GraphFormat::Yaml => print!("{}", output::yaml(&value)?),
+        GraphFormat::Text => print!("{}", graph_text(&value, Utc::now())?),
     }
     Ok(())
 }
