@@ -55,7 +55,7 @@ use support::{admin, env_list, Server};
 fn main() -> Result<()> {
     let options = Options::parse()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run(options))
+    runtime.block_on(support::until_signal(run(options)))
 }
 
 struct Options {
@@ -462,9 +462,13 @@ async fn check(db: &mut PgConnection, orgs: &[Org], clusters: &[Cluster]) -> Res
             .bind(org.id.to_string())
             .execute(&mut *tx)
             .await?;
+        // The owner bypasses row-level security: name the organisation, so that each check reads
+        // its own edges (through the primary key), not every organisation's.
         let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-            "SELECT cluster_id, count(*), sum(connections)::int8 FROM edges GROUP BY cluster_id",
+            "SELECT cluster_id, count(*), sum(connections)::int8 FROM edges WHERE org_id = $1
+             GROUP BY cluster_id",
         )
+        .bind(org.id)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

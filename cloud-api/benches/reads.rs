@@ -45,7 +45,7 @@ use support::{admin, env_list, Server};
 
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(run())
+    runtime.block_on(support::until_signal(run()))
 }
 
 impl Server {

@@ -15,6 +15,7 @@
 mod audit;
 mod cluster_name;
 mod credentials;
+mod edge_row;
 mod error;
 mod reads;
 mod retention;

@@ -1,6 +1,7 @@
 //! What the benchmarks that run the real `cloud-api serve` share: their list settings, the
-//! server child process, and `cloud-api admin`.
+//! server child process, stopping on a signal, and `cloud-api admin`.
 
+use std::future::Future;
 use std::process::{Child, Command};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -32,6 +33,22 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs `bench` until it ends or the process gets SIGINT, SIGTERM or SIGHUP: then `bench` is
+/// dropped, and with it what it started (the server child, the throwaway PostgreSQL), and the
+/// benchmark fails saying so.
+pub async fn until_signal(bench: impl Future<Output = Result<()>>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        done = bench => done,
+        _ = interrupt.recv() => bail!("interrupted: the server and PostgreSQL it started are stopped"),
+        _ = terminate.recv() => bail!("terminated: the server and PostgreSQL it started are stopped"),
+        _ = hangup.recv() => bail!("hung up: the server and PostgreSQL it started are stopped"),
     }
 }
 

@@ -10,14 +10,15 @@ use chrono::{DateTime, Duration, Utc};
 use model::graph::GraphFilter;
 use model::intents::{self, IntentsVersion};
 use model::AccessGraph;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::auth::CanRead;
 use super::changes;
 use super::error::ApiError;
+use super::paging::{encode_cursor, page_request, Paged};
 use super::{cluster_of, AppState};
-use crate::store::{ClientCursor, GraphSelection, GraphSummary, PageRequest, ReadError};
+use crate::store::{GraphSelection, GraphSummary, ReadError};
 
 /// The longest `namespace=` or `workload=` taken: a Kubernetes name is at most 253 bytes.
 const MAX_NAME_BYTES: usize = 253;
@@ -38,64 +39,6 @@ pub struct GraphQuery {
     limit: Option<usize>,
     /// The `next` of the previous page.
     after: Option<String>,
-}
-
-/// The longest `after=` taken: a cursor this server gives is under 700 characters.
-const MAX_CURSOR_CHARS: usize = 1024;
-
-/// A page's `next`, opaque to clients: the last client of the page, as URL-safe base64 of
-/// `["namespace","name"]`.
-fn encode_cursor(c: &ClientCursor) -> String {
-    use base64::Engine;
-    let json = serde_json::to_vec(&(&c.namespace, &c.name)).unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-fn decode_cursor(s: &str) -> Result<ClientCursor, ApiError> {
-    use base64::Engine;
-    let bad = || {
-        ApiError::BadRequest(
-            "after= is not a `next` this server gave; start again from the first page (no after=)"
-                .into(),
-        )
-    };
-    if s.len() > MAX_CURSOR_CHARS {
-        return Err(bad());
-    }
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
-    let (namespace, name): (String, String) = serde_json::from_slice(&json).map_err(|_| bad())?;
-    check_name("after", Some(&namespace)).map_err(|_| bad())?;
-    check_name("after", Some(&name)).map_err(|_| bad())?;
-    Ok(ClientCursor { namespace, name })
-}
-
-/// A page of a paged read: the body and where the next page starts.
-#[derive(Serialize)]
-struct Paged<T> {
-    #[serde(flatten)]
-    body: T,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<String>,
-}
-
-/// `limit=` and `after=` as a page to read, checked against the read's bound.
-fn page_request(
-    limit: Option<usize>,
-    after: Option<&str>,
-    max_edges: usize,
-) -> Result<Option<PageRequest>, ApiError> {
-    match (limit, after) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => Err(ApiError::BadRequest(
-            "after= continues a paged read: give the same limit= as the first page".into(),
-        )),
-        (Some(0), _) => Err(ApiError::BadRequest("limit=0: a page holds at least one edge".into())),
-        // Larger pages than one read may return are cut to that size.
-        (Some(limit), after) => Ok(Some(PageRequest {
-            after: after.map(decode_cursor).transpose()?,
-            limit: limit.min(max_edges),
-        })),
-    }
 }
 
 fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
@@ -144,7 +87,7 @@ fn read_error(e: ReadError, narrow: &str) -> ApiError {
 
 /// A name filter the database can compare: at most [`MAX_NAME_BYTES`], no control characters
 /// (PostgreSQL's text cannot hold NUL).
-fn check_name(param: &str, value: Option<&str>) -> Result<(), ApiError> {
+pub(super) fn check_name(param: &str, value: Option<&str>) -> Result<(), ApiError> {
     match value {
         Some(v) if v.len() > MAX_NAME_BYTES => Err(ApiError::BadRequest(format!(
             "{param}= is longer than {MAX_NAME_BYTES} bytes; no Kubernetes name is"

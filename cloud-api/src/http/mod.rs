@@ -9,6 +9,7 @@ pub mod error;
 pub mod graph;
 pub mod ingest;
 pub mod oauth;
+mod paging;
 pub mod web;
 
 use std::sync::Arc;

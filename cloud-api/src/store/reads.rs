@@ -6,15 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use model::graph::{ClusterEdge, ClusterExposure};
-use model::{
-    AwsTarget, Edge, ExposedWorkload, InternetTarget, PortSpec, ServiceRef, Target, Traffic,
-    WorkloadRef,
-};
+use model::{Edge, ExposedWorkload};
 use sqlx::PgConnection;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::{decode_http, decode_kafka, tenant, Store, StoreError};
+use super::edge_row::{edge_from_row, EdgeRow};
+use super::{tenant, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct ReadLimits {
@@ -201,6 +199,7 @@ impl Store {
         let run = async {
             let mut tx = tenant(&self.pool, org).await?;
             set_timeout(&mut tx, timeout).await?;
+            let names = ClusterNames::read(&mut tx, org).await?;
             let edges = edges(
                 &mut tx,
                 org,
@@ -212,10 +211,7 @@ impl Store {
                 limits.max_edges,
             )
             .await?;
-            let edges = match edges {
-                Some(edges) => Some(ClusterNames::read(&mut tx, org).await?.name(edges)),
-                None => None,
-            };
+            let edges = edges.map(|edges| names.name(edges));
             tx.commit().await?;
             Ok::<_, sqlx::Error>(edges)
         };
@@ -483,7 +479,7 @@ impl ClusterNames {
     }
 
     /// Names each edge's cluster. An edge of a cluster created after the names were read is
-    /// left out, as that cluster is from the read's list of clusters.
+    /// left out, as that cluster is left out of the read's list of clusters.
     fn name(&self, edges: Vec<ClusterEdge>) -> Vec<ClusterEdge> {
         edges
             .into_iter()
@@ -574,89 +570,4 @@ async fn exposures(tx: &mut PgConnection, org: Uuid) -> Result<Vec<ClusterExposu
             },
         })
         .collect())
-}
-
-/// An edge as stored, named by its cluster.
-struct EdgeRow {
-    cluster: String,
-    client_namespace: String,
-    client_name: String,
-    client_kind: Option<String>,
-    target_type: String,
-    target_namespace: String,
-    target_name: String,
-    target_kind: Option<String>,
-    ports: Vec<String>,
-    domains: Vec<String>,
-    ips: Vec<String>,
-    internet_ports: Vec<i32>,
-    actions: Vec<String>,
-    http: Vec<String>,
-    kafka: Vec<String>,
-    first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
-    connections: i64,
-    bytes_sent: Option<i64>,
-    bytes_received: Option<i64>,
-}
-
-/// The stored volume columns as the model's [`Traffic`]: `None` when neither was measured.
-pub(super) fn traffic(sent: Option<i64>, received: Option<i64>) -> Option<Traffic> {
-    let bytes = |n: Option<i64>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
-    (sent.is_some() || received.is_some())
-        .then(|| Traffic { sent: bytes(sent), received: bytes(received) })
-}
-
-fn edge_from_row(r: EdgeRow) -> Result<ClusterEdge, sqlx::Error> {
-    let decode = |e: String| sqlx::Error::Decode(e.into());
-    let ports = r
-        .ports
-        .iter()
-        .map(|p| p.parse::<PortSpec>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(decode)?;
-    let (target_namespace, target_name) = (r.target_namespace, r.target_name);
-    let target = match r.target_type.as_str() {
-        "kubernetes" => Target::Kubernetes(WorkloadRef {
-            namespace: target_namespace,
-            name: target_name,
-            kind: r.target_kind,
-        }),
-        "service" => Target::Service(ServiceRef { namespace: target_namespace, name: target_name }),
-        "internet" => Target::Internet(InternetTarget {
-            domains: r.domains,
-            ips: r.ips,
-            ports: r.internet_ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
-        }),
-        "incoming" => Target::Incoming(InternetTarget {
-            domains: r.domains,
-            ips: r.ips,
-            ports: r.internet_ports.into_iter().filter_map(|p| u16::try_from(p).ok()).collect(),
-        }),
-        "aws" => Target::Aws(AwsTarget { arn: target_name, actions: r.actions }),
-        "kafka" => Target::Kafka(WorkloadRef {
-            namespace: target_namespace,
-            name: target_name,
-            kind: r.target_kind,
-        }),
-        other => return Err(decode(format!("unknown target_type {other:?}"))),
-    };
-    Ok(ClusterEdge {
-        cluster: r.cluster,
-        edge: Edge {
-            client: WorkloadRef {
-                namespace: r.client_namespace,
-                name: r.client_name,
-                kind: r.client_kind,
-            },
-            target,
-            ports,
-            first_seen: r.first_seen,
-            last_seen: r.last_seen,
-            connections: r.connections.max(0) as u64,
-            http: decode_http(&r.http).map_err(decode)?,
-            kafka: decode_kafka(&r.kafka).map_err(decode)?,
-            bytes: traffic(r.bytes_sent, r.bytes_received),
-        },
-    })
 }

@@ -19,7 +19,8 @@ use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::reads::{set_timeout, traffic};
+use super::edge_row::traffic;
+use super::reads::set_timeout;
 use super::{set_org, tenant, ReadError, ReadLimits, Store};
 use model::Traffic;
 
