@@ -173,15 +173,16 @@ pub fn ready_pods(
             }
             // An init container that keeps failing holds the pod's other containers back, and
             // `logs --all-containers` then refuses: its own last run's output says why.
-            let init = ["-n", namespace, "get", "pod", name, "-o"];
+            let jsonpath = "jsonpath={.spec.initContainers[*].name}";
             let init = cluster
-                .kubectl(&[&init[..], &["jsonpath={.spec.initContainers[*].name}"]].concat())
+                .kubectl(&["-n", namespace, "get", "pod", name, "-o", jsonpath])
                 .unwrap_or_default();
             for container in init.split_whitespace() {
                 let logs = ["-n", namespace, "logs", name, "-c", container, "--tail=20"];
+                let previous = [&logs[..], &["--previous"]].concat();
                 seen += &format!("\n--- init container {container}, last run:\n");
                 seen += &cluster
-                    .kubectl(&[&logs[..], &["--previous"]].concat())
+                    .kubectl(&previous)
                     .or_else(|_| cluster.kubectl(&logs))
                     .unwrap_or_else(|e| e.to_string());
             }

@@ -821,12 +821,7 @@ async fn graph(
     }
     let value = pages.finish();
     match output {
-        GraphFormat::Dot => {
-            let graph: model::AccessGraph = serde_json::from_value(value).context(
-                "the cloud's access graph is not in the form this CLI knows; update the CLI",
-            )?;
-            print!("{}", graph.to_dot());
-        }
+        GraphFormat::Dot => print!("{}", access_graph(&value)?.to_dot()),
         GraphFormat::Json => print!("{}", output::json(&value)?),
         GraphFormat::Yaml => print!("{}", output::yaml(&value)?),
         GraphFormat::Text => print!("{}", graph_text(&value, Utc::now())?),
@@ -834,10 +829,15 @@ async fn graph(
     Ok(())
 }
 
+/// The cloud's graph JSON as the model's graph.
+fn access_graph(value: &Value) -> anyhow::Result<model::AccessGraph> {
+    serde_json::from_value(value.clone())
+        .context("the cloud's access graph is not in the form this CLI knows; update the CLI")
+}
+
 /// The graph for people: one call a line (`CHANGE` first with --changed-since), then a summary.
 pub fn graph_text(value: &Value, now: DateTime<Utc>) -> anyhow::Result<String> {
-    let graph: model::AccessGraph = serde_json::from_value(value.clone())
-        .context("the cloud's access graph is not in the form this CLI knows; update the CLI")?;
+    let graph = access_graph(value)?;
     let nodes: std::collections::HashMap<&str, &model::GraphNode> =
         graph.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     let label = |id: &str| match nodes.get(id) {
