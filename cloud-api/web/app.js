@@ -18,6 +18,11 @@
 // closed boxes stay aggregated); the search box finds a workload by name and opens its
 // namespace. The layout runs once per change of the data or of which boxes are open; panning
 // and zooming only change one transform.
+//
+// A very large organisation (more calls than LARGE_ABOVE, or than the server reads at once) is
+// never read whole: the page draws the server's aggregated view (GET /access-graph/summary:
+// namespaces with their counts, calls between them counted) and reads a namespace's own calls,
+// in pages, when it is opened. A search asks the server for workloads of that exact name.
 "use strict";
 
 (() => {
@@ -43,6 +48,12 @@
   const CLUSTER_TINTS = 6;
   // Above this many nodes the page starts with every namespace closed.
   const GROUP_ABOVE = 400;
+  // Above this many calls (or when the server pages a read this size) the page starts from the
+  // aggregated view and reads namespaces as they are opened, in pages of PAGE calls.
+  const LARGE_ABOVE = 20000;
+  const PAGE = 5000;
+  // The most calls one opened namespace may bring (a namespace filter reads larger ones alone).
+  const NAMESPACE_MAX = 50000;
   const GROUP_PREFIX = "group:";
   const MIN_ZOOM = 0.05;
   const MAX_ZOOM = 3;
@@ -69,6 +80,9 @@
     // Whether namespaces are grouped (a large organisation) and which ones are open.
     grouped: false,
     expanded: new Set(),
+    // A very large organisation: the aggregated view and the namespaces read so far (see
+    // `newLarge`); null when the whole graph was read.
+    large: null,
     // The drawn graph: the data graph, or its grouped view.
     shown: null,
     layouts: 0,
@@ -170,7 +184,9 @@
     return `HTTP ${res.status} ${res.statusText}`.trim();
   }
 
-  function graphUrl() {
+  // The graph read of the filters; `extra` sets or replaces parameters (a page's `limit`, an
+  // opened namespace's `cluster` and `namespace`).
+  function graphUrl(extra = {}) {
     const f = state.filters;
     const q = new URLSearchParams();
     if (f.cluster) q.set("cluster", f.cluster);
@@ -178,8 +194,18 @@
     if (f.workload) q.set("workload", f.workload);
     if (f.window !== "all") q.set("since", f.window);
     if (f.changes) q.set("changed_since", f.changes);
+    for (const [k, v] of Object.entries(extra)) q.set(k, v);
     const s = q.toString();
     return `/api/v1/access-graph${s ? `?${s}` : ""}`;
+  }
+
+  function summaryUrl() {
+    const f = state.filters;
+    const q = new URLSearchParams();
+    if (f.cluster) q.set("cluster", f.cluster);
+    if (f.window !== "all") q.set("since", f.window);
+    const s = q.toString();
+    return `/api/v1/access-graph/summary${s ? `?${s}` : ""}`;
   }
 
   // === screens ===
@@ -213,34 +239,56 @@
     banner.textContent = message || "";
   }
 
+  // A request that failed: a refused token signs out, anything else says `what` and why.
+  function failed(e, what) {
+    if (e instanceof Unauthorized) {
+      clearToken();
+      showLogin(`That API token was not accepted: ${e.message}. Check the token and sign in again.`);
+      return;
+    }
+    showError(`${what}: ${e.message}`);
+  }
+
   async function load() {
     const request = ++state.request;
     document.body.classList.add("busy");
     showApp();
     try {
-      const [graphRes, clustersRes] = await Promise.all([api(graphUrl()), api("/api/v1/clusters")]);
+      // Without a namespace or workload filter the first read is one page: the whole graph when
+      // it fits, else the sign to start from the aggregated view.
+      const f = state.filters;
+      const probe = !f.namespace && !f.workload;
+      const [graphRes, clustersRes] = await Promise.all([api(probe ? graphUrl({ limit: LARGE_ABOVE }) : graphUrl()), api("/api/v1/clusters")]);
       const [graph, clusters] = await Promise.all([graphRes.json(), clustersRes.json()]);
+      if (request !== state.request) return;
+      const summary = probe && graph.next ? await (await api(summaryUrl())).json() : null;
       if (request !== state.request) return;
       showError("");
       state.clusters = clusters.map((c) => c.name).sort(byName);
-      state.graph = normalise(graph);
+      if (summary) {
+        state.large = newLarge(summary);
+        state.graph = normalise({ clusters: summary.clusters, nodes: [], edges: [] });
+        state.grouped = true;
+        // Open namespaces were read for the previous filters.
+        state.expanded.clear();
+      } else {
+        state.large = null;
+        state.graph = normalise(graph);
+        state.grouped = state.graph.nodes.length > GROUP_ABOVE;
+      }
       state.index = buildIndex(state.graph);
-      state.grouped = state.graph.nodes.length > GROUP_ABOVE;
-      openGroupOf(state.selected);
-      if (!state.filters.namespace) state.namespaceOptions = namespacesOf(state.graph);
+      if (state.large) await openOf(state.selected, request);
+      else openGroupOf(state.selected);
+      if (request !== state.request) return;
+      if (!state.filters.namespace) state.namespaceOptions = state.large ? state.large.namespaceNames : namespacesOf(state.graph);
       renderFilters();
       renderDownloads();
       render("load");
       document.body.dataset.state = "ready";
     } catch (e) {
       if (request !== state.request) return;
-      if (e instanceof Unauthorized) {
-        clearToken();
-        showLogin(`That API token was not accepted: ${e.message}. Check the token and sign in again.`);
-        return;
-      }
-      document.body.dataset.state = "error";
-      showError(`Could not load the access graph: ${e.message}`);
+      if (!(e instanceof Unauthorized)) document.body.dataset.state = "error";
+      failed(e, "Could not load the access graph");
     } finally {
       if (request === state.request) document.body.classList.remove("busy");
     }
@@ -636,6 +684,7 @@
   // edge per pair of drawn ends carrying the calls between them. `rep` maps each data node to
   // the drawn node standing for it, `edgeOf` each data edge to the drawn edge carrying it.
   function shownGraph(graph, index) {
+    if (state.large) return largeShown(graph, index);
     if (!state.grouped) {
       const rep = new Map(graph.nodes.map((n) => [n.id, n.id]));
       return { graph, index, rep, edgeOf: graph.edges.map((_, i) => i), closed: 0, namespaces: 0 };
@@ -687,6 +736,226 @@
     const all = new Set(graph.nodes.filter(isInside).map(groupKey));
     const shown = { nodes, edges, clusters: graph.clusters, changes: graph.changes };
     return { graph: shown, index: buildIndex(shown), rep, edgeOf, closed: groups.size, namespaces: all.size };
+  }
+
+  // === a very large organisation: the aggregated view, namespaces read when opened ===
+
+  // The server's aggregated view (`summary`) and what the page has read of the full graph:
+  // `loaded` the namespaces read whole, `keys` the calls held (a call between two namespaces
+  // comes in the reads of both).
+  function newLarge(summary) {
+    const list = (v) => (Array.isArray(v) ? v : []);
+    const namespaces = list(summary.namespaces);
+    const external = list(summary.external);
+    const edges = list(summary.edges);
+    const num = (v) => (typeof v === "number" && Number.isFinite(v) && v > 0 ? v : 0);
+    const out = new Map();
+    const inc = new Map();
+    let calls = 0;
+    for (const e of edges) {
+      calls += num(e.edges);
+      out.set(e.source, (out.get(e.source) || 0) + num(e.edges));
+      inc.set(e.target, (inc.get(e.target) || 0) + num(e.edges));
+    }
+    let nodes = 0;
+    for (const ns of namespaces) nodes += num(ns.workloads) + num(ns.services);
+    for (const x of external) nodes += num(x.targets);
+    return {
+      namespaces,
+      external: new Map(external.map((x) => [x.id, num(x.targets)])),
+      edges,
+      clusters: list(summary.clusters),
+      byKey: new Map(namespaces.map((ns) => [ns.id, ns])),
+      members: (ns) => num(ns.workloads) + num(ns.services),
+      out,
+      inc,
+      calls,
+      nodes,
+      clusterCount: new Set(namespaces.map((ns) => ns.cluster)).size,
+      namespaceNames: [...new Set(namespaces.map((ns) => ns.namespace))].sort(byName),
+      loaded: new Set(),
+      keys: new Set(),
+    };
+  }
+
+  const edgeKey = (e) => `${e.source}\u0000${e.target}\u0000${e.observed_in || ""}`;
+
+  // The namespace (`cluster/namespace`) of a node the page holds or whose id names it.
+  function keyOf(id) {
+    const n = state.index && state.index.byId.get(id);
+    if (n) return isInside(n) ? groupKey(n) : null;
+    const parts = String(id).split("/");
+    const key = parts.length > 2 ? `${parts[0]}/${parts[1]}` : null;
+    return key && state.large.byKey.has(key) ? key : null;
+  }
+
+  // Every page of a read (the filters with `extra`), at most `max` calls; null when another
+  // load overtook it.
+  async function readPages(extra, max, request) {
+    const nodes = [];
+    const edges = [];
+    let after = null;
+    for (;;) {
+      const params = { ...extra, limit: PAGE };
+      if (after) params.after = after;
+      const page = await (await api(graphUrl(params))).json();
+      if (request !== state.request) return null;
+      if (Array.isArray(page.nodes)) nodes.push(...page.nodes);
+      if (Array.isArray(page.edges)) edges.push(...page.edges);
+      if (edges.length > max) {
+        throw new Error(`more than ${max} calls match; choose one namespace in the filters to read it alone`);
+      }
+      if (typeof page.next !== "string" || !page.next) return { nodes, edges };
+      after = page.next;
+    }
+  }
+
+  // Adds what a read brought to the page's data, each node and call once.
+  function merge(part) {
+    const L = state.large;
+    const g = state.graph;
+    const known = new Set(g.nodes.map((n) => n.id));
+    for (const n of part.nodes) {
+      if (n && typeof n.id === "string" && !known.has(n.id)) {
+        known.add(n.id);
+        g.nodes.push(n);
+      }
+    }
+    for (const e of part.edges) {
+      if (!e || typeof e.source !== "string" || typeof e.target !== "string" || L.keys.has(edgeKey(e))) continue;
+      L.keys.add(edgeKey(e));
+      g.edges.push(e);
+    }
+    state.graph = normalise(g);
+    state.index = buildIndex(state.graph);
+  }
+
+  // Reads namespace `key` whole, once; false when another load overtook the read.
+  async function ensureLoaded(key, request) {
+    const L = state.large;
+    if (L.loaded.has(key)) return true;
+    const ns = L.byKey.get(key);
+    if (!ns) return false;
+    // Within a cluster filter, the namespace's calls that touch that cluster.
+    const part = await readPages({ cluster: state.filters.cluster || ns.cluster, namespace: ns.namespace }, NAMESPACE_MAX, request);
+    if (!part || request !== state.request) return false;
+    merge(part);
+    L.loaded.add(key);
+    return true;
+  }
+
+  // Opens the namespace holding node `id` (reading it first in a large organisation); true
+  // when it was closed.
+  async function openOf(id, request = state.request) {
+    if (!state.large) return openGroupOf(id);
+    const key = id && keyOf(id);
+    if (!key || state.expanded.has(key)) return false;
+    if (!(await ensureLoaded(key, request))) return false;
+    state.expanded.add(key);
+    return true;
+  }
+
+  function outsideLabel(kind, count) {
+    const plural = (one, many) => `${count} ${count === 1 ? one : many}`;
+    switch (kind) {
+      case "internet":
+        return plural("internet target", "internet targets");
+      case "aws":
+        return plural("AWS resource", "AWS resources");
+      case "incoming":
+        return plural("client outside", "clients outside");
+      default:
+        return plural(kind, kind);
+    }
+  }
+
+  // What is drawn for a large organisation: a box per closed namespace and one node per kind of
+  // target outside the clusters, with the aggregated view's counts of the calls between them;
+  // the workloads of open namespaces with their own calls (a call to a closed namespace joins
+  // that box's aggregate). Each call is counted once: by the aggregated view when both its ends
+  // are closed, else from the namespace reads.
+  function largeShown(graph, index) {
+    const L = state.large;
+    const nodes = [];
+    const rep = new Map();
+    const groups = new Map();
+    for (const ns of L.namespaces) {
+      if (state.expanded.has(ns.id)) continue;
+      const group = {
+        id: GROUP_PREFIX + ns.id,
+        kind: "group",
+        name: ns.namespace,
+        cluster: ns.cluster,
+        namespace: ns.namespace,
+        group: ns.id,
+        members: L.members(ns),
+        out: L.out.get(ns.id) || 0,
+        in: L.inc.get(ns.id) || 0,
+      };
+      groups.set(ns.id, group);
+      nodes.push(group);
+    }
+    const outside = new Map();
+    const outsideNode = (kind) => {
+      let n = outside.get(kind);
+      if (!n) {
+        n = { id: `${GROUP_PREFIX}outside/${kind}`, kind: kind === "incoming" ? "internet" : kind, name: outsideLabel(kind, L.external.get(kind) || 0), aggregate: true };
+        outside.set(kind, n);
+        nodes.push(n);
+      }
+      return n.id;
+    };
+    const endOf = (id) => (groups.has(id) ? groups.get(id).id : outsideNode(id));
+    const edges = [];
+    const pairs = new Map();
+    const add = (source, target, count) => {
+      const pair = `${source}\u0000${target}`;
+      let at = pairs.get(pair);
+      if (at === undefined) {
+        at = edges.length;
+        pairs.set(pair, at);
+        edges.push({ source, target, count: 0, aggregate: true });
+      }
+      edges[at].count += count;
+      return at;
+    };
+    for (const e of L.edges) {
+      if (state.expanded.has(e.source) || state.expanded.has(e.target)) continue;
+      add(endOf(e.source), endOf(e.target), typeof e.edges === "number" ? e.edges : 0);
+    }
+    for (const n of graph.nodes) {
+      if (!isInside(n)) continue;
+      const key = groupKey(n);
+      if (groups.has(key)) rep.set(n.id, groups.get(key).id);
+      else if (state.expanded.has(key)) {
+        nodes.push(n);
+        rep.set(n.id, n.id);
+      }
+    }
+    const open = (n) => isInside(n) && state.expanded.has(groupKey(n));
+    const edgeOf = new Array(graph.edges.length);
+    graph.edges.forEach((e, i) => {
+      const s = index.byId.get(e.source);
+      const t = index.byId.get(e.target);
+      if (!open(s) && !open(t)) return;
+      for (const n of [s, t]) {
+        if (!isInside(n) && !rep.has(n.id)) {
+          nodes.push(n);
+          rep.set(n.id, n.id);
+        }
+      }
+      const source = rep.get(e.source);
+      const target = rep.get(e.target);
+      if (source === undefined || target === undefined) return;
+      if (source === e.source && target === e.target) {
+        edgeOf[i] = edges.length;
+        edges.push(e);
+        return;
+      }
+      edgeOf[i] = add(source, target, 1);
+    });
+    const shown = { nodes, edges, clusters: L.clusters, changes: null };
+    return { graph: shown, index: buildIndex(shown), rep, edgeOf, closed: groups.size, namespaces: L.namespaces.length };
   }
 
   // === drawing ===
@@ -807,17 +1076,26 @@
     const canvas = $("canvas");
     canvas.querySelector("svg")?.remove();
     state.drawing = null;
-    const clusterCount = new Set(data.nodes.filter(isInside).map((n) => n.cluster)).size;
+    // A large organisation's totals are the aggregated view's: the page holds only a part.
+    const large = state.large;
+    const nodeCount = large ? large.nodes : data.nodes.length;
+    const edgeCount = large ? large.calls : data.edges.length;
+    const clusterCount = large ? large.clusterCount : new Set(data.nodes.filter(isInside).map((n) => n.cluster)).size;
     const summary = $("summary");
-    summary.dataset.nodes = data.nodes.length;
-    summary.dataset.edges = data.edges.length;
+    summary.dataset.nodes = nodeCount;
+    summary.dataset.edges = edgeCount;
+    summary.dataset.large = Boolean(large);
     summary.textContent =
-      `${data.nodes.length} ${data.nodes.length === 1 ? "node" : "nodes"} · ${data.edges.length} ${data.edges.length === 1 ? "call" : "calls"} · ` +
+      `${nodeCount} ${nodeCount === 1 ? "node" : "nodes"} · ${edgeCount} ${edgeCount === 1 ? "call" : "calls"} · ` +
       `${clusterCount} ${clusterCount === 1 ? "cluster" : "clusters"} · seen in ${WINDOW_TEXT[state.filters.window]}`;
     const changes = data.changes;
-    document.body.classList.toggle("changes", Boolean(changes && state.filters.changes));
+    document.body.classList.toggle("changes", Boolean((changes || large) && state.filters.changes));
     document.body.classList.toggle("grouped", state.grouped);
-    if (changes && state.filters.changes) {
+    if (large && state.filters.changes) {
+      summary.textContent += ` · since ${CHANGES_TEXT[state.filters.changes]}: new and gone calls marked in open namespaces`;
+      delete summary.dataset.new;
+      delete summary.dataset.gone;
+    } else if (changes && state.filters.changes) {
       summary.textContent += ` · since ${CHANGES_TEXT[state.filters.changes]}: ${changes.new} new, ${changes.gone} gone`;
       summary.dataset.new = changes.new;
       summary.dataset.gone = changes.gone;
@@ -826,7 +1104,7 @@
       delete summary.dataset.gone;
     }
     const empty = $("empty");
-    if (!data.edges.length) {
+    if (!edgeCount) {
       empty.hidden = false;
       empty.textContent = state.filters.window === "all" && !state.filters.cluster && !state.filters.namespace && !state.filters.workload
         ? "No calls have been reported yet. Install the cluster agent in a cluster and its calls appear here."
@@ -961,8 +1239,21 @@
 
   // Opens or closes a namespace: a new layout, the view stays where it was and the namespace
   // in the middle of it.
-  function toggleGroup(key, open) {
+  async function toggleGroup(key, open) {
     interaction(open ? "expand" : "collapse");
+    // A large organisation's namespace is read the first time it opens.
+    if (open && state.large && !state.large.loaded.has(key)) {
+      const request = state.request;
+      document.body.classList.add("busy");
+      try {
+        if (!(await ensureLoaded(key, request))) return;
+      } catch (e) {
+        if (request === state.request) failed(e, `Could not read namespace ${key}`);
+        return;
+      } finally {
+        if (request === state.request) document.body.classList.remove("busy");
+      }
+    }
     if (open) state.expanded.add(key);
     else state.expanded.delete(key);
     const before = state.drawing && state.drawing.bands.get(key);
@@ -1010,19 +1301,33 @@
       return;
     }
     const n = searchMatches(query).length;
-    searchStatus(n ? `${n} ${n === 1 ? "match" : "matches"}, press Enter` : "no workload by that name");
+    if (!n && state.large) searchStatus("press Enter to look in every namespace");
+    else searchStatus(n ? `${n} ${n === 1 ? "match" : "matches"}, press Enter` : "no workload by that name");
+  }
+
+  // A large organisation's search: the server's workloads of exactly that name (Kubernetes names
+  // are lower case) join what the page holds, which is then searched as usual.
+  async function largeMatches(query) {
+    const part = await readPages({ workload: query.trim().toLowerCase() }, NAMESPACE_MAX, state.request);
+    if (part) merge(part);
+    return searchMatches(query);
   }
 
   // Enter: the next workload matching the name (an exact name first, else a part of one); its
   // namespace opens, it is selected, marked and brought into the middle of the view.
-  function search() {
+  async function search() {
     const query = $("search").value.slice(0, SEARCH_MAX).trim();
     if (!query) return;
     interaction("search");
     const s = state.search;
     if (query.toLowerCase() !== s.query) {
+      try {
+        s.matches = state.large ? await largeMatches(query) : searchMatches(query);
+      } catch (e) {
+        failed(e, "Could not search");
+        return;
+      }
       s.query = query.toLowerCase();
-      s.matches = searchMatches(query);
       s.at = -1;
     }
     if (!s.matches.length) {
@@ -1034,7 +1339,14 @@
     state.found = id;
     state.selected = id;
     writeFragment();
-    if (openGroupOf(id)) render("search", true);
+    let opened;
+    try {
+      opened = await openOf(id);
+    } catch (e) {
+      failed(e, `Could not read the namespace of ${id}`);
+      return;
+    }
+    if (opened) render("search", true);
     else {
       highlight();
       renderDetails();
@@ -1147,12 +1459,20 @@
 
   // === selection: calls and callers ===
 
-  function select(id) {
+  async function select(id) {
     if (id !== state.found) state.found = null;
     state.selected = id;
     writeFragment();
     // A workload in a closed namespace (a peer in the side panel): open it first.
-    if (openGroupOf(id)) {
+    let opened;
+    try {
+      opened = await openOf(id);
+    } catch (e) {
+      failed(e, `Could not read the namespace of ${id}`);
+      return;
+    }
+    if (state.selected !== id) return;
+    if (opened) {
       render("select", true);
       reveal(id);
       return;
@@ -1167,7 +1487,10 @@
     if (!d) return;
     for (const [el, classes] of d.marked) el.classList.remove(...classes);
     d.marked = [];
+    // A call the drawing leaves out (both ends closed, counted by the aggregated view) has no
+    // element.
     const mark = (el, ...classes) => {
+      if (!el) return;
       el.classList.add(...classes);
       d.marked.push([el, classes]);
     };
@@ -1255,6 +1578,10 @@
       return;
     }
     const n = state.index && state.index.byId.get(id);
+    if (!n && id.startsWith(`${GROUP_PREFIX}outside/`)) {
+      box.append(el("p", { class: "hint" }, "Calls from closed namespaces to what is outside the clusters, counted. Open a namespace to see its own."));
+      return;
+    }
     if (!n) {
       box.append(el("p", { class: "hint" }, `${id} is not in this view: no call of it matches the filters.`));
       return;
@@ -1327,12 +1654,7 @@
       setTimeout(() => URL.revokeObjectURL(url), 30000);
       showError("");
     } catch (e) {
-      if (e instanceof Unauthorized) {
-        clearToken();
-        showLogin(`That API token was not accepted: ${e.message}. Check the token and sign in again.`);
-        return;
-      }
-      showError(`Could not download the ClientIntents of cluster ${cluster}: ${e.message}`);
+      failed(e, `Could not download the ClientIntents of cluster ${cluster}`);
     } finally {
       button.disabled = false;
     }

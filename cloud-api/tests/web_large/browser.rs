@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use base64::Engine as _;
+use cloud_api::store::{ReadLimits, Store};
 use cloud_api::tokens::{JwtIssuer, SigningKey};
-use cloud_api::{AppState, Config};
+use cloud_api::{AppState, Config, Protections};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -44,6 +45,12 @@ impl Drop for Api {
 
 impl Api {
     pub async fn start(database: &str) -> Api {
+        Api::start_reading(database, ReadLimits::default()).await
+    }
+
+    /// The API with these bounds on graph reads (a small `max_edges` makes the page treat an
+    /// organisation as very large).
+    pub async fn start_reading(database: &str, reads: ReadLimits) -> Api {
         let server = testkit::pg::server()
             .await
             .expect("PostgreSQL for tests (run scripts/ensure-postgres.sh)");
@@ -56,9 +63,9 @@ impl Api {
             vec![SigningKey::generate()],
         )
         .unwrap();
-        let state = cloud_api::state(&database_url, jwt, Config::default(), 4)
-            .await
-            .expect("connect to the test database");
+        let store = Store::connect(&database_url, 4).await.expect("connect to the test database");
+        let protections = Protections { reads, ..Default::default() };
+        let state = cloud_api::state_from(store, jwt, Config::default(), protections);
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
         let addr = listener.local_addr().unwrap();
@@ -162,6 +169,33 @@ impl Api {
         assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text());
     }
 
+    /// The whole graph read in pages of `limit` (what a server with a small `max_edges` needs),
+    /// as one graph: each node once, the pages' edges one after another.
+    pub async fn graph_in_pages(&self, token: &str, limit: usize) -> Value {
+        let (mut nodes, mut edges) = (Vec::new(), Vec::new());
+        let mut seen = std::collections::BTreeSet::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut uri = format!("/api/v1/access-graph?limit={limit}");
+            if let Some(next) = &after {
+                uri.push_str(&format!("&after={next}"));
+            }
+            let reply = self.get(&uri, Some(token)).await;
+            assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text());
+            let page = reply.json();
+            for n in page["nodes"].as_array().unwrap() {
+                if seen.insert(n["id"].as_str().unwrap().to_owned()) {
+                    nodes.push(n.clone());
+                }
+            }
+            edges.extend(page["edges"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return json!({"nodes": nodes, "edges": edges}),
+            }
+        }
+    }
+
     pub async fn graph(&self, token: &str) -> Value {
         let reply = self.get("/api/v1/access-graph", Some(token)).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -212,6 +246,8 @@ pub struct Shape {
 impl Shape {
     /// 10 clusters, 1,000 workloads, 5,000 calls.
     pub const LARGE: Shape = Shape { clusters: 10, per_namespace: 20, calls: 5 };
+    /// 20 clusters, 50,000 workloads, 250,000 calls: more than one graph read returns.
+    pub const HUGE: Shape = Shape { clusters: 20, per_namespace: 500, calls: 5 };
     /// 1 cluster, 10 workloads (two per namespace), 10 calls.
     pub const SMALL: Shape = Shape { clusters: 1, per_namespace: 2, calls: 1 };
 

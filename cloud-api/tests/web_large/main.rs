@@ -296,6 +296,140 @@ async fn a_large_organisation_is_grouped_by_namespace_and_opens_on_a_click_and_a
     page.close().await;
 }
 
+/// The page's requests to the graph API so far, as paths with their queries.
+const GRAPH_READS: &str = "performance.getEntriesByType('resource').map((r) => new URL(r.name)).filter((u) => u.pathname.startsWith('/api/v1/access-graph')).map((u) => u.pathname + u.search)";
+
+fn paths(value: &Value) -> Vec<String> {
+    value.as_array().expect("an array").iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+/// Every call is drawn once: alone, or counted in exactly one aggregate.
+async fn every_call_counted_once(page: &mut Chromium, total: u64) {
+    let aggregated: u64 = counts(&page.eval(AGGREGATES).await).values().sum();
+    let single = page.eval(EDGES).await.as_array().unwrap().len() as u64;
+    assert_eq!(aggregated + single, total, "{aggregated} aggregated + {single} drawn alone");
+}
+
+/// An organisation larger than the server reads at once (here `--graph-max-edges` 1,000 under
+/// its 5,000 calls) is never read whole: the page draws the server's aggregated view, reads a
+/// namespace's calls in pages when it is opened, and asks the server for a searched name.
+#[tokio::test]
+async fn a_very_large_organisation_is_drawn_from_the_aggregated_view_and_read_as_it_opens() {
+    chromium_binary();
+    let reads = cloud_api::store::ReadLimits { max_edges: 1000, ..Default::default() };
+    let api = browser::Api::start_reading("cloudwebhuge", reads).await;
+    let token = seed(&api, "gigacorp", Shape::LARGE).await;
+    let graph = api.graph_in_pages(&token, 1000).await;
+    assert_eq!(graph["nodes"].as_array().unwrap().len(), 1000, "1,000 workloads");
+    assert_eq!(graph["edges"].as_array().unwrap().len(), 5000, "5,000 calls");
+    let want = expected(&graph);
+
+    let mut page = Chromium::graph_page(&api, &token).await;
+    assert_eq!(
+        page.eval("document.getElementById('summary').dataset.large").await,
+        Value::from("true"),
+        "drawn from the aggregated view"
+    );
+    // The same boxes and counts as a page that read the whole graph would show.
+    assert_eq!(counts(&page.eval(GROUPS).await), want.members, "a box per namespace");
+    assert_eq!(counts(&page.eval(AGGREGATES).await), want.pairs, "aggregate calls");
+    assert!(strings(&page.eval(NODES).await).is_empty(), "no workload drawn");
+    let summary = page.eval("document.getElementById('summary').textContent").await;
+    let summary = summary.as_str().unwrap();
+    assert!(
+        summary.contains("1000 nodes · 5000 calls · 10 clusters")
+            && summary.contains("0 of 50 namespaces open"),
+        "{summary}"
+    );
+    let first = paths(&page.eval(GRAPH_READS).await);
+    assert!(
+        first.iter().all(|r| r.contains("limit=") || r.starts_with("/api/v1/access-graph/summary")),
+        "nothing read unpaged: {first:?}"
+    );
+    assert!(first.iter().any(|r| r.starts_with("/api/v1/access-graph/summary")), "{first:?}");
+    let shot = screenshot_path("very-large-org-aggregated.png");
+    page.screenshot(&shot).await;
+    assert_png(&shot);
+
+    // A real click on a namespace box: its calls are read (in pages) and its workloads drawn.
+    page.click_on("#zoom-fit").await;
+    let open = "prod-3/payments";
+    let rect = page.rect(&format!("[data-group=\"{open}\"]")).await;
+    let drawn = page.drawn().await;
+    let (x, y) = rect.centre();
+    page.click(x, y).await;
+    page.wait_drawn_after(drawn).await;
+    let groups = counts(&page.eval(GROUPS).await);
+    assert_eq!(groups.len(), 49, "the opened namespace is no longer a box");
+    assert!(!groups.contains_key(open));
+    let members: BTreeSet<String> =
+        want.namespace_of.iter().filter(|(_, ns)| *ns == open).map(|(id, _)| id.clone()).collect();
+    assert_eq!(strings(&page.eval(NODES).await), members, "its workloads, and only those");
+    let inner: BTreeSet<String> = want
+        .edges
+        .iter()
+        .filter(|(s, t)| members.contains(s) && members.contains(t))
+        .map(|(s, t)| format!("{s} -> {t}"))
+        .collect();
+    assert_eq!(strings(&page.eval(EDGES).await), inner, "calls among them one by one");
+    every_call_counted_once(&mut page, 5000).await;
+    let now = paths(&page.eval(GRAPH_READS).await);
+    let opened: Vec<&String> = now[first.len()..].iter().collect();
+    assert!(
+        !opened.is_empty()
+            && opened.iter().all(|r| r.contains("namespace=payments")
+                && r.contains("cluster=prod-3")
+                && r.contains("limit=")),
+        "the namespace was read in pages: {opened:?}"
+    );
+
+    // Search: the name is in no open namespace but in all ten clusters; the server finds it.
+    page.click_on("#search").await;
+    page.type_text("identity-07").await;
+    let drawn = page.drawn().await;
+    page.press_enter().await;
+    page.wait_drawn_after(drawn).await;
+    let found = "prod-0/identity/identity-07";
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('.node.found')].map((n) => n.dataset.nodeId)")
+            .await,
+        serde_json::json!([found]),
+        "the first match, its namespace read and opened"
+    );
+    assert_eq!(
+        page.eval("document.getElementById('search-status').textContent").await,
+        Value::from("1 of 10 · Enter: next")
+    );
+    let rect = page.rect(&format!("[data-node-id=\"{found}\"]")).await;
+    let canvas = page.rect("#canvas").await;
+    assert!(inside(&rect, &canvas), "the found workload is in view: {rect:?} in {canvas:?}");
+    assert_eq!(
+        page.eval("document.getElementById('details').dataset.selected").await,
+        Value::from(found),
+        "its calls and callers in the side panel"
+    );
+    let callers = page.eval("document.querySelectorAll('#callers li').length").await;
+    let expected_callers = want.edges.iter().filter(|(_, t)| t == found).count();
+    assert_eq!(callers, Value::from(expected_callers), "every caller, from any namespace");
+    every_call_counted_once(&mut page, 5000).await;
+    let shot = screenshot_path("very-large-org-search.png");
+    page.screenshot(&shot).await;
+    assert_png(&shot);
+
+    // Closing everything again: the aggregated view as it was.
+    page.click_on("#collapse-all").await;
+    page.wait_for(
+        "document.querySelectorAll('[data-node-id]').length === 0",
+        "every namespace closed",
+    )
+    .await;
+    assert_eq!(counts(&page.eval(GROUPS).await), want.members);
+    assert_eq!(counts(&page.eval(AGGREGATES).await), want.pairs);
+
+    assert!(page.console.is_empty(), "the page wrote to the console: {:#?}", page.console);
+    page.close().await;
+}
+
 /// A small organisation starts with every workload drawn, as before.
 #[tokio::test]
 async fn a_small_organisation_starts_with_every_workload_drawn() {
