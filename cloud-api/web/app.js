@@ -21,8 +21,9 @@
 //
 // A very large organisation (more calls than LARGE_ABOVE, or than the server reads at once) is
 // never read whole: the page draws the server's aggregated view (GET /access-graph/summary:
-// namespaces with their counts, calls between them counted) and reads a namespace's own calls,
-// in pages, when it is opened. A search asks the server for workloads of that exact name.
+// namespaces with their counts, calls between them counted; read first, it says how large the
+// graph is) and reads a namespace's own calls, in pages, when it is opened. A search asks the
+// server for workloads of that exact name.
 "use strict";
 
 (() => {
@@ -48,8 +49,8 @@
   const CLUSTER_TINTS = 6;
   // Above this many nodes the page starts with every namespace closed.
   const GROUP_ABOVE = 400;
-  // Above this many calls (or when the server pages a read this size) the page starts from the
-  // aggregated view and reads namespaces as they are opened, in pages of PAGE calls.
+  // Above this many calls (or when the server refuses to read them at once) the page starts from
+  // the aggregated view and reads namespaces as they are opened, in pages of PAGE calls.
   const LARGE_ABOVE = 20000;
   const PAGE = 5000;
   // The most calls one opened namespace may bring (a namespace filter reads larger ones alone).
@@ -254,14 +255,20 @@
     document.body.classList.add("busy");
     showApp();
     try {
-      // Without a namespace or workload filter the first read is one page: the whole graph when
-      // it fits, else the sign to start from the aggregated view.
+      // Without a namespace or workload filter the aggregated view comes first: it says how many
+      // calls the whole graph has. Up to LARGE_ABOVE the graph is read whole, as one page (a
+      // server that reads less at once says more pages follow), beyond that never.
       const f = state.filters;
-      const probe = !f.namespace && !f.workload;
-      const [graphRes, clustersRes] = await Promise.all([api(probe ? graphUrl({ limit: LARGE_ABOVE }) : graphUrl()), api("/api/v1/clusters")]);
-      const [graph, clusters] = await Promise.all([graphRes.json(), clustersRes.json()]);
+      const narrowed = Boolean(f.namespace || f.workload);
+      const [clustersRes, summaryRes] = await Promise.all([api("/api/v1/clusters"), narrowed ? null : api(summaryUrl())]);
+      const [clusters, aggregated] = await Promise.all([clustersRes.json(), summaryRes ? summaryRes.json() : null]);
       if (request !== state.request) return;
-      const summary = probe && graph.next ? await (await api(summaryUrl())).json() : null;
+      let summary = aggregated && newLarge(aggregated).calls > LARGE_ABOVE ? aggregated : null;
+      let graph = null;
+      if (!summary) {
+        graph = await (await api(narrowed ? graphUrl() : graphUrl({ limit: LARGE_ABOVE }))).json();
+        if (!narrowed && typeof graph.next === "string") summary = aggregated;
+      }
       if (request !== state.request) return;
       showError("");
       state.clusters = clusters.map((c) => c.name).sort(byName);
