@@ -176,6 +176,16 @@ async fn run() -> Result<()> {
                 Before::Report,
             ),
             (
+                "aggregated view since=24h, computed (none kept)",
+                "/api/v1/access-graph/summary?since=24h".into(),
+                Before::ForgetSummaries,
+            ),
+            (
+                "aggregated view since=24h, kept",
+                "/api/v1/access-graph/summary?since=24h".into(),
+                Before::Nothing,
+            ),
+            (
                 "aggregated view cluster=c-5, computed",
                 "/api/v1/access-graph/summary?cluster=c-5".into(),
                 Before::ForgetSummaries,

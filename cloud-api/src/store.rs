@@ -28,7 +28,7 @@ pub use credentials::{ApiTokenInfo, NewApiToken, Scopes};
 pub use error::StoreError;
 pub use reads::{ClientCursor, GraphData, GraphSelection, PageRequest, ReadError, ReadLimits};
 pub use retention::{Cursor, Pruned as PrunedBatch, DEFAULT_RETENTION_DAYS, RETENTION_DAYS};
-pub use summary::{namespace_id, GraphSummary};
+pub use summary::{namespace_id, GraphSummary, SummarySince, KEPT_WINDOWS};
 
 use std::str::FromStr;
 use std::sync::Arc;

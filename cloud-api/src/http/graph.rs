@@ -18,7 +18,7 @@ use super::changes;
 use super::error::ApiError;
 use super::paging::{encode_cursor, page_request, Paged};
 use super::{cluster_of, AppState};
-use crate::store::{GraphSelection, GraphSummary, ReadError};
+use crate::store::{GraphSelection, GraphSummary, ReadError, SummarySince};
 
 /// The longest `namespace=` or `workload=` taken: a Kubernetes name is at most 253 bytes.
 const MAX_NAME_BYTES: usize = 253;
@@ -209,7 +209,7 @@ pub struct SummaryQuery {
     security(("api_token" = ["read"])),
     params(
         ("cluster" = Option<String>, Query, description = "Aggregate edges with either end in this cluster (its id or name)"),
-        ("since" = Option<String>, Query, description = "Edges seen at or after this RFC 3339 time (2026-11-24T18:00:00Z) or a window back from now (30m, 24h, 7d)"),
+        ("since" = Option<String>, Query, description = "Edges seen at or after this RFC 3339 time (2026-11-24T18:00:00Z; computed at each read) or within a window back from now (30m, 24h, 7d; kept per window like the whole history's, counting the window that ends at `as_of`, served for at most a twelfth of the window and at most --summary-max-stale-seconds after it)"),
     ),
     responses(
         (status = 200, description = "The aggregated graph", body = GraphSummary),
@@ -224,7 +224,15 @@ pub async fn access_graph_summary(
     q: Result<Query<SummaryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query(q)?;
-    let since = q.since.as_deref().map(|s| parse_since(s, Utc::now())).transpose()?;
+    let now = Utc::now();
+    // A window back from now (30m, 24h) is kept per window; a time is computed at each read.
+    let since = match q.since.as_deref() {
+        None => SummarySince::All,
+        Some(s) if DateTime::parse_from_rfc3339(s).is_ok() => {
+            SummarySince::At(parse_since(s, now)?)
+        }
+        Some(s) => SummarySince::Window(now - parse_since(s, now)?),
+    };
     check_name("cluster", q.cluster.as_deref())?;
     // By id or name, as everywhere; the aggregate is keyed by the name.
     let cluster = match &q.cluster {

@@ -7,7 +7,13 @@
 //! while those versions are current (`stale: false`); once edges have changed, it serves them
 //! still, marked `stale`, for at most [`ReadLimits::summary_max_stale`] after they were computed,
 //! and starts one refresh in the background; older than that, or never computed, the read
-//! computes them itself. A `since=` window is computed at each read (it moves with the clock).
+//! computes them itself.
+//!
+//! A window back from the read (`since=1h`) is kept the same way, per window, counting the edges
+//! seen in the window that ends at `as_of`: served for at most a twelfth of the window (and at
+//! most `summary_max_stale`) after `as_of`, `stale` when edges were written since, and at most
+//! [`KEPT_WINDOWS`] windows per organisation (a tenant naming every second of a year keeps 8).
+//! A `since=` time (RFC 3339) is computed at each read.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -28,10 +34,44 @@ use model::Traffic;
 /// none free serves the stored summary without starting another (the next read will).
 const BACKGROUND_REFRESHES: usize = 2;
 
-/// The summaries being refreshed in the background, so that one is computed at a time.
+/// How many windowed summaries one organisation keeps (the most recently computed).
+pub const KEPT_WINDOWS: i64 = 8;
+
+/// Which edges a summary counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummarySince {
+    /// Every edge.
+    All,
+    /// Edges seen at or after this time: computed at each read.
+    At(DateTime<Utc>),
+    /// Edges seen within this window back from the read: kept per window.
+    Window(chrono::Duration),
+}
+
+impl SummarySince {
+    /// The stored summary's key beside its scope: 0 for the whole history.
+    fn window_secs(self) -> i64 {
+        match self {
+            SummarySince::Window(w) => w.num_seconds().max(1),
+            _ => 0,
+        }
+    }
+
+    /// The time edges are counted from, for a computation starting now.
+    fn from(self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self {
+            SummarySince::All => None,
+            SummarySince::At(t) => Some(t),
+            SummarySince::Window(w) => Some(now - w),
+        }
+    }
+}
+
+/// The summaries being refreshed in the background (organisation, scope, window), so that one
+/// is computed at a time.
 #[derive(Clone)]
 pub(super) struct Refreshes {
-    running: Arc<Mutex<HashSet<(Uuid, String)>>>,
+    running: Arc<Mutex<HashSet<(Uuid, String, i64)>>>,
     slots: Arc<Semaphore>,
 }
 
@@ -77,23 +117,32 @@ impl Store {
         &self,
         org: Uuid,
         cluster: Option<&str>,
-        since: Option<DateTime<Utc>>,
+        since: SummarySince,
         limits: &ReadLimits,
     ) -> Result<GraphSummary, ReadError> {
         let timeout = limits.statement_timeout;
-        if since.is_some() {
-            let computed = compute(&self.pool, org, cluster, since, limits).await?;
+        if let SummarySince::At(t) = since {
+            let computed = compute(&self.pool, org, cluster, Some(t), limits).await?;
             return Ok(assemble(computed.clusters, computed.rows, computed.as_of, false));
         }
         let scope = cluster.unwrap_or_default();
+        // How long after `as_of` a stored summary may be served while a newer one is computed;
+        // a window's, also how far its end may lag behind the read.
+        let max_stale = match since {
+            SummarySince::Window(w) => {
+                limits.summary_max_stale.min((w / 12).to_std().unwrap_or_default())
+            }
+            _ => limits.summary_max_stale,
+        };
         let run = async {
             let mut tx = tenant(&self.pool, org).await?;
             let stored = sqlx::query!(
                 r#"SELECT versions, as_of, body, as_of >= now() - make_interval(secs => $3) AS "recent!"
-                   FROM graph_summaries WHERE org_id = $1 AND scope = $2"#,
+                   FROM graph_summaries WHERE org_id = $1 AND scope = $2 AND window_secs = $4"#,
                 org,
                 scope,
-                limits.summary_max_stale.as_secs_f64()
+                max_stale.as_secs_f64(),
+                since.window_secs()
             )
             .fetch_optional(&mut *tx)
             .await?;
@@ -105,7 +154,10 @@ impl Store {
             let clusters = cluster_names(&mut tx, org, cluster).await?;
             tx.commit().await?;
             let fresh = stored.versions == current;
-            if !fresh && !stored.recent {
+            // A window's end moves with the clock: past its bound it is computed again even
+            // when no edge changed.
+            let windowed = matches!(since, SummarySince::Window(_));
+            if (!fresh || windowed) && !stored.recent {
                 return Ok(None);
             }
             // Unreadable (written by another version) or larger than the limit now: compute.
@@ -120,12 +172,12 @@ impl Store {
         match run.await.map_err(|e| ReadError::from_sqlx(e, timeout))? {
             Some((clusters, rows, as_of, fresh)) => {
                 if !fresh {
-                    self.refresh_in_background(org, cluster, limits);
+                    self.refresh_in_background(org, cluster, since, limits);
                 }
                 Ok(assemble(clusters, rows, as_of, !fresh))
             }
             None => {
-                let computed = self.refresh_summary(org, cluster, limits).await?;
+                let computed = self.refresh_summary(org, cluster, since, limits).await?;
                 Ok(assemble(computed.clusters, computed.rows, computed.as_of, false))
             }
         }
@@ -136,25 +188,40 @@ impl Store {
         &self,
         org: Uuid,
         cluster: Option<&str>,
+        since: SummarySince,
         limits: &ReadLimits,
     ) -> Result<Computed, ReadError> {
-        let computed = compute(&self.pool, org, cluster, None, limits).await?;
+        let computed = compute(&self.pool, org, cluster, since.from(Utc::now()), limits).await?;
         let store = async {
             let body =
                 serde_json::to_vec(&computed.rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
             let mut tx = tenant(&self.pool, org).await?;
             sqlx::query!(
-                "INSERT INTO graph_summaries AS s (org_id, scope, versions, as_of, body) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (org_id, scope) DO UPDATE SET versions = EXCLUDED.versions, as_of = EXCLUDED.as_of, body = EXCLUDED.body
+                "INSERT INTO graph_summaries AS s (org_id, scope, window_secs, versions, as_of, body) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (org_id, scope, window_secs) DO UPDATE SET versions = EXCLUDED.versions, as_of = EXCLUDED.as_of, body = EXCLUDED.body
                  WHERE s.as_of <= EXCLUDED.as_of",
                 org,
                 cluster.unwrap_or_default(),
+                since.window_secs(),
                 computed.versions,
                 computed.as_of,
                 body
             )
             .execute(&mut *tx)
             .await?;
+            if since.window_secs() > 0 {
+                // The organisation's most recently computed windows stay; older ones go.
+                sqlx::query!(
+                    "DELETE FROM graph_summaries WHERE org_id = $1 AND window_secs > 0
+                       AND (scope, window_secs) NOT IN (
+                         SELECT scope, window_secs FROM graph_summaries
+                         WHERE org_id = $1 AND window_secs > 0 ORDER BY as_of DESC LIMIT $2)",
+                    org,
+                    KEPT_WINDOWS
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await
         };
         store.await.map_err(|e| ReadError::from_sqlx(e, limits.statement_timeout))?;
@@ -163,8 +230,14 @@ impl Store {
 
     /// Starts [`Store::refresh_summary`] in the background unless one for the same summary is
     /// running or [`BACKGROUND_REFRESHES`] are.
-    fn refresh_in_background(&self, org: Uuid, cluster: Option<&str>, limits: &ReadLimits) {
-        let key = (org, cluster.unwrap_or_default().to_owned());
+    fn refresh_in_background(
+        &self,
+        org: Uuid,
+        cluster: Option<&str>,
+        since: SummarySince,
+        limits: &ReadLimits,
+    ) {
+        let key = (org, cluster.unwrap_or_default().to_owned(), since.window_secs());
         let Ok(slot) = self.refreshes.slots.clone().try_acquire_owned() else {
             return;
         };
@@ -180,7 +253,7 @@ impl Store {
             // Removed however the refresh ends.
             let _done = Running { refreshes: store.refreshes.clone(), key, _slot: slot };
             let started = std::time::Instant::now();
-            match store.refresh_summary(org, cluster.as_deref(), &limits).await {
+            match store.refresh_summary(org, cluster.as_deref(), since, &limits).await {
                 Ok(c) => {
                     tracing::debug!(%org, rows = c.rows.len(), elapsed_ms = started.elapsed().as_millis() as u64, "refreshed the aggregated graph")
                 }
@@ -194,7 +267,7 @@ impl Store {
 
 struct Running {
     refreshes: Refreshes,
-    key: (Uuid, String),
+    key: (Uuid, String, i64),
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 

@@ -154,3 +154,117 @@ async fn past_the_staleness_bound_a_read_computes_the_summary_itself() {
         assert_eq!(edges_between(&s, "us/shop", "us/shop"), want, "{s:#}");
     }
 }
+
+/// A call in `ns` from `client` to `target`, last seen `ago` before now.
+fn seen_ago(ns: &str, client: &str, target: &str, ago: chrono::Duration) -> Value {
+    let last = chrono::Utc::now() - ago;
+    json!({
+        "client": {"namespace": ns, "name": client, "kind": "Deployment"},
+        "target": {"kubernetes": {"namespace": ns, "name": target, "kind": "Deployment"}},
+        "ports": [{"port": 80, "protocol": "TCP"}],
+        "first_seen": (last - chrono::Duration::hours(1)).to_rfc3339(),
+        "last_seen": last.to_rfc3339(),
+        "connections": 1,
+    })
+}
+
+async fn summary_at(app: &TestApp, token: &str, query: &str) -> Value {
+    let reply = app.get(&format!("/api/v1/access-graph/summary?{query}"), token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.text());
+    reply.json()
+}
+
+/// How many windowed summaries the organisation named `org` keeps, read as the schema owner.
+async fn kept_windows(app: &TestApp, org: &str) -> i64 {
+    let mut owner: sqlx::PgConnection = sqlx::Connection::connect(&app.database_url).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT count(*) FROM graph_summaries s JOIN organizations o ON o.id = s.org_id
+         WHERE o.name = $1 AND s.window_secs > 0",
+    )
+    .bind(org)
+    .fetch_one(&mut owner)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_window_back_from_now_is_kept_per_window_and_counts_only_what_it_covers() {
+    let app = test_app().await;
+    let (org, _, jwt) = app.tenant("acme", "us").await;
+    let (other, _, other_jwt) = app.tenant("globex", "us").await;
+    let minutes = chrono::Duration::minutes;
+    send(
+        &app,
+        &jwt,
+        vec![
+            seen_ago("shop", "frontend", "cart", minutes(5)),
+            seen_ago("ops", "backup", "store", minutes(120)),
+        ],
+    )
+    .await;
+    send(&app, &other_jwt, vec![seen_ago("shop", "a", "b", minutes(5))]).await;
+    let theirs = summary_at(&app, &other.api_token, "since=1h").await;
+    assert_eq!(edges_between(&theirs, "us/shop", "us/shop"), 1, "{theirs:#}");
+
+    // Each window counts what it covers.
+    let hour = summary_at(&app, &org.api_token, "since=1h").await;
+    assert_eq!(hour["stale"], false, "{hour:#}");
+    assert_eq!(edges_between(&hour, "us/shop", "us/shop"), 1, "{hour:#}");
+    assert_eq!(edges_between(&hour, "us/ops", "us/ops"), 0, "seen 2 h ago: {hour:#}");
+    let day = summary_at(&app, &org.api_token, "since=24h").await;
+    assert_eq!(edges_between(&day, "us/ops", "us/ops"), 1, "{day:#}");
+    assert_eq!(edges_between(&day, "us/shop", "us/shop"), 1, "{day:#}");
+
+    // Kept: read again, the same snapshot; a time instead of a window is computed each read.
+    assert_eq!(summary_at(&app, &org.api_token, "since=1h").await, hour);
+    let at = format!("since={}", (chrono::Utc::now() - minutes(60)).format("%Y-%m-%dT%H:%M:%SZ"));
+    let first = summary_at(&app, &org.api_token, &at).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = summary_at(&app, &org.api_token, &at).await;
+    assert!(second["as_of"].as_str() > first["as_of"].as_str(), "{first:#} {second:#}");
+    assert_eq!(edges_between(&second, "us/shop", "us/shop"), 1, "{second:#}");
+
+    // A report: the kept window is served once more, marked stale, and refreshed behind it.
+    send(&app, &jwt, vec![seen_ago("shop", "checkout", "cart", minutes(1))]).await;
+    let stale = summary_at(&app, &org.api_token, "since=1h").await;
+    assert_eq!(stale["stale"], true, "{stale:#}");
+    assert_eq!(stale["as_of"], hour["as_of"]);
+    assert_eq!(edges_between(&stale, "us/shop", "us/shop"), 1, "what was kept: {stale:#}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let fresh = loop {
+        let s = summary_at(&app, &org.api_token, "since=1h").await;
+        if s["stale"] == false {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never refreshed: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(edges_between(&fresh, "us/shop", "us/shop"), 2, "{fresh:#}");
+
+    // A tenant naming many windows keeps the 8 it computed last; another's stay.
+    for secs in 0..12 {
+        summary_at(&app, &org.api_token, &format!("since={}s", 3600 + secs)).await;
+    }
+    assert_eq!(kept_windows(&app, "acme").await, cloud_api::store::KEPT_WINDOWS);
+    assert_eq!(kept_windows(&app, "globex").await, 1);
+}
+
+/// Past a twelfth of its window a kept window is computed again, even with no new report: its
+/// end moves with the clock.
+#[tokio::test]
+async fn a_kept_window_is_computed_again_once_its_end_lags_too_far() {
+    let app = test_app().await;
+    let (org, _, jwt) = app.tenant("acme", "us").await;
+    send(&app, &jwt, vec![seen_ago("shop", "frontend", "cart", chrono::Duration::seconds(30))])
+        .await;
+    // A 12 s window may lag 1 s.
+    let first = summary_at(&app, &org.api_token, "since=60s").await;
+    assert_eq!(edges_between(&first, "us/shop", "us/shop"), 1, "{first:#}");
+    assert_eq!(summary_at(&app, &org.api_token, "since=60s").await, first, "kept");
+    let short = summary_at(&app, &org.api_token, "since=12s").await;
+    assert_eq!(edges_between(&short, "us/shop", "us/shop"), 0, "seen 30 s ago: {short:#}");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let later = summary_at(&app, &org.api_token, "since=12s").await;
+    assert_eq!(later["stale"], false, "{later:#}");
+    assert!(later["as_of"].as_str() > short["as_of"].as_str(), "computed again: {later:#}");
+}
