@@ -176,13 +176,13 @@ async fn run() -> Result<()> {
                 Before::Report,
             ),
             (
-                "aggregated view since=24h, computed (none kept)",
-                "/api/v1/access-graph/summary?since=24h".into(),
+                "aggregated view since=3650d (every edge), computed",
+                "/api/v1/access-graph/summary?since=3650d".into(),
                 Before::ForgetSummaries,
             ),
             (
-                "aggregated view since=24h, kept",
-                "/api/v1/access-graph/summary?since=24h".into(),
+                "aggregated view since=3650d (every edge), kept",
+                "/api/v1/access-graph/summary?since=3650d".into(),
                 Before::Nothing,
             ),
             (
