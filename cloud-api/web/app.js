@@ -1314,9 +1314,13 @@
 
   // A large organisation's search: the server's workloads of exactly that name (Kubernetes names
   // are lower case) join what the page holds, which is then searched as usual.
+  // Text that cannot be a name is only searched for in what the page holds.
   async function largeMatches(query) {
-    const part = await readPages({ workload: query.trim().toLowerCase() }, NAMESPACE_MAX, state.request);
-    if (part) merge(part);
+    const name = query.trim().toLowerCase();
+    if (name.length <= SEARCH_MAX && /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) {
+      const part = await readPages({ workload: name }, NAMESPACE_MAX, state.request);
+      if (part) merge(part);
+    }
     return searchMatches(query);
   }
 

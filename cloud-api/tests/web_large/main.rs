@@ -430,6 +430,23 @@ async fn a_very_large_organisation_is_drawn_from_the_aggregated_view_and_read_as
     assert_eq!(counts(&page.eval(GROUPS).await), want.members);
     assert_eq!(counts(&page.eval(AGGREGATES).await), want.pairs);
 
+    // What cannot be a name is not sent to the server: the page says it found nothing.
+    let before = paths(&page.eval(GRAPH_READS).await).len();
+    page.click_on("#search").await;
+    page.eval("document.getElementById('search').select()").await;
+    page.type_text("<b id=\"injected\">x</b>").await;
+    page.press_enter().await;
+    let status = page
+        .wait_for(
+            "document.getElementById('search-status').textContent.startsWith('No workload') && document.getElementById('search-status').textContent",
+            "the search to say it found nothing",
+        )
+        .await;
+    assert!(status.as_str().unwrap().contains("<b id=\"injected\">"), "{status}");
+    assert_eq!(page.eval("document.getElementById('injected') === null").await, Value::Bool(true));
+    assert_eq!(page.eval("document.getElementById('error').hidden").await, Value::Bool(true));
+    assert_eq!(paths(&page.eval(GRAPH_READS).await).len(), before, "no read for it");
+
     assert!(page.console.is_empty(), "the page wrote to the console: {:#?}", page.console);
     page.close().await;
 }
