@@ -263,18 +263,19 @@
       const [clustersRes, summaryRes] = await Promise.all([api("/api/v1/clusters"), narrowed ? null : api(summaryUrl())]);
       const [clusters, aggregated] = await Promise.all([clustersRes.json(), summaryRes ? summaryRes.json() : null]);
       if (request !== state.request) return;
-      let summary = aggregated && newLarge(aggregated).calls > LARGE_ABOVE ? aggregated : null;
+      const view = aggregated && newLarge(aggregated);
+      let large = view && view.calls > LARGE_ABOVE ? view : null;
       let graph = null;
-      if (!summary) {
+      if (!large) {
         graph = await (await api(narrowed ? graphUrl() : graphUrl({ limit: LARGE_ABOVE }))).json();
-        if (!narrowed && typeof graph.next === "string") summary = aggregated;
+        if (!narrowed && typeof graph.next === "string") large = view;
       }
       if (request !== state.request) return;
       showError("");
       state.clusters = clusters.map((c) => c.name).sort(byName);
-      if (summary) {
-        state.large = newLarge(summary);
-        state.graph = normalise({ clusters: summary.clusters, nodes: [], edges: [] });
+      if (large) {
+        state.large = large;
+        state.graph = normalise({ clusters: large.clusters, nodes: [], edges: [] });
         state.grouped = true;
         // Open namespaces were read for the previous filters.
         state.expanded.clear();
@@ -687,6 +688,23 @@
     return true;
   }
 
+  // Calls added to one aggregate edge per (source, target) pair of `edges`, made on first use:
+  // `add(source, target, count)` returns the pair's index in `edges`.
+  function aggregator(edges) {
+    const pairs = new Map();
+    return (source, target, count) => {
+      const pair = `${source}\u0000${target}`;
+      let at = pairs.get(pair);
+      if (at === undefined) {
+        at = edges.length;
+        pairs.set(pair, at);
+        edges.push({ source, target, count: 0, aggregate: true });
+      }
+      edges[at].count += count;
+      return at;
+    };
+  }
+
   // What is drawn: the data graph itself, or (grouped) one node per closed namespace and one
   // edge per pair of drawn ends carrying the calls between them. `rep` maps each data node to
   // the drawn node standing for it, `edgeOf` each data edge to the drawn edge carrying it.
@@ -717,7 +735,7 @@
     }
     const edges = [];
     const edgeOf = new Array(graph.edges.length);
-    const pairs = new Map();
+    const add = aggregator(edges);
     graph.edges.forEach((e, i) => {
       const source = rep.get(e.source);
       const target = rep.get(e.target);
@@ -726,15 +744,7 @@
         edges.push(e);
         return;
       }
-      const pair = `${source}\u0000${target}`;
-      let at = pairs.get(pair);
-      if (at === undefined) {
-        at = edges.length;
-        pairs.set(pair, at);
-        edges.push({ source, target, count: 0, aggregate: true });
-      }
-      edges[at].count++;
-      edgeOf[i] = at;
+      edgeOf[i] = add(source, target, 1);
       const from = groups.get(groupKey(index.byId.get(e.source)));
       if (from && from.id === source) from.out++;
       const to = isInside(index.byId.get(e.target)) && groups.get(groupKey(index.byId.get(e.target)));
@@ -914,18 +924,7 @@
     };
     const endOf = (id) => (groups.has(id) ? groups.get(id).id : outsideNode(id));
     const edges = [];
-    const pairs = new Map();
-    const add = (source, target, count) => {
-      const pair = `${source}\u0000${target}`;
-      let at = pairs.get(pair);
-      if (at === undefined) {
-        at = edges.length;
-        pairs.set(pair, at);
-        edges.push({ source, target, count: 0, aggregate: true });
-      }
-      edges[at].count += count;
-      return at;
-    };
+    const add = aggregator(edges);
     for (const e of L.edges) {
       if (state.expanded.has(e.source) || state.expanded.has(e.target)) continue;
       add(endOf(e.source), endOf(e.target), typeof e.edges === "number" ? e.edges : 0);

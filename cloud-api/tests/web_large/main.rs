@@ -67,6 +67,20 @@ fn expected(graph: &Value) -> Expected {
     Expected { members, pairs, namespace_of, edges }
 }
 
+/// Types `text` into the search box, presses Enter and waits for the page to say it found no
+/// workload; returns what it says.
+async fn search_finding_nothing(page: &mut Chromium, text: &str) -> Value {
+    page.click_on("#search").await;
+    page.eval("document.getElementById('search').select()").await;
+    page.type_text(text).await;
+    page.press_enter().await;
+    page.wait_for(
+        "document.getElementById('search-status').textContent.startsWith('No workload') && document.getElementById('search-status').textContent",
+        "the search to say it found nothing",
+    )
+    .await
+}
+
 /// A point of the canvas with nothing clickable under it (a drag there pans).
 async fn empty_spot(page: &mut Chromium) -> (f64, f64) {
     let canvas = page.rect("#canvas").await;
@@ -265,16 +279,7 @@ async fn a_large_organisation_is_grouped_by_namespace_and_opens_on_a_click_and_a
 
     // A name nobody has: the page says so and changes nothing.
     let layouts = page.eval(LAYOUTS).await;
-    page.click_on("#search").await;
-    page.eval("document.getElementById('search').select()").await;
-    page.type_text("no-such-workload").await;
-    page.press_enter().await;
-    let status = page
-        .wait_for(
-            "document.getElementById('search-status').textContent.startsWith('No workload') && document.getElementById('search-status').textContent",
-            "the search to say it found nothing",
-        )
-        .await;
+    let status = search_finding_nothing(&mut page, "no-such-workload").await;
     assert!(status.as_str().unwrap().contains("no-such-workload"), "{status}");
     assert_eq!(page.eval(LAYOUTS).await, layouts);
 
@@ -432,16 +437,7 @@ async fn a_very_large_organisation_is_drawn_from_the_aggregated_view_and_read_as
 
     // What cannot be a name is not sent to the server: the page says it found nothing.
     let before = paths(&page.eval(GRAPH_READS).await).len();
-    page.click_on("#search").await;
-    page.eval("document.getElementById('search').select()").await;
-    page.type_text("<b id=\"injected\">x</b>").await;
-    page.press_enter().await;
-    let status = page
-        .wait_for(
-            "document.getElementById('search-status').textContent.startsWith('No workload') && document.getElementById('search-status').textContent",
-            "the search to say it found nothing",
-        )
-        .await;
+    let status = search_finding_nothing(&mut page, "<b id=\"injected\">x</b>").await;
     assert!(status.as_str().unwrap().contains("<b id=\"injected\">"), "{status}");
     assert_eq!(page.eval("document.getElementById('injected') === null").await, Value::Bool(true));
     assert_eq!(page.eval("document.getElementById('error').hidden").await, Value::Bool(true));
